@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both set up .venv first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export FACESUITE_DATA ?= ../shared/data
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: this exact release is on local disk here; anything else pulls GBs.
+# facenet-pytorch (MTCNN weights) and face_recognition (benchmark baseline) carry stale pins,
+# so they go in with --no-deps after the pinned requirements.
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0 face_recognition==1.3.0
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/facesuite detect $(FACESUITE_DATA)/facecom/task_a/train --out demo-out/detect
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) demo-out

@@ -1,0 +1,102 @@
+"""Command-line interface: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facesuite import __version__
+from facesuite.errors import InputError
+
+
+def _fallback_box(text: str) -> tuple[float, float, float]:
+    try:
+        cx, cy, side = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three fractions CX,CY,SIDE, e.g. 0.5,0.53,0.42") from None
+    return cx, cy, side
+
+
+def _add_detector_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("detection")
+    group.add_argument("--assume-cropped", action="store_true", help="images are already face crops: skip detection")
+    group.add_argument("--fallback-box", type=_fallback_box, default=None, metavar="CX,CY,SIDE",
+                       help="centre box used when no face is found, as fractions of the image (default 0.5,0.53,0.42)")
+    group.add_argument("--min-score", type=float, default=None, help="lowest MTCNN score accepted as a face (default 0.9)")
+    group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
+
+
+def _extractor(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from facesuite.detect import DetectorSettings
+    from facesuite.detect.extract import FaceExtractor
+
+    settings = DetectorSettings(assume_cropped=args.assume_cropped)
+    if args.fallback_box is not None:
+        settings = replace(settings, fallback_box=args.fallback_box)
+    if args.min_score is not None:
+        settings = replace(settings, min_score=args.min_score)
+    return FaceExtractor(settings, use_cache=not args.no_cache)
+
+
+def _print_skips(skipped) -> None:
+    for item in skipped:
+        print(f"skipped: {item.reason}", file=sys.stderr)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from facesuite.detect.extract import export_crops
+    from facesuite.embed import ChipSpec
+    from facesuite.io import expand_paths
+
+    paths = expand_paths(args.paths)
+    root = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
+    summary = export_crops(_extractor(args), paths, Path(args.out), ChipSpec(args.size, args.padding), root)
+    _print_skips(summary.skipped)
+    report = summary.to_dict()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['images']} images: {report['detected']} faces detected, {report['fallback']} centre-box "
+            f"fallbacks, {report['skipped']} skipped; {report['ms_per_image']} ms/image. "
+            f"Crops and detections.csv in {args.out}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facesuite", description="Face detection, recognition, verification and gender analysis.")
+    parser.add_argument("--version", action="version", version=f"facesuite {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    detect = commands.add_parser("detect", help="find, align and crop faces; writes crops and detections.csv",
+                                 description="Detect the largest face in each image (MTCNN), align it on 5 landmarks and write the crop.")
+    detect.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    detect.add_argument("--out", required=True, help="output folder for crops/ and detections.csv")
+    detect.add_argument("--size", type=int, default=150, help="side of the aligned crop in pixels (default 150)")
+    detect.add_argument("--padding", type=float, default=0.25, help="margin around the face as a fraction of its size (default 0.25)")
+    detect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_detector_options(detect)
+    detect.set_defaults(handler=cmd_detect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"facesuite: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facesuite: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Locations facesuite reads from: data root and on-disk cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MODELS_DIR = PACKAGE_DIR / "models"
+
+
+def data_root() -> Path:
+    """Root of the shared face data: ``$FACESUITE_DATA``, else ``../shared/data`` from the cwd."""
+    return Path(os.environ.get("FACESUITE_DATA", "../shared/data")).expanduser()
+
+
+def cache_dir() -> Path:
+    """Where detection crops are cached: ``$FACESUITE_CACHE``, else ``~/.cache/facesuite``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facesuite"
+    return Path(os.environ.get("FACESUITE_CACHE", default)).expanduser()

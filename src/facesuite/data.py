@@ -1,0 +1,128 @@
+"""Dataset readers with validation: gender folders, identity folders, pair lists, splits.
+
+Layouts:
+- gender:   ``ROOT/male/*``, ``ROOT/female/*`` (other image formats too, searched recursively)
+- identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
+  ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
+- pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
+  taken relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facesuite.errors import InputError
+from facesuite.io import is_image_path, iter_images
+
+GENDERS = ("male", "female")
+DISTORTIONS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
+
+
+def _require_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise InputError("no such folder", root)
+    if not root.is_dir():
+        raise InputError("not a folder", root)
+    return root
+
+
+def read_gender_folders(root: str | Path) -> list[tuple[Path, str]]:
+    """``(path, label)`` for every image under ``ROOT/male`` and ``ROOT/female``."""
+    root = _require_dir(root)
+    samples: list[tuple[Path, str]] = []
+    for label in GENDERS:
+        folder = root / label
+        if not folder.is_dir():
+            raise InputError(f"expected sub-folders {'/ and '.join(GENDERS)}/ (missing {label}/)", root)
+        images = list(iter_images(folder))
+        if not images:
+            raise InputError("class folder has no images", folder)
+        samples.extend((path, label) for path in images)
+    return samples
+
+
+@dataclass
+class DistortedImage:
+    path: Path
+    identity: str
+    distortion: str
+    source: Path  # the clean image this copy was made from (may not exist)
+
+
+@dataclass
+class IdentityDataset:
+    """Clean images per identity and their distorted copies."""
+
+    root: Path
+    clean: list[tuple[Path, str]] = field(default_factory=list)
+    distorted: list[DistortedImage] = field(default_factory=list)
+
+    @property
+    def identities(self) -> list[str]:
+        return sorted({identity for _, identity in self.clean} | {d.identity for d in self.distorted})
+
+    def subset(self, identities: set[str]) -> IdentityDataset:
+        return IdentityDataset(
+            self.root,
+            [(p, i) for p, i in self.clean if i in identities],
+            [d for d in self.distorted if d.identity in identities],
+        )
+
+
+def read_identity_folders(root: str | Path) -> IdentityDataset:
+    """Read ``ROOT/<identity>/`` folders; a distortion type is the last ``_`` part of the stem."""
+    root = _require_dir(root)
+    dataset = IdentityDataset(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise InputError("expected one sub-folder per identity, found none", root)
+    for folder in folders:
+        identity = folder.name
+        clean = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+        dataset.clean.extend((p, identity) for p in clean)
+        distortion_dir = folder / "distortion"
+        if distortion_dir.is_dir():
+            for path in sorted(iter_images(distortion_dir)):
+                stem, _, kind = path.stem.rpartition("_")
+                dataset.distorted.append(
+                    DistortedImage(path, identity, kind if stem else "unknown", folder / f"{stem}{path.suffix}")
+                )
+    if not dataset.clean and not dataset.distorted:
+        raise InputError("identity folders contain no images", root)
+    return dataset
+
+
+def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path, bool]]:
+    """Rows of a pair list ``img1,img2,same``."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError("no such pair list", csv_path)
+    truthy = {"1", "true", "yes", "same"}
+    falsy = {"0", "false", "no", "different"}
+    pairs: list[tuple[Path, Path, bool]] = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"img1", "img2", "same"} <= set(reader.fieldnames):
+            raise InputError("pair list needs a header with columns img1,img2,same", csv_path)
+        for line, row in enumerate(reader, start=2):
+            same = (row["same"] or "").strip().lower()
+            if same not in truthy | falsy:
+                raise InputError(f"line {line}: 'same' must be 1/0 or true/false, got {row['same']!r}", csv_path)
+            a, b = (Path(row[k]) if Path(row[k]).is_absolute() else csv_path.parent / row[k] for k in ("img1", "img2"))
+            pairs.append((a, b, same in truthy))
+    if not pairs:
+        raise InputError("pair list has no rows", csv_path)
+    return pairs
+
+
+def read_split(path: str | Path) -> set[str]:
+    """Names listed one per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such split file", path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}

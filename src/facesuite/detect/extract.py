@@ -1,0 +1,156 @@
+"""From image files to aligned face chips: load, detect (batched, cached), align.
+
+Bad files inside a batch are reported as :class:`Skipped` with a one-line reason, so a large
+folder is processed to the end and the skips are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facesuite.config import cache_dir
+from facesuite.detect import DetectorSettings, Face, FaceDetector
+from facesuite.detect.cache import DetectionCache
+from facesuite.embed import ChipSpec
+from facesuite.errors import InputError
+from facesuite.io import file_digest, load_image
+
+
+@dataclass
+class Crop:
+    """A detected (or fallback) face in one file and its aligned chip."""
+
+    path: Path
+    face: Face
+    chip: np.ndarray
+    image_shape: tuple[int, int]
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+class FaceExtractor:
+    """Turns image paths into :class:`Crop` objects, reusing cached detections."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings | None = None,
+        use_cache: bool = True,
+        cache_folder: str | Path | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.detector = FaceDetector(settings)
+        self.settings = self.detector.settings
+        self.batch_size = batch_size
+        self._cache = DetectionCache(cache_folder or cache_dir()) if use_cache else None
+
+    def iter_crops(
+        self, paths: Sequence[str | Path], chip: ChipSpec = ChipSpec(), progress: str | None = None
+    ) -> Iterator[Crop | Skipped]:
+        """Yield a Crop or a Skipped per path, in order; ``progress`` labels a progress bar."""
+        bar = tqdm(total=len(paths), desc=progress, unit="img", disable=progress is None, leave=False)
+        for start in range(0, len(paths), self.batch_size):
+            batch = [Path(p) for p in paths[start : start + self.batch_size]]
+            yield from self._process(batch, chip)
+            bar.update(len(batch))
+        bar.close()
+
+    def crops(self, paths: Sequence[str | Path], chip: ChipSpec = ChipSpec(), progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
+        """All crops and all skips for ``paths``."""
+        crops: list[Crop] = []
+        skipped: list[Skipped] = []
+        for item in self.iter_crops(paths, chip, progress):
+            (crops if isinstance(item, Crop) else skipped).append(item)
+        return crops, skipped
+
+    def _process(self, batch: list[Path], chip: ChipSpec) -> Iterable[Crop | Skipped]:
+        key = self.settings.key()
+        loaded: list[tuple[Path, np.ndarray, str, Face | None] | Skipped] = []
+        for path in batch:
+            try:
+                image = load_image(path)
+                digest = file_digest(path)
+            except InputError as error:
+                loaded.append(Skipped(path, str(error)))
+                continue
+            cached = self._cache.get(digest, key) if self._cache else None
+            loaded.append((path, image, digest, cached))
+        pending = [entry for entry in loaded if not isinstance(entry, Skipped) and entry[3] is None]
+        detected = self.detector.detect_batch([entry[1] for entry in pending]) if pending else []
+        found = {id(entry): face for entry, face in zip(pending, detected)}
+        if self._cache:
+            self._cache.put_many([(entry[2], key, found[id(entry)]) for entry in pending])
+        for entry in loaded:
+            if isinstance(entry, Skipped):
+                yield entry
+                continue
+            path, image, _, cached = entry
+            face = cached or found[id(entry)]
+            yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2])
+
+
+@dataclass
+class DetectSummary:
+    images: int
+    detected: int
+    fallback: int
+    skipped: list[Skipped]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "detected": self.detected,
+            "fallback": self.fallback,
+            "skipped": len(self.skipped),
+            "seconds": round(self.seconds, 3),
+            "ms_per_image": round(1000 * self.seconds / max(self.images, 1), 2),
+        }
+
+
+def export_crops(
+    extractor: FaceExtractor, paths: Sequence[Path], out: Path, chip: ChipSpec, root: Path | None = None
+) -> DetectSummary:
+    """Write each aligned crop under ``out`` (mirroring paths below ``root``) and ``detections.csv``."""
+    import csv
+    import time
+
+    import cv2
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    detected = fallback = 0
+    skipped: list[Skipped] = []
+    with open(out / "detections.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "crop", "box", "landmarks", "score", "fallback"])
+        for item in extractor.iter_crops(paths, chip, progress="detect"):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+                continue
+            relative = _relative(item.path, root)
+            target = (out / "crops" / relative).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), cv2.cvtColor(item.chip, cv2.COLOR_RGB2BGR))
+            record = item.face.to_dict()
+            writer.writerow([str(item.path), str(target.relative_to(out)), record["box"], record["landmarks"], record["score"], int(item.face.fallback)])
+            fallback += item.face.fallback
+            detected += not item.face.fallback
+    return DetectSummary(len(paths), detected, fallback, skipped, time.perf_counter() - started)
+
+
+def _relative(path: Path, root: Path | None) -> Path:
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve())
+        except ValueError:
+            pass
+    return Path(path.name)

@@ -1,0 +1,99 @@
+"""Face embedders behind a registry: aligned face chips in, L2-normalised vectors out.
+
+A backend is a class registered under a name with :func:`register_embedder`; it declares its
+embedding size, the aligned-chip geometry it expects and a default verification threshold
+(cosine distance on normalised vectors). A threshold calibrated on data (``facesuite calibrate``)
+is stored beside the user's models and overrides the default.
+
+    embedder = get_embedder("dlib")            # or "dlib-torch", ...
+    vectors = embedder.embed(chips)            # (N, dim) float32, rows of unit length
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """Geometry of the aligned face chip a backend was trained on.
+
+    ``size`` is the square side in pixels and ``padding`` the margin around the landmark
+    template as a fraction of the face (dlib's convention: 0.25 around its 5-point template).
+    """
+
+    size: int = 150
+    padding: float = 0.25
+
+
+class Embedder(ABC):
+    """Maps aligned RGB face chips (uint8, ``chip_spec.size`` square) to unit vectors."""
+
+    name: str = ""
+    dim: int = 0
+    chip_spec: ChipSpec = ChipSpec()
+    #: Default same-person threshold on cosine distance (1 - cosine similarity).
+    default_threshold: float = 0.5
+
+    @abstractmethod
+    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Return an ``(len(chips), dim)`` float32 array with L2-normalised rows."""
+
+
+_REGISTRY: dict[str, Callable[[], Embedder]] = {}
+
+
+def register_embedder(name: str) -> Callable[[Callable[[], Embedder]], Callable[[], Embedder]]:
+    """Class decorator: make an :class:`Embedder` constructible by ``get_embedder(name)``."""
+
+    def decorate(factory: Callable[[], Embedder]) -> Callable[[], Embedder]:
+        if name in _REGISTRY:
+            raise ValueError(f"embedder {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_embedders() -> list[str]:
+    _import_backends()
+    return sorted(_REGISTRY)
+
+
+def get_embedder(name: str = "default") -> Embedder:
+    """Instantiate a registered embedder by name (``"default"`` picks the project's default)."""
+    _import_backends()
+    if name == "default":
+        name = DEFAULT_EMBEDDER
+    if name not in _REGISTRY:
+        from facesuite.errors import InputError
+
+        raise InputError(f"unknown embedder {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine distance between two arrays of unit vectors."""
+    return 1.0 - np.sum(np.asarray(a) * np.asarray(b), axis=-1)
+
+
+DEFAULT_EMBEDDER = "dlib"
+
+
+def _import_backends() -> None:
+    # Backends register themselves on import; importing lazily keeps `import facesuite` light.
+    from facesuite.embed import dlib_backend  # noqa: F401
+    try:
+        from facesuite.embed import dlib_resnet  # noqa: F401
+    except ImportError:
+        pass

@@ -1,0 +1,528 @@
+"""On-disk gallery of enrolled identities, searched by face embedding.
+
+A gallery is a folder holding two files:
+
+``gallery.sqlite``
+    The source of truth (SQLite in WAL mode): a ``meta`` table (embedder name, vector size,
+    threshold, schema version, gallery id, generation counter) and a ``faces`` table (id,
+    identity, source path, float32 vector as a BLOB). Every enroll or remove is one
+    transaction, so a crash -- even SIGKILL -- loses nothing already committed and never
+    exposes half an identity. Each write transaction bumps the generation counter.
+
+``index.faiss``
+    A derived cache: a FAISS inner-product index over the unit vectors, keyed by face id and
+    tagged with the gallery id and the generation it was built from. It is written atomically
+    (temporary file + ``os.replace``). When it is missing, corrupt or from another generation it
+    is rebuilt from SQLite, so deleting it is always safe.
+
+    with Gallery.open_or_create("people/", "dlib", 128, 0.5) as gallery:
+        gallery.enroll("alice", vectors, sources)
+        for best in gallery.identify(probes):
+            print(gallery.decide(best[0]))
+
+Distances are cosine distances (``1 - dot``) between L2-normalised vectors, as everywhere in
+facesuite. Several processes may use one gallery at once: SQLite serialises writers, and
+:meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
+reloads the index when another process changed the gallery.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import sqlite3
+import struct
+import unicodedata
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import faiss
+import numpy as np
+
+from facesuite.errors import InputError
+
+DB_NAME = "gallery.sqlite"
+INDEX_NAME = "index.faiss"
+SCHEMA_VERSION = 1
+#: What :meth:`Gallery.decide` answers for a match beyond the threshold; reserved as a name.
+UNKNOWN = "unknown"
+MAX_IDENTITY_LENGTH = 200
+
+# Index file header: magic, gallery id (uuid bytes), generation, payload length, payload CRC-32.
+# The gallery id stops an index copied from another gallery at the same generation being trusted;
+# the CRC catches torn or corrupted files before FAISS parses them.
+_INDEX_MAGIC = b"FSGIDX01"
+_INDEX_HEADER = struct.Struct("<8s16sQQI")
+# A first search pass this wide resolves top-k distinct identities at once for typical galleries
+# (a handful of faces per identity); larger identities fall back to widening the search.
+_FIRST_PASS_WIDTH = 256
+# Long enough to ride out another process's enroll transaction instead of failing with "locked".
+_BUSY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Match:
+    """One gallery identity found for a probe: its best face's distance and source path."""
+
+    identity: str
+    distance: float
+    source: str
+
+
+class Gallery:
+    """An open gallery folder. Create with :meth:`create`, :meth:`open` or :meth:`open_or_create`.
+
+    Not thread-safe: use one instance per thread (instances in several processes are fine).
+    """
+
+    def __init__(self, folder: Path, conn: sqlite3.Connection, meta: dict[str, str]) -> None:
+        # Private: the classmethods validate the folder and the metadata first.
+        self.path = folder
+        self._conn = conn
+        self.embedder: str = meta["embedder"]
+        self.dim: int = int(meta["dim"])
+        self._threshold = float(meta["threshold"])
+        self._gallery_id = uuid.UUID(hex=meta["gallery_id"]).bytes
+        # In-memory search state, valid for committed generation ``_generation`` (None: not loaded
+        # or possibly inconsistent, so the next search reloads it).
+        self._index: faiss.IndexIDMap | None = None
+        self._faces: dict[int, tuple[str, str]] = {}
+        self._counts: Counter[str] = Counter()
+        self._generation: int | None = None
+        # Generation of the index file on disk as far as we know, to skip rewriting it on close.
+        self._persisted_generation: int | None = None
+        self._sync(persist=True)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
+        """Create a gallery in folder ``path`` (made if needed) and open it.
+
+        If the folder already holds a gallery for the same embedder and dim it is opened as is
+        (its stored threshold is kept); a gallery for another embedder or dim is an
+        :class:`InputError`, since its vectors cannot be compared with the new ones.
+        """
+        folder = Path(path)
+        if not isinstance(embedder, str) or not embedder:
+            raise ValueError("embedder name must be a non-empty string")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        threshold = _check_threshold(threshold, folder)
+        if folder.exists() and not folder.is_dir():
+            raise InputError("not a folder", folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create gallery folder ({exc.strerror})", folder) from None
+        conn = _connect(folder / DB_NAME, create=True)
+        try:
+            _enable_wal(conn, folder)
+            initial = {
+                "schema_version": str(SCHEMA_VERSION),
+                "embedder": embedder,
+                "dim": str(dim),
+                "threshold": repr(threshold),
+                "gallery_id": uuid.uuid4().hex,
+                "generation": "0",
+            }
+            # One transaction with INSERT OR IGNORE: if two processes create the same gallery at
+            # once, exactly one set of metadata wins and both then validate against it.
+            with _transaction(conn, "IMMEDIATE"):
+                tables = _table_names(conn)
+                if tables and "meta" not in tables:
+                    raise InputError(f"no gallery here ({DB_NAME} is some other database)", folder)
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS faces ("
+                    " id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
+                    " source TEXT NOT NULL, vector BLOB NOT NULL)"
+                )
+                conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity)")
+                conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", initial.items())
+            meta = _read_meta(conn, folder)
+            if (meta["embedder"], int(meta["dim"])) != (embedder, dim):
+                raise InputError(
+                    f"gallery already exists for embedder {meta['embedder']!r} (dim {meta['dim']}); "
+                    f"cannot use it with {embedder!r} (dim {dim})",
+                    folder,
+                )
+            return cls(folder, conn, meta)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | Path) -> Gallery:
+        """Open an existing gallery; :class:`InputError` ("no gallery here") if there is none."""
+        folder = Path(path)
+        if not (folder / DB_NAME).is_file():
+            raise InputError("no gallery here", folder)
+        conn = _connect(folder / DB_NAME, create=False)
+        try:
+            _enable_wal(conn, folder)
+            return cls(folder, conn, _read_meta(conn, folder))
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
+        """Open the gallery at ``path``, creating it first if there is none.
+
+        Same rules as :meth:`create`: an existing gallery must match ``embedder`` and ``dim``,
+        and keeps its own threshold.
+        """
+        return cls.create(path, embedder, dim, threshold)
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def threshold(self) -> float:
+        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
+        return self._threshold
+
+    def set_threshold(self, threshold: float) -> None:
+        """Change the decision threshold and store it in the gallery."""
+        threshold = _check_threshold(threshold, self.path)
+        with _transaction(self._conn, "IMMEDIATE"):
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'threshold'", (repr(threshold),))
+        self._threshold = threshold
+
+    # ------------------------------------------------------------------ writing
+
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int:
+        """Add faces of ``identity`` (new or existing) in one transaction; return how many.
+
+        ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length) and
+        ``sources`` names the image each came from. Either all ``n`` faces are stored or none.
+        """
+        _check_identity(identity, self.path)
+        vectors = self._check_vectors(vectors, "enrolled")
+        sources = [os.fspath(source) for source in sources]
+        if len(sources) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
+        if len(vectors) == 0:
+            raise InputError(f"no faces to enroll for {identity!r}", self.path)
+        # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours.
+        with _transaction(self._conn, "IMMEDIATE"):
+            generation = self._read_generation()
+            (first_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()
+            ids = np.arange(first_id, first_id + len(vectors), dtype=np.int64)
+            self._conn.executemany(
+                "INSERT INTO faces (id, identity, source, vector) VALUES (?, ?, ?, ?)",
+                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes())
+                 for face_id, source, vector in zip(ids, sources, vectors)),
+            )
+            self._write_generation(generation + 1)
+        if self._generation == generation:
+            # Nobody else wrote since we loaded: extend the index in place instead of reloading.
+            # Marked unloaded meanwhile, so a failure halfway forces a full reload, not bad results.
+            self._generation = None
+            self._index.add_with_ids(vectors, ids)
+            self._faces.update((int(face_id), (identity, source)) for face_id, source in zip(ids, sources))
+            self._counts[identity] += len(vectors)
+            self._generation = generation + 1
+        return len(vectors)
+
+    def remove(self, identity: str) -> int:
+        """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
+        with _transaction(self._conn, "IMMEDIATE"):
+            generation = self._read_generation()
+            rows = self._conn.execute("SELECT id FROM faces WHERE identity = ?", (identity,))
+            ids = [face_id for (face_id,) in rows]
+            if not ids:
+                raise InputError(f"no identity {identity!r} in this gallery", self.path)
+            self._conn.execute("DELETE FROM faces WHERE identity = ?", (identity,))
+            self._write_generation(generation + 1)
+        if self._generation == generation:
+            self._generation = None
+            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+            for face_id in ids:
+                del self._faces[face_id]
+            del self._counts[identity]
+            self._generation = generation + 1
+        return len(ids)
+
+    # ------------------------------------------------------------------ reading
+
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
+        """For each probe vector, the ``top_k`` nearest distinct identities, best first.
+
+        ``vectors`` is ``(n, dim)`` (or one ``(dim,)`` vector). Each identity is represented by
+        its closest face. Fewer than ``top_k`` matches come back only when the gallery holds
+        fewer identities. :class:`InputError` if the gallery is empty.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        probes = self._check_vectors(vectors, "probe")
+        self._sync(persist=False)
+        index = self._index
+        if index.ntotal == 0:
+            raise InputError("gallery is empty", self.path)
+        results: list[list[Match]] = [[] for _ in range(len(probes))]
+        pending = np.arange(len(probes))
+        # Each identity holds at most max_faces of the k nearest faces, so k = top_k * max_faces
+        # always yields top_k distinct identities; start narrower when that is large and widen
+        # only for the probes that came up short.
+        max_faces = max(self._counts.values())
+        width = min(index.ntotal, top_k * max_faces, max(top_k, _FIRST_PASS_WIDTH))
+        while len(pending):
+            similarities, labels = index.search(probes[pending], width)
+            short = []
+            for row, probe in enumerate(pending):
+                matches = self._distinct_matches(similarities[row], labels[row], top_k)
+                if len(matches) == top_k or width == index.ntotal:
+                    results[probe] = matches
+                else:
+                    short.append(probe)
+            pending = np.asarray(short, dtype=np.int64)
+            width = min(index.ntotal, width * 4)
+        return results
+
+    def decide(self, match: Match) -> str:
+        """The match's identity if it is within the threshold, else ``"unknown"``."""
+        return match.identity if match.distance <= self._threshold else UNKNOWN
+
+    def identities(self) -> list[tuple[str, int]]:
+        """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
+        # SQLite's default BINARY collation orders by code point, like Python's sorted().
+        return [
+            (identity, count)
+            for identity, count in self._conn.execute(
+                "SELECT identity, COUNT(*) FROM faces GROUP BY identity ORDER BY identity"
+            )
+        ]
+
+    def __len__(self) -> int:
+        """Number of enrolled faces (all identities)."""
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()
+        return count
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Save the index cache if it is newer than the file on disk, and close the database."""
+        if self._conn is None:
+            return
+        if self._generation is not None and self._generation != self._persisted_generation:
+            self._write_index_file()
+        self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim == 1 and what == "probe":
+            array = array[None, :]
+        if array.ndim != 2:
+            raise ValueError(f"{what} vectors must be a 2-D array, got shape {array.shape}")
+        if array.shape[1] != self.dim:
+            raise InputError(
+                f"{what} vectors have dimension {array.shape[1]} but this gallery holds "
+                f"{self.dim}-D vectors from embedder {self.embedder!r}",
+                self.path,
+            )
+        if not np.isfinite(array).all():
+            raise ValueError(f"{what} vectors contain NaN or infinity")
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise ValueError(f"{what} vectors contain an all-zero row")
+        # Inner product equals cosine similarity only on unit vectors; normalising here keeps
+        # the index correct even if a caller passes raw embeddings.
+        return np.ascontiguousarray(array / norms, dtype=np.float32)
+
+    def _distinct_matches(self, similarities: np.ndarray, labels: np.ndarray, top_k: int) -> list[Match]:
+        matches: list[Match] = []
+        seen: set[str] = set()
+        for similarity, label in zip(similarities.tolist(), labels.tolist()):
+            if label < 0:  # FAISS pads with -1 when fewer results exist
+                break
+            identity, source = self._faces[label]
+            if identity in seen:
+                continue
+            seen.add(identity)
+            # Rounding can push 1 - dot a hair below zero for identical vectors.
+            matches.append(Match(identity, max(0.0, 1.0 - similarity), source))
+            if len(matches) == top_k:
+                break
+        return matches
+
+    def _read_generation(self) -> int:
+        (value,) = self._conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(value)
+
+    def _write_generation(self, generation: int) -> None:
+        self._conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+
+    def _sync(self, persist: bool) -> None:
+        """Make the in-memory index match the latest committed generation.
+
+        Everything is read inside one read transaction, so the generation, the face list and the
+        vectors come from the same snapshot even while another process is writing. With
+        ``persist`` a rebuilt index is saved at once (on open, so the next open is fast); during
+        searches that is left to :meth:`close` to avoid rewriting the file on every change.
+        """
+        with _transaction(self._conn, "DEFERRED"):
+            generation = self._read_generation()
+            if generation == self._generation:
+                return
+            faces = {
+                face_id: (identity, source)
+                for face_id, identity, source in self._conn.execute("SELECT id, identity, source FROM faces")
+            }
+            index = self._read_index_file(generation, len(faces))
+            loaded = index is not None
+            if index is None:
+                index = self._build_index()
+        self._index, self._faces, self._generation = index, faces, generation
+        self._counts = Counter(identity for identity, _ in faces.values())
+        if loaded:
+            self._persisted_generation = generation
+        elif persist:
+            self._write_index_file()
+
+    def _build_index(self) -> faiss.IndexIDMap:
+        index = faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
+        rows = self._conn.execute("SELECT id, vector FROM faces").fetchall()
+        if rows:
+            ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            blob = b"".join(row[1] for row in rows)
+            if len(blob) != len(rows) * self.dim * 4:
+                raise InputError(f"{DB_NAME} holds vectors of the wrong size (damaged gallery?)", self.path)
+            index.add_with_ids(np.frombuffer(blob, dtype="<f4").reshape(len(rows), self.dim), ids)
+        return index
+
+    def _read_index_file(self, generation: int, count: int) -> faiss.IndexIDMap | None:
+        """The cached index if it is intact and built from ``generation`` of this gallery."""
+        try:
+            data = (self.path / INDEX_NAME).read_bytes()
+        except OSError:
+            return None
+        if len(data) < _INDEX_HEADER.size:
+            return None
+        magic, gallery_id, file_generation, length, crc = _INDEX_HEADER.unpack_from(data)
+        if (magic, gallery_id, file_generation) != (_INDEX_MAGIC, self._gallery_id, generation):
+            return None
+        payload = np.frombuffer(data, dtype=np.uint8, offset=_INDEX_HEADER.size)
+        if length != len(payload) or zlib.crc32(payload) != crc:
+            return None
+        try:
+            index = faiss.deserialize_index(payload)
+        except RuntimeError:
+            return None
+        if not isinstance(index, faiss.IndexIDMap) or index.d != self.dim or index.ntotal != count:
+            return None
+        return index
+
+    def _write_index_file(self) -> None:
+        payload = faiss.serialize_index(self._index)
+        header = _INDEX_HEADER.pack(
+            _INDEX_MAGIC, self._gallery_id, self._generation, len(payload), zlib.crc32(payload)
+        )
+        target = self.path / INDEX_NAME
+        # A name unique to this writer, so concurrent writers never interleave in one temp file.
+        temporary = target.with_name(f".{INDEX_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(header)
+                handle.write(payload.data)
+            os.replace(temporary, target)
+        except OSError:
+            # The index is only a cache: failing to save it (read-only media, full disk) costs a
+            # rebuild on the next open, never correctness.
+            temporary.unlink(missing_ok=True)
+            return
+        self._persisted_generation = self._generation
+
+
+def _connect(db_path: Path, create: bool) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so reads can share one snapshot.
+    mode = "rwc" if create else "rw"  # "rw" keeps open() from creating a file in a stray folder
+    try:
+        uri = f"{db_path.resolve().as_uri()}?mode={mode}"
+        return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise InputError(f"cannot open gallery database ({exc})", db_path.parent) from None
+
+
+def _enable_wal(conn: sqlite3.Connection, folder: Path) -> None:
+    try:
+        # WAL lets readers keep a consistent snapshot while a writer commits; FULL makes each
+        # committed enroll survive power loss too, not just a process crash.
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"no gallery here ({DB_NAME} is not a usable database: {exc})", folder) from None
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _read_meta(conn: sqlite3.Connection, folder: Path) -> dict[str, str]:
+    try:
+        if not {"meta", "faces"} <= _table_names(conn):
+            raise InputError(f"no gallery here ({DB_NAME} holds no gallery tables)", folder)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"no gallery here ({DB_NAME} is not a usable database: {exc})", folder) from None
+    required = {"schema_version", "embedder", "dim", "threshold", "gallery_id", "generation"}
+    if not required <= meta.keys():
+        raise InputError(f"no gallery here ({DB_NAME} lacks gallery metadata)", folder)
+    if int(meta["schema_version"]) > SCHEMA_VERSION:
+        raise InputError(
+            f"gallery schema version {meta['schema_version']} is newer than this facesuite "
+            f"supports ({SCHEMA_VERSION}); upgrade facesuite",
+            folder,
+        )
+    return meta
+
+
+def _check_threshold(threshold: float, folder: Path) -> float:
+    threshold = float(threshold)
+    # Cosine distance between unit vectors lies in [0, 2].
+    if not math.isfinite(threshold) or not 0.0 <= threshold <= 2.0:
+        raise InputError(f"threshold must be a cosine distance between 0 and 2, got {threshold}", folder)
+    return threshold
+
+
+def _check_identity(identity: str, folder: Path) -> None:
+    if not isinstance(identity, str) or not identity:
+        raise InputError("identity name must be a non-empty string", folder)
+    if len(identity) > MAX_IDENTITY_LENGTH:
+        raise InputError(f"identity name longer than {MAX_IDENTITY_LENGTH} characters", folder)
+    # Control characters and line separators would corrupt one-line-per-identity CLI output.
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in identity):
+        raise InputError(f"identity name {identity!r} contains control characters", folder)
+    if identity != identity.strip():
+        raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
+    if identity == UNKNOWN:
+        raise InputError(f"{UNKNOWN!r} is reserved for faces that match nobody", folder)
