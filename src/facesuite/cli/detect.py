@@ -1,4 +1,4 @@
-"""Command-line interface: parses arguments and calls the library, nothing more."""
+"""`facesuite detect`, and the detection options every face-reading command shares."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite import __version__
-from facesuite.errors import InputError
 
 
 def _fallback_box(text: str) -> tuple[float, float, float]:
@@ -19,7 +17,7 @@ def _fallback_box(text: str) -> tuple[float, float, float]:
     return cx, cy, side
 
 
-def _add_detector_options(parser: argparse.ArgumentParser) -> None:
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
     group.add_argument("--assume-cropped", action="store_true", help="images are already face crops: skip detection")
     group.add_argument("--fallback-box", type=_fallback_box, default=None, metavar="CX,CY,SIDE",
@@ -28,7 +26,7 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
 
 
-def _extractor(args: argparse.Namespace):
+def make_extractor(args: argparse.Namespace):
     from dataclasses import replace
 
     from facesuite.detect import DetectorSettings
@@ -42,7 +40,7 @@ def _extractor(args: argparse.Namespace):
     return FaceExtractor(settings, use_cache=not args.no_cache)
 
 
-def _print_skips(skipped) -> None:
+def print_skips(skipped) -> None:
     for item in skipped:
         print(f"skipped: {item.reason}", file=sys.stderr)
 
@@ -54,8 +52,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     paths = expand_paths(args.paths)
     root = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
-    summary = export_crops(_extractor(args), paths, Path(args.out), ChipSpec(args.size, args.padding), root)
-    _print_skips(summary.skipped)
+    summary = export_crops(make_extractor(args), paths, Path(args.out), ChipSpec(args.size, args.padding), root)
+    print_skips(summary.skipped)
     report = summary.to_dict()
     if args.json:
         print(json.dumps(report))
@@ -68,35 +66,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facesuite", description="Face detection, recognition, verification and gender analysis.")
-    parser.add_argument("--version", action="version", version=f"facesuite {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    detect = commands.add_parser("detect", help="find, align and crop faces; writes crops and detections.csv",
-                                 description="Detect the largest face in each image (MTCNN), align it on 5 landmarks and write the crop.")
+def register(groups: dict) -> None:
+    detect = groups["root"].add_parser(
+        "detect", help="find, align and crop faces; writes crops and detections.csv",
+        description="Detect the largest face in each image (MTCNN), align it on 5 landmarks and write the crop.")
     detect.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     detect.add_argument("--out", required=True, help="output folder for crops/ and detections.csv")
     detect.add_argument("--size", type=int, default=150, help="side of the aligned crop in pixels (default 150)")
     detect.add_argument("--padding", type=float, default=0.25, help="margin around the face as a fraction of its size (default 0.25)")
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_detector_options(detect)
+    add_detector_options(detect)
     detect.set_defaults(handler=cmd_detect)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except InputError as error:
-        print(f"facesuite: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("facesuite: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

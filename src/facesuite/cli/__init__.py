@@ -1,0 +1,59 @@
+"""Command-line interface: parses arguments and calls the library, nothing more.
+
+Each stage's commands live in a module of this package exposing ``register(groups)``; ``groups``
+maps ``"root"`` to the top-level sub-commands and ``"train"``, ``"eval"``, ``"predict"`` to the
+sub-commands of those verbs, so ``facesuite train gender`` and ``facesuite train distortion``
+are registered by different modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from facesuite import __version__
+from facesuite.errors import InputError
+
+# Modules registering commands, in the order their commands are listed in --help.
+COMMAND_MODULES = ("detect",)
+VERBS = {
+    "train": "train a model on your folders",
+    "eval": "evaluate a model and write metrics.json, plots and report.html",
+    "predict": "predict for images or folders and write a CSV",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facesuite", description="Face detection, recognition, verification, gender and distortion analysis."
+    )
+    parser.add_argument("--version", action="version", version=f"facesuite {__version__}")
+    root = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {"root": root}
+    for verb, help_text in VERBS.items():
+        verb_parser = root.add_parser(verb, help=help_text, description=help_text)
+        groups[verb] = verb_parser.add_subparsers(dest="target", required=True, metavar="TASK")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"facesuite.cli.{name}").register(groups)
+    for verb in VERBS:  # hide verbs that no module has filled yet
+        if not groups[verb].choices:
+            root.choices.pop(verb)
+            root._choices_actions = [a for a in root._choices_actions if a.dest != verb]
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"facesuite: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facesuite: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

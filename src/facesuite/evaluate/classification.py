@@ -1,0 +1,82 @@
+"""Classification metrics and report: metrics.json, classification_report.txt, confusion matrix PNG, report.html."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, precision_recall_fscore_support  # noqa: E402
+
+from facesuite.evaluate.report import figure_html, table_html, write_html, write_json  # noqa: E402
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = truth)."""
+    labels = list(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "labels": labels,
+    }
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], out: Path, title: str) -> Path:
+    matrix = np.asarray(matrix)
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if normalised[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_classification_report(
+    out: str | Path,
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    labels: Sequence[str],
+    title: str,
+    extra: dict | None = None,
+    images: Sequence[tuple[str, Path]] = (),
+) -> dict:
+    """Write the standard report kit into ``out`` and return the metrics (plus ``extra``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = classification_metrics(y_true, y_pred, labels)
+    metrics.update(extra or {})
+    write_json(out / "metrics.json", metrics)
+    text = classification_report(y_true, y_pred, labels=list(labels), digits=4, zero_division=0)
+    (out / "classification_report.txt").write_text(text, encoding="utf-8")
+    plot = plot_confusion_matrix(metrics["confusion_matrix"], labels, out / "confusion_matrix.png", title)
+    rows = [[label, m["precision"], m["recall"], m["f1"], m["support"]] for label, m in metrics["per_class"].items()]
+    summary = table_html(["metric", "value"], [["accuracy", metrics["accuracy"]], ["macro F1", metrics["macro_f1"]], ["samples", len(y_true)]])
+    sections = [
+        ("Summary", summary),
+        ("Per class", table_html(["class", "precision", "recall", "F1", "support"], rows)),
+        ("Confusion matrix", figure_html("rows: true class, columns: predicted", plot)),
+    ]
+    if images:
+        sections.append(("Figures", "".join(figure_html(caption, path) for caption, path in images)))
+    write_html(out / "report.html", title, sections)
+    return metrics
