@@ -65,7 +65,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         # 16/32-bit integer images: scale to 8 bits instead of letting Pillow clip at 255.
         array = np.asarray(image, dtype=np.float64)
         peak = array.max() or 1.0
-        image = Image.fromarray((array * (255.0 / peak)).astype(np.uint8))
+        image = Image.fromarray(np.round(array * (255.0 / peak)).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))

@@ -26,18 +26,24 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
 
 
-def make_extractor(args: argparse.Namespace):
+def detector_settings(args: argparse.Namespace):
+    """DetectorSettings from the shared detection options."""
     from dataclasses import replace
 
     from facesuite.detect import DetectorSettings
-    from facesuite.detect.extract import FaceExtractor
 
     settings = DetectorSettings(assume_cropped=args.assume_cropped)
     if args.fallback_box is not None:
         settings = replace(settings, fallback_box=args.fallback_box)
     if args.min_score is not None:
         settings = replace(settings, min_score=args.min_score)
-    return FaceExtractor(settings, use_cache=not args.no_cache)
+    return settings
+
+
+def make_extractor(args: argparse.Namespace):
+    from facesuite.detect.extract import FaceExtractor
+
+    return FaceExtractor(detector_settings(args), use_cache=not args.no_cache)
 
 
 def print_skips(skipped) -> None:

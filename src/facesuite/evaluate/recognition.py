@@ -1,0 +1,236 @@
+"""Recognition evaluation on identity folders: identification (clean gallery, distorted probes)
+and verification (genuine / impostor pairs), with plots and an HTML report.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve  # noqa: E402
+
+from facesuite.data import IdentityDataset  # noqa: E402
+from facesuite.evaluate.report import figure_html, table_html, write_html, write_json  # noqa: E402
+
+
+@dataclass
+class EmbeddedSet:
+    """Unit embeddings of a dataset's clean (gallery) and distorted (probe) images."""
+
+    gallery_paths: list[Path]
+    gallery_ids: list[str]
+    gallery: np.ndarray
+    probe_paths: list[Path]
+    probe_ids: list[str]
+    probe_types: list[str]
+    probe_sources: list[Path]
+    probes: np.ndarray
+
+
+def identification(data: EmbeddedSet, exclude_source: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest gallery image per probe: (predicted index, distance, mask of probes evaluated).
+
+    With ``exclude_source`` each probe's own clean source image is removed from the gallery and
+    only probes whose identity keeps another clean image are evaluated.
+    """
+    distances = 1.0 - data.probes @ data.gallery.T
+    mask = np.ones(len(data.probe_paths), dtype=bool)
+    if exclude_source:
+        index_of = {str(p): i for i, p in enumerate(data.gallery_paths)}
+        per_identity = defaultdict(int)
+        for identity in data.gallery_ids:
+            per_identity[identity] += 1
+        for row, (source, identity) in enumerate(zip(data.probe_sources, data.probe_ids)):
+            column = index_of.get(str(source))
+            if column is not None:
+                distances[row, column] = np.inf
+            mask[row] = per_identity[identity] - (column is not None) > 0
+    best = distances.argmin(axis=1)
+    return best, distances[np.arange(len(best)), best], mask
+
+
+def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per probe: one genuine pair (a clean image of its identity, preferring one other than its
+    own source) and one impostor pair (a clean image of another identity). Returns (distances, labels)."""
+    rng = random.Random(seed)
+    by_identity: dict[str, list[int]] = defaultdict(list)
+    for index, identity in enumerate(data.gallery_ids):
+        by_identity[identity].append(index)
+    distances, labels = [], []
+    for row, (identity, source) in enumerate(zip(data.probe_ids, data.probe_sources)):
+        own = by_identity.get(identity)
+        if not own:
+            continue
+        others = [i for i in own if str(data.gallery_paths[i]) != str(source)] or own
+        genuine = rng.choice(others)
+        impostor = rng.randrange(len(data.gallery_ids))
+        while data.gallery_ids[impostor] == identity:
+            impostor = rng.randrange(len(data.gallery_ids))
+        for column, label in ((genuine, 1), (impostor, 0)):
+            distances.append(1.0 - float(data.probes[row] @ data.gallery[column]))
+            labels.append(label)
+    return np.asarray(distances), np.asarray(labels)
+
+
+def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0) -> dict:
+    best, _, _ = identification(data)
+    predicted = [data.gallery_ids[i] for i in best]
+    correct = np.asarray(predicted) == np.asarray(data.probe_ids)
+    types = np.asarray(data.probe_types)
+    per_type = {kind: float(correct[types == kind].mean()) for kind in sorted(set(data.probe_types))}
+    best_ex, _, mask = identification(data, exclude_source=True)
+    correct_ex = np.asarray([data.gallery_ids[i] for i in best_ex]) == np.asarray(data.probe_ids)
+    distances, labels = verification_pairs(data, seed)
+    fpr, tpr, _ = roc_curve(labels, -distances)
+    accepted = distances <= threshold
+    return {
+        "identification": {
+            "top1": float(correct.mean()),
+            "macro_f1": float(f1_score(data.probe_ids, predicted, average="macro", zero_division=0)),
+            "per_distortion": per_type,
+            "source_excluded": float(correct_ex[mask].mean()) if mask.any() else None,
+            "source_excluded_probes": int(mask.sum()),
+            "probes": len(data.probe_paths),
+            "gallery_images": len(data.gallery_paths),
+            "identities": len(set(data.gallery_ids)),
+        },
+        "verification": {
+            "auc": float(roc_auc_score(labels, -distances)),
+            "tar_at_far_1pct": float(np.interp(0.01, fpr, tpr)),
+            "threshold": float(threshold),
+            "accuracy": float((accepted == (labels == 1)).mean()),
+            "pairs": int(labels.size),
+        },
+    }
+
+
+def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, seed: int = 0) -> None:
+    """metrics.json, predictions.csv, roc.png, distances.png, per_distortion.png and report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    best, best_distance, _ = identification(data)
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_identity", "predicted_identity", "distance"])
+        for path, identity, index, distance in zip(data.probe_paths, data.probe_ids, best, best_distance):
+            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}"])
+    distances, labels = verification_pairs(data, seed)
+    threshold = metrics["verification"]["threshold"]
+    figures = [
+        ("ROC (genuine vs impostor pairs)", _plot_roc(distances, labels, out / "roc.png")),
+        ("Distance histograms", _plot_histograms(distances, labels, threshold, out / "distances.png")),
+        ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
+    ]
+    ident, verif = metrics["identification"], metrics["verification"]
+    summary = table_html(["metric", "value"], [
+        ["identification top-1", ident["top1"]], ["identification macro-F1", ident["macro_f1"]],
+        ["top-1, own clean source removed", ident["source_excluded"] if ident["source_excluded"] is not None else "n/a"],
+        ["verification AUC", verif["auc"]], ["TAR at FAR 1%", verif["tar_at_far_1pct"]],
+        ["threshold (cosine distance)", verif["threshold"]], ["accuracy at threshold", verif["accuracy"]],
+        ["probes / gallery images / identities", f"{ident['probes']} / {ident['gallery_images']} / {ident['identities']}"],
+    ])
+    per_type = table_html(["distortion", "top-1"], [[k, v] for k, v in ident["per_distortion"].items()])
+    sections = [("Summary", summary), ("Per distortion", per_type), ("Figures", "".join(figure_html(c, p) for c, p in figures))]
+    write_html(out / "report.html", title, sections)
+
+
+def _plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
+    fpr, tpr, _ = roc_curve(labels, -distances)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, -distances):.4f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, max(1.0, float(distances.max())), 60)
+    ax.hist(distances[labels == 1], bins=bins, alpha=0.6, label="same person")
+    ax.hist(distances[labels == 0], bins=bins, alpha=0.6, label="different people")
+    ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("cosine distance")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    names = list(values)
+    ax.bar(names, [values[n] for n in names], color="#4a7ab5")
+    for i, name in enumerate(names):
+        ax.text(i, values[name] + 0.01, f"{values[name]:.3f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def embed_dataset(pipeline, dataset: IdentityDataset, progress: bool = True) -> tuple[EmbeddedSet, list]:
+    """Embed a dataset's clean and distorted images with a :class:`~facesuite.pipeline.FacePipeline`."""
+    clean_paths = [p for p, _ in dataset.clean]
+    identity_of = {str(p): i for p, i in dataset.clean}
+    gallery, g_crops, skipped = pipeline.embed_paths(clean_paths, progress="gallery" if progress else None)
+    probe_info = {str(d.path): d for d in dataset.distorted}
+    probes, p_crops, p_skipped = pipeline.embed_paths([d.path for d in dataset.distorted], progress="probes" if progress else None)
+    probe_items = [probe_info[str(c.path)] for c in p_crops]
+    data = EmbeddedSet(
+        gallery_paths=[c.path for c in g_crops],
+        gallery_ids=[identity_of[str(c.path)] for c in g_crops],
+        gallery=gallery,
+        probe_paths=[d.path for d in probe_items],
+        probe_ids=[d.identity for d in probe_items],
+        probe_types=[d.distortion for d in probe_items],
+        probe_sources=[d.source for d in probe_items],
+        probes=probes,
+    )
+    return data, skipped + p_skipped
+
+
+def calibration_pairs(
+    vectors: np.ndarray, identities: Sequence[str], impostors: int = 200_000, genuine_per_identity: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of genuine pairs (up to ``genuine_per_identity`` per identity) and of
+    ``impostors`` random pairs of different identities: (genuine, impostor)."""
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(identities)
+    genuine_a, genuine_b = [], []
+    for identity in np.unique(ids):
+        members = np.flatnonzero(ids == identity)
+        a, b = np.triu_indices(len(members), 1)
+        if a.size > genuine_per_identity:
+            keep = rng.choice(a.size, genuine_per_identity, replace=False)
+            a, b = a[keep], b[keep]
+        genuine_a.append(members[a])
+        genuine_b.append(members[b])
+    first = rng.integers(0, len(ids), impostors)
+    second = rng.integers(0, len(ids), impostors)
+    different = ids[first] != ids[second]
+    first, second = first[different], second[different]
+    a, b = np.concatenate(genuine_a), np.concatenate(genuine_b)
+    genuine = 1.0 - np.einsum("ij,ij->i", vectors[a], vectors[b])
+    impostor = 1.0 - np.einsum("ij,ij->i", vectors[first], vectors[second])
+    return genuine, impostor
