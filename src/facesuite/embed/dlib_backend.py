@@ -35,9 +35,9 @@ class DlibEmbedder(Embedder):
     name = "dlib"
     dim = 128
     chip_spec = ChipSpec(size=150, padding=0.25)
-    # dlib's own rule is Euclidean 0.6 on raw vectors, whose norm is about 1.35 on FACECOM; on
-    # unit vectors that is 0.6 / 1.35 = 0.44 Euclidean, i.e. cosine distance 0.44**2 / 2 = 0.1.
-    default_threshold = 0.1
+    # dlib's own rule is Euclidean 0.6 on raw vectors, whose median norm is 1.42 on FACECOM; on
+    # unit vectors that is cosine distance 0.6**2 / (2 * 1.42**2) = 0.09.
+    default_threshold = 0.09
 
     def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         if len(chips) == 0:

@@ -1,0 +1,117 @@
+"""Verification, calibration, gallery commands and recognition evaluation on real FACECOM faces."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesuite.cli import main
+from facesuite.embed.calibration import threshold_at_far
+
+# Identities with several clean images, used as a small fixed gallery.
+PEOPLE = ["Colin_Powell", "Hugo_Chavez", "Tom_Ridge", "Kofi_Annan", "Tiger_Woods"]
+STRANGER = "Naomi_Watts"
+
+
+def _images(root: Path, identity: str) -> list[Path]:
+    return sorted((root / identity).glob("*.jpg"))
+
+
+def _run_json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_verify_same_and_different_people(facecom_b: Path, capsys) -> None:
+    powell = _images(facecom_b, "Colin_Powell")
+    chavez = _images(facecom_b, "Hugo_Chavez")
+    same = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json"])
+    different = _run_json(capsys, ["verify", str(powell[0]), str(chavez[0]), "--json"])
+    assert same["same"] and not different["same"]
+    assert same["distance"] < same["threshold"] < different["distance"]
+
+
+def test_verify_bad_input_is_one_line_error(facecom_b: Path, bad_files, capsys) -> None:
+    powell = _images(facecom_b, "Colin_Powell")[0]
+    assert main(["verify", str(powell), str(bad_files["text"])]) == 2
+    err = capsys.readouterr().err
+    assert str(bad_files["text"]) in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_threshold_at_far_accepts_the_target_share_of_impostors() -> None:
+    impostor = np.linspace(0.1, 1.0, 1000)
+    threshold = threshold_at_far(np.array([0.01]), impostor, 0.01)
+    assert (impostor <= threshold).mean() == pytest.approx(0.01)
+
+
+def _identity_tree(root: Path, facecom: Path, people: list[str], per_person: int = 3, distorted: bool = False) -> Path:
+    for person in people:
+        target = root / person
+        target.mkdir(parents=True)
+        for image in _images(facecom, person)[:per_person]:
+            (target / image.name).symlink_to(image.resolve())
+            if distorted:
+                (target / "distortion").mkdir(exist_ok=True)
+                for copy in sorted((facecom / person / "distortion").glob(f"{image.stem}_*.jpg")):
+                    (target / "distortion" / copy.name).symlink_to(copy.resolve())
+    return root
+
+
+def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=4)
+    record = _run_json(capsys, ["calibrate", str(data), "--json", "--far", "0.05"])
+    assert 0 < record["threshold"] < 1 and record["genuine_pairs"] == 5 * 6
+    powell = _images(facecom_b, "Colin_Powell")
+    result = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json"])
+    assert result["threshold"] == pytest.approx(record["threshold"], abs=1e-6)
+    assert result["threshold_source"].endswith(f"calibration/{record['embedder']}.json")
+
+
+def test_gallery_enroll_identify_list_remove(facecom_b: Path, tmp_path: Path, bad_files, capsys) -> None:
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=2)
+    gallery = str(tmp_path / "gallery")
+    assert main(["gallery", "enroll", str(data), "--gallery", gallery]) == 0
+    listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
+    assert [e["identity"] for e in listing["identities"]] == sorted(PEOPLE)
+
+    known = _images(facecom_b, "Colin_Powell")[5]  # not enrolled: images 0 and 1 were
+    stranger = _images(facecom_b, STRANGER)[0]
+    out = tmp_path / "who.csv"
+    argv = ["gallery", "identify", str(known), str(stranger), str(bad_files["empty"]), "--gallery", gallery, "--csv", str(out), "--top-k", "3"]
+    assert main(argv) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out))}
+    assert rows[known.name]["identity"] == "Colin_Powell"
+    assert rows[stranger.name]["identity"] == "unknown"
+    assert len(rows[known.name]["candidates"].split(";")) == 3
+    assert str(bad_files["empty"]) in capsys.readouterr().err  # counted skip, batch still done
+
+    assert main(["gallery", "remove", "Colin_Powell", "--gallery", gallery]) == 0
+    listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
+    assert "Colin_Powell" not in [e["identity"] for e in listing["identities"]]
+
+
+def test_gallery_errors(tmp_path: Path, facecom_b: Path, capsys) -> None:
+    image = _images(facecom_b, "Colin_Powell")[0]
+    assert main(["gallery", "identify", str(image), "--gallery", str(tmp_path / "none")]) == 2
+    assert "no gallery" in capsys.readouterr().err
+    assert main(["gallery", "remove", "Nobody", "--gallery", str(tmp_path / "none")]) == 2
+
+
+def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=2, distorted=True)
+    out = tmp_path / "eval"
+    assert main(["eval", "recognition", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    ident, verif = metrics["identification"], metrics["verification"]
+    assert set(ident["per_distortion"]) == {"blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny"}
+    assert ident["probes"] == 5 * 2 * 7 and 0.5 < ident["top1"] <= 1.0
+    assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
+    assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance"}
+    for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
+        assert (out / name).stat().st_size > 1000
