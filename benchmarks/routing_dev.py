@@ -1,0 +1,121 @@
+"""Distortion routing on the dev split: which recogniser suits each distortion type.
+
+Candidates per type: a restoration step on the chip (``facesuite.distortion.restore``), and an
+embedding adapter trained on the other identities (``facesuite.embed.adapter``). Reports top-1
+per type for: the single clean model, a single adapter trained on all types ("mixed"), routing by
+the true type (the ceiling of routing) and routing by the distortion detector's prediction.
+Gallery = clean images of the dev identities; probes = their distorted copies.
+
+Run: ``python benchmarks/routing_dev.py [--out DIR]``; with ``--save-routes`` it writes the
+chosen routes and adapters into the package (``facesuite/models/routing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.config import MODELS_DIR, data_root
+from facesuite.data import DISTORTIONS, read_identity_folders, read_split
+from facesuite.distortion.restore import RESTORERS
+from facesuite.embed.adapter import train_adapter
+from facesuite.pipeline import FacePipeline
+
+
+def _top1(vectors: np.ndarray, truth: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
+    return float((gallery_ids[np.argmax(vectors @ gallery.T, axis=1)] == truth).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=str(data_root() / "facecom/task_b/train"))
+    parser.add_argument("--split", default=str(data_root() / "splits/facecom_dev_identities.txt"))
+    parser.add_argument("--embedder", default="default")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--out", default="runs/routing", help="folder for routing.json")
+    parser.add_argument("--save-routes", action="store_true", help="write routes + adapters into the package")
+    args = parser.parse_args()
+    dataset = read_identity_folders(args.data)
+    dev_ids = read_split(args.split) & set(dataset.identities)
+    pipeline = FacePipeline(args.embedder)
+    embed = pipeline.embedder.embed
+
+    def crops_of(part, label):
+        clean_crops, _ = pipeline.crops([p for p, _ in part.clean], progress=f"{label} clean")
+        probe_crops, _ = pipeline.crops([d.path for d in part.distorted], progress=f"{label} distorted")
+        info = {str(d.path): d for d in part.distorted}
+        return clean_crops, probe_crops, info
+
+    dev = dataset.subset(dev_ids)
+    train = dataset.subset(set(dataset.identities) - dev_ids)
+    dev_clean, dev_probes, dev_info = crops_of(dev, "dev")
+    identity_of = {str(p): i for p, i in dataset.clean}
+    gallery = embed([c.chip for c in dev_clean])
+    gallery_ids = np.asarray([identity_of[str(c.path)] for c in dev_clean])
+    dev_by_type: dict[str, list] = defaultdict(list)
+    for crop in dev_probes:
+        dev_by_type[dev_info[str(crop.path)].distortion].append(crop)
+    truth = {k: np.asarray([dev_info[str(c.path)].identity for c in v]) for k, v in dev_by_type.items()}
+    kinds = [k for k in DISTORTIONS if k in dev_by_type]
+
+    # 1. restoration steps, under the true type
+    restored: dict[tuple[str, str], np.ndarray] = {}
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, restore in RESTORERS.items():
+        for kind in kinds:
+            restored[name, kind] = embed([restore(c.chip) for c in dev_by_type[kind]])
+            table[f"restore:{name}"][kind] = _top1(restored[name, kind], truth[kind], gallery, gallery_ids)
+        print(f"restore:{name:18s} " + " ".join(f"{k} {table[f'restore:{name}'][k]:.3f}" for k in kinds), flush=True)
+    best_restorer = {k: max(RESTORERS, key=lambda n: table[f"restore:{n}"][k]) for k in kinds}
+
+    # 2. adapters on the train identities: per type (after that type's best restoration) and mixed
+    train_clean, train_probes, train_info = crops_of(train, "train")
+    clean_vec = dict(zip((str(c.path) for c in train_clean), embed([c.chip for c in train_clean])))
+    per_type_pairs: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    train_by_type: dict[str, list] = defaultdict(list)
+    for crop in train_probes:
+        item = train_info[str(crop.path)]
+        if str(item.source) in clean_vec:
+            train_by_type[item.distortion].append(crop)
+    adapters = {}
+    mixed_x, mixed_y = [], []
+    for kind in kinds:
+        crops = train_by_type[kind]
+        targets = np.stack([clean_vec[str(train_info[str(c.path)].source)] for c in crops])
+        plain = embed([c.chip for c in crops])
+        mixed_x.append(plain)
+        mixed_y.append(targets)
+        fixed = embed([RESTORERS[best_restorer[kind]](c.chip) for c in crops])
+        adapters[kind] = train_adapter(fixed, targets, epochs=args.epochs, progress=f"adapter {kind}")
+        per_type_pairs[kind] = (fixed, targets)
+    mixed = train_adapter(np.concatenate(mixed_x), np.concatenate(mixed_y), epochs=args.epochs, progress="adapter mixed")
+    for kind in kinds:
+        table["single clean model"][kind] = table["restore:none"][kind]
+        table["single mixed adapter"][kind] = _top1(mixed.apply_numpy(restored["none", kind]), truth[kind], gallery, gallery_ids)
+        table["restore + type adapter"][kind] = _top1(adapters[kind].apply_numpy(restored[best_restorer[kind], kind]), truth[kind], gallery, gallery_ids)
+    for row in ("single clean model", "single mixed adapter", "restore + type adapter"):
+        print(f"{row:26s} " + " ".join(f"{k} {table[row][k]:.3f}" for k in kinds), flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "routing.json").write_text(json.dumps({"top1": table, "best_restorer": best_restorer}, indent=2))
+    if args.save_routes:
+        folder = MODELS_DIR / "routing"
+        folder.mkdir(parents=True, exist_ok=True)
+        routes = {}
+        for kind in kinds:
+            use_adapter = table["restore + type adapter"][kind] > table[f"restore:{best_restorer[kind]}"][kind]
+            if use_adapter:
+                adapters[kind].save(folder / f"adapter_{kind}.npz")
+            routes[kind] = {"restore": best_restorer[kind], "adapter": f"adapter_{kind}.npz" if use_adapter else None}
+        routes["clean"] = {"restore": "none", "adapter": None}
+        (folder / "routes.json").write_text(json.dumps({"embedder": pipeline.embedder.name, "routes": routes}, indent=2))
+        print(f"routes written to {folder}")
+
+
+if __name__ == "__main__":
+    main()
