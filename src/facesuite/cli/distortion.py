@@ -1,0 +1,142 @@
+"""`facesuite train|predict|eval distortion` and `facesuite distort` (synthesis)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from facesuite.data import DISTORTIONS
+
+
+def _print_skips(skipped: list[tuple[Path, str]]) -> None:
+    for _, reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.data import read_identity_folders, read_split
+    from facesuite.train.distortion import TrainSettings, train_detector
+
+    dataset = read_identity_folders(args.dir)
+    val = read_split(args.val_identities) if args.val_identities else None
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    command = "facesuite " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    result = train_detector(dataset, args.out, settings, val, synthetic=args.synthetic, command=command)
+    _print_skips(result["skipped_files"])
+    last = result["history"][-1]
+    scores = f"train accuracy {last['train_accuracy']:.4f}"
+    if "val_accuracy" in last:
+        scores += f", validation accuracy {last['val_accuracy']:.4f} ({result['val_images']} images)"
+    print(f"trained on {result['train_images']} images: {scores}. Model in {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.io import expand_paths
+
+    paths = expand_paths(args.paths)
+    detector = DistortionDetector.load(args.model)
+    started = time.perf_counter()
+    done, skipped = detector.predict_paths(paths)
+    seconds = time.perf_counter() - started
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "distortion", "probability"])
+        for path, prediction in done:
+            writer.writerow([str(path), prediction.label, f"{prediction.probability:.4f}"])
+    _print_skips(skipped)
+    print(f"{len(done)} images classified, {len(skipped)} skipped ({1000 * seconds / max(len(paths), 1):.1f} ms/image); wrote {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facesuite.data import read_identity_folders, read_split
+    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.evaluate.classification import write_classification_report
+    from facesuite.train.distortion import distortion_samples
+
+    dataset = read_identity_folders(args.dir)
+    if args.identities:
+        dataset = dataset.subset(read_split(args.identities))
+    samples = distortion_samples(dataset)
+    detector = DistortionDetector.load(args.model)
+    started = time.perf_counter()
+    done, skipped = detector.predict_paths([path for path, _ in samples])
+    seconds = time.perf_counter() - started
+    truth = dict(samples)
+    metrics = write_classification_report(
+        args.out,
+        [truth[path] for path, _ in done],
+        [prediction.label for _, prediction in done],
+        detector.labels,
+        "Distortion detector",
+        extra={"skipped": len(skipped), "ms_per_image": round(1000 * seconds / max(len(samples), 1), 2),
+               "model": str(args.model or "shipped")},
+    )
+    _print_skips(skipped)
+    print(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} on {len(done)} images; report in {args.out}")
+    return 0
+
+
+def cmd_distort(args: argparse.Namespace) -> int:
+    from facesuite.distortion.synth import write_distorted
+
+    summary = write_distorted(args.dir, args.out, args.types, args.seed)
+    _print_skips(summary.skipped)
+    print(f"{summary.clean} clean images: wrote {summary.written} distorted copies under {args.out}")
+    return 0
+
+
+def register(groups: dict) -> None:
+    model_help = "model folder (default: the shipped model)"
+    train = groups["train"].add_parser(
+        "distortion", help="train the distortion detector (clean + 7 types)",
+        description="Train the 8-class distortion detector on identity folders (ROOT/<identity>/*.jpg and "
+                    "ROOT/<identity>/distortion/<stem>_<type>.jpg).")
+    train.add_argument("dir", help="identity-folder dataset")
+    train.add_argument("--out", required=True, help="model folder to write (weights, config, history, curves)")
+    train.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    train.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model (default 0)")
+    train.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default 3e-3)")
+    train.add_argument("--synthetic", action="store_true",
+                       help="use only the clean images and synthesise the 7 distortions from them")
+    train.add_argument("--val-identities", metavar="FILE",
+                       help="identities (one per line) held out of training and used for validation curves")
+    train.set_defaults(handler=cmd_train)
+
+    predict = groups["predict"].add_parser(
+        "distortion", help="name the distortion of each image (clean or one of 7 types)",
+        description="Classify images as clean or " + ", ".join(DISTORTIONS) + "; writes path,distortion,probability.")
+    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--csv", required=True, help="output CSV")
+    predict.add_argument("--model", help=model_help)
+    predict.set_defaults(handler=cmd_predict)
+
+    evaluate = groups["eval"].add_parser(
+        "distortion", help="evaluate the distortion detector on identity folders",
+        description="Per-class precision/recall/F1 and confusion matrix of the distortion detector.")
+    evaluate.add_argument("dir", help="identity-folder dataset with distortion/ sub-folders")
+    evaluate.add_argument("--out", required=True, help="report folder")
+    evaluate.add_argument("--model", help=model_help)
+    evaluate.add_argument("--identities", metavar="FILE", help="evaluate only these identities (e.g. the dev split)")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    distort = groups["root"].add_parser(
+        "distort", help="synthesise distorted copies of clean images",
+        description="Write OUT/<identity>/distortion/<stem>_<type>.jpg for each clean image of DIR, "
+                    "next to a link or copy of the clean image.")
+    distort.add_argument("dir", help="identity-folder dataset (clean images are used)")
+    distort.add_argument("--out", required=True, help="output folder")
+    distort.add_argument("--types", nargs="+", choices=DISTORTIONS, default=list(DISTORTIONS), help="types to make (default all 7)")
+    distort.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    distort.set_defaults(handler=cmd_distort)

@@ -1,0 +1,207 @@
+"""The distortion detector: a two-view CNN over a face photo, 8 classes (clean + 7 distortions).
+
+Input views, both taken from the frame after it is resized to ``base`` x ``base`` (FACECOM's
+224 px LFW-style framing, face ~90 px in the middle):
+
+- ``crop``: the centre ``crop`` x ``crop`` pixels at native resolution. Downscaling would erase
+  exactly what separates ``resized`` and ``blurred`` from ``clean`` (fine detail) and thin the
+  salt-and-pepper dots of ``noisy`` and the streaks of ``rainy``.
+- ``frame``: the whole frame shrunk to ``frame`` x ``frame``, for global cues: the radial
+  overexposure of ``sunny``, the patchy haze of ``foggy``, the overall darkness of ``lowlight``.
+
+No face detection is needed: the centre crop covers the face in this framing, and the
+distortions are applied to whole frames anyway (measured against the aligned chip in the model
+card). Pixels are only scaled to [-0.5, 0.5]; per-image normalisation would remove the brightness
+cues of ``lowlight`` and ``sunny``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from facesuite.config import MODELS_DIR
+from facesuite.distortion import LABELS
+from facesuite.errors import InputError
+from facesuite.io import load_image
+
+DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the network's input; saved with the weights. 0 disables a view."""
+
+    base: int = 224
+    crop: int = 96
+    frame: int = 64
+
+
+class Prediction(NamedTuple):
+    label: str
+    probability: float
+    probs: dict[str, float]
+
+
+def to_base(image: np.ndarray, base: int) -> np.ndarray:
+    """An RGB uint8 image resized to ``base`` x ``base`` (area filter when shrinking)."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    height, width = image.shape[:2]
+    if (height, width) == (base, base):
+        return image
+    interpolation = cv2.INTER_AREA if min(height, width) > base else cv2.INTER_LINEAR
+    return cv2.resize(image, (base, base), interpolation=interpolation)
+
+
+def make_views(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The (crop, frame) uint8 views of one RGB image; a disabled view is None."""
+    framed = to_base(image, spec.base)
+    crop = frame = None
+    if spec.crop:
+        start = (spec.base - spec.crop) // 2
+        crop = np.ascontiguousarray(framed[start : start + spec.crop, start : start + spec.crop])
+    if spec.frame:
+        frame = cv2.resize(framed, (spec.frame, spec.frame), interpolation=cv2.INTER_AREA)
+    return crop, frame
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-0.5, 0.5]."""
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2 if kernel % 2 else 0, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Branch(nn.Module):
+    """A 4x4 stride-4 "patchify" stem, then 3x3 convs, then average + max pooling.
+
+    The stem sees every pixel of each 4x4 patch, so pixel-level detail (sharpness, single noisy
+    pixels) survives while later layers run at a quarter of the resolution: several times
+    cheaper on CPU than a full-resolution first layer. The max pool keeps sparse cues (dots,
+    streaks) that averaging would dilute.
+    """
+
+    def __init__(self, widths: Sequence[int], strides: Sequence[int]) -> None:
+        super().__init__()
+        layers = [_conv(3, widths[0], 4, 4)]
+        layers += [_conv(c_in, c_out, 3, stride) for c_in, c_out, stride in zip(widths, widths[1:], strides)]
+        self.body = nn.Sequential(*layers)
+        self.out_dim = 2 * widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+class DistortionNet(nn.Module):
+    """Crop branch (native-resolution detail) + frame branch (global appearance), linear head."""
+
+    def __init__(self, spec: InputSpec, classes: int = len(LABELS)) -> None:
+        super().__init__()
+        self.crop = _Branch((32, 48, 64, 96), (2, 2, 1)) if spec.crop else None
+        self.frame = _Branch((16, 32, 64), (2, 2)) if spec.frame else None
+        features = sum(b.out_dim for b in (self.crop, self.frame) if b is not None)
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(features, classes))
+
+    def forward(self, crop: torch.Tensor | None, frame: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if self.crop is not None:
+            parts.append(self.crop(crop))
+        if self.frame is not None:
+            parts.append(self.frame(frame))
+        return self.head(torch.cat(parts, dim=1))
+
+
+class DistortionDetector:
+    """A trained :class:`DistortionNet` with its input spec and labels."""
+
+    def __init__(self, net: DistortionNet, spec: InputSpec, labels: Sequence[str] = LABELS, batch_size: int = 64) -> None:
+        self.net = net.eval()
+        self.spec = spec
+        self.labels = tuple(labels)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> DistortionDetector:
+        """Load from a model folder (or its ``weights.pt``); the shipped model by default."""
+        folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        if folder.is_file():
+            folder = folder.parent
+        weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+        if not weights.is_file() or not config_path.is_file():
+            raise InputError(f"not a distortion model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})", folder)
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        spec = InputSpec(**config["input"])
+        net = DistortionNet(spec, len(config["labels"]))
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return cls(net, spec, config["labels"])
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> None:
+        """Write ``weights.pt`` (state dict only) and ``config.json`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), folder / WEIGHTS_FILE)
+        config = {"labels": list(self.labels), "input": asdict(self.spec), **(extra or {})}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def views(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stacked (crop, frame) views of RGB images, the network's uint8 input."""
+        pairs = [make_views(image, self.spec) for image in images]
+        crops = np.stack([c for c, _ in pairs]) if self.spec.crop else None
+        frames = np.stack([f for _, f in pairs]) if self.spec.frame else None
+        return crops, frames
+
+    @torch.inference_mode()
+    def logits(self, crops: np.ndarray | None, frames: np.ndarray | None) -> torch.Tensor:
+        return self.net(
+            to_tensor(crops) if crops is not None else None, to_tensor(frames) if frames is not None else None
+        )
+
+    def predict(self, images: Sequence[np.ndarray | str | Path]) -> list[Prediction]:
+        """One :class:`Prediction` per RGB uint8 image (any size) or image path, in order.
+
+        Paths are read with :func:`facesuite.io.load_image`, so a bad file raises InputError;
+        use :meth:`predict_paths` to skip bad files instead.
+        """
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [load_image(item) if isinstance(item, (str, Path)) else item for item in images[start : start + self.batch_size]]
+            probs = torch.softmax(self.logits(*self.views(batch)), dim=1).numpy()
+            for row in probs:
+                best = int(row.argmax())
+                predictions.append(
+                    Prediction(self.labels[best], float(row[best]), {label: float(p) for label, p in zip(self.labels, row)})
+                )
+        return predictions
+
+    def predict_paths(self, paths: Sequence[Path]) -> tuple[list[tuple[Path, Prediction]], list[tuple[Path, str]]]:
+        """Predictions for readable files and ``(path, reason)`` for files that could not be read."""
+        done: list[tuple[Path, Prediction]] = []
+        skipped: list[tuple[Path, str]] = []
+        for start in range(0, len(paths), self.batch_size):
+            readable: list[tuple[Path, np.ndarray]] = []
+            for path in paths[start : start + self.batch_size]:
+                try:
+                    readable.append((path, load_image(path)))
+                except InputError as error:
+                    skipped.append((path, str(error)))
+            if readable:
+                done.extend(zip([p for p, _ in readable], self.predict([image for _, image in readable])))
+        return done, skipped

@@ -1,0 +1,67 @@
+"""Restoration steps applied to an aligned face chip before embedding, one per distortion type.
+
+Each is a classic, cheap image operation (OpenCV) aimed at what the distortion destroys: a median
+filter removes salt-and-pepper dots and thin rain streaks, a gamma that pulls the mean to
+mid-grey plus local contrast equalisation (CLAHE) brings back washed-out or dark faces, an
+unsharp mask counters blur. Which step each route uses is measured, not assumed:
+``benchmarks/routing_dev.py`` compares them per type on the dev split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+Restorer = Callable[[np.ndarray], np.ndarray]
+
+
+def identity(chip: np.ndarray) -> np.ndarray:
+    return chip
+
+
+def median(size: int) -> Restorer:
+    def restore(chip: np.ndarray) -> np.ndarray:
+        return cv2.medianBlur(chip, size)
+
+    restore.__name__ = f"median{size}"
+    return restore
+
+
+def exposure(chip: np.ndarray, target_mean: float = 0.45, clip_limit: float = 2.0) -> np.ndarray:
+    """Gamma that maps the mean intensity to ``target_mean``, then CLAHE on lightness."""
+    scaled = chip.astype(np.float32) / 255.0
+    gamma = np.log(target_mean) / np.log(float(np.clip(scaled.mean(), 0.02, 0.98)))
+    corrected = (np.clip(scaled**gamma, 0, 1) * 255).astype(np.uint8)
+    lab = cv2.cvtColor(corrected, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(4, 4)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def contrast_stretch(chip: np.ndarray) -> np.ndarray:
+    """Stretch the 1st-99th percentile of each channel to the full range (haze lifts contrast)."""
+    low, high = np.percentile(chip, (1, 99), axis=(0, 1))
+    stretched = (chip.astype(np.float32) - low) / np.maximum(high - low, 1.0)
+    return (np.clip(stretched, 0, 1) * 255).astype(np.uint8)
+
+
+def unsharp(chip: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    blurred = cv2.GaussianBlur(chip, (0, 0), 2.0)
+    return cv2.addWeighted(chip, 1 + amount, blurred, -amount, 0)
+
+
+def median_then_exposure(chip: np.ndarray) -> np.ndarray:
+    return exposure(cv2.medianBlur(chip, 3))
+
+
+#: Candidate restorations, by name (the routing benchmark evaluates each on each type).
+RESTORERS: dict[str, Restorer] = {
+    "none": identity,
+    "median3": median(3),
+    "median5": median(5),
+    "exposure": exposure,
+    "contrast": contrast_stretch,
+    "unsharp": unsharp,
+    "median3+exposure": median_then_exposure,
+}

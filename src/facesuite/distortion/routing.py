@@ -1,0 +1,77 @@
+"""Routes: which restoration step and embedding adapter each distortion type is sent through.
+
+The shipped table (``facesuite/models/routing/routes.json``) was chosen per type on the dev split
+by ``benchmarks/routing_dev.py``; a type missing from the table goes through the plain embedder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.config import MODELS_DIR
+from facesuite.distortion.restore import RESTORERS
+from facesuite.embed import Embedder
+from facesuite.embed.adapter import EmbeddingAdapter
+from facesuite.errors import InputError
+
+DEFAULT_ROUTES = MODELS_DIR / "routing"
+
+
+@dataclass
+class Route:
+    name: str
+    restore: str = "none"
+    adapter: EmbeddingAdapter | None = None
+
+    def describe(self) -> str:
+        parts = [self.restore] if self.restore != "none" else []
+        if self.adapter is not None:
+            parts.append(f"adapter:{self.name}")
+        return "+".join(parts) or "plain"
+
+
+class Router:
+    """Embeds chips through the route of their distortion type."""
+
+    def __init__(self, embedder: Embedder, routes: dict[str, Route]) -> None:
+        self.embedder = embedder
+        self.routes = routes
+
+    @classmethod
+    def load(cls, embedder: Embedder, folder: str | Path | None = DEFAULT_ROUTES) -> Router:
+        """Routes from ``folder/routes.json``; ``None`` (or an absent default folder) routes nothing."""
+        if folder is None or (Path(folder) == DEFAULT_ROUTES and not (DEFAULT_ROUTES / "routes.json").is_file()):
+            return cls(embedder, {})
+        folder = Path(folder)
+        table_path = folder / "routes.json"
+        if not table_path.is_file():
+            raise InputError("no routes.json in this routing folder", folder)
+        table = json.loads(table_path.read_text(encoding="utf-8"))
+        if table.get("embedder") != embedder.name:
+            # Adapters live in one embedder's space; another embedder gets restoration only.
+            return cls(embedder, {k: Route(k, v["restore"]) for k, v in table["routes"].items()})
+        routes = {
+            kind: Route(kind, spec["restore"], EmbeddingAdapter.load(folder / spec["adapter"]) if spec.get("adapter") else None)
+            for kind, spec in table["routes"].items()
+        }
+        return cls(embedder, routes)
+
+    def route(self, kind: str) -> Route:
+        return self.routes.get(kind, Route(kind))
+
+    def embed(self, chips: Sequence[np.ndarray], kinds: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(routed embeddings, embeddings before the adapter) for chips of the given types."""
+        restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
+        plain = self.embedder.embed(restored)
+        routed = plain.copy()
+        for kind in set(kinds):
+            adapter = self.route(kind).adapter
+            if adapter is not None:
+                rows = [i for i, k in enumerate(kinds) if k == kind]
+                routed[rows] = adapter.apply_numpy(plain[rows])
+        return routed, plain

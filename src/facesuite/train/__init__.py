@@ -1,0 +1,1 @@
+"""Training loops for facesuite's models; each task has its own module."""
