@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/facesuite detect $(FACESUITE_DATA)/facecom/task_a/train --out demo-out/detect
+	$(VENV)/bin/facesuite demo --data $(FACESUITE_DATA) --out demo-out
 
 test: setup
 	$(PY) -m pytest

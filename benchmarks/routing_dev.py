@@ -18,11 +18,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facesuite.config import MODELS_DIR, data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.distortion.restore import RESTORERS
+from facesuite.detect.extract import Crop
 from facesuite.embed.adapter import train_adapter
+from facesuite.io import load_image
 from facesuite.pipeline import FacePipeline
 
 
@@ -73,14 +76,20 @@ def main() -> None:
     best_restorer = {k: max(RESTORERS, key=lambda n: table[f"restore:{n}"][k]) for k in kinds}
 
     # 2. adapters on the train identities: per type (after that type's best restoration) and mixed
-    train_clean, train_probes, train_info = crops_of(train, "train")
-    clean_vec = dict(zip((str(c.path) for c in train_clean), embed([c.chip for c in train_clean])))
-    per_type_pairs: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    # FACECOM's distorted copies are pixel-aligned with their clean source, so for training the
+    # adapters each copy is cut with its source's landmarks (detection runs on the clean images
+    # only). Dev probes above went through real detection, as in use.
+    train_clean, _ = pipeline.crops([p for p, _ in train.clean], progress="train clean")
+    clean_by_path = {str(c.path): c for c in train_clean}
+    clean_vec = dict(zip(clean_by_path, embed([c.chip for c in train_clean])))
+    spec = pipeline.embedder.chip_spec
+    train_info = {str(d.path): d for d in train.distorted}
     train_by_type: dict[str, list] = defaultdict(list)
-    for crop in train_probes:
-        item = train_info[str(crop.path)]
-        if str(item.source) in clean_vec:
-            train_by_type[item.distortion].append(crop)
+    for item in tqdm(train.distorted, desc="train distorted chips"):
+        source = clean_by_path.get(str(item.source))
+        if source is not None and item.path.stat().st_size:
+            chip = source.face.chip(load_image(item.path), spec.size, spec.padding)
+            train_by_type[item.distortion].append(Crop(item.path, source.face, chip, source.image_shape))
     adapters = {}
     mixed_x, mixed_y = [], []
     for kind in kinds:
@@ -91,7 +100,6 @@ def main() -> None:
         mixed_y.append(targets)
         fixed = embed([RESTORERS[best_restorer[kind]](c.chip) for c in crops])
         adapters[kind] = train_adapter(fixed, targets, epochs=args.epochs, progress=f"adapter {kind}")
-        per_type_pairs[kind] = (fixed, targets)
     mixed = train_adapter(np.concatenate(mixed_x), np.concatenate(mixed_y), epochs=args.epochs, progress="adapter mixed")
     for kind in kinds:
         table["single clean model"][kind] = table["restore:none"][kind]

@@ -78,3 +78,120 @@ class FacePipeline:
         distance = float(cosine_distance(a, b))
         return Verification(distance, distance <= self.threshold, self.threshold, self.threshold_source,
                             (crop_a.face.fallback, crop_b.face.fallback))
+
+
+@dataclass
+class FaceAnalysis:
+    """Everything facesuite says about the face in one image (one model pass per stage)."""
+
+    path: str
+    box: list[float]
+    fallback: bool
+    score: float
+    distortion: str
+    distortion_probability: float
+    route: str
+    gender: str | None = None
+    p_female: float | None = None
+    identity: str | None = None
+    distance: float | None = None
+    embedding: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        record = {k: v for k, v in self.__dict__.items() if k != "embedding"}
+        record["box"] = [round(float(v), 1) for v in self.box]
+        for key in ("score", "distortion_probability", "p_female", "distance"):
+            if record[key] is not None:
+                record[key] = round(float(record[key]), 4)
+        return record
+
+
+class UnifiedFaceAnalyzer:
+    """Detect -> name the distortion -> route to the recogniser that suits it -> gender -> identity.
+
+    Models are loaded once. Gender comes from the same embedding pass when the gender model is the
+    embedding kind built on this embedder; otherwise from its own network on its own chip.
+    """
+
+    def __init__(
+        self,
+        embedder: str | Embedder = "default",
+        detector: DetectorSettings | None = None,
+        use_cache: bool = True,
+        routes: str | Path | None = "default",
+        gender_model: str | Path | None = "default",
+        gallery: str | Path | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from facesuite.classify.gender import GenderModel
+        from facesuite.distortion.detector import DistortionDetector
+        from facesuite.distortion.routing import DEFAULT_ROUTES, Router
+
+        self.pipeline = FacePipeline(embedder, detector, use_cache)
+        self.embedder = self.pipeline.embedder
+        self.distortion = DistortionDetector.load()
+        self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
+        self.gender = GenderModel.load(None if gender_model == "default" else gender_model) if gender_model else None
+        self.gallery = None
+        if gallery is not None:
+            from facesuite.gallery import Gallery
+
+            self.gallery = Gallery.open(gallery)
+            if self.gallery.embedder != self.embedder.name:
+                raise InputError(f"gallery was built with embedder {self.gallery.embedder!r}, not {self.embedder.name!r}", gallery)
+        self.batch_size = batch_size
+
+    def _gender_shares_backbone(self) -> bool:
+        return self.gender is not None and self.gender.config.kind == "embedding" and self.embedder.name.startswith("dlib")
+
+    def analyze(self, paths: Sequence[str | Path], progress: str | None = None) -> tuple[list[FaceAnalysis], list[Skipped]]:
+        from tqdm import tqdm
+
+        from facesuite.io import load_image
+
+        results: list[FaceAnalysis] = []
+        skipped: list[Skipped] = []
+        bar = tqdm(total=len(paths), desc=progress, disable=progress is None, unit="img", leave=False)
+        for start in range(0, len(paths), self.batch_size):
+            batch = paths[start : start + self.batch_size]
+            crops, bad = self.pipeline.crops(batch)
+            skipped += bad
+            bar.update(len(batch))
+            if not crops:
+                continue
+            frames = [load_image(c.path) for c in crops]
+            kinds = self.distortion.predict(frames)
+            routed, plain = self.router.embed([c.chip for c in crops], [k.label for k in kinds])
+            p_female = self._p_female(crops, frames, plain)
+            matches = self.gallery.identify(routed) if self.gallery is not None else None
+            for i, (crop, kind) in enumerate(zip(crops, kinds)):
+                analysis = FaceAnalysis(
+                    path=str(crop.path), box=list(crop.face.box), fallback=crop.face.fallback, score=crop.face.score,
+                    distortion=kind.label, distortion_probability=kind.probability,
+                    route=self.router.route(kind.label).describe(), embedding=routed[i],
+                )
+                if p_female is not None:
+                    analysis.p_female = float(p_female[i])
+                    analysis.gender = self.gender.labels_for(p_female[i : i + 1])[0]
+                if matches is not None:
+                    best = matches[i][0]
+                    analysis.identity, analysis.distance = self.gallery.decide(best), best.distance
+                results.append(analysis)
+        bar.close()
+        return results, skipped
+
+    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray) -> np.ndarray | None:
+        if self.gender is None:
+            return None
+        if self._gender_shares_backbone():
+            import torch
+
+            with torch.inference_mode():
+                logits = self.gender.network.head(torch.from_numpy(plain))
+                return torch.softmax(logits, dim=1)[:, 1].numpy()
+        spec = self.gender.chip_spec
+        return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
+
+    def close(self) -> None:
+        if self.gallery is not None:
+            self.gallery.close()

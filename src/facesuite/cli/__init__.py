@@ -16,7 +16,7 @@ from facesuite import __version__
 from facesuite.errors import InputError
 
 # Modules registering commands, in the order their commands are listed in --help.
-COMMAND_MODULES = ("detect", "recognition", "distortion")
+COMMAND_MODULES = ("detect", "analyze", "recognition", "gender", "distortion", "serve")
 VERBS = {
     "train": "train a model on your folders",
     "eval": "evaluate a model and write metrics.json, plots and report.html",
@@ -36,10 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
         groups[verb] = verb_parser.add_subparsers(dest="target", required=True, metavar="TASK")
     for name in COMMAND_MODULES:
         importlib.import_module(f"facesuite.cli.{name}").register(groups)
-    for verb in VERBS:  # hide verbs that no module has filled yet
-        if not groups[verb].choices:
-            root.choices.pop(verb)
-            root._choices_actions = [a for a in root._choices_actions if a.dest != verb]
     return parser
 
 

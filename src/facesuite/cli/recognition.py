@@ -162,13 +162,15 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     if not dataset.distorted:
         raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", args.dir)
     pipeline = _pipeline(args)
-    data, skipped = embed_dataset(pipeline, dataset)
+    data, skipped, routing = embed_dataset(pipeline, dataset, routed=args.pipeline == "routed")
     print_skips(skipped)
     metrics = recognition_metrics(data, pipeline.threshold, seed=args.seed)
-    metrics["embedder"] = pipeline.embedder.name
-    metrics["skipped"] = len(skipped)
+    metrics.update(embedder=pipeline.embedder.name, pipeline=args.pipeline, skipped=len(skipped))
+    if routing:
+        metrics["routing"] = routing
     out = Path(args.out)
-    write_recognition_report(out, data, metrics, f"Recognition: {args.dir} ({pipeline.embedder.name})", seed=args.seed)
+    title = f"Recognition: {args.dir} ({pipeline.embedder.name}, {args.pipeline} pipeline)"
+    write_recognition_report(out, data, metrics, title, seed=args.seed)
     ident, verif = metrics["identification"], metrics["verification"]
     print(f"top-1 {ident['top1']:.4f} over {ident['probes']} distorted probes; source excluded {ident['source_excluded']}; "
           f"AUC {verif['auc']:.4f}; TAR@FAR1% {verif['tar_at_far_1pct']:.4f}")
@@ -225,5 +227,7 @@ def register(groups: dict) -> None:
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
     evaluate.add_argument("--threshold", type=float, default=None)
+    evaluate.add_argument("--pipeline", choices=("routed", "single"), default="routed",
+                          help="routed: each probe through the route of its detected distortion; single: plain embedder")
     _add_embedder_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval_recognition)

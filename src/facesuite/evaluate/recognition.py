@@ -189,14 +189,32 @@ def _plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Pa
     return out
 
 
-def embed_dataset(pipeline, dataset: IdentityDataset, progress: bool = True) -> tuple[EmbeddedSet, list]:
-    """Embed a dataset's clean and distorted images with a :class:`~facesuite.pipeline.FacePipeline`."""
+def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, progress: bool = True) -> tuple[EmbeddedSet, list, dict]:
+    """Embed a dataset's clean and distorted images with a :class:`~facesuite.pipeline.FacePipeline`.
+
+    With ``routed``, each probe goes through the route of the distortion type the detector
+    predicts for it (``facesuite.distortion.routing``); the third value then reports how often the
+    predicted type was the true one. Gallery images are clean and always take the plain route.
+    """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
     gallery, g_crops, skipped = pipeline.embed_paths(clean_paths, progress="gallery" if progress else None)
     probe_info = {str(d.path): d for d in dataset.distorted}
-    probes, p_crops, p_skipped = pipeline.embed_paths([d.path for d in dataset.distorted], progress="probes" if progress else None)
+    p_crops, p_skipped = pipeline.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
+    routing: dict = {}
+    if routed:
+        from facesuite.distortion.detector import DistortionDetector
+        from facesuite.distortion.routing import Router
+        from facesuite.io import load_image
+
+        detector, router = DistortionDetector.load(), Router.load(pipeline.embedder)
+        kinds = [p.label for p in detector.predict([load_image(c.path) for c in p_crops])]
+        probes, _ = router.embed([c.chip for c in p_crops], kinds)
+        routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(kinds, probe_items)])) if kinds else None,
+                   "routes": {kind: router.route(kind).describe() for kind in sorted(set(kinds))}}
+    else:
+        probes = pipeline.embed_crops(p_crops)
     data = EmbeddedSet(
         gallery_paths=[c.path for c in g_crops],
         gallery_ids=[identity_of[str(c.path)] for c in g_crops],
@@ -207,7 +225,7 @@ def embed_dataset(pipeline, dataset: IdentityDataset, progress: bool = True) -> 
         probe_sources=[d.source for d in probe_items],
         probes=probes,
     )
-    return data, skipped + p_skipped
+    return data, skipped + p_skipped, routing
 
 
 def calibration_pairs(

@@ -1,0 +1,1 @@
+"""Face attribute classifiers (gender) on aligned face chips."""

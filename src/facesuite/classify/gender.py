@@ -1,0 +1,271 @@
+"""Gender classifiers on aligned face chips, and the saved-model format they share.
+
+Two kinds, behind one interface (:class:`GenderModel`):
+
+``cnn``
+    MobileNetV3-Small (torchvision's architecture) with a Squeeze-and-Excitation block on its
+    576-channel head, trained on gender alone.
+``embedding``
+    Logistic regression on dlib's 128-D face embedding (the PyTorch port), so one backbone pass
+    gives both the identity vector and the gender.
+
+Every network here maps float pixels ``(N, 3, H, W)`` in ``[0, 255]`` to two logits
+``(male, female)``; normalisation happens inside, so Grad-CAM and the CLI feed plain chips.
+
+A model folder holds ``model.json`` (kind, chip geometry, labels, decision threshold on
+``p_female``) and weights: ``weights.pt`` (a state_dict, loaded with ``weights_only=True``) for the
+CNN, ``weights.npz`` (plain arrays, loaded without pickle) for the embedding head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesuite.config import MODELS_DIR
+from facesuite.embed import ChipSpec
+from facesuite.errors import InputError
+
+LABELS = ("male", "female")
+KINDS = ("cnn", "embedding")
+# ImageNet statistics: MobileNetV3's batch-norm layers expect inputs on this scale, and a PATH
+# init taken from an ImageNet-trained backbone keeps working.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+def default_model_dir() -> Path:
+    """The gender model shipped inside the package."""
+    return MODELS_DIR / "gender"
+
+
+@dataclass
+class GenderConfig:
+    """Contents of ``model.json``."""
+
+    kind: str
+    chip_size: int
+    chip_padding: float
+    threshold: float = 0.5
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    embedder: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def chip_spec(self) -> ChipSpec:
+        return ChipSpec(self.chip_size, self.chip_padding)
+
+    def save(self, folder: Path) -> None:
+        (folder / "model.json").write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> GenderConfig:
+        path = folder / "model.json"
+        if not path.is_file():
+            raise InputError("not a gender model folder (no model.json)", folder)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            config = cls(**record)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise InputError(f"unreadable model.json ({error})", path) from None
+        if config.kind not in KINDS:
+            raise InputError(f"unknown model kind {config.kind!r}", path)
+        return config
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: reweight feature maps by a gate computed from their global average."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // reduction, 1)
+        self.expand = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.expand(F.relu(self.reduce(x.mean(dim=(2, 3), keepdim=True))))
+        return x * torch.sigmoid(gate)
+
+
+class GenderNet(nn.Module):
+    """MobileNetV3-Small features -> SE block -> pooled 576-D -> MLP head -> (male, female) logits."""
+
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__()
+        from torchvision.models import mobilenet_v3_small
+
+        self.features = mobilenet_v3_small(weights=None).features
+        for module in self.features.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                # torchvision's 0.01 suits ImageNet-length runs; in a few hundred steps from
+                # scratch the running statistics stay far from the batch ones and eval-mode
+                # outputs collapse to a constant.
+                module.momentum = 0.1
+        channels = 576
+        self.se = SqueezeExcite(channels)
+        self.head = nn.Sequential(
+            nn.Linear(channels, 256), nn.Hardswish(), nn.Dropout(dropout), nn.Linear(256, len(LABELS))
+        )
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.se(self.features((pixels - self.mean) / self.std))
+        return self.head(x.mean(dim=(2, 3)))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.se.parameters()) + list(self.head.parameters())
+
+    def cam_layer(self) -> nn.Module:
+        # The SE output is the last spatial map and already carries the head's channel weighting.
+        return self.se
+
+    def load_init(self, path: str | Path) -> list[str]:
+        """Start from a saved state_dict: a whole GenderNet, or a torchvision MobileNetV3-Small
+        (only its ``features.*`` are used). Returns the names of the parameters left at random."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such weights file for --init", path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for a bad file
+            raise InputError(f"cannot load weights ({type(error).__name__})", path) from None
+        if not isinstance(state, dict):
+            raise InputError("expected a state_dict", path)
+        own = self.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not any(k.startswith("features.") for k in usable):
+            raise InputError("no MobileNetV3-Small feature weights in this file", path)
+        self.load_state_dict(usable, strict=False)
+        return sorted(set(own) - set(usable))
+
+
+class EmbeddingGenderNet(nn.Module):
+    """dlib's ResNet -> unit vector -> standardise -> linear: gender from the identity embedding."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> None:
+        super().__init__()
+        from facesuite.embed.dlib_resnet import load_dlib_resnet
+
+        self.backbone = load_dlib_resnet()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+        self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float32).reshape(-1))
+        self.register_buffer("intercept", torch.tensor(float(intercept)))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixels))
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        unit = F.normalize(embedding, dim=1)
+        z = ((unit - self.mean) / self.scale) @ self.coef + self.intercept
+        # Two logits whose softmax is (1 - sigmoid(z), sigmoid(z)): same contract as the CNN.
+        return torch.stack([-z / 2, z / 2], dim=1)
+
+    def cam_layer(self) -> nn.Module:
+        # 8x8 stage: the 2x2 last stage is too coarse to say which part of the face mattered.
+        return self.backbone.stages[2]
+
+
+def chips_to_tensor(chips: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stack uint8 ``HxWx3`` RGB chips into a float ``(N, 3, H, W)`` tensor of values in [0, 255]."""
+    return torch.from_numpy(np.stack(chips).astype(np.float32).transpose(0, 3, 1, 2))
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# Loaded model
+# --------------------------------------------------------------------------------------------
+
+
+class GenderModel:
+    """A saved gender model ready to predict: ``p_female`` per chip and a tuned threshold."""
+
+    def __init__(self, config: GenderConfig, network: nn.Module, device: torch.device | None = None) -> None:
+        self.config = config
+        self.device = device or pick_device()
+        self.network = network.to(self.device).eval()
+
+    @property
+    def chip_spec(self) -> ChipSpec:
+        return self.config.chip_spec
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None) -> GenderModel:
+        folder = Path(folder) if folder is not None else default_model_dir()
+        if not folder.is_dir():
+            raise InputError("no such model folder", folder)
+        config = GenderConfig.load(folder)
+        return cls(config, load_network(config, folder))
+
+    def p_female(self, chips: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Probability of ``female`` for each chip (chips must have the model's chip size)."""
+        size = self.config.chip_size
+        for chip in chips:
+            if chip.shape != (size, size, 3):
+                raise ValueError(f"expected {size}x{size}x3 chips, got {chip.shape}")
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(chips), batch_size):
+                logits = self.network(chips_to_tensor(chips[start : start + batch_size]).to(self.device))
+                out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def labels_for(self, p_female: np.ndarray) -> list[str]:
+        return [LABELS[1] if p >= self.threshold else LABELS[0] for p in p_female]
+
+
+def load_network(config: GenderConfig, folder: Path) -> nn.Module:
+    """Build the network of ``config`` and load its weights from ``folder``."""
+    if config.kind == "cnn":
+        path = folder / "weights.pt"
+        if not path.is_file():
+            raise InputError("model folder has no weights.pt", folder)
+        network = GenderNet()
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return network
+    path = folder / "weights.npz"
+    if not path.is_file():
+        raise InputError("model folder has no weights.npz", folder)
+    with np.load(path, allow_pickle=False) as head:
+        return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]))
+
+
+@dataclass
+class GenderPrediction:
+    path: Path
+    label: str
+    p_female: float
+    fallback: bool
+    chip: np.ndarray = field(repr=False)
+
+
+def predict_files(
+    model: GenderModel, paths: Sequence[str | Path], extractor=None, progress: str | None = None
+) -> tuple[list[GenderPrediction], list]:
+    """Predict gender for image files: ``(predictions, skipped)`` (unreadable files are skipped)."""
+    from facesuite.detect.extract import FaceExtractor
+
+    extractor = extractor or FaceExtractor()
+    crops, skipped = extractor.crops(paths, model.chip_spec, progress=progress)
+    p = model.p_female([c.chip for c in crops])
+    labels = model.labels_for(p)
+    return [GenderPrediction(c.path, label, float(pf), c.face.fallback, c.chip) for c, label, pf in zip(crops, labels, p)], skipped

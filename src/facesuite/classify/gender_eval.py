@@ -1,0 +1,73 @@
+"""`facesuite eval gender`: predictions.csv, the classification report kit and Grad-CAM figures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.classify.gender import LABELS, GenderModel, GenderPrediction, predict_files
+from facesuite.data import read_gender_folders
+from facesuite.errors import InputError
+
+
+def evaluate_gender(data_dir: str | Path, model: GenderModel, out: str | Path, extractor=None, gradcam_samples: int = 8) -> tuple[dict, list]:
+    """Evaluate ``model`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
+    from facesuite.evaluate.classification import write_classification_report
+
+    out = Path(out)
+    samples = read_gender_folders(data_dir)
+    truth = {path: label for path, label in samples}
+    predictions, skipped = predict_files(model, [p for p, _ in samples], extractor, progress="gender")
+    if not predictions:
+        raise InputError("no readable images to evaluate", data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "p_female"])
+        for p in predictions:
+            writer.writerow([str(p.path), truth[p.path], p.label, f"{p.p_female:.6f}"])
+    y_true = [truth[p.path] for p in predictions]
+    y_pred = [p.label for p in predictions]
+    extra = {
+        "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
+        "fallback_faces": int(sum(p.fallback for p in predictions)),
+    }
+    images = []
+    if gradcam_samples > 0:
+        figure = _gradcam_figure(model, predictions, truth, gradcam_samples, out / "gradcam.png")
+        images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
+    metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images)
+    return metrics, skipped
+
+
+def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facesuite.explain import gradcam, overlay
+
+    per_row = max(count // 2, 1)
+    # Evenly spaced picks, so the sample is fixed for a given data set (no randomness).
+    right = [p for p in predictions if p.label == truth[p.path]]
+    wrong = [p for p in predictions if p.label != truth[p.path]]
+    rows = [[group[int(i)] for i in np.linspace(0, len(group) - 1, min(per_row, len(group)))] if group else [] for group in (right, wrong)]
+    fig, axes = plt.subplots(2, per_row, figsize=(2.2 * per_row, 5), squeeze=False)
+    layer = model.network.cam_layer()
+    for r, row in enumerate(rows):
+        for c in range(per_row):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(row):
+                continue
+            p = row[c]
+            heat, _ = gradcam(model.network, layer, p.chip, LABELS.index(p.label))
+            ax.imshow(overlay(p.chip, heat))
+            ax.set_title(f"{truth[p.path]}→{p.label}\np_f={p.p_female:.2f}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

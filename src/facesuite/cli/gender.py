@@ -1,0 +1,119 @@
+"""`facesuite train|eval|predict gender` and `facesuite explain`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from facesuite.cli.detect import add_detector_options, make_extractor, print_skips
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.train.gender import TrainOptions, train_gender
+
+    options = TrainOptions(
+        kind=args.kind, epochs=args.epochs, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
+        batch_size=args.batch_size, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
+    )
+    summary = train_gender(args.dir, args.out, options, make_extractor(args))
+    for reason in summary.pop("skipped"):
+        print(f"skipped: {reason}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facesuite.classify.gender import GenderModel
+    from facesuite.classify.gender_eval import evaluate_gender
+    from facesuite.data import read_gender_folders
+
+    read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
+    metrics, skipped = evaluate_gender(args.dir, GenderModel.load(args.model), args.out, make_extractor(args), args.gradcam)
+    print_skips(skipped)
+    female = metrics["per_class"]["female"]["recall"]
+    print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, female recall {female:.4f}; "
+          f"report in {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from facesuite.classify.gender import GenderModel, predict_files
+    from facesuite.io import expand_paths
+
+    paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
+    predictions, skipped = predict_files(GenderModel.load(args.model), paths, make_extractor(args), progress="gender")
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "gender", "p_female", "fallback"])
+        for p in predictions:
+            writer.writerow([str(p.path), p.label, f"{p.p_female:.6f}", int(p.fallback)])
+    print_skips(skipped)
+    print(f"{len(predictions)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from facesuite.explain import explain_gender, save_rgb
+
+    heat, info = explain_gender(args.image, args.model, make_extractor(args))
+    save_rgb(heat, args.out)
+    print(json.dumps({**info, "out": args.out}))
+    return 0
+
+
+def register(groups: dict) -> None:
+    model_help = "model folder (default: the shipped gender model)"
+
+    train = groups["train"].add_parser(
+        "gender", help="train a gender classifier on DIR/train/{male,female}",
+        description="Train a gender classifier. DIR holds train/{male,female}/ and optionally val/{male,female}/ "
+                    "(else a stratified 15%% of train is held out).")
+    train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/)")
+    train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
+    train.add_argument("--kind", choices=("cnn", "embedding"), default="cnn",
+                       help="cnn: MobileNetV3-Small + SE head; embedding: logistic regression on dlib's 128-D embedding")
+    train.add_argument("--epochs", type=int, default=12, help="CNN epochs in total, both stages (default 12)")
+    train.add_argument("--head-epochs", type=int, default=None, help="CNN heads-only epochs (default 0 from scratch, 1 otherwise)")
+    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default 0)")
+    train.add_argument("--init", default="scratch", metavar="scratch|PATH",
+                       help="CNN start: random (scratch) or a state_dict file of GenderNet or torchvision MobileNetV3-Small")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (stage 2 of a PATH init uses a tenth)")
+    train.add_argument("--chip-size", type=int, default=112, help="CNN input side in pixels (default 112)")
+    train.add_argument("--patience", type=int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_detector_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = groups["eval"].add_parser(
+        "gender", help="evaluate a gender model on DIR/{male,female}",
+        description="Write metrics.json, classification_report.txt, confusion_matrix.png, predictions.csv and report.html.")
+    evaluate.add_argument("dir", help="folder with male/ and female/ sub-folders")
+    evaluate.add_argument("--model", default=None, help=model_help)
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--gradcam", type=int, default=8, help="Grad-CAM examples in the report, half right, half wrong (0: none)")
+    add_detector_options(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    predict = groups["predict"].add_parser(
+        "gender", help="predict gender for images or folders", description="Write path,gender,p_female,fallback per image.")
+    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--csv", required=True, help="CSV file to write")
+    predict.add_argument("--model", default=None, help=model_help)
+    add_detector_options(predict)
+    predict.set_defaults(handler=cmd_predict)
+
+    explain = groups["root"].add_parser(
+        "explain", help="Grad-CAM heatmap of a model's decision on one face",
+        description="Overlay a Grad-CAM heatmap on the aligned face chip (the output has the chip's size).")
+    explain.add_argument("image", help="image file")
+    explain.add_argument("--task", choices=("gender",), default="gender")
+    explain.add_argument("--model", default=None, help=model_help)
+    explain.add_argument("--out", required=True, help="PNG file to write")
+    add_detector_options(explain)
+    explain.set_defaults(handler=cmd_explain)

@@ -1,0 +1,87 @@
+"""`facesuite serve` (API + dashboard), `facesuite report` and `facesuite demo`."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from facesuite.errors import InputError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from facesuite.serve import create_app
+
+    if not _is_loopback(args.host):
+        # The API reads server-side folders for evaluations; exposing it is a deliberate choice.
+        print(f"facesuite: warning: listening on {args.host}: anyone who can reach it can use the API", file=sys.stderr)
+    if args.max_upload_mb <= 0:
+        raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,
+                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    print(f"dashboard: http://{args.host}:{args.port}/  (API schema: /openapi.json)")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except OSError as error:  # port taken, address not available
+        raise InputError(f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from facesuite.demo import write_folder_report
+
+    out = write_folder_report(Path(args.dir), Path(args.out) if args.out else None)
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from facesuite.config import data_root
+    from facesuite.demo import run_demo
+
+    data = Path(args.data) if args.data else data_root()
+    report = run_demo(data, Path(args.out), identities=args.identities)
+    print(f"demo report: {report.resolve()}  (open it in a browser)")
+    print(f"dashboard:   facesuite serve --gallery {Path(args.out) / 'gallery'}  then open http://127.0.0.1:8000/")
+    return 0
+
+
+def register(groups: dict) -> None:
+    root = groups["root"]
+    serve = root.add_parser("serve", help="REST API and web dashboard on this machine",
+                            description="Serve the REST API (/analyze, /verify, /gallery/..., /explain, /health) "
+                                        "and the dashboard pages from one process.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--gallery", help="gallery folder (default $FACESUITE_HOME/gallery)")
+    serve.add_argument("--embedder", default="default", help="embedder backend by registered name")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
+    serve.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
+    serve.set_defaults(handler=cmd_serve)
+
+    report = root.add_parser("report", help="one self-contained HTML page for an evaluation output folder",
+                             description="Collect metrics.json and every PNG of DIR (and of its sub-folders holding a "
+                                         "metrics.json) into one HTML file with the images embedded.")
+    report.add_argument("dir", help="evaluation output folder (holds metrics.json)")
+    report.add_argument("--out", help="HTML file to write (default DIR/summary.html)")
+    report.set_defaults(handler=cmd_report)
+
+    demo = root.add_parser("demo", help="the whole suite on a sample of FACECOM, in a few minutes",
+                           description="Enroll a gallery from FACECOM task_b identities, analyse clean and distorted "
+                                       "faces against it, evaluate gender (task_a sample) and routed recognition, and "
+                                       "write one report.")
+    demo.add_argument("--data", help=f"data root holding facecom/ (default $FACESUITE_DATA or ../shared/data; now {os.environ.get('FACESUITE_DATA', '../shared/data')})")
+    demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    demo.add_argument("--identities", type=int, default=40, help="identities to enroll and evaluate (default 40)")
+    demo.set_defaults(handler=cmd_demo)

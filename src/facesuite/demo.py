@@ -1,0 +1,259 @@
+"""`facesuite demo` and `facesuite report` as library functions.
+
+:func:`run_demo` runs the whole suite on a small, fixed sample of FACECOM (so it finishes in a
+few minutes on a laptop CPU, and in seconds once the detection cache is warm):
+
+1. enroll a gallery from the clean images of ``identities`` task_b identities (dev-split
+   identities first: the shipped models were tuned away from them, so the numbers are honest);
+2. analyse one clean and two distorted faces per identity against that gallery;
+3. evaluate gender on a balanced sample of task_a;
+4. evaluate routed recognition on the sampled identities (all their distorted copies);
+5. write ``OUT/report.html`` embedding the sub-reports' numbers and figures.
+
+:func:`write_folder_report` turns any evaluation output folder (``metrics.json`` + PNGs) into one
+self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.data import IdentityDataset, read_identity_folders
+from facesuite.errors import InputError
+from facesuite.evaluate.report import figure_html, table_html, write_html
+
+DEV_SPLIT = Path("splits") / "facecom_dev_identities.txt"
+SEED = 0
+
+
+# ---------------------------------------------------------------------------- folder reports
+
+
+def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flatten(value, name + ".")
+        elif isinstance(value, list):
+            rows.append((name, json.dumps(value)))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def folder_sections(folder: Path, heading: str | None = None) -> list[tuple[str, str]]:
+    """Report sections for ``folder`` and each sub-folder that holds a ``metrics.json``."""
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no metrics.json here (not an evaluation output folder)", folder) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"unreadable metrics.json ({error})", path) from None
+    if not isinstance(metrics, dict):
+        raise InputError("metrics.json does not hold an object", path)
+    title = heading or folder.name
+    figures = "".join(figure_html(png.stem.replace("_", " "), png) for png in sorted(folder.glob("*.png")))
+    sections = [(f"{title}: metrics", table_html(["metric", "value"], _flatten(metrics)))]
+    if figures:
+        sections.append((f"{title}: figures", figures))
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "metrics.json").is_file()):
+        sections += folder_sections(child, f"{title}/{child.name}")
+    return sections
+
+
+def write_folder_report(folder: Path, out: Path | None = None) -> Path:
+    """One HTML page (images embedded) for an evaluation output folder; default ``folder/summary.html``.
+
+    ``summary.html`` rather than ``report.html``: the evaluation's own report must not be overwritten.
+    """
+    if not folder.is_dir():
+        raise InputError("no such folder", folder)
+    if (folder / "metrics.json").is_file():
+        sections = folder_sections(folder)
+    else:  # a folder of evaluations, such as the demo's output
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+        if not children:
+            raise InputError("no metrics.json here or in its sub-folders (not an evaluation output folder)", folder)
+        sections = [s for child in children for s in folder_sections(child)]
+    return write_html(out or folder / "summary.html", f"Evaluation report: {folder}", sections)
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def _pick_identities(dataset: IdentityDataset, data: Path, count: int) -> list[str]:
+    """``count`` identities with clean and distorted images, dev-split identities first."""
+    usable = sorted({i for _, i in dataset.clean} & {d.identity for d in dataset.distorted})
+    split_file = data / DEV_SPLIT
+    dev = set(split_file.read_text(encoding="utf-8").split()) if split_file.is_file() else set()
+    ordered = [i for i in usable if i in dev] + [i for i in usable if i not in dev]
+    if len(ordered) < 2:
+        raise InputError("needs at least two identities with clean and distorted images", dataset.root)
+    return ordered[:count]
+
+
+def _gender_sample(source: Path, target: Path, per_class: int) -> Path:
+    """Evenly spaced ``per_class`` images of each class copied into ``target/{male,female}``."""
+    from facesuite.data import GENDERS
+    from facesuite.io import iter_images
+
+    shutil.rmtree(target, ignore_errors=True)
+    for label in GENDERS:
+        images = list(iter_images(source / label))
+        if not images:
+            raise InputError("class folder has no images", source / label)
+        (target / label).mkdir(parents=True)
+        for index in np.linspace(0, len(images) - 1, min(per_class, len(images))).astype(int):
+            # Copies, not links: they hash the same, so the detection cache still applies.
+            shutil.copy2(images[index], target / label / images[index].name)
+    return target
+
+
+def run_demo(
+    data: Path,
+    out: Path,
+    identities: int = 40,
+    clean_per_identity: int = 3,
+    gender_per_class: int = 60,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``."""
+    from facesuite.classify.gender_eval import evaluate_gender
+    from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, write_recognition_report
+    from facesuite.gallery import Gallery
+    from facesuite.pipeline import UnifiedFaceAnalyzer
+
+    task_a, task_b = data / "facecom" / "task_a" / "train", data / "facecom" / "task_b" / "train"
+    for folder in (task_a, task_b):
+        if not folder.is_dir():
+            raise InputError("FACECOM folder not found (pass --data or set FACESUITE_DATA to the folder holding facecom/)", folder)
+    if identities < 2:
+        raise InputError(f"--identities must be at least 2, got {identities}")
+    started = time.perf_counter()
+    timings: list[tuple[str, float]] = []
+
+    def lap(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings.append((stage, now - since))
+        log(f"{stage}: {now - since:.1f} s")
+        return now
+
+    out.mkdir(parents=True, exist_ok=True)
+    full = read_identity_folders(task_b)
+    chosen = _pick_identities(full, data, identities)
+    subset = full.subset(set(chosen))
+    clean_by_id: dict[str, list[Path]] = {}
+    for path, identity in subset.clean:
+        clean_by_id.setdefault(identity, []).append(path)
+    # A few clean images per identity is a realistic enrollment and keeps the demo fast.
+    enrolled = {i: paths[:clean_per_identity] for i, paths in clean_by_id.items()}
+    sample = IdentityDataset(task_b, [(p, i) for i, ps in enrolled.items() for p in ps], subset.distorted)
+    analyzer = UnifiedFaceAnalyzer()
+    pipeline = analyzer.pipeline
+    clock = lap("load models", started)
+
+    # 1. gallery: rebuilt each run, so a rerun never mixes in an earlier sample.
+    gallery_dir = out / "gallery"
+    shutil.rmtree(gallery_dir, ignore_errors=True)
+    skipped_total = 0
+    gallery = Gallery.create(gallery_dir, pipeline.embedder.name, pipeline.embedder.dim, pipeline.threshold)
+    try:
+        for identity, paths in enrolled.items():
+            vectors, crops, skipped = pipeline.embed_paths(paths)
+            skipped_total += len(skipped)
+            if crops:
+                gallery.enroll(identity, vectors, [str(c.path) for c in crops])
+        clock = lap(f"enroll {len(gallery.identities())} identities", clock)
+
+        # 2. analysis of clean and distorted faces against the gallery.
+        rng = random.Random(SEED)
+        truth: dict[str, tuple[str, str]] = {}
+        for identity in chosen:
+            truth[str(clean_by_id[identity][0])] = (identity, "clean")
+            copies = [d for d in subset.distorted if d.identity == identity]
+            for item in rng.sample(copies, min(2, len(copies))):
+                truth[str(item.path)] = (identity, item.distortion)
+        analyzer.gallery = gallery
+        results, skipped = analyzer.analyze([Path(p) for p in truth], progress="analyze")
+        skipped_total += len(skipped)
+    finally:
+        analyzer.gallery = None
+        gallery.close()
+    analysis_rows = [r.to_dict() | {"true_identity": truth[r.path][0], "true_distortion": truth[r.path][1]} for r in results]
+    with open(out / "analysis.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(analysis_rows[0]) if analysis_rows else ["path"])
+        writer.writeheader()
+        writer.writerows(analysis_rows)
+    clock = lap(f"analyse {len(results)} faces", clock)
+
+    # 3. gender on a balanced task_a sample.
+    gender_data = _gender_sample(task_a, out / "gender-sample", gender_per_class)
+    gender_metrics, skipped = evaluate_gender(gender_data, analyzer.gender, out / "gender", extractor=pipeline.extractor)
+    skipped_total += len(skipped)
+    clock = lap("gender evaluation", clock)
+
+    # 4. routed recognition on the sampled identities.
+    embedded, skipped, routing = embed_dataset(pipeline, sample, routed=True)
+    skipped_total += len(skipped)
+    recognition = recognition_metrics(embedded, pipeline.threshold, seed=SEED)
+    recognition.update(embedder=pipeline.embedder.name, pipeline="routed", skipped=len(skipped), routing=routing)
+    write_recognition_report(out / "recognition", embedded, recognition, f"Recognition on {len(chosen)} FACECOM identities (routed)")
+    lap("recognition evaluation", clock)
+    analyzer.close()
+
+    report = _write_demo_report(out, data, analysis_rows, gender_metrics, recognition, timings,
+                                time.perf_counter() - started, skipped_total)
+    log(f"total: {time.perf_counter() - started:.1f} s")
+    return report
+
+
+def _rate(rows: list[dict], key: str, truth: str, where: Callable[[dict], bool]) -> str:
+    chosen = [r for r in rows if where(r)]
+    if not chosen:
+        return "n/a"
+    right = sum(r[key] == r[truth] for r in chosen)
+    return f"{right}/{len(chosen)} ({right / len(chosen):.1%})"
+
+
+def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, recognition: dict,
+                       timings: list[tuple[str, float]], seconds: float, skipped: int) -> Path:
+    is_clean = lambda r: r["true_distortion"] == "clean"  # noqa: E731
+    is_distorted = lambda r: r["true_distortion"] != "clean"  # noqa: E731
+    ident, verif = recognition["identification"], recognition["verification"]
+    summary = table_html(["result", "value"], [
+        ["identity correct, clean faces", _rate(rows, "identity", "true_identity", is_clean)],
+        ["identity correct, distorted faces", _rate(rows, "identity", "true_identity", is_distorted)],
+        ["distortion type named correctly", _rate(rows, "distortion", "true_distortion", lambda r: True)],
+        ["gender accuracy (task_a sample)", gender.get("accuracy", "n/a")],
+        ["gender macro-F1", gender.get("macro_f1", "n/a")],
+        ["recognition top-1, routed (all distorted copies)", ident["top1"]],
+        ["verification AUC", verif["auc"]],
+        ["files skipped", skipped],
+        ["total time (s)", round(seconds, 1)],
+    ])
+    links = ("<ul><li><a href='recognition/report.html'>recognition report</a></li>"
+             "<li><a href='gender/report.html'>gender report</a></li>"
+             "<li><a href='analysis.csv'>analysis.csv</a> (one row per analysed face)</li></ul>"
+             f"<p>Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(str(out / 'gallery'))}</code>, "
+             "then <code>http://127.0.0.1:8000/</code>.</p>")
+    columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female"]
+    analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])
+    sections = [
+        ("Summary", f"<p>Data: {html.escape(str(data))}</p>{summary}{links}"),
+        ("Time per stage", table_html(["stage", "seconds"], [[s, round(t, 1)] for s, t in timings])),
+        ("Analysed faces against the gallery", analysis),
+    ]
+    sections += folder_sections(out / "recognition", "Recognition")
+    sections += folder_sections(out / "gender", "Gender")
+    return write_html(out / "report.html", "facesuite demo", sections)

@@ -1,0 +1,603 @@
+"""The REST API and the web dashboard, one FastAPI app built by :func:`create_app`.
+
+Every model and the gallery live on one worker thread (:class:`ModelService`): the detection cache
+and the gallery hold SQLite connections, which may only be used by the thread that opened them,
+and two inference calls at once would only fight over the same CPU cores anyway. Request handlers
+save uploads to temporary files, validate them with :func:`facesuite.io.load_image`, and hand the
+paths to that thread. Every error reaches the client as JSON ``{"error": "..."}`` -- never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facesuite import __version__
+from facesuite.embed.calibration import user_home
+from facesuite.errors import InputError
+from facesuite.io import IMAGE_SUFFIXES, load_image
+
+log = logging.getLogger("facesuite.serve")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Enrolling more faces than this in one request is better done with `facesuite gallery enroll`.
+MAX_ENROLL_FILES = 20
+# An evaluation is embedded in about this many slices, so the progress bar moves and dashboard
+# requests get the model thread between slices instead of waiting for the whole evaluation.
+EVAL_SLICES = 20
+_UPLOAD_CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+def default_gallery_dir() -> Path:
+    """The dashboard's gallery when none is given: ``$FACESUITE_HOME/gallery``."""
+    return user_home() / "gallery"
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class ModelService:
+    """Owns the pipeline, the analyzer, the gender model and the gallery on one worker thread.
+
+    Public methods taking paths must be called through :meth:`call` (or :meth:`submit`).
+    """
+
+    def __init__(self, gallery_dir: Path, embedder: str = "default", use_cache: bool = True) -> None:
+        self.gallery_dir = gallery_dir
+        self._embedder_name = embedder
+        self._use_cache = use_cache
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
+        self._pipeline = None
+        self._analyzer = None
+        self._gallery = None
+        # Why /analyze and /explain cannot work (models not shipped yet, say); None when they can.
+        self.analyzer_error: str | None = None
+        self.loaded = False
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self._executor.submit(fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
+
+    def start(self) -> None:
+        """Load the models in the background, so the first request does not pay for it."""
+        self.submit(self._load)
+
+    def close(self) -> None:
+        self.call(self._close_gallery)
+        self._executor.shutdown(wait=True)
+
+    # -- everything below runs on the worker thread
+
+    def _load(self) -> None:
+        if self.loaded:
+            return
+        from facesuite.pipeline import FacePipeline, UnifiedFaceAnalyzer
+
+        try:
+            self._analyzer = UnifiedFaceAnalyzer(self._embedder_name, use_cache=self._use_cache)
+        except InputError as error:
+            # Degrade step by step: analysis without gender, then verification and gallery only.
+            self.analyzer_error = f"analysis models unavailable ({error})"
+            log.warning(self.analyzer_error)
+            try:
+                self._analyzer = UnifiedFaceAnalyzer(self._embedder_name, use_cache=self._use_cache, gender_model=None)
+            except InputError:
+                self._analyzer = None
+        self._pipeline = self._analyzer.pipeline if self._analyzer else FacePipeline(self._embedder_name, use_cache=self._use_cache)
+        self.loaded = True
+
+    @property
+    def pipeline(self):
+        self._load()
+        return self._pipeline
+
+    def _require_analyzer(self):
+        self._load()
+        if self._analyzer is None:
+            raise ApiError(503, self.analyzer_error or "analysis models unavailable")
+        return self._analyzer
+
+    def _open_gallery(self, create: bool):
+        from facesuite.gallery import DB_NAME, Gallery
+
+        if self._gallery is None:
+            embedder = self.pipeline.embedder
+            if create:
+                self._gallery = Gallery.open_or_create(self.gallery_dir, embedder.name, embedder.dim, self.pipeline.threshold)
+            elif (self.gallery_dir / DB_NAME).is_file():
+                self._gallery = Gallery.open(self.gallery_dir)
+            else:
+                return None
+            built_with = self._gallery.embedder
+            if built_with != embedder.name:
+                self._close_gallery()
+                raise InputError(f"gallery was built with embedder {built_with!r}, not {embedder.name!r}", self.gallery_dir)
+        return self._gallery
+
+    def _close_gallery(self) -> None:
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
+
+    def _chip(self, path: Path) -> np.ndarray:
+        crops, _ = self.pipeline.crops([path])
+        return crops[0].chip
+
+    def analyze(self, path: Path, name: str, images: bool) -> dict:
+        analyzer = self._require_analyzer()
+        results, skipped = analyzer.analyze([path])
+        if skipped:
+            raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
+        result = results[0]
+        record = result.to_dict()
+        record["path"] = name
+        gallery = self._open_gallery(create=False)
+        if gallery is not None and len(gallery):
+            best = gallery.identify(result.embedding)[0][0]
+            record["identity"], record["distance"] = gallery.decide(best), round(best.distance, 4)
+        if images:
+            record["crop"] = png_data_uri(self._chip(path))
+        return record
+
+    def verify(self, first: Path, second: Path, images: bool) -> dict:
+        record = self.pipeline.verify(first, second).to_dict()
+        if images:
+            record["crops"] = [png_data_uri(self._chip(first)), png_data_uri(self._chip(second))]
+        return record
+
+    def explain(self, path: Path, name: str) -> tuple[bytes, dict]:
+        from facesuite.classify.gender import LABELS, predict_files
+        from facesuite.explain import gradcam, overlay
+
+        model = self._require_analyzer().gender
+        if model is None:
+            raise ApiError(503, self.analyzer_error or "no gender model loaded")
+        predictions, skipped = predict_files(model, [path], self.pipeline.extractor)
+        if skipped:
+            raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
+        prediction = predictions[0]
+        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+        info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
+        return png_bytes(overlay(prediction.chip, heat)), info
+
+    def enroll(self, identity: str, paths: Sequence[Path], names: Sequence[str]) -> dict:
+        vectors, crops, skipped = self.pipeline.embed_paths(paths)
+        if not crops:
+            raise ApiError(422, "no usable face in the uploaded images")
+        name_of = {str(p): n for p, n in zip(paths, names)}
+        gallery = self._open_gallery(create=True)
+        added = gallery.enroll(identity, vectors, [name_of[str(c.path)] for c in crops])
+        return {"identity": identity, "enrolled": added, "skipped": [name_of[str(s.path)] for s in skipped],
+                "identities": len(gallery.identities()), "faces": len(gallery)}
+
+    def identify(self, path: Path, name: str, top_k: int) -> dict:
+        gallery = self._open_gallery(create=False)
+        if gallery is None or not len(gallery):
+            raise ApiError(404, "the gallery is empty: enroll someone first (POST /gallery/enroll)")
+        if self._analyzer is not None:
+            # Same vector as /analyze: routed through the recogniser suited to the distortion.
+            results, skipped = self._analyzer.analyze([path])
+            if skipped:
+                raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
+            vector, fallback = results[0].embedding, results[0].fallback
+        else:
+            vector, crop = self.pipeline.embed_one(path)
+            fallback = crop.face.fallback
+        candidates = gallery.identify(vector, top_k=top_k)[0]
+        best = candidates[0]
+        return {"path": name, "identity": gallery.decide(best), "distance": round(best.distance, 4),
+                "nearest": best.identity, "threshold": round(gallery.threshold, 6), "fallback": fallback,
+                "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
+
+    def gallery_listing(self) -> dict:
+        gallery = self._open_gallery(create=False)
+        if gallery is None:
+            return {"path": str(self.gallery_dir), "exists": False, "identities": [], "faces": 0}
+        return {"path": str(self.gallery_dir), "exists": True, "embedder": gallery.embedder,
+                "threshold": round(gallery.threshold, 6), "faces": len(gallery),
+                "identities": [{"identity": i, "faces": n} for i, n in gallery.identities()]}
+
+    def embed_slice(self, dataset):
+        """Routed embeddings of one slice of an evaluation data set (when the models allow)."""
+        from facesuite.evaluate.recognition import embed_dataset
+
+        self._load()
+        return embed_dataset(self.pipeline, dataset, routed=self._analyzer is not None, progress=False)
+
+    def threshold(self) -> float:
+        return self.pipeline.threshold
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+# ---------------------------------------------------------------------------- evaluation jobs
+
+
+@dataclass
+class Job:
+    id: str
+    folder: str
+    out: Path
+    state: str = "queued"  # queued -> running -> done | failed
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "folder": self.folder, "state": self.state, "done": self.done, "total": self.total,
+            "message": self.message, "metrics": self.metrics,
+            "seconds": round((self.finished or time.time()) - self.started, 1),
+            "report_url": f"/jobs/{self.id}/report" if self.state == "done" else None,
+        }
+
+
+class JobRunner:
+    """Recognition evaluations over server-side folders, each on its own background thread."""
+
+    def __init__(self, service: ModelService, work_dir: Path) -> None:
+        self.service = service
+        self.work_dir = work_dir
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, folder: str, split: str | None) -> Job:
+        from facesuite.data import read_identity_folders, read_split
+
+        # Validated here so a wrong folder is answered at once, not as a failed job.
+        dataset = read_identity_folders(Path(folder).expanduser())
+        if split:
+            dataset = dataset.subset(read_split(split) & set(dataset.identities))
+        if not dataset.distorted:
+            raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", folder)
+        if len({i for _, i in dataset.clean}) < 2:
+            raise InputError("needs clean images of at least two identities", folder)
+        job = Job(uuid.uuid4().hex[:12], folder, self.work_dir / "jobs")
+        job.out = job.out / job.id
+        with self._lock:
+            self._jobs[job.id] = job
+        threading.Thread(target=self._run, args=(job, dataset), name=f"eval-{job.id}", daemon=True).start()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r}")
+        return job
+
+    def _run(self, job: Job, dataset) -> None:
+        from facesuite.evaluate.recognition import recognition_metrics, write_recognition_report
+
+        try:
+            identities = dataset.identities
+            size = max(1, math.ceil(len(identities) / EVAL_SLICES))
+            slices = [set(identities[i : i + size]) for i in range(0, len(identities), size)]
+            job.total, job.state, job.message = len(dataset.clean) + len(dataset.distorted), "running", "embedding faces"
+            parts = []
+            for names in slices:
+                subset = dataset.subset(names)
+                parts.append(self.service.call(self.service.embed_slice, subset))
+                job.done += len(subset.clean) + len(subset.distorted)
+            data, skipped, routing = merge_embedded(parts)
+            job.message = "computing metrics and plots"
+            metrics = recognition_metrics(data, self.service.call(self.service.threshold))
+            metrics.update(pipeline="routed" if routing else "single", skipped=len(skipped))
+            if routing:
+                metrics["routing"] = routing
+            write_recognition_report(job.out, data, metrics, f"Recognition: {job.folder}")
+            ident, verif = metrics["identification"], metrics["verification"]
+            job.metrics = {"top1": round(ident["top1"], 4), "auc": round(verif["auc"], 4),
+                           "tar_at_far_1pct": round(verif["tar_at_far_1pct"], 4), "probes": ident["probes"],
+                           "identities": ident["identities"], "skipped": len(skipped)}
+            job.state, job.message = "done", "finished"
+        except (InputError, ApiError, ValueError) as error:
+            job.state, job.message = "failed", str(error)
+        except Exception:  # a bug: keep the server up, log the traceback, tell the page
+            log.exception("evaluation job %s failed", job.id)
+            job.state, job.message = "failed", "internal error (see the server log)"
+        finally:
+            job.finished = time.time()
+
+
+def merge_embedded(parts: Sequence[tuple]) -> tuple:
+    """Join the ``embed_dataset`` results of several slices into one (data, skipped, routing)."""
+    from facesuite.evaluate.recognition import EmbeddedSet
+
+    sets = [p[0] for p in parts]
+    data = EmbeddedSet(
+        gallery_paths=[x for s in sets for x in s.gallery_paths],
+        gallery_ids=[x for s in sets for x in s.gallery_ids],
+        gallery=np.concatenate([s.gallery for s in sets if len(s.gallery)]),
+        probe_paths=[x for s in sets for x in s.probe_paths],
+        probe_ids=[x for s in sets for x in s.probe_ids],
+        probe_types=[x for s in sets for x in s.probe_types],
+        probe_sources=[x for s in sets for x in s.probe_sources],
+        probes=np.concatenate([s.probes for s in sets if len(s.probes)]),
+    )
+    skipped = [x for p in parts for x in p[1]]
+    routing: dict = {}
+    routed = [(p[2], len(p[0].probe_paths)) for p in parts if p[2]]
+    if routed:
+        # Each slice reports its detector accuracy; weight by its probe count.
+        counted = [(r["detector_accuracy"], n) for r, n in routed if r["detector_accuracy"] is not None]
+        total = sum(n for _, n in counted)
+        routing = {"detector_accuracy": sum(a * n for a, n in counted) / total if total else None,
+                   "routes": {k: v for r, _ in routed for k, v in r["routes"].items()}}
+    return data, skipped, routing
+
+
+# ---------------------------------------------------------------------------- uploads
+
+
+class BodyLimit:
+    """Answers 413 to any request body over ``limit`` bytes, declared or streamed.
+
+    A declared Content-Length over the limit is refused before anything is read; a body that
+    grows past the limit while streaming is cut off and whatever the app answers is replaced by
+    the 413, so the multipart parser never spools more than ``limit`` bytes to disk.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        replaced = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if exceeded and not replaced:
+                replaced = True
+                await self._refuse(scope, receive, send)
+            if not replaced:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        mb = self.limit / (1024 * 1024)
+        await JSONResponse({"error": f"upload too large (limit {mb:g} MB per request)"}, status_code=413)(scope, receive, send)
+
+
+def _describe_upload(error: InputError, name: str) -> ApiError:
+    """The loader's message with the temporary path replaced by the uploaded file's name."""
+    message = str(error)
+    if error.path:
+        message = message.removeprefix(error.path + ": ").replace(error.path, name)
+    if message.startswith("image too large"):
+        return ApiError(413, f"{name}: {message}")
+    if message.startswith("empty file"):
+        return ApiError(400, f"{name}: {message}")
+    return ApiError(415, f"{name}: not a readable image ({message})")
+
+
+@contextmanager
+def saved_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: str = "image") -> Iterator[list[Path]]:
+    """Each upload written to a temporary file and checked to be an image; removed afterwards."""
+    present = [u for u in uploads if u is not None and (u.filename or u.size)]
+    if len(present) < len(uploads) or not present:
+        raise ApiError(400, f"no file uploaded in field {field_name!r}")
+    folder = Path(tempfile.mkdtemp(prefix="facesuite-upload-"))
+    try:
+        paths = []
+        for index, upload in enumerate(present):
+            suffix = Path(upload.filename or "").suffix.lower()
+            # Keep a known image suffix (some decoders look at it); anything else gets a neutral one.
+            path = folder / f"{index}{suffix if suffix in IMAGE_SUFFIXES else '.upload'}"
+            written = 0
+            with open(path, "wb") as handle:
+                while chunk := upload.file.read(_UPLOAD_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise ApiError(413, f"{upload.filename}: upload too large (limit {limit / 2**20:g} MB)")
+                    handle.write(chunk)
+            if written == 0:
+                raise ApiError(400, f"{upload.filename or field_name}: empty upload (0 bytes)")
+            try:
+                load_image(path)
+            except InputError as error:
+                raise _describe_upload(error, upload.filename or field_name) from None
+            paths.append(path)
+        yield paths
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+class EvalRequest(BaseModel):
+    folder: str
+    split: str | None = None
+
+
+def create_app(
+    gallery: str | Path | None = None,
+    embedder: str = "default",
+    use_cache: bool = True,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    work_dir: str | Path | None = None,
+) -> FastAPI:
+    """The API and the dashboard. ``gallery`` defaults to ``$FACESUITE_HOME/gallery``; evaluation
+    reports go under ``work_dir`` (default ``$FACESUITE_HOME/serve``)."""
+    service = ModelService(Path(gallery) if gallery else default_gallery_dir(), embedder, use_cache)
+    jobs = JobRunner(service, Path(work_dir) if work_dir else user_home() / "serve")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        service.start()
+        yield
+        service.close()
+
+    # Swagger/ReDoc pages pull their assets from a CDN; offline, the schema itself is the reference.
+    app = FastAPI(title="facesuite", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service, app.state.jobs = service, jobs
+    app.add_middleware(BodyLimit, limit=max_upload_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, error: InputError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"error": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=error)
+        return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness and model state; never loads anything."""
+        return {"status": "ok", "version": __version__, "models_loaded": service.loaded,
+                "analysis": service.analyzer_error or ("ready" if service.loaded else "loading"),
+                "gallery": str(service.gallery_dir)}
+
+    @app.post("/analyze")
+    def analyze(image: UploadFile | None = File(None), images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
+        """Box, distortion and route, gender, and identity (when the gallery holds anyone) for one face."""
+        with saved_uploads([image], max_upload_bytes) as (path,):
+            return service.call(service.analyze, path, image.filename or "image", images)
+
+    @app.post("/verify")
+    def verify(image1: UploadFile | None = File(None), image2: UploadFile | None = File(None),
+               images: bool = Query(False, description="add both aligned crops as data URIs")) -> dict:
+        """Same person or not: cosine distance against the calibrated threshold."""
+        with saved_uploads([image1, image2], max_upload_bytes, "image1 and image2") as (first, second):
+            return service.call(service.verify, first, second, images)
+
+    @app.post("/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def explain(image: UploadFile | None = File(None)) -> Response:
+        """Grad-CAM overlay (PNG) of the gender decision on the aligned face."""
+        with saved_uploads([image], max_upload_bytes) as (path,):
+            png, info = service.call(service.explain, path, image.filename or "image")
+        return Response(png, media_type="image/png", headers={"X-Gender": info["gender"], "X-P-Female": str(info["p_female"])})
+
+    @app.post("/gallery/enroll")
+    def enroll(identity: str = Form(...), image: list[UploadFile] | None = File(None)) -> dict:
+        """Add one or more face images of ``identity`` to the gallery (one transaction)."""
+        uploads = image or [None]
+        if len(uploads) > MAX_ENROLL_FILES:
+            raise ApiError(422, f"at most {MAX_ENROLL_FILES} images per request")
+        with saved_uploads(uploads, max_upload_bytes) as paths:
+            return service.call(service.enroll, identity, paths, [u.filename or "image" for u in uploads])
+
+    @app.post("/gallery/identify")
+    def identify(image: UploadFile | None = File(None), top_k: int = Query(3, ge=1, le=50)) -> dict:
+        """Who this is: the best match (``unknown`` beyond the threshold) and the nearest candidates."""
+        with saved_uploads([image], max_upload_bytes) as (path,):
+            return service.call(service.identify, path, image.filename or "image", top_k)
+
+    @app.get("/gallery")
+    def gallery_listing() -> dict:
+        """Enrolled identities and their face counts."""
+        return service.call(service.gallery_listing)
+
+    @app.post("/jobs/recognition", status_code=202)
+    def start_evaluation(request: EvalRequest) -> dict:
+        """Start `eval recognition` on a server-side identity folder; poll ``GET /jobs/{id}``."""
+        return jobs.start(request.folder, request.split).to_dict()
+
+    @app.get("/jobs/{job_id}")
+    def job_status(job_id: str) -> dict:
+        return jobs.get(job_id).to_dict()
+
+    @app.get("/jobs/{job_id}/report", response_class=FileResponse)
+    def job_report(job_id: str) -> FileResponse:
+        job = jobs.get(job_id)
+        if job.state != "done":
+            raise ApiError(409, f"job {job_id} is {job.state}")
+        return FileResponse(job.out / "report.html", media_type="text/html")
+
+    for route, page in (("/", "analyze.html"), ("/pair", "pair.html"), ("/evaluate", "evaluate.html"), ("/gallery-page", "gallery.html")):
+        app.add_api_route(route, _page(page), methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _page(name: str) -> Callable[[], FileResponse]:
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / name, media_type="text/html")
+
+    return page

@@ -1,0 +1,377 @@
+"""Training of the gender models on ``DIR/train/{male,female}`` (and optional ``DIR/val/``).
+
+``cnn``: MobileNetV3-Small + SE head, in two stages (heads only, then the whole network at a lower
+learning rate), AdamW with per-step cosine decay, class-weighted cross-entropy, augmentation,
+early stopping on validation macro-F1, a checkpoint per epoch (``--resume`` continues from it).
+
+``embedding``: logistic regression on dlib's 128-D embedding, its C picked on validation.
+
+Both tune the decision threshold on validation so male and female recall are balanced, and
+write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from facesuite.classify.gender import (
+    LABELS,
+    EmbeddingGenderNet,
+    GenderConfig,
+    GenderNet,
+    chips_to_tensor,
+    pick_device,
+)
+from facesuite.data import read_gender_folders
+from facesuite.detect.extract import FaceExtractor, Skipped
+from facesuite.embed import ChipSpec
+from facesuite.errors import InputError
+
+EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
+
+
+@dataclass
+class TrainOptions:
+    kind: str = "cnn"
+    epochs: int = 12
+    #: Heads-only epochs before the whole network trains; None: 0 from scratch (frozen random
+    #: features teach the head nothing), 1 from a PATH init.
+    head_epochs: int | None = None
+    seed: int = 0
+    init: str = "scratch"
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    chip_size: int = 112
+    chip_padding: float = 0.25
+    val_fraction: float = 0.15
+    patience: int = 4
+    resume: bool = False
+
+
+@dataclass
+class Split:
+    chips: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int: index into LABELS
+    paths: list[Path]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # warn_only: a few CUDA kernels have no deterministic version; CPU runs are exact.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def read_train_val(data_dir: Path, val_fraction: float, seed: int) -> tuple[list, list, str]:
+    """Samples of DIR/train and DIR/val, or a stratified split of DIR/train when val/ is absent."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError("no such folder", data_dir)
+    if not (data_dir / "train").is_dir():
+        raise InputError("expected DIR/train/{male,female}/ (and optionally DIR/val/)", data_dir)
+    train = read_gender_folders(data_dir / "train")
+    if (data_dir / "val").is_dir():
+        return train, read_gender_folders(data_dir / "val"), "val/"
+    from sklearn.model_selection import train_test_split
+
+    labels = [label for _, label in train]
+    if min(labels.count(label) for label in LABELS) < 2:
+        raise InputError("each class needs at least 2 images to split off a validation set", data_dir / "train")
+    train, val = train_test_split(train, test_size=val_fraction, stratify=labels, random_state=seed)
+    return train, val, f"stratified {val_fraction:.0%} of train/"
+
+
+def extract_split(samples: Sequence[tuple[Path, str]], spec: ChipSpec, extractor: FaceExtractor, name: str) -> tuple[Split, list[Skipped]]:
+    crops, skipped = extractor.crops([p for p, _ in samples], spec, progress=f"faces ({name})")
+    label_of = {Path(p): label for p, label in samples}
+    if not crops:
+        raise InputError(f"no readable images in the {name} set")
+    split = Split(
+        np.stack([c.chip for c in crops]),
+        np.array([LABELS.index(label_of[c.path]) for c in crops]),
+        [c.path for c in crops],
+    )
+    missing = [label for i, label in enumerate(LABELS) if not np.any(split.labels == i)]
+    if missing:
+        raise InputError(f"the {name} set has no readable {'/'.join(missing)} images")
+    return split, skipped
+
+
+def balanced_threshold(labels: np.ndarray, p_female: np.ndarray) -> float:
+    """Threshold on p_female maximising the smaller of the two recalls (ties: closest to 0.5)."""
+    candidates = np.unique(np.concatenate([[0.5], p_female]))
+    female = labels == 1
+    # Recall of each class if everything >= t is called female, for every candidate t at once.
+    recall_f = (p_female[female][None, :] >= candidates[:, None]).mean(axis=1)
+    recall_m = (p_female[~female][None, :] < candidates[:, None]).mean(axis=1)
+    worst = np.minimum(recall_f, recall_m)
+    best = np.flatnonzero(worst == worst.max())
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    return float(f1_score(labels, predicted, average="macro", labels=[0, 1], zero_division=0))
+
+
+def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, extractor: FaceExtractor | None = None) -> dict:
+    """Train a gender model from ``data_dir`` into the folder ``out``; returns a summary dict."""
+    if options.kind not in ("cnn", "embedding"):
+        raise InputError(f"unknown kind {options.kind!r}; choose cnn or embedding")
+    if options.epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    out = Path(out)
+    seed_everything(options.seed)
+    train_samples, val_samples, val_source = read_train_val(Path(data_dir), options.val_fraction, options.seed)
+    extractor = extractor or FaceExtractor()
+    spec = ChipSpec(options.chip_size, options.chip_padding)
+    if options.kind == "embedding":
+        from facesuite.embed import get_embedder
+
+        embedder = get_embedder(EMBEDDER)
+        spec = embedder.chip_spec
+    train, skipped = extract_split(train_samples, spec, extractor, "train")
+    val, val_skipped = extract_split(val_samples, spec, extractor, "val")
+    out.mkdir(parents=True, exist_ok=True)
+    if options.kind == "embedding":
+        result = _fit_embedding(train, val, embedder, out, options)
+    else:
+        result = _fit_cnn(train, val, out, options)
+    result.update(
+        train_images=len(train.labels), val_images=len(val.labels), val_source=val_source,
+        skipped=[s.reason for s in skipped + val_skipped],
+    )
+    return result
+
+
+def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.ndarray, extra: dict) -> dict:
+    threshold = balanced_threshold(val.labels, p_female)
+    predicted = (p_female >= threshold).astype(int)
+    metrics = {
+        "val_macro_f1": round(macro_f1(val.labels, predicted), 4),
+        "val_accuracy": round(float((predicted == val.labels).mean()), 4),
+        "val_female_recall": round(float((predicted[val.labels == 1] == 1).mean()), 4),
+        "val_male_recall": round(float((predicted[val.labels == 0] == 0).mean()), 4),
+    }
+    config = GenderConfig(kind, spec.size, spec.padding, round(threshold, 6), list(LABELS), metrics={**metrics, **extra})
+    if kind == "embedding":
+        config.embedder = EMBEDDER
+    config.save(out)
+    return {"threshold": config.threshold, **metrics}
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding + logistic regression
+# --------------------------------------------------------------------------------------------
+
+
+def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: TrainOptions) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    # Mirrored faces are equally valid examples: embedding both doubles the training set for
+    # the price of one extra pass.
+    train_x = np.concatenate([embedder.embed(list(train.chips)), embedder.embed(list(train.chips[:, :, ::-1].copy()))])
+    train_y = np.concatenate([train.labels, train.labels])
+    val_x = embedder.embed(list(val.chips))
+    scaler = StandardScaler().fit(train_x)
+    sweep = []
+    best = None
+    for c in (0.01, 0.03, 0.1, 0.3, 1.0):
+        classifier = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=options.seed)
+        classifier.fit(scaler.transform(train_x), train_y)
+        p = classifier.predict_proba(scaler.transform(val_x))[:, 1]
+        score = macro_f1(val.labels, (p >= 0.5).astype(int))
+        sweep.append({"C": c, "val_macro_f1": round(score, 4), "train_accuracy": round(float(classifier.score(scaler.transform(train_x), train_y)), 4)})
+        if best is None or score > best[0]:
+            best = (score, c, classifier, p)
+    _, c, classifier, p_val = best
+    np.savez(
+        out / "weights.npz", mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32),
+        coef=classifier.coef_.reshape(-1).astype(np.float32), intercept=np.float32(classifier.intercept_[0]),
+    )
+    (out / "history.json").write_text(json.dumps({"options": asdict(options), "C_sweep": sweep, "chosen_C": c}, indent=2) + "\n")
+    return _save_config(out, "embedding", embedder.chip_spec, val, p_val, {"C": c})
+
+
+# --------------------------------------------------------------------------------------------
+# CNN
+# --------------------------------------------------------------------------------------------
+
+
+def _augmentation(seed: int):
+    import albumentations as A
+
+    # Mild geometry (alignment is already done) and photometric changes like those between
+    # cameras; grayscale so colour casts are not a gender cue.
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10), p=0.7),
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.7),
+            A.ToGray(p=0.1),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.1),
+        ],
+        seed=seed,
+    )
+
+
+def _batches(split: Split, order: np.ndarray, batch_size: int, augment=None):
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        chips = [split.chips[i] for i in index]
+        if augment is not None:
+            chips = [augment(image=chip)["image"] for chip in chips]
+        yield chips_to_tensor(chips), torch.from_numpy(split.labels[index])
+
+
+def _predict(network: GenderNet, split: Split, device: torch.device, batch_size: int) -> tuple[np.ndarray, float]:
+    """p_female per image and the mean (unweighted) loss."""
+    network.eval()
+    probs, losses = [], []
+    with torch.inference_mode():
+        for x, y in _batches(split, np.arange(len(split.labels)), batch_size):
+            logits = network(x.to(device)).float()
+            losses.append(F.cross_entropy(logits, y.to(device), reduction="sum").item())
+            probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(probs), sum(losses) / len(split.labels)
+
+
+def _stage_of(epoch: int, head_epochs: int) -> int:
+    return 1 if epoch < head_epochs else 2
+
+
+def _optimizer(network: GenderNet, stage: int, options: TrainOptions, steps: int, pretrained: bool):
+    for parameter in network.features.parameters():
+        parameter.requires_grad = stage == 2
+    params = network.head_parameters() if stage == 1 else list(network.parameters())
+    # Stage 2 fine-tunes learned features at a tenth of the rate; from scratch there is
+    # nothing to preserve, so the full rate is used.
+    lr = options.lr if stage == 1 or not pretrained else options.lr / 10
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    return optimizer, scheduler
+
+
+def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions) -> dict:
+    device = pick_device()
+    network = GenderNet()
+    pretrained = options.init != "scratch"
+    if options.init == "imagenet-v2":
+        raise InputError("no licence-clear ImageNet weights are bundled; use --init scratch or --init PATH to a state_dict")
+    if pretrained:
+        left_random = network.load_init(options.init)
+        tqdm.write(f"init from {options.init}: {len(left_random)} tensors left at random")
+    network.to(device)
+    head_epochs = options.head_epochs if options.head_epochs is not None else (1 if pretrained else 0)
+    head_epochs = min(head_epochs, options.epochs)
+    counts = np.bincount(train.labels, minlength=len(LABELS))
+    # Inverse-frequency weights: each class contributes equally to the loss.
+    class_weight = torch.tensor(len(train.labels) / (len(LABELS) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    steps_per_epoch = (len(train.labels) + options.batch_size - 1) // options.batch_size
+    augment = _augmentation(options.seed)
+
+    checkpoint_path = out / "checkpoint.pt"
+    history: list[dict] = []
+    best_f1, best_epoch, start_epoch = -1.0, -1, 0
+    stage = _stage_of(0, head_epochs)
+    optimizer, scheduler = _optimizer(network, stage, options, _stage_steps(stage, head_epochs, options.epochs, steps_per_epoch), pretrained)
+    if options.resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        network.load_state_dict(state["model"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        best_f1, best_epoch = state["best_f1"], state["best_epoch"]
+        stage = _stage_of(state["epoch"], head_epochs)
+        optimizer, scheduler = _optimizer(network, stage, options, _stage_steps(stage, head_epochs, options.epochs, steps_per_epoch), pretrained)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        tqdm.write(f"resuming after epoch {start_epoch} (best val macro-F1 {best_f1:.4f})")
+
+    for epoch in range(start_epoch, options.epochs):
+        if epoch - best_epoch > options.patience and best_epoch >= 0:
+            tqdm.write(f"early stop: no val macro-F1 gain for {options.patience} epochs")
+            break
+        if _stage_of(epoch, head_epochs) != stage:
+            stage = 2
+            optimizer, scheduler = _optimizer(network, stage, options, _stage_steps(stage, head_epochs, options.epochs, steps_per_epoch), pretrained)
+        # Per-epoch seeds make a resumed run see the same shuffles and augmentations.
+        rng = np.random.default_rng(options.seed * 1000 + epoch)
+        augment.set_random_seed(options.seed * 1000 + epoch)
+        torch.manual_seed(options.seed * 1000 + epoch)
+        network.train()
+        if stage == 1:
+            network.features.eval()  # frozen: keep its batch-norm statistics too
+        total_loss = correct = seen = 0
+        bar = tqdm(_batches(train, rng.permutation(len(train.labels)), options.batch_size, augment),
+                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{options.epochs} (stage {stage})", unit="batch", leave=False)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            logits = network(x)
+            loss = F.cross_entropy(logits, y, weight=class_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        p_val, val_loss = _predict(network, val, device, options.batch_size)
+        predicted = (p_val >= 0.5).astype(int)
+        record = {
+            "epoch": epoch + 1, "stage": stage, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+            "val_loss": val_loss, "val_accuracy": float((predicted == val.labels).mean()),
+            "val_macro_f1": macro_f1(val.labels, predicted), "seconds": bar.format_dict["elapsed"],
+        }
+        history.append(record)
+        tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+                   f"val loss {val_loss:.4f} acc {record['val_accuracy']:.4f} macro-F1 {record['val_macro_f1']:.4f} "
+                   f"| {record['seconds'] / 60:.1f} min")
+        if record["val_macro_f1"] > best_f1:
+            best_f1, best_epoch = record["val_macro_f1"], epoch
+            torch.save(network.state_dict(), out / "weights.pt")
+        torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "history": history, "best_f1": best_f1, "best_epoch": best_epoch}, checkpoint_path)
+
+    network.load_state_dict(torch.load(out / "weights.pt", map_location=device, weights_only=True))
+    p_val, _ = _predict(network, val, device, options.batch_size)
+    (out / "history.json").write_text(json.dumps({"options": asdict(options), "epochs": history, "best_epoch": best_epoch + 1}, indent=2) + "\n")
+    plot_curves(history, out / "curves.png")
+    minutes = [r["seconds"] / 60 for r in history]
+    return _save_config(out, "cnn", ChipSpec(options.chip_size, options.chip_padding), val, p_val,
+                        {"best_epoch": best_epoch + 1, "minutes_per_epoch": round(float(np.mean(minutes)), 2) if minutes else None})
+
+
+def _stage_steps(stage: int, head_epochs: int, epochs: int, steps_per_epoch: int) -> int:
+    return steps_per_epoch * (head_epochs if stage == 1 else epochs - head_epochs)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
+        ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,134 @@
+"""REST API on real FACECOM faces through FastAPI's TestClient (models loaded once per module)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="fastapi is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from facesuite.cli import main  # noqa: E402
+from facesuite.config import MODELS_DIR  # noqa: E402
+from facesuite.serve import create_app  # noqa: E402
+
+# /analyze and /explain need the shipped gender and distortion models.
+HAVE_ANALYSIS_MODELS = (MODELS_DIR / "distortion" / "weights.pt").is_file() and (MODELS_DIR / "gender" / "model.json").is_file()
+needs_models = pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
+LIMIT = 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path):
+    work = tmp_path_factory.mktemp("serve")
+    app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _image(folder: Path, identity: str, index: int = 0) -> Path:
+    return sorted((folder / identity).glob("*.jpg"))[index]
+
+
+def _upload(path: Path, field: str = "image") -> tuple[str, tuple[str, bytes, str]]:
+    return field, (path.name, path.read_bytes(), "image/jpeg")
+
+
+def test_health(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_verify_same_and_different(client: TestClient, facecom_b: Path) -> None:
+    a, b = _image(facecom_b, "Colin_Powell", 0), _image(facecom_b, "Colin_Powell", 1)
+    other = _image(facecom_b, "Aaron_Patterson")
+    same = client.post("/verify", files=[_upload(a, "image1"), _upload(b, "image2")])
+    assert same.status_code == 200, same.text
+    assert same.json()["same"] is True and same.json()["distance"] <= same.json()["threshold"]
+    different = client.post("/verify?images=true", files=[_upload(a, "image1"), _upload(other, "image2")])
+    body = different.json()
+    assert body["same"] is False and body["distance"] > body["threshold"]
+    assert all(crop.startswith("data:image/png;base64,") for crop in body["crops"])
+
+
+@needs_models
+def test_analyze_fields(client: TestClient, facecom_b: Path) -> None:
+    response = client.post("/analyze?images=true", files=[_upload(_image(facecom_b, "Colin_Powell"))])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route", "gender", "p_female"} <= body.keys()
+    assert body["path"] == "Colin_Powell_0001.jpg" and len(body["box"]) == 4
+    assert body["gender"] in ("male", "female") and 0.0 <= body["p_female"] <= 1.0
+    assert body["crop"].startswith("data:image/png;base64,")
+
+
+@needs_models
+def test_explain_returns_png(client: TestClient, facecom_b: Path) -> None:
+    response = client.post("/explain", files=[_upload(_image(facecom_b, "Colin_Powell"))])
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png" and response.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert response.headers["x-gender"] in ("male", "female")
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated"])
+def test_corrupt_upload_is_a_json_4xx(client: TestClient, bad_files: dict[str, Path], kind: str) -> None:
+    response = client.post("/verify", files=[_upload(bad_files[kind], "image1"), _upload(bad_files[kind], "image2")])
+    assert response.status_code == 415
+    assert bad_files[kind].name in response.json()["error"] and "/tmp/facesuite-upload" not in response.json()["error"]
+
+
+def test_missing_and_empty_files_are_400(client: TestClient, bad_files: dict[str, Path]) -> None:
+    assert client.post("/gallery/identify").status_code == 400
+    response = client.post("/gallery/identify", files=[_upload(bad_files["empty"])])
+    assert response.status_code == 400 and "empty" in response.json()["error"]
+
+
+def test_too_large_upload_is_413(client: TestClient) -> None:
+    response = client.post("/verify", files=[("image1", ("big.jpg", b"\xff" * (LIMIT + 1), "image/jpeg"))])
+    assert response.status_code == 413
+    assert "too large" in response.json()["error"]
+
+
+def test_enroll_then_identify(client: TestClient, facecom_b: Path) -> None:
+    colin = [_upload(_image(facecom_b, "Colin_Powell", i)) for i in (0, 2)]
+    assert client.post("/gallery/enroll", data={"identity": "Colin Powell"}, files=colin).json()["enrolled"] == 2
+    client.post("/gallery/enroll", data={"identity": "Aaron"}, files=[_upload(_image(facecom_b, "Aaron_Patterson"))])
+    listing = client.get("/gallery").json()
+    assert {e["identity"] for e in listing["identities"]} == {"Colin Powell", "Aaron"}
+    response = client.post("/gallery/identify", files=[_upload(_image(facecom_b, "Colin_Powell", 1))])
+    assert response.status_code == 200, response.text
+    assert response.json()["identity"] == "Colin Powell"
+    bad_name = client.post("/gallery/enroll", data={"identity": "unknown"}, files=[colin[0]])
+    assert bad_name.status_code == 422 and "reserved" in bad_name.json()["error"]
+
+
+def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tmp_path: Path) -> None:
+    for identity in ("001_frontal", "004_frontal", "007_frontal"):
+        shutil.copytree(facecom_b / identity, tmp_path / identity)
+    assert client.post("/jobs/recognition", json={"folder": str(tmp_path / "missing")}).status_code == 422
+    job = client.post("/jobs/recognition", json={"folder": str(tmp_path)}).json()
+    deadline = time.monotonic() + 120
+    while (status := client.get(f"/jobs/{job['id']}").json())["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["state"] == "done", status["message"]
+    assert status["done"] == status["total"] == 3 + 21
+    report = client.get(status["report_url"])
+    assert report.status_code == 200 and "<img src=\"data:image/png;base64," in report.text
+
+
+def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "per_class": {"a": {"f1": 0.8}}}))
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "roc.png")
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "summary.html").read_text()
+    assert "per_class.a.f1" in page and "data:image/png;base64," in page
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
