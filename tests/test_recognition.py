@@ -61,7 +61,8 @@ def _identity_tree(root: Path, facecom: Path, people: list[str], per_person: int
     return root
 
 
-def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Path, capsys) -> None:
+def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FACESUITE_HOME", str(tmp_path / "home"))  # keep this calibration out of other tests
     data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=4)
     record = _run_json(capsys, ["calibrate", str(data), "--json", "--far", "0.05"])
     assert 0 < record["threshold"] < 1 and record["genuine_pairs"] == 5 * 6

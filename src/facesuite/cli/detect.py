@@ -9,19 +9,19 @@ from pathlib import Path
 
 
 
-def _fallback_box(text: str) -> tuple[float, float, float]:
+def _fallback_box(text: str) -> tuple[float, float, float, float]:
     try:
-        cx, cy, side = (float(v) for v in text.split(","))
+        cx, cy, width, height = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError("expected three fractions CX,CY,SIDE, e.g. 0.5,0.53,0.42") from None
-    return cx, cy, side
+        raise argparse.ArgumentTypeError("expected four fractions CX,CY,W,H, e.g. 0.5,0.51,0.37,0.49") from None
+    return cx, cy, width, height
 
 
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
     group.add_argument("--assume-cropped", action="store_true", help="images are already face crops: skip detection")
-    group.add_argument("--fallback-box", type=_fallback_box, default=None, metavar="CX,CY,SIDE",
-                       help="centre box used when no face is found, as fractions of the image (default 0.5,0.53,0.42)")
+    group.add_argument("--fallback-box", type=_fallback_box, default=None, metavar="CX,CY,W,H",
+                       help="box used when no face is found, as fractions of the image (default 0.5,0.51,0.37,0.49)")
     group.add_argument("--min-score", type=float, default=None, help="lowest MTCNN score accepted as a face (default 0.9)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
 

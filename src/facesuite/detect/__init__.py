@@ -53,40 +53,39 @@ class Face:
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """Everything that changes what the detector returns (and so is part of the cache key).
+    """What the detector does; the fields that change MTCNN's answer form the cache key.
 
     ``min_face_size`` 40 px skips MTCNN's most expensive (largest) pyramid level; we keep the
-    largest face of an image, so smaller faces rarely matter.
-
-    ``fallback_box`` is ``(centre_x, centre_y, side)`` as fractions of the image width/height and
-    of the shorter side. The default fits LFW-style framing, where the face is about 90 px wide
-    in the middle of a 224 px frame; whole-frame fallback would ruin recognition downstream.
-    ``assume_cropped`` skips detection and treats the whole image as the face box.
-    ``retry_enhanced`` runs detection again on denoised / exposure-corrected copies of images
-    where nothing was found.
+    largest face of an image, so smaller faces rarely matter. ``retry_enhanced`` runs detection
+    again on denoised / exposure-corrected copies of images where nothing was found.
+    ``fallback_box`` is ``(centre_x, centre_y, width, height)`` as fractions of the image: the
+    median MTCNN box on FACECOM's LFW-style frames, where the face sits in the middle of the
+    224 px frame. Whole-frame fallback would ruin recognition downstream.
+    ``assume_cropped`` skips detection and treats the image as a face crop.
     """
 
     min_face_size: int = 40
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_score: float = 0.9
-    fallback_box: tuple[float, float, float] = (0.5, 0.53, 0.42)
-    assume_cropped: bool = False
     retry_enhanced: bool = True
+    fallback_box: tuple[float, float, float, float] = (0.50, 0.51, 0.37, 0.49)
+    assume_cropped: bool = False
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """Cache key: only what changes the detection itself (fallback is applied afterwards)."""
+        detection = {k: v for k, v in asdict(self).items() if k not in ("fallback_box", "assume_cropped")}
+        return json.dumps(detection, sort_keys=True)
 
 
 def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: bool = False) -> Face:
-    """The centre box (or the whole image, for pre-cropped faces) with template landmarks."""
+    """The centre box (or, for pre-cropped faces, the inner face region) with template landmarks."""
     height, width = shape[:2]
     if cropped:
-        # A tight face crop: the MTCNN box of such a crop is about the inner 80% of the frame.
+        # A tight face crop: MTCNN's box of such a crop is about the inner 80% of the frame.
         box = (0.1 * width, 0.1 * height, 0.9 * width, 0.9 * height)
     else:
-        cx, cy, side = settings.fallback_box
-        half = side * min(width, height) / 2.0
-        box = (cx * width - half, cy * height - half, cx * width + half, cy * height + half)
+        cx, cy, box_w, box_h = settings.fallback_box
+        box = ((cx - box_w / 2) * width, (cy - box_h / 2) * height, (cx + box_w / 2) * width, (cy + box_h / 2) * height)
     return Face(box=box, landmarks=landmarks_in_box(box), score=0.0, fallback=not cropped)
 
 
@@ -171,8 +170,5 @@ class FaceDetector:
 
     def detect_one(self, image: np.ndarray) -> Face:
         """The largest face, or the flagged fallback box when none is found."""
-        return self.detect_batch([image])[0]
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Face]:
-        """The largest face per image, each falling back to the centre box when none is found."""
-        return [faces[0] if faces else fallback_face(image.shape, self.settings) for faces, image in zip(self.detect(images), images)]
+        faces = self.detect([image])[0]
+        return faces[0] if faces else fallback_face(image.shape, self.settings)

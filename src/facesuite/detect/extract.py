@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.config import cache_dir
-from facesuite.detect import DetectorSettings, Face, FaceDetector
+from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
@@ -73,27 +73,34 @@ class FaceExtractor:
 
     def _process(self, batch: list[Path], chip: ChipSpec) -> Iterable[Crop | Skipped]:
         key = self.settings.key()
-        loaded: list[tuple[Path, np.ndarray, str, Face | None] | Skipped] = []
+        use_cache = self._cache is not None and not self.settings.assume_cropped
+        loaded: list[tuple[Path, np.ndarray, str] | Skipped] = []
         for path in batch:
             try:
-                image = load_image(path)
-                digest = file_digest(path)
+                loaded.append((path, load_image(path), file_digest(path)))
             except InputError as error:
                 loaded.append(Skipped(path, str(error)))
-                continue
-            cached = self._cache.get(digest, key) if self._cache else None
-            loaded.append((path, image, digest, cached))
-        pending = [entry for entry in loaded if not isinstance(entry, Skipped) and entry[3] is None]
-        detected = self.detector.detect_batch([entry[1] for entry in pending]) if pending else []
-        found = {id(entry): face for entry, face in zip(pending, detected)}
-        if self._cache:
-            self._cache.put_many([(entry[2], key, found[id(entry)]) for entry in pending])
+        images = [entry for entry in loaded if not isinstance(entry, Skipped)]
+        # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
+        found: dict[str, Face | None] = {}
+        if use_cache:
+            for _, _, digest in images:
+                hit, face = self._cache.get(digest, key)
+                if hit:
+                    found[digest] = face
+        pending = [entry for entry in images if entry[2] not in found]
+        if pending:
+            detections = self.detector.detect([image for _, image, _ in pending])
+            fresh = {digest: (faces[0] if faces else None) for (_, _, digest), faces in zip(pending, detections)}
+            found.update(fresh)
+            if use_cache:
+                self._cache.put_many([(digest, key, face) for digest, face in fresh.items()])
         for entry in loaded:
             if isinstance(entry, Skipped):
                 yield entry
                 continue
-            path, image, _, cached = entry
-            face = cached or found[id(entry)]
+            path, image, digest = entry
+            face = found[digest] or fallback_face(image.shape, self.settings)
             yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2])
 
 
