@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default="runs/routing", help="folder for routing.json")
     parser.add_argument("--save-routes", action="store_true", help="write routes + adapters into the package")
+    parser.add_argument("--restorers", nargs="+", default=list(RESTORERS), choices=list(RESTORERS),
+                        help="restoration candidates to compare (default: all)")
+    parser.add_argument("--margin", type=float, default=0.01,
+                        help="a step is kept for a type only if it beats the plain route by this much top-1")
     args = parser.parse_args()
     dataset = read_identity_folders(args.data)
     dev_ids = read_split(args.split) & set(dataset.identities)
@@ -68,12 +72,19 @@ def main() -> None:
     # 1. restoration steps, under the true type
     restored: dict[tuple[str, str], np.ndarray] = {}
     table: dict[str, dict[str, float]] = defaultdict(dict)
-    for name, restore in RESTORERS.items():
+    candidates = ["none", *(name for name in args.restorers if name != "none")]  # "none" is the baseline
+    for name in candidates:
+        restore = RESTORERS[name]
         for kind in kinds:
             restored[name, kind] = embed([restore(c.chip) for c in dev_by_type[kind]])
             table[f"restore:{name}"][kind] = _top1(restored[name, kind], truth[kind], gallery, gallery_ids)
         print(f"restore:{name:18s} " + " ".join(f"{k} {table[f'restore:{name}'][k]:.3f}" for k in kinds), flush=True)
-    best_restorer = {k: max(RESTORERS, key=lambda n: table[f"restore:{n}"][k]) for k in kinds}
+    # Differences below the margin are noise on a few hundred probes per type: keep the plain route.
+    def chosen(kind: str) -> str:
+        best = max(candidates, key=lambda n: table[f"restore:{n}"][kind])
+        return best if table[f"restore:{best}"][kind] >= table["restore:none"][kind] + args.margin else "none"
+
+    best_restorer = {k: chosen(k) for k in kinds}
 
     # 2. adapters on the train identities: per type (after that type's best restoration) and mixed
     # FACECOM's distorted copies are pixel-aligned with their clean source, so for training the
@@ -116,7 +127,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         routes = {}
         for kind in kinds:
-            use_adapter = table["restore + type adapter"][kind] > table[f"restore:{best_restorer[kind]}"][kind]
+            use_adapter = table["restore + type adapter"][kind] >= table[f"restore:{best_restorer[kind]}"][kind] + args.margin
             if use_adapter:
                 adapters[kind].save(folder / f"adapter_{kind}.npz")
             routes[kind] = {"restore": best_restorer[kind], "adapter": f"adapter_{kind}.npz" if use_adapter else None}

@@ -64,7 +64,7 @@ def shipped_eval(dev_folder, tmp_path_factory) -> Path:
 def test_training_runs_end_to_end_and_resumes(tmp_path):
     data = _link_folder(tmp_path / "data" / "train", _pick(dev=False, per_class=8)).parent
     model = tmp_path / "model"
-    base = ["train", "gender", str(data), "--out", str(model), "--chip-size", "48", "--batch-size", "8", "--seed", "1"]
+    base = ["train", "gender", str(data), "--out", str(model), "--kind", "cnn", "--chip-size", "48", "--batch-size", "8", "--seed", "1"]
     assert main(base + ["--epochs", "1"]) == 0
     for name in ("weights.pt", "model.json", "history.json", "curves.png", "checkpoint.pt"):
         assert (model / name).is_file(), name

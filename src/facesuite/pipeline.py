@@ -1,6 +1,6 @@
 """One object that loads the models once and turns image files into face results.
 
-    pipeline = FacePipeline()                     # MTCNN + default embedder (+ calibrated threshold)
+    pipeline = FacePipeline()                     # MTCNN + distortion routing + default embedder
     result = pipeline.verify("a.jpg", "b.jpg")    # distance, same, threshold
     vectors, crops, skipped = pipeline.embed_paths(paths)
 """
@@ -39,7 +39,12 @@ class Verification:
 
 
 class FacePipeline:
-    """Detector + aligner + embedder, loaded once and reused for every image."""
+    """Detector + aligner + (routed) embedder, loaded once and reused for every image.
+
+    With ``routed`` (the default) each face's distortion is named by the distortion detector and
+    the face is embedded through that type's route (restoration step and/or embedding adapter,
+    ``facesuite.distortion.routing``); clean faces take the plain embedder.
+    """
 
     def __init__(
         self,
@@ -47,9 +52,13 @@ class FacePipeline:
         detector: DetectorSettings | None = None,
         use_cache: bool = True,
         threshold: float | None = None,
+        routed: bool = True,
     ) -> None:
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
         self.extractor = FaceExtractor(detector, use_cache=use_cache)
+        self.routed = routed
+        self._distortion = None
+        self._router = None
         if threshold is None:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
@@ -59,7 +68,30 @@ class FacePipeline:
         return self.extractor.crops(paths, self.embedder.chip_spec, progress)
 
     def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
-        return self.embedder.embed([crop.chip for crop in crops])
+        if not self.routed:
+            return self.embedder.embed([crop.chip for crop in crops])
+        return self.route_crops(crops)[0]
+
+    def route_crops(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+        """(routed embeddings, plain embeddings of the restored chips, distortion predictions)."""
+        from facesuite.distortion.detector import DistortionDetector
+        from facesuite.distortion.routing import Router
+        from facesuite.io import load_image
+
+        if self._router is None:
+            self._distortion, self._router = DistortionDetector.load(), Router.load(self.embedder)
+        if not crops:
+            empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
+            return empty, empty, []
+        kinds = self._distortion.predict(list(frames) if frames is not None else [load_image(c.path) for c in crops])
+        routed, plain = self._router.embed([c.chip for c in crops], [k.label for k in kinds])
+        return routed, plain, kinds
+
+    @property
+    def router(self):
+        if self._router is None:
+            self.route_crops([])
+        return self._router
 
     def embed_paths(self, paths: Sequence[str | Path], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
         """Unit embeddings of the faces in ``paths`` (bad files are skipped and returned)."""
@@ -129,8 +161,9 @@ class UnifiedFaceAnalyzer:
 
         self.pipeline = FacePipeline(embedder, detector, use_cache)
         self.embedder = self.pipeline.embedder
-        self.distortion = DistortionDetector.load()
-        self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
+        self.pipeline._distortion = DistortionDetector.load()
+        self.pipeline._router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
+        self.router = self.pipeline.router
         self.gender = GenderModel.load(None if gender_model == "default" else gender_model) if gender_model else None
         self.gallery = None
         if gallery is not None:
@@ -160,8 +193,7 @@ class UnifiedFaceAnalyzer:
             if not crops:
                 continue
             frames = [load_image(c.path) for c in crops]
-            kinds = self.distortion.predict(frames)
-            routed, plain = self.router.embed([c.chip for c in crops], [k.label for k in kinds])
+            routed, plain, kinds = self.pipeline.route_crops(crops, frames)
             p_female = self._p_female(crops, frames, plain)
             matches = self.gallery.identify(routed) if self.gallery is not None else None
             for i, (crop, kind) in enumerate(zip(crops, kinds)):

@@ -12,15 +12,18 @@ from facesuite.cli.detect import add_detector_options, detector_settings, print_
 from facesuite.errors import InputError
 
 
-def _add_embedder_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", default="default", help="embedder backend by registered name: dlib, dlib-torch, dlib-onnx (default: the fastest equivalent)")
+def _add_embedder_options(parser: argparse.ArgumentParser, routing_flag: bool = True) -> None:
+    parser.add_argument("--embedder", default="default", help="embedder backend by registered name: dlib-torch (default), dlib-onnx, dlib")
+    if routing_flag:  # eval recognition says --pipeline routed|single instead
+        parser.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder (no distortion routing)")
     add_detector_options(parser)
 
 
 def _pipeline(args: argparse.Namespace, threshold: float | None = None):
     from facesuite.pipeline import FacePipeline
 
-    return FacePipeline(args.embedder, detector_settings(args), use_cache=not args.no_cache,
+    routed = args.pipeline == "routed" if hasattr(args, "pipeline") else not args.no_routing
+    return FacePipeline(args.embedder, detector_settings(args), use_cache=not args.no_cache, routed=routed,
                         threshold=threshold if threshold is not None else getattr(args, "threshold", None))
 
 
@@ -229,5 +232,5 @@ def register(groups: dict) -> None:
     evaluate.add_argument("--threshold", type=float, default=None)
     evaluate.add_argument("--pipeline", choices=("routed", "single"), default="routed",
                           help="routed: each probe through the route of its detected distortion; single: plain embedder")
-    _add_embedder_options(evaluate)
+    _add_embedder_options(evaluate, routing_flag=False)
     evaluate.set_defaults(handler=cmd_eval_recognition)

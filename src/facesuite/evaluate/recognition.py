@@ -198,23 +198,19 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
     """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
-    gallery, g_crops, skipped = pipeline.embed_paths(clean_paths, progress="gallery" if progress else None)
+    g_crops, skipped = pipeline.crops(clean_paths, progress="gallery" if progress else None)
+    gallery = pipeline.embed_crops(g_crops) if routed else pipeline.embedder.embed([c.chip for c in g_crops])
     probe_info = {str(d.path): d for d in dataset.distorted}
     p_crops, p_skipped = pipeline.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     if routed:
-        from facesuite.distortion.detector import DistortionDetector
-        from facesuite.distortion.routing import Router
-        from facesuite.io import load_image
-
-        detector, router = DistortionDetector.load(), Router.load(pipeline.embedder)
-        kinds = [p.label for p in detector.predict([load_image(c.path) for c in p_crops])]
-        probes, _ = router.embed([c.chip for c in p_crops], kinds)
-        routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(kinds, probe_items)])) if kinds else None,
-                   "routes": {kind: router.route(kind).describe() for kind in sorted(set(kinds))}}
+        probes, _, kinds = pipeline.route_crops(p_crops)
+        labels = [k.label for k in kinds]
+        routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
+                   "routes": {kind: pipeline.router.route(kind).describe() for kind in sorted(set(labels))}}
     else:
-        probes = pipeline.embed_crops(p_crops)
+        probes = pipeline.embedder.embed([c.chip for c in p_crops])
     data = EmbeddedSet(
         gallery_paths=[c.path for c in g_crops],
         gallery_ids=[identity_of[str(c.path)] for c in g_crops],
