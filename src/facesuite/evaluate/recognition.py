@@ -161,7 +161,7 @@ def _plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
 
 def _plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, max(1.0, float(distances.max())), 60)
+    bins = np.linspace(0, 1.05 * max(float(distances.max()), threshold), 60)
     ax.hist(distances[labels == 1], bins=bins, alpha=0.6, label="same person")
     ax.hist(distances[labels == 0], bins=bins, alpha=0.6, label="different people")
     ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
