@@ -41,9 +41,10 @@ class Verification:
 class FacePipeline:
     """Detector + aligner + (routed) embedder, loaded once and reused for every image.
 
-    With ``routed`` (the default) each face's distortion is named by the distortion detector and
-    the face is embedded through that type's route (restoration step and/or embedding adapter,
-    ``facesuite.distortion.routing``); clean faces take the plain embedder.
+    With ``routes`` (``"default"``: the shipped table; or a routing folder) each face's distortion
+    is named by the distortion detector and the face is embedded through that type's route
+    (restoration step and/or embedding adapter, ``facesuite.distortion.routing``); clean faces
+    take the plain embedder. ``routes=None`` embeds every face with the plain embedder.
     """
 
     def __init__(
@@ -52,11 +53,11 @@ class FacePipeline:
         detector: DetectorSettings | None = None,
         use_cache: bool = True,
         threshold: float | None = None,
-        routed: bool = True,
+        routes: str | Path | None = "default",
     ) -> None:
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
         self.extractor = FaceExtractor(detector, use_cache=use_cache)
-        self.routed = routed
+        self.routes = routes
         self._distortion = None
         self._router = None
         if threshold is None:
@@ -68,18 +69,19 @@ class FacePipeline:
         return self.extractor.crops(paths, self.embedder.chip_spec, progress)
 
     def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
-        if not self.routed:
+        if self.routes is None:
             return self.embedder.embed([crop.chip for crop in crops])
         return self.route_crops(crops)[0]
 
     def route_crops(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
         """(routed embeddings, plain embeddings of the restored chips, distortion predictions)."""
         from facesuite.distortion.detector import DistortionDetector
-        from facesuite.distortion.routing import Router
+        from facesuite.distortion.routing import DEFAULT_ROUTES, Router
         from facesuite.io import load_image
 
         if self._router is None:
-            self._distortion, self._router = DistortionDetector.load(), Router.load(self.embedder)
+            folder = DEFAULT_ROUTES if self.routes == "default" else self.routes
+            self._distortion, self._router = DistortionDetector.load(), Router.load(self.embedder, folder)
         if not crops:
             empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
             return empty, empty, []
@@ -156,13 +158,11 @@ class UnifiedFaceAnalyzer:
         batch_size: int = 32,
     ) -> None:
         from facesuite.classify.gender import GenderModel
-        from facesuite.distortion.detector import DistortionDetector
-        from facesuite.distortion.routing import DEFAULT_ROUTES, Router
 
-        self.pipeline = FacePipeline(embedder, detector, use_cache)
+        # The distortion type is reported even without routing, so the router always loads; with
+        # routes=None it holds no routes and every face takes the plain embedder.
+        self.pipeline = FacePipeline(embedder, detector, use_cache, routes=routes)
         self.embedder = self.pipeline.embedder
-        self.pipeline._distortion = DistortionDetector.load()
-        self.pipeline._router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
         self.router = self.pipeline.router
         self.gender = GenderModel.load(None if gender_model == "default" else gender_model) if gender_model else None
         self.gallery = None

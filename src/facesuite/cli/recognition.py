@@ -23,7 +23,7 @@ def _pipeline(args: argparse.Namespace, threshold: float | None = None):
     from facesuite.pipeline import FacePipeline
 
     routed = args.pipeline == "routed" if hasattr(args, "pipeline") else not args.no_routing
-    return FacePipeline(args.embedder, detector_settings(args), use_cache=not args.no_cache, routed=routed,
+    return FacePipeline(args.embedder, detector_settings(args), use_cache=not args.no_cache, routes="default" if routed else None,
                         threshold=threshold if threshold is not None else getattr(args, "threshold", None))
 
 
