@@ -232,7 +232,7 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, re
     is_distorted = lambda r: r["true_distortion"] != "clean"  # noqa: E731
     ident, verif = recognition["identification"], recognition["verification"]
     summary = table_html(["result", "value"], [
-        ["identity correct, clean faces", _rate(rows, "identity", "true_identity", is_clean)],
+        ["identity correct, clean faces (the enrolled images: a sanity check)", _rate(rows, "identity", "true_identity", is_clean)],
         ["identity correct, distorted faces", _rate(rows, "identity", "true_identity", is_distorted)],
         ["distortion type named correctly", _rate(rows, "distortion", "true_distortion", lambda r: True)],
         ["gender accuracy (task_a sample)", gender.get("accuracy", "n/a")],
@@ -240,7 +240,7 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, re
         ["recognition top-1, routed (all distorted copies)", ident["top1"]],
         ["verification AUC", verif["auc"]],
         ["files skipped", skipped],
-        ["total time (s)", round(seconds, 1)],
+        ["total time (s)", f"{seconds:.1f}"],
     ])
     links = ("<ul><li><a href='recognition/report.html'>recognition report</a></li>"
              "<li><a href='gender/report.html'>gender report</a></li>"
@@ -251,7 +251,7 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, re
     analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])
     sections = [
         ("Summary", f"<p>Data: {html.escape(str(data))}</p>{summary}{links}"),
-        ("Time per stage", table_html(["stage", "seconds"], [[s, round(t, 1)] for s, t in timings])),
+        ("Time per stage", table_html(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings])),
         ("Analysed faces against the gallery", analysis),
     ]
     sections += folder_sections(out / "recognition", "Recognition")
