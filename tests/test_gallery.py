@@ -336,7 +336,10 @@ def test_sigkill_during_enroll_loses_nothing_committed(tmp_path: Path, seed: int
         time.sleep(float(rng.uniform(0, 0.02)))  # land at a random point inside the next enrolls
     finally:
         process.send_signal(signal.SIGKILL)
-        rest, _ = process.communicate(timeout=30)
+        # read() drains the lines readline() already buffered, then the pipe up to EOF;
+        # communicate() would read the raw pipe only and lose those buffered lines.
+        rest = process.stdout.read()
+        process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     printed += rest.split()
 
