@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from facesuite.classify.gender import (
     LABELS,
-    EmbeddingGenderNet,
     GenderConfig,
     GenderNet,
     chips_to_tensor,
