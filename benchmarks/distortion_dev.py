@@ -14,7 +14,10 @@ import time
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
 from facesuite.distortion.detector import DistortionDetector
-from facesuite.evaluate.classification import classification_metrics, write_classification_report
+from facesuite.evaluate.classification import (
+    classification_metrics,
+    write_classification_report,
+)
 from facesuite.io import load_image
 from facesuite.train.distortion import distortion_samples
 

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from facesuite.config import MODELS_DIR, data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
-from facesuite.distortion.restore import RESTORERS
 from facesuite.detect.extract import Crop
+from facesuite.distortion.restore import RESTORERS
 from facesuite.embed.adapter import train_adapter
 from facesuite.io import load_image
 from facesuite.pipeline import FacePipeline

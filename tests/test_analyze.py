@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from facesuite.cli import main
 from facesuite.distortion.routing import Router
 from facesuite.embed import get_embedder

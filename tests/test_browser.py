@@ -45,7 +45,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterato
     port = _free_port()
     home = tmp_path_factory.mktemp("browser-home")
     env = os.environ | {"FACESUITE_HOME": str(home)}
-    process = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port)], env=env,
+    # Evaluations may only read folders under --eval-root; the test builds its own under the temp root.
+    process = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port), "--eval-root", str(tmp_path_factory.getbasetemp())], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -357,3 +357,46 @@ def test_sigkill_during_enroll_loses_nothing_committed(tmp_path: Path, seed: int
         results = gallery.identify(probes)
     last = {name: f"{name}/{crash_face_count(int(name[2:])) - 1}.jpg" for name in names}
     assert [(m[0].identity, m[0].source) for m in results] == [(name, last[name]) for name in names]
+
+
+# ---------------------------------------------------------------- concurrent readers
+
+
+ENROLLER = """
+    import sys
+    from test_gallery import DIM, crash_face_count, crash_faces
+    from facesuite.gallery import Gallery
+    with Gallery.open(sys.argv[1]) as gallery:
+        for i in range(int(sys.argv[2])):
+            name = f"id{i:05d}"
+            gallery.enroll(name, crash_faces(i), [f"{name}/{j}.jpg" for j in range(crash_face_count(i))])
+            print(name, flush=True)
+"""
+
+
+def test_identify_during_enroll_sees_only_whole_identities(tmp_path: Path) -> None:
+    """A reader searching while another process enrolls sees each identity complete or not at all,
+    and finds every identity it can list (as `facesuite serve` does while `gallery enroll` runs)."""
+    folder = tmp_path / "g"
+    Gallery.create(folder, "test", DIM, 0.4).close()
+    total = 60
+    process = run_python(ENROLLER, str(folder), str(total), stdout=subprocess.PIPE, text=True)
+    searches_during_enroll = 0
+    with Gallery.open(folder) as gallery:
+        while True:
+            running = process.poll() is None
+            listed = dict(gallery.identities())
+            for name, count in listed.items():
+                assert count == crash_face_count(int(name[2:])), name
+            names = sorted(listed)
+            if names:
+                results = gallery.identify(np.stack([crash_faces(int(n[2:]))[-1] for n in names]))
+                last = [f"{n}/{crash_face_count(int(n[2:])) - 1}.jpg" for n in names]
+                assert [(m[0].identity, m[0].source) for m in results] == list(zip(names, last))
+                assert max(m[0].distance for m in results) < 1e-4
+                searches_during_enroll += running
+            if not running:
+                break
+    assert process.wait(timeout=60) == 0 and len(process.stdout.read().split()) == total
+    assert len(listed) == total
+    assert searches_during_enroll >= 3  # the searches did overlap the enrolment

@@ -76,6 +76,26 @@ def test_training_runs_end_to_end_and_resumes(tmp_path):
     assert 0.0 <= loaded.threshold <= 1.0
 
 
+def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
+    from facesuite.classify.gender import predict_files
+    from facesuite.pipeline import UnifiedFaceAnalyzer
+
+    data = _link_folder(tmp_path / "data" / "train", _pick(dev=False, per_class=8)).parent
+    model_dir = tmp_path / "model"
+    assert main(["train", "gender", str(data), "--out", str(model_dir), "--kind", "backbone"]) == 0
+    model = GenderModel.load(model_dir)
+    assert model.config.kind == "backbone"
+    images = sorted((data / "train" / "female").iterdir())[:3] + sorted((data / "train" / "male").iterdir())[:3]
+    alone = [p.p_female for p in predict_files(model, images)[0]]
+    # The analyzer takes gender from its own embedding pass: same numbers, no second network run.
+    analyzer = UnifiedFaceAnalyzer(routes=None, gender_model=model_dir)
+    assert analyzer._gender_shares_backbone()
+    shared = [a.p_female for a in analyzer.analyze(images)[0]]
+    assert shared == pytest.approx(alone, abs=1e-4)
+    # Fitted on these faces, the head must tell them apart.
+    assert [p >= model.threshold for p in shared] == [True] * 3 + [False] * 3
+
+
 def test_evaluation_numbers_equal_sklearn(shipped_eval):
     metrics = json.loads((shipped_eval / "metrics.json").read_text())
     with open(shipped_eval / "predictions.csv", newline="") as handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from facesuite.data import read_gender_folders, read_identity_folders, read_pairs
 from facesuite.errors import InputError
-from facesuite.io import load_image
+from facesuite.io import expand_paths, load_image
 
 
 @pytest.mark.parametrize("kind", ["empty", "text", "truncated"])
@@ -82,3 +83,48 @@ def test_pair_list(tmp_path: Path) -> None:
     pairs.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="img1,img2,same"):
         read_pairs(pairs)
+
+
+def test_tiny_image_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "dot.png"
+    Image.new("RGB", (40, 3)).save(path)
+    with pytest.raises(InputError, match=r"too small to hold a face \(40x3 pixels"):
+        load_image(path)
+
+
+def test_links_in_folders(tmp_path: Path) -> None:
+    Image.new("RGB", (20, 20)).save(tmp_path / "real.png")
+    (tmp_path / "loop").symlink_to(".", target_is_directory=True)  # not followed: no endless walk
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    (tmp_path / "alias.png").symlink_to("real.png")  # a link to a file is read
+    found = expand_paths([tmp_path])
+    assert [p.name for p in found] == ["a.jpg", "alias.png", "b.jpg", "real.png"]
+    assert load_image(tmp_path / "alias.png").shape == (20, 20, 3)
+    with pytest.raises(InputError, match="broken or looping symbolic link"):
+        load_image(tmp_path / "a.jpg")
+    # Named explicitly, a looping link is kept so it is reported as a bad file, not as a typo.
+    assert expand_paths([tmp_path / "a.jpg"]) == [tmp_path / "a.jpg"]
+    with pytest.raises(InputError, match="no such file or folder"):
+        expand_paths([tmp_path / "typo.jpg"])
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_wide_gray_images_are_scaled_not_clipped(tmp_path: Path, mode: str) -> None:
+    values = np.array([[0, 1000, 2000]] * 20, dtype=np.int32 if mode == "I" else np.float32).repeat(7, axis=1)
+    path = tmp_path / "wide.tif"
+    Image.fromarray(values).save(path)
+    row = load_image(path)[0, ::7, 0]
+    assert row.tolist() == [0, 128, 255]
+
+
+def test_unreadable_file_is_not_called_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (20, 20)).save(path)
+
+    def denied(*_: object, **__: object) -> None:  # chmod does not stop root, who runs CI
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(InputError, match=r"locked.png: cannot read file \(Permission denied\)$"):
+        load_image(path)

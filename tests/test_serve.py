@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="fastapi is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from facesuite.cli import main  # noqa: E402
-from facesuite.config import MODELS_DIR  # noqa: E402
-from facesuite.serve import create_app  # noqa: E402
+from facesuite.cli import main
+from facesuite.config import MODELS_DIR
+from facesuite.serve import create_app
 
 # /analyze and /explain need the shipped gender and distortion models.
 HAVE_ANALYSIS_MODELS = (MODELS_DIR / "distortion" / "weights.pt").is_file() and (MODELS_DIR / "gender" / "model.json").is_file()
@@ -25,7 +25,9 @@ LIMIT = 2 * 1024 * 1024
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path):
     work = tmp_path_factory.mktemp("serve")
-    app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work)
+    # Evaluations may read the test's temporary folders (and nothing else: see test_api_safety.py).
+    app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work,
+                     eval_roots=[tmp_path_factory.getbasetemp()])
     with TestClient(app) as test_client:
         yield test_client
 

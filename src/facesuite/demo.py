@@ -130,7 +130,11 @@ def run_demo(
 ) -> Path:
     """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``."""
     from facesuite.classify.gender_eval import evaluate_gender
-    from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, write_recognition_report
+    from facesuite.evaluate.recognition import (
+        embed_dataset,
+        recognition_metrics,
+        write_recognition_report,
+    )
     from facesuite.gallery import Gallery
     from facesuite.pipeline import UnifiedFaceAnalyzer
 
@@ -228,8 +232,8 @@ def _rate(rows: list[dict], key: str, truth: str, where: Callable[[dict], bool])
 
 def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, recognition: dict,
                        timings: list[tuple[str, float]], seconds: float, skipped: int) -> Path:
-    is_clean = lambda r: r["true_distortion"] == "clean"  # noqa: E731
-    is_distorted = lambda r: r["true_distortion"] != "clean"  # noqa: E731
+    is_clean = lambda r: r["true_distortion"] == "clean"
+    is_distorted = lambda r: r["true_distortion"] != "clean"
     ident, verif = recognition["identification"], recognition["verification"]
     summary = table_html(["result", "value"], [
         ["identity correct, clean faces (the enrolled images: a sanity check)", _rate(rows, "identity", "true_identity", is_clean)],

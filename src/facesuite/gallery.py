@@ -24,6 +24,10 @@ Distances are cosine distances (``1 - dot``) between L2-normalised vectors, as e
 facesuite. Several processes may use one gallery at once: SQLite serialises writers, and
 :meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
 reloads the index when another process changed the gallery.
+
+Beyond one machine the same API runs on Milvus (:mod:`facesuite.gallery_milvus`).
+:func:`open_gallery` and :func:`create_gallery` pick the backend from a URI: a folder is this
+embedded gallery, ``milvus://HOST:PORT/COLLECTION`` a Milvus server, ``NAME.db`` Milvus Lite.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, Self
 
 import faiss
 import numpy as np
@@ -74,6 +79,84 @@ class Match:
     identity: str
     distance: float
     source: str
+
+
+class GalleryStore(Protocol):
+    """What every gallery backend offers; see :class:`Gallery` for the meaning of each call."""
+
+    embedder: str
+    dim: int
+
+    @property
+    def threshold(self) -> float: ...
+    def set_threshold(self, threshold: float) -> None: ...
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
+    def remove(self, identity: str) -> int: ...
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
+    def decide(self, match: Match) -> str: ...
+    def identities(self) -> list[tuple[str, int]]: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def is_milvus_uri(uri: str | Path) -> bool:
+    """True for ``milvus://...`` and for Milvus Lite files (a path ending in ``.db``)."""
+    text = os.fspath(uri)
+    return text.startswith("milvus://") or text.rstrip("/").endswith(".db")
+
+
+def open_gallery(uri: str | Path) -> GalleryStore:
+    """Open an existing gallery of any backend; :class:`InputError` if there is none."""
+    if is_milvus_uri(uri):
+        from facesuite.gallery_milvus import MilvusGallery
+
+        return MilvusGallery.open(os.fspath(uri))
+    return Gallery.open(uri)
+
+
+def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
+    """Open the gallery at ``uri``, creating it first if needed (rules of :meth:`Gallery.create`)."""
+    if is_milvus_uri(uri):
+        from facesuite.gallery_milvus import MilvusGallery
+
+        return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold)
+    return Gallery.create(uri, embedder, dim, threshold)
+
+
+def decide_identity(match: Match, threshold: float) -> str:
+    """The match's identity if its distance is within ``threshold`` (inclusive), else ``"unknown"``."""
+    return match.identity if match.distance <= threshold else UNKNOWN
+
+
+def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:
+    """``vectors`` as a contiguous float32 ``(n, dim)`` array of unit rows, or a clear error.
+
+    A single ``(dim,)`` probe is accepted as one row. Wrong dimension is an :class:`InputError`
+    (the user mixed embedders); NaN, infinity or all-zero rows are programming errors.
+    """
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1 and what == "probe":
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"{what} vectors must be a 2-D array, got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise InputError(
+            f"{what} vectors have dimension {array.shape[1]} but this gallery holds "
+            f"{dim}-D vectors from embedder {embedder!r}",
+            where,
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} vectors contain NaN or infinity")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{what} vectors contain an all-zero row")
+    # Inner product equals cosine similarity only on unit vectors; normalising here keeps
+    # the index correct even if a caller passes raw embeddings.
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
 class Gallery:
@@ -115,7 +198,7 @@ class Gallery:
             raise ValueError("embedder name must be a non-empty string")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
-        threshold = _check_threshold(threshold, folder)
+        threshold = check_threshold(threshold, folder)
         if folder.exists() and not folder.is_dir():
             raise InputError("not a folder", folder)
         try:
@@ -191,7 +274,7 @@ class Gallery:
 
     def set_threshold(self, threshold: float) -> None:
         """Change the decision threshold and store it in the gallery."""
-        threshold = _check_threshold(threshold, self.path)
+        threshold = check_threshold(threshold, self.path)
         with _transaction(self._conn, "IMMEDIATE"):
             self._conn.execute("UPDATE meta SET value = ? WHERE key = 'threshold'", (repr(threshold),))
         self._threshold = threshold
@@ -204,7 +287,7 @@ class Gallery:
         ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length) and
         ``sources`` names the image each came from. Either all ``n`` faces are stored or none.
         """
-        _check_identity(identity, self.path)
+        check_identity(identity, self.path)
         vectors = self._check_vectors(vectors, "enrolled")
         sources = [os.fspath(source) for source in sources]
         if len(sources) != len(vectors):
@@ -289,7 +372,7 @@ class Gallery:
 
     def decide(self, match: Match) -> str:
         """The match's identity if it is within the threshold, else ``"unknown"``."""
-        return match.identity if match.distance <= self._threshold else UNKNOWN
+        return decide_identity(match, self._threshold)
 
     def identities(self) -> list[tuple[str, int]]:
         """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
@@ -317,7 +400,7 @@ class Gallery:
         self._conn.close()
         self._conn = None
 
-    def __enter__(self) -> Gallery:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -328,25 +411,7 @@ class Gallery:
     # ------------------------------------------------------------------ internals
 
     def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
-        array = np.asarray(vectors, dtype=np.float32)
-        if array.ndim == 1 and what == "probe":
-            array = array[None, :]
-        if array.ndim != 2:
-            raise ValueError(f"{what} vectors must be a 2-D array, got shape {array.shape}")
-        if array.shape[1] != self.dim:
-            raise InputError(
-                f"{what} vectors have dimension {array.shape[1]} but this gallery holds "
-                f"{self.dim}-D vectors from embedder {self.embedder!r}",
-                self.path,
-            )
-        if not np.isfinite(array).all():
-            raise ValueError(f"{what} vectors contain NaN or infinity")
-        norms = np.linalg.norm(array, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"{what} vectors contain an all-zero row")
-        # Inner product equals cosine similarity only on unit vectors; normalising here keeps
-        # the index correct even if a caller passes raw embeddings.
-        return np.ascontiguousarray(array / norms, dtype=np.float32)
+        return unit_rows(vectors, self.dim, self.embedder, what, self.path)
 
     def _distinct_matches(self, similarities: np.ndarray, labels: np.ndarray, top_k: int) -> list[Match]:
         matches: list[Match] = []
@@ -506,7 +571,7 @@ def _read_meta(conn: sqlite3.Connection, folder: Path) -> dict[str, str]:
     return meta
 
 
-def _check_threshold(threshold: float, folder: Path) -> float:
+def check_threshold(threshold: float, folder: str | Path) -> float:
     threshold = float(threshold)
     # Cosine distance between unit vectors lies in [0, 2].
     if not math.isfinite(threshold) or not 0.0 <= threshold <= 2.0:
@@ -514,7 +579,7 @@ def _check_threshold(threshold: float, folder: Path) -> float:
     return threshold
 
 
-def _check_identity(identity: str, folder: Path) -> None:
+def check_identity(identity: str, folder: str | Path) -> None:
     if not isinstance(identity, str) or not identity:
         raise InputError("identity name must be a non-empty string", folder)
     if len(identity) > MAX_IDENTITY_LENGTH:

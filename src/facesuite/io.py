@@ -7,6 +7,8 @@ conversion and the pixel limit are applied in exactly one place.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -17,62 +19,103 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facesuite.errors import InputError
 
+# Pillow logs some decoder failures (as well as raising them); without this, Python's last-resort
+# handler prints them beside our one-line message when the application configured no logging.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 # Pillow's own bomb guard warns at ~89 Mpx and raises at twice that; we refuse at 100 Mpx so a
 # tiny compressed file cannot make us allocate gigabytes.
 MAX_PIXELS = 100_000_000
 # Faces are found fine at this size; larger photos are shrunk before detection to bound memory.
 MAX_SIDE = 4096
+# Below this on either side an image cannot hold a usable face (the aligned chip is 150 px):
+# refuse it by name rather than return a meaningless analysis.
+MIN_SIDE = 16
 
 
-def load_image(path: str | Path, max_side: int | None = MAX_SIDE) -> np.ndarray:
+class ImageTooLarge(InputError):
+    """Over the pixel limit (a possible decompression bomb)."""
+
+
+class ImageTooSmall(InputError):
+    """Decodes fine but is too small to hold a face."""
+
+
+class EmptyFile(InputError):
+    """A zero-byte file."""
+
+
+class UnreadableImage(InputError):
+    """Not an image, or a corrupt or truncated one."""
+
+
+def load_image(path: str | Path, max_side: int | None = MAX_SIDE, min_side: int = MIN_SIDE) -> np.ndarray:
     """Read an image file as an RGB ``uint8`` array of shape (H, W, 3).
 
-    EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images are converted.
-    Raises :class:`InputError` for a missing, empty, corrupt, non-image or oversized file.
+    EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images are converted;
+    images over ``max_side`` are shrunk (JPEGs while decoding). Raises :class:`InputError` (one of
+    the subclasses above) for a missing, empty, corrupt, non-image, oversized or tiny file.
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise InputError("broken or looping symbolic link", path)
         raise InputError("no such file", path)
     if not path.is_file():
         raise InputError("not a file", path)
     if path.stat().st_size == 0:
-        raise InputError("empty file (0 bytes)", path)
+        raise EmptyFile("empty file (0 bytes)", path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns about large images (checked below) and about corrupt metadata it skips;
+            # the image is still usable, and users get one line per real problem, not warnings.
+            warnings.simplefilter("ignore")
+            # Image.open reads the header only: the size checks below run before any decoding.
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise InputError(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS})", path)
+                    raise ImageTooLarge(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS})", path)
+                if min(width, height) < min_side:
+                    raise ImageTooSmall(f"image too small to hold a face ({width}x{height} pixels, minimum {min_side} per side)", path)
                 if max_side and max(width, height) > max_side:
-                    # draft() lets the JPEG decoder downscale while decoding, so huge photos
-                    # never exist at full size in memory.
-                    image.draft("RGB", (max_side, max_side))
-                image = ImageOps.exif_transpose(image)
+                    # draft() lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding (to no
+                    # less than the size asked), so a huge photo never exists at full size.
+                    scale = max_side / max(width, height)
+                    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                image.load()
+                # In place, and no conversion of an RGB image: each copy of a large image would
+                # add to the peak memory.
+                ImageOps.exif_transpose(image, in_place=True)
                 rgb = _to_rgb(image)
+                if max_side and max(rgb.size) > max_side:
+                    rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+                return np.asarray(rgb, dtype=np.uint8)
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image ({_describe(exc)})", path) from None
-    if max_side and max(rgb.size) > max_side:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        # Pillow's own guard fires inside open(), before our check, past twice its limit (179 Mpx).
+        raise ImageTooLarge(f"image too large (over {MAX_PIXELS} pixels: a possible decompression bomb)", path) from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image file (format not recognised)", path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the file system, not the image
+            raise InputError(f"cannot read file ({exc.strerror})", path) from None
+        # What Pillow's decoders raise on corrupt or truncated data.
+        raise UnreadableImage(f"corrupt or truncated image ({_describe(exc)})", path) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit integer images: scale to 8 bits instead of letting Pillow clip at 255.
-        array = np.asarray(image, dtype=np.float64)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit integer and float images: scale to 8 bits instead of letting Pillow clip at 255.
+        array = np.clip(np.asarray(image, dtype=np.float64), 0, None)
         peak = array.max() or 1.0
         image = Image.fromarray(np.round(array * (255.0 / peak)).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    image = image.convert("RGB")
-    image.load()
-    return image
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _describe(exc: BaseException) -> str:
@@ -118,7 +161,8 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
             if not found:
                 raise InputError("folder contains no images", path)
             images.extend(found)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
+            # A broken or looping link is kept, so it is reported as a bad file, not as a typo.
             images.append(path)
         else:
             raise InputError("no such file or folder", path)

@@ -73,8 +73,11 @@ class FacePipeline:
             return self.embedder.embed([crop.chip for crop in crops])
         return self.route_crops(crops)[0]
 
-    def route_crops(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
-        """(routed embeddings, plain embeddings of the restored chips, distortion predictions)."""
+    def route_crops(
+        self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
+        """(routed embeddings, plain embeddings of the restored chips, distortion predictions,
+        pooled hidden features of the same pass when ``hidden``, else None)."""
         from facesuite.distortion.detector import DistortionDetector
         from facesuite.distortion.routing import DEFAULT_ROUTES, Router
         from facesuite.io import load_image
@@ -84,10 +87,10 @@ class FacePipeline:
             self._distortion, self._router = DistortionDetector.load(), Router.load(self.embedder, folder)
         if not crops:
             empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
-            return empty, empty, []
+            return empty, empty, [], None
         kinds = self._distortion.predict(list(frames) if frames is not None else [load_image(c.path) for c in crops])
-        routed, plain = self._router.embed([c.chip for c in crops], [k.label for k in kinds])
-        return routed, plain, kinds
+        routed, plain, pooled = self._router.embed([c.chip for c in crops], [k.label for k in kinds], hidden)
+        return routed, plain, kinds, pooled
 
     @property
     def router(self):
@@ -130,6 +133,7 @@ class FaceAnalysis:
     identity: str | None = None
     distance: float | None = None
     embedding: np.ndarray | None = None
+    face: int = 0  # which face of the image: 0 is the largest (the only one unless all_faces)
 
     def to_dict(self) -> dict:
         record = {k: v for k, v in self.__dict__.items() if k != "embedding"}
@@ -167,15 +171,20 @@ class UnifiedFaceAnalyzer:
         self.gender = GenderModel.load(None if gender_model == "default" else gender_model) if gender_model else None
         self.gallery = None
         if gallery is not None:
-            from facesuite.gallery import Gallery
+            from facesuite.gallery import open_gallery
 
-            self.gallery = Gallery.open(gallery)
+            self.gallery = open_gallery(gallery)
             if self.gallery.embedder != self.embedder.name:
                 raise InputError(f"gallery was built with embedder {self.gallery.embedder!r}, not {self.embedder.name!r}", gallery)
         self.batch_size = batch_size
 
     def _gender_shares_backbone(self) -> bool:
-        return self.gender is not None and self.gender.config.kind == "embedding" and self.embedder.name.startswith("dlib")
+        from facesuite.classify.gender import HEAD_KINDS
+
+        if self.gender is None or self.gender.config.kind not in HEAD_KINDS:
+            return False
+        # The head was fitted on dlib-torch's pass; the hidden stages exist only in that runtime.
+        return self.embedder.name in (("dlib-torch",) if self.gender.config.kind == "backbone" else ("dlib", "dlib-torch", "dlib-onnx"))
 
     def analyze(self, paths: Sequence[str | Path], progress: str | None = None) -> tuple[list[FaceAnalysis], list[Skipped]]:
         from tqdm import tqdm
@@ -192,15 +201,18 @@ class UnifiedFaceAnalyzer:
             bar.update(len(batch))
             if not crops:
                 continue
-            frames = [load_image(c.path) for c in crops]
-            routed, plain, kinds = self.pipeline.route_crops(crops, frames)
-            p_female = self._p_female(crops, frames, plain)
+            # One decode per file, shared by all faces of that file when all_faces is on.
+            decoded = {path: load_image(path) for path in dict.fromkeys(c.path for c in crops)}
+            frames = [decoded[c.path] for c in crops]
+            shared = self._gender_shares_backbone()
+            routed, plain, kinds, pooled = self.pipeline.route_crops(crops, frames, hidden=shared)
+            p_female = self._p_female(crops, frames, plain, pooled if shared else None)
             matches = self.gallery.identify(routed) if self.gallery is not None else None
             for i, (crop, kind) in enumerate(zip(crops, kinds)):
                 analysis = FaceAnalysis(
                     path=str(crop.path), box=list(crop.face.box), fallback=crop.face.fallback, score=crop.face.score,
                     distortion=kind.label, distortion_probability=kind.probability,
-                    route=self.router.route(kind.label).describe(), embedding=routed[i],
+                    route=self.router.route(kind.label).describe(), embedding=routed[i], face=crop.face_index,
                 )
                 if p_female is not None:
                     analysis.p_female = float(p_female[i])
@@ -212,14 +224,15 @@ class UnifiedFaceAnalyzer:
         bar.close()
         return results, skipped
 
-    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray) -> np.ndarray | None:
+    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
         if self.gender is None:
             return None
         if self._gender_shares_backbone():
             import torch
 
             with torch.inference_mode():
-                logits = self.gender.network.head(torch.from_numpy(plain))
+                hidden = torch.from_numpy(pooled) if pooled is not None else None
+                logits = self.gender.network.head(torch.from_numpy(plain), hidden)
                 return torch.softmax(logits, dim=1)[:, 1].numpy()
         spec = self.gender.chip_spec
         return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])

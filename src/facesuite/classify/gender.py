@@ -8,6 +8,10 @@ Two kinds, behind one interface (:class:`GenderModel`):
 ``embedding``
     Logistic regression on dlib's 128-D face embedding (the PyTorch port), so one backbone pass
     gives both the identity vector and the gender.
+``backbone``
+    Logistic regression on the same pass's 128-D embedding plus the 640 pooled channels of its
+    last three hidden stages (``DlibResNet.describe``): the identity embedding was trained to
+    ignore attributes such as gender, its hidden stages were not. Still one backbone pass.
 
 Every network here maps float pixels ``(N, 3, H, W)`` in ``[0, 255]`` to two logits
 ``(male, female)``; normalisation happens inside, so Grad-CAM and the CLI feed plain chips.
@@ -32,9 +36,12 @@ from torch import nn
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
+from facesuite.integrity import verify_model_folder
 
 LABELS = ("male", "female")
-KINDS = ("cnn", "embedding")
+KINDS = ("cnn", "embedding", "backbone")
+# Kinds whose head reads the recognition backbone, so the analyzer can reuse its pass.
+HEAD_KINDS = ("embedding", "backbone")
 # ImageNet statistics: MobileNetV3's batch-norm layers expect inputs on this scale, and a PATH
 # init taken from an ImageNet-trained backbone keeps working.
 _MEAN = (0.485, 0.456, 0.406)
@@ -152,24 +159,32 @@ class GenderNet(nn.Module):
 
 
 class EmbeddingGenderNet(nn.Module):
-    """dlib's ResNet -> unit vector -> standardise -> linear: gender from the identity embedding."""
+    """dlib's ResNet -> unit vector [+ pooled hidden stages] -> standardise -> linear.
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> None:
+    ``hidden=False`` is the ``embedding`` kind, ``hidden=True`` the ``backbone`` kind.
+    """
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, hidden: bool = False) -> None:
         super().__init__()
         from facesuite.embed.dlib_resnet import load_dlib_resnet
 
         self.backbone = load_dlib_resnet()
+        self.hidden = hidden
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
         self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float32).reshape(-1))
         self.register_buffer("intercept", torch.tensor(float(intercept)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(pixels))
+        descriptor, pooled = self.backbone.describe(pixels)
+        return self.head(descriptor, pooled)
 
-    def head(self, embedding: torch.Tensor) -> torch.Tensor:
-        unit = F.normalize(embedding, dim=1)
-        z = ((unit - self.mean) / self.scale) @ self.coef + self.intercept
+    def head(self, embedding: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from a pass's descriptor (unit or raw) and, for the backbone kind, its pooled stages."""
+        x = F.normalize(embedding, dim=1)
+        if self.hidden:
+            x = torch.cat([pooled, x], dim=1)
+        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         # Two logits whose softmax is (1 - sigmoid(z), sigmoid(z)): same contract as the CNN.
         return torch.stack([-z / 2, z / 2], dim=1)
 
@@ -213,6 +228,7 @@ class GenderModel:
         folder = Path(folder) if folder is not None else default_model_dir()
         if not folder.is_dir():
             raise InputError("no such model folder", folder)
+        verify_model_folder(folder)
         config = GenderConfig.load(folder)
         return cls(config, load_network(config, folder))
 
@@ -246,7 +262,7 @@ def load_network(config: GenderConfig, folder: Path) -> nn.Module:
     if not path.is_file():
         raise InputError("model folder has no weights.npz", folder)
     with np.load(path, allow_pickle=False) as head:
-        return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]))
+        return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]), hidden=config.kind == "backbone")
 
 
 @dataclass

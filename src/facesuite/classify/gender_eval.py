@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facesuite.classify.gender import LABELS, GenderModel, GenderPrediction, predict_files
+from facesuite.classify.gender import (
+    LABELS,
+    GenderModel,
+    GenderPrediction,
+    predict_files,
+)
 from facesuite.data import read_gender_folders
 from facesuite.errors import InputError
 

@@ -7,7 +7,13 @@ import csv
 import json
 import sys
 
-from facesuite.cli.detect import add_detector_options, detector_settings, print_skips
+from facesuite.cli.detect import (
+    add_all_faces_option,
+    add_detector_options,
+    detector_settings,
+    exit_status,
+    print_skips,
+)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -30,11 +36,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
             writer.writeheader()
             writer.writerows(rows)
-        print(f"analysed {len(rows)} images ({len(skipped)} skipped); wrote {args.csv}")
+        images, no_face = len({row["path"] for row in rows}), sum(row["fallback"] for row in rows)
+        print(f"analysed {images} images ({len(rows)} faces, {no_face} with no face found: centre-box fallback), "
+              f"{len(skipped)} skipped; wrote {args.csv}")
     else:
         json.dump(rows, sys.stdout, indent=None if args.json else 2)
         print()
-    return 0
+    return exit_status(args.paths, skipped)
 
 
 def register(groups: dict) -> None:
@@ -48,5 +56,6 @@ def register(groups: dict) -> None:
     analyze.add_argument("--json", action="store_true", help="compact JSON on stdout (the default output, one line)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
     analyze.add_argument("--embedder", default="default", help="embedder backend by registered name")
+    add_all_faces_option(analyze)
     add_detector_options(analyze)
     analyze.set_defaults(handler=cmd_analyze)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-
 
 
 def _fallback_box(text: str) -> tuple[float, float, float, float]:
@@ -26,13 +26,20 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
 
 
+def add_all_faces_option(parser: argparse.ArgumentParser) -> None:
+    # Only for commands reporting per face: enrolling or verifying several faces of one photo
+    # would silently mix people.
+    parser.add_argument("--all-faces", action="store_true",
+                        help="every face of each image (default: the largest face only)")
+
+
 def detector_settings(args: argparse.Namespace):
     """DetectorSettings from the shared detection options."""
     from dataclasses import replace
 
     from facesuite.detect import DetectorSettings
 
-    settings = DetectorSettings(assume_cropped=args.assume_cropped)
+    settings = DetectorSettings(assume_cropped=args.assume_cropped, all_faces=getattr(args, "all_faces", False))
     if args.fallback_box is not None:
         settings = replace(settings, fallback_box=args.fallback_box)
     if args.min_score is not None:
@@ -49,6 +56,13 @@ def make_extractor(args: argparse.Namespace):
 def print_skips(skipped) -> None:
     for item in skipped:
         print(f"skipped: {item.reason}", file=sys.stderr)
+
+
+def exit_status(named: Sequence[str], skipped) -> int:
+    """2 when a file named on the command line could not be read, as for any user error; bad files
+    found inside a named folder are skipped and counted without failing the run."""
+    explicit = {Path(p) for p in named if not Path(p).is_dir()}
+    return 2 if any(item.path in explicit for item in skipped) else 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -69,7 +83,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             f"fallbacks, {report['skipped']} skipped; {report['ms_per_image']} ms/image. "
             f"Crops and detections.csv in {args.out}"
         )
-    return 0
+    return exit_status(args.paths, summary.skipped)
 
 
 def register(groups: dict) -> None:
@@ -81,5 +95,6 @@ def register(groups: dict) -> None:
     detect.add_argument("--size", type=int, default=150, help="side of the aligned crop in pixels (default 150)")
     detect.add_argument("--padding", type=float, default=0.25, help="margin around the face as a fraction of its size (default 0.25)")
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_all_faces_option(detect)
     add_detector_options(detect)
     detect.set_defaults(handler=cmd_detect)

@@ -75,8 +75,9 @@ def register(groups: dict) -> None:
                     "(else a stratified 15%% of train is held out).")
     train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/)")
     train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
-    train.add_argument("--kind", choices=("cnn", "embedding"), default="embedding",
-                       help="cnn: MobileNetV3-Small + SE head; embedding: logistic regression on dlib's 128-D embedding")
+    train.add_argument("--kind", choices=("backbone", "embedding", "cnn"), default="backbone",
+                       help="backbone (default): logistic regression on the recognition pass's embedding + pooled hidden "
+                            "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head")
     train.add_argument("--epochs", type=int, default=12, help="CNN epochs in total, both stages (default 12)")
     train.add_argument("--head-epochs", type=int, default=None, help="CNN heads-only epochs (default 0 from scratch, 1 otherwise)")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default 0)")

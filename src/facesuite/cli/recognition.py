@@ -71,7 +71,7 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facesuite.data import read_identity_folders
-    from facesuite.gallery import Gallery
+    from facesuite.gallery import create_gallery
 
     dataset = read_identity_folders(args.dir)
     pipeline = _pipeline(args)
@@ -80,7 +80,7 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
         by_identity.setdefault(identity, []).append(path)
     enrolled = faces = 0
     skipped_all = []
-    with Gallery.open_or_create(args.gallery, pipeline.embedder.name, pipeline.embedder.dim, pipeline.threshold) as gallery:
+    with create_gallery(args.gallery, pipeline.embedder.name, pipeline.embedder.dim, pipeline.threshold) as gallery:
         for identity, paths in tqdm(by_identity.items(), desc="enroll", unit="id"):
             vectors, crops, skipped = pipeline.embed_paths(paths)
             skipped_all += skipped
@@ -93,11 +93,11 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_identify(args: argparse.Namespace) -> int:
-    from facesuite.gallery import Gallery
+    from facesuite.gallery import open_gallery
     from facesuite.io import expand_paths
 
     paths = expand_paths(args.paths)
-    with Gallery.open(args.gallery) as gallery:
+    with open_gallery(args.gallery) as gallery:
         pipeline = _pipeline(args, threshold=gallery.threshold)
         if pipeline.embedder.name != gallery.embedder:
             raise InputError(f"gallery was built with embedder {gallery.embedder!r}; pass --embedder {gallery.embedder}", args.gallery)
@@ -129,9 +129,9 @@ def _write_rows(rows: list[dict], csv_path: str | None) -> None:
 
 
 def cmd_gallery_list(args: argparse.Namespace) -> int:
-    from facesuite.gallery import Gallery
+    from facesuite.gallery import open_gallery
 
-    with Gallery.open(args.gallery) as gallery:
+    with open_gallery(args.gallery) as gallery:
         entries = gallery.identities()
         if args.json:
             print(json.dumps({"embedder": gallery.embedder, "threshold": gallery.threshold,
@@ -144,9 +144,9 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
-    from facesuite.gallery import Gallery
+    from facesuite.gallery import open_gallery
 
-    with Gallery.open(args.gallery) as gallery:
+    with open_gallery(args.gallery) as gallery:
         removed = gallery.remove(args.identity)
     print(f"removed {args.identity} ({removed} faces)")
     return 0
@@ -154,7 +154,11 @@ def cmd_gallery_remove(args: argparse.Namespace) -> int:
 
 def cmd_eval_recognition(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
-    from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, write_recognition_report
+    from facesuite.evaluate.recognition import (
+        embed_dataset,
+        recognition_metrics,
+        write_recognition_report,
+    )
 
     dataset = read_identity_folders(args.dir)
     if args.split:
@@ -204,7 +208,8 @@ def register(groups: dict) -> None:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     gallery = root.add_parser("gallery", help="enroll, identify, list and remove known people",
-                              description="A persistent gallery of enrolled identities (FAISS + SQLite).")
+                              description="A persistent gallery of enrolled identities: a folder (FAISS + SQLite), "
+                                          "milvus://HOST:PORT/COLLECTION (Milvus) or NAME.db (Milvus Lite).")
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
     enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg")
     enroll.add_argument("dir")
@@ -218,7 +223,7 @@ def register(groups: dict) -> None:
     remove.add_argument("identity")
     for action, handler in ((enroll, cmd_gallery_enroll), (identify, cmd_gallery_identify),
                             (listing, cmd_gallery_list), (remove, cmd_gallery_remove)):
-        action.add_argument("--gallery", required=True, help="gallery folder")
+        action.add_argument("--gallery", required=True, help="gallery folder, milvus://HOST:PORT/COLLECTION or NAME.db")
         if action in (enroll, identify):
             _add_embedder_options(action)
         action.set_defaults(handler=handler)

@@ -14,15 +14,25 @@ from facesuite.errors import InputError
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from facesuite.config import data_root
     from facesuite.serve import create_app
+    from facesuite.serve.app import API_KEY_ENV, LOOPBACK_HOSTS
 
-    if not _is_loopback(args.host):
-        # The API reads server-side folders for evaluations; exposing it is a deliberate choice.
-        print(f"facesuite: warning: listening on {args.host}: anyone who can reach it can use the API", file=sys.stderr)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    loopback = _is_loopback(args.host)
+    if not loopback:
+        # Exposing the API is a deliberate choice; without a key anyone who reaches it can enroll.
+        who = "the read-only routes" if api_key else f"every route (set {API_KEY_ENV} to protect the gallery)"
+        print(f"facesuite: warning: listening on {args.host}: anyone who can reach it can use {who}", file=sys.stderr)
     if args.max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    for root in args.eval_root or ():
+        if not Path(root).is_dir():
+            raise InputError("no such folder for --eval-root", root)
+    eval_roots = [Path(root) for root in args.eval_root] if args.eval_root else [data_root()]
     app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,
-                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key=api_key,
+                     eval_roots=eval_roots, allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
     print(f"dashboard: http://{args.host}:{args.port}/  (API schema: /openapi.json)")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -68,6 +78,10 @@ def register(groups: dict) -> None:
     serve.add_argument("--embedder", default="default", help="embedder backend by registered name")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
     serve.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
+    serve.add_argument("--api-key", help="require this key (header X-API-Key) on routes that change the gallery or "
+                                         "start evaluations; default $FACESUITE_API_KEY, which keeps it out of `ps`")
+    serve.add_argument("--eval-root", action="append", metavar="DIR",
+                       help="a folder evaluations may read (repeatable; default $FACESUITE_DATA)")
     serve.set_defaults(handler=cmd_serve)
 
     report = root.add_parser("report", help="one self-contained HTML page for an evaluation output folder",

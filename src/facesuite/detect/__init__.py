@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from facesuite.detect.align import align, landmarks_in_box
+from facesuite.integrity import verify_package
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class DetectorSettings:
     median MTCNN box on FACECOM's LFW-style frames, where the face sits in the middle of the
     224 px frame. Whole-frame fallback would ruin recognition downstream.
     ``assume_cropped`` skips detection and treats the image as a face crop.
+    ``all_faces`` keeps every face found instead of the largest one only.
     """
 
     min_face_size: int = 40
@@ -70,10 +72,11 @@ class DetectorSettings:
     retry_enhanced: bool = True
     fallback_box: tuple[float, float, float, float] = (0.50, 0.51, 0.37, 0.49)
     assume_cropped: bool = False
+    all_faces: bool = False
 
     def key(self) -> str:
         """Cache key: only what changes the detection itself (fallback is applied afterwards)."""
-        detection = {k: v for k, v in asdict(self).items() if k not in ("fallback_box", "assume_cropped")}
+        detection = {k: v for k, v in asdict(self).items() if k not in ("fallback_box", "assume_cropped", "all_faces")}
         return json.dumps(detection, sort_keys=True)
 
 
@@ -119,6 +122,7 @@ class FaceDetector:
             import torch
             from facenet_pytorch import MTCNN
 
+            verify_package("facenet_pytorch")
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._mtcnn = MTCNN(
                 min_face_size=self.settings.min_face_size,
@@ -134,16 +138,19 @@ class FaceDetector:
         if self.settings.assume_cropped:
             return [[fallback_face(image.shape, self.settings, cropped=True)] for image in images]
         results: list[list[Face]] = [[] for _ in images]
+        # MTCNN's pyramid starts at faces of min_face_size pixels: an image smaller than that has
+        # no pyramid level (facenet-pytorch then fails on an empty list) and cannot hold a face.
+        detectable = [i for i, image in enumerate(images) if min(image.shape[:2]) >= self.settings.min_face_size]
         by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(index)
+        for index in detectable:
+            by_shape.setdefault(images[index].shape, []).append(index)
         for indices in by_shape.values():
             self._detect_into(results, indices, [images[i] for i in indices])
         # Second chances for images where nothing was found, on cleaned-up copies: a 5x5 median
         # removes salt-and-pepper noise and rain streaks; CLAHE after a gamma that pulls the mean
         # to mid-grey recovers some washed-out faces. Landmarks carry over to the original.
         for enhance in (_median_filtered, _exposure_corrected) if self.settings.retry_enhanced else ():
-            missing = [i for i, faces in enumerate(results) if not faces]
+            missing = [i for i in detectable if not results[i]]
             for shape in {images[i].shape for i in missing}:
                 indices = [i for i in missing if images[i].shape == shape]
                 self._detect_into(results, indices, [enhance(images[i]) for i in indices])

@@ -29,6 +29,7 @@ class Crop:
     face: Face
     chip: np.ndarray
     image_shape: tuple[int, int]
+    face_index: int = 0  # 0 is the largest face of the image; others only with all_faces
 
 
 @dataclass
@@ -73,7 +74,8 @@ class FaceExtractor:
 
     def _process(self, batch: list[Path], chip: ChipSpec) -> Iterable[Crop | Skipped]:
         key = self.settings.key()
-        use_cache = self._cache is not None and not self.settings.assume_cropped
+        # The cache holds the largest face of each image only, so all_faces always detects afresh.
+        use_cache = self._cache is not None and not self.settings.assume_cropped and not self.settings.all_faces
         loaded: list[tuple[Path, np.ndarray, str] | Skipped] = []
         for path in batch:
             try:
@@ -82,26 +84,27 @@ class FaceExtractor:
                 loaded.append(Skipped(path, str(error)))
         images = [entry for entry in loaded if not isinstance(entry, Skipped)]
         # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
-        found: dict[str, Face | None] = {}
+        found: dict[str, list[Face]] = {}
         if use_cache:
             for _, _, digest in images:
                 hit, face = self._cache.get(digest, key)
                 if hit:
-                    found[digest] = face
+                    found[digest] = [face] if face else []
         pending = [entry for entry in images if entry[2] not in found]
         if pending:
             detections = self.detector.detect([image for _, image, _ in pending])
-            fresh = {digest: (faces[0] if faces else None) for (_, _, digest), faces in zip(pending, detections)}
+            fresh = {digest: faces for (_, _, digest), faces in zip(pending, detections)}
             found.update(fresh)
             if use_cache:
-                self._cache.put_many([(digest, key, face) for digest, face in fresh.items()])
+                self._cache.put_many([(digest, key, faces[0] if faces else None) for digest, faces in fresh.items()])
         for entry in loaded:
             if isinstance(entry, Skipped):
                 yield entry
                 continue
             path, image, digest = entry
-            face = found[digest] or fallback_face(image.shape, self.settings)
-            yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2])
+            faces = found[digest] or [fallback_face(image.shape, self.settings)]
+            for index, face in enumerate(faces if self.settings.all_faces else faces[:1]):
+                yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index)
 
 
 @dataclass
@@ -145,6 +148,8 @@ def export_crops(
                 continue
             relative = _relative(item.path, root)
             target = (out / "crops" / relative).with_suffix(".png")
+            if item.face_index:
+                target = target.with_name(f"{target.stem}_face{item.face_index}.png")
             target.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(target), cv2.cvtColor(item.chip, cv2.COLOR_RGB2BGR))
             record = item.face.to_dict()

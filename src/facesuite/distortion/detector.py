@@ -31,6 +31,7 @@ from torch import nn
 from facesuite.config import MODELS_DIR
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError
+from facesuite.integrity import verify_model_folder
 from facesuite.io import load_image
 
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
@@ -147,6 +148,7 @@ class DistortionDetector:
         weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
         if not weights.is_file() or not config_path.is_file():
             raise InputError(f"not a distortion model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})", folder)
+        verify_model_folder(folder)
         config = json.loads(config_path.read_text(encoding="utf-8"))
         spec = InputSpec(**config["input"])
         net = DistortionNet(spec, len(config["labels"]))

@@ -18,6 +18,7 @@ from facesuite.distortion.restore import RESTORERS
 from facesuite.embed import Embedder
 from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
+from facesuite.integrity import verify_model_folder
 
 DEFAULT_ROUTES = MODELS_DIR / "routing"
 
@@ -48,6 +49,7 @@ class Router:
         if folder is None or (Path(folder) == DEFAULT_ROUTES and not (DEFAULT_ROUTES / "routes.json").is_file()):
             return cls(embedder, {})
         folder = Path(folder)
+        verify_model_folder(folder)
         table_path = folder / "routes.json"
         if not table_path.is_file():
             raise InputError("no routes.json in this routing folder", folder)
@@ -64,14 +66,21 @@ class Router:
     def route(self, kind: str) -> Route:
         return self.routes.get(kind, Route(kind))
 
-    def embed(self, chips: Sequence[np.ndarray], kinds: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(routed embeddings, embeddings before the adapter) for chips of the given types."""
+    def embed(
+        self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(routed embeddings, embeddings before the adapter, pooled hidden features of the same
+        pass when ``hidden`` -- dlib-torch only -- else None) for chips of the given types."""
         restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
-        plain = self.embedder.embed(restored)
+        pooled = None
+        if hidden:
+            plain, pooled = self.embedder.describe(restored)
+        else:
+            plain = self.embedder.embed(restored)
         routed = plain.copy()
         for kind in set(kinds):
             adapter = self.route(kind).adapter
             if adapter is not None:
                 rows = [i for i, k in enumerate(kinds) if k == kind]
                 routed[rows] = adapter.apply_numpy(plain[rows])
-        return routed, plain
+        return routed, plain, pooled

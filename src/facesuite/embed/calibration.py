@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import MODELS_DIR
+from facesuite.integrity import verify_model_file
 
 
 def user_home() -> Path:
@@ -51,5 +52,6 @@ def load_threshold(embedder: str, default: float) -> tuple[float, str]:
     for folder in (user_home(), MODELS_DIR):
         path = _calibration_file(folder, embedder)
         if path.is_file():
+            verify_model_file(path)  # the shipped calibration; the user's own is their choice
             return float(json.loads(path.read_text(encoding="utf-8"))["threshold"]), str(path)
     return default, "default"

@@ -40,10 +40,13 @@ from torch import nn
 from facesuite.config import cache_dir
 from facesuite.embed import ChipSpec, Embedder, l2_normalise, register_embedder
 from facesuite.errors import InputError
+from facesuite.integrity import verify_model_file
 
 MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150
 EMBEDDING_DIM = 128
+# Hidden stages pooled by DlibResNet.describe: 128 + 256 + 256 = 640 channels.
+POOLED_STAGES = 3
 
 # Bumped whenever the converted state_dict's layout changes, so stale caches are never loaded.
 _CACHE_FORMAT = 1
@@ -371,10 +374,22 @@ class DlibResNet(nn.Module):
         self.fc = nn.Linear(in_channels, EMBEDDING_DIM, bias=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.describe(pixels)[0]
+
+    def describe(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(128-D descriptor, 640-D pooled features of the last three stages) in one pass.
+
+        The pooled hidden stages keep attributes (gender, age) that the identity descriptor was
+        trained to discard, so heads reading them come free with the embedding pass.
+        """
         x = (pixels - self.channel_means.view(1, 3, 1, 1)) / 256.0
         x = self.stem_pool(F.relu(self.stem_affine(self.stem_conv(x))))
-        x = self.stages(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        pooled = []
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index >= len(self.stages) - POOLED_STAGES:
+                pooled.append(x.mean(dim=(2, 3)))
+        return self.fc(pooled[-1]), torch.cat(pooled, dim=1)
 
     def set_affine_trainable(self, trainable: bool = True) -> None:
         """Let fine-tuning update the folded batch-norm layers (frozen by default, see Affine)."""
@@ -488,6 +503,7 @@ def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read dlib model ({exc.strerror})", path) from None
+    verify_model_file(path)
     model = DlibResNet()
     cached = _cache_path(data, ".pt")
     try:
@@ -583,6 +599,19 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
+
+    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embeddings, pooled hidden features) of the chips from one backbone pass."""
+        vectors, features = [], []
+        with torch.inference_mode():
+            for start in range(0, len(chips), batch_size):
+                pixels = torch.from_numpy(chips_to_array(chips[start : start + batch_size])).to(self.device)
+                descriptor, pooled = self.model.describe(pixels)
+                vectors.append(descriptor.cpu().numpy())
+                features.append(pooled.cpu().numpy())
+        if not vectors:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0), np.float32)
+        return l2_normalise(np.concatenate(vectors)), np.concatenate(features)
 
 
 @register_embedder("dlib-onnx")

@@ -14,12 +14,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import f1_score, roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
-from facesuite.data import IdentityDataset  # noqa: E402
-from facesuite.evaluate.report import figure_html, table_html, write_html, write_json  # noqa: E402
+from facesuite.data import IdentityDataset
+from facesuite.evaluate.report import figure_html, table_html, write_html, write_json
 
 
 @dataclass
@@ -205,7 +205,7 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     if routed:
-        probes, _, kinds = pipeline.route_crops(p_crops)
+        probes, _, kinds, _ = pipeline.route_crops(p_crops)
         labels = [k.label for k in kinds]
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
                    "routes": {kind: pipeline.router.route(kind).describe() for kind in sorted(set(labels))}}

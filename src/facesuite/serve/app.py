@@ -6,10 +6,17 @@ and two inference calls at once would only fight over the same CPU cores anyway.
 save uploads to temporary files, validate them with :func:`facesuite.io.load_image`, and hand the
 paths to that thread. Every error reaches the client as JSON ``{"error": "..."}`` -- never a
 traceback.
+
+Safety, for a server that may be exposed: request bodies and decoded images are size-limited
+(:class:`BodyLimit`, :func:`facesuite.io.load_image`); uploads are stored under generated names,
+so a client's file name never becomes a path; evaluations read only folders under the configured
+roots; :class:`RequestGuard` checks the API key on mutating routes, refuses cross-origin writes
+and, on loopback, unknown Host headers (DNS rebinding). No CORS headers are sent.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import logging
 import math
@@ -23,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -37,7 +44,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facesuite import __version__
 from facesuite.embed.calibration import user_home
 from facesuite.errors import InputError
-from facesuite.io import IMAGE_SUFFIXES, load_image
+from facesuite.io import (
+    IMAGE_SUFFIXES,
+    EmptyFile,
+    ImageTooLarge,
+    ImageTooSmall,
+    load_image,
+)
 
 log = logging.getLogger("facesuite.serve")
 
@@ -48,6 +61,12 @@ MAX_ENROLL_FILES = 20
 # An evaluation is embedded in about this many slices, so the progress bar moves and dashboard
 # requests get the model thread between slices instead of waiting for the whole evaluation.
 EVAL_SLICES = 20
+API_KEY_HEADER = "X-API-Key"
+API_KEY_ENV = "FACESUITE_API_KEY"
+# Routes that change server state (the gallery; evaluation reports on disk): they need the API key
+# when the server has one. Every other POST only computes an answer from the uploaded images.
+MUTATING_ROUTES = frozenset({("POST", "/gallery/enroll"), ("POST", "/jobs/recognition")})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _UPLOAD_CHUNK = 1 << 20
 T = TypeVar("T")
 
@@ -285,9 +304,11 @@ class Job:
 class JobRunner:
     """Recognition evaluations over server-side folders, each on its own background thread."""
 
-    def __init__(self, service: ModelService, work_dir: Path) -> None:
+    def __init__(self, service: ModelService, work_dir: Path, roots: Sequence[Path]) -> None:
         self.service = service
         self.work_dir = work_dir
+        # Folders (and split files) a client may name must resolve inside one of these.
+        self.roots = [root.expanduser().resolve() for root in roots]
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -295,9 +316,9 @@ class JobRunner:
         from facesuite.data import read_identity_folders, read_split
 
         # Validated here so a wrong folder is answered at once, not as a failed job.
-        dataset = read_identity_folders(Path(folder).expanduser())
+        dataset = read_identity_folders(self._readable(folder))
         if split:
-            dataset = dataset.subset(read_split(split) & set(dataset.identities))
+            dataset = dataset.subset(read_split(self._readable(split)) & set(dataset.identities))
         if not dataset.distorted:
             raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", folder)
         if len({i for _, i in dataset.clean}) < 2:
@@ -309,6 +330,13 @@ class JobRunner:
         threading.Thread(target=self._run, args=(job, dataset), name=f"eval-{job.id}", daemon=True).start()
         return job
 
+    def _readable(self, name: str) -> Path:
+        """``name`` resolved (symbolic links and ``..`` included) if it lies under a root, else 403."""
+        path = Path(name).expanduser().resolve()
+        if not any(path.is_relative_to(root) for root in self.roots):
+            raise ApiError(403, f"{name}: outside the folders this server may read (see facesuite serve --eval-root)")
+        return path
+
     def get(self, job_id: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)
@@ -317,7 +345,10 @@ class JobRunner:
         return job
 
     def _run(self, job: Job, dataset) -> None:
-        from facesuite.evaluate.recognition import recognition_metrics, write_recognition_report
+        from facesuite.evaluate.recognition import (
+            recognition_metrics,
+            write_recognition_report,
+        )
 
         try:
             identities = dataset.identities
@@ -430,16 +461,66 @@ class BodyLimit:
         await JSONResponse({"error": f"upload too large (limit {mb:g} MB per request)"}, status_code=413)(scope, receive, send)
 
 
+class RequestGuard:
+    """Checks run on the headers alone, before any request body is read.
+
+    - ``allowed_hosts``: the Host header must name one of them. A server on loopback is otherwise
+      reachable from any web page through DNS rebinding (evil.example resolving to 127.0.0.1).
+    - A state-changing method with an ``Origin`` header naming another site is refused: a page on
+      another origin can POST a multipart form without any CORS preflight.
+    - With ``api_key``, :data:`MUTATING_ROUTES` need it in ``X-API-Key`` (or ``Authorization: Bearer``).
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None, allowed_hosts: Sequence[str] | None) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = self._problem(scope)
+            if problem is not None:
+                status, message = problem
+                await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope) -> tuple[int, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None and _hostname(host) not in self.allowed_hosts:
+            return 400, f"unexpected Host header {host!r}"
+        method = scope["method"]
+        if method not in ("GET", "HEAD", "OPTIONS") and "origin" in headers:
+            origin = headers["origin"]
+            if origin.partition("://")[2].lower() != host.lower():
+                return 403, f"cross-origin request from {origin!r} refused"
+        if self.api_key is not None and (method, scope["path"]) in MUTATING_ROUTES:
+            given = headers.get(API_KEY_HEADER.lower()) or headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), self.api_key):
+                return 401, f"{method} {scope['path']} needs the server's API key (header {API_KEY_HEADER})"
+        return None
+
+
+def _hostname(host: str) -> str:
+    """``host`` of a Host header ``host[:port]`` or ``[v6]:port``, lower-cased."""
+    if host.startswith("["):
+        return host[1 : host.find("]")].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
 def _describe_upload(error: InputError, name: str) -> ApiError:
     """The loader's message with the temporary path replaced by the uploaded file's name."""
     message = str(error)
     if error.path:
         message = message.removeprefix(error.path + ": ").replace(error.path, name)
-    if message.startswith("image too large"):
+    if isinstance(error, ImageTooLarge):
         return ApiError(413, f"{name}: {message}")
-    if message.startswith("empty file"):
+    if isinstance(error, EmptyFile):
         return ApiError(400, f"{name}: {message}")
-    return ApiError(415, f"{name}: not a readable image ({message})")
+    if isinstance(error, ImageTooSmall):
+        return ApiError(422, f"{name}: {message}")
+    return ApiError(415, f"{name}: not a readable image: {message}")
 
 
 @contextmanager
@@ -463,7 +544,7 @@ def saved_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: 
                         raise ApiError(413, f"{upload.filename}: upload too large (limit {limit / 2**20:g} MB)")
                     handle.write(chunk)
             if written == 0:
-                raise ApiError(400, f"{upload.filename or field_name}: empty upload (0 bytes)")
+                raise ApiError(400, f"{upload.filename or field_name}: empty file (0 bytes)")
             try:
                 load_image(path)
             except InputError as error:
@@ -477,6 +558,11 @@ def saved_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: 
 # ---------------------------------------------------------------------------- the app
 
 
+# Optional in the schema, so a missing file is answered by saved_uploads with a clear 400.
+Upload = Annotated[UploadFile | None, File()]
+Uploads = Annotated[list[UploadFile] | None, File()]
+
+
 class EvalRequest(BaseModel):
     folder: str
     split: str | None = None
@@ -488,11 +574,19 @@ def create_app(
     use_cache: bool = True,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     work_dir: str | Path | None = None,
+    api_key: str | None = None,
+    eval_roots: Sequence[str | Path] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The API and the dashboard. ``gallery`` defaults to ``$FACESUITE_HOME/gallery``; evaluation
-    reports go under ``work_dir`` (default ``$FACESUITE_HOME/serve``)."""
+    reports go under ``work_dir`` (default ``$FACESUITE_HOME/serve``). Evaluations may read folders
+    under ``eval_roots`` only (default: the data root, ``$FACESUITE_DATA``). ``api_key`` protects
+    :data:`MUTATING_ROUTES`; ``allowed_hosts`` restricts the Host header (see :class:`RequestGuard`)."""
+    from facesuite.config import data_root
+
     service = ModelService(Path(gallery) if gallery else default_gallery_dir(), embedder, use_cache)
-    jobs = JobRunner(service, Path(work_dir) if work_dir else user_home() / "serve")
+    roots = [Path(root) for root in eval_roots] if eval_roots is not None else [data_root()]
+    jobs = JobRunner(service, Path(work_dir) if work_dir else user_home() / "serve", roots)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -504,6 +598,8 @@ def create_app(
     app = FastAPI(title="facesuite", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service, app.state.jobs = service, jobs
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
+    # Added last, so it runs first: a refused request's body is never read.
+    app.add_middleware(RequestGuard, api_key=api_key, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -535,27 +631,27 @@ def create_app(
                 "gallery": str(service.gallery_dir)}
 
     @app.post("/analyze")
-    def analyze(image: UploadFile | None = File(None), images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
+    def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
         """Box, distortion and route, gender, and identity (when the gallery holds anyone) for one face."""
         with saved_uploads([image], max_upload_bytes) as (path,):
             return service.call(service.analyze, path, image.filename or "image", images)
 
     @app.post("/verify")
-    def verify(image1: UploadFile | None = File(None), image2: UploadFile | None = File(None),
+    def verify(image1: Upload = None, image2: Upload = None,
                images: bool = Query(False, description="add both aligned crops as data URIs")) -> dict:
         """Same person or not: cosine distance against the calibrated threshold."""
         with saved_uploads([image1, image2], max_upload_bytes, "image1 and image2") as (first, second):
             return service.call(service.verify, first, second, images)
 
     @app.post("/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def explain(image: UploadFile | None = File(None)) -> Response:
+    def explain(image: Upload = None) -> Response:
         """Grad-CAM overlay (PNG) of the gender decision on the aligned face."""
         with saved_uploads([image], max_upload_bytes) as (path,):
             png, info = service.call(service.explain, path, image.filename or "image")
         return Response(png, media_type="image/png", headers={"X-Gender": info["gender"], "X-P-Female": str(info["p_female"])})
 
     @app.post("/gallery/enroll")
-    def enroll(identity: str = Form(...), image: list[UploadFile] | None = File(None)) -> dict:
+    def enroll(identity: str = Form(...), image: Uploads = None) -> dict:
         """Add one or more face images of ``identity`` to the gallery (one transaction)."""
         uploads = image or [None]
         if len(uploads) > MAX_ENROLL_FILES:
@@ -564,7 +660,7 @@ def create_app(
             return service.call(service.enroll, identity, paths, [u.filename or "image" for u in uploads])
 
     @app.post("/gallery/identify")
-    def identify(image: UploadFile | None = File(None), top_k: int = Query(3, ge=1, le=50)) -> dict:
+    def identify(image: Upload = None, top_k: int = Query(3, ge=1, le=50)) -> dict:
         """Who this is: the best match (``unknown`` beyond the threshold) and the nearest candidates."""
         with saved_uploads([image], max_upload_bytes) as (path,):
             return service.call(service.identify, path, image.filename or "image", top_k)

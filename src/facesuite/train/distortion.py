@@ -23,7 +23,13 @@ from tqdm import tqdm
 
 from facesuite.data import DISTORTIONS, IdentityDataset
 from facesuite.distortion import LABELS
-from facesuite.distortion.detector import DistortionDetector, DistortionNet, InputSpec, make_views, to_tensor
+from facesuite.distortion.detector import (
+    DistortionDetector,
+    DistortionNet,
+    InputSpec,
+    make_views,
+    to_tensor,
+)
 from facesuite.errors import InputError
 from facesuite.io import load_image
 

@@ -25,6 +25,8 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from facesuite.classify.gender import (
+    HEAD_KINDS,
+    KINDS,
     LABELS,
     GenderConfig,
     GenderNet,
@@ -126,8 +128,8 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, extractor: FaceExtractor | None = None) -> dict:
     """Train a gender model from ``data_dir`` into the folder ``out``; returns a summary dict."""
-    if options.kind not in ("cnn", "embedding"):
-        raise InputError(f"unknown kind {options.kind!r}; choose cnn or embedding")
+    if options.kind not in KINDS:
+        raise InputError(f"unknown kind {options.kind!r}; choose one of {', '.join(KINDS)}")
     if options.epochs < 1:
         raise InputError("--epochs must be at least 1")
     out = Path(out)
@@ -135,7 +137,7 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     train_samples, val_samples, val_source = read_train_val(Path(data_dir), options.val_fraction, options.seed)
     extractor = extractor or FaceExtractor()
     spec = ChipSpec(options.chip_size, options.chip_padding)
-    if options.kind == "embedding":
+    if options.kind in HEAD_KINDS:
         from facesuite.embed import get_embedder
 
         embedder = get_embedder(EMBEDDER)
@@ -143,7 +145,7 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     train, skipped = extract_split(train_samples, spec, extractor, "train")
     val, val_skipped = extract_split(val_samples, spec, extractor, "val")
     out.mkdir(parents=True, exist_ok=True)
-    if options.kind == "embedding":
+    if options.kind in HEAD_KINDS:
         result = _fit_embedding(train, val, embedder, out, options)
     else:
         result = _fit_cnn(train, val, out, options)
@@ -164,7 +166,7 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
         "val_male_recall": round(float((predicted[val.labels == 0] == 0).mean()), 4),
     }
     config = GenderConfig(kind, spec.size, spec.padding, round(threshold, 6), list(LABELS), metrics={**metrics, **extra})
-    if kind == "embedding":
+    if kind in HEAD_KINDS:
         config.embedder = EMBEDDER
     config.save(out)
     return {"threshold": config.threshold, **metrics}
@@ -179,11 +181,17 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    def features(chips: np.ndarray) -> np.ndarray:
+        if options.kind == "embedding":
+            return embedder.embed(list(chips))
+        unit, pooled = embedder.describe(list(chips))
+        return np.hstack([pooled, unit])  # the order EmbeddingGenderNet.head concatenates them
+
     # Mirrored faces are equally valid examples: embedding both doubles the training set for
     # the price of one extra pass.
-    train_x = np.concatenate([embedder.embed(list(train.chips)), embedder.embed(list(train.chips[:, :, ::-1].copy()))])
+    train_x = np.concatenate([features(train.chips), features(train.chips[:, :, ::-1].copy())])
     train_y = np.concatenate([train.labels, train.labels])
-    val_x = embedder.embed(list(val.chips))
+    val_x = features(val.chips)
     scaler = StandardScaler().fit(train_x)
     sweep = []
     best = None
@@ -201,7 +209,7 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
         coef=classifier.coef_.reshape(-1).astype(np.float32), intercept=np.float32(classifier.intercept_[0]),
     )
     (out / "history.json").write_text(json.dumps({"options": asdict(options), "C_sweep": sweep, "chosen_C": c}, indent=2) + "\n")
-    return _save_config(out, "embedding", embedder.chip_spec, val, p_val, {"C": c})
+    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c})
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,10 +10,25 @@ async function apiError(response) {
   }
 }
 
-async function postForm(url, formData) {
-  const response = await fetch(url, { method: "POST", body: formData });
+// POST with the API key when the server asks for one (401): the key is asked once per tab and
+// kept in sessionStorage, never in the page's URL.
+async function post(url, options) {
+  const send = () => fetch(url, { ...options, method: "POST",
+    headers: { ...(options.headers || {}), "X-API-Key": sessionStorage.getItem("facesuite-api-key") || "" } });
+  let response = await send();
+  if (response.status === 401) {
+    const key = window.prompt("This server needs its API key for this action:");
+    if (key) {
+      sessionStorage.setItem("facesuite-api-key", key);
+      response = await send();
+    }
+  }
   if (!response.ok) throw await apiError(response);
   return response;
+}
+
+async function postForm(url, formData) {
+  return post(url, { body: formData });
 }
 
 function showError(message) {

@@ -41,12 +41,10 @@ document.getElementById("form").addEventListener("submit", async (event) => {
   document.getElementById("metrics").replaceChildren();
   const split = document.getElementById("split").value.trim();
   try {
-    const response = await fetch("/jobs/recognition", {
-      method: "POST",
+    const response = await post("/jobs/recognition", {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ folder: document.getElementById("folder").value.trim(), split: split || null }),
     });
-    if (!response.ok) throw await apiError(response);
     const job = await response.json();
     document.getElementById("status").classList.remove("hidden");
     await poll(job.id);

@@ -1,0 +1,423 @@
+"""Batch jobs: analyse or embed a folder of images into a Parquet dataset, here or on Ray.
+
+    spec = JobSpec("analyze")                       # or "embed"; embedder, detector, routing...
+    summary = run_job(spec, "photos/", "faces.parquet", engine="ray", ray_address="head:6379")
+
+Both engines run the same :class:`ImageWorker` (the models of :class:`UnifiedFaceAnalyzer` or
+:class:`FacePipeline`, loaded once per worker) over batches of paths:
+
+``local``
+    one worker process per core of this machine;
+``ray``
+    Ray Data ``map_batches`` over an actor pool (one actor per CPU of the cluster), on a cluster
+    given by address or on a Ray instance started here.
+
+The output folder holds ``part-*.parquet`` files with one row per image: its largest face's
+``box``, ``fallback``, ``score``, ``embedding`` (and, for ``analyze``, ``distortion``,
+``distortion_probability``, ``route``, ``gender``, ``p_female``), or an ``error`` naming why the
+image could not be read. Parts are written whole under a hidden name and renamed into place, so
+an interrupted job leaves only complete files; rerunning it skips every image already there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facesuite.detect import DetectorSettings
+from facesuite.errors import InputError
+from facesuite.io import iter_images
+
+KINDS = ("analyze", "embed")
+ENGINES = ("local", "ray")
+# One batch fills one forward pass of the embedding backbone (its default batch of 32) while
+# keeping a worker's memory small; MTCNN splits it into its own batches of 16.
+DEFAULT_BATCH_SIZE = 32
+# Rows per Parquet part: at most this much finished work is redone after a crash.
+ROWS_PER_PART = 1024
+METADATA_KEY = b"facesuite.job"
+
+_FACE_COLUMNS = [
+    ("box", pa.list_(pa.float32(), 4)),
+    ("fallback", pa.bool_()),
+    ("score", pa.float32()),
+]
+_ANALYSIS_COLUMNS = [
+    ("distortion", pa.string()),
+    ("distortion_probability", pa.float32()),
+    ("route", pa.string()),
+    ("gender", pa.string()),
+    ("p_female", pa.float32()),
+]
+
+
+def output_schema(kind: str) -> pa.Schema:
+    """Columns of a ``kind`` job's rows, in order."""
+    extra = _ANALYSIS_COLUMNS if kind == "analyze" else []
+    return pa.schema(
+        [("path", pa.string()), ("error", pa.string()), *_FACE_COLUMNS, *extra, ("embedding", pa.list_(pa.float32()))]
+    )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job computes; everything here travels to the workers, so it stays picklable."""
+
+    kind: str
+    embedder: str = "default"
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    routing: bool = True
+    use_cache: bool = True
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+    def fingerprint(self) -> dict:
+        """The settings that change the output; rows of one dataset must all share them."""
+        from facesuite.embed import DEFAULT_EMBEDDER
+
+        detector = asdict(self.detector)
+        return {
+            "kind": self.kind,
+            "embedder": DEFAULT_EMBEDDER if self.embedder == "default" else self.embedder,
+            "routing": self.routing,
+            "detector": json.loads(json.dumps(detector)),  # tuples as lists, as read back
+        }
+
+
+@dataclass
+class JobSummary:
+    found: int  # images in the source
+    already_done: int  # of those, already in the output before this run
+    processed: int  # rows written by this run
+    errors: int  # of those, images that could not be read
+    seconds: float
+    nodes: dict[str, int] | None = None  # Ray: rows per node id
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+class ImageWorker:
+    """Loads the models of a job once and turns batches of image paths into output rows.
+
+    Called by Ray Data with ``{"paths": [chunk, ...]}`` batches, and by the local engine directly.
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        routes = "default" if spec.routing else None
+        self.spec = spec
+        self.schema = output_schema(spec.kind)
+        if spec.kind == "analyze":
+            from facesuite.pipeline import UnifiedFaceAnalyzer
+
+            self._analyzer = UnifiedFaceAnalyzer(
+                spec.embedder, spec.detector, spec.use_cache, routes=routes, batch_size=spec.batch_size
+            )
+        else:
+            from facesuite.pipeline import FacePipeline
+
+            self._pipeline = FacePipeline(spec.embedder, spec.detector, spec.use_cache, routes=routes)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        # Ray Data hands over a batch of chunks (see _run_ray); each chunk is processed whole.
+        return pa.concat_tables([self.process([str(path) for path in chunk]) for chunk in batch["paths"]])
+
+    def process(self, paths: Sequence[str]) -> pa.Table:
+        """One row per path, in order; an image that fails becomes a row with ``error`` set."""
+        try:
+            rows = self._rows(paths)
+        except Exception:  # noqa: BLE001 - whatever broke, one image must not sink the job
+            # Something unexpected broke the batch (bad files are already caught as skips):
+            # redo it image by image so only the culprit is lost, and say why in its row.
+            rows = {}
+            for path in paths:
+                try:
+                    rows.update(self._rows([path]))
+                except Exception as exc:  # noqa: BLE001 - recorded in the row's error column
+                    rows[path] = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+        return pa.Table.from_pylist([rows[path] for path in paths], schema=self.schema)
+
+    def _rows(self, paths: Sequence[str]) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        if self.spec.kind == "analyze":
+            results, skipped = self._analyzer.analyze(list(paths))
+            for result in results:
+                record = {k: v for k, v in result.__dict__.items() if k not in ("identity", "distance")}
+                record["embedding"] = result.embedding.tolist()
+                rows[result.path] = record
+        else:
+            vectors, crops, skipped = self._pipeline.embed_paths(list(paths))
+            for crop, vector in zip(crops, vectors):
+                face = crop.face
+                rows[str(crop.path)] = {"path": str(crop.path), "box": list(face.box), "fallback": face.fallback,
+                                        "score": face.score, "embedding": vector.tolist()}
+        for item in skipped:
+            path = str(item.path)
+            rows[path] = {"path": path, "error": item.reason.removeprefix(f"{path}: ")}
+        return rows
+
+
+class _RayImageWorker(ImageWorker):
+    """The worker as a Ray actor: also tags its rows with its node, so the driver can report it."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        import ray
+
+        super().__init__(spec)
+        self._node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict) -> pa.Table:
+        table = super().__call__(batch)
+        return table.append_column("node", pa.array([self._node] * table.num_rows, pa.string()))
+
+
+# ---------------------------------------------------------------------- sources and outputs
+
+
+def list_images(source: str | Path) -> list[str]:
+    """Absolute image paths of a folder (recursive, sorted) or of a list file (one per line).
+
+    In a list file blank lines and lines starting with ``#`` are ignored, and relative paths are
+    relative to the list file. Paths are made absolute so workers on other machines (sharing the
+    storage) and later runs resolve them the same way.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths = [path.absolute() for path in iter_images(source)]
+    elif source.is_file():
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read list file ({exc})", source) from None
+        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        paths = [(source.parent / entry).absolute() for entry in entries]
+    else:
+        raise InputError("no such folder or list file", source)
+    if not paths:
+        raise InputError("no images found", source)
+    # The same image named twice would be processed twice and written twice.
+    return list(dict.fromkeys(os.path.normpath(path) for path in paths))
+
+
+def done_paths(out: Path, spec: JobSpec) -> set[str]:
+    """Paths already in the dataset at ``out``; :class:`InputError` if it holds another job."""
+    parts = sorted(out.glob("part-*.parquet")) if out.is_dir() else []
+    if out.exists() and not out.is_dir():
+        raise InputError("output must be a folder (a Parquet dataset)", out)
+    done: set[str] = set()
+    for part in parts:
+        try:
+            meta = pq.read_schema(part).metadata or {}
+            job = json.loads(meta.get(METADATA_KEY, b"{}"))
+            if job != spec.fingerprint():
+                raise InputError(
+                    f"holds a different job ({_describe(job)}); this one is {_describe(spec.fingerprint())}: "
+                    "use another --out", out,
+                )
+            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        except (OSError, pa.ArrowException, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read existing output part ({exc})", part) from None
+    return done
+
+
+def _describe(job: dict) -> str:
+    return f"{job.get('kind')} with embedder {job.get('embedder')}, routing {job.get('routing')}"
+
+
+class PartWriter:
+    """Appends rows to a Parquet dataset folder as whole part files renamed into place."""
+
+    def __init__(self, out: Path, spec: JobSpec, rows_per_part: int = ROWS_PER_PART) -> None:
+        self.out = out
+        self.schema = output_schema(spec.kind).with_metadata({METADATA_KEY: json.dumps(spec.fingerprint())})
+        self.rows_per_part = rows_per_part
+        # A name unique to this run, so parts of several runs (or concurrent ones) never collide.
+        self._run = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._parts = 0
+        self.rows = 0
+        self.errors = 0
+
+    def add(self, table: pa.Table) -> None:
+        table = table.select(self.schema.names).cast(self.schema)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.errors += table.num_rows - table.column("error").null_count
+        if self._pending_rows >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending_rows:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        name = f"part-{self._run}-{self._parts:05d}.parquet"
+        # Hidden while incomplete: Parquet readers and done_paths() skip names starting with ".".
+        temporary = self.out / f".{name}.tmp"
+        pq.write_table(pa.concat_tables(self._pending), temporary)
+        os.replace(temporary, self.out / name)
+        self._parts += 1
+        self.rows += self._pending_rows
+        self._pending, self._pending_rows = [], 0
+
+
+def read_output(out: str | Path) -> pa.Table:
+    """The whole dataset at ``out`` as one table, sorted by path (row order depends on timing)."""
+    parts = sorted(Path(out).glob("part-*.parquet"))
+    if not parts:
+        raise InputError("no batch output here", out)
+    return pa.concat_tables([pq.read_table(part) for part in parts]).sort_by("path")
+
+
+# ---------------------------------------------------------------------- engines
+
+
+def run_job(
+    spec: JobSpec,
+    source: str | Path,
+    out: str | Path,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> JobSummary:
+    """Process every image of ``source`` not yet in ``out`` and append the rows to ``out``.
+
+    ``workers``: local processes (default: this machine's cores) or Ray actors (default: one
+    per CPU of the cluster).
+    """
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    if ray_address and engine != "ray":
+        raise InputError("--ray-address needs --engine ray")
+    _check_embedder(spec.embedder)
+    out = Path(out)
+    paths = list_images(source)
+    done = done_paths(out, spec)
+    todo = [path for path in paths if path not in done]
+    log(f"{len(paths)} images, {len(paths) - len(todo)} already in {out}, {len(todo)} to do")
+    writer = PartWriter(out, spec)
+    nodes: Counter[str] | None = Counter() if engine == "ray" else None
+    started = time.perf_counter()
+    if todo:
+        tables = _run_local(spec, todo, workers) if engine == "local" else _run_ray(spec, todo, ray_address, workers, log)
+        try:
+            for table in tables:
+                if nodes is not None:
+                    nodes.update(table.column("node").to_pylist())
+                writer.add(table)
+        finally:
+            writer.flush()  # keep what is finished even when the job is interrupted
+    return JobSummary(len(paths), len(paths) - len(todo), writer.rows, writer.errors,
+                      time.perf_counter() - started, dict(nodes) if nodes is not None else None)
+
+
+def _check_embedder(name: str) -> None:
+    from facesuite.embed import available_embedders
+
+    # Checked here, where it is one line for the user, not inside every remote worker.
+    if name != "default" and name not in available_embedders():
+        raise InputError(f"unknown embedder {name!r}; choose from {', '.join(available_embedders())}")
+
+
+def _chunks(paths: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(paths), size):
+        yield list(paths[start : start + size])
+
+
+_worker: ImageWorker | None = None
+
+
+def _start_process(spec: JobSpec, threads: int) -> None:
+    import torch
+
+    global _worker
+    # Several processes each running a full set of torch threads fight over the same cores.
+    torch.set_num_threads(threads)
+    _worker = ImageWorker(spec)
+
+
+def _process_chunk(paths: list[str]) -> pa.Table:
+    return _worker.process(paths)
+
+
+def _run_local(spec: JobSpec, paths: Sequence[str], workers: int | None) -> Iterable[pa.Table]:
+    cores = os.cpu_count() or 1
+    workers = min(workers or cores, math.ceil(len(paths) / spec.batch_size))
+    if workers == 1:
+        worker = ImageWorker(spec)
+        return (worker.process(chunk) for chunk in _chunks(paths, spec.batch_size))
+    return _pool_results(spec, paths, workers, max(1, cores // workers))
+
+
+def _pool_results(spec: JobSpec, paths: Sequence[str], workers: int, threads: int) -> Iterator[pa.Table]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_process, initargs=(spec, threads))
+    try:
+        yield from pool.map(_process_chunk, _chunks(paths, spec.batch_size))
+    finally:
+        # On an interrupt, drop the queued batches instead of finishing them all first.
+        pool.shutdown(cancel_futures=True)
+
+
+def _run_ray(
+    spec: JobSpec, paths: Sequence[str], address: str | None, workers: int | None, log: Callable[[str], None]
+) -> Iterator[pa.Table]:
+    import logging
+
+    # Set before Ray is imported: a Ray started here must not report usage to anyone.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import ray.data
+
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            raise InputError(f"cannot join the Ray cluster ({exc})", address) from None
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        # Ray Data logs every stage at INFO; the CLI prints its own summary.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        actors = min(workers or cpus, math.ceil(len(paths) / spec.batch_size))
+        nodes = sum(1 for node in ray.nodes() if node["Alive"])
+        log(f"ray: {actors} workers on a cluster of {nodes} nodes, {cpus} CPUs")
+        # One item per chunk of batch_size paths, the local engine's chunks: models see the same
+        # batches on both engines, so the outputs agree row for row. from_items keeps the items in
+        # the object store; reading them needs no task, so every CPU can go to the actors (a read
+        # task waiting for a CPU would stall the job).
+        chunks = [{"paths": chunk} for chunk in _chunks(paths, spec.batch_size)]
+        dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks))
+        results = dataset.map_batches(
+            _RayImageWorker, fn_constructor_args=(spec,), batch_size=1, batch_format="numpy",
+            # Two batches in flight per actor: one computing, one arriving. More would let the
+            # first actor to finish loading its models take batches the others are ready for.
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2), num_cpus=1,
+        )
+        yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
+    finally:
+        ray.shutdown()

@@ -1,0 +1,46 @@
+"""`facesuite batch analyze|embed SRC --out DST`: a folder of images to a Parquet dataset, here or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facesuite.cli.detect import add_detector_options, detector_settings
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from facesuite.batch import JobSpec, run_job
+
+    spec = JobSpec(args.kind, args.embedder, detector_settings(args), routing=not args.no_routing,
+                   use_cache=not args.no_cache, batch_size=args.batch_size)
+    summary = run_job(spec, args.src, args.out, engine=args.engine, ray_address=args.ray_address,
+                      workers=args.workers, log=lambda message: print(message, file=sys.stderr))
+    where = args.engine
+    if summary.nodes is not None:
+        where += f" ({len(summary.nodes)} nodes: " + ", ".join(f"{node[:8]} {rows}" for node, rows in sorted(summary.nodes.items())) + " rows)"
+    print(f"{args.kind}: {summary.processed} images in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s) "
+          f"on {where}; {summary.errors} errors; {summary.already_done} already done; output {args.out}")
+    return 0
+
+
+def register(groups: dict) -> None:
+    batch = groups["root"].add_parser(
+        "batch", help="analyse or embed many images into a Parquet dataset (this machine or a Ray cluster)",
+        description="Run the pipeline over a folder or list file of images and write one Parquet row per image. "
+                    "Rerunning skips images already in the output.")
+    kinds = batch.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, help_text in (("analyze", "box, distortion, route, gender and embedding per image"),
+                            ("embed", "box and (routed) embedding per image")):
+        parser = kinds.add_parser(kind, help=help_text, description=help_text)
+        parser.add_argument("src", help="folder of images (recursive) or a text file listing one image path per line")
+        parser.add_argument("--out", required=True, help="output folder (Parquet dataset, created or resumed)")
+        parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                            help="local: this machine's cores; ray: Ray Data on a Ray cluster (default local)")
+        parser.add_argument("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start Ray on this machine)")
+        parser.add_argument("--workers", type=int, default=None,
+                            help="local processes or Ray actors (default: one per core / per cluster CPU)")
+        parser.add_argument("--batch-size", type=int, default=32, help="images per worker call (default 32)")
+        parser.add_argument("--embedder", default="default", help="embedder backend by registered name")
+        parser.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
+        add_detector_options(parser)
+        parser.set_defaults(handler=cmd_batch)

@@ -1,0 +1,174 @@
+"""SHA-256 checks of model files before they are loaded.
+
+``facesuite/models/SHA256SUMS`` (``sha256sum`` format) records every model file shipped under
+``facesuite/models/`` and the third-party weights facesuite loads from installed packages, the
+latter as ``package:<module>/<path>``. Loaders call :func:`verify_model_file` (one file) or
+:func:`verify_model_folder` (a model folder) first; a file that differs from its record, or a
+model file in a shipped folder that has no record, raises :class:`ModelIntegrityError` naming it.
+
+Files the user names themselves (``--model DIR``, ``--init FILE``, their own calibration) are
+the user's choice and are not checked: facesuite only ever reads them through formats that cannot
+run code (``torch.load(weights_only=True)``, ``np.load(allow_pickle=False)``, JSON).
+
+After changing a shipped model on purpose, rewrite the manifest::
+
+    python -m facesuite.integrity --write     # record the current files
+    python -m facesuite.integrity             # check them (exit 1 on a mismatch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from facesuite import config
+from facesuite.errors import InputError
+
+MANIFEST_NAME = "SHA256SUMS"
+# Files a loader reads. Model cards and plots are documentation and may change freely.
+MODEL_SUFFIXES = frozenset({".pt", ".pth", ".npz", ".json", ".onnx", ".dat"})
+# Third-party weights read from installed packages (versions pinned in requirements.txt).
+PACKAGE_FILES = (
+    "facenet_pytorch/data/pnet.pt",
+    "facenet_pytorch/data/rnet.pt",
+    "facenet_pytorch/data/onet.pt",
+    "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+)
+_PACKAGE_PREFIX = "package:"
+
+# (resolved path, size, mtime_ns) -> SHA-256 of files already hashed by this process: the dlib
+# model is 22 MB and is loaded by several objects.
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+class ModelIntegrityError(InputError):
+    """A model file does not match the manifest (modified, corrupt or unrecorded)."""
+
+
+def models_dir() -> Path:
+    # Read at call time so tests can point it at a copy.
+    return config.MODELS_DIR
+
+
+def sha256_file(path: str | Path) -> str:
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
+def package_file(entry: str) -> Path | None:
+    """Where ``<module>/<path>`` of an installed package is, without importing it; None if absent."""
+    module, _, relative = entry.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / relative
+
+
+def read_manifest(manifest: Path | None = None) -> dict[str, str]:
+    """``{name: sha256}`` as recorded; names are paths under models/ or ``package:...`` entries."""
+    manifest = manifest or models_dir() / MANIFEST_NAME
+    if not manifest.is_file():
+        raise ModelIntegrityError("model manifest missing (python -m facesuite.integrity --write)", manifest)
+    entries = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, _, name = line.partition("  ")
+            entries[name] = digest
+    return entries
+
+
+def current_entries() -> dict[str, str]:
+    """The manifest as it should read for the files on disk now."""
+    root = models_dir()
+    entries = {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix in MODEL_SUFFIXES
+    }
+    for entry in PACKAGE_FILES:
+        path = package_file(entry)
+        if path is not None and path.is_file():
+            entries[_PACKAGE_PREFIX + entry] = sha256_file(path)
+    return entries
+
+
+def write_manifest() -> Path:
+    manifest = models_dir() / MANIFEST_NAME
+    lines = [f"{digest}  {name}\n" for name, digest in sorted(current_entries().items())]
+    manifest.write_text("".join(lines), encoding="utf-8")
+    return manifest
+
+
+def _manifest_name(path: Path) -> str | None:
+    """The manifest name of ``path``, or None for a file the user chose."""
+    resolved = path.resolve()
+    root = models_dir().resolve()
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root).as_posix()
+    for entry in PACKAGE_FILES:
+        shipped = package_file(entry)
+        if shipped is not None and resolved == shipped.resolve():
+            return _PACKAGE_PREFIX + entry
+    return None
+
+
+def verify_model_file(path: str | Path) -> None:
+    """Check a shipped or packaged model file against the manifest; other files pass unchecked."""
+    path = Path(path)
+    name = _manifest_name(path)
+    if name is None:
+        return
+    expected = read_manifest().get(name)
+    if expected is None:
+        raise ModelIntegrityError("model file is not in the manifest (python -m facesuite.integrity --write)", path)
+    if sha256_file(path) != expected:
+        raise ModelIntegrityError(
+            "model file does not match its recorded SHA-256 (modified or corrupt: reinstall facesuite)", path
+        )
+
+
+def verify_model_folder(folder: str | Path) -> None:
+    """Check every model file of a shipped model folder; a folder the user chose passes unchecked."""
+    folder = Path(folder)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if path.is_file() and path.suffix in MODEL_SUFFIXES:
+            verify_model_file(path)
+
+
+def verify_package(module: str) -> None:
+    """Check the weights of ``module`` listed in :data:`PACKAGE_FILES` before the package loads them."""
+    for entry in PACKAGE_FILES:
+        path = package_file(entry) if entry.startswith(module + "/") else None
+        if path is not None:
+            verify_model_file(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m facesuite.integrity", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="record the current model files in the manifest")
+    args = parser.parse_args(argv)
+    if args.write:
+        print(f"wrote {write_manifest()}")
+        return 0
+    recorded, actual = read_manifest(), current_entries()
+    problems = sorted(name for name in recorded.keys() | actual.keys() if recorded.get(name) != actual.get(name))
+    for name in problems:
+        state = "unrecorded" if name not in recorded else "missing" if name not in actual else "changed"
+        print(f"{state}: {name}", file=sys.stderr)
+    print(f"{len(actual)} model files, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

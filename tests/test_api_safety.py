@@ -1,0 +1,291 @@
+"""API safety: size and pixel limits, path traversal, the API key, CORS and origins, the bind
+address, safe deserialisation, and model files verified by hash before loading.
+
+Most tests need no model: requests are refused before the model thread, or the gallery is fed
+by a stub pipeline, so this module runs in seconds and without the shared data.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from test_inputs import bomb_png
+
+from facesuite import config, integrity
+from facesuite.cli import build_parser, main
+from facesuite.integrity import ModelIntegrityError
+from facesuite.serve import create_app
+from facesuite.serve.app import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "facesuite"
+LIMIT = 256 * 1024
+KEY = "correct horse battery staple"
+# POST routes that only compute an answer from the uploaded images; every other POST must be in
+# MUTATING_ROUTES, so a new route cannot slip past the API key unclassified.
+READ_ONLY_POSTS = {"/analyze", "/verify", "/explain", "/gallery/identify"}
+
+
+def png(width: int = 32, height: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "grey").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class StubPipeline:
+    """Stands in for the models: a fixed random unit vector per uploaded file."""
+
+    embedder = SimpleNamespace(name="stub", dim=8)
+    threshold = 0.5
+
+    def embed_paths(self, paths):
+        vectors = np.random.default_rng(0).normal(size=(len(paths), 8)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [SimpleNamespace(path=p) for p in paths], []
+
+
+@pytest.fixture()
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "data" / "people").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    return tmp_path
+
+
+def make_client(work: Path, base_url: str = "http://testserver", **options) -> TestClient:
+    app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work / "serve",
+                     eval_roots=[work / "data"], **options)
+    service = app.state.service
+    service._pipeline, service.loaded = StubPipeline(), True  # the models are never loaded
+    return TestClient(app, base_url=base_url)
+
+
+def tree(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_streamed_body_over_the_limit_is_413(work: Path) -> None:
+    client = make_client(work)
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for _ in range(LIMIT // 4096 + 2):
+            yield b"\0" * 4096
+
+    response = client.post("/analyze", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+
+
+def test_pixel_limit_answers_413_without_decoding(work: Path) -> None:
+    response = make_client(work).post("/analyze", files={"image": ("bomb.png", bomb_png(), "image/png")})
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("bomb.png: image too large")
+
+
+# ---------------------------------------------------------------- path traversal
+
+
+@pytest.mark.parametrize("name", ["../../../../pwned.jpg", "/tmp/pwned.jpg", "..\\..\\pwned.jpg", "sub/../../pwned.jpg"])
+def test_upload_names_never_become_paths(work: Path, name: str) -> None:
+    client = make_client(work)
+    before = tree(work)
+    response = client.post("/gallery/enroll", data={"identity": "ann"}, files={"image": (name, png(), "image/png")})
+    assert response.status_code == 200, response.text
+    assert not Path("/tmp/pwned.jpg").exists() and not (work.parent / "pwned.jpg").exists()
+    assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery"}
+    assert client.get("/gallery").json()["identities"] == [{"identity": "ann", "faces": 1}]
+
+
+def test_identity_names_are_data_not_paths(work: Path) -> None:
+    client = make_client(work)
+    for identity in ("../../escaped", "/etc/passwd", "..", "a/b"):
+        response = client.post("/gallery/enroll", data={"identity": identity}, files={"image": ("f.png", png(), "image/png")})
+        assert response.status_code == 200, response.text
+    assert {p.name for p in (work / "gallery").iterdir()} <= {"gallery.sqlite", "gallery.sqlite-wal", "gallery.sqlite-shm", "index.faiss"}
+    assert not (work.parent / "escaped").exists() and not (work / "escaped").exists()
+    assert {e["identity"] for e in client.get("/gallery").json()["identities"]} == {"../../escaped", "/etc/passwd", "..", "a/b"}
+
+
+def test_evaluations_read_only_under_their_roots(work: Path) -> None:
+    client = make_client(work)
+    (work / "data" / "link").symlink_to(work / "outside", target_is_directory=True)
+    for folder in ("/etc", str(work / "outside"), str(work / "data" / ".." / "outside"), str(work / "data" / "link"), "~"):
+        response = client.post("/jobs/recognition", json={"folder": folder})
+        assert response.status_code == 403, (folder, response.text)
+        assert "outside the folders this server may read" in response.json()["error"]
+    # Inside the root the request gets past the check, to the layout check (no images there).
+    inside = client.post("/jobs/recognition", json={"folder": str(work / "data")})
+    assert inside.status_code == 422 and "no images" in inside.json()["error"]
+
+
+def test_split_file_outside_the_roots_is_refused(work: Path) -> None:
+    people = work / "data" / "people"
+    for name in ("ann", "bo"):
+        (people / name / "distortion").mkdir(parents=True)
+        (people / name / "a.png").write_bytes(png())
+        (people / name / "distortion" / "a_blurred.png").write_bytes(png())
+    (work / "outside" / "split.txt").write_text("ann\nbo\n")
+    response = make_client(work).post("/jobs/recognition", json={"folder": str(people), "split": str(work / "outside" / "split.txt")})
+    assert response.status_code == 403 and "split.txt" in response.json()["error"]
+
+
+@pytest.mark.parametrize("url", ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f__init__.py",
+                                 "/jobs/..%2f..%2fetc/report"])
+def test_no_file_outside_static_is_served(work: Path, url: str) -> None:
+    response = make_client(work).get(url)
+    assert response.status_code == 404 and "create_app" not in response.text
+
+
+# ---------------------------------------------------------------- API key, origins, CORS, bind address
+
+
+def test_api_key_guards_every_mutating_route_before_reading_the_body(work: Path) -> None:
+    client = make_client(work, api_key=KEY)
+    posts = {route.path for route in client.app.routes if "POST" in getattr(route, "methods", ())}
+    assert posts == READ_ONLY_POSTS | {path for _, path in MUTATING_ROUTES}
+    for _, path in MUTATING_ROUTES:
+        for headers in ({}, {API_KEY_HEADER: "wrong"}, {"Authorization": "Bearer wrong"}):
+            # A body over the upload limit: 401 rather than 413 shows the key is checked first.
+            response = client.post(path, content=b"\0" * (LIMIT + 1), headers=headers)
+            assert response.status_code == 401 and API_KEY_HEADER in response.json()["error"], (path, headers)
+    enroll = {"data": {"identity": "ann"}, "files": {"image": ("f.png", png(), "image/png")}}
+    assert client.post("/gallery/enroll", headers={API_KEY_HEADER: KEY}, **enroll).status_code == 200
+    assert client.post("/gallery/enroll", headers={"Authorization": f"Bearer {KEY}"}, **enroll).status_code == 200
+    # Read-only routes stay open.
+    assert client.get("/gallery").status_code == 200
+    assert client.post("/analyze", files={"image": ("t.jpg", b"text", "image/jpeg")}).status_code == 415
+
+
+def test_cross_origin_writes_are_refused_and_no_cors_headers_are_sent(work: Path) -> None:
+    client = make_client(work)
+    evil = {"Origin": "http://evil.example"}
+    enroll = {"data": {"identity": "ann"}, "files": {"image": ("f.png", png(), "image/png")}}
+    response = client.post("/gallery/enroll", headers=evil, **enroll)
+    assert response.status_code == 403 and "cross-origin" in response.json()["error"]
+    assert client.post("/gallery/enroll", headers={"Origin": "null"}, **enroll).status_code == 403
+    assert client.post("/gallery/enroll", headers={"Origin": "http://testserver"}, **enroll).status_code == 200
+    preflight = client.options("/gallery/enroll", headers={**evil, "Access-Control-Request-Method": "POST"})
+    for answer in (preflight, client.get("/gallery", headers=evil), response):
+        assert not any(h.lower().startswith("access-control-") for h in answer.headers)
+
+
+def test_loopback_server_refuses_foreign_host_headers(work: Path) -> None:
+    client = make_client(work, allowed_hosts=["127.0.0.1", "localhost"], base_url="http://127.0.0.1:8000")
+    assert client.get("/health").status_code == 200
+    assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+    rebound = client.get("/gallery", headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 400 and "Host" in rebound.json()["error"]
+
+
+def test_serve_binds_loopback_by_default_and_reads_the_key_from_the_environment(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    assert main(["serve", "--gallery", str(work / "gallery"), "--eval-root", str(work / "data")]) == 0
+    assert started["host"] == "127.0.0.1"
+    client = TestClient(started["app"], base_url="http://127.0.0.1:8000")
+    assert client.post("/gallery/enroll", data={"identity": "ann"}).status_code == 401
+    assert client.get("/health", headers={"Host": "evil.example"}).status_code == 400
+
+
+# ---------------------------------------------------------------- deserialisation
+
+
+def _unsafe_loads(tree: ast.AST) -> list[str]:
+    """Calls in ``tree`` that could run code from a file's contents."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        if name == "torch.load" and keywords.get("weights_only") != "True":
+            found.append(f"torch.load without weights_only=True (line {node.lineno})")
+        elif name.endswith("np.load") and keywords.get("allow_pickle") == "True":
+            found.append(f"np.load with allow_pickle=True (line {node.lineno})")
+        elif name in {"pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "dill.load", "cloudpickle.load",
+                      "marshal.loads", "shelve.open", "yaml.load", "yaml.unsafe_load", "eval", "exec"}:
+            found.append(f"{name} (line {node.lineno})")
+    return found
+
+
+def test_no_code_can_come_from_a_file() -> None:
+    problems = {str(path.relative_to(SRC)): found for path in sorted(SRC.rglob("*.py"))
+                if (found := _unsafe_loads(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert problems == {}
+
+
+def test_the_unsafe_load_scan_can_fail() -> None:
+    code = "torch.load(p)\ntorch.load(p, weights_only=False)\nnp.load(p, allow_pickle=True)\npickle.loads(b)\ntorch.load(p, weights_only=True)"
+    assert len(_unsafe_loads(ast.parse(code))) == 4
+
+
+# ---------------------------------------------------------------- model integrity
+
+
+def test_manifest_matches_the_shipped_model_files() -> None:
+    # Fails when a model file changes without `python -m facesuite.integrity --write`.
+    assert integrity.read_manifest() == integrity.current_entries()
+    assert integrity.main([]) == 0
+
+
+@pytest.fixture()
+def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped models folder, with its own manifest, standing in for the real one."""
+    copy = tmp_path / "models"
+    shutil.copytree(config.MODELS_DIR, copy)
+    monkeypatch.setattr(config, "MODELS_DIR", copy)
+    integrity.write_manifest()
+    return copy
+
+
+def test_tampered_shipped_model_is_refused(models_copy: Path) -> None:
+    from facesuite.distortion.detector import DistortionDetector
+
+    DistortionDetector.load(models_copy / "distortion")  # intact: loads
+    weights = models_copy / "distortion" / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="does not match its recorded SHA-256") as error:
+        DistortionDetector.load(models_copy / "distortion")
+    assert str(weights) in str(error.value)
+
+
+def test_unrecorded_file_in_a_shipped_folder_is_refused(models_copy: Path) -> None:
+    from facesuite.classify.gender import GenderModel
+
+    (models_copy / "gender" / "extra.npz").write_bytes(b"")
+    with pytest.raises(ModelIntegrityError, match="not in the manifest"):
+        GenderModel.load(models_copy / "gender")
+
+
+def test_packaged_weights_are_checked(models_copy: Path) -> None:
+    integrity.verify_package("facenet_pytorch")
+    manifest = models_copy / integrity.MANIFEST_NAME
+    text = manifest.read_text()
+    entry = next(line for line in text.splitlines() if line.endswith("facenet_pytorch/data/pnet.pt"))
+    manifest.write_text(text.replace(entry, "0" * 64 + entry[64:]))
+    with pytest.raises(ModelIntegrityError, match="pnet.pt"):
+        integrity.verify_package("facenet_pytorch")
+
+
+def test_a_model_the_user_names_is_their_choice(models_copy: Path, tmp_path: Path) -> None:
+    from facesuite.distortion.detector import DistortionDetector
+
+    mine = tmp_path / "my-model"
+    shutil.copytree(models_copy / "distortion", mine)
+    (mine / "notes.json").write_text("{}")  # would be refused in a shipped folder
+    DistortionDetector.load(mine)

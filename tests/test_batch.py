@@ -1,0 +1,152 @@
+"""`facesuite batch` on the local engine: sources, Parquet rows, per-image errors, resuming.
+
+The Ray engine runs the same worker; tests/test_ray_cluster.py checks it on a real cluster.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from facesuite.batch import (
+    ImageWorker,
+    JobSpec,
+    done_paths,
+    list_images,
+    output_schema,
+    read_output,
+    run_job,
+)
+from facesuite.cli import main
+from facesuite.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def images(facecom_b: Path) -> list[Path]:
+    """Eight real FACECOM images from four identities."""
+    folders = [d for d in sorted(facecom_b.resolve().iterdir()) if len(list(d.glob("*.jpg"))) >= 2][:4]
+    return [p for d in folders for p in sorted(d.glob("*.jpg"))[:2]]
+
+
+def write_list(path: Path, entries: list[object]) -> Path:
+    path.write_text("".join(f"{entry}\n" for entry in entries))
+    return path
+
+
+def test_list_images_from_folder_and_list_file(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/2.jpg", "a/b/1.png", "a/notes.txt", "3.JPG"):
+        (tmp_path / name).write_bytes(b"x")
+    assert list_images(tmp_path) == [str(tmp_path / n) for n in ("3.JPG", "a/2.jpg", "a/b/1.png")]
+    # Relative entries are relative to the list file; comments, blanks and repeats are dropped;
+    # names that do not exist are kept, so the job records them as errors.
+    listing = write_list(tmp_path / "a" / "list.txt", ["# photos", "2.jpg", "", "b/1.png", "./2.jpg", str(tmp_path / "gone.jpg")])
+    assert list_images(listing) == [str(tmp_path / "a/2.jpg"), str(tmp_path / "a/b/1.png"), str(tmp_path / "gone.jpg")]
+    with pytest.raises(InputError, match="no such folder or list file"):
+        list_images(tmp_path / "nothing")
+    with pytest.raises(InputError, match="no images found"):
+        list_images(write_list(tmp_path / "empty.txt", ["# nothing"]))
+
+
+def test_analyze_rows_match_the_analyzer_and_record_bad_images(tmp_path: Path, images: list[Path]) -> None:
+    from facesuite.pipeline import UnifiedFaceAnalyzer
+
+    (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
+    listing = write_list(tmp_path / "list.txt", [*images[:4], "corrupt.jpg", "missing.jpg"])
+    # No detection cache on either side: cached landmarks are rounded, fresh ones are not.
+    summary = run_job(JobSpec("analyze", use_cache=False), listing, tmp_path / "out")
+    assert (summary.found, summary.processed, summary.errors, summary.already_done) == (6, 6, 2, 0)
+
+    table = read_output(tmp_path / "out")
+    assert table.schema.remove_metadata() == output_schema("analyze")
+    rows = {row["path"]: row for row in table.to_pylist()}
+    assert rows[str(tmp_path / "missing.jpg")]["error"] == "no such file"
+    assert rows[str(tmp_path / "corrupt.jpg")]["error"] == "not an image file (format not recognised)"
+    assert rows[str(tmp_path / "corrupt.jpg")]["embedding"] is None
+
+    # The rows are exactly what the in-process analyzer says about the same images.
+    expected, _ = UnifiedFaceAnalyzer(use_cache=False).analyze(images[:4])
+    for analysis in expected:
+        row = rows[analysis.path]
+        assert row["error"] is None
+        assert (row["distortion"], row["route"], row["gender"], row["fallback"]) == (
+            analysis.distortion, analysis.route, analysis.gender, analysis.fallback)
+        np.testing.assert_allclose(row["box"], analysis.box, atol=1e-3)
+        np.testing.assert_allclose(row["p_female"], analysis.p_female, atol=1e-5)
+        np.testing.assert_allclose(row["embedding"], analysis.embedding, atol=1e-5)
+        assert np.linalg.norm(row["embedding"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_rerun_skips_images_already_in_the_output(tmp_path: Path, images: list[Path]) -> None:
+    spec = JobSpec("embed", routing=False)
+    out = tmp_path / "out"
+    first = run_job(spec, write_list(tmp_path / "half.txt", images[:3]), out)
+    # A part left half-written by a crash is hidden and must not be read as output.
+    (out / ".part-crashed-00000.parquet.tmp").write_bytes(b"PAR1 torn")
+    second = run_job(spec, write_list(tmp_path / "all.txt", images), out)
+    third = run_job(spec, tmp_path / "all.txt", out)
+    assert (first.processed, second.processed, second.already_done, third.processed) == (3, 5, 3, 0)
+    paths = read_output(out).column("path").to_pylist()
+    assert sorted(paths) == sorted(str(p) for p in images) and len(set(paths)) == len(paths)
+
+
+def test_output_of_another_job_is_refused(tmp_path: Path, images: list[Path]) -> None:
+    listing = write_list(tmp_path / "list.txt", images[:1])
+    run_job(JobSpec("embed", routing=False), listing, tmp_path / "out")
+    with pytest.raises(InputError, match="different job"):
+        run_job(JobSpec("embed", routing=True), listing, tmp_path / "out")
+    with pytest.raises(InputError, match="different job"):
+        done_paths(tmp_path / "out", JobSpec("analyze", routing=False))
+
+
+def test_worker_processes_give_the_same_rows_as_one_process(tmp_path: Path, images: list[Path]) -> None:
+    listing = write_list(tmp_path / "list.txt", images)
+    spec = JobSpec("embed", routing=False, batch_size=3)  # three chunks over two processes
+    run_job(spec, listing, tmp_path / "one", workers=1)
+    run_job(spec, listing, tmp_path / "two", workers=2)
+    one, two = read_output(tmp_path / "one"), read_output(tmp_path / "two")
+    assert one.column("path").to_pylist() == two.column("path").to_pylist()
+    assert one.column("fallback").to_pylist() == two.column("fallback").to_pylist()
+    np.testing.assert_allclose(np.array(one.column("embedding").to_pylist()),
+                               np.array(two.column("embedding").to_pylist()), atol=1e-5)
+
+
+class _FlakyWorker(ImageWorker):
+    """A worker whose model 'crashes' on one image, to test failure isolation without models."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec, self.schema = spec, output_schema(spec.kind)
+
+    def _rows(self, paths: list[str]) -> dict[str, dict]:
+        if "poison.jpg" in paths:
+            raise RuntimeError("backbone exploded")
+        return {p: {"path": p, "box": [0, 0, 1, 1], "fallback": False, "score": 1.0, "embedding": [1.0]} for p in paths}
+
+
+def test_an_unexpected_failure_costs_one_row_not_the_batch() -> None:
+    table = _FlakyWorker(JobSpec("embed")).process(["a.jpg", "poison.jpg", "b.jpg"])
+    assert table.column("path").to_pylist() == ["a.jpg", "poison.jpg", "b.jpg"]
+    assert table.column("error").to_pylist() == [None, "RuntimeError: backbone exploded", None]
+    assert table.column("embedding").to_pylist() == [[1.0], None, [1.0]]
+
+
+def test_cli_batch_embed_and_user_errors(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    listing = write_list(tmp_path / "list.txt", images[:2])
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "out"), "--no-routing", "--workers", "1"]) == 0
+    assert "embed: 2 images" in out.getvalue() and "on local" in out.getvalue()
+    parts = list((tmp_path / "out").glob("part-*.parquet"))
+    assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 2
+    assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "o2"), "--ray-address", "h:1"]) == 2
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
+    assert main(["batch", "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "o3")]) == 2
+    assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "o4"), "--embedder", "nope"]) == 2
+    assert "unknown embedder 'nope'" in capsys.readouterr().err
+    assert isinstance(pq.read_schema(parts[0]).field("embedding").type, pa.ListType)

@@ -1,0 +1,242 @@
+"""The input matrix: whatever people keep on their disks, through the CLI and the API.
+
+One folder holds every kind of input, built from a real FACECOM face. Each is run through
+`facesuite analyze` and `facesuite detect` (as a folder, so bad files are skipped and counted,
+and named explicitly, so the run exits 2 while the rest of the batch is still processed) and
+through ``POST /analyze``. A bad file always gets one line naming it: never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, PngImagePlugin
+
+from facesuite.cli import main
+from facesuite.config import MODELS_DIR
+from facesuite.io import MAX_SIDE, ImageTooLarge, load_image
+from facesuite.serve import create_app
+
+pytestmark = pytest.mark.skipif(
+    not (MODELS_DIR / "distortion" / "weights.pt").is_file(), reason=f"shipped distortion model not in {MODELS_DIR}"
+)
+
+# name -> (what the CLI does, HTTP status of POST /analyze). "face": a face is found; "fallback":
+# no face, analysed in the flagged centre box; otherwise the start of the one-line reason.
+MATRIX = {
+    "clean.jpg": ("face", 200),
+    "corrupt.jpg": ("not an image file", 415),
+    "truncated.jpg": ("corrupt or truncated image (image file is truncated", 415),
+    "corrupt.png": ("corrupt or truncated image (broken data stream", 415),
+    "truncated.png": ("corrupt or truncated image (image file is truncated", 415),
+    "empty.jpg": ("empty file (0 bytes)", 400),
+    "text.jpg": ("not an image file", 415),
+    "bomb.png": ("image too large (over 100000000 pixels", 413),
+    "cmyk.jpg": ("face", 200),
+    "gray16.png": ("face", 200),
+    "rgba.png": ("face", 200),
+    "palette.gif": ("face", 200),
+    "gray.jpg": ("face", 200),
+    "exif_rotated.jpg": ("face", 200),
+    "one_pixel.png": ("image too small to hold a face (1x1 pixels", 422),
+    "huge_12000x8000.jpg": ("face", 200),
+    "no_face.jpg": ("fallback", 200),
+    "five_faces.jpg": ("face", 200),
+    "Zoë Ünïcode/фото 1.jpg": ("face", 200),
+    "ring_a.jpg": ("broken or looping symbolic link", None),  # a symlink loop: nothing to upload
+    "ring_b.jpg": ("broken or looping symbolic link", None),
+}
+BAD = sorted(name for name, (outcome, _) in MATRIX.items() if outcome not in ("face", "fallback"))
+FIVE = ("Colin_Powell", "Hugo_Chavez", "Kofi_Annan", "Naomi_Watts", "Tiger_Woods")
+FIVE_SCALES = (1.0, 0.9, 1.4, 0.8, 1.1)  # the third face is the largest
+
+
+def bomb_png(side: int = 30000) -> bytes:
+    """A real 30000x30000 1-bit PNG (900 Mpx) that compresses to about 110 KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + (side + 7) // 8)  # filter byte + one bit per pixel
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def build_matrix(folder: Path, facecom: Path) -> None:
+    source = min((facecom / "Colin_Powell").glob("*.jpg"))
+    face = Image.open(source).convert("RGB")
+    face.save(folder / "clean.jpg", quality=95)
+    jpeg = bytearray(source.read_bytes())
+    start = jpeg.index(b"\xff\xc0")
+    jpeg[start + 5 : start + 9] = bytes(4)  # frame header says 0x0 pixels
+    (folder / "corrupt.jpg").write_bytes(bytes(jpeg))
+    (folder / "truncated.jpg").write_bytes(source.read_bytes()[:3000])
+    buffer = io.BytesIO()
+    face.save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[png.index(b"IDAT") + 20] ^= 0xFF  # a flipped bit inside the compressed pixels
+    (folder / "corrupt.png").write_bytes(bytes(png))
+    (folder / "truncated.png").write_bytes(buffer.getvalue()[: len(png) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("shopping list: eggs, milk\n")
+    (folder / "bomb.png").write_bytes(bomb_png())
+    face.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(np.asarray(face.convert("L"), dtype=np.uint16) * 257).save(folder / "gray16.png")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(220)
+    rgba.save(folder / "rgba.png")
+    face.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.gif")
+    face.convert("L").save(folder / "gray.jpg")
+    # Stored lying on its side, with the EXIF tag saying "rotate 90 degrees clockwise to display".
+    stored = face.rotate(90, expand=True)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(folder / "exif_rotated.jpg", exif=exif, quality=95)
+    Image.new("RGB", (1, 1), "red").save(folder / "one_pixel.png")
+    huge = Image.new("RGB", (12000, 8000), (120, 140, 160))
+    huge.paste(face.resize((2240, 2240)), (5000, 2500))
+    huge.save(folder / "huge_12000x8000.jpg", quality=85)
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(folder / "no_face.jpg")
+    tiles = [Image.open(min((facecom / p).glob("*.jpg"))).convert("RGB") for p in FIVE]
+    tiles = [t.resize((round(224 * s), round(224 * s))) for t, s in zip(tiles, FIVE_SCALES)]
+    group = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), (90, 90, 90))
+    x = 0
+    for tile in tiles:
+        group.paste(tile, (x, (group.height - tile.height) // 2))
+        x += tile.width
+    group.save(folder / "five_faces.jpg", quality=92)
+    (folder / "Zoë Ünïcode").mkdir()
+    face.save(folder / "Zoë Ünïcode" / "фото 1.jpg")
+    (folder / "loop").symlink_to(".", target_is_directory=True)
+    (folder / "ring_a.jpg").symlink_to("ring_b.jpg")
+    (folder / "ring_b.jpg").symlink_to("ring_a.jpg")
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Path:
+    folder = tmp_path_factory.mktemp("matrix")
+    build_matrix(folder, facecom_b)
+    return folder
+
+
+def _analyze(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, list[dict]], str]:
+    code = main(["analyze", *args, "--json"])
+    captured = capsys.readouterr()
+    rows: dict[str, list[dict]] = {}
+    for row in json.loads(captured.out):
+        rows.setdefault(row["path"], []).append(row)
+    return code, rows, captured.err
+
+
+def _box_area(box: list[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def test_cli_analyze_folder_processes_everything_and_names_each_bad_file(matrix: Path, capsys) -> None:
+    code, rows, err = _analyze(capsys, str(matrix))
+    assert code == 0 and "Traceback" not in err
+    assert len(rows) + len(BAD) == len(MATRIX)  # every input analysed or skipped, once
+    assert sum(line.startswith("skipped: ") for line in err.splitlines()) == len(BAD)
+    for name, (outcome, _) in MATRIX.items():
+        path = str(matrix / name)
+        if outcome in ("face", "fallback"):
+            [row] = rows[path]
+            assert row["fallback"] is (outcome == "fallback"), name
+        else:
+            assert f"skipped: {path}: {outcome}" in err, name
+    # EXIF applied: the face is where it is in the upright original.
+    [upright], [rotated] = rows[str(matrix / "clean.jpg")], rows[str(matrix / "exif_rotated.jpg")]
+    assert np.allclose(upright["box"], rotated["box"], atol=3)
+
+
+def test_cli_named_bad_files_exit_2_and_the_batch_goes_on(matrix: Path, capsys) -> None:
+    good = [matrix / "clean.jpg", matrix / "Zoë Ünïcode" / "фото 1.jpg"]
+    code, rows, err = _analyze(capsys, *map(str, [matrix / name for name in BAD] + good))
+    assert code == 2 and "Traceback" not in err
+    assert set(rows) == {str(p) for p in good}
+    # One line each; the progress bar rewrites its own line with carriage returns.
+    lines = [line.rsplit("\r", 1)[-1] for line in err.split("\n") if line.strip()]
+    assert len(lines) == len(BAD) and all(line.startswith("skipped: ") for line in lines)
+    for name in BAD:
+        assert f"{matrix / name}: {MATRIX[name][0]}" in err
+
+
+def test_cli_detect_counts_skips_and_writes_the_rest(matrix: Path, tmp_path: Path, capsys) -> None:
+    assert main(["detect", str(matrix), "--out", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["images"] == len(MATRIX) and summary["skipped"] == len(BAD)
+    assert summary["fallback"] == 1 and summary["detected"] == len(MATRIX) - len(BAD) - 1
+    assert len(list((tmp_path / "crops").rglob("*.png"))) == len(MATRIX) - len(BAD)
+    assert "Traceback" not in captured.err
+
+
+def test_five_faces_largest_by_default_all_with_flag(matrix: Path, tmp_path: Path, capsys) -> None:
+    group = str(matrix / "five_faces.jpg")
+    _, rows, _ = _analyze(capsys, group)
+    [largest] = rows[group]
+    _, rows, _ = _analyze(capsys, group, "--all-faces")
+    faces = rows[group]
+    assert [f["face"] for f in faces] == [0, 1, 2, 3, 4]
+    areas = [_box_area(f["box"]) for f in faces]
+    assert areas == sorted(areas, reverse=True) and len({round(a) for a in areas}) == 5
+    assert largest["box"] == faces[0]["box"] and not any(f["fallback"] for f in faces)
+    # The largest tile is the third one: its box starts after the first two tiles.
+    assert 224 * sum(FIVE_SCALES[:2]) < largest["box"][0] < 224 * sum(FIVE_SCALES[:3])
+    assert main(["detect", group, "--out", str(tmp_path), "--all-faces"]) == 0
+    assert len(list((tmp_path / "crops").glob("five_faces*.png"))) == 5
+
+
+def test_bomb_is_refused_before_decoding(matrix: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (matrix / "bomb.png").stat().st_size < 200_000
+
+    def decode(*_: object) -> None:
+        raise AssertionError("the bomb was decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", decode)
+    with pytest.raises(ImageTooLarge, match="decompression bomb"):
+        load_image(matrix / "bomb.png")
+
+
+def test_huge_photo_is_shrunk_while_decoding(matrix: Path) -> None:
+    # In a fresh process, so the peak memory is this load's alone: one full-size RGB copy of a
+    # 12000x8000 photo is 288 MB; decoding at 1/2 scale stays well under that.
+    code = ("import resource, sys; from facesuite.io import load_image; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; image = load_image(sys.argv[1]); "
+            "print(*image.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    out = subprocess.run([sys.executable, "-c", code, str(matrix / "huge_12000x8000.jpg")],
+                         capture_output=True, text=True, check=True).stdout
+    height, width, channels, grown_kb = map(int, out.split())
+    assert (width, channels) == (MAX_SIDE, 3) and abs(height - MAX_SIDE * 8000 / 12000) <= 1
+    assert grown_kb * 1024 < 12000 * 8000 * 3  # ru_maxrss is in KiB on Linux
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("serve")
+    with TestClient(create_app(gallery=work / "gallery", max_upload_bytes=20 * 2**20, work_dir=work)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("name", [n for n, (_, status) in MATRIX.items() if status is not None])
+def test_api_analyze_matrix(client: TestClient, matrix: Path, name: str) -> None:
+    outcome, status = MATRIX[name]
+    upload_name = Path(name).name
+    response = client.post("/analyze", files={"image": (upload_name, (matrix / name).read_bytes(), "application/octet-stream")})
+    assert response.status_code == status, response.text
+    body = response.json()
+    if status == 200:
+        assert body["path"] == upload_name and body["fallback"] is (outcome == "fallback")
+    else:
+        assert body["error"].startswith(f"{upload_name}: ") and outcome in body["error"]
+        assert "Traceback" not in response.text and "facesuite-upload" not in body["error"]
