@@ -181,17 +181,22 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    def features(chips: np.ndarray) -> np.ndarray:
-        if options.kind == "embedding":
-            return embedder.embed(list(chips))
-        unit, pooled = embedder.describe(list(chips))
-        return np.hstack([pooled, unit])  # the order EmbeddingGenderNet.head concatenates them
+    def features(chips: np.ndarray, name: str, step: int = 256) -> np.ndarray:
+        rows = []
+        for start in tqdm(range(0, len(chips), step), desc=f"backbone pass ({name})", unit="batch", leave=False):
+            batch = list(chips[start : start + step])
+            if options.kind == "embedding":
+                rows.append(embedder.embed(batch))
+            else:
+                unit, pooled = embedder.describe(batch)
+                rows.append(np.hstack([pooled, unit]))  # the order EmbeddingGenderNet.head concatenates them
+        return np.concatenate(rows)
 
     # Mirrored faces are equally valid examples: embedding both doubles the training set for
     # the price of one extra pass.
-    train_x = np.concatenate([features(train.chips), features(train.chips[:, :, ::-1].copy())])
+    train_x = np.concatenate([features(train.chips, "train"), features(train.chips[:, :, ::-1].copy(), "train, mirrored")])
     train_y = np.concatenate([train.labels, train.labels])
-    val_x = features(val.chips)
+    val_x = features(val.chips, "val")
     scaler = StandardScaler().fit(train_x)
     sweep = []
     best = None
