@@ -1,7 +1,7 @@
 """Restoration steps applied to an aligned face chip before embedding, one per distortion type.
 
 Each is a classic, cheap image operation (OpenCV) aimed at what the distortion destroys: a median
-filter removes salt-and-pepper dots and thin rain streaks, a gamma that pulls the mean to
+filter removes salt-and-pepper dots, a grey-level opening removes thin bright rain streaks, a gamma that pulls the mean to
 mid-grey plus local contrast equalisation (CLAHE) brings back washed-out or dark faces, an
 unsharp mask counters blur. Which step each route uses is measured, not assumed:
 ``benchmarks/routing_dev.py`` compares them per type on the dev split.
@@ -19,6 +19,30 @@ Restorer = Callable[[np.ndarray], np.ndarray]
 
 def identity(chip: np.ndarray) -> np.ndarray:
     return chip
+
+
+def opening(size: int) -> Restorer:
+    """Grey-level opening (erode, then dilate) with a ``size`` square: removes bright structures
+    thinner than the square -- rain streaks, white noise dots -- and keeps larger face shapes."""
+    kernel = np.ones((size, size), np.uint8)
+
+    def restore(chip: np.ndarray) -> np.ndarray:
+        return cv2.morphologyEx(chip, cv2.MORPH_OPEN, kernel)
+
+    restore.__name__ = f"open{size}"
+    return restore
+
+
+def chain(*steps: Restorer) -> Restorer:
+    """The steps one after another, named ``a+b``."""
+
+    def restore(chip: np.ndarray) -> np.ndarray:
+        for step in steps:
+            chip = step(chip)
+        return chip
+
+    restore.__name__ = "+".join(step.__name__ for step in steps)
+    return restore
 
 
 def median(size: int) -> Restorer:
@@ -60,6 +84,9 @@ RESTORERS: dict[str, Restorer] = {
     "none": identity,
     "median3": median(3),
     "median5": median(5),
+    "median7": median(7),
+    "open5": opening(5),
+    "open5+median5": chain(opening(5), median(5)),
     "exposure": exposure,
     "contrast": contrast_stretch,
     "unsharp": unsharp,
