@@ -94,6 +94,12 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     assert shared == pytest.approx(alone, abs=1e-4)
     # Fitted on these faces, the head must tell them apart.
     assert [p >= model.threshold for p in shared] == [True] * 3 + [False] * 3
+    # Asking for full female recall lowers the threshold until every validation female is caught.
+    strict_dir = tmp_path / "strict"
+    assert main(["train", "gender", str(data), "--out", str(strict_dir), "--kind", "backbone", "--min-female-recall", "1"]) == 0
+    strict = GenderModel.load(strict_dir)
+    assert strict.config.metrics["val_female_recall"] == 1.0
+    assert strict.threshold <= model.threshold
 
 
 def test_evaluation_numbers_equal_sklearn(shipped_eval):

@@ -17,6 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         kind=args.kind, epochs=args.epochs, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
         batch_size=args.batch_size, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
+        min_female_recall=args.min_female_recall,
     )
     summary = train_gender(args.dir, args.out, options, make_extractor(args))
     for reason in summary.pop("skipped"):
@@ -87,6 +88,8 @@ def register(groups: dict) -> None:
     train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (stage 2 of a PATH init uses a tenth)")
     train.add_argument("--chip-size", type=int, default=112, help="CNN input side in pixels (default 112)")
     train.add_argument("--patience", type=int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
+    train.add_argument("--min-female-recall", type=float, default=0.0, metavar="R",
+                       help="lower the balanced decision threshold until validation female recall is at least R (default 0: balanced)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     add_detector_options(train)
     train.set_defaults(handler=cmd_train)

@@ -58,6 +58,9 @@ class TrainOptions:
     val_fraction: float = 0.15
     patience: int = 4
     resume: bool = False
+    #: Lower the balanced threshold, if needed, until validation female recall reaches this:
+    #: female is the minority class the seeds' models missed (0 keeps the balanced threshold).
+    min_female_recall: float = 0.0
 
 
 @dataclass
@@ -122,6 +125,16 @@ def balanced_threshold(labels: np.ndarray, p_female: np.ndarray) -> float:
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 
+def threshold_with_female_recall(labels: np.ndarray, p_female: np.ndarray, floor: float) -> float:
+    """The balanced threshold, lowered just enough that at least ``floor`` of the female
+    validation faces score at or above it."""
+    threshold = balanced_threshold(labels, p_female)
+    female = np.sort(p_female[labels == 1])
+    if floor <= 0 or not len(female) or (female >= threshold).mean() >= floor:
+        return threshold
+    return float(female[int(np.floor(len(female) * (1 - floor)))])
+
+
 def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float(f1_score(labels, predicted, average="macro", labels=[0, 1], zero_division=0))
 
@@ -132,6 +145,8 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
         raise InputError(f"unknown kind {options.kind!r}; choose one of {', '.join(KINDS)}")
     if options.epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if not 0.0 <= options.min_female_recall <= 1.0:
+        raise InputError("--min-female-recall must be between 0 and 1")
     out = Path(out)
     seed_everything(options.seed)
     train_samples, val_samples, val_source = read_train_val(Path(data_dir), options.val_fraction, options.seed)
@@ -156,8 +171,9 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     return result
 
 
-def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.ndarray, extra: dict) -> dict:
-    threshold = balanced_threshold(val.labels, p_female)
+def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.ndarray, extra: dict,
+                 min_female_recall: float = 0.0) -> dict:
+    threshold = threshold_with_female_recall(val.labels, p_female, min_female_recall)
     predicted = (p_female >= threshold).astype(int)
     metrics = {
         "val_macro_f1": round(macro_f1(val.labels, predicted), 4),
@@ -214,7 +230,7 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
         coef=classifier.coef_.reshape(-1).astype(np.float32), intercept=np.float32(classifier.intercept_[0]),
     )
     (out / "history.json").write_text(json.dumps({"options": asdict(options), "C_sweep": sweep, "chosen_C": c}, indent=2) + "\n")
-    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c})
+    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c}, options.min_female_recall)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +378,8 @@ def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions) -> dict
     plot_curves(history, out / "curves.png")
     minutes = [r["seconds"] / 60 for r in history]
     return _save_config(out, "cnn", ChipSpec(options.chip_size, options.chip_padding), val, p_val,
-                        {"best_epoch": best_epoch + 1, "minutes_per_epoch": round(float(np.mean(minutes)), 2) if minutes else None})
+                        {"best_epoch": best_epoch + 1, "minutes_per_epoch": round(float(np.mean(minutes)), 2) if minutes else None},
+                        options.min_female_recall)
 
 
 def _stage_steps(stage: int, head_epochs: int, epochs: int, steps_per_epoch: int) -> int:
