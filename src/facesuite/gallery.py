@@ -82,7 +82,10 @@ class Match:
 
 
 class GalleryStore(Protocol):
-    """What every gallery backend offers; see :class:`Gallery` for the meaning of each call."""
+    """What every gallery backend offers; see :class:`Gallery` for the meaning of each call.
+
+    Backends subclass it to share the threshold decision and the context-manager methods.
+    """
 
     embedder: str
     dim: int
@@ -93,14 +96,21 @@ class GalleryStore(Protocol):
     def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
     def remove(self, identity: str) -> int: ...
     def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
-    def decide(self, match: Match) -> str: ...
     def identities(self) -> list[tuple[str, int]]: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
+
+    def decide(self, match: Match) -> str:
+        """The match's identity if its distance is within the threshold (inclusive), else ``"unknown"``."""
+        return match.identity if match.distance <= self.threshold else UNKNOWN
+
+    def __enter__(self) -> Self:
+        return self
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        self.close()
 
 
 def is_milvus_uri(uri: str | Path) -> bool:
@@ -125,11 +135,6 @@ def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -
 
         return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold)
     return Gallery.create(uri, embedder, dim, threshold)
-
-
-def decide_identity(match: Match, threshold: float) -> str:
-    """The match's identity if its distance is within ``threshold`` (inclusive), else ``"unknown"``."""
-    return match.identity if match.distance <= threshold else UNKNOWN
 
 
 def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:
@@ -159,7 +164,7 @@ def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: st
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
-class Gallery:
+class Gallery(GalleryStore):
     """An open gallery folder. Create with :meth:`create`, :meth:`open` or :meth:`open_or_create`.
 
     Not thread-safe: use one instance per thread (instances in several processes are fine).
@@ -370,10 +375,6 @@ class Gallery:
             width = min(index.ntotal, width * 4)
         return results
 
-    def decide(self, match: Match) -> str:
-        """The match's identity if it is within the threshold, else ``"unknown"``."""
-        return decide_identity(match, self._threshold)
-
     def identities(self) -> list[tuple[str, int]]:
         """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
         # SQLite's default BINARY collation orders by code point, like Python's sorted().
@@ -399,14 +400,6 @@ class Gallery:
             self._write_index_file()
         self._conn.close()
         self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
 

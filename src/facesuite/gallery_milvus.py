@@ -26,8 +26,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -36,10 +35,10 @@ from facesuite.errors import InputError
 from facesuite.gallery import (
     MAX_IDENTITY_LENGTH,
     SCHEMA_VERSION,
+    GalleryStore,
     Match,
     check_identity,
     check_threshold,
-    decide_identity,
     unit_rows,
 )
 
@@ -59,7 +58,7 @@ _SOURCE_BYTES = 65_535
 _CONNECT_TIMEOUT_S = 10.0
 
 
-class MilvusGallery:
+class MilvusGallery(GalleryStore):
     """An open Milvus gallery. Create with :meth:`create` or :meth:`open`."""
 
     def __init__(self, uri: str, client: Any, collection: str, properties: dict[str, str]) -> None:
@@ -197,10 +196,6 @@ class MilvusGallery:
             results.append(matches)
         return results
 
-    def decide(self, match: Match) -> str:
-        """The match's identity if it is within the threshold, else ``"unknown"``."""
-        return decide_identity(match, self._threshold)
-
     def identities(self) -> list[tuple[str, int]]:
         """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
         # Milvus has no GROUP BY: stream the identity column and count here.
@@ -234,14 +229,6 @@ class MilvusGallery:
             self._client.flush(self._collection)
         self._client.close()
         self._client = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
 
