@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,28 +20,9 @@ import httpx
 import numpy as np
 
 from facesuite.config import data_root
+from facesuite.serve.launch import free_port, wait_until_ready
 
 SERVE = "import sys; from facesuite.cli import main; sys.exit(main())"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"server exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    sys.exit("server not ready in time")
 
 
 def main() -> int:
@@ -61,7 +41,8 @@ def main() -> int:
         process = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port), "--no-cache"],
                                    env=os.environ | {"FACESUITE_HOME": home}, stdout=subprocess.DEVNULL)
         try:
-            wait_ready(url, process)
+            if not wait_until_ready(url, process, timeout=120):
+                sys.exit(f"server exited or was not ready in 120 s (exit code {process.poll()})")
             with httpx.Client(base_url=url, timeout=60) as client:
                 files = {"image": (image.name, payload, "image/jpeg")}
                 warm = client.post("/analyze", files=files)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import httpx
 import numpy as np
 
 from facesuite.config import data_root
+from facesuite.serve.launch import free_port, wait_until_ready
 
 SERVE = "import sys; from facesuite.cli import main; sys.exit(main())"
 
@@ -42,31 +42,12 @@ class Phase:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, from /proc (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> bool:
-    """True once the server has loaded its models; False if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    return False
 
 
 def face_images(count: int) -> list[Path]:
@@ -115,7 +96,7 @@ def load_test(clients: int, requests: int, warmup: int, images: int, max_seconds
                                    env=os.environ | {"FACESUITE_HOME": home}, stdout=subprocess.DEVNULL, stderr=log)
         ready = False
         try:
-            ready = wait_ready(url, process, timeout=300)  # model loading is slow on a busy machine
+            ready = wait_until_ready(url, process, timeout=300)  # model loading is slow on a busy machine
             if not ready:
                 raise SystemExit(f"server not ready (exit code {process.poll()})")
             started = time.monotonic()

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from facesuite.config import MODELS_DIR
+from facesuite.serve.launch import free_port, wait_until_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,15 +32,9 @@ if not CHROMIUM.is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("browser-home")
     env = os.environ | {"FACESUITE_HOME": str(home)}
     # Evaluations may only read folders under --eval-root; the test builds its own under the temp root.
@@ -50,16 +42,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterato
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        if not wait_until_ready(url, process, timeout=60):
             assert process.poll() is None, f"server exited: {process.stderr.read()}"
-            assert time.monotonic() < deadline, "server did not start in 60 s"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+            raise AssertionError("server did not start in 60 s")
         yield url
     finally:
         process.terminate()

@@ -30,6 +30,7 @@ from facesuite.gallery import (
     is_milvus_uri,
     open_gallery,
 )
+from facesuite.serve.launch import free_port
 
 DIM = 32
 BACKENDS = ("faiss", "milvus-lite", "milvus-server")
@@ -38,12 +39,6 @@ BACKENDS = ("faiss", "milvus-lite", "milvus-server")
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
