@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor, Skipped
@@ -91,6 +92,30 @@ class FacePipeline:
         kinds = self._distortion.predict(list(frames) if frames is not None else [load_image(c.path) for c in crops])
         routed, plain, pooled = self._router.embed([c.chip for c in crops], [k.label for k in kinds], hidden)
         return routed, plain, kinds, pooled
+
+    def view_embeddings(
+        self, crops: Sequence[Crop], views: set[str] | None = None, progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Per gallery view (default: every view the routes use), the embeddings of ``crops``'
+        images rendered that way and cut as a probe of that type is cut: detected afresh, with the
+        fallback box where no face is found."""
+        from facesuite.detect import fallback_face
+        from facesuite.distortion.views import VIEWS
+        from facesuite.io import load_image
+
+        views = set(self.router.gallery_views) if views is None else views
+        spec, detector = self.embedder.chip_spec, self.extractor.detector
+        result = {}
+        for view in sorted(views):
+            chips: list[np.ndarray] = []
+            for start in tqdm(range(0, len(crops), 32), desc=f"gallery view {view}", disable=not progress, leave=False):
+                batch = crops[start : start + 32]
+                rendered = [VIEWS[view](load_image(crop.path), crop.face.box) for crop in batch]
+                for image, faces in zip(rendered, detector.detect(rendered)):
+                    face = faces[0] if faces else fallback_face(image.shape, detector.settings)
+                    chips.append(face.chip(image, spec.size, spec.padding))
+            result[view] = self.embedder.embed(chips)
+        return result
 
     @property
     def router(self):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import random
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +34,23 @@ class EmbeddedSet:
     probe_types: list[str]
     probe_sources: list[Path]
     probes: np.ndarray
+    # Route-specific renderings of the gallery (``facesuite.distortion.views``) and, per probe, the
+    # view its route compares it with (None: the clean gallery).
+    gallery_views: dict[str, np.ndarray] = field(default_factory=dict)
+    probe_views: list[str | None] | None = None
+    # Per view, the mapping of its distances onto the clean gallery's scale (Route.view_distance).
+    view_scales: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+
+    def distances(self) -> np.ndarray:
+        """Cosine distance of every probe to every gallery image, each probe against the gallery
+        view its route asks for."""
+        distances = 1.0 - self.probes @ self.gallery.T
+        for view, vectors in self.gallery_views.items():
+            rows = [i for i, name in enumerate(self.probe_views or []) if name == view]
+            if rows:
+                scale = self.view_scales.get(view, lambda d: d)
+                distances[rows] = scale(1.0 - self.probes[rows] @ vectors.T)
+        return distances
 
 
 def identification(data: EmbeddedSet, exclude_source: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,7 +59,7 @@ def identification(data: EmbeddedSet, exclude_source: bool = False) -> tuple[np.
     With ``exclude_source`` each probe's own clean source image is removed from the gallery and
     only probes whose identity keeps another clean image are evaluated.
     """
-    distances = 1.0 - data.probes @ data.gallery.T
+    distances = data.distances()
     mask = np.ones(len(data.probe_paths), dtype=bool)
     if exclude_source:
         index_of = {str(p): i for i, p in enumerate(data.gallery_paths)}
@@ -62,6 +79,7 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
     """Per probe: one genuine pair (a clean image of its identity, preferring one other than its
     own source) and one impostor pair (a clean image of another identity). Returns (distances, labels)."""
     rng = random.Random(seed)
+    all_distances = data.distances()
     by_identity: dict[str, list[int]] = defaultdict(list)
     for index, identity in enumerate(data.gallery_ids):
         by_identity[identity].append(index)
@@ -76,7 +94,7 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
         while data.gallery_ids[impostor] == identity:
             impostor = rng.randrange(len(data.gallery_ids))
         for column, label in ((genuine, 1), (impostor, 0)):
-            distances.append(1.0 - float(data.probes[row] @ data.gallery[column]))
+            distances.append(float(all_distances[row, column]))
             labels.append(label)
     return np.asarray(distances), np.asarray(labels)
 
@@ -194,7 +212,8 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
 
     With ``routed``, each probe goes through the route of the distortion type the detector
     predicts for it (``facesuite.distortion.routing``); the third value then reports how often the
-    predicted type was the true one. Gallery images are clean and always take the plain route.
+    predicted type was the true one. Gallery images are clean and take the plain route; routes that
+    compare with a gallery view (sunny) get the gallery rendered that way.
     """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
@@ -204,9 +223,13 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
     p_crops, p_skipped = pipeline.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
+    views: dict[str, np.ndarray] = {}
+    probe_views = None
     if routed:
         probes, _, kinds, _ = pipeline.route_crops(p_crops)
         labels = [k.label for k in kinds]
+        probe_views = [pipeline.router.route(label).gallery_view for label in labels]
+        views = pipeline.view_embeddings(g_crops, {v for v in probe_views if v}, progress=progress)
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
                    "routes": {kind: pipeline.router.route(kind).describe() for kind in sorted(set(labels))}}
     else:
@@ -220,6 +243,9 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
         probe_types=[d.distortion for d in probe_items],
         probe_sources=[d.source for d in probe_items],
         probes=probes,
+        gallery_views=views,
+        probe_views=probe_views,
+        view_scales={view: route.view_distance for view, route in pipeline.router.gallery_views.items()} if routed else {},
     )
     return data, skipped + p_skipped, routing
 

@@ -1,0 +1,104 @@
+"""The sunny route's gallery view: rendering, routing, and what it does to real dev-split faces
+(identities never used to fit it; skipped when FACECOM is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesuite.config import data_root
+from facesuite.data import read_identity_folders, read_split
+from facesuite.distortion.routing import DEFAULT_ROUTES, Router
+from facesuite.distortion.views import render_overexposed
+from facesuite.embed import get_embedder
+from facesuite.errors import InputError
+from facesuite.evaluate.recognition import EmbeddedSet
+from facesuite.io import load_image
+from facesuite.pipeline import FacePipeline
+
+FACECOM = data_root() / "facecom" / "task_b" / "train"
+DEV_SPLIT = data_root() / "splits" / "facecom_dev_identities.txt"
+needs_data = pytest.mark.skipif(
+    not FACECOM.is_dir() or not DEV_SPLIT.is_file(),
+    reason=f"FACECOM task_b or the dev split not found under {data_root()} (set FACESUITE_DATA)",
+)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> FacePipeline:
+    return FacePipeline("dlib-torch")
+
+
+@pytest.fixture(scope="module")
+def dev_sunny(pipeline):
+    """40 dev identities: their clean crops and identities, and their sunny copies' crops."""
+    dataset = read_identity_folders(FACECOM)
+    chosen = sorted(read_split(DEV_SPLIT) & set(dataset.identities))[:40]
+    part = dataset.subset(set(chosen))
+    clean, _ = pipeline.crops([path for path, _ in part.clean])
+    identity_of = {str(path): identity for path, identity in part.clean}
+    copies = [d for d in part.distorted if d.distortion == "sunny"]
+    sunny, _ = pipeline.crops([d.path for d in copies])
+    return clean, np.asarray([identity_of[str(c.path)] for c in clean]), sunny, np.asarray([d.identity for d in copies]), copies
+
+
+def test_shipped_routes_send_only_sunny_to_the_gallery_view():
+    router = Router.load(get_embedder("dlib-torch"), DEFAULT_ROUTES)
+    assert set(router.gallery_views) == {"sunny"}
+    assert router.route("sunny").describe() == "view:sunny"
+    assert router.route("noisy").gallery_view is None and router.route("clean").gallery_view is None
+
+
+def test_unknown_gallery_view_is_an_input_error_naming_the_table(tmp_path: Path):
+    table = {"embedder": "dlib-torch", "routes": {"sunny": {"restore": "none", "gallery_view": "snow"}}}
+    (tmp_path / "routes.json").write_text(json.dumps(table))
+    with pytest.raises(InputError, match="unknown gallery view") as error:
+        Router.load(get_embedder("dlib-torch"), tmp_path)
+    assert "routes.json" in str(error.value)
+
+
+@needs_data
+def test_rendering_reproduces_facecom_sunny_copies_where_the_recogniser_looks(dev_sunny, pipeline):
+    clean, _, _, _, copies = dev_sunny
+    face_of = {str(c.path): c.face for c in clean}
+    spec = pipeline.embedder.chip_spec
+    rendered_error, clean_error = [], []
+    for copy in copies[::3]:  # studio and LFW-style frames alike
+        face = face_of[str(copy.source)]
+        source = load_image(copy.source)
+
+        def chip(image: np.ndarray, face=face) -> np.ndarray:
+            return face.chip(image, spec.size, spec.padding).astype(np.float32)
+
+        real = chip(load_image(copy.path))
+        rendered_error.append(np.abs(chip(render_overexposed(source, face.box)) - real).mean())
+        clean_error.append(np.abs(chip(source) - real).mean())
+    assert np.mean(rendered_error) < 0.2 * np.mean(clean_error)
+
+
+@needs_data
+def test_sunny_faces_find_their_identity_in_the_gallery_view(dev_sunny, pipeline):
+    clean, gallery_ids, sunny, sunny_ids, _ = dev_sunny
+    gallery = pipeline.embedder.embed([c.chip for c in clean])
+    view = pipeline.view_embeddings(clean)["sunny"]
+    probes = pipeline.embedder.embed([c.chip for c in sunny])
+    top1_clean = (gallery_ids[np.argmax(probes @ gallery.T, axis=1)] == sunny_ids).mean()
+    top1_view = (gallery_ids[np.argmax(probes @ view.T, axis=1)] == sunny_ids).mean()
+    assert top1_view > top1_clean + 0.05
+
+    # The view changes the ranking, not the distance scale: mapped impostor distances sit where
+    # sunny faces' impostor distances to the clean gallery do, so the threshold keeps its meaning.
+    route = Router.load(pipeline.embedder, DEFAULT_ROUTES).route("sunny")
+    data = EmbeddedSet(
+        gallery_paths=[c.path for c in clean], gallery_ids=list(gallery_ids), gallery=gallery,
+        probe_paths=[c.path for c in sunny], probe_ids=list(sunny_ids), probe_types=["sunny"] * len(sunny),
+        probe_sources=[c.path for c in sunny], probes=probes,
+        gallery_views={"sunny": view}, probe_views=["sunny"] * len(sunny), view_scales={"sunny": route.view_distance},
+    )
+    impostor = sunny_ids[:, None] != gallery_ids[None, :]
+    mapped, plain = data.distances()[impostor], (1.0 - probes @ gallery.T)[impostor]
+    assert abs(mapped.mean() - plain.mean()) < 0.03
+    assert (1.0 - probes @ view.T)[impostor].mean() < plain.mean() - 0.03  # unmapped, the view is much closer
