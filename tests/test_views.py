@@ -102,3 +102,30 @@ def test_sunny_faces_find_their_identity_in_the_gallery_view(dev_sunny, pipeline
     mapped, plain = data.distances()[impostor], (1.0 - probes @ gallery.T)[impostor]
     assert abs(mapped.mean() - plain.mean()) < 0.03
     assert (1.0 - probes @ view.T)[impostor].mean() < plain.mean() - 0.03  # unmapped, the view is much closer
+
+
+def test_api_slices_merge_with_their_gallery_views():
+    from facesuite.serve.app import merge_embedded
+
+    rng = np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.normal(size=(n, 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def part(tag: str, views: list[str | None]) -> EmbeddedSet:
+        return EmbeddedSet(
+            gallery_paths=[Path(f"{tag}g{i}") for i in range(3)], gallery_ids=[f"{tag}{i}" for i in range(3)],
+            gallery=unit(3), probe_paths=[Path(f"{tag}p{i}") for i in range(len(views))],
+            probe_ids=[f"{tag}0"] * len(views), probe_types=["sunny"] * len(views),
+            probe_sources=[Path(f"{tag}g0")] * len(views), probes=unit(len(views)),
+            gallery_views={"sunny": unit(3)}, probe_views=views, view_scales={"sunny": lambda d: d + 1.0},
+        )
+
+    a, b = part("a", ["sunny", None]), part("b", [None, "sunny"])
+    merged, _, _ = merge_embedded([(a, [], {}), (b, [], {})])
+    distances = merged.distances()
+    view = np.concatenate([a.gallery_views["sunny"], b.gallery_views["sunny"]])
+    assert np.allclose(distances[0], 2.0 - a.probes[0] @ view.T)  # sunny probe: scaled view distances
+    assert np.allclose(distances[1], 1.0 - a.probes[1] @ merged.gallery.T)  # others: the clean gallery
+    assert np.allclose(distances[3], 2.0 - b.probes[1] @ view.T)

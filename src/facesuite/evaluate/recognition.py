@@ -229,7 +229,9 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
         probes, _, kinds, _ = pipeline.route_crops(p_crops)
         labels = [k.label for k in kinds]
         probe_views = [pipeline.router.route(label).gallery_view for label in labels]
-        views = pipeline.view_embeddings(g_crops, {v for v in probe_views if v}, progress=progress)
+        # Every view the routes use, even with no probe taking it here: slices of one evaluation
+        # (the API's progress steps) are merged gallery by gallery.
+        views = pipeline.view_embeddings(g_crops, progress=progress)
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
                    "routes": {kind: pipeline.router.route(kind).describe() for kind in sorted(set(labels))}}
     else:

@@ -395,6 +395,9 @@ def merge_embedded(parts: Sequence[tuple]) -> tuple:
         probe_types=[x for s in sets for x in s.probe_types],
         probe_sources=[x for s in sets for x in s.probe_sources],
         probes=np.concatenate([s.probes for s in sets if len(s.probes)]),
+        gallery_views={view: np.concatenate([s.gallery_views[view] for s in sets]) for view in sets[0].gallery_views},
+        probe_views=None if sets[0].probe_views is None else [x for s in sets for x in s.probe_views or []],
+        view_scales=sets[0].view_scales,
     )
     skipped = [x for p in parts for x in p[1]]
     routing: dict = {}
