@@ -99,7 +99,6 @@ class FacePipeline:
         """Per gallery view (default: every view the routes use), the embeddings of ``crops``'
         images rendered that way and cut as a probe of that type is cut: detected afresh, with the
         fallback box where no face is found."""
-        from facesuite.detect import fallback_face
         from facesuite.distortion.views import VIEWS
         from facesuite.io import load_image
 
@@ -111,9 +110,7 @@ class FacePipeline:
             for start in tqdm(range(0, len(crops), 32), desc=f"gallery view {view}", disable=not progress, leave=False):
                 batch = crops[start : start + 32]
                 rendered = [VIEWS[view](load_image(crop.path), crop.face.box) for crop in batch]
-                for image, faces in zip(rendered, detector.detect(rendered)):
-                    face = faces[0] if faces else fallback_face(image.shape, detector.settings)
-                    chips.append(face.chip(image, spec.size, spec.padding))
+                chips += [face.chip(image, spec.size, spec.padding) for image, face in zip(rendered, detector.detect_largest(rendered))]
             result[view] = self.embedder.embed(chips)
         return result
 

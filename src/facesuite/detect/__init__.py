@@ -175,7 +175,11 @@ class FaceDetector:
         ]
         return sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
 
+    def detect_largest(self, images: Sequence[np.ndarray]) -> list[Face]:
+        """Per image, the largest face, or the flagged fallback box when none is found."""
+        return [faces[0] if faces else fallback_face(image.shape, self.settings)
+                for image, faces in zip(images, self.detect(images))]
+
     def detect_one(self, image: np.ndarray) -> Face:
         """The largest face, or the flagged fallback box when none is found."""
-        faces = self.detect([image])[0]
-        return faces[0] if faces else fallback_face(image.shape, self.settings)
+        return self.detect_largest([image])[0]
