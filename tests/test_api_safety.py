@@ -21,6 +21,7 @@ from test_inputs import bomb_png
 
 from facesuite import config, integrity
 from facesuite.cli import build_parser, main
+from facesuite.gallery_views import ViewedGallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
 from facesuite.serve.app import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
@@ -48,6 +49,14 @@ class StubPipeline:
     def embed_paths(self, paths):
         vectors = np.random.default_rng(0).normal(size=(len(paths), 8)).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [SimpleNamespace(path=p) for p in paths], []
+
+    def open_gallery(self, uri, create=False):  # no routes, so no gallery views
+        if create:
+            return ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, {})
+        return ViewedGallery.open(uri, {})
+
+    def enroll(self, gallery, identity, vectors, crops, sources):
+        return gallery.enroll(identity, vectors, sources, {})
 
 
 @pytest.fixture()

@@ -129,3 +129,38 @@ def test_api_slices_merge_with_their_gallery_views():
     assert np.allclose(distances[0], 2.0 - a.probes[0] @ view.T)  # sunny probe: scaled view distances
     assert np.allclose(distances[1], 1.0 - a.probes[1] @ merged.gallery.T)  # others: the clean gallery
     assert np.allclose(distances[3], 2.0 - b.probes[1] @ view.T)
+
+
+def test_view_stores_sit_beside_the_gallery_in_the_same_backend(tmp_path: Path):
+    from facesuite.gallery_views import view_uri
+
+    assert view_uri(tmp_path / "g", "sunny") == str(tmp_path / "g" / "views" / "sunny")
+    assert view_uri(tmp_path / "g.db", "sunny") == str(tmp_path / "g.view-sunny.db")
+    assert view_uri("milvus://localhost:19530/people", "sunny") == "milvus://localhost:19530/people_view_sunny"
+
+
+@needs_data
+def test_stored_gallery_answers_sunny_faces_from_its_view_and_keeps_it_in_step(dev_sunny, pipeline, tmp_path: Path):
+    clean, gallery_ids, sunny, sunny_ids, _ = dev_sunny
+    folder = tmp_path / "gallery"
+    with pipeline.open_gallery(folder, create=True) as gallery:
+        assert set(gallery.views) == {"sunny"}
+        for identity in np.unique(gallery_ids):
+            rows = [i for i, g in enumerate(gallery_ids) if g == identity]
+            crops = [clean[i] for i in rows]
+            pipeline.enroll(gallery, identity, pipeline.embedder.embed([c.chip for c in crops]), crops,
+                            [str(c.path) for c in crops])
+    probes = pipeline.embedder.embed([c.chip for c in sunny])
+    with pipeline.open_gallery(folder) as gallery:
+        assert set(gallery.views) == {"sunny"}  # reopened in step
+        plain = [m[0].identity for m in gallery.identify(probes)]
+        viewed = gallery.identify(probes, views=["sunny"] * len(probes))
+        assert np.mean([m[0].identity for m in viewed] == sunny_ids) > np.mean(plain == sunny_ids) + 0.05
+        # mapped onto the clean scale: the one threshold keeps its meaning
+        assert np.median([m[0].distance for m in viewed]) > 0.09
+        gallery.remove(str(gallery_ids[0]))
+    with pipeline.open_gallery(folder) as gallery:
+        assert set(gallery.views) == {"sunny"}, "remove must keep the view in step"
+        gallery.main.enroll("someone_new", probes[:1], ["x.jpg"])  # a write that skipped the view
+    with pipeline.open_gallery(folder) as gallery:
+        assert gallery.views == {}  # out of step: unused, sunny faces meet the clean gallery

@@ -135,7 +135,6 @@ def run_demo(
         recognition_metrics,
         write_recognition_report,
     )
-    from facesuite.gallery import Gallery
     from facesuite.pipeline import UnifiedFaceAnalyzer
 
     task_a, task_b = data / "facecom" / "task_a" / "train", data / "facecom" / "task_b" / "train"
@@ -171,13 +170,13 @@ def run_demo(
     gallery_dir = out / "gallery"
     shutil.rmtree(gallery_dir, ignore_errors=True)
     skipped_total = 0
-    gallery = Gallery.create(gallery_dir, pipeline.embedder.name, pipeline.embedder.dim, pipeline.threshold)
+    gallery = pipeline.open_gallery(gallery_dir, create=True)
     try:
         for identity, paths in enrolled.items():
             vectors, crops, skipped = pipeline.embed_paths(paths)
             skipped_total += len(skipped)
             if crops:
-                gallery.enroll(identity, vectors, [str(c.path) for c in crops])
+                pipeline.enroll(gallery, identity, vectors, crops, [str(c.path) for c in crops])
         clock = lap(f"enroll {len(gallery.identities())} identities", clock)
 
         # 2. analysis of clean and distorted faces against the gallery.

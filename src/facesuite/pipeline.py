@@ -70,9 +70,34 @@ class FacePipeline:
         return self.extractor.crops(paths, self.embedder.chip_spec, progress)
 
     def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
+        return self.embed_with_views(crops)[0]
+
+    def embed_with_views(self, crops: Sequence[Crop]) -> tuple[np.ndarray, list[str | None]]:
+        """(embeddings, per crop the gallery view its route compares with, or None)."""
         if self.routes is None:
-            return self.embedder.embed([crop.chip for crop in crops])
-        return self.route_crops(crops)[0]
+            return self.embedder.embed([crop.chip for crop in crops]), [None] * len(crops)
+        routed, _, kinds, _ = self.route_crops(crops)
+        return routed, self.views_of([kind.label for kind in kinds])
+
+    def views_of(self, labels: Sequence[str]) -> list[str | None]:
+        """The gallery view each distortion label's route compares with (None: the clean gallery)."""
+        return [self.router.route(label).gallery_view for label in labels]
+
+    def open_gallery(self, uri: str | Path, create: bool = False):
+        """The gallery at ``uri`` with the views this pipeline's routes use
+        (:class:`~facesuite.gallery_views.ViewedGallery`); ``create`` makes it if absent."""
+        from facesuite.gallery_views import ViewedGallery
+
+        routes = {} if self.routes is None else self.router.gallery_views
+        scales = {name: route.view_distance for name, route in routes.items()}
+        if create:
+            return ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, scales)
+        return ViewedGallery.open(uri, scales)
+
+    def enroll(self, gallery, identity: str, vectors: np.ndarray, crops: Sequence[Crop], sources: Sequence[str]) -> int:
+        """Enroll ``identity``'s faces into a :class:`~facesuite.gallery_views.ViewedGallery`,
+        rendering the views it holds from the crops' images."""
+        return gallery.enroll(identity, vectors, sources, self.view_embeddings(crops, set(gallery.views)))
 
     def route_crops(
         self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False
@@ -193,10 +218,9 @@ class UnifiedFaceAnalyzer:
         self.gender = GenderModel.load(None if gender_model == "default" else gender_model) if gender_model else None
         self.gallery = None
         if gallery is not None:
-            from facesuite.gallery import open_gallery
-
-            self.gallery = open_gallery(gallery)
+            self.gallery = self.pipeline.open_gallery(gallery)
             if self.gallery.embedder != self.embedder.name:
+                self.gallery.close()
                 raise InputError(f"gallery was built with embedder {self.gallery.embedder!r}, not {self.embedder.name!r}", gallery)
         self.batch_size = batch_size
 
@@ -229,7 +253,9 @@ class UnifiedFaceAnalyzer:
             shared = self._gender_shares_backbone()
             routed, plain, kinds, pooled = self.pipeline.route_crops(crops, frames, hidden=shared)
             p_female = self._p_female(crops, frames, plain, pooled if shared else None)
-            matches = self.gallery.identify(routed) if self.gallery is not None else None
+            matches = None
+            if self.gallery is not None:
+                matches = self.gallery.identify(routed, views=self.pipeline.views_of([k.label for k in kinds]))
             for i, (crop, kind) in enumerate(zip(crops, kinds)):
                 analysis = FaceAnalysis(
                     path=str(crop.path), box=list(crop.face.box), fallback=crop.face.fallback, score=crop.face.score,

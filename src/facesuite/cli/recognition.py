@@ -71,7 +71,6 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facesuite.data import read_identity_folders
-    from facesuite.gallery import create_gallery
 
     dataset = read_identity_folders(args.dir)
     pipeline = _pipeline(args)
@@ -80,12 +79,12 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
         by_identity.setdefault(identity, []).append(path)
     enrolled = faces = 0
     skipped_all = []
-    with create_gallery(args.gallery, pipeline.embedder.name, pipeline.embedder.dim, pipeline.threshold) as gallery:
+    with pipeline.open_gallery(args.gallery, create=True) as gallery:
         for identity, paths in tqdm(by_identity.items(), desc="enroll", unit="id"):
             vectors, crops, skipped = pipeline.embed_paths(paths)
             skipped_all += skipped
-            if crops:  # one transaction per identity: a crash never leaves half an identity
-                faces += gallery.enroll(identity, vectors, [str(c.path) for c in crops])
+            if crops:  # one transaction per identity and store: a crash never leaves half an identity
+                faces += pipeline.enroll(gallery, identity, vectors, crops, [str(c.path) for c in crops])
                 enrolled += 1
     print_skips(skipped_all)
     print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
@@ -97,12 +96,15 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
     from facesuite.io import expand_paths
 
     paths = expand_paths(args.paths)
-    with open_gallery(args.gallery) as gallery:
-        pipeline = _pipeline(args, threshold=gallery.threshold)
-        if pipeline.embedder.name != gallery.embedder:
-            raise InputError(f"gallery was built with embedder {gallery.embedder!r}; pass --embedder {gallery.embedder}", args.gallery)
-        vectors, crops, skipped = pipeline.embed_paths(paths, progress="identify")
-        matches = gallery.identify(vectors, top_k=args.top_k) if len(crops) else []
+    with open_gallery(args.gallery) as stored:
+        threshold, built_with = stored.threshold, stored.embedder
+    pipeline = _pipeline(args, threshold=threshold)
+    if pipeline.embedder.name != built_with:
+        raise InputError(f"gallery was built with embedder {built_with!r}; pass --embedder {built_with}", args.gallery)
+    with pipeline.open_gallery(args.gallery) as gallery:
+        crops, skipped = pipeline.crops(paths, progress="identify")
+        vectors, views = pipeline.embed_with_views(crops)
+        matches = gallery.identify(vectors, top_k=args.top_k, views=views) if len(crops) else []
         rows = []
         for crop, candidates in zip(crops, matches):
             best = candidates[0]
@@ -144,9 +146,11 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
-    from facesuite.gallery import open_gallery
+    from facesuite.distortion.views import VIEWS
+    from facesuite.gallery_views import ViewedGallery
 
-    with open_gallery(args.gallery) as gallery:
+    # Every view store the gallery holds loses the identity too (no models needed to find them).
+    with ViewedGallery.open(args.gallery, dict.fromkeys(VIEWS, lambda d: d)) as gallery:
         removed = gallery.remove(args.identity)
     print(f"removed {args.identity} ({removed} faces)")
     return 0

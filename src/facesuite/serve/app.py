@@ -152,14 +152,12 @@ class ModelService:
         return self._analyzer
 
     def _open_gallery(self, create: bool):
-        from facesuite.gallery import DB_NAME, Gallery
+        from facesuite.gallery import DB_NAME
 
         if self._gallery is None:
             embedder = self.pipeline.embedder
-            if create:
-                self._gallery = Gallery.open_or_create(self.gallery_dir, embedder.name, embedder.dim, self.pipeline.threshold)
-            elif (self.gallery_dir / DB_NAME).is_file():
-                self._gallery = Gallery.open(self.gallery_dir)
+            if create or (self.gallery_dir / DB_NAME).is_file():
+                self._gallery = self.pipeline.open_gallery(self.gallery_dir, create=create)
             else:
                 return None
             built_with = self._gallery.embedder
@@ -187,7 +185,7 @@ class ModelService:
         record["path"] = name
         gallery = self._open_gallery(create=False)
         if gallery is not None and len(gallery):
-            best = gallery.identify(result.embedding)[0][0]
+            best = gallery.identify(result.embedding, views=self.pipeline.views_of([result.distortion]))[0][0]
             record["identity"], record["distance"] = gallery.decide(best), round(best.distance, 4)
         if images:
             record["crop"] = png_data_uri(self._chip(path))
@@ -220,7 +218,7 @@ class ModelService:
             raise ApiError(422, "no usable face in the uploaded images")
         name_of = {str(p): n for p, n in zip(paths, names)}
         gallery = self._open_gallery(create=True)
-        added = gallery.enroll(identity, vectors, [name_of[str(c.path)] for c in crops])
+        added = self.pipeline.enroll(gallery, identity, vectors, crops, [name_of[str(c.path)] for c in crops])
         return {"identity": identity, "enrolled": added, "skipped": [name_of[str(s.path)] for s in skipped],
                 "identities": len(gallery.identities()), "faces": len(gallery)}
 
@@ -233,11 +231,11 @@ class ModelService:
             results, skipped = self._analyzer.analyze([path])
             if skipped:
                 raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
-            vector, fallback = results[0].embedding, results[0].fallback
+            vector, fallback, views = results[0].embedding, results[0].fallback, self.pipeline.views_of([results[0].distortion])
         else:
             vector, crop = self.pipeline.embed_one(path)
-            fallback = crop.face.fallback
-        candidates = gallery.identify(vector, top_k=top_k)[0]
+            fallback, views = crop.face.fallback, None
+        candidates = gallery.identify(vector, top_k=top_k, views=views)[0]
         best = candidates[0]
         return {"path": name, "identity": gallery.decide(best), "distance": round(best.distance, 4),
                 "nearest": best.identity, "threshold": round(gallery.threshold, 6), "fallback": fallback,
