@@ -6,6 +6,9 @@ The Ray engine runs the same worker; tests/test_ray_cluster.py checks it on a re
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -15,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from facesuite.batch import (
-    ImageWorker,
     JobSpec,
     done_paths,
     list_images,
@@ -34,6 +36,9 @@ def images(facecom_b: Path) -> list[Path]:
     return [p for d in folders for p in sorted(d.glob("*.jpg"))[:2]]
 
 
+FAULT_INJECTION = Path(__file__).parent / "fault_injection"
+
+
 def write_list(path: Path, entries: list[object]) -> Path:
     path.write_text("".join(f"{entry}\n" for entry in entries))
     return path
@@ -41,9 +46,10 @@ def write_list(path: Path, entries: list[object]) -> Path:
 
 def test_list_images_from_folder_and_list_file(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    for name in ("a/2.jpg", "a/b/1.png", "a/notes.txt", "3.JPG"):
+    for name in ("a/2.jpg", "a/b/1.png", "a/notes.txt", "3.JPG", "a/.DS_Store"):
         (tmp_path / name).write_bytes(b"x")
-    assert list_images(tmp_path) == [str(tmp_path / n) for n in ("3.JPG", "a/2.jpg", "a/b/1.png")]
+    # Every file but hidden ones: the loader decides by content (notes.txt becomes an error row).
+    assert list_images(tmp_path) == [str(tmp_path / n) for n in ("3.JPG", "a/2.jpg", "a/notes.txt", "a/b/1.png")]
     # Relative entries are relative to the list file; comments, blanks and repeats are dropped;
     # names that do not exist are kept, so the job records them as errors.
     listing = write_list(tmp_path / "a" / "list.txt", ["# photos", "2.jpg", "", "b/1.png", "./2.jpg", str(tmp_path / "gone.jpg")])
@@ -59,8 +65,9 @@ def test_analyze_rows_match_the_analyzer_and_record_bad_images(tmp_path: Path, i
 
     (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
     listing = write_list(tmp_path / "list.txt", [*images[:4], "corrupt.jpg", "missing.jpg"])
-    # No detection cache on either side: cached landmarks are rounded, fresh ones are not.
-    summary = run_job(JobSpec("analyze", use_cache=False), listing, tmp_path / "out")
+    # The job takes the default path (detection cache on), the analyzer below detects afresh: a
+    # cached detection must give exactly what a fresh one gives.
+    summary = run_job(JobSpec("analyze"), listing, tmp_path / "out")
     assert (summary.found, summary.processed, summary.errors, summary.already_done) == (6, 6, 2, 0)
 
     table = read_output(tmp_path / "out")
@@ -117,23 +124,31 @@ def test_worker_processes_give_the_same_rows_as_one_process(tmp_path: Path, imag
                                np.array(two.column("embedding").to_pylist()), atol=1e-5)
 
 
-class _FlakyWorker(ImageWorker):
-    """A worker whose model 'crashes' on one image, to test failure isolation without models."""
+def test_a_fault_in_a_worker_stops_the_job_keeps_its_rows_and_a_rerun_finishes(tmp_path: Path, images: list[Path]) -> None:
+    # A fault of ours inside a worker process (tests/fault_injection) is not bad input: the job
+    # must stop with exit 1 and one line naming it, not record it as an error row and exit 0.
+    listing, out = write_list(tmp_path / "list.txt", images), tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "facesuite"), "batch", "embed", str(listing), "--out", str(out),
+               "--no-routing", "--workers", "2", "--batch-size", "2"]  # four chunks; the fault is in the last
+    faulty = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULT_INJECTION), os.environ.get("PYTHONPATH")])),
+              "FACESUITE_TEST_FAULT_ON": images[-1].name}
+    first = subprocess.run(command, env=faulty, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 1, first.stdout + first.stderr
+    (line,) = [entry for entry in first.stderr.splitlines() if entry.startswith("facesuite:")]
+    assert line.startswith("facesuite: internal error") and "RuntimeError: injected fault" in line, first.stderr
+    assert "the 6 rows finished before it are kept" in line and "Traceback" not in first.stderr
+    log = Path(line.rsplit("full traceback in ", 1)[1])
+    assert "Traceback" in log.read_text() and "injected fault" in log.read_text()
+    kept = read_output(out)
+    assert kept.column("path").to_pylist() == sorted(str(p) for p in images[:6])
+    assert kept.column("error").null_count == kept.num_rows  # nothing recorded as a bad image
 
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec, self.schema = spec, output_schema(spec.kind)
-
-    def _rows(self, paths: list[str]) -> dict[str, dict]:
-        if "poison.jpg" in paths:
-            raise RuntimeError("backbone exploded")
-        return {p: {"path": p, "box": [0, 0, 1, 1], "fallback": False, "score": 1.0, "embedding": [1.0]} for p in paths}
-
-
-def test_an_unexpected_failure_costs_one_row_not_the_batch() -> None:
-    table = _FlakyWorker(JobSpec("embed")).process(["a.jpg", "poison.jpg", "b.jpg"])
-    assert table.column("path").to_pylist() == ["a.jpg", "poison.jpg", "b.jpg"]
-    assert table.column("error").to_pylist() == [None, "RuntimeError: backbone exploded", None]
-    assert table.column("embedding").to_pylist() == [[1.0], None, [1.0]]
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "6 already done" in second.stdout and "embed: 2 images" in second.stdout
+    done = read_output(out)
+    assert done.column("path").to_pylist() == sorted(str(p) for p in images)
+    assert done.column("error").null_count == len(images)
 
 
 def test_cli_batch_embed_and_user_errors(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFixture[str]) -> None:

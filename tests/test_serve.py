@@ -52,6 +52,8 @@ def test_verify_same_and_different(client: TestClient, facecom_b: Path) -> None:
     same = client.post("/verify", files=[_upload(a, "image1"), _upload(b, "image2")])
     assert same.status_code == 200, same.text
     assert same.json()["same"] is True and same.json()["distance"] <= same.json()["threshold"]
+    # What the threshold is, in words; never a path on the server.
+    assert same.json()["threshold_source"] == "shipped calibration, FAR 1%"
     different = client.post("/verify?images=true", files=[_upload(a, "image1"), _upload(other, "image2")])
     body = different.json()
     assert body["same"] is False and body["distance"] > body["threshold"]

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facesuite.detect import DetectorSettings
-from facesuite.errors import InputError
+from facesuite.errors import Fault, InputError, describe_fault
 from facesuite.io import iter_images
 
 KINDS = ("analyze", "embed")
@@ -139,18 +139,12 @@ class ImageWorker:
         return pa.concat_tables([self.process([str(path) for path in chunk]) for chunk in batch["paths"]])
 
     def process(self, paths: Sequence[str]) -> pa.Table:
-        """One row per path, in order; an image that fails becomes a row with ``error`` set."""
-        try:
-            rows = self._rows(paths)
-        except Exception:  # noqa: BLE001 - whatever broke, one image must not sink the job
-            # Something unexpected broke the batch (bad files are already caught as skips):
-            # redo it image by image so only the culprit is lost, and say why in its row.
-            rows = {}
-            for path in paths:
-                try:
-                    rows.update(self._rows([path]))
-                except Exception as exc:  # noqa: BLE001 - recorded in the row's error column
-                    rows[path] = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+        """One row per path, in order; an image that cannot be read is a row with ``error`` set.
+
+        Only bad input becomes an error row. Any other exception is a fault of ours and propagates:
+        recording it as if the image were bad would hide it behind an exit status of 0.
+        """
+        rows = self._rows(paths)
         return pa.Table.from_pylist([rows[path] for path in paths], schema=self.schema)
 
     def _rows(self, paths: Sequence[str]) -> dict[str, dict]:
@@ -164,7 +158,7 @@ class ImageWorker:
         else:
             vectors, crops, skipped = self._pipeline.embed_paths(list(paths))
             for crop, vector in zip(crops, vectors):
-                face = crop.face
+                face = crop.input_face
                 rows[str(crop.path)] = {"path": str(crop.path), "box": list(face.box), "fallback": face.fallback,
                                         "score": face.score, "embedding": vector.tolist()}
         for item in skipped:
@@ -324,6 +318,12 @@ def run_job(
                 if nodes is not None:
                     nodes.update(table.column("node").to_pylist())
                 writer.add(table)
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            writer.flush()
+            raise Fault(f"{spec.kind} job stopped: {describe_fault(error)}; the {writer.rows} rows finished before it "
+                        f"are kept in {out}, and rerunning the same command resumes from there") from error
         finally:
             writer.flush()  # keep what is finished even when the job is interrupted
     return JobSummary(len(paths), len(paths) - len(todo), writer.rows, writer.errors,
@@ -418,6 +418,21 @@ def _run_ray(
             # first actor to finish loading its models take batches the others are ready for.
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2), num_cpus=1,
         )
-        yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
+        except ray.exceptions.RayTaskError as error:
+            raise Fault(f"{_remote_exception(str(error))} (in a Ray worker)") from error
     finally:
         ray.shutdown()
+
+
+def _remote_exception(text: str) -> str:
+    """The original ``Type: message`` line in the remote traceback Ray sends back as text (the
+    exception object itself does not cross the process boundary)."""
+    import re
+
+    for line in text.splitlines():
+        found = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Fault)): (.*)$", line.strip())
+        if found and not found.group(1).startswith("ray."):
+            return f"{found.group(1).rsplit('.', 1)[-1]}: {found.group(2)}"[:300]
+    return text.strip().splitlines()[-1][:300] if text.strip() else "a Ray worker failed"

@@ -18,3 +18,9 @@ def cache_dir() -> Path:
     """Where detection crops are cached: ``$FACESUITE_CACHE``, else ``~/.cache/facesuite``."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facesuite"
     return Path(os.environ.get("FACESUITE_CACHE", default)).expanduser()
+
+
+def user_home() -> Path:
+    """facesuite's own files (calibrations, the dashboard's gallery, fault logs):
+    ``$FACESUITE_HOME``, else ``~/.local/share/facesuite``."""
+    return Path(os.environ.get("FACESUITE_HOME", Path.home() / ".local/share/facesuite")).expanduser()

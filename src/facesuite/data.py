@@ -1,7 +1,10 @@
 """Dataset readers with validation: gender folders, identity folders, pair lists, splits.
 
+Every non-hidden file is taken as an image; its content decides (any format Pillow reads, whatever
+the suffix), and a file that is not an image is skipped and counted when it is loaded.
+
 Layouts:
-- gender:   ``ROOT/male/*``, ``ROOT/female/*`` (other image formats too, searched recursively)
+- gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively)
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
 - pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facesuite.errors import InputError
-from facesuite.io import is_image_path, iter_images
+from facesuite.io import is_candidate_file, iter_images
 
 GENDERS = ("male", "female")
 DISTORTIONS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
@@ -82,7 +85,7 @@ def read_identity_folders(root: str | Path) -> IdentityDataset:
         raise InputError("expected one sub-folder per identity, found none", root)
     for folder in folders:
         identity = folder.name
-        clean = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+        clean = sorted(p for p in folder.iterdir() if is_candidate_file(p))
         dataset.clean.extend((p, identity) for p in clean)
         distortion_dir = folder / "distortion"
         if distortion_dir.is_dir():

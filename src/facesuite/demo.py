@@ -127,8 +127,10 @@ def run_demo(
     clean_per_identity: int = 3,
     gender_per_class: int = 60,
     log: Callable[[str], None] = print,
+    gallery_uri: str | None = None,
 ) -> Path:
-    """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``."""
+    """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``.
+    ``gallery_uri``: where to enroll the sample (default ``out/gallery``, rebuilt each run)."""
     from facesuite.classify.gender_eval import evaluate_gender
     from facesuite.evaluate.recognition import (
         embed_dataset,
@@ -166,15 +168,20 @@ def run_demo(
     pipeline = analyzer.pipeline
     clock = lap("load models", started)
 
-    # 1. gallery: rebuilt each run, so a rerun never mixes in an earlier sample.
-    gallery_dir = out / "gallery"
-    shutil.rmtree(gallery_dir, ignore_errors=True)
+    # 1. gallery: the default one is rebuilt each run, so a rerun never mixes in an earlier sample;
+    # in a gallery the user names, the sample's identities are replaced and the others kept.
+    if gallery_uri is None:
+        gallery_uri = str(out / "gallery")
+        shutil.rmtree(gallery_uri, ignore_errors=True)
     skipped_total = 0
-    gallery = pipeline.open_gallery(gallery_dir, create=True)
+    gallery = pipeline.open_gallery(gallery_uri, create=True)
     try:
+        present = {identity for identity, _ in gallery.identities()}
         for identity, paths in enrolled.items():
             vectors, crops, skipped = pipeline.embed_paths(paths)
             skipped_total += len(skipped)
+            if identity in present:
+                gallery.remove(identity)
             if crops:
                 pipeline.enroll(gallery, identity, vectors, crops, [str(c.path) for c in crops])
         clock = lap(f"enroll {len(gallery.identities())} identities", clock)
@@ -216,7 +223,7 @@ def run_demo(
     analyzer.close()
 
     report = _write_demo_report(out, data, analysis_rows, gender_metrics, recognition, timings,
-                                time.perf_counter() - started, skipped_total)
+                                time.perf_counter() - started, skipped_total, gallery_uri)
     log(f"total: {time.perf_counter() - started:.1f} s")
     return report
 
@@ -230,7 +237,9 @@ def _rate(rows: list[dict], key: str, truth: str, where: Callable[[dict], bool])
 
 
 def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, recognition: dict,
-                       timings: list[tuple[str, float]], seconds: float, skipped: int) -> Path:
+                       timings: list[tuple[str, float]], seconds: float, skipped: int, gallery_uri: str) -> Path:
+    from facesuite.gallery import display_uri
+
     is_clean = lambda r: r["true_distortion"] == "clean"
     is_distorted = lambda r: r["true_distortion"] != "clean"
     ident, verif = recognition["identification"], recognition["verification"]
@@ -248,7 +257,7 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, re
     links = ("<ul><li><a href='recognition/report.html'>recognition report</a></li>"
              "<li><a href='gender/report.html'>gender report</a></li>"
              "<li><a href='analysis.csv'>analysis.csv</a> (one row per analysed face)</li></ul>"
-             f"<p>Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(str(out / 'gallery'))}</code>, "
+             f"<p>Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(display_uri(gallery_uri))}</code>, "
              "then <code>http://127.0.0.1:8000/</code>.</p>")
     columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female"]
     analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])

@@ -1,12 +1,17 @@
-"""User-facing errors.
+"""User errors and faults.
 
 Anything the user can fix (a wrong path, a corrupt image, a folder in the wrong layout) is raised
-as :class:`InputError`. The CLI prints its one-line message and exits with code 2; library callers
-can catch it. Programming errors stay ordinary exceptions so their tracebacks remain visible.
+as :class:`InputError`: the CLI prints its one-line message and exits with code 2, and inside a
+folder the file is skipped and counted. Everything else is a fault of facesuite's own: it is never
+recorded as if the input were bad; the run stops with exit code 1 and one line, and the full
+traceback goes to a log file that line names (:func:`log_fault`).
 """
 
 from __future__ import annotations
 
+import os
+import time
+import traceback
 from pathlib import Path
 
 
@@ -16,3 +21,38 @@ class InputError(Exception):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class Fault(Exception):
+    """A fault of facesuite's own, with what the user needs to know about the work done so far.
+
+    Raised ``from`` the original exception, whose traceback the fault log keeps."""
+
+
+def describe_fault(error: BaseException) -> str:
+    """``Type: first line of the message`` of the innermost cause (Ray and pools wrap the real one);
+    a :class:`Fault`'s own message, which already says what happened."""
+    while not isinstance(error, Fault):
+        inner = getattr(error, "cause", None) or error.__cause__
+        # A process pool attaches the worker's traceback as a text-only "cause": the exception
+        # itself is already the real one.
+        if not isinstance(inner, BaseException) or inner is error or type(inner).__name__ == "_RemoteTraceback":
+            break
+        error = inner
+    if isinstance(error, Fault):
+        return str(error)
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}".rstrip(": ")[:300]
+
+
+def log_fault(error: BaseException, command: list[str]) -> Path:
+    """Write the traceback of ``error`` (with its causes) to a new file under
+    ``$FACESUITE_HOME/logs`` and return its path."""
+    from facesuite.config import user_home
+
+    folder = user_home() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"fault-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(error))
+    path.write_text(f"facesuite {' '.join(command)}\n\n{text}", encoding="utf-8")
+    return path

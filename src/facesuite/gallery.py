@@ -119,6 +119,26 @@ def is_milvus_uri(uri: str | Path) -> bool:
     return text.startswith("milvus://") or text.rstrip("/").endswith(".db")
 
 
+def gallery_exists(uri: str | Path) -> bool:
+    """Whether a gallery may be there to open without creating one: a folder holding
+    ``gallery.sqlite``, an existing Milvus Lite file, or any ``milvus://`` URI (only the server
+    can say; opening reports a missing collection or an unreachable server)."""
+    text = os.fspath(uri)
+    if text.startswith("milvus://"):
+        return True
+    return Path(text).exists() if is_milvus_uri(text) else (Path(text) / DB_NAME).is_file()
+
+
+def display_uri(uri: str | Path) -> str:
+    """``uri`` without the user name and password a ``milvus://`` URI may carry."""
+    text = os.fspath(uri)
+    if text.startswith("milvus://") and "@" in text.split("/", 3)[2]:
+        scheme_host = text.split("/", 3)
+        scheme_host[2] = scheme_host[2].rsplit("@", 1)[1]
+        return "/".join(scheme_host)
+    return text
+
+
 def open_gallery(uri: str | Path) -> GalleryStore:
     """Open an existing gallery of any backend; :class:`InputError` if there is none."""
     if is_milvus_uri(uri):

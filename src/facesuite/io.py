@@ -23,7 +23,9 @@ from facesuite.errors import InputError
 # handler prints them beside our one-line message when the application configured no logging.
 logging.getLogger("PIL").addHandler(logging.NullHandler())
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+# Suffixes kept on uploaded files' temporary copies; the format itself is read from the content.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                            ".ppm", ".pgm", ".pbm", ".pnm"})
 # Pillow's own bomb guard warns at ~89 Mpx and raises at twice that; we refuse at 100 Mpx so a
 # tiny compressed file cannot make us allocate gigabytes.
 MAX_PIXELS = 100_000_000
@@ -57,6 +59,15 @@ def load_image(path: str | Path, max_side: int | None = MAX_SIDE, min_side: int 
     images over ``max_side`` are shrunk (JPEGs while decoding). Raises :class:`InputError` (one of
     the subclasses above) for a missing, empty, corrupt, non-image, oversized or tiny file.
     """
+    return load_image_and_scale(path, max_side, min_side)[0]
+
+
+def load_image_and_scale(
+    path: str | Path, max_side: int | None = MAX_SIDE, min_side: int = MIN_SIDE
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """:func:`load_image`, and the factors ``(x, y)`` from the returned array's pixels to the
+    file's own (upright) pixels: ``(1.0, 1.0)`` unless the image was shrunk on loading. Results
+    are reported in the file's pixels, whatever size the image was analysed at."""
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
@@ -84,13 +95,17 @@ def load_image(path: str | Path, max_side: int | None = MAX_SIDE, min_side: int 
                     scale = max_side / max(width, height)
                     image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
                 image.load()
+                orientation = image.getexif().get(0x0112, 1)
                 # In place, and no conversion of an RGB image: each copy of a large image would
                 # add to the peak memory.
                 ImageOps.exif_transpose(image, in_place=True)
                 rgb = _to_rgb(image)
                 if max_side and max(rgb.size) > max_side:
                     rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-                return np.asarray(rgb, dtype=np.uint8)
+                # The file's size as displayed: EXIF orientations 5-8 turn it by 90 degrees.
+                upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+                scale = (upright[0] / rgb.size[0], upright[1] / rgb.size[1])
+                return np.asarray(rgb, dtype=np.uint8), scale
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -132,18 +147,26 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def is_candidate_file(path: Path) -> bool:
+    """A file a folder walk hands to the loader: every regular file but hidden ones.
+
+    Whether it is an image is decided by its content when it is loaded (anything Pillow opens:
+    JPEG whatever its suffix, PGM/PBM/PNM, JFIF, ...); a non-image is then a counted skip.
+    Hidden files (``.DS_Store``, macOS ``._name`` companions) are system metadata, not inputs. A
+    broken or looping link is kept, so it is reported as a bad file rather than vanishing.
+    """
+    return not path.name.startswith(".") and (path.is_file() or path.is_symlink())
 
 
 def iter_images(root: str | Path) -> Iterator[Path]:
-    """Image files under ``root`` (recursively, sorted); symlinked folders are not followed."""
+    """Files under ``root`` to load as images (recursively, sorted; see :func:`is_candidate_file});
+    symlinked folders are not followed."""
     root = Path(root)
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for name in sorted(filenames):
             candidate = Path(folder) / name
-            if is_image_path(candidate):
+            if is_candidate_file(candidate):
                 yield candidate
 
 
@@ -159,7 +182,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
         if path.is_dir():
             found = list(iter_images(path))
             if not found:
-                raise InputError("folder contains no images", path)
+                raise InputError("folder contains no files", path)
             images.extend(found)
         elif path.exists() or path.is_symlink():
             # A broken or looping link is kept, so it is reported as a bad file, not as a typo.

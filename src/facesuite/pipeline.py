@@ -64,7 +64,7 @@ class FacePipeline:
         if threshold is None:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
-            self.threshold, self.threshold_source = threshold, "argument"
+            self.threshold, self.threshold_source = threshold, "given threshold"
 
     def crops(self, paths: Sequence[str | Path], progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
         return self.extractor.crops(paths, self.embedder.chip_spec, progress)
@@ -258,7 +258,7 @@ class UnifiedFaceAnalyzer:
                 matches = self.gallery.identify(routed, views=self.pipeline.views_of([k.label for k in kinds]))
             for i, (crop, kind) in enumerate(zip(crops, kinds)):
                 analysis = FaceAnalysis(
-                    path=str(crop.path), box=list(crop.face.box), fallback=crop.face.fallback, score=crop.face.score,
+                    path=str(crop.path), box=list(crop.input_face.box), fallback=crop.face.fallback, score=crop.face.score,
                     distortion=kind.label, distortion_probability=kind.probability,
                     route=self.router.route(kind.label).describe(), embedding=routed[i], face=crop.face_index,
                 )

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from facesuite import __version__
-from facesuite.errors import InputError
+from facesuite.errors import Fault, InputError, describe_fault, log_fault
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gender", "distortion", "serve", "batch")
@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facesuite: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a fault of ours: one line here, the traceback in a log
+        log = log_fault(error, sys.argv[1:] if argv is None else argv)
+        what = str(error) if isinstance(error, Fault) else describe_fault(error)
+        print(f"facesuite: internal error (a fault in facesuite, not in the input): {what}; "
+              f"full traceback in {log}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if summary.nodes is not None:
         where += f" ({len(summary.nodes)} nodes: " + ", ".join(f"{node[:8]} {rows}" for node, rows in sorted(summary.nodes.items())) + " rows)"
     print(f"{args.kind}: {summary.processed} images in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s) "
-          f"on {where}; {summary.errors} errors; {summary.already_done} already done; output {args.out}")
+          f"on {where}; {summary.errors} could not be read (rows with an error); {summary.already_done} already done; "
+          f"output {args.out}")
     return 0
 
 

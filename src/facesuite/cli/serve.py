@@ -30,6 +30,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not Path(root).is_dir():
             raise InputError("no such folder for --eval-root", root)
     eval_roots = [Path(root) for root in args.eval_root] if args.eval_root else [data_root()]
+    if args.gallery and args.gallery.startswith("milvus://"):
+        from facesuite.gallery_milvus import parse_uri
+
+        parse_uri(args.gallery)  # a malformed URI is a one-line error now, not on the first request
     app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key=api_key,
                      eval_roots=eval_roots, allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
@@ -61,9 +65,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from facesuite.demo import run_demo
 
     data = Path(args.data) if args.data else data_root()
-    report = run_demo(data, Path(args.out), identities=args.identities)
+    gallery = args.gallery or str(Path(args.out) / "gallery")
+    report = run_demo(data, Path(args.out), identities=args.identities, gallery_uri=args.gallery)
     print(f"demo report: {report.resolve()}  (open it in a browser)")
-    print(f"dashboard:   facesuite serve --gallery {Path(args.out) / 'gallery'}  then open http://127.0.0.1:8000/")
+    print(f"dashboard:   facesuite serve --gallery {gallery}  then open http://127.0.0.1:8000/")
     return 0
 
 
@@ -74,7 +79,8 @@ def register(groups: dict) -> None:
                                         "and the dashboard pages from one process.")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--gallery", help="gallery folder (default $FACESUITE_HOME/gallery)")
+    serve.add_argument("--gallery", metavar="URI", help="gallery: a folder, NAME.db (Milvus Lite) or milvus://HOST:PORT/COLLECTION "
+                                                      "(default the folder $FACESUITE_HOME/gallery)")
     serve.add_argument("--embedder", default="default", help="embedder backend by registered name")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
     serve.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
@@ -98,4 +104,7 @@ def register(groups: dict) -> None:
     demo.add_argument("--data", help=f"data root holding facecom/ (default $FACESUITE_DATA or ../shared/data; now {os.environ.get('FACESUITE_DATA', '../shared/data')})")
     demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     demo.add_argument("--identities", type=int, default=40, help="identities to enroll and evaluate (default 40)")
+    demo.add_argument("--gallery", metavar="URI", help="gallery to enroll the sample into: a folder, NAME.db (Milvus Lite) or "
+                                                    "milvus://HOST:PORT/COLLECTION; the sample's identities are replaced, "
+                                                    "others kept (default OUT/gallery, rebuilt each run)")
     demo.set_defaults(handler=cmd_demo)

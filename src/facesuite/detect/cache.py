@@ -10,32 +10,67 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from facesuite.detect import Face
 
+# Part of each row's key: rows of an older encoding (rounded coordinates) are not read back.
+FORMAT = "v2"
+
 
 class DetectionCache:
-    """A SQLite table ``(digest, settings) -> face JSON``; safe for concurrent processes."""
+    """A SQLite table ``(digest, settings) -> face JSON``; safe for concurrent processes and threads.
+
+    A SQLite connection may only be used by the thread that opened it, and callers do not all stay
+    on one thread (a Ray actor runs each call on a thread of Ray's choosing; the API answers on its
+    model thread), so each thread gets a connection of its own, opened on first use.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(folder / "detections.sqlite", timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._path = folder / "detections.sqlite"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS detections (digest TEXT, settings TEXT, face TEXT, "
             "PRIMARY KEY (digest, settings))"
         )
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            # check_same_thread=False only so close() may close every thread's connection; each
+            # connection is still used by its own thread alone.
+            connection = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
     def get(self, digest: str, settings: str) -> tuple[bool, Face | None]:
         """``(hit, face)``; a hit with ``None`` means the detector found no face in that image."""
         row = self._db.execute(
-            "SELECT face FROM detections WHERE digest = ? AND settings = ?", (digest, settings)
+            "SELECT face FROM detections WHERE digest = ? AND settings = ?", (digest, f"{FORMAT}:{settings}")
         ).fetchone()
         if row is None:
             return False, None
         return True, (Face.from_dict(json.loads(row[0])) if row[0] != "null" else None)
+
+    @staticmethod
+    def _encode(face: Face | None) -> str:
+        # Full precision (Face.to_dict rounds for display): a cached face must give exactly the
+        # chip and embedding a fresh detection gives.
+        if face is None:
+            return "null"
+        return json.dumps({"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, dtype=float).tolist(),
+                           "score": float(face.score), "fallback": face.fallback})
 
     def put_many(self, entries: list[tuple[str, str, Face | None]]) -> None:
         if not entries:
@@ -44,8 +79,12 @@ class DetectionCache:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO detections VALUES (?, ?, ?)",
-                [(digest, settings, json.dumps(face.to_dict() if face else None)) for digest, settings, face in entries],
+                [(digest, f"{FORMAT}:{settings}", self._encode(face)) for digest, settings, face in entries],
             )
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()

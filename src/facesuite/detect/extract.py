@@ -7,7 +7,7 @@ folder is processed to the end and the skips are counted.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +18,33 @@ from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
-from facesuite.io import file_digest, load_image
+from facesuite.io import file_digest, load_image_and_scale
 
 
 @dataclass
 class Crop:
-    """A detected (or fallback) face in one file and its aligned chip."""
+    """A detected (or fallback) face in one file and its aligned chip.
+
+    ``face`` is in the pixels of the image as loaded (shrunk when over ``io.MAX_SIDE``), the pixels
+    every later stage works in; :attr:`input_face` is the same face in the file's own pixels, the
+    one every output reports.
+    """
 
     path: Path
     face: Face
     chip: np.ndarray
     image_shape: tuple[int, int]
     face_index: int = 0  # 0 is the largest face of the image; others only with all_faces
+    scale: tuple[float, float] = (1.0, 1.0)  # loaded pixels -> the file's pixels, per axis
+
+    @property
+    def input_face(self) -> Face:
+        if self.scale == (1.0, 1.0):
+            return self.face
+        sx, sy = self.scale
+        x1, y1, x2, y2 = self.face.box
+        return replace(self.face, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+                       landmarks=np.asarray(self.face.landmarks, dtype=np.float64) * (sx, sy))
 
 
 @dataclass
@@ -76,13 +91,14 @@ class FaceExtractor:
         key = self.settings.key()
         # The cache holds the largest face of each image only, so all_faces always detects afresh.
         use_cache = self._cache is not None and not self.settings.assume_cropped and not self.settings.all_faces
-        loaded: list[tuple[Path, np.ndarray, str] | Skipped] = []
+        loaded: list[tuple[Path, np.ndarray, str, tuple[float, float]] | Skipped] = []
         for path in batch:
             try:
-                loaded.append((path, load_image(path), file_digest(path)))
+                image, scale = load_image_and_scale(path)
+                loaded.append((path, image, file_digest(path), scale))
             except InputError as error:
                 loaded.append(Skipped(path, str(error)))
-        images = [entry for entry in loaded if not isinstance(entry, Skipped)]
+        images = [entry[:3] for entry in loaded if not isinstance(entry, Skipped)]
         # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
         found: dict[str, list[Face]] = {}
         if use_cache:
@@ -101,10 +117,10 @@ class FaceExtractor:
             if isinstance(entry, Skipped):
                 yield entry
                 continue
-            path, image, digest = entry
+            path, image, digest, scale = entry
             faces = found[digest] or [fallback_face(image.shape, self.settings)]
             for index, face in enumerate(faces if self.settings.all_faces else faces[:1]):
-                yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index)
+                yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index, scale)
 
 
 @dataclass
@@ -152,7 +168,7 @@ def export_crops(
                 target = target.with_name(f"{target.stem}_face{item.face_index}.png")
             target.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(target), cv2.cvtColor(item.chip, cv2.COLOR_RGB2BGR))
-            record = item.face.to_dict()
+            record = item.input_face.to_dict()
             writer.writerow([str(item.path), str(target.relative_to(out)), record["box"], record["landmarks"], record["score"], int(item.face.fallback)])
             fallback += item.face.fallback
             detected += not item.face.fallback

@@ -15,12 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facesuite.config import MODELS_DIR
+from facesuite.config import MODELS_DIR, user_home
 from facesuite.integrity import verify_model_file
-
-
-def user_home() -> Path:
-    return Path(os.environ.get("FACESUITE_HOME", Path.home() / ".local/share/facesuite")).expanduser()
 
 
 def _calibration_file(folder: Path, embedder: str) -> Path:
@@ -48,10 +44,15 @@ def save_calibration(embedder: str, record: dict, folder: Path | None = None) ->
 
 
 def load_threshold(embedder: str, default: float) -> tuple[float, str]:
-    """The threshold to use and where it came from (a file path, or ``"default"``)."""
-    for folder in (user_home(), MODELS_DIR):
+    """The threshold to use and what it is, in words an answer may carry to any client (never a
+    file path): ``"user calibration, FAR 5%"``, ``"shipped calibration, FAR 1%"`` or
+    ``"embedder default"``."""
+    for folder, kind in ((user_home(), "user"), (MODELS_DIR, "shipped")):
         path = _calibration_file(folder, embedder)
         if path.is_file():
-            verify_model_file(path)  # the shipped calibration; the user's own is their choice
-            return float(json.loads(path.read_text(encoding="utf-8"))["threshold"]), str(path)
-    return default, "default"
+            if kind == "shipped":
+                verify_model_file(path)  # the user's own calibration is their choice
+            record = json.loads(path.read_text(encoding="utf-8"))
+            far = record.get("target_far")
+            return float(record["threshold"]), f"{kind} calibration" + (f", FAR {far:.2%}".replace(".00%", "%") if far else "")
+    return default, "embedder default"

@@ -20,6 +20,7 @@ import hmac
 import io
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facesuite import __version__
-from facesuite.embed.calibration import user_home
+from facesuite.config import user_home
 from facesuite.errors import InputError
 from facesuite.io import (
     IMAGE_SUFFIXES,
@@ -71,9 +72,9 @@ _UPLOAD_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
-def default_gallery_dir() -> Path:
-    """The dashboard's gallery when none is given: ``$FACESUITE_HOME/gallery``."""
-    return user_home() / "gallery"
+def default_gallery() -> str:
+    """The dashboard's gallery when none is given: the folder ``$FACESUITE_HOME/gallery``."""
+    return str(user_home() / "gallery")
 
 
 class ApiError(Exception):
@@ -94,8 +95,9 @@ class ModelService:
     Public methods taking paths must be called through :meth:`call` (or :meth:`submit`).
     """
 
-    def __init__(self, gallery_dir: Path, embedder: str = "default", use_cache: bool = True) -> None:
-        self.gallery_dir = gallery_dir
+    def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True) -> None:
+        # A gallery URI of any backend, as the `gallery` commands take it (facesuite.gallery).
+        self.gallery_uri = gallery
         self._embedder_name = embedder
         self._use_cache = use_cache
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
@@ -152,18 +154,19 @@ class ModelService:
         return self._analyzer
 
     def _open_gallery(self, create: bool):
-        from facesuite.gallery import DB_NAME
+        from facesuite.gallery import display_uri, gallery_exists
 
         if self._gallery is None:
             embedder = self.pipeline.embedder
-            if create or (self.gallery_dir / DB_NAME).is_file():
-                self._gallery = self.pipeline.open_gallery(self.gallery_dir, create=create)
+            if create or gallery_exists(self.gallery_uri):
+                self._gallery = self.pipeline.open_gallery(self.gallery_uri, create=create)
             else:
                 return None
             built_with = self._gallery.embedder
             if built_with != embedder.name:
                 self._close_gallery()
-                raise InputError(f"gallery was built with embedder {built_with!r}, not {embedder.name!r}", self.gallery_dir)
+                raise InputError(f"gallery was built with embedder {built_with!r}, not {embedder.name!r}",
+                                 display_uri(self.gallery_uri))
         return self._gallery
 
     def _close_gallery(self) -> None:
@@ -242,10 +245,13 @@ class ModelService:
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:
+        from facesuite.gallery import display_uri
+
         gallery = self._open_gallery(create=False)
+        where = display_uri(self.gallery_uri)
         if gallery is None:
-            return {"path": str(self.gallery_dir), "exists": False, "identities": [], "faces": 0}
-        return {"path": str(self.gallery_dir), "exists": True, "embedder": gallery.embedder,
+            return {"path": where, "exists": False, "identities": [], "faces": 0}
+        return {"path": where, "exists": True, "embedder": gallery.embedder,
                 "threshold": round(gallery.threshold, 6), "faces": len(gallery),
                 "identities": [{"identity": i, "faces": n} for i, n in gallery.identities()]}
 
@@ -579,13 +585,16 @@ def create_app(
     eval_roots: Sequence[str | Path] | None = None,
     allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
-    """The API and the dashboard. ``gallery`` defaults to ``$FACESUITE_HOME/gallery``; evaluation
+    """The API and the dashboard. ``gallery`` is a gallery URI (a folder, ``NAME.db`` for Milvus
+    Lite or ``milvus://HOST:PORT/COLLECTION``; default the folder ``$FACESUITE_HOME/gallery``); evaluation
     reports go under ``work_dir`` (default ``$FACESUITE_HOME/serve``). Evaluations may read folders
     under ``eval_roots`` only (default: the data root, ``$FACESUITE_DATA``). ``api_key`` protects
     :data:`MUTATING_ROUTES`; ``allowed_hosts`` restricts the Host header (see :class:`RequestGuard`)."""
     from facesuite.config import data_root
 
-    service = ModelService(Path(gallery) if gallery else default_gallery_dir(), embedder, use_cache)
+    from facesuite.gallery import display_uri
+
+    service = ModelService(os.fspath(gallery) if gallery else default_gallery(), embedder, use_cache)
     roots = [Path(root) for root in eval_roots] if eval_roots is not None else [data_root()]
     jobs = JobRunner(service, Path(work_dir) if work_dir else user_home() / "serve", roots)
 
@@ -629,7 +638,7 @@ def create_app(
         """Liveness and model state; never loads anything."""
         return {"status": "ok", "version": __version__, "models_loaded": service.loaded,
                 "analysis": service.analyzer_error or ("ready" if service.loaded else "loading"),
-                "gallery": str(service.gallery_dir)}
+                "gallery": display_uri(service.gallery_uri)}
 
     @app.post("/analyze")
     def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
