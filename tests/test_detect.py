@@ -112,3 +112,31 @@ def test_detect_missing_path_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["detect", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope" in err and "Traceback" not in err
+
+
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    # A 5000 x 3000 photo is analysed shrunk to 4096 px; every output must still be in the
+    # photo's own pixels. Expected: the face found in a 4096 px copy, scaled up by 5000/4096.
+    import json
+
+    from PIL import Image
+
+    face = Image.open(sorted((facecom_b / "Colin_Powell").glob("*.jpg"))[0]).resize((448, 448), Image.Resampling.BICUBIC)
+    gradient = np.linspace(90, 170, 5000, dtype=np.uint8)[None, :, None].repeat(3000, axis=0).repeat(3, axis=2)
+    photo = Image.fromarray(gradient)
+    photo.paste(face, (3300, 1700))
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    photo.save(big, quality=95)
+    photo.resize((4096, 2458), Image.Resampling.BILINEAR).save(small, quality=95)
+
+    assert main(["analyze", str(big), str(small), "--json", "--no-routing"]) == 0
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert not rows["big.jpg"]["fallback"] and not rows["small.jpg"]["fallback"]
+    expected = np.array(rows["small.jpg"]["box"]) * np.array([5000 / 4096, 3000 / 2458] * 2)
+    np.testing.assert_allclose(rows["big.jpg"]["box"], expected, atol=3)
+    assert 3300 < rows["big.jpg"]["box"][0] < rows["big.jpg"]["box"][2] < 3300 + 448  # on the pasted face
+
+    assert main(["detect", str(big), str(small), "--out", str(tmp_path / "crops")]) == 0
+    detections = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "crops" / "detections.csv"))}
+    landmarks = {name: np.array(json.loads(r["landmarks"])) for name, r in detections.items()}
+    np.testing.assert_allclose(landmarks["big.jpg"], landmarks["small.jpg"] * [5000 / 4096, 3000 / 2458], atol=3)

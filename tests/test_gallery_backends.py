@@ -239,30 +239,36 @@ def _cli(*argv: str) -> str:
     return out.getvalue()
 
 
-def test_cli_gallery_commands_agree_on_real_faces(tmp_path: Path, facecom_b: Path, milvus_server: str) -> None:
-    """`facesuite gallery enroll|identify|list|remove` give the same answers on every backend."""
+def _real_faces(tmp_path: Path, facecom_b: Path) -> tuple[Path, Path, list[Path]]:
+    """``(enroll folder, probe folder, people)``: two clean images each of three FACECOM people to
+    enroll, a third image of each plus a stranger's as probes (symlinks: data is never copied)."""
     facecom_b = facecom_b.resolve()  # symlink targets must not depend on the working folder
     people = [d for d in sorted(facecom_b.iterdir()) if len(list(d.glob("*.jpg"))) >= 3][:3]
-    if len(people) < 3:
-        pytest.skip("needs three FACECOM identities with three or more clean images")
+    assert len(people) == 3, "needs three FACECOM identities with three or more clean images"
     enroll_dir, probes = tmp_path / "enroll", tmp_path / "probes"
     probes.mkdir()
     for person in people:
         images = sorted(person.glob("*.jpg"))
         (enroll_dir / person.name).mkdir(parents=True)
-        for image in images[:2]:  # symlinks: the shared data is never copied
+        for image in images[:2]:
             (enroll_dir / person.name / image.name).symlink_to(image)
         (probes / images[2].name).symlink_to(images[2])
     stranger = next(d for d in sorted(facecom_b.iterdir()) if d.name.endswith("_frontal"))
     (probes / "stranger.jpg").symlink_to(next(stranger.glob("*.jpg")))
+    return enroll_dir, probes, people
 
+
+def test_cli_gallery_commands_agree_on_real_faces(tmp_path: Path, facecom_b: Path, milvus_server: str) -> None:
+    """`facesuite gallery enroll|identify|list|remove` give the same answers on every backend."""
+    enroll_dir, probes, people = _real_faces(tmp_path, facecom_b)
     outputs, distances = [], []
     # Milvus Lite is the same client code as the server; the unit tests above cover it.
     for uri in (str(tmp_path / "folder"), f"milvus://{milvus_server}/cli"):
-        # --no-cache: every backend sees freshly detected faces (cached landmarks are rounded).
-        _cli("gallery", "enroll", str(enroll_dir), "--gallery", uri, "--no-cache")
+        # Default settings: the second backend gets its faces from the detection cache, which
+        # must give exactly what fresh detections give.
+        _cli("gallery", "enroll", str(enroll_dir), "--gallery", uri)
         identified = list(csv.DictReader(io.StringIO(
-            _cli("gallery", "identify", str(probes), "--gallery", uri, "--top-k", "2", "--no-cache"))))
+            _cli("gallery", "identify", str(probes), "--gallery", uri, "--top-k", "2"))))
         listing = json.loads(_cli("gallery", "list", "--gallery", uri, "--json"))
         _cli("gallery", "remove", people[0].name, "--gallery", uri)
         after = json.loads(_cli("gallery", "list", "--gallery", uri, "--json"))
@@ -281,3 +287,33 @@ def test_cli_gallery_commands_agree_on_real_faces(tmp_path: Path, facecom_b: Pat
     assert by_file["stranger.jpg"]["identity"] == "unknown"
     assert [e["identity"] for e in listing["identities"]] == [p.name for p in people]
     assert [e["identity"] for e in after["identities"]] == [p.name for p in people[1:]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_serve_takes_every_gallery_uri(backend: str, tmp_path: Path, facecom_b: Path, monkeypatch: pytest.MonkeyPatch,
+                                       request: pytest.FixtureRequest) -> None:
+    """`facesuite serve --gallery URI` serves the gallery `facesuite gallery enroll` wrote, whatever the backend."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from facesuite.cli import main
+
+    if backend == "milvus-server":
+        uri = f"milvus://{request.getfixturevalue('milvus_server')}/served"
+    else:
+        uri = str(tmp_path / ("people.db" if backend == "milvus-lite" else "folder"))
+    enroll_dir, probes, people = _real_faces(tmp_path, facecom_b)
+    _cli("gallery", "enroll", str(enroll_dir), "--gallery", uri)
+
+    started: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app))
+    assert main(["serve", "--gallery", uri]) == 0
+    with TestClient(started["app"], base_url="http://127.0.0.1:8000") as client:
+        listing = client.get("/gallery").json()
+        assert listing["exists"] and [e["identity"] for e in listing["identities"]] == [p.name for p in people]
+        for person in people:
+            probe = probes / sorted(person.glob("*.jpg"))[2].name
+            answer = client.post("/gallery/identify", files={"image": (probe.name, probe.read_bytes(), "image/jpeg")})
+            assert answer.status_code == 200 and answer.json()["identity"] == person.name, answer.text
+        stranger = (probes / "stranger.jpg").read_bytes()
+        assert client.post("/gallery/identify", files={"image": ("s.jpg", stranger, "image/jpeg")}).json()["identity"] == "unknown"

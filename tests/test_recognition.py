@@ -116,3 +116,30 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance"}
     for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_gallery_from_pgm_faces_decided_by_content(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    # A classic face-data layout: greyscale .pgm files (plus a README that is no image), and a
+    # JPEG saved under a .jfif name; the format comes from each file's content, not its suffix.
+    from PIL import Image
+
+    root = tmp_path / "pgm"
+    for person in PEOPLE:
+        (root / person).mkdir(parents=True)
+        for image in _images(facecom_b, person)[:2]:
+            Image.open(image).convert("L").save(root / person / f"{image.stem}.pgm")
+    (root / PEOPLE[0] / "README").write_text("faces of one person\n")
+    gallery = str(tmp_path / "gallery")
+    assert main(["gallery", "enroll", str(root), "--gallery", gallery]) == 0
+    assert "README" in capsys.readouterr().err  # a counted skip, not a silent one
+    listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
+    assert {e["identity"]: e["faces"] for e in listing["identities"]} == {p: 2 for p in PEOPLE}
+
+    probe = tmp_path / "probe.pgm"
+    Image.open(_images(facecom_b, "Colin_Powell")[5]).convert("L").save(probe)
+    jfif = tmp_path / "probe.jfif"
+    jfif.write_bytes(_images(facecom_b, "Hugo_Chavez")[5].read_bytes())
+    out = tmp_path / "who.csv"
+    assert main(["gallery", "identify", str(probe), str(jfif), "--gallery", gallery, "--csv", str(out)]) == 0
+    rows = {Path(r["path"]).name: r["identity"] for r in csv.DictReader(open(out))}
+    assert rows == {"probe.pgm": "Colin_Powell", "probe.jfif": "Hugo_Chavez"}
