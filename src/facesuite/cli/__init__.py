@@ -44,17 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except InputError as error:
+        _close_progress_bars()
         print(f"facesuite: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("facesuite: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - a fault of ours: one line here, the traceback in a log
+        _close_progress_bars()
         log = log_fault(error, sys.argv[1:] if argv is None else argv)
         what = str(error) if isinstance(error, Fault) else describe_fault(error)
         print(f"facesuite: internal error (a fault in facesuite, not in the input): {what}; "
               f"full traceback in {log}", file=sys.stderr)
         return 1
+
+
+def _close_progress_bars() -> None:
+    # A bar left open by the interrupted stage would share its terminal line with the message.
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -376,7 +376,7 @@ class JobRunner:
                            "tar_at_far_1pct": round(verif["tar_at_far_1pct"], 4), "probes": ident["probes"],
                            "identities": ident["identities"], "skipped": len(skipped)}
             job.state, job.message = "done", "finished"
-        except (InputError, ApiError, ValueError) as error:
+        except (InputError, ApiError) as error:
             job.state, job.message = "failed", str(error)
         except Exception:  # a bug: keep the server up, log the traceback, tell the page
             log.exception("evaluation job %s failed", job.id)
