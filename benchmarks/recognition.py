@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 
 def main() -> None:
@@ -38,10 +38,10 @@ def main() -> None:
     print(f"face_recognition (HOG + dlib ResNet): {baseline:.1f} faces/s, face found in {found}/{args.n}")
 
     for name in args.embedder:
-        pipeline = FacePipeline(name, use_cache=False)
-        pipeline.embed_paths(paths[:8])  # load models outside the timing
+        pipeline = FaceAnalysis(name, use_cache=False, gender=None)
+        pipeline.embed(paths[:8])  # load models outside the timing
         start = time.perf_counter()
-        vectors, crops, _ = pipeline.embed_paths(paths, progress=name)
+        vectors, crops, _ = pipeline.embed(paths, progress=name)
         rate = args.n / (time.perf_counter() - start)
         detected = sum(not c.face.fallback for c in crops)
         print(f"facesuite (MTCNN + align + {name}): {rate:.1f} faces/s, face found in {detected}/{args.n}; "

@@ -17,7 +17,7 @@ import numpy as np
 from facesuite.config import data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.distortion.restore import RESTORERS
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = read_identity_folders(args.data)
     dev_ids = read_split(args.split) & set(dataset.identities)
-    pipeline = FacePipeline(routes=None)
+    pipeline = FaceAnalysis(routes=None, gender=None)
     sides = {}
     for side, ids in (("train", set(dataset.identities) - dev_ids), ("dev", dev_ids)):
         part = dataset.subset(ids)

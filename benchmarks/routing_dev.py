@@ -26,7 +26,7 @@ from facesuite.detect.extract import Crop
 from facesuite.distortion.restore import RESTORERS
 from facesuite.embed.adapter import train_adapter
 from facesuite.io import load_image
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 
 def _top1(vectors: np.ndarray, truth: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = read_identity_folders(args.data)
     dev_ids = read_split(args.split) & set(dataset.identities)
-    pipeline = FacePipeline(args.embedder)
+    pipeline = FaceAnalysis(args.embedder, gender=None)
     embed = pipeline.embedder.embed
 
     def crops_of(part, label):

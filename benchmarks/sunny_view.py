@@ -22,10 +22,10 @@ import numpy as np
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
 from facesuite.io import load_image
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 
-def glow_profile(pipeline: FacePipeline, probes: list, rings: np.ndarray) -> None:
+def glow_profile(pipeline: FaceAnalysis, probes: list, rings: np.ndarray) -> None:
     crops, _ = pipeline.crops([d.source for d in probes])
     slopes, offsets = [], []
     for probe, crop in zip(probes, crops):
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = read_identity_folders(args.data)
     train = dataset.subset(set(dataset.identities) - read_split(args.split))
-    pipeline = FacePipeline("dlib-torch")
+    pipeline = FaceAnalysis("dlib-torch", gender=None)
     probes = [d for d in train.distorted if d.distortion == "sunny"]
     picked = np.random.default_rng(1).choice(len(probes), min(200, len(probes)), replace=False)
     glow_profile(pipeline, [probes[i] for i in picked], np.round(np.arange(0, 2.01, 0.1), 1))

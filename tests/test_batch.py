@@ -61,7 +61,7 @@ def test_list_images_from_folder_and_list_file(tmp_path: Path) -> None:
 
 
 def test_analyze_rows_match_the_analyzer_and_record_bad_images(tmp_path: Path, images: list[Path]) -> None:
-    from facesuite.pipeline import UnifiedFaceAnalyzer
+    from facesuite.analysis import FaceAnalysis
 
     (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
     listing = write_list(tmp_path / "list.txt", [*images[:4], "corrupt.jpg", "missing.jpg"])
@@ -77,16 +77,16 @@ def test_analyze_rows_match_the_analyzer_and_record_bad_images(tmp_path: Path, i
     assert rows[str(tmp_path / "corrupt.jpg")]["error"] == "not an image file (format not recognised)"
     assert rows[str(tmp_path / "corrupt.jpg")]["embedding"] is None
 
-    # The rows are exactly what the in-process analyzer says about the same images.
-    expected, _ = UnifiedFaceAnalyzer(use_cache=False).analyze(images[:4])
-    for analysis in expected:
-        row = rows[analysis.path]
+    # The rows are exactly what the in-process FaceAnalysis says about the same images.
+    expected, _ = FaceAnalysis(use_cache=False).faces(images[:4])
+    for face in expected:
+        row = rows[face.source]
         assert row["error"] is None
         assert (row["distortion"], row["route"], row["gender"], row["fallback"]) == (
-            analysis.distortion, analysis.route, analysis.gender, analysis.fallback)
-        np.testing.assert_allclose(row["box"], analysis.box, atol=1e-3)
-        np.testing.assert_allclose(row["p_female"], analysis.p_female, atol=1e-5)
-        np.testing.assert_allclose(row["embedding"], analysis.embedding, atol=1e-5)
+            face.distortion, face.route, face.gender, face.fallback)
+        np.testing.assert_allclose(row["box"], face.box, atol=1e-3)
+        np.testing.assert_allclose(row["p_female"], face.p_female, atol=1e-5)
+        np.testing.assert_allclose(row["embedding"], face.embedding, atol=1e-5)
         assert np.linalg.norm(row["embedding"]) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -14,7 +14,7 @@ import pytest
 from facesuite.cli import main
 from facesuite.detect import FaceDetector
 from facesuite.distortion.detector import DistortionDetector
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 
 def _explode(*_: object, **__: object) -> None:
@@ -53,7 +53,7 @@ def test_gallery_enroll_keeps_the_identities_enrolled_before_a_fault(facecom_b: 
         for image in _images(facecom_b, person):
             (tmp_path / "ids" / person / image.name).symlink_to(image.resolve())
     calls = {"n": 0}
-    embed = FacePipeline.embed_paths
+    embed = FaceAnalysis.embed
 
     def fails_on_the_third_identity(self, paths, *args, **kwargs):
         calls["n"] += 1
@@ -61,7 +61,7 @@ def test_gallery_enroll_keeps_the_identities_enrolled_before_a_fault(facecom_b: 
             _explode()
         return embed(self, paths, *args, **kwargs)
 
-    monkeypatch.setattr(FacePipeline, "embed_paths", fails_on_the_third_identity)
+    monkeypatch.setattr(FaceAnalysis, "embed", fails_on_the_third_identity)
     gallery = str(tmp_path / "gallery")
     assert main(["gallery", "enroll", str(tmp_path / "ids"), "--gallery", gallery]) == 1
     _assert_one_fault_line(capsys.readouterr().err)

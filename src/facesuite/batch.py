@@ -3,8 +3,8 @@
     spec = JobSpec("analyze")                       # or "embed"; embedder, detector, routing...
     summary = run_job(spec, "photos/", "faces.parquet", engine="ray", ray_address="head:6379")
 
-Both engines run the same :class:`ImageWorker` (the models of :class:`UnifiedFaceAnalyzer` or
-:class:`FacePipeline`, loaded once per worker) over batches of paths:
+Both engines run the same :class:`ImageWorker` (one :class:`~facesuite.analysis.FaceAnalysis`,
+loaded once per worker) over batches of paths:
 
 ``local``
     one worker process per core of this machine;
@@ -120,19 +120,13 @@ class ImageWorker:
     """
 
     def __init__(self, spec: JobSpec) -> None:
-        routes = "default" if spec.routing else None
+        from facesuite.analysis import FaceAnalysis
+
         self.spec = spec
         self.schema = output_schema(spec.kind)
-        if spec.kind == "analyze":
-            from facesuite.pipeline import UnifiedFaceAnalyzer
-
-            self._analyzer = UnifiedFaceAnalyzer(
-                spec.embedder, spec.detector, spec.use_cache, routes=routes, batch_size=spec.batch_size
-            )
-        else:
-            from facesuite.pipeline import FacePipeline
-
-            self._pipeline = FacePipeline(spec.embedder, spec.detector, spec.use_cache, routes=routes)
+        self._analysis = FaceAnalysis(spec.embedder, spec.detector, use_cache=spec.use_cache,
+                                      routes="default" if spec.routing else None,
+                                      gender="default" if spec.kind == "analyze" else None, batch_size=spec.batch_size)
 
     def __call__(self, batch: dict) -> pa.Table:
         # Ray Data hands over a batch of chunks (see _run_ray); each chunk is processed whole.
@@ -150,20 +144,21 @@ class ImageWorker:
     def _rows(self, paths: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
         if self.spec.kind == "analyze":
-            results, skipped = self._analyzer.analyze(list(paths))
-            for result in results:
-                record = {k: v for k, v in result.__dict__.items() if k not in ("identity", "distance")}
-                record["embedding"] = result.embedding.tolist()
-                rows[result.path] = record
+            faces, skipped = self._analysis.faces(list(paths))
+            for face in faces:
+                rows[face.source] = {"path": face.source, "box": list(face.box), "fallback": face.fallback,
+                                     "score": face.det_score, "distortion": face.distortion,
+                                     "distortion_probability": face.distortion_probability, "route": face.route,
+                                     "gender": face.gender, "p_female": face.p_female, "embedding": face.embedding.tolist()}
         else:
-            vectors, crops, skipped = self._pipeline.embed_paths(list(paths))
+            vectors, crops, skipped = self._analysis.embed(list(paths))
             for crop, vector in zip(crops, vectors):
                 face = crop.input_face
                 rows[str(crop.path)] = {"path": str(crop.path), "box": list(face.box), "fallback": face.fallback,
                                         "score": face.score, "embedding": vector.tolist()}
         for item in skipped:
             path = str(item.path)
-            rows[path] = {"path": path, "error": item.reason.removeprefix(f"{path}: ")}
+            rows[path] = {"path": path, "error": item.error.message}
         return rows
 
 

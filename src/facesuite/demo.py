@@ -137,7 +137,7 @@ def run_demo(
         recognition_metrics,
         write_recognition_report,
     )
-    from facesuite.pipeline import UnifiedFaceAnalyzer
+    from facesuite.analysis import FaceAnalysis
 
     task_a, task_b = data / "facecom" / "task_a" / "train", data / "facecom" / "task_b" / "train"
     for folder in (task_a, task_b):
@@ -164,8 +164,7 @@ def run_demo(
     # A few clean images per identity is a realistic enrollment and keeps the demo fast.
     enrolled = {i: paths[:clean_per_identity] for i, paths in clean_by_id.items()}
     sample = IdentityDataset(task_b, [(p, i) for i, ps in enrolled.items() for p in ps], subset.distorted)
-    analyzer = UnifiedFaceAnalyzer()
-    pipeline = analyzer.pipeline
+    analysis = FaceAnalysis()
     clock = lap("load models", started)
 
     # 1. gallery: the default one is rebuilt each run, so a rerun never mixes in an earlier sample;
@@ -174,17 +173,14 @@ def run_demo(
         gallery_uri = str(out / "gallery")
         shutil.rmtree(gallery_uri, ignore_errors=True)
     skipped_total = 0
-    gallery = pipeline.open_gallery(gallery_uri, create=True)
+    gallery = analysis.open_gallery(gallery_uri, create=True)
     try:
-        present = {identity for identity, _ in gallery.identities()}
+        present = {identity for identity, _ in gallery.list()}
         for identity, paths in enrolled.items():
-            vectors, crops, skipped = pipeline.embed_paths(paths)
-            skipped_total += len(skipped)
             if identity in present:
                 gallery.remove(identity)
-            if crops:
-                pipeline.enroll(gallery, identity, vectors, crops, [str(c.path) for c in crops])
-        clock = lap(f"enroll {len(gallery.identities())} identities", clock)
+            skipped_total += len(gallery.enroll(identity, paths).skipped)
+        clock = lap(f"enroll {len(gallery.list())} identities", clock)
 
         # 2. analysis of clean and distorted faces against the gallery.
         rng = random.Random(SEED)
@@ -194,13 +190,13 @@ def run_demo(
             copies = [d for d in subset.distorted if d.identity == identity]
             for item in rng.sample(copies, min(2, len(copies))):
                 truth[str(item.path)] = (identity, item.distortion)
-        analyzer.gallery = gallery
-        results, skipped = analyzer.analyze([Path(p) for p in truth], progress="analyze")
+        analysis.gallery = gallery
+        results, skipped = analysis.faces([Path(p) for p in truth], progress="analyze")
         skipped_total += len(skipped)
     finally:
-        analyzer.gallery = None
+        analysis.gallery = None
         gallery.close()
-    analysis_rows = [r.to_dict() | {"true_identity": truth[r.path][0], "true_distortion": truth[r.path][1]} for r in results]
+    analysis_rows = [r.to_dict() | {"true_identity": truth[r.source][0], "true_distortion": truth[r.source][1]} for r in results]
     with open(out / "analysis.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(analysis_rows[0]) if analysis_rows else ["path"])
         writer.writeheader()
@@ -209,18 +205,17 @@ def run_demo(
 
     # 3. gender on a balanced task_a sample.
     gender_data = _gender_sample(task_a, out / "gender-sample", gender_per_class)
-    gender_metrics, skipped = evaluate_gender(gender_data, analyzer.gender, out / "gender", extractor=pipeline.extractor)
+    gender_metrics, skipped = evaluate_gender(gender_data, analysis.gender, out / "gender", extractor=analysis.extractor)
     skipped_total += len(skipped)
     clock = lap("gender evaluation", clock)
 
     # 4. routed recognition on the sampled identities.
-    embedded, skipped, routing = embed_dataset(pipeline, sample, routed=True)
+    embedded, skipped, routing = embed_dataset(analysis, sample)
     skipped_total += len(skipped)
-    recognition = recognition_metrics(embedded, pipeline.threshold, seed=SEED)
-    recognition.update(embedder=pipeline.embedder.name, pipeline="routed", skipped=len(skipped), routing=routing)
+    recognition = recognition_metrics(embedded, analysis.threshold, seed=SEED)
+    recognition.update(embedder=analysis.embedder.name, pipeline="routed", skipped=len(skipped), routing=routing)
     write_recognition_report(out / "recognition", embedded, recognition, f"Recognition on {len(chosen)} FACECOM identities (routed)")
     lap("recognition evaluation", clock)
-    analyzer.close()
 
     report = _write_demo_report(out, data, analysis_rows, gender_metrics, recognition, timings,
                                 time.perf_counter() - started, skipped_total, gallery_uri)

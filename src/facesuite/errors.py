@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -20,7 +21,25 @@ class InputError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
+        self.message = message  # without the path, for callers that name the input their own way
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+@dataclass
+class Skipped:
+    """An input that could not be analysed, and why: what a batch returns in place of its result."""
+
+    source: Path | str  # the file, or the name of an input given in memory
+    error: InputError
+
+    @property
+    def path(self) -> Path | str:
+        return self.source
+
+    @property
+    def reason(self) -> str:
+        """One line naming the input and the problem."""
+        return str(self.error)
 
 
 class Fault(Exception):

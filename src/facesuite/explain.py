@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from facesuite.errors import InputError
 
 
 def gradcam(network: nn.Module, layer: nn.Module, chip: np.ndarray, target: int | None = None) -> tuple[np.ndarray, int]:
@@ -48,7 +47,7 @@ def explain_gender(image: str | Path, model_dir: str | Path | None = None, extra
     model = GenderModel.load(model_dir)
     predictions, skipped = predict_files(model, [image], extractor)
     if skipped:
-        raise InputError(skipped[0].reason)  # already names the file
+        raise skipped[0].error
     prediction = predictions[0]
     heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
     info = {"path": str(image), "gender": prediction.label, "p_female": round(prediction.p_female, 4),

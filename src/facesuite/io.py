@@ -7,11 +7,14 @@ conversion and the pixel limit are applied in exactly one place.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,18 +80,25 @@ def load_image_and_scale(
         raise InputError("not a file", path)
     if path.stat().st_size == 0:
         raise EmptyFile("empty file (0 bytes)", path)
+    return _decode(lambda: Image.open(path), path, max_side, min_side)
+
+
+def _decode(
+    open_image: Callable[[], ContextManager[Image.Image]], name: str | Path, max_side: int | None, min_side: int
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Decode what ``open_image`` opens (a file, bytes or a Pillow image), naming ``name`` in errors."""
     try:
         with warnings.catch_warnings():
             # Pillow warns about large images (checked below) and about corrupt metadata it skips;
             # the image is still usable, and users get one line per real problem, not warnings.
             warnings.simplefilter("ignore")
             # Image.open reads the header only: the size checks below run before any decoding.
-            with Image.open(path) as image:
+            with open_image() as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise ImageTooLarge(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS})", path)
+                    raise ImageTooLarge(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS})", name)
                 if min(width, height) < min_side:
-                    raise ImageTooSmall(f"image too small to hold a face ({width}x{height} pixels, minimum {min_side} per side)", path)
+                    raise ImageTooSmall(f"image too small to hold a face ({width}x{height} pixels, minimum {min_side} per side)", name)
                 if max_side and max(width, height) > max_side:
                     # draft() lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding (to no
                     # less than the size asked), so a huge photo never exists at full size.
@@ -110,14 +120,79 @@ def load_image_and_scale(
         raise
     except Image.DecompressionBombError:
         # Pillow's own guard fires inside open(), before our check, past twice its limit (179 Mpx).
-        raise ImageTooLarge(f"image too large (over {MAX_PIXELS} pixels: a possible decompression bomb)", path) from None
+        raise ImageTooLarge(f"image too large (over {MAX_PIXELS} pixels: a possible decompression bomb)", name) from None
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image file (format not recognised)", path) from None
+        raise UnreadableImage("not an image file (format not recognised)", name) from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system, not the image
-            raise InputError(f"cannot read file ({exc.strerror})", path) from None
+            raise InputError(f"cannot read file ({exc.strerror})", name) from None
         # What Pillow's decoders raise on corrupt or truncated data.
-        raise UnreadableImage(f"corrupt or truncated image ({_describe(exc)})", path) from None
+        raise UnreadableImage(f"corrupt or truncated image ({_describe(exc)})", name) from None
+
+
+#: What :func:`decode` takes: a file path, the bytes of an image file, an RGB ``uint8`` array
+#: (H x W x 3; H x W for grey) or a Pillow image.
+ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
+
+
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    """One input image, decoded: RGB ``uint8`` pixels at the size it is analysed at."""
+
+    name: str  # how messages and outputs name it: its path, or the name the caller gave
+    pixels: np.ndarray
+    scale: tuple[float, float]  # analysed pixels -> the input's own pixels, per axis
+    digest: str  # content hash: the detection cache key
+    path: Path | None = None  # the file it was read from, if any
+
+
+def decode(image: ImageInput | Decoded, name: str | None = None) -> Decoded:
+    """Any :data:`ImageInput` as :class:`Decoded`, by the same rules as :func:`load_image`;
+    :class:`InputError` naming ``name`` (default: the path, or the kind of input) when bad."""
+    if isinstance(image, Decoded):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        pixels, scale = load_image_and_scale(image)
+        return Decoded(name or os.fspath(image), pixels, scale, file_digest(image), Path(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        name = name or "<bytes>"
+        if not data:
+            raise EmptyFile("empty file (0 bytes)", name)
+        pixels, scale = _decode(lambda: Image.open(io.BytesIO(data)), name, MAX_SIDE, MIN_SIDE)
+        return Decoded(name, pixels, scale, hashlib.sha1(data).hexdigest())
+    if isinstance(image, Image.Image):
+        name = name or "<PIL image>"
+        # A copy: decoding applies EXIF orientation and may shrink in place; the caller's image stays.
+        pixels, scale = _decode(lambda: image.copy(), name, MAX_SIDE, MIN_SIDE)
+        return Decoded(name, pixels, scale, _pixel_digest(pixels))
+    if isinstance(image, np.ndarray):
+        return _decode_array(image, name or "<array>")
+    raise InputError(f"not an image: expected a path, bytes, a numpy array or a PIL image, got {type(image).__name__}", name)
+
+
+def _decode_array(array: np.ndarray, name: str) -> Decoded:
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise InputError(f"expected an RGB uint8 array of shape (H, W, 3) or a grey (H, W) one, got {array.dtype} {array.shape}", name)
+    height, width = array.shape[:2]
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS})", name)
+    if min(width, height) < MIN_SIDE:
+        raise ImageTooSmall(f"image too small to hold a face ({width}x{height} pixels, minimum {MIN_SIDE} per side)", name)
+    pixels = np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else np.ascontiguousarray(array)
+    scale = (1.0, 1.0)
+    if max(width, height) > MAX_SIDE:
+        shrunk = Image.fromarray(pixels)
+        shrunk.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
+        scale = (width / shrunk.size[0], height / shrunk.size[1])
+        pixels = np.asarray(shrunk)
+    return Decoded(name, pixels, scale, _pixel_digest(pixels))
+
+
+def _pixel_digest(pixels: np.ndarray) -> str:
+    digest = hashlib.sha1(f"pixels:{pixels.shape}:".encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -17,18 +17,14 @@ from facesuite.cli.detect import (
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from facesuite.analysis import FaceAnalysis
     from facesuite.io import expand_paths
-    from facesuite.pipeline import UnifiedFaceAnalyzer
 
     paths = expand_paths(args.paths)
-    analyzer = UnifiedFaceAnalyzer(
-        args.embedder, detector_settings(args), use_cache=not args.no_cache,
-        routes=None if args.no_routing else "default", gallery=args.gallery,
-    )
-    try:
-        results, skipped = analyzer.analyze(paths, progress="analyze" if len(paths) > 1 else None)
-    finally:
-        analyzer.close()
+    with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
+                      routes=None if args.no_routing else "default", gallery=args.gallery) as analysis:
+        results, skipped = analysis.faces(paths, max_faces=None if args.all_faces else 1,
+                                          progress="analyze" if len(paths) > 1 else None)
     print_skips(skipped)
     rows = [r.to_dict() for r in results]
     if args.csv:
@@ -51,7 +47,7 @@ def register(groups: dict) -> None:
         description="Run the whole pipeline: detect, name the distortion, route to the recogniser that suits it, "
                     "gender, and identity when --gallery is given. Prints JSON unless --csv is given.")
     analyze.add_argument("paths", nargs="+", help="images or folders (recursive)")
-    analyze.add_argument("--gallery", help="gallery folder to identify against")
+    analyze.add_argument("--gallery", metavar="URI", help="gallery to identify against: a folder, NAME.db or milvus://HOST:PORT/COLLECTION")
     analyze.add_argument("--csv", help="write one row per image here")
     analyze.add_argument("--json", action="store_true", help="compact JSON on stdout (the default output, one line)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")

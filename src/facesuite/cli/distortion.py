@@ -12,9 +12,9 @@ from pathlib import Path
 from facesuite.data import DISTORTIONS
 
 
-def _print_skips(skipped: list[tuple[Path, str]]) -> None:
-    for _, reason in skipped:
-        print(f"skipped: {reason}", file=sys.stderr)
+def _print_skips(skipped) -> None:
+    for item in skipped:
+        print(f"skipped: {item.reason}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
 

@@ -19,16 +19,18 @@ def _add_embedder_options(parser: argparse.ArgumentParser, routing_flag: bool = 
     add_detector_options(parser)
 
 
-def _pipeline(args: argparse.Namespace, threshold: float | None = None):
-    from facesuite.pipeline import FacePipeline
+def _analysis(args: argparse.Namespace, gallery: str | None = None):
+    """The models these commands need: detection, routes and the embedder (no gender)."""
+    from facesuite.analysis import FaceAnalysis
 
     routed = args.pipeline == "routed" if hasattr(args, "pipeline") else not args.no_routing
-    return FacePipeline(args.embedder, detector_settings(args), use_cache=not args.no_cache, routes="default" if routed else None,
-                        threshold=threshold if threshold is not None else getattr(args, "threshold", None))
+    return FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
+                        routes="default" if routed else None, gender=None, gallery=gallery,
+                        threshold=getattr(args, "threshold", None))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = _pipeline(args).verify(args.first, args.second)
+    result = _analysis(args).verify(args.first, args.second)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -47,21 +49,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from facesuite.data import read_split
 
         dataset = dataset.subset(set(dataset.identities) - read_split(args.split))
-    pipeline = _pipeline(args)
+    analysis = _analysis(args)
     paths = [p for p, _ in dataset.clean] + ([d.path for d in dataset.distorted] if args.with_distorted else [])
     identity = {str(p): i for p, i in dataset.clean} | {str(d.path): d.identity for d in dataset.distorted}
-    vectors, crops, skipped = pipeline.embed_paths(paths, progress="calibrate")
+    vectors, crops, skipped = analysis.embed(paths, progress="calibrate")
     print_skips(skipped)
     genuine, impostor = calibration_pairs(vectors, [identity[str(c.path)] for c in crops])
     if genuine.size == 0:
         raise InputError("needs identities with two or more images to calibrate", args.dir)
     threshold = threshold_at_far(genuine, impostor, args.far)
     record = {
-        "embedder": pipeline.embedder.name, "threshold": threshold, "target_far": args.far,
+        "embedder": analysis.embedder.name, "threshold": threshold, "target_far": args.far,
         "tar": float((genuine <= threshold).mean()), "genuine_pairs": int(genuine.size),
         "impostor_pairs": int(impostor.size), "data": str(args.dir),
     }
-    path = save_calibration(pipeline.embedder.name, record, Path(args.save_to) if args.save_to else None)
+    path = save_calibration(analysis.embedder.name, record, Path(args.save_to) if args.save_to else None)
     print(json.dumps(record) if args.json else
           f"threshold {threshold:.4f} at FAR {args.far:.2%} (TAR {record['tar']:.3f} on {genuine.size} genuine pairs); saved to {path}")
     return 0
@@ -73,44 +75,36 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
 
     dataset = read_identity_folders(args.dir)
-    pipeline = _pipeline(args)
+    analysis = _analysis(args)
     by_identity: dict[str, list[Path]] = {}
     for path, identity in dataset.clean:
         by_identity.setdefault(identity, []).append(path)
     enrolled = faces = 0
     skipped_all = []
-    with pipeline.open_gallery(args.gallery, create=True) as gallery:
+    with analysis.open_gallery(args.gallery, create=True) as gallery:
         for identity, paths in tqdm(by_identity.items(), desc="enroll", unit="id"):
-            vectors, crops, skipped = pipeline.embed_paths(paths)
-            skipped_all += skipped
-            if crops:  # one transaction per identity and store: a crash never leaves half an identity
-                faces += pipeline.enroll(gallery, identity, vectors, crops, [str(c.path) for c in crops])
-                enrolled += 1
+            # One transaction per identity and store: a crash never leaves half an identity.
+            result = gallery.enroll(identity, paths)
+            skipped_all += result.skipped
+            faces += result.faces
+            enrolled += result.faces > 0
     print_skips(skipped_all)
     print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
     return 0
 
 
 def cmd_gallery_identify(args: argparse.Namespace) -> int:
-    from facesuite.gallery import open_gallery
     from facesuite.io import expand_paths
 
     paths = expand_paths(args.paths)
-    with open_gallery(args.gallery) as stored:
-        threshold, built_with = stored.threshold, stored.embedder
-    pipeline = _pipeline(args, threshold=threshold)
-    if pipeline.embedder.name != built_with:
-        raise InputError(f"gallery was built with embedder {built_with!r}; pass --embedder {built_with}", args.gallery)
-    with pipeline.open_gallery(args.gallery) as gallery:
-        crops, skipped = pipeline.crops(paths, progress="identify")
-        vectors, views = pipeline.embed_with_views(crops)
-        matches = gallery.identify(vectors, top_k=args.top_k, views=views) if len(crops) else []
+    with _analysis(args, gallery=args.gallery) as analysis:
+        faces, skipped = analysis.faces(paths, progress="identify")
         rows = []
-        for crop, candidates in zip(crops, matches):
+        for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
             best = candidates[0]
             rows.append({
-                "path": str(crop.path), "identity": gallery.decide(best), "distance": round(best.distance, 6),
-                "nearest": best.identity, "fallback": int(crop.face.fallback),
+                "path": face.source, "identity": analysis.gallery.decide(best), "distance": round(best.distance, 6),
+                "nearest": best.identity, "fallback": int(face.fallback),
                 "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates),
             })
     print_skips(skipped)
@@ -172,15 +166,15 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         dataset = dataset.subset(keep)
     if not dataset.distorted:
         raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", args.dir)
-    pipeline = _pipeline(args)
-    data, skipped, routing = embed_dataset(pipeline, dataset, routed=args.pipeline == "routed")
+    analysis = _analysis(args)
+    data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
-    metrics = recognition_metrics(data, pipeline.threshold, seed=args.seed)
-    metrics.update(embedder=pipeline.embedder.name, pipeline=args.pipeline, skipped=len(skipped))
+    metrics = recognition_metrics(data, analysis.threshold, seed=args.seed)
+    metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, skipped=len(skipped))
     if routing:
         metrics["routing"] = routing
     out = Path(args.out)
-    title = f"Recognition: {args.dir} ({pipeline.embedder.name}, {args.pipeline} pipeline)"
+    title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
     write_recognition_report(out, data, metrics, title, seed=args.seed)
     ident, verif = metrics["identification"], metrics["verification"]
     print(f"top-1 {ident['top1']:.4f} over {ident['probes']} distorted probes; source excluded {ident['source_excluded']}; "

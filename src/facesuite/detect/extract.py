@@ -1,13 +1,15 @@
-"""From image files to aligned face chips: load, detect (batched, cached), align.
+"""From images to aligned face chips: decode, detect (batched, cached), align.
 
-Bad files inside a batch are reported as :class:`Skipped` with a one-line reason, so a large
-folder is processed to the end and the skips are counted.
+Inputs are anything :func:`facesuite.io.decode` takes (paths, bytes, arrays, Pillow images). A bad
+input inside a batch is reported as :class:`Skipped` (the input and its :class:`InputError`), so
+a large folder is processed to the end and the skips are counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,8 @@ from facesuite.config import cache_dir
 from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
-from facesuite.errors import InputError
-from facesuite.io import file_digest, load_image_and_scale
+from facesuite.errors import InputError, Skipped
+from facesuite.io import Decoded, ImageInput, decode, load_image
 
 
 @dataclass
@@ -30,12 +32,19 @@ class Crop:
     one every output reports.
     """
 
-    path: Path
+    path: Path | str  # the file, or the name of an input given in memory
     face: Face
     chip: np.ndarray
     image_shape: tuple[int, int]
     face_index: int = 0  # 0 is the largest face of the image; others only with all_faces
     scale: tuple[float, float] = (1.0, 1.0)  # loaded pixels -> the file's pixels, per axis
+    # The decoded pixels of an input given in memory (a file is read again when needed, so a
+    # folder's worth of crops does not hold every image).
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def pixels(self) -> np.ndarray:
+        """The whole image this face is in, at the size it was analysed at."""
+        return self.image if self.image is not None else load_image(self.path)
 
     @property
     def input_face(self) -> Face:
@@ -45,12 +54,6 @@ class Crop:
         x1, y1, x2, y2 = self.face.box
         return replace(self.face, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
                        landmarks=np.asarray(self.face.landmarks, dtype=np.float64) * (sx, sy))
-
-
-@dataclass
-class Skipped:
-    path: Path
-    reason: str
 
 
 class FaceExtractor:
@@ -69,36 +72,41 @@ class FaceExtractor:
         self._cache = DetectionCache(cache_folder or cache_dir()) if use_cache else None
 
     def iter_crops(
-        self, paths: Sequence[str | Path], chip: ChipSpec = ChipSpec(), progress: str | None = None
+        self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
+        max_faces: int | None = None,
     ) -> Iterator[Crop | Skipped]:
-        """Yield a Crop or a Skipped per path, in order; ``progress`` labels a progress bar."""
-        bar = tqdm(total=len(paths), desc=progress, unit="img", disable=progress is None, leave=False)
-        for start in range(0, len(paths), self.batch_size):
-            batch = [Path(p) for p in paths[start : start + self.batch_size]]
-            yield from self._process(batch, chip)
+        """Yield the Crops (largest face first) or a Skipped of each input, in order; ``progress``
+        labels a progress bar. ``max_faces``: faces per image (default 1, every face with the
+        ``all_faces`` setting; ``None`` there means every face)."""
+        bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None, leave=False)
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            yield from self._process(batch, chip, max_faces)
             bar.update(len(batch))
         bar.close()
 
-    def crops(self, paths: Sequence[str | Path], chip: ChipSpec = ChipSpec(), progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
-        """All crops and all skips for ``paths``."""
+    def crops(self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
+              max_faces: int | None = None) -> tuple[list[Crop], list[Skipped]]:
+        """All crops and all skips for ``images``."""
         crops: list[Crop] = []
         skipped: list[Skipped] = []
-        for item in self.iter_crops(paths, chip, progress):
+        for item in self.iter_crops(images, chip, progress, max_faces):
             (crops if isinstance(item, Crop) else skipped).append(item)
         return crops, skipped
 
-    def _process(self, batch: list[Path], chip: ChipSpec) -> Iterable[Crop | Skipped]:
+    def _process(self, batch: Sequence[ImageInput], chip: ChipSpec, max_faces: int | None) -> Iterable[Crop | Skipped]:
         key = self.settings.key()
-        # The cache holds the largest face of each image only, so all_faces always detects afresh.
-        use_cache = self._cache is not None and not self.settings.assume_cropped and not self.settings.all_faces
-        loaded: list[tuple[Path, np.ndarray, str, tuple[float, float]] | Skipped] = []
-        for path in batch:
+        if max_faces is None:
+            max_faces = 0 if self.settings.all_faces else 1  # 0: every face
+        # The cache holds the largest face of each image only, so more faces are detected afresh.
+        use_cache = self._cache is not None and not self.settings.assume_cropped and max_faces == 1
+        loaded: list[Decoded | Skipped] = []
+        for item in batch:
             try:
-                image, scale = load_image_and_scale(path)
-                loaded.append((path, image, file_digest(path), scale))
+                loaded.append(decode(item))
             except InputError as error:
-                loaded.append(Skipped(path, str(error)))
-        images = [entry[:3] for entry in loaded if not isinstance(entry, Skipped)]
+                loaded.append(Skipped(Path(item) if isinstance(item, (str, os.PathLike)) else error.path or "<image>", error))
+        images = [(entry.name, entry.pixels, entry.digest) for entry in loaded if not isinstance(entry, Skipped)]
         # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
         found: dict[str, list[Face]] = {}
         if use_cache:
@@ -117,10 +125,11 @@ class FaceExtractor:
             if isinstance(entry, Skipped):
                 yield entry
                 continue
-            path, image, digest, scale = entry
-            faces = found[digest] or [fallback_face(image.shape, self.settings)]
-            for index, face in enumerate(faces if self.settings.all_faces else faces[:1]):
-                yield Crop(path, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index, scale)
+            image = entry.pixels
+            faces = found[entry.digest] or [fallback_face(image.shape, self.settings)]
+            for index, face in enumerate(faces[:max_faces] if max_faces else faces):
+                yield Crop(entry.path or entry.name, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index,
+                           entry.scale, None if entry.path else image)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch import nn
 
 from facesuite.config import MODELS_DIR
 from facesuite.distortion import LABELS
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 from facesuite.integrity import verify_model_folder
 from facesuite.io import load_image
 
@@ -193,17 +193,17 @@ class DistortionDetector:
                 )
         return predictions
 
-    def predict_paths(self, paths: Sequence[Path]) -> tuple[list[tuple[Path, Prediction]], list[tuple[Path, str]]]:
-        """Predictions for readable files and ``(path, reason)`` for files that could not be read."""
+    def predict_paths(self, paths: Sequence[Path]) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
+        """Predictions for readable files, and the files that could not be read."""
         done: list[tuple[Path, Prediction]] = []
-        skipped: list[tuple[Path, str]] = []
+        skipped: list[Skipped] = []
         for start in range(0, len(paths), self.batch_size):
             readable: list[tuple[Path, np.ndarray]] = []
             for path in paths[start : start + self.batch_size]:
                 try:
                     readable.append((path, load_image(path)))
                 except InputError as error:
-                    skipped.append((path, str(error)))
+                    skipped.append(Skipped(path, error))
             if readable:
                 done.extend(zip([p for p, _ in readable], self.predict([image for _, image in readable])))
         return done, skipped

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.data import DISTORTIONS, read_identity_folders
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 from facesuite.io import load_image
 
 
@@ -106,7 +106,7 @@ class Synthesizer:
 class DistortSummary:
     clean: int
     written: int
-    skipped: list[tuple[Path, str]]
+    skipped: list[Skipped]
 
 
 def _place_clean(source: Path, target: Path) -> None:
@@ -134,7 +134,7 @@ def write_distorted(
         try:
             image = load_image(path)
         except InputError as error:
-            skipped.append((path, str(error)))
+            skipped.append(Skipped(path, error))
             continue
         folder = out / identity
         (folder / "distortion").mkdir(parents=True, exist_ok=True)

@@ -207,35 +207,36 @@ def _plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Pa
     return out
 
 
-def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, progress: bool = True) -> tuple[EmbeddedSet, list, dict]:
-    """Embed a dataset's clean and distorted images with a :class:`~facesuite.pipeline.FacePipeline`.
+def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> tuple[EmbeddedSet, list, dict]:
+    """Embed a dataset's clean and distorted images with a :class:`~facesuite.analysis.FaceAnalysis`.
 
-    With ``routed``, each probe goes through the route of the distortion type the detector
+    When it has routes, each probe goes through the route of the distortion type the detector
     predicts for it (``facesuite.distortion.routing``); the third value then reports how often the
     predicted type was the true one. Gallery images are clean and take the plain route; routes that
     compare with a gallery view (sunny) get the gallery rendered that way.
     """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
-    g_crops, skipped = pipeline.crops(clean_paths, progress="gallery" if progress else None)
-    gallery = pipeline.embed_crops(g_crops) if routed else pipeline.embedder.embed([c.chip for c in g_crops])
+    routed = analysis.routed
+    g_crops, skipped = analysis.crops(clean_paths, progress="gallery" if progress else None)
+    gallery = analysis.embed_crops(g_crops)[0]
     probe_info = {str(d.path): d for d in dataset.distorted}
-    p_crops, p_skipped = pipeline.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
+    p_crops, p_skipped = analysis.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     views: dict[str, np.ndarray] = {}
     probe_views = None
     if routed:
-        probes, _, kinds, _ = pipeline.route_crops(p_crops)
+        probes, _, kinds, _ = analysis.route_crops(p_crops)
         labels = [k.label for k in kinds]
-        probe_views = [pipeline.router.route(label).gallery_view for label in labels]
+        probe_views = analysis.views_of(labels)
         # Every view the routes use, even with no probe taking it here: slices of one evaluation
         # (the API's progress steps) are merged gallery by gallery.
-        views = pipeline.view_embeddings(g_crops, progress=progress)
+        views = analysis.view_embeddings(g_crops, progress=progress)
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
-                   "routes": {kind: pipeline.router.route(kind).describe() for kind in sorted(set(labels))}}
+                   "routes": {kind: analysis.router.route(kind).describe() for kind in sorted(set(labels))}}
     else:
-        probes = pipeline.embedder.embed([c.chip for c in p_crops])
+        probes = analysis.embedder.embed([c.chip for c in p_crops])
     data = EmbeddedSet(
         gallery_paths=[c.path for c in g_crops],
         gallery_ids=[identity_of[str(c.path)] for c in g_crops],
@@ -247,7 +248,7 @@ def embed_dataset(pipeline, dataset: IdentityDataset, routed: bool = False, prog
         probes=probes,
         gallery_views=views,
         probe_views=probe_views,
-        view_scales={view: route.view_distance for view, route in pipeline.router.gallery_views.items()} if routed else {},
+        view_scales={view: route.view_distance for view, route in analysis.router.gallery_views.items()} if routed else {},
     )
     return data, skipped + p_skipped, routing
 

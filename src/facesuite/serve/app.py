@@ -1,10 +1,10 @@
 """The REST API and the web dashboard, one FastAPI app built by :func:`create_app`.
 
-Every model and the gallery live on one worker thread (:class:`ModelService`): the detection cache
-and the gallery hold SQLite connections, which may only be used by the thread that opened them,
-and two inference calls at once would only fight over the same CPU cores anyway. Request handlers
-save uploads to temporary files, validate them with :func:`facesuite.io.load_image`, and hand the
-paths to that thread. Every error reaches the client as JSON ``{"error": "..."}`` -- never a
+Every model and the gallery live on one worker thread (:class:`ModelService`): the gallery holds
+SQLite connections, which may only be used by the thread that opened them, and two inference
+calls at once would only fight over the same CPU cores anyway. Request handlers read uploads into
+memory, decode them with :func:`facesuite.io.decode` (no temporary files), and hand the decoded
+images to that thread. Every error reaches the client as JSON ``{"error": "..."}`` -- never a
 traceback.
 
 Safety, for a server that may be exposed: request bodies and decoded images are size-limited
@@ -21,14 +21,12 @@ import io
 import logging
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -46,11 +44,11 @@ from facesuite import __version__
 from facesuite.config import user_home
 from facesuite.errors import InputError
 from facesuite.io import (
-    IMAGE_SUFFIXES,
+    Decoded,
     EmptyFile,
     ImageTooLarge,
     ImageTooSmall,
-    load_image,
+    decode,
 )
 
 log = logging.getLogger("facesuite.serve")
@@ -68,7 +66,6 @@ API_KEY_ENV = "FACESUITE_API_KEY"
 # when the server has one. Every other POST only computes an answer from the uploaded images.
 MUTATING_ROUTES = frozenset({("POST", "/gallery/enroll"), ("POST", "/jobs/recognition")})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_UPLOAD_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
@@ -90,9 +87,10 @@ class ApiError(Exception):
 
 
 class ModelService:
-    """Owns the pipeline, the analyzer, the gender model and the gallery on one worker thread.
+    """Owns the :class:`~facesuite.analysis.FaceAnalysis` and the gallery on one worker thread.
 
-    Public methods taking paths must be called through :meth:`call` (or :meth:`submit`).
+    Public methods must be called through :meth:`call` (or :meth:`submit`). They take uploads
+    already decoded (:class:`~facesuite.io.Decoded`, named by the uploaded file's name).
     """
 
     def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True) -> None:
@@ -101,11 +99,11 @@ class ModelService:
         self._embedder_name = embedder
         self._use_cache = use_cache
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
-        self._pipeline = None
-        self._analyzer = None
+        self._analysis = None
         self._gallery = None
         # Why /analyze and /explain cannot work (models not shipped yet, say); None when they can.
         self.analyzer_error: str | None = None
+        self._can_analyse = False
         self.loaded = False
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -127,121 +125,99 @@ class ModelService:
     def _load(self) -> None:
         if self.loaded:
             return
-        from facesuite.pipeline import FacePipeline, UnifiedFaceAnalyzer
+        from facesuite.analysis import FaceAnalysis
 
+        options = {"use_cache": self._use_cache}
         try:
-            self._analyzer = UnifiedFaceAnalyzer(self._embedder_name, use_cache=self._use_cache)
+            self._analysis = FaceAnalysis(self._embedder_name, **options)
+            self._analysis.distortion  # noqa: B018 - loaded now, so a missing model degrades here
+            self._can_analyse = True
         except InputError as error:
             # Degrade step by step: analysis without gender, then verification and gallery only.
             self.analyzer_error = f"analysis models unavailable ({error})"
             log.warning(self.analyzer_error)
             try:
-                self._analyzer = UnifiedFaceAnalyzer(self._embedder_name, use_cache=self._use_cache, gender_model=None)
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, **options)
+                self._analysis.distortion  # noqa: B018
+                self._can_analyse = True
             except InputError:
-                self._analyzer = None
-        self._pipeline = self._analyzer.pipeline if self._analyzer else FacePipeline(self._embedder_name, use_cache=self._use_cache)
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, routes=None, **options)
         self.loaded = True
 
     @property
-    def pipeline(self):
+    def analysis(self):
         self._load()
-        return self._pipeline
+        return self._analysis
 
-    def _require_analyzer(self):
+    def _require_analysis(self):
         self._load()
-        if self._analyzer is None:
+        if not self._can_analyse:
             raise ApiError(503, self.analyzer_error or "analysis models unavailable")
-        return self._analyzer
+        return self._analysis
 
     def _open_gallery(self, create: bool):
-        from facesuite.gallery import display_uri, gallery_exists
+        from facesuite.gallery import gallery_exists
 
         if self._gallery is None:
-            embedder = self.pipeline.embedder
-            if create or gallery_exists(self.gallery_uri):
-                self._gallery = self.pipeline.open_gallery(self.gallery_uri, create=create)
-            else:
+            if not (create or gallery_exists(self.gallery_uri)):
                 return None
-            built_with = self._gallery.embedder
-            if built_with != embedder.name:
-                self._close_gallery()
-                raise InputError(f"gallery was built with embedder {built_with!r}, not {embedder.name!r}",
-                                 display_uri(self.gallery_uri))
+            # FaceAnalysis.open_gallery checks the gallery was built with this embedder.
+            self._gallery = self.analysis.open_gallery(self.gallery_uri, create=create)
+            self._analysis.gallery = self._gallery
         return self._gallery
 
     def _close_gallery(self) -> None:
         if self._gallery is not None:
             self._gallery.close()
             self._gallery = None
+            self._analysis.gallery = None
 
-    def _chip(self, path: Path) -> np.ndarray:
-        crops, _ = self.pipeline.crops([path])
-        return crops[0].chip
-
-    def analyze(self, path: Path, name: str, images: bool) -> dict:
-        analyzer = self._require_analyzer()
-        results, skipped = analyzer.analyze([path])
-        if skipped:
-            raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
-        result = results[0]
-        record = result.to_dict()
-        record["path"] = name
-        gallery = self._open_gallery(create=False)
-        if gallery is not None and len(gallery):
-            best = gallery.identify(result.embedding, views=self.pipeline.views_of([result.distortion]))[0][0]
-            record["identity"], record["distance"] = gallery.decide(best), round(best.distance, 4)
+    def analyze(self, upload: Decoded, images: bool) -> dict:
+        analysis = self._require_analysis()
+        self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
+        (face,) = analysis.get(upload)
+        record = face.to_dict()
         if images:
-            record["crop"] = png_data_uri(self._chip(path))
+            record["crop"] = png_data_uri(face.chip())
         return record
 
-    def verify(self, first: Path, second: Path, images: bool) -> dict:
-        record = self.pipeline.verify(first, second).to_dict()
+    def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
+        record = self.analysis.verify(first, second).to_dict()
         if images:
-            record["crops"] = [png_data_uri(self._chip(first)), png_data_uri(self._chip(second))]
+            crops, _ = self.analysis.crops([first, second])
+            record["crops"] = [png_data_uri(crop.chip) for crop in crops]
         return record
 
-    def explain(self, path: Path, name: str) -> tuple[bytes, dict]:
+    def explain(self, upload: Decoded) -> tuple[bytes, dict]:
         from facesuite.classify.gender import LABELS, predict_files
         from facesuite.explain import gradcam, overlay
 
-        model = self._require_analyzer().gender
+        model = self._require_analysis().gender
         if model is None:
             raise ApiError(503, self.analyzer_error or "no gender model loaded")
-        predictions, skipped = predict_files(model, [path], self.pipeline.extractor)
-        if skipped:
-            raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
-        prediction = predictions[0]
+        (prediction,), _ = predict_files(model, [upload], self.analysis.extractor)
         heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
         info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
         return png_bytes(overlay(prediction.chip, heat)), info
 
-    def enroll(self, identity: str, paths: Sequence[Path], names: Sequence[str]) -> dict:
-        vectors, crops, skipped = self.pipeline.embed_paths(paths)
-        if not crops:
-            raise ApiError(422, "no usable face in the uploaded images")
-        name_of = {str(p): n for p, n in zip(paths, names)}
+    def enroll(self, identity: str, uploads: Sequence[Decoded]) -> dict:
         gallery = self._open_gallery(create=True)
-        added = self.pipeline.enroll(gallery, identity, vectors, crops, [name_of[str(c.path)] for c in crops])
-        return {"identity": identity, "enrolled": added, "skipped": [name_of[str(s.path)] for s in skipped],
-                "identities": len(gallery.identities()), "faces": len(gallery)}
+        result = gallery.enroll(identity, uploads)
+        if not result.faces:
+            raise ApiError(422, "no usable face in the uploaded images")
+        return {"identity": identity, "enrolled": result.faces, "skipped": [str(s.source) for s in result.skipped],
+                "identities": len(gallery.list()), "faces": len(gallery)}
 
-    def identify(self, path: Path, name: str, top_k: int) -> dict:
+    def identify(self, upload: Decoded, top_k: int) -> dict:
         gallery = self._open_gallery(create=False)
         if gallery is None or not len(gallery):
             raise ApiError(404, "the gallery is empty: enroll someone first (POST /gallery/enroll)")
-        if self._analyzer is not None:
-            # Same vector as /analyze: routed through the recogniser suited to the distortion.
-            results, skipped = self._analyzer.analyze([path])
-            if skipped:
-                raise ApiError(422, f"{name}: {skipped[0].reason.split(': ', 1)[-1]}")
-            vector, fallback, views = results[0].embedding, results[0].fallback, self.pipeline.views_of([results[0].distortion])
-        else:
-            vector, crop = self.pipeline.embed_one(path)
-            fallback, views = crop.face.fallback, None
-        candidates = gallery.identify(vector, top_k=top_k, views=views)[0]
+        # Same face and vector as /analyze: routed through the recogniser suited to its distortion.
+        (face,) = self._require_analysis().get(upload)
+        candidates = gallery.candidates([face], top_k=top_k)[0]
         best = candidates[0]
-        return {"path": name, "identity": gallery.decide(best), "distance": round(best.distance, 4),
-                "nearest": best.identity, "threshold": round(gallery.threshold, 6), "fallback": fallback,
+        return {"path": upload.name, "identity": gallery.decide(best), "distance": round(best.distance, 4),
+                "nearest": best.identity, "threshold": round(gallery.threshold, 6), "fallback": face.fallback,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:
@@ -253,17 +229,16 @@ class ModelService:
             return {"path": where, "exists": False, "identities": [], "faces": 0}
         return {"path": where, "exists": True, "embedder": gallery.embedder,
                 "threshold": round(gallery.threshold, 6), "faces": len(gallery),
-                "identities": [{"identity": i, "faces": n} for i, n in gallery.identities()]}
+                "identities": [{"identity": i, "faces": n} for i, n in gallery.list()]}
 
     def embed_slice(self, dataset):
-        """Routed embeddings of one slice of an evaluation data set (when the models allow)."""
+        """Embeddings (routed when the models allow) of one slice of an evaluation data set."""
         from facesuite.evaluate.recognition import embed_dataset
 
-        self._load()
-        return embed_dataset(self.pipeline, dataset, routed=self._analyzer is not None, progress=False)
+        return embed_dataset(self.analysis, dataset, progress=False)
 
     def threshold(self) -> float:
-        return self.pipeline.threshold
+        return self.analysis.threshold
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -517,55 +492,39 @@ def _hostname(host: str) -> str:
 
 
 def _describe_upload(error: InputError, name: str) -> ApiError:
-    """The loader's message with the temporary path replaced by the uploaded file's name."""
-    message = str(error)
-    if error.path:
-        message = message.removeprefix(error.path + ": ").replace(error.path, name)
+    """The loader's error as the status a client should see, naming the uploaded file."""
     if isinstance(error, ImageTooLarge):
-        return ApiError(413, f"{name}: {message}")
+        return ApiError(413, f"{name}: {error.message}")
     if isinstance(error, EmptyFile):
-        return ApiError(400, f"{name}: {message}")
+        return ApiError(400, f"{name}: {error.message}")
     if isinstance(error, ImageTooSmall):
-        return ApiError(422, f"{name}: {message}")
-    return ApiError(415, f"{name}: not a readable image: {message}")
+        return ApiError(422, f"{name}: {error.message}")
+    return ApiError(415, f"{name}: not a readable image: {error.message}")
 
 
-@contextmanager
-def saved_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: str = "image") -> Iterator[list[Path]]:
-    """Each upload written to a temporary file and checked to be an image; removed afterwards."""
+def read_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: str = "image") -> list[Decoded]:
+    """Each upload read into memory (at most ``limit`` bytes) and decoded, named by its file name;
+    nothing is written to disk and a client's file name never becomes a path."""
     present = [u for u in uploads if u is not None and (u.filename or u.size)]
     if len(present) < len(uploads) or not present:
         raise ApiError(400, f"no file uploaded in field {field_name!r}")
-    folder = Path(tempfile.mkdtemp(prefix="facesuite-upload-"))
-    try:
-        paths = []
-        for index, upload in enumerate(present):
-            suffix = Path(upload.filename or "").suffix.lower()
-            # Keep a known image suffix (some decoders look at it); anything else gets a neutral one.
-            path = folder / f"{index}{suffix if suffix in IMAGE_SUFFIXES else '.upload'}"
-            written = 0
-            with open(path, "wb") as handle:
-                while chunk := upload.file.read(_UPLOAD_CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise ApiError(413, f"{upload.filename}: upload too large (limit {limit / 2**20:g} MB)")
-                    handle.write(chunk)
-            if written == 0:
-                raise ApiError(400, f"{upload.filename or field_name}: empty file (0 bytes)")
-            try:
-                load_image(path)
-            except InputError as error:
-                raise _describe_upload(error, upload.filename or field_name) from None
-            paths.append(path)
-        yield paths
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    decoded = []
+    for upload in present:
+        name = upload.filename or field_name
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, f"{name}: upload too large (limit {limit / 2**20:g} MB)")
+        try:
+            decoded.append(decode(data, name))
+        except InputError as error:
+            raise _describe_upload(error, name) from None
+    return decoded
 
 
 # ---------------------------------------------------------------------------- the app
 
 
-# Optional in the schema, so a missing file is answered by saved_uploads with a clear 400.
+# Optional in the schema, so a missing file is answered by read_uploads with a clear 400.
 Upload = Annotated[UploadFile | None, File()]
 Uploads = Annotated[list[UploadFile] | None, File()]
 
@@ -643,21 +602,21 @@ def create_app(
     @app.post("/analyze")
     def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
         """Box, distortion and route, gender, and identity (when the gallery holds anyone) for one face."""
-        with saved_uploads([image], max_upload_bytes) as (path,):
-            return service.call(service.analyze, path, image.filename or "image", images)
+        (upload,) = read_uploads([image], max_upload_bytes)
+        return service.call(service.analyze, upload, images)
 
     @app.post("/verify")
     def verify(image1: Upload = None, image2: Upload = None,
                images: bool = Query(False, description="add both aligned crops as data URIs")) -> dict:
         """Same person or not: cosine distance against the calibrated threshold."""
-        with saved_uploads([image1, image2], max_upload_bytes, "image1 and image2") as (first, second):
-            return service.call(service.verify, first, second, images)
+        first, second = read_uploads([image1, image2], max_upload_bytes, "image1 and image2")
+        return service.call(service.verify, first, second, images)
 
     @app.post("/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def explain(image: Upload = None) -> Response:
         """Grad-CAM overlay (PNG) of the gender decision on the aligned face."""
-        with saved_uploads([image], max_upload_bytes) as (path,):
-            png, info = service.call(service.explain, path, image.filename or "image")
+        (upload,) = read_uploads([image], max_upload_bytes)
+        png, info = service.call(service.explain, upload)
         return Response(png, media_type="image/png", headers={"X-Gender": info["gender"], "X-P-Female": str(info["p_female"])})
 
     @app.post("/gallery/enroll")
@@ -666,14 +625,13 @@ def create_app(
         uploads = image or [None]
         if len(uploads) > MAX_ENROLL_FILES:
             raise ApiError(422, f"at most {MAX_ENROLL_FILES} images per request")
-        with saved_uploads(uploads, max_upload_bytes) as paths:
-            return service.call(service.enroll, identity, paths, [u.filename or "image" for u in uploads])
+        return service.call(service.enroll, identity, read_uploads(uploads, max_upload_bytes))
 
     @app.post("/gallery/identify")
     def identify(image: Upload = None, top_k: int = Query(3, ge=1, le=50)) -> dict:
         """Who this is: the best match (``unknown`` beyond the threshold) and the nearest candidates."""
-        with saved_uploads([image], max_upload_bytes) as (path,):
-            return service.call(service.identify, path, image.filename or "image", top_k)
+        (upload,) = read_uploads([image], max_upload_bytes)
+        return service.call(service.identify, upload, top_k)
 
     @app.get("/gallery")
     def gallery_listing() -> dict:

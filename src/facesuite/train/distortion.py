@@ -30,7 +30,7 @@ from facesuite.distortion.detector import (
     make_views,
     to_tensor,
 )
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 from facesuite.io import load_image
 
 # Training crops are taken this many pixels larger on each side and cut at a random offset, so
@@ -82,7 +82,7 @@ def load_views(
             images.append(make_views(load_image(path), wide))
             labels.append(label)
         except InputError as error:
-            skipped.append((path, str(error)))
+            skipped.append(Skipped(path, error))
     if not images:
         raise InputError("no readable images to train on")
     views = Views(
@@ -106,7 +106,7 @@ def synthetic_views(
         try:
             image = load_image(path)
         except InputError as error:
-            skipped.append((path, str(error)))
+            skipped.append(Skipped(path, error))
             continue
         for label, version in [("clean", image), *synthesizer.all_types(image).items()]:
             crop, frame = make_views(version, wide)

@@ -34,9 +34,9 @@ from facesuite.classify.gender import (
     pick_device,
 )
 from facesuite.data import read_gender_folders
-from facesuite.detect.extract import FaceExtractor, Skipped
+from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 
 EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
 

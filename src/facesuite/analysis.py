@@ -1,0 +1,407 @@
+"""FaceAnalysis: the one object that loads the models and answers about faces.
+
+    from facesuite import FaceAnalysis
+
+    app = FaceAnalysis()                          # detector, distortion routes, embedder, gender
+    faces = app.get("photo.jpg")                  # or bytes, an RGB numpy array, a PIL image
+    faces[0].box, faces[0].gender, faces[0].embedding
+    app.verify("a.jpg", "b.jpg").same
+
+    app = FaceAnalysis(gallery="people/")         # identity and distance on every Face
+    app.gallery.enroll("alice", ["alice1.jpg", "alice2.jpg"])
+
+Each face goes ``decode -> detect/align -> name its distortion -> embed through that distortion's
+route -> gender -> identity``. Every caller (CLI, REST API, batch jobs, demo, evaluations) goes
+through this class; they only parse and format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facesuite.detect import DetectorSettings
+from facesuite.detect.extract import Crop, FaceExtractor
+from facesuite.embed import Embedder, cosine_distance, get_embedder
+from facesuite.embed.calibration import load_threshold
+from facesuite.errors import InputError, Skipped
+from facesuite.io import ImageInput, decode
+
+
+@dataclass
+class Face:
+    """Everything facesuite says about one face. Coordinates are in the input image's own pixels."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    landmarks: np.ndarray = field(repr=False)  # (5, 2): eyes, nose, mouth corners
+    det_score: float
+    fallback: bool  # no face was found: the box is the configured centre box
+    distortion: str | None = None  # clean, blurred, foggy, lowlight, noisy, rainy, resized, sunny
+    distortion_probability: float | None = None
+    route: str | None = None  # how it was embedded: plain, a restoration step, a gallery view
+    embedding: np.ndarray | None = field(default=None, repr=False)  # unit vector
+    gender: str | None = None
+    p_female: float | None = None
+    identity: str | None = None  # with a gallery: the enrolled identity, or "unknown"
+    distance: float | None = None  # with a gallery: cosine distance to the nearest identity
+    source: str = ""  # the input's path, or the name given to an input in memory
+    index: int = 0  # which face of its image: 0 is the largest
+    _crop: Crop | None = field(default=None, repr=False, compare=False)
+
+    def chip(self, size: int = 150, padding: float = 0.25) -> np.ndarray:
+        """The face aligned on its five landmarks, ``size`` x ``size`` RGB."""
+        if self._crop is None:
+            raise ValueError("this Face was not made by FaceAnalysis: no image to cut a chip from")
+        return self._crop.face.chip(self._crop.pixels(), size, padding)
+
+    def to_dict(self) -> dict:
+        """The JSON record of ``facesuite analyze`` and ``POST /analyze`` (no embedding)."""
+        def rounded(value: float | None, digits: int = 4) -> float | None:
+            return None if value is None else round(float(value), digits)
+
+        return {
+            "path": self.source, "box": [round(float(v), 1) for v in self.box], "fallback": self.fallback,
+            "score": rounded(self.det_score), "distortion": self.distortion,
+            "distortion_probability": rounded(self.distortion_probability), "route": self.route,
+            "gender": self.gender, "p_female": rounded(self.p_female), "identity": self.identity,
+            "distance": rounded(self.distance), "face": self.index,
+        }
+
+
+@dataclass
+class Verification:
+    distance: float
+    same: bool
+    threshold: float
+    threshold_source: str
+    fallback: tuple[bool, bool]
+
+    def to_dict(self) -> dict:
+        return {
+            "distance": round(self.distance, 6),
+            "same": self.same,
+            "threshold": round(self.threshold, 6),
+            "threshold_source": self.threshold_source,
+            "fallback": list(self.fallback),
+        }
+
+
+class FaceAnalysis:
+    """Loads every model once and turns images into :class:`Face` results.
+
+    ``routes``: ``"default"`` (the shipped distortion routes), a routing folder, or ``None`` to
+    embed every face with the plain embedder (the distortion is still reported). ``gender``:
+    ``"default"``, a model folder, or ``None`` for no gender. ``gallery``: a gallery URI (a folder,
+    ``NAME.db``, ``milvus://HOST:PORT/COLLECTION``) to identify every face against; it is then
+    :attr:`gallery`. ``threshold`` overrides the calibrated verification threshold.
+    """
+
+    def __init__(
+        self,
+        embedder: str | Embedder = "default",
+        detector: DetectorSettings | None = None,
+        *,
+        use_cache: bool = True,
+        routes: str | Path | None = "default",
+        gender: str | Path | None = "default",
+        gallery: str | Path | None = None,
+        threshold: float | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from facesuite.distortion.routing import DEFAULT_ROUTES, Router
+
+        self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
+        self.extractor = FaceExtractor(detector, use_cache=use_cache)
+        self.routed = routes is not None
+        self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
+        self._distortion = None
+        self.gender = None
+        if gender is not None:
+            from facesuite.classify.gender import GenderModel
+
+            self.gender = GenderModel.load(None if gender == "default" else gender)
+        if threshold is None:
+            self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
+        else:
+            self.threshold, self.threshold_source = threshold, "given threshold"
+        self.batch_size = batch_size
+        self.gallery: Gallery | None = None
+        if gallery is not None:
+            self.gallery = self.open_gallery(gallery)
+
+    # ------------------------------------------------------------------ the public API
+
+    def get(self, image: ImageInput, max_faces: int | None = 1) -> list[Face]:
+        """The faces in one image, largest first (``max_faces=None``: all of them); a flagged
+        centre-box face when none is found. :class:`InputError` naming the input if it is bad."""
+        (result,) = self.get_batch([image], max_faces)
+        if isinstance(result, Skipped):
+            raise result.error
+        return result
+
+    def get_batch(self, images: Sequence[ImageInput], max_faces: int | None = 1,
+                  progress: str | None = None) -> list[list[Face] | Skipped]:
+        """:meth:`get` for many images, batched through every stage: per input, in order, its
+        faces or a :class:`Skipped` saying why it could not be read."""
+        results: list[list[Face] | Skipped] = []
+        bar = tqdm(total=len(images), desc=progress, disable=progress is None, unit="img", leave=False)
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            per_input: list[list[Crop] | Skipped] = []
+            for item in self.extractor.iter_crops(batch, self.embedder.chip_spec, max_faces=max_faces or 0):
+                if isinstance(item, Skipped):
+                    per_input.append(item)
+                elif item.face_index == 0:
+                    per_input.append([item])
+                else:
+                    per_input[-1].append(item)
+            faces = iter(self._analyse([c for entry in per_input if not isinstance(entry, Skipped) for c in entry]))
+            results += [entry if isinstance(entry, Skipped) else [next(faces) for _ in entry] for entry in per_input]
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+    def faces(self, images: Sequence[ImageInput], max_faces: int | None = 1,
+              progress: str | None = None) -> tuple[list[Face], list[Skipped]]:
+        """Every face of ``images`` in one list, and the inputs that could not be read."""
+        results = self.get_batch(images, max_faces, progress)
+        return ([face for r in results if not isinstance(r, Skipped) for face in r],
+                [r for r in results if isinstance(r, Skipped)])
+
+    def verify(self, first: ImageInput, second: ImageInput) -> Verification:
+        """Same person or not: cosine distance of the two largest faces against the calibrated threshold."""
+        (a, crop_a), (b, crop_b) = self._embed_one(first), self._embed_one(second)
+        distance = float(cosine_distance(a, b))
+        return Verification(distance, distance <= self.threshold, self.threshold, self.threshold_source,
+                            (crop_a.face.fallback, crop_b.face.fallback))
+
+    def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
+        """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
+        from facesuite.gallery import display_uri
+        from facesuite.gallery_views import ViewedGallery
+
+        scales = {name: route.view_distance for name, route in self.router.gallery_views.items()}
+        if create:
+            store = ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, scales)
+        else:
+            store = ViewedGallery.open(uri, scales)
+        if store.embedder != self.embedder.name:
+            store.close()
+            raise InputError(f"gallery was built with embedder {store.embedder!r}, not {self.embedder.name!r} "
+                             f"(pass --embedder {store.embedder})", display_uri(uri))
+        return Gallery(self, store)
+
+    def close(self) -> None:
+        if self.gallery is not None:
+            self.gallery.close()
+
+    def __enter__(self) -> FaceAnalysis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ stages, for evaluations
+
+    def crops(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
+        """Aligned chips of the largest face of each input, and the inputs that could not be read."""
+        return self.extractor.crops(images, self.embedder.chip_spec, progress)
+
+    def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
+        """Unit embeddings (through each face's route) of the largest face of each input."""
+        crops, skipped = self.crops(images, progress)
+        return self.embed_crops(crops)[0], crops, skipped
+
+    def embed_crops(self, crops: Sequence[Crop]) -> tuple[np.ndarray, list[str | None]]:
+        """(embeddings, per crop the gallery view its route compares with, or None)."""
+        if not self.routed:
+            return self.embedder.embed([crop.chip for crop in crops]), [None] * len(crops)
+        routed, _, kinds, _ = self.route_crops(crops)
+        return routed, self.views_of([kind.label for kind in kinds])
+
+    def route_crops(
+        self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
+        """(routed embeddings, plain embeddings of the restored chips, distortion predictions,
+        pooled hidden features of the same pass when ``hidden``, else None)."""
+        if not crops:
+            empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
+            return empty, empty, [], None
+        kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
+        routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden)
+        return routed, plain, kinds, pooled
+
+    def views_of(self, labels: Sequence[str]) -> list[str | None]:
+        """The gallery view each distortion label's route compares with (None: the clean gallery)."""
+        return [self.router.route(label).gallery_view for label in labels]
+
+    def view_embeddings(self, crops: Sequence[Crop], views: set[str] | None = None, progress: bool = False) -> dict[str, np.ndarray]:
+        """Per gallery view (default: every view the routes use), the embeddings of ``crops``'
+        images rendered that way and cut as a probe of that type is cut: detected afresh, with the
+        fallback box where no face is found."""
+        from facesuite.distortion.views import VIEWS
+
+        views = set(self.router.gallery_views) if views is None else views
+        spec, detector = self.embedder.chip_spec, self.extractor.detector
+        result = {}
+        for view in sorted(views):
+            chips: list[np.ndarray] = []
+            for start in tqdm(range(0, len(crops), 32), desc=f"gallery view {view}", disable=not progress, leave=False):
+                batch = crops[start : start + 32]
+                rendered = [VIEWS[view](crop.pixels(), crop.face.box) for crop in batch]
+                chips += [face.chip(image, spec.size, spec.padding) for image, face in zip(rendered, detector.detect_largest(rendered))]
+            result[view] = self.embedder.embed(chips)
+        return result
+
+    @property
+    def distortion(self):
+        """The distortion detector, loaded on first use (embedding without routes never needs it)."""
+        if self._distortion is None:
+            from facesuite.distortion.detector import DistortionDetector
+
+            self._distortion = DistortionDetector.load()
+        return self._distortion
+
+    # ------------------------------------------------------------------ internals
+
+    def _embed_one(self, image: ImageInput) -> tuple[np.ndarray, Crop]:
+        vectors, crops, skipped = self.embed([image])
+        if skipped:
+            raise skipped[0].error
+        return vectors[0], crops[0]
+
+    def _gender_shares_backbone(self) -> bool:
+        from facesuite.classify.gender import HEAD_KINDS
+
+        if self.gender is None or self.gender.config.kind not in HEAD_KINDS:
+            return False
+        # The head was fitted on dlib-torch's pass; the hidden stages exist only in that runtime.
+        return self.embedder.name in (("dlib-torch",) if self.gender.config.kind == "backbone" else ("dlib", "dlib-torch", "dlib-onnx"))
+
+    def _analyse(self, crops: list[Crop]) -> list[Face]:
+        """Distortion, route, embedding, gender and identity of each crop, one pass per stage."""
+        if not crops:
+            return []
+        # One decode per input, shared by all its faces.
+        frames_of = {id(c.image) if c.image is not None else str(c.path): c for c in crops}
+        decoded = {key: crop.pixels() for key, crop in frames_of.items()}
+        frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
+        shared = self._gender_shares_backbone()
+        # Without routes the router holds none: the type is still named, every face embeds plain.
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared)
+        p_female = self._p_female(crops, frames, plain, pooled if shared else None)
+        faces = []
+        for i, (crop, kind) in enumerate(zip(crops, kinds)):
+            shown = crop.input_face
+            faces.append(Face(
+                box=tuple(float(v) for v in shown.box), landmarks=np.asarray(shown.landmarks, dtype=np.float64),
+                det_score=float(crop.face.score), fallback=crop.face.fallback, distortion=kind.label,
+                distortion_probability=float(kind.probability), route=self.router.route(kind.label).describe(),
+                embedding=routed[i], source=str(crop.path), index=crop.face_index, _crop=crop,
+            ))
+            if p_female is not None:
+                faces[-1].p_female = float(p_female[i])
+                faces[-1].gender = self.gender.labels_for(p_female[i : i + 1])[0]
+        if self.gallery is not None and len(self.gallery):
+            for face, candidates in zip(faces, self.gallery.candidates(faces)):
+                face.identity, face.distance = self.gallery.decide(candidates[0]), candidates[0].distance
+        return faces
+
+    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
+        if self.gender is None:
+            return None
+        if self._gender_shares_backbone():
+            import torch
+
+            with torch.inference_mode():
+                hidden = torch.from_numpy(pooled) if pooled is not None else None
+                logits = self.gender.network.head(torch.from_numpy(plain), hidden)
+                return torch.softmax(logits, dim=1)[:, 1].numpy()
+        spec = self.gender.chip_spec
+        return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
+
+
+@dataclass
+class Enrolled:
+    identity: str
+    faces: int  # faces added
+    skipped: list[Skipped]
+
+
+class Gallery:
+    """A stored gallery seen through one :class:`FaceAnalysis`: images in, identities out.
+
+    Faces are embedded the way :meth:`FaceAnalysis.get` embeds them (each through its route), and
+    each enrolled face is also kept in the gallery views the routes compare with.
+    """
+
+    def __init__(self, analysis: FaceAnalysis, store) -> None:
+        self.analysis = analysis
+        self.store = store  # a facesuite.gallery_views.ViewedGallery
+
+    @property
+    def threshold(self) -> float:
+        return self.store.threshold
+
+    @property
+    def embedder(self) -> str:
+        return self.store.embedder
+
+    def enroll(self, identity: str, images: Sequence[ImageInput], sources: Sequence[str] | None = None) -> Enrolled:
+        """Add the largest face of each image as ``identity`` (one transaction); ``sources``
+        name the images in the gallery (default: their paths or names)."""
+        if sources is not None and len(sources) != len(images):
+            raise ValueError("sources must name every image")
+        decoded, skipped = [], []
+        for position, image in enumerate(images):
+            try:
+                decoded.append((decode(image, sources[position] if sources else None)))
+            except InputError as error:
+                skipped.append(Skipped(image if isinstance(image, (str, Path)) else error.path or "<image>", error))
+        if not decoded:
+            return Enrolled(identity, 0, skipped)
+        vectors, crops, _ = self.analysis.embed(decoded)  # decoded inputs cannot fail again
+        names = [entry.name for entry in decoded]
+        views = self.analysis.view_embeddings(crops, set(self.store.views))
+        return Enrolled(identity, self.store.enroll(identity, vectors, names, views), skipped)
+
+    def identify(self, image: ImageInput, top_k: int = 1) -> list:
+        """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the
+        image's largest face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold)."""
+        (face,) = self.analysis.get(image)
+        return self.candidates([face], top_k)[0]
+
+    def candidates(self, faces: Sequence[Face], top_k: int = 1) -> list[list]:
+        """The one gallery lookup: per face, its ``top_k`` nearest identities, each face compared
+        with the gallery view its route names."""
+        if not faces:
+            return []
+        vectors = np.stack([face.embedding for face in faces])
+        views = self.analysis.views_of([face.distortion for face in faces])
+        return self.store.identify(vectors, top_k=top_k, views=views)
+
+    def decide(self, match) -> str:
+        return self.store.decide(match)
+
+    def remove(self, identity: str) -> int:
+        return self.store.remove(identity)
+
+    def list(self) -> list[tuple[str, int]]:
+        """``(identity, faces)`` for every enrolled identity, sorted by name."""
+        return self.store.identities()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
