@@ -13,7 +13,8 @@ import pytest
 from facesuite.cli import main
 from facesuite.data import read_identity_folders
 from facesuite.detect import DetectorSettings, FaceDetector
-from facesuite.detect.extract import Crop, FaceExtractor, Skipped
+from facesuite.detect.extract import Crop, FaceExtractor
+from facesuite.errors import Skipped
 from facesuite.embed import ChipSpec
 from facesuite.io import load_image
 
