@@ -207,8 +207,8 @@ def test_create_checks_embedder_and_dim_and_keeps_threshold(tmp_path: Path) -> N
     with pytest.raises(InputError, match="'test'"):
         Gallery.create(tmp_path / "g", "other", DIM, 0.4)
     with pytest.raises(InputError, match="dim"):
-        Gallery.open_or_create(tmp_path / "g", "test", 64, 0.4)
-    with Gallery.open_or_create(tmp_path / "g", "test", DIM, 0.9) as gallery:
+        Gallery.create(tmp_path / "g", "test", 64, 0.4)
+    with Gallery.create(tmp_path / "g", "test", DIM, 0.9) as gallery:
         assert (gallery.embedder, gallery.dim, gallery.threshold) == ("test", DIM, 0.4)
         gallery.set_threshold(0.55)
         with pytest.raises(InputError, match="threshold"):
@@ -314,7 +314,7 @@ CRASH_ENROLLER = """
     import sys
     from test_gallery import DIM, crash_face_count, crash_faces
     from facesuite.gallery import Gallery
-    gallery = Gallery.open_or_create(sys.argv[1], "test", DIM, 0.4)
+    gallery = Gallery.create(sys.argv[1], "test", DIM, 0.4)
     for i in range(100_000):
         name = f"id{i:05d}"
         gallery.enroll(name, crash_faces(i), [f"{name}/{j}.jpg" for j in range(crash_face_count(i))])

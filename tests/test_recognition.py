@@ -143,3 +143,28 @@ def test_gallery_from_pgm_faces_decided_by_content(facecom_b: Path, tmp_path: Pa
     assert main(["gallery", "identify", str(probe), str(jfif), "--gallery", gallery, "--csv", str(out)]) == 0
     rows = {Path(r["path"]).name: r["identity"] for r in csv.DictReader(open(out))}
     assert rows == {"probe.pgm": "Colin_Powell", "probe.jfif": "Hugo_Chavez"}
+
+
+def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_files, capsys) -> None:
+    # Hand-made pairs: two images of one person are the same, of two people different.
+    facecom_b = facecom_b.resolve()  # paths in a pair list are relative to the list's folder
+    rows = ["img1,img2,same"]
+    for person in PEOPLE:
+        a, b = _images(facecom_b, person)[:2]
+        rows.append(f"{a},{b},1")
+    for first, second in zip(PEOPLE, PEOPLE[1:] + PEOPLE[:1]):
+        rows.append(f"{_images(facecom_b, first)[0]},{_images(facecom_b, second)[1]},0")
+    rows.append(f"{_images(facecom_b, PEOPLE[0])[0]},{bad_files['text']},0")  # an unreadable image: pair skipped
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "verification"
+    assert main(["eval", "verification", str(listing), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["pairs"], metrics["same_pairs"], metrics["pairs_skipped"]) == (10, 5, 1)
+    assert metrics["auc"] == 1.0 and metrics["accuracy_at_threshold"] == 1.0  # these faces are easy
+    assert metrics["threshold_source"] == "shipped calibration, FAR 1%"
+    written = list(csv.DictReader(open(out / "pairs.csv")))
+    assert len(written) == 10 and all(r["same"] == r["predicted_same"] for r in written)
+    for name in ("roc.png", "distances.png", "report.html"):
+        assert (out / name).stat().st_size > 1000
+    assert str(bad_files["text"]) in capsys.readouterr().err

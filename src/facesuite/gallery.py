@@ -15,7 +15,7 @@ A gallery is a folder holding two files:
     (temporary file + ``os.replace``). When it is missing, corrupt or from another generation it
     is rebuilt from SQLite, so deleting it is always safe.
 
-    with Gallery.open_or_create("people/", "dlib", 128, 0.5) as gallery:
+    with Gallery.create("people/", "dlib", 128, 0.5) as gallery:   # opens it if it exists
         gallery.enroll("alice", vectors, sources)
         for best in gallery.identify(probes):
             print(gallery.decide(best[0]))
@@ -185,7 +185,7 @@ def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: st
 
 
 class Gallery(GalleryStore):
-    """An open gallery folder. Create with :meth:`create`, :meth:`open` or :meth:`open_or_create`.
+    """An open gallery folder. Create with :meth:`create`, :meth:`create` (which opens an existing one) or :meth:`open`.
 
     Not thread-safe: use one instance per thread (instances in several processes are fine).
     """
@@ -280,17 +280,6 @@ class Gallery(GalleryStore):
         except BaseException:
             conn.close()
             raise
-
-    @classmethod
-    def open_or_create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
-        """Open the gallery at ``path``, creating it first if there is none.
-
-        Same rules as :meth:`create`: an existing gallery must match ``embedder`` and ``dim``,
-        and keeps its own threshold.
-        """
-        return cls.create(path, embedder, dim, threshold)
-
-    # ------------------------------------------------------------------ settings
 
     @property
     def threshold(self) -> float:

@@ -1,4 +1,4 @@
-"""`facesuite verify`, `calibrate`, `gallery ...` and `eval recognition`."""
+"""`facesuite verify`, `calibrate`, `gallery ...`, `eval recognition` and `eval verification`."""
 
 from __future__ import annotations
 
@@ -184,6 +184,27 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_verification(args: argparse.Namespace) -> int:
+    from facesuite.data import read_pairs
+    from facesuite.evaluate.verification import pair_distances, verification_metrics, write_verification_report
+
+    pairs = read_pairs(args.pairs)
+    analysis = _analysis(args)
+    distances, labels, kept, skipped = pair_distances(analysis, pairs)
+    print_skips(skipped)
+    metrics = verification_metrics(distances, labels, analysis.threshold, seed=args.seed)
+    metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,
+                   pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
+    out = Path(args.out)
+    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})")
+    print(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped): AUC {metrics['auc']:.4f}; "
+          f"TAR@FAR1% {metrics['tar_at_far_1pct']:.4f}; TAR@FAR0.1% {metrics['tar_at_far_0.1pct']:.4f}; "
+          f"10-fold accuracy {metrics['accuracy_10_fold']:.4f}; accuracy at threshold {metrics['threshold']:.4f} "
+          f"({metrics['threshold_source']}) {metrics['accuracy_at_threshold']:.4f}")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def register(groups: dict) -> None:
     root = groups["root"]
     verify = root.add_parser("verify", help="same person or not, for two images", description="Compare two face images by embedding distance.")
@@ -237,3 +258,14 @@ def register(groups: dict) -> None:
                           help="routed: each probe through the route of its detected distortion; single: plain embedder")
     _add_embedder_options(evaluate, routing_flag=False)
     evaluate.set_defaults(handler=cmd_eval_recognition)
+
+    pairs = groups["eval"].add_parser("verification", help="same person or not on a list of image pairs (LFW-style)",
+                                      description="PAIRS is a CSV with columns img1,img2,same (paths relative to it). Writes "
+                                                  "metrics.json (AUC, TAR at FAR 1% and 0.1%, 10-fold and calibrated-threshold "
+                                                  "accuracy), pairs.csv, roc.png, distances.png and report.html.")
+    pairs.add_argument("pairs", help="CSV with columns img1,img2,same")
+    pairs.add_argument("--out", required=True)
+    pairs.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of the 10-fold split")
+    _add_embedder_options(pairs)
+    pairs.set_defaults(handler=cmd_eval_verification)

@@ -144,8 +144,8 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
-        ("ROC (genuine vs impostor pairs)", _plot_roc(distances, labels, out / "roc.png")),
-        ("Distance histograms", _plot_histograms(distances, labels, threshold, out / "distances.png")),
+        ("ROC (genuine vs impostor pairs)", plot_roc(distances, labels, out / "roc.png")),
+        ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png")),
         ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
     ]
     ident, verif = metrics["identification"], metrics["verification"]
@@ -161,7 +161,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     write_html(out / "report.html", title, sections)
 
 
-def _plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
+def plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
     fpr, tpr, _ = roc_curve(labels, -distances)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, -distances):.4f}")
@@ -177,7 +177,7 @@ def _plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
     return out
 
 
-def _plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
+def plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1.05 * max(float(distances.max()), threshold), 60)
     ax.hist(distances[labels == 1], bins=bins, alpha=0.6, label="same person")

@@ -5,11 +5,12 @@ Used by the benchmarks and tests that talk to a real server; handy for scripts t
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
-
-import httpx
+import urllib.error
+import urllib.request
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,9 +26,10 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float) -> boo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]:
-                return True
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - our own loopback server
+                if json.load(response)["models_loaded"]:
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(0.3)
     return False

@@ -1,0 +1,86 @@
+"""Verification on a list of image pairs (``img1,img2,same``), the way LFW's protocol reports it:
+ROC and AUC, TAR at FAR 1% and 0.1%, accuracy at the calibrated threshold, and the 10-fold
+accuracy (the threshold picked on nine folds, counted on the tenth), with plots and a report.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from facesuite.errors import InputError, Skipped
+from facesuite.evaluate.recognition import plot_histograms, plot_roc
+from facesuite.evaluate.report import figure_html, table_html, write_html, write_json
+
+FOLDS = 10
+
+
+def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[int], list[Skipped]]:
+    """Cosine distance and label of every pair whose two images could be read:
+    (distances, labels, indices of those pairs in ``pairs``, skipped images)."""
+    images = list(dict.fromkeys(str(path) for a, b, _ in pairs for path in (a, b)))
+    vectors, crops, skipped = analysis.embed(images, progress="verification pairs" if progress else None)
+    row_of = {str(crop.path): row for row, crop in enumerate(crops)}
+    kept = [i for i, (a, b, _) in enumerate(pairs) if str(a) in row_of and str(b) in row_of]
+    if not kept:
+        raise InputError("no pair has two readable images")
+    first = vectors[[row_of[str(pairs[i][0])] for i in kept]]
+    second = vectors[[row_of[str(pairs[i][1])] for i in kept]]
+    distances = 1.0 - np.einsum("ij,ij->i", first, second)
+    labels = np.array([int(pairs[i][2]) for i in kept])
+    return distances, labels, kept, skipped
+
+
+def verification_metrics(distances: np.ndarray, labels: np.ndarray, threshold: float, seed: int = 0) -> dict:
+    if len(set(labels.tolist())) < 2:
+        raise InputError("the pair list needs both same-person and different-person pairs")
+    fpr, tpr, _ = roc_curve(labels, -distances)
+    return {
+        "pairs": int(labels.size), "same_pairs": int(labels.sum()), "different_pairs": int((labels == 0).sum()),
+        "auc": float(roc_auc_score(labels, -distances)),
+        "tar_at_far_1pct": float(np.interp(0.01, fpr, tpr)),
+        "tar_at_far_0.1pct": float(np.interp(0.001, fpr, tpr)),
+        "threshold": float(threshold),
+        "accuracy_at_threshold": float(((distances <= threshold) == (labels == 1)).mean()),
+        "accuracy_10_fold": _fold_accuracy(distances, labels, seed),
+    }
+
+
+def _fold_accuracy(distances: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Mean accuracy over folds, each at the threshold that is best on the other folds."""
+    order = np.random.default_rng(seed).permutation(labels.size)
+    folds = np.array_split(order, min(FOLDS, labels.size))
+    accuracies = []
+    for held_out in folds:
+        train = np.setdiff1d(order, held_out)
+        candidates = np.unique(distances[train])
+        best = max(candidates, key=lambda t: ((distances[train] <= t) == (labels[train] == 1)).mean())
+        accuracies.append(((distances[held_out] <= best) == (labels[held_out] == 1)).mean())
+    return float(np.mean(accuracies))
+
+
+def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], distances: np.ndarray, labels: np.ndarray,
+                              kept: list[int], metrics: dict, title: str) -> Path:
+    """metrics.json, pairs.csv (one row per pair evaluated), roc.png, distances.png, report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    threshold = metrics["threshold"]
+    with open(out / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["img1", "img2", "same", "distance", "predicted_same"])
+        for index, distance in zip(kept, distances):
+            a, b, same = pairs[index]
+            writer.writerow([str(a), str(b), int(same), f"{distance:.6f}", int(distance <= threshold)])
+    figures = [("ROC (same vs different pairs)", plot_roc(distances, labels, out / "roc.png")),
+               ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png"))]
+    summary = table_html(["metric", "value"], [
+        ["AUC", metrics["auc"]], ["TAR at FAR 1%", metrics["tar_at_far_1pct"]], ["TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]],
+        ["10-fold accuracy (threshold chosen on the other folds)", metrics["accuracy_10_fold"]],
+        ["accuracy at the calibrated threshold", metrics["accuracy_at_threshold"]],
+        ["threshold (cosine distance)", threshold],
+        ["pairs: same / different", f"{metrics['same_pairs']} / {metrics['different_pairs']}"],
+    ])
+    return write_html(out / "report.html", title, [("Summary", summary), ("Figures", "".join(figure_html(c, p) for c, p in figures))])
