@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 from facesuite.cli import main
-from facesuite.distortion.routing import Router
-from facesuite.embed import get_embedder
 
 PERSON = "Colin_Powell"
 
@@ -16,19 +14,36 @@ def _distorted(root: Path, kind: str, n: int = 4) -> list[Path]:
     return sorted((root / PERSON / "distortion").glob(f"*_{kind}.jpg"))[:n]
 
 
+# What each type's route does, written down from the routing model card (MODEL_CARD.md beside
+# routes.json) rather than read from the code: noisy faces get a 7x7 median filter, rainy ones a
+# 5x5 grey-level opening, sunny ones are compared with the sunny gallery view, and clean faces and
+# the other types take the plain embedder.
+ROUTE_OF = {
+    "clean": "plain", "blurred": "plain", "foggy": "plain", "lowlight": "plain", "resized": "plain",
+    "noisy": "median7", "rainy": "open5", "sunny": "view:sunny",
+}
+
+
+def _true_type(path: Path) -> str:
+    """The distortion a FACECOM file was made with, from its name: `distortion/<stem>_<type>.jpg`."""
+    return path.stem.rsplit("_", 1)[-1] if path.parent.name == "distortion" else "clean"
+
+
 def test_routes_follow_the_detected_distortion(facecom_b: Path, capsys) -> None:
-    router = Router.load(get_embedder())
-    images = [p for kind in ("sunny", "noisy") for p in _distorted(facecom_b, kind)]
-    clean = sorted((facecom_b / PERSON).glob("*.jpg"))[:4]
-    assert main(["analyze", *map(str, images + clean), "--json"]) == 0
-    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
-    assert len(rows) == len(images) + len(clean)
-    for name, row in rows.items():
-        expected = name.rsplit("_", 1)[-1].removesuffix(".jpg") if "_" in name and "distortion" in row["path"] else "clean"
-        if row["distortion"] == expected:  # a correct detection must take that type's route
-            assert row["route"] == router.route(expected).describe()
-    detected = [r["distortion"] for r in rows.values()]
-    assert detected.count("clean") >= 3 and detected.count("sunny") >= 3 and detected.count("noisy") >= 3
+    images = [p for kind in ROUTE_OF if kind != "clean" for p in _distorted(facecom_b, kind, 2)]
+    images += sorted((facecom_b / PERSON).glob("*.jpg"))[:2]
+    assert main(["analyze", *map(str, images), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in images)
+    right = [r for r in rows if r["distortion"] == _true_type(Path(r["path"]))]
+    # The detector must be right often enough, and on every type, for the route check to mean
+    # something (it is right on all 16 today).
+    assert len(right) >= 0.8 * len(rows), [(Path(r["path"]).name, r["distortion"]) for r in rows]
+    assert {r["distortion"] for r in right} == set(ROUTE_OF)
+    for row in right:
+        assert row["route"] == ROUTE_OF[_true_type(Path(row["path"]))], row
+    for row in rows:  # a wrong detection still takes the route of the type it was given
+        assert row["route"] == ROUTE_OF[row["distortion"]], row
 
 
 def test_analyze_reports_every_field(facecom_b: Path, capsys) -> None:

@@ -2,7 +2,7 @@
 address, safe deserialisation, and model files verified by hash before loading.
 
 Most tests need no model: requests are refused before the model thread, or the gallery is fed
-by a stub pipeline, so this module runs in seconds and without the shared data.
+by a stub of the models, so this module runs in seconds and without the shared data.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from test_inputs import bomb_png
 
 from facesuite import config, integrity
 from facesuite.cli import build_parser, main
-from facesuite.gallery_views import ViewedGallery
+from facesuite.gallery.views import ViewedGallery
+from facesuite.analysis import Gallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
 from facesuite.serve.app import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
@@ -40,23 +41,27 @@ def png(width: int = 32, height: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-class StubPipeline:
-    """Stands in for the models: a fixed random unit vector per uploaded file."""
+class StubAnalysis:
+    """Stands in for the models (these tests are about the HTTP layer): a fixed random unit vector
+    per uploaded image, a real gallery without views."""
 
     embedder = SimpleNamespace(name="stub", dim=8)
     threshold = 0.5
+    gallery = None
 
-    def embed_paths(self, paths):
-        vectors = np.random.default_rng(0).normal(size=(len(paths), 8)).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [SimpleNamespace(path=p) for p in paths], []
+    def embed(self, images):
+        vectors = np.random.default_rng(0).normal(size=(len(images), 8)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [SimpleNamespace(path=i.name) for i in images], []
 
-    def open_gallery(self, uri, create=False):  # no routes, so no gallery views
+    def view_embeddings(self, crops, views):
+        return {}
+
+    def open_gallery(self, uri, create=False):
         if create:
-            return ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, {})
-        return ViewedGallery.open(uri, {})
-
-    def enroll(self, gallery, identity, vectors, crops, sources):
-        return gallery.enroll(identity, vectors, sources, {})
+            store = ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, {})
+        else:
+            store = ViewedGallery.open(uri, {})
+        return Gallery(self, store)
 
 
 @pytest.fixture()
@@ -70,7 +75,7 @@ def make_client(work: Path, base_url: str = "http://testserver", **options) -> T
     app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work / "serve",
                      eval_roots=[work / "data"], **options)
     service = app.state.service
-    service._pipeline, service.loaded = StubPipeline(), True  # the models are never loaded
+    service._analysis, service.loaded = StubAnalysis(), True  # the models are never loaded
     return TestClient(app, base_url=base_url)
 
 
@@ -212,20 +217,63 @@ def test_serve_binds_loopback_by_default_and_reads_the_key_from_the_environment(
 # ---------------------------------------------------------------- deserialisation
 
 
-def _unsafe_loads(tree: ast.AST) -> list[str]:
-    """Calls in ``tree`` that could run code from a file's contents."""
+# Callees (fully qualified) that can run code from the bytes they read, whatever the arguments.
+ALWAYS_UNSAFE = {
+    "pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "dill.load", "dill.loads",
+    "cloudpickle.load", "cloudpickle.loads", "marshal.load", "marshal.loads", "shelve.open",
+    "yaml.load", "yaml.unsafe_load", "builtins.eval", "builtins.exec",
+}
+
+
+def _literal(node: ast.expr | None, value: bool) -> bool:
+    return isinstance(node, ast.Constant) and node.value is value
+
+
+def _unsafe_loads(tree: ast.Module) -> list[str]:
+    """Calls in ``tree`` that could run code from a file's contents.
+
+    Callees are resolved through the module's imports to fully qualified names, so an alias
+    (``import pickle as pk``, ``from torch import load``, ``import numpy``) cannot hide a call
+    that the plain spelling would show. One namespace per module, imports in any scope counted
+    everywhere: a name imported anywhere as ``torch.load`` is suspect everywhere in that module
+    (false alarms only, never a miss).
+    """
+    bound: dict[str, str] = {}  # local name -> what it stands for
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:  # `import a.b` binds `a`; `import a.b as c` binds c to a.b
+                local = alias.asname or alias.name.split(".")[0]
+                bound[local] = alias.name if alias.asname else local
+        elif isinstance(node, ast.ImportFrom):
+            # Relative imports are our own modules: a leading dot keeps them from matching.
+            module = "." * node.level + (node.module or "")
+            for alias in node.names:
+                bound[alias.asname or alias.name] = f"{module}.{alias.name}"
+
+    def qualified(func: ast.expr) -> str | None:
+        """`pk.loads` -> `pickle.loads`; None for calls on values (`model.eval()`) and locals."""
+        if isinstance(func, ast.Attribute):
+            owner = qualified(func.value)
+            return f"{owner}.{func.attr}" if owner else None
+        if isinstance(func, ast.Name):
+            if func.id in bound:
+                return bound[func.id]
+            # Unbound eval/exec are the builtins; any other unbound name is a local (`def load`).
+            return f"builtins.{func.id}" if func.id in {"eval", "exec"} else None
+        return None
+
     found = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
+        if not isinstance(node, ast.Call) or (name := qualified(node.func)) is None:
             continue
-        name = ast.unparse(node.func)
-        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
-        if name == "torch.load" and keywords.get("weights_only") != "True":
+        keywords = {k.arg: k.value for k in node.keywords}  # `**kwargs` has arg None: never literal True
+        if name == "torch.load" and not _literal(keywords.get("weights_only"), True):
             found.append(f"torch.load without weights_only=True (line {node.lineno})")
-        elif name.endswith("np.load") and keywords.get("allow_pickle") == "True":
-            found.append(f"np.load with allow_pickle=True (line {node.lineno})")
-        elif name in {"pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "dill.load", "cloudpickle.load",
-                      "marshal.loads", "shelve.open", "yaml.load", "yaml.unsafe_load", "eval", "exec"}:
+        elif name == "numpy.load":
+            allow = keywords.get("allow_pickle", node.args[2] if len(node.args) > 2 else None)
+            if allow is not None and not _literal(allow, False):  # absent: numpy's default, False
+                found.append(f"numpy.load with allow_pickle (line {node.lineno})")
+        elif name in ALWAYS_UNSAFE:
             found.append(f"{name} (line {node.lineno})")
     return found
 
@@ -236,9 +284,60 @@ def test_no_code_can_come_from_a_file() -> None:
     assert problems == {}
 
 
-def test_the_unsafe_load_scan_can_fail() -> None:
-    code = "torch.load(p)\ntorch.load(p, weights_only=False)\nnp.load(p, allow_pickle=True)\npickle.loads(b)\ntorch.load(p, weights_only=True)"
-    assert len(_unsafe_loads(ast.parse(code))) == 4
+UNSAFE_FORMS = {
+    "torch.load": "import torch\ntorch.load(p)",
+    "torch.load weights_only=False": "import torch\ntorch.load(p, weights_only=False)",
+    "torch.load weights_only variable": "import torch\ntorch.load(p, weights_only=flag)",
+    "from torch import load": "from torch import load\nload(p)",
+    "from torch import load as alias": "from torch import load as read\nread(p, weights_only=False)",
+    "import torch as alias": "import torch as t\nt.load(p)",
+    "np.load allow_pickle": "import numpy as np\nnp.load(p, allow_pickle=True)",
+    "numpy under another name": "import numpy as xp\nxp.load(p, allow_pickle=True)",
+    "numpy.load": "import numpy\nnumpy.load(p, allow_pickle=True)",
+    "from numpy import load": "from numpy import load\nload(p, allow_pickle=True)",
+    "np.load allow_pickle positional": "import numpy as np\nnp.load(p, None, True)",
+    "pickle.load": "import pickle\npickle.load(f)",
+    "pickle.loads": "import pickle\npickle.loads(b)",
+    "import pickle as alias": "import pickle as pk\npk.loads(b)",
+    "from pickle import loads": "from pickle import loads\nloads(b)",
+    "pickle.Unpickler": "from pickle import Unpickler\nUnpickler(f).load()",
+    "joblib.load": "import joblib\njoblib.load(p)",
+    "dill.load": "import dill\ndill.load(f)",
+    "dill.loads": "from dill import loads\nloads(b)",
+    "cloudpickle.load": "import cloudpickle\ncloudpickle.load(f)",
+    "cloudpickle.loads": "import cloudpickle as cp\ncp.loads(b)",
+    "marshal.load": "import marshal\nmarshal.load(f)",
+    "marshal.loads": "from marshal import loads as unmarshal\nunmarshal(b)",
+    "shelve.open": "import shelve\nshelve.open(p)",
+    "yaml.load": "import yaml\nyaml.load(text, Loader=yaml.Loader)",
+    "yaml.unsafe_load": "from yaml import unsafe_load\nunsafe_load(text)",
+    "eval": "eval(text)",
+    "exec": "exec(text)",
+    "builtins.exec": "import builtins\nbuiltins.exec(text)",
+    "inside a function": "def f(p):\n    import torch\n    return torch.load(p)",
+}
+SAFE_FORMS = {
+    "torch.load weights_only=True": "import torch\ntorch.load(p, map_location='cpu', weights_only=True)",
+    "from torch import load, weights_only=True": "from torch import load\nload(p, weights_only=True)",
+    "np.load": "import numpy as np\nnp.load(p)",
+    "np.load allow_pickle=False": "import numpy as np\nnp.load(p, allow_pickle=False)",
+    "a local function named load": "import torch\ndef load(p):\n    return open(p).read()\nload(p)",
+    "a method named load": "import torch\nmodel.load(p)\nself.loader.load(p)",
+    "model.eval()": "import torch\nmodel = torch.nn.Linear(1, 1)\nmodel.eval()",
+    "json.load": "import json\njson.load(f)",
+    "our own load": "from facesuite.distortion.detector import DistortionDetector\nfrom .io import load\nDistortionDetector.load(p)\nload(p)",
+    "mentioned, not called": "import pickle\nerrors = (OSError, pickle.UnpicklingError)",
+}
+
+
+@pytest.mark.parametrize("code", UNSAFE_FORMS.values(), ids=UNSAFE_FORMS.keys())
+def test_the_unsafe_load_scan_can_fail(code: str) -> None:
+    assert len(_unsafe_loads(ast.parse(code))) == 1
+
+
+@pytest.mark.parametrize("code", SAFE_FORMS.values(), ids=SAFE_FORMS.keys())
+def test_the_unsafe_load_scan_passes_safe_loads(code: str) -> None:
+    assert _unsafe_loads(ast.parse(code)) == []
 
 
 # ---------------------------------------------------------------- model integrity

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facesuite import gallery as gallery_module
+from facesuite.gallery import faiss_sqlite
 from facesuite.errors import InputError
 from facesuite.gallery import INDEX_NAME, Gallery, Match
 
@@ -117,7 +117,7 @@ def test_identify_matches_brute_force(counts: list[int], top_k: int, seed: int) 
     enrolled = {f"id{i}": unit(rng, n) for i, n in enumerate(counts)}
     probes = unit(rng, 3)
     # A tiny first pass forces the widening path that large identities would take.
-    with tempfile.TemporaryDirectory() as folder, mock.patch.object(gallery_module, "_FIRST_PASS_WIDTH", 1):
+    with tempfile.TemporaryDirectory() as folder, mock.patch.object(faiss_sqlite, "_FIRST_PASS_WIDTH", 1):
         with Gallery.create(folder, "test", DIM, 0.5) as gallery:
             for name, vectors in enrolled.items():
                 gallery.enroll(name, vectors, [name] * len(vectors))

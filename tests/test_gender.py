@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from facesuite.classify.gender import GenderModel, default_model_dir
 from facesuite.cli import main
@@ -61,8 +60,58 @@ def shipped_eval(dev_folder, tmp_path_factory) -> Path:
     return out
 
 
+def _split_train_val(per_class: int = 12) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Non-dev faces as (train, val): an explicit val/ folder, so the test knows which faces a
+    threshold was tuned on."""
+    picked = _pick(dev=False, per_class=per_class)
+    return {k: [f for i, f in enumerate(v) if i % 3] for k, v in picked.items()}, {k: v[::3] for k, v in picked.items()}
+
+
+def _recalls(p_female: dict[str, float], truth: dict[str, str], threshold: float) -> tuple[float, float]:
+    """(female recall, male recall) when every face with p_female >= threshold is called female."""
+    female = [p_female[name] >= threshold for name, label in truth.items() if label == "female"]
+    male = [p_female[name] < threshold for name, label in truth.items() if label == "male"]
+    return sum(female) / len(female), sum(male) / len(male)
+
+
+def _val_scores(model: GenderModel, val_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """p_female per validation face, computed here, and the truth from the folder names."""
+    from facesuite.classify.gender import predict_files
+
+    truth = {path.name: path.parent.name for path in sorted(val_dir.glob("*/*.jpg"))}
+    predictions, skipped = predict_files(model, sorted(val_dir.glob("*/*.jpg")))
+    assert not skipped
+    return {prediction.path.name: prediction.p_female for prediction in predictions}, truth
+
+
+# A tuned threshold sits exactly on one validation face's score, and scores recomputed here may
+# differ from training's in the last float bits: counting from just below it gives that face the
+# `>=` the threshold was chosen with.
+BELOW = 1e-6
+
+
+def _assert_balanced_threshold(model: GenderModel, val_dir: Path) -> dict[str, float]:
+    """The documented contract (train/gender.py): the threshold maximises the smaller of the two
+    validation recalls, ties going to the one closest to 0.5. Checked by trying every cut
+    between the validation scores, on scores computed here."""
+    p_female, truth = _val_scores(model, val_dir)
+    cuts = sorted(set(p_female.values())) + [0.5, float("inf")]  # every distinct set of decisions
+    worst = {cut: min(_recalls(p_female, truth, cut)) for cut in cuts}
+    best = max(worst.values())
+    at_threshold = _recalls(p_female, truth, model.threshold - BELOW)
+    scores = sorted(p_female.items(), key=lambda kv: kv[1])
+    assert min(at_threshold) == best, (model.threshold, scores)
+    assert all(abs(cut - 0.5) >= abs(model.threshold - 0.5) - BELOW for cut, w in worst.items() if w == best), (model.threshold, scores)
+    # And the validation recalls the model reports are the ones its threshold gives.
+    metrics = model.config.metrics
+    assert (metrics["val_female_recall"], metrics["val_male_recall"]) == pytest.approx(at_threshold, abs=1e-4)
+    return p_female
+
+
 def test_training_runs_end_to_end_and_resumes(tmp_path):
-    data = _link_folder(tmp_path / "data" / "train", _pick(dev=False, per_class=8)).parent
+    train, val = _split_train_val()
+    data = _link_folder(tmp_path / "data" / "train", train).parent
+    _link_folder(data / "val", val)
     model = tmp_path / "model"
     base = ["train", "gender", str(data), "--out", str(model), "--kind", "cnn", "--chip-size", "48", "--batch-size", "8", "--seed", "1"]
     assert main(base + ["--epochs", "1"]) == 0
@@ -73,49 +122,78 @@ def test_training_runs_end_to_end_and_resumes(tmp_path):
     assert [r["epoch"] for r in history["epochs"]] == [1, 2]
     loaded = GenderModel.load(model)
     assert loaded.config.kind == "cnn" and loaded.chip_spec.size == 48
-    assert 0.0 <= loaded.threshold <= 1.0
+    # Two epochs on 16 faces teach this CNN little (its scores may all be equal, and then the
+    # threshold is 0.5); the backbone test below checks the same contract on spread-out scores.
+    _assert_balanced_threshold(loaded, data / "val")
 
 
 def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     from facesuite.classify.gender import predict_files
-    from facesuite.pipeline import UnifiedFaceAnalyzer
+    from facesuite.analysis import FaceAnalysis
 
-    data = _link_folder(tmp_path / "data" / "train", _pick(dev=False, per_class=8)).parent
+    train, val = _split_train_val()
+    data = _link_folder(tmp_path / "data" / "train", train).parent
+    _link_folder(data / "val", val)
     model_dir = tmp_path / "model"
     assert main(["train", "gender", str(data), "--out", str(model_dir), "--kind", "backbone"]) == 0
     model = GenderModel.load(model_dir)
     assert model.config.kind == "backbone"
     images = sorted((data / "train" / "female").iterdir())[:3] + sorted((data / "train" / "male").iterdir())[:3]
     alone = [p.p_female for p in predict_files(model, images)[0]]
-    # The analyzer takes gender from its own embedding pass: same numbers, no second network run.
-    analyzer = UnifiedFaceAnalyzer(routes=None, gender_model=model_dir)
-    assert analyzer._gender_shares_backbone()
-    shared = [a.p_female for a in analyzer.analyze(images)[0]]
+    # FaceAnalysis takes gender from its own embedding pass: same numbers, no second network run.
+    analysis = FaceAnalysis(routes=None, gender=model_dir)
+    assert analysis._gender_shares_backbone()
+    shared = [face.p_female for face in analysis.faces(images)[0]]
     assert shared == pytest.approx(alone, abs=1e-4)
     # Fitted on these faces, the head must tell them apart.
     assert [p >= model.threshold for p in shared] == [True] * 3 + [False] * 3
-    # Asking for full female recall lowers the threshold until every validation female is caught.
+    p_female = _assert_balanced_threshold(model, data / "val")
+    assert len(set(p_female.values())) == len(p_female)  # spread-out scores: the contract has teeth
+    # Asking for full female recall lowers the threshold just enough: to the lowest validation
+    # female's score, or not at all when the balanced threshold already catches every female.
     strict_dir = tmp_path / "strict"
     assert main(["train", "gender", str(data), "--out", str(strict_dir), "--kind", "backbone", "--min-female-recall", "1"]) == 0
     strict = GenderModel.load(strict_dir)
     assert strict.config.metrics["val_female_recall"] == 1.0
-    assert strict.threshold <= model.threshold
+    strict_scores, truth = _val_scores(strict, data / "val")
+    lowest_female = min(p for name, p in strict_scores.items() if truth[name] == "female")
+    assert _recalls(strict_scores, truth, strict.threshold - BELOW)[0] == 1.0
+    if strict.threshold != pytest.approx(model.threshold, abs=BELOW):
+        assert strict.threshold < model.threshold and strict.threshold == pytest.approx(lowest_female, abs=BELOW)
 
 
-def test_evaluation_numbers_equal_sklearn(shipped_eval):
+def test_evaluation_numbers_match_a_recount(shipped_eval, dev_folder):
     metrics = json.loads((shipped_eval / "metrics.json").read_text())
     with open(shipped_eval / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "true", "predicted", "p_female"]
-    y_true = [r["true"] for r in rows]
-    y_pred = [r["predicted"] for r in rows]
-    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
-    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
-    _, recall, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=["female"])
-    assert metrics["per_class"]["female"]["recall"] == pytest.approx(recall[0])
-    # The predicted label is p_female against the model's own threshold.
-    threshold = GenderModel.load().threshold
+    # The truth is the folder the test linked each face into, not the CSV's own `true` column.
+    linked = {str(path): path.parent.name for path in dev_folder.glob("*/*.jpg")}
+    assert len(linked) == 40 and len(rows) + metrics["skipped"] == len(linked)
+    truth = [linked[r["path"]] for r in rows]
+    assert [r["true"] for r in rows] == truth
+    predicted = [r["predicted"] for r in rows]
+    # Plain counting, a second implementation of the report's numbers.
+    pairs = list(zip(truth, predicted))
+    assert metrics["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / len(pairs))
+    f1 = []
+    for label in ("male", "female"):
+        hits = sum(t == p == label for t, p in pairs)
+        support, called = truth.count(label), predicted.count(label)
+        recall, precision = hits / support, hits / called if called else 0.0
+        f1.append(2 * precision * recall / (precision + recall) if hits else 0.0)
+        assert metrics["per_class"][label]["support"] == support
+        assert metrics["per_class"][label]["recall"] == pytest.approx(recall), label
+        assert metrics["per_class"][label]["precision"] == pytest.approx(precision), label
+    assert metrics["macro_f1"] == pytest.approx(sum(f1) / 2)
+    assert metrics["confusion_matrix"] == [[pairs.count((t, p)) for p in ("male", "female")] for t in ("male", "female")]
+
+    # The label is p_female against the threshold in the shipped model.json (read as plain JSON),
+    # and that threshold decides: faces of these dev identities fall on both sides of it.
+    threshold = json.loads((default_model_dir() / "model.json").read_text())["threshold"]
+    assert metrics["threshold"] == threshold
     assert all((float(r["p_female"]) >= threshold) == (r["predicted"] == "female") for r in rows)
+    assert set(predicted) == {"male", "female"}
     assert (shipped_eval / "report.html").is_file() and (shipped_eval / "gradcam.png").is_file()
 
 

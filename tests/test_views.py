@@ -17,7 +17,7 @@ from facesuite.embed import get_embedder
 from facesuite.errors import InputError
 from facesuite.evaluate.recognition import EmbeddedSet
 from facesuite.io import load_image
-from facesuite.pipeline import FacePipeline
+from facesuite.analysis import FaceAnalysis
 
 FACECOM = data_root() / "facecom" / "task_b" / "train"
 DEV_SPLIT = data_root() / "splits" / "facecom_dev_identities.txt"
@@ -28,28 +28,67 @@ needs_data = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> FacePipeline:
-    return FacePipeline("dlib-torch")
+def analysis() -> FaceAnalysis:
+    return FaceAnalysis("dlib-torch", gender=None)
 
 
 @pytest.fixture(scope="module")
-def dev_sunny(pipeline):
+def dev_sunny(analysis):
     """40 dev identities: their clean crops and identities, and their sunny copies' crops."""
     dataset = read_identity_folders(FACECOM)
     chosen = sorted(read_split(DEV_SPLIT) & set(dataset.identities))[:40]
     part = dataset.subset(set(chosen))
-    clean, _ = pipeline.crops([path for path, _ in part.clean])
+    clean, _ = analysis.crops([path for path, _ in part.clean])
     identity_of = {str(path): identity for path, identity in part.clean}
     copies = [d for d in part.distorted if d.distortion == "sunny"]
-    sunny, _ = pipeline.crops([d.path for d in copies])
+    sunny, _ = analysis.crops([d.path for d in copies])
     return clean, np.asarray([identity_of[str(c.path)] for c in clean]), sunny, np.asarray([d.identity for d in copies]), copies
 
 
-def test_shipped_routes_send_only_sunny_to_the_gallery_view():
-    router = Router.load(get_embedder("dlib-torch"), DEFAULT_ROUTES)
-    assert set(router.gallery_views) == {"sunny"}
-    assert router.route("sunny").describe() == "view:sunny"
-    assert router.route("noisy").gallery_view is None and router.route("clean").gallery_view is None
+OTHER_TYPES = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized")
+
+
+@needs_data
+def _enroll(analysis: FaceAnalysis, gallery, identity: str, vectors: np.ndarray, crops: list, sources: list[str]) -> int:
+    """Enroll precomputed vectors into a stored gallery (``ViewedGallery``), views rendered from the crops."""
+    return gallery.enroll(identity, vectors, sources, analysis.view_embeddings(crops, set(gallery.views)))
+
+
+def test_shipped_routes_send_sunny_faces_and_only_them_to_the_gallery_view(dev_sunny, analysis, tmp_path: Path):
+    """Through behaviour, not the table: real copies of every type go through the shipped routes
+    (distortion detector included: it tells sunny copies from the rest without a miss on these)
+    to a stored gallery; sunny faces are answered from the sunny view, every other face (clean
+    ones too) by the clean gallery, distance for distance."""
+    clean, gallery_ids, _, _, copies = dev_sunny
+    chosen = copies[:: len(copies) // 5][:5]  # sunny copies of 5 clean images, studio and LFW-style
+    paths, is_sunny = [], []
+    for copy in chosen:  # each with its clean source and its copies of every other type
+        siblings = [copy.path.with_name(copy.path.name.replace("_sunny.jpg", f"_{kind}.jpg")) for kind in OTHER_TYPES]
+        paths += [copy.path, copy.source, *siblings]
+        is_sunny += [True] + [False] * (1 + len(siblings))
+    probes, skipped = analysis.crops(paths)
+    assert not skipped and [c.path for c in probes] == paths
+    vectors, views = analysis.embed_crops(probes)
+
+    identities = {copy.identity for copy in chosen}
+    members = [c for c, i in zip(clean, gallery_ids) if i in identities]
+    member_ids = np.asarray([i for i in gallery_ids if i in identities])
+    member_vectors = analysis.embedder.embed([c.chip for c in members])
+    with analysis.open_gallery(tmp_path / "gallery", create=True).store as gallery:
+        assert set(gallery.views) == {"sunny"}  # the shipped routes use one view, the sunny one
+        for identity in identities:
+            rows = [i for i, g in enumerate(member_ids) if g == identity]
+            _enroll(analysis, gallery, identity, member_vectors[rows], [members[i] for i in rows],
+                            [str(members[i].path) for i in rows])
+        answers = [m[0] for m in gallery.identify(vectors, views=views)]
+    # The clean gallery's answer, worked out here: nearest enrolled face by cosine distance.
+    plain = 1.0 - vectors @ member_vectors.T
+    for answer, distances, sunny, path in zip(answers, plain, is_sunny, paths):
+        if sunny:  # answered from the view: not the clean gallery's nearest distance
+            assert abs(answer.distance - distances.min()) > 1e-3, path
+        else:
+            assert answer.distance == pytest.approx(distances.min(), abs=1e-5), path
+            assert answer.identity == member_ids[distances.argmin()], path
 
 
 def test_unknown_gallery_view_is_an_input_error_naming_the_table(tmp_path: Path):
@@ -61,10 +100,10 @@ def test_unknown_gallery_view_is_an_input_error_naming_the_table(tmp_path: Path)
 
 
 @needs_data
-def test_rendering_reproduces_facecom_sunny_copies_where_the_recogniser_looks(dev_sunny, pipeline):
+def test_rendering_reproduces_facecom_sunny_copies_where_the_recogniser_looks(dev_sunny, analysis):
     clean, _, _, _, copies = dev_sunny
     face_of = {str(c.path): c.face for c in clean}
-    spec = pipeline.embedder.chip_spec
+    spec = analysis.embedder.chip_spec
     rendered_error, clean_error = [], []
     for copy in copies[::3]:  # studio and LFW-style frames alike
         face = face_of[str(copy.source)]
@@ -80,18 +119,18 @@ def test_rendering_reproduces_facecom_sunny_copies_where_the_recogniser_looks(de
 
 
 @needs_data
-def test_sunny_faces_find_their_identity_in_the_gallery_view(dev_sunny, pipeline):
+def test_sunny_faces_find_their_identity_in_the_gallery_view(dev_sunny, analysis):
     clean, gallery_ids, sunny, sunny_ids, _ = dev_sunny
-    gallery = pipeline.embedder.embed([c.chip for c in clean])
-    view = pipeline.view_embeddings(clean)["sunny"]
-    probes = pipeline.embedder.embed([c.chip for c in sunny])
+    gallery = analysis.embedder.embed([c.chip for c in clean])
+    view = analysis.view_embeddings(clean)["sunny"]
+    probes = analysis.embedder.embed([c.chip for c in sunny])
     top1_clean = (gallery_ids[np.argmax(probes @ gallery.T, axis=1)] == sunny_ids).mean()
     top1_view = (gallery_ids[np.argmax(probes @ view.T, axis=1)] == sunny_ids).mean()
     assert top1_view > top1_clean + 0.05
 
     # The view changes the ranking, not the distance scale: mapped impostor distances sit where
     # sunny faces' impostor distances to the clean gallery do, so the threshold keeps its meaning.
-    route = Router.load(pipeline.embedder, DEFAULT_ROUTES).route("sunny")
+    route = Router.load(analysis.embedder, DEFAULT_ROUTES).route("sunny")
     data = EmbeddedSet(
         gallery_paths=[c.path for c in clean], gallery_ids=list(gallery_ids), gallery=gallery,
         probe_paths=[c.path for c in sunny], probe_ids=list(sunny_ids), probe_types=["sunny"] * len(sunny),
@@ -132,7 +171,7 @@ def test_api_slices_merge_with_their_gallery_views():
 
 
 def test_view_stores_sit_beside_the_gallery_in_the_same_backend(tmp_path: Path):
-    from facesuite.gallery_views import view_uri
+    from facesuite.gallery.views import view_uri
 
     assert view_uri(tmp_path / "g", "sunny") == str(tmp_path / "g" / "views" / "sunny")
     assert view_uri(tmp_path / "g.db", "sunny") == str(tmp_path / "g.view-sunny.db")
@@ -140,18 +179,18 @@ def test_view_stores_sit_beside_the_gallery_in_the_same_backend(tmp_path: Path):
 
 
 @needs_data
-def test_stored_gallery_answers_sunny_faces_from_its_view_and_keeps_it_in_step(dev_sunny, pipeline, tmp_path: Path):
+def test_stored_gallery_answers_sunny_faces_from_its_view_and_keeps_it_in_step(dev_sunny, analysis, tmp_path: Path):
     clean, gallery_ids, sunny, sunny_ids, _ = dev_sunny
     folder = tmp_path / "gallery"
-    with pipeline.open_gallery(folder, create=True) as gallery:
+    with analysis.open_gallery(folder, create=True).store as gallery:
         assert set(gallery.views) == {"sunny"}
         for identity in np.unique(gallery_ids):
             rows = [i for i, g in enumerate(gallery_ids) if g == identity]
             crops = [clean[i] for i in rows]
-            pipeline.enroll(gallery, identity, pipeline.embedder.embed([c.chip for c in crops]), crops,
+            _enroll(analysis, gallery, identity, analysis.embedder.embed([c.chip for c in crops]), crops,
                             [str(c.path) for c in crops])
-    probes = pipeline.embedder.embed([c.chip for c in sunny])
-    with pipeline.open_gallery(folder) as gallery:
+    probes = analysis.embedder.embed([c.chip for c in sunny])
+    with analysis.open_gallery(folder).store as gallery:
         assert set(gallery.views) == {"sunny"}  # reopened in step
         plain = [m[0].identity for m in gallery.identify(probes)]
         viewed = gallery.identify(probes, views=["sunny"] * len(probes))
@@ -159,8 +198,8 @@ def test_stored_gallery_answers_sunny_faces_from_its_view_and_keeps_it_in_step(d
         # mapped onto the clean scale: the one threshold keeps its meaning
         assert np.median([m[0].distance for m in viewed]) > 0.09
         gallery.remove(str(gallery_ids[0]))
-    with pipeline.open_gallery(folder) as gallery:
+    with analysis.open_gallery(folder).store as gallery:
         assert set(gallery.views) == {"sunny"}, "remove must keep the view in step"
         gallery.main.enroll("someone_new", probes[:1], ["x.jpg"])  # a write that skipped the view
-    with pipeline.open_gallery(folder) as gallery:
+    with analysis.open_gallery(folder).store as gallery:
         assert gallery.views == {}  # out of step: unused, sunny faces meet the clean gallery

@@ -182,7 +182,7 @@ class FaceAnalysis:
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
         from facesuite.gallery import display_uri
-        from facesuite.gallery_views import ViewedGallery
+        from facesuite.gallery.views import ViewedGallery
 
         scales = {name: route.view_distance for name, route in self.router.gallery_views.items()}
         if create:
@@ -341,7 +341,7 @@ class Gallery:
 
     def __init__(self, analysis: FaceAnalysis, store) -> None:
         self.analysis = analysis
-        self.store = store  # a facesuite.gallery_views.ViewedGallery
+        self.store = store  # a facesuite.gallery.views.ViewedGallery
 
     @property
     def threshold(self) -> float:

@@ -141,7 +141,7 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
     from facesuite.distortion.views import VIEWS
-    from facesuite.gallery_views import ViewedGallery
+    from facesuite.gallery.views import ViewedGallery
 
     # Every view store the gallery holds loses the identity too (no models needed to find them).
     with ViewedGallery.open(args.gallery, dict.fromkeys(VIEWS, lambda d: d)) as gallery:

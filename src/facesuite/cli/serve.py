@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise InputError("no such folder for --eval-root", root)
     eval_roots = [Path(root) for root in args.eval_root] if args.eval_root else [data_root()]
     if args.gallery and args.gallery.startswith("milvus://"):
-        from facesuite.gallery_milvus import parse_uri
+        from facesuite.gallery.milvus import parse_uri
 
         parse_uri(args.gallery)  # a malformed URI is a one-line error now, not on the first request
     app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,

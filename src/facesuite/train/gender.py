@@ -181,7 +181,9 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
         "val_female_recall": round(float((predicted[val.labels == 1] == 1).mean()), 4),
         "val_male_recall": round(float((predicted[val.labels == 0] == 0).mean()), 4),
     }
-    config = GenderConfig(kind, spec.size, spec.padding, round(threshold, 6), list(LABELS), metrics={**metrics, **extra})
+    # Full precision: the tuned threshold is one validation face's exact score, and rounding it up
+    # would flip that face to the other class.
+    config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), metrics={**metrics, **extra})
     if kind in HEAD_KINDS:
         config.embedder = EMBEDDER
     config.save(out)

@@ -1,4 +1,4 @@
-"""A gallery on Milvus: the API of :class:`facesuite.gallery.Gallery`, for millions of faces.
+"""A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.Gallery`, for millions of faces.
 
 A gallery is one Milvus collection with fields ``id`` (assigned by Milvus), ``identity``,
 ``source`` and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from facesuite.errors import InputError
-from facesuite.gallery import (
+from facesuite.gallery.base import (
     MAX_IDENTITY_LENGTH,
     SCHEMA_VERSION,
     GalleryStore,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.errors import InputError
-from facesuite.gallery import (
+from facesuite.gallery.base import (
     GalleryStore,
     Match,
     create_gallery,
@@ -49,7 +49,7 @@ def view_uri(uri: str | Path, view: str) -> str:
 
 
 class ViewedGallery(GalleryStore):
-    """A :class:`~facesuite.gallery.GalleryStore` plus one companion store per rendered view.
+    """A :class:`~facesuite.gallery.base.GalleryStore` plus one companion store per rendered view.
 
     Reads and the threshold come from the main store; ``enroll`` and ``remove`` write the views
     too; ``identify`` answers each probe from the view its route names, distances mapped onto the

@@ -1,0 +1,169 @@
+"""What every gallery backend offers, and the URI that picks one.
+
+A gallery holds enrolled identities and answers "who is this" by face embedding. Distances are
+cosine distances (``1 - dot``) between L2-normalised vectors, as everywhere in facesuite. Where a
+gallery lives is a URI, and :func:`open_gallery` / :func:`create_gallery` pick the backend from it:
+
+- a folder: the embedded FAISS + SQLite gallery (:mod:`facesuite.gallery.faiss_sqlite`);
+- ``milvus://HOST:PORT/COLLECTION``: a Milvus server (:mod:`facesuite.gallery.milvus`);
+- ``NAME.db``: Milvus Lite, embedded and offline (same module).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+import numpy as np
+
+from facesuite.errors import InputError
+
+SCHEMA_VERSION = 1
+#: What :meth:`Gallery.decide` answers for a match beyond the threshold; reserved as a name.
+UNKNOWN = "unknown"
+MAX_IDENTITY_LENGTH = 200
+
+@dataclass(frozen=True)
+class Match:
+    """One gallery identity found for a probe: its best face's distance and source path."""
+
+    identity: str
+    distance: float
+    source: str
+
+
+class GalleryStore(Protocol):
+    """What every gallery backend offers; see :class:`Gallery` for the meaning of each call.
+
+    Backends subclass it to share the threshold decision and the context-manager methods.
+    """
+
+    embedder: str
+    dim: int
+
+    @property
+    def threshold(self) -> float: ...
+    def set_threshold(self, threshold: float) -> None: ...
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
+    def remove(self, identity: str) -> int: ...
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
+    def identities(self) -> list[tuple[str, int]]: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+    def decide(self, match: Match) -> str:
+        """The match's identity if its distance is within the threshold (inclusive), else ``"unknown"``."""
+        return match.identity if match.distance <= self.threshold else UNKNOWN
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def is_milvus_uri(uri: str | Path) -> bool:
+    """True for ``milvus://...`` and for Milvus Lite files (a path ending in ``.db``)."""
+    text = os.fspath(uri)
+    return text.startswith("milvus://") or text.rstrip("/").endswith(".db")
+
+
+def gallery_exists(uri: str | Path) -> bool:
+    """Whether a gallery may be there to open without creating one: a folder holding
+    ``gallery.sqlite``, an existing Milvus Lite file, or any ``milvus://`` URI (only the server
+    can say; opening reports a missing collection or an unreachable server)."""
+    text = os.fspath(uri)
+    if text.startswith("milvus://"):
+        return True
+    from facesuite.gallery.faiss_sqlite import DB_NAME
+
+    return Path(text).exists() if is_milvus_uri(text) else (Path(text) / DB_NAME).is_file()
+
+
+def display_uri(uri: str | Path) -> str:
+    """``uri`` without the user name and password a ``milvus://`` URI may carry."""
+    text = os.fspath(uri)
+    if text.startswith("milvus://") and "@" in text.split("/", 3)[2]:
+        scheme_host = text.split("/", 3)
+        scheme_host[2] = scheme_host[2].rsplit("@", 1)[1]
+        return "/".join(scheme_host)
+    return text
+
+
+def open_gallery(uri: str | Path) -> GalleryStore:
+    """Open an existing gallery of any backend; :class:`InputError` if there is none."""
+    if is_milvus_uri(uri):
+        from facesuite.gallery.milvus import MilvusGallery
+
+        return MilvusGallery.open(os.fspath(uri))
+    from facesuite.gallery.faiss_sqlite import Gallery
+
+    return Gallery.open(uri)
+
+
+def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
+    """Open the gallery at ``uri``, creating it first if needed (rules of :meth:`Gallery.create`)."""
+    if is_milvus_uri(uri):
+        from facesuite.gallery.milvus import MilvusGallery
+
+        return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold)
+    from facesuite.gallery.faiss_sqlite import Gallery
+
+    return Gallery.create(uri, embedder, dim, threshold)
+
+
+def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:
+    """``vectors`` as a contiguous float32 ``(n, dim)`` array of unit rows, or a clear error.
+
+    A single ``(dim,)`` probe is accepted as one row. Wrong dimension is an :class:`InputError`
+    (the user mixed embedders); NaN, infinity or all-zero rows are programming errors.
+    """
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1 and what == "probe":
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"{what} vectors must be a 2-D array, got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise InputError(
+            f"{what} vectors have dimension {array.shape[1]} but this gallery holds "
+            f"{dim}-D vectors from embedder {embedder!r}",
+            where,
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} vectors contain NaN or infinity")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{what} vectors contain an all-zero row")
+    # Inner product equals cosine similarity only on unit vectors; normalising here keeps
+    # the index correct even if a caller passes raw embeddings.
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
+
+
+def check_threshold(threshold: float, folder: str | Path) -> float:
+    threshold = float(threshold)
+    # Cosine distance between unit vectors lies in [0, 2].
+    if not math.isfinite(threshold) or not 0.0 <= threshold <= 2.0:
+        raise InputError(f"threshold must be a cosine distance between 0 and 2, got {threshold}", folder)
+    return threshold
+
+
+def check_identity(identity: str, folder: str | Path) -> None:
+    if not isinstance(identity, str) or not identity:
+        raise InputError("identity name must be a non-empty string", folder)
+    if len(identity) > MAX_IDENTITY_LENGTH:
+        raise InputError(f"identity name longer than {MAX_IDENTITY_LENGTH} characters", folder)
+    # Control characters and line separators would corrupt one-line-per-identity CLI output.
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in identity):
+        raise InputError(f"identity name {identity!r} contains control characters", folder)
+    if identity != identity.strip():
+        raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
+    if identity == UNKNOWN:
+        raise InputError(f"{UNKNOWN!r} is reserved for faces that match nobody", folder)
