@@ -21,7 +21,7 @@ from test_inputs import bomb_png
 
 from facesuite import config, integrity
 from facesuite.cli import build_parser, main
-from facesuite.gallery.views import ViewedGallery
+from facesuite.gallery import create_gallery, open_gallery
 from facesuite.analysis import Gallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
@@ -57,10 +57,7 @@ class StubAnalysis:
         return {}
 
     def open_gallery(self, uri, create=False):
-        if create:
-            store = ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, {})
-        else:
-            store = ViewedGallery.open(uri, {})
+        store = create_gallery(uri, self.embedder.name, self.embedder.dim, self.threshold) if create else open_gallery(uri)
         return Gallery(self, store)
 
 

@@ -317,3 +317,47 @@ def test_serve_takes_every_gallery_uri(backend: str, tmp_path: Path, facecom_b: 
             assert answer.status_code == 200 and answer.json()["identity"] == person.name, answer.text
         stranger = (probes / "stranger.jpg").read_bytes()
         assert client.post("/gallery/identify", files={"image": ("s.jpg", stranger, "image/jpeg")}).json()["identity"] == "unknown"
+
+
+def test_views_are_rows_of_the_one_store(new_uri: Callable[[], str]) -> None:
+    """A face's rendered views live in the same store, written and removed with it."""
+    uri = new_uri()
+    rng = np.random.default_rng(3)
+    plain = {name: unit(rng, 2) for name in ("ann", "bob")}
+    rendered = {name: unit(rng, 2) for name in ("ann", "bob")}  # unrelated: which one answered is visible
+    with create_gallery(uri, "test", DIM, 0.4, views=["sunny"]) as gallery:
+        assert gallery.views == ("sunny",)
+        for name in plain:
+            assert gallery.enroll(name, plain[name], [f"{name}/{j}.jpg" for j in range(2)], {"sunny": rendered[name]}) == 2
+        with pytest.raises(ValueError, match="keeps views"):
+            gallery.enroll("cy", unit(rng, 1), ["cy.jpg"])  # its view missing: refused, nothing written
+        assert gallery.identities() == [("ann", 2), ("bob", 2)] and len(gallery) == 4  # views are not faces
+    with open_gallery(uri) as gallery:
+        assert gallery.views == ("sunny",)
+        probes = np.stack([plain["ann"][0], rendered["bob"][1]])
+        # A probe naming the view meets the rendered vectors; one naming none (or an unknown
+        # view) meets the plain ones.
+        by_plain = gallery.identify(probes, views=[None, "snow"])
+        by_view = gallery.identify(probes, views=["sunny", "sunny"])
+        assert [m[0].identity for m in by_plain] == ["ann", by_plain[1][0].identity]
+        assert by_plain[0][0].distance == pytest.approx(0.0, abs=1e-5)
+        assert by_view[1][0].identity == "bob" and by_view[1][0].distance == pytest.approx(0.0, abs=1e-5)
+        assert gallery.remove("bob") == 2
+        assert all(m.identity == "ann" for found in gallery.identify(probes, top_k=2, views=["sunny"] * 2) for m in found)
+
+
+def test_a_schema_1_gallery_opens_with_its_faces_as_plain_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 2)
+    with create_gallery(tmp_path / "old", "test", DIM, 0.4) as gallery:
+        gallery.enroll("ann", vectors, ["a.jpg", "b.jpg"])
+    # Turn it back into what facesuite wrote before views were rows: no view column, schema 1.
+    with sqlite3.connect(tmp_path / "old" / "gallery.sqlite") as db:
+        db.execute("ALTER TABLE faces DROP COLUMN view")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        db.execute("DELETE FROM meta WHERE key = 'views'")
+    with open_gallery(tmp_path / "old") as gallery:
+        assert gallery.views == () and gallery.identities() == [("ann", 2)]
+        assert gallery.identify(vectors[:1], views=["sunny"])[0][0].identity == "ann"  # no view: plain rows

@@ -17,7 +17,7 @@ from facesuite.embed import get_embedder
 from facesuite.errors import InputError
 from facesuite.evaluate.recognition import EmbeddedSet
 from facesuite.io import load_image
-from facesuite.analysis import FaceAnalysis
+from facesuite.analysis import Face, FaceAnalysis
 
 FACECOM = data_root() / "facecom" / "task_b" / "train"
 DEV_SPLIT = data_root() / "splits" / "facecom_dev_identities.txt"
@@ -50,7 +50,7 @@ OTHER_TYPES = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized")
 
 @needs_data
 def _enroll(analysis: FaceAnalysis, gallery, identity: str, vectors: np.ndarray, crops: list, sources: list[str]) -> int:
-    """Enroll precomputed vectors into a stored gallery (``ViewedGallery``), views rendered from the crops."""
+    """Enroll precomputed vectors into a gallery store, its views rendered from the crops."""
     return gallery.enroll(identity, vectors, sources, analysis.view_embeddings(crops, set(gallery.views)))
 
 
@@ -74,8 +74,9 @@ def test_shipped_routes_send_sunny_faces_and_only_them_to_the_gallery_view(dev_s
     members = [c for c, i in zip(clean, gallery_ids) if i in identities]
     member_ids = np.asarray([i for i in gallery_ids if i in identities])
     member_vectors = analysis.embedder.embed([c.chip for c in members])
-    with analysis.open_gallery(tmp_path / "gallery", create=True).store as gallery:
-        assert set(gallery.views) == {"sunny"}  # the shipped routes use one view, the sunny one
+    with analysis.open_gallery(tmp_path / "gallery", create=True) as facade:
+        gallery = facade.store
+        assert gallery.views == ("sunny",)  # the shipped routes use one view, the sunny one
         for identity in identities:
             rows = [i for i, g in enumerate(member_ids) if g == identity]
             _enroll(analysis, gallery, identity, member_vectors[rows], [members[i] for i in rows],
@@ -170,36 +171,30 @@ def test_api_slices_merge_with_their_gallery_views():
     assert np.allclose(distances[3], 2.0 - b.probes[1] @ view.T)
 
 
-def test_view_stores_sit_beside_the_gallery_in_the_same_backend(tmp_path: Path):
-    from facesuite.gallery.views import view_uri
-
-    assert view_uri(tmp_path / "g", "sunny") == str(tmp_path / "g" / "views" / "sunny")
-    assert view_uri(tmp_path / "g.db", "sunny") == str(tmp_path / "g.view-sunny.db")
-    assert view_uri("milvus://localhost:19530/people", "sunny") == "milvus://localhost:19530/people_view_sunny"
-
-
 @needs_data
 def test_stored_gallery_answers_sunny_faces_from_its_view_and_keeps_it_in_step(dev_sunny, analysis, tmp_path: Path):
     clean, gallery_ids, sunny, sunny_ids, _ = dev_sunny
     folder = tmp_path / "gallery"
-    with analysis.open_gallery(folder, create=True).store as gallery:
-        assert set(gallery.views) == {"sunny"}
+    with analysis.open_gallery(folder, create=True).store as store:
+        assert store.views == ("sunny",)  # the shipped routes use one view, kept in the same store
         for identity in np.unique(gallery_ids):
             rows = [i for i, g in enumerate(gallery_ids) if g == identity]
             crops = [clean[i] for i in rows]
-            _enroll(analysis, gallery, identity, analysis.embedder.embed([c.chip for c in crops]), crops,
-                            [str(c.path) for c in crops])
+            _enroll(analysis, store, identity, analysis.embedder.embed([c.chip for c in crops]), crops,
+                    [str(c.path) for c in crops])
+        with pytest.raises(ValueError, match="keeps views"):  # a write without its view is refused
+            store.enroll("someone_new", analysis.embedder.embed([clean[0].chip]), ["x.jpg"])
     probes = analysis.embedder.embed([c.chip for c in sunny])
-    with analysis.open_gallery(folder).store as gallery:
-        assert set(gallery.views) == {"sunny"}  # reopened in step
-        plain = [m[0].identity for m in gallery.identify(probes)]
-        viewed = gallery.identify(probes, views=["sunny"] * len(probes))
+    faces = [Face(box=c.face.box, landmarks=c.face.landmarks, det_score=c.face.score, fallback=c.face.fallback,
+                  distortion="sunny", embedding=vector) for c, vector in zip(sunny, probes)]
+    with analysis.open_gallery(folder) as gallery:
+        assert gallery.store.views == ("sunny",) and len(gallery.list()) == len(np.unique(gallery_ids))
+        plain = [m[0].identity for m in gallery.store.identify(probes)]
+        viewed = gallery.candidates(faces)
         assert np.mean([m[0].identity for m in viewed] == sunny_ids) > np.mean(plain == sunny_ids) + 0.05
         # mapped onto the clean scale: the one threshold keeps its meaning
         assert np.median([m[0].distance for m in viewed]) > 0.09
-        gallery.remove(str(gallery_ids[0]))
-    with analysis.open_gallery(folder).store as gallery:
-        assert set(gallery.views) == {"sunny"}, "remove must keep the view in step"
-        gallery.main.enroll("someone_new", probes[:1], ["x.jpg"])  # a write that skipped the view
-    with analysis.open_gallery(folder).store as gallery:
-        assert gallery.views == {}  # out of step: unused, sunny faces meet the clean gallery
+        gone = str(gallery_ids[0])
+        gallery.remove(gone)
+        # The identity's view rows went in the same delete: no sunny face can still be called it.
+        assert gone not in {m.identity for found in gallery.candidates(faces, top_k=5) for m in found}

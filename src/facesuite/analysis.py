@@ -29,6 +29,7 @@ from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import Embedder, cosine_distance, get_embedder
 from facesuite.embed.calibration import load_threshold
 from facesuite.errors import InputError, Skipped
+from facesuite.gallery.base import Match
 from facesuite.io import ImageInput, decode
 
 
@@ -181,14 +182,12 @@ class FaceAnalysis:
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
-        from facesuite.gallery import display_uri
-        from facesuite.gallery.views import ViewedGallery
+        from facesuite.gallery import create_gallery, display_uri, open_gallery
 
-        scales = {name: route.view_distance for name, route in self.router.gallery_views.items()}
         if create:
-            store = ViewedGallery.create(uri, self.embedder.name, self.embedder.dim, self.threshold, scales)
+            store = create_gallery(uri, self.embedder.name, self.embedder.dim, self.threshold, sorted(self.router.gallery_views))
         else:
-            store = ViewedGallery.open(uri, scales)
+            store = open_gallery(uri)
         if store.embedder != self.embedder.name:
             store.close()
             raise InputError(f"gallery was built with embedder {store.embedder!r}, not {self.embedder.name!r} "
@@ -336,12 +335,13 @@ class Gallery:
     """A stored gallery seen through one :class:`FaceAnalysis`: images in, identities out.
 
     Faces are embedded the way :meth:`FaceAnalysis.get` embeds them (each through its route), and
-    each enrolled face is also kept in the gallery views the routes compare with.
+    each enrolled face is also kept rendered the ways the routes compare with (the gallery views,
+    rows of the same store written in the same transaction).
     """
 
     def __init__(self, analysis: FaceAnalysis, store) -> None:
         self.analysis = analysis
-        self.store = store  # a facesuite.gallery.views.ViewedGallery
+        self.store = store  # a facesuite.gallery.GalleryStore
 
     @property
     def threshold(self) -> float:
@@ -366,6 +366,7 @@ class Gallery:
             return Enrolled(identity, 0, skipped)
         vectors, crops, _ = self.analysis.embed(decoded)  # decoded inputs cannot fail again
         names = [entry.name for entry in decoded]
+        # The views the gallery keeps, rendered from the same images: written in the same transaction.
         views = self.analysis.view_embeddings(crops, set(self.store.views))
         return Enrolled(identity, self.store.enroll(identity, vectors, names, views), skipped)
 
@@ -382,7 +383,12 @@ class Gallery:
             return []
         vectors = np.stack([face.embedding for face in faces])
         views = self.analysis.views_of([face.distortion for face in faces])
-        return self.store.identify(vectors, top_k=top_k, views=views)
+        found = self.store.identify(vectors, top_k=top_k, views=views)
+        # A view's distances are mapped onto the plain gallery's scale by its route, so the one
+        # threshold keeps its meaning; a gallery without that view answered from plain vectors.
+        scales = {view: route.view_distance for view, route in self.analysis.router.gallery_views.items() if view in self.store.views}
+        return [[Match(m.identity, float(scales[view](np.float64(m.distance))), m.source) for m in matches] if view in scales
+                else matches for matches, view in zip(found, views)]
 
     def decide(self, match) -> str:
         return self.store.decide(match)

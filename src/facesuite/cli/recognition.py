@@ -140,11 +140,9 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
-    from facesuite.distortion.views import VIEWS
-    from facesuite.gallery.views import ViewedGallery
+    from facesuite.gallery import open_gallery
 
-    # Every view store the gallery holds loses the identity too (no models needed to find them).
-    with ViewedGallery.open(args.gallery, dict.fromkeys(VIEWS, lambda d: d)) as gallery:
+    with open_gallery(args.gallery) as gallery:  # the identity's views go in the same delete
         removed = gallery.remove(args.identity)
     print(f"removed {args.identity} ({removed} faces)")
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +24,8 @@ import numpy as np
 
 from facesuite.errors import InputError
 
-SCHEMA_VERSION = 1
+# 2: views are rows of the one store (a face's plain vector has view "").
+SCHEMA_VERSION = 2
 #: What :meth:`Gallery.decide` answers for a match beyond the threshold; reserved as a name.
 UNKNOWN = "unknown"
 MAX_IDENTITY_LENGTH = 200
@@ -46,13 +47,17 @@ class GalleryStore(Protocol):
 
     embedder: str
     dim: int
+    #: Renderings of each face kept beside its plain vector (``facesuite.distortion.views``),
+    #: fixed when the gallery is created; each is written in the same transaction as the face.
+    views: tuple[str, ...]
 
     @property
     def threshold(self) -> float: ...
     def set_threshold(self, threshold: float) -> None: ...
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
+               views: Mapping[str, np.ndarray] | None = None) -> int: ...
     def remove(self, identity: str) -> int: ...
-    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
+    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]: ...
     def identities(self) -> list[tuple[str, int]]: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
@@ -109,15 +114,16 @@ def open_gallery(uri: str | Path) -> GalleryStore:
     return Gallery.open(uri)
 
 
-def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
-    """Open the gallery at ``uri``, creating it first if needed (rules of :meth:`Gallery.create`)."""
+def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> GalleryStore:
+    """Open the gallery at ``uri``, creating it first (keeping ``views``) if needed (rules of
+    :meth:`~facesuite.gallery.faiss_sqlite.Gallery.create`)."""
     if is_milvus_uri(uri):
         from facesuite.gallery.milvus import MilvusGallery
 
-        return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold)
+        return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold, views)
     from facesuite.gallery.faiss_sqlite import Gallery
 
-    return Gallery.create(uri, embedder, dim, threshold)
+    return Gallery.create(uri, embedder, dim, threshold, views)
 
 
 def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:
@@ -167,3 +173,38 @@ def check_identity(identity: str, folder: str | Path) -> None:
         raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
     if identity == UNKNOWN:
         raise InputError(f"{UNKNOWN!r} is reserved for faces that match nobody", folder)
+
+
+def format_views(views: Sequence[str]) -> str:
+    """How a store records its views: names joined by commas (names are identifiers)."""
+    for view in views:
+        if not view.isidentifier():
+            raise ValueError(f"view names must be identifiers, got {view!r}")
+    return ",".join(sorted(set(views)))
+
+
+def parse_views(text: str) -> tuple[str, ...]:
+    return tuple(view for view in text.split(",") if view)
+
+
+def check_views(held: Sequence[str], given: Mapping[str, np.ndarray] | None, faces: int) -> dict[str, np.ndarray]:
+    """The rendered vectors an enroll must bring: one row per face for every view the store keeps."""
+    given = dict(given or {})
+    if set(given) != set(held):
+        raise ValueError(f"this gallery keeps views {sorted(held)}; enroll gave {sorted(given)}")
+    for view, rows in given.items():
+        if len(rows) != faces:
+            raise ValueError(f"view {view!r} has {len(rows)} vectors for {faces} faces")
+    return given
+
+
+def group_by_view(held: Sequence[str], views: Sequence[str | None] | None, probes: int) -> dict[str, list[int]]:
+    """Probe rows per view searched: the view a probe names if the store keeps it, else ``""``
+    (the plain vectors)."""
+    if views is not None and len(views) != probes:
+        raise ValueError(f"{len(views)} views for {probes} probes")
+    groups: dict[str, list[int]] = {}
+    for row in range(probes):
+        view = views[row] if views is not None else None
+        groups.setdefault(view if view in held else "", []).append(row)
+    return groups

@@ -4,13 +4,15 @@ A gallery is a folder holding two files:
 
 ``gallery.sqlite``
     The source of truth (SQLite in WAL mode): a ``meta`` table (embedder name, vector size,
-    threshold, schema version, gallery id, generation counter) and a ``faces`` table (id,
-    identity, source path, float32 vector as a BLOB). Every enroll or remove is one
-    transaction, so a crash -- even SIGKILL -- loses nothing already committed and never
-    exposes half an identity. Each write transaction bumps the generation counter.
+    threshold, schema version, gallery id, generation counter, the views it keeps) and a
+    ``faces`` table (id, identity, source path, view, float32 vector as a BLOB). A face's plain
+    vector has view ``''``; its rendered views (the sunny route's, say) are rows of the same
+    table, written in the same transaction. Every enroll or remove is one transaction, so a
+    crash -- even SIGKILL -- loses nothing already committed and never exposes half an identity
+    or a view out of step. Each write transaction bumps the generation counter.
 
 ``index.faiss``
-    A derived cache: a FAISS inner-product index over the unit vectors, keyed by face id and
+    A derived cache: a FAISS inner-product index over the plain unit vectors, keyed by face id and
     tagged with the gallery id and the generation it was built from. It is written atomically
     (temporary file + ``os.replace``). When it is missing, corrupt or from another generation it
     is rebuilt from SQLite, so deleting it is always safe.
@@ -35,7 +37,7 @@ import struct
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,7 +45,18 @@ import faiss
 import numpy as np
 
 from facesuite.errors import InputError
-from facesuite.gallery.base import SCHEMA_VERSION, GalleryStore, Match, check_identity, check_threshold, unit_rows
+from facesuite.gallery.base import (
+    SCHEMA_VERSION,
+    GalleryStore,
+    Match,
+    check_identity,
+    check_threshold,
+    check_views,
+    format_views,
+    group_by_view,
+    parse_views,
+    unit_rows,
+)
 
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
@@ -71,11 +84,12 @@ class Gallery(GalleryStore):
         self._conn = conn
         self.embedder: str = meta["embedder"]
         self.dim: int = int(meta["dim"])
+        self.views: tuple[str, ...] = parse_views(meta.get("views", ""))
         self._threshold = float(meta["threshold"])
         self._gallery_id = uuid.UUID(hex=meta["gallery_id"]).bytes
         # In-memory search state, valid for committed generation ``_generation`` (None: not loaded
-        # or possibly inconsistent, so the next search reloads it).
-        self._index: faiss.IndexIDMap | None = None
+        # or possibly inconsistent, so the next search reloads it): one index per view, "" plain.
+        self._indexes: dict[str, faiss.IndexIDMap] = {}
         self._faces: dict[int, tuple[str, str]] = {}
         self._counts: Counter[str] = Counter()
         self._generation: int | None = None
@@ -86,8 +100,8 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
-        """Create a gallery in folder ``path`` (made if needed) and open it.
+    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> Gallery:
+        """Create a gallery in folder ``path`` (made if needed) keeping ``views``, and open it.
 
         If the folder already holds a gallery for the same embedder and dim it is opened as is
         (its stored threshold is kept); a gallery for another embedder or dim is an
@@ -115,6 +129,7 @@ class Gallery(GalleryStore):
                 "threshold": repr(threshold),
                 "gallery_id": uuid.uuid4().hex,
                 "generation": "0",
+                "views": format_views(views),
             }
             # One transaction with INSERT OR IGNORE: if two processes create the same gallery at
             # once, exactly one set of metadata wins and both then validate against it.
@@ -126,10 +141,11 @@ class Gallery(GalleryStore):
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS faces ("
                     " id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
-                    " source TEXT NOT NULL, vector BLOB NOT NULL)"
+                    " source TEXT NOT NULL, vector BLOB NOT NULL, view TEXT NOT NULL DEFAULT '')"
                 )
                 conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity)")
                 conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", initial.items())
+            _upgrade(conn)
             meta = _read_meta(conn, folder)
             if (meta["embedder"], int(meta["dim"])) != (embedder, dim):
                 raise InputError(
@@ -151,6 +167,8 @@ class Gallery(GalleryStore):
         conn = _connect(folder / DB_NAME, create=False)
         try:
             _enable_wal(conn, folder)
+            _read_meta(conn, folder)  # refuses what is no gallery before anything is changed
+            _upgrade(conn)
             return cls(folder, conn, _read_meta(conn, folder))
         except BaseException:
             conn.close()
@@ -170,11 +188,14 @@ class Gallery(GalleryStore):
 
     # ------------------------------------------------------------------ writing
 
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int:
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
+               views: Mapping[str, np.ndarray] | None = None) -> int:
         """Add faces of ``identity`` (new or existing) in one transaction; return how many.
 
         ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length) and
-        ``sources`` names the image each came from. Either all ``n`` faces are stored or none.
+        ``sources`` names the image each came from; ``views`` gives, for every view the gallery
+        keeps, the same faces' vectors rendered that way (rows matching ``vectors``). Either all
+        of it is stored or none.
         """
         check_identity(identity, self.path)
         vectors = self._check_vectors(vectors, "enrolled")
@@ -183,64 +204,77 @@ class Gallery(GalleryStore):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
         if len(vectors) == 0:
             raise InputError(f"no faces to enroll for {identity!r}", self.path)
+        rendered = {view: self._check_vectors(rows, "enrolled") for view, rows in check_views(self.views, views, len(vectors)).items()}
+        batches = [("", vectors), *rendered.items()]
         # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours.
         with _transaction(self._conn, "IMMEDIATE"):
             generation = self._read_generation()
             (first_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()
-            ids = np.arange(first_id, first_id + len(vectors), dtype=np.int64)
+            ids = {view: np.arange(first_id + i * len(vectors), first_id + (i + 1) * len(vectors), dtype=np.int64)
+                   for i, (view, _) in enumerate(batches)}
             self._conn.executemany(
-                "INSERT INTO faces (id, identity, source, vector) VALUES (?, ?, ?, ?)",
-                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes())
-                 for face_id, source, vector in zip(ids, sources, vectors)),
+                "INSERT INTO faces (id, identity, source, vector, view) VALUES (?, ?, ?, ?, ?)",
+                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes(), view)
+                 for view, rows in batches for face_id, source, vector in zip(ids[view], sources, rows)),
             )
             self._write_generation(generation + 1)
         if self._generation == generation:
-            # Nobody else wrote since we loaded: extend the index in place instead of reloading.
+            # Nobody else wrote since we loaded: extend the indexes in place instead of reloading.
             # Marked unloaded meanwhile, so a failure halfway forces a full reload, not bad results.
             self._generation = None
-            self._index.add_with_ids(vectors, ids)
-            self._faces.update((int(face_id), (identity, source)) for face_id, source in zip(ids, sources))
+            for view, rows in batches:
+                self._indexes[view].add_with_ids(rows, ids[view])
+                self._faces.update((int(face_id), (identity, source)) for face_id, source in zip(ids[view], sources))
             self._counts[identity] += len(vectors)
             self._generation = generation + 1
         return len(vectors)
 
     def remove(self, identity: str) -> int:
-        """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
+        """Delete every face of ``identity`` (views too); return how many. :class:`InputError` if unknown."""
         with _transaction(self._conn, "IMMEDIATE"):
             generation = self._read_generation()
-            rows = self._conn.execute("SELECT id FROM faces WHERE identity = ?", (identity,))
-            ids = [face_id for (face_id,) in rows]
+            rows = self._conn.execute("SELECT id, view FROM faces WHERE identity = ?", (identity,)).fetchall()
+            ids = [face_id for face_id, _ in rows]
+            plain = sum(view == "" for _, view in rows)
             if not ids:
                 raise InputError(f"no identity {identity!r} in this gallery", self.path)
             self._conn.execute("DELETE FROM faces WHERE identity = ?", (identity,))
             self._write_generation(generation + 1)
         if self._generation == generation:
             self._generation = None
-            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+            for index in self._indexes.values():
+                index.remove_ids(np.asarray(ids, dtype=np.int64))
             for face_id in ids:
                 del self._faces[face_id]
             del self._counts[identity]
             self._generation = generation + 1
-        return len(ids)
+        return plain
 
     # ------------------------------------------------------------------ reading
 
-    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
+    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]:
         """For each probe vector, the ``top_k`` nearest distinct identities, best first.
 
         ``vectors`` is ``(n, dim)`` (or one ``(dim,)`` vector). Each identity is represented by
-        its closest face. Fewer than ``top_k`` matches come back only when the gallery holds
-        fewer identities. :class:`InputError` if the gallery is empty.
+        its closest face. A probe whose entry in ``views`` names a view the gallery keeps is
+        compared with that view's vectors (raw distances: mapping them onto the plain scale is
+        the route's business), every other probe with the plain ones. Fewer than ``top_k``
+        matches come back only when the gallery holds fewer identities. :class:`InputError` if
+        the gallery is empty.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         probes = self._check_vectors(vectors, "probe")
         self._sync(persist=False)
-        index = self._index
-        if index.ntotal == 0:
+        if self._indexes[""].ntotal == 0:
             raise InputError("gallery is empty", self.path)
         results: list[list[Match]] = [[] for _ in range(len(probes))]
-        pending = np.arange(len(probes))
+        for view, rows in group_by_view(self.views, views, len(probes)).items():
+            self._search_into(results, probes, np.asarray(rows, dtype=np.int64), self._indexes[view], top_k)
+        return results
+
+    def _search_into(self, results: list[list[Match]], probes: np.ndarray, pending: np.ndarray,
+                     index: faiss.IndexIDMap, top_k: int) -> None:
         # Each identity holds at most max_faces of the k nearest faces, so k = top_k * max_faces
         # always yields top_k distinct identities; start narrower when that is large and widen
         # only for the probes that came up short.
@@ -257,7 +291,6 @@ class Gallery(GalleryStore):
                     short.append(probe)
             pending = np.asarray(short, dtype=np.int64)
             width = min(index.ntotal, width * 4)
-        return results
 
     def identities(self) -> list[tuple[str, int]]:
         """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
@@ -265,13 +298,13 @@ class Gallery(GalleryStore):
         return [
             (identity, count)
             for identity, count in self._conn.execute(
-                "SELECT identity, COUNT(*) FROM faces GROUP BY identity ORDER BY identity"
+                "SELECT identity, COUNT(*) FROM faces WHERE view = '' GROUP BY identity ORDER BY identity"
             )
         ]
 
     def __len__(self) -> int:
         """Number of enrolled faces (all identities)."""
-        (count,) = self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM faces WHERE view = ''").fetchone()
         return count
 
     # ------------------------------------------------------------------ closing
@@ -325,24 +358,22 @@ class Gallery(GalleryStore):
             generation = self._read_generation()
             if generation == self._generation:
                 return
-            faces = {
-                face_id: (identity, source)
-                for face_id, identity, source in self._conn.execute("SELECT id, identity, source FROM faces")
-            }
-            index = self._read_index_file(generation, len(faces))
+            rows = self._conn.execute("SELECT id, identity, source, view FROM faces").fetchall()
+            faces = {face_id: (identity, source) for face_id, identity, source, _ in rows}
+            counts = Counter(identity for _, identity, _, view in rows if view == "")
+            index = self._read_index_file(generation, counts.total())
             loaded = index is not None
-            if index is None:
-                index = self._build_index()
-        self._index, self._faces, self._generation = index, faces, generation
-        self._counts = Counter(identity for identity, _ in faces.values())
+            # The view indexes are small and rebuilt here; only the plain one is cached on disk.
+            indexes = {"": index if loaded else self._build_index(""), **{view: self._build_index(view) for view in self.views}}
+        self._indexes, self._faces, self._generation, self._counts = indexes, faces, generation, counts
         if loaded:
             self._persisted_generation = generation
         elif persist:
             self._write_index_file()
 
-    def _build_index(self) -> faiss.IndexIDMap:
+    def _build_index(self, view: str) -> faiss.IndexIDMap:
         index = faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
-        rows = self._conn.execute("SELECT id, vector FROM faces").fetchall()
+        rows = self._conn.execute("SELECT id, vector FROM faces WHERE view = ?", (view,)).fetchall()
         if rows:
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             blob = b"".join(row[1] for row in rows)
@@ -374,7 +405,7 @@ class Gallery(GalleryStore):
         return index
 
     def _write_index_file(self) -> None:
-        payload = faiss.serialize_index(self._index)
+        payload = faiss.serialize_index(self._indexes[""])
         header = _INDEX_HEADER.pack(
             _INDEX_MAGIC, self._gallery_id, self._generation, len(payload), zlib.crc32(payload)
         )
@@ -392,6 +423,17 @@ class Gallery(GalleryStore):
             temporary.unlink(missing_ok=True)
             return
         self._persisted_generation = self._generation
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 gallery (no views) to schema 2: its faces become plain rows."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
+    if "view" in columns:
+        return
+    with _transaction(conn, "IMMEDIATE"):
+        if "view" not in {row[1] for row in conn.execute("PRAGMA table_info(faces)")}:  # not done meanwhile
+            conn.execute("ALTER TABLE faces ADD COLUMN view TEXT NOT NULL DEFAULT ''")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _connect(db_path: Path, create: bool) -> sqlite3.Connection:

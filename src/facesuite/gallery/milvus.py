@@ -1,9 +1,9 @@
 """A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.Gallery`, for millions of faces.
 
 A gallery is one Milvus collection with fields ``id`` (assigned by Milvus), ``identity``,
-``source`` and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
+``source``, ``view`` (``""`` for a face's plain vector, else the rendering it holds) and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
 so results match the embedded FAISS gallery's. The embedder name, vector size, threshold and
-schema version are stored as collection properties, so every client applies the same
+schema version and the views kept are stored as collection properties, so every client applies the same
 calibrated threshold.
 
 Where it lives is given by a URI:
@@ -14,7 +14,8 @@ Where it lives is given by a URI:
     a Milvus Lite folder, embedded in this process and fully offline (collection ``faces``).
 
 Milvus has no multi-statement transactions: an enroll is one insert request, which Milvus
-accepts or rejects as a whole, and a remove is one delete by identity. Collections are created
+accepts or rejects as a whole (a face's views travel in the same request), and a remove is one
+delete by identity. Collections are created
 with Strong consistency so a search sees every enroll acknowledged before it.
 """
 
@@ -24,7 +25,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -39,6 +40,10 @@ from facesuite.gallery.base import (
     Match,
     check_identity,
     check_threshold,
+    check_views,
+    format_views,
+    group_by_view,
+    parse_views,
     unit_rows,
 )
 
@@ -55,6 +60,7 @@ _FIRST_PASS_WIDTH = 64
 # Milvus measures VARCHAR limits in bytes; identities are capped at 200 characters of UTF-8.
 _IDENTITY_BYTES = 4 * MAX_IDENTITY_LENGTH
 _SOURCE_BYTES = 65_535
+_VIEW_BYTES = 64
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -69,13 +75,17 @@ class MilvusGallery(GalleryStore):
         self._collection = collection
         self.embedder: str = properties[_PREFIX + "embedder"]
         self.dim: int = int(properties[_PREFIX + "dim"])
+        self.views: tuple[str, ...] = parse_views(properties.get(_PREFIX + "views", ""))
+        # Collections made by schema 1 have no view field: every row there is a plain face.
+        fields = {field["name"] for field in client.describe_collection(collection).get("fields", [])}
+        self._plain = 'view == ""' if "view" in fields else ""
         self._threshold = float(properties[_PREFIX + "threshold"])
         self._written = False  # since opening, so close() knows to flush
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, uri: str, embedder: str, dim: int, threshold: float) -> MilvusGallery:
+    def create(cls, uri: str, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> MilvusGallery:
         """Create the gallery's collection if it is absent, then open it.
 
         As with :meth:`Gallery.create`, an existing gallery for the same embedder and dim is
@@ -88,7 +98,7 @@ class MilvusGallery(GalleryStore):
         threshold = check_threshold(threshold, uri)
         client, collection = _connect(uri, create=True)
         if not client.has_collection(collection):
-            _create_collection(client, collection, embedder, dim, threshold)
+            _create_collection(client, collection, embedder, dim, threshold, views)
         gallery = cls._validated(uri, client, collection)
         if (gallery.embedder, gallery.dim) != (embedder, dim):
             gallery.close()
@@ -140,8 +150,9 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ writing
 
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int:
-        """Add faces of ``identity`` in one insert request; return how many."""
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
+               views: Mapping[str, np.ndarray] | None = None) -> int:
+        """Add faces of ``identity``, and their ``views``, in one insert request; return how many faces."""
         check_identity(identity, self.uri)
         vectors = unit_rows(vectors, self.dim, self.embedder, "enrolled", self.uri)
         sources = [os.fspath(source) for source in sources]
@@ -149,19 +160,21 @@ class MilvusGallery(GalleryStore):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
         if len(vectors) == 0:
             raise InputError(f"no faces to enroll for {identity!r}", self.uri)
+        batches = [("", vectors)] + [(view, unit_rows(rows, self.dim, self.embedder, "enrolled", self.uri))
+                                     for view, rows in check_views(self.views, views, len(vectors)).items()]
         rows = [
-            {"identity": identity, "source": source, "vector": vector}
-            for source, vector in zip(sources, vectors.tolist())
+            {"identity": identity, "source": source, "vector": vector, **({"view": view} if self._plain else {})}
+            for view, batch in batches for source, vector in zip(sources, batch.tolist())
         ]
-        inserted = int(self._client.insert(self._collection, rows)["insert_count"])
+        self._client.insert(self._collection, rows)
         self._written = True
-        return inserted
+        return len(vectors)
 
     def remove(self, identity: str) -> int:
         """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
         where = f"identity == {_quote(identity)}"
         # Counted first: Milvus servers and Milvus Lite report deletions in different shapes.
-        count = self._count(where)
+        count = self._count(self._and(self._plain, where))
         if count == 0:
             raise InputError(f"no identity {identity!r} in this gallery", self.uri)
         self._client.delete(self._collection, filter=where)
@@ -170,30 +183,33 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ reading
 
-    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
+    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]:
         """For each probe vector, the ``top_k`` nearest distinct identities, best first.
 
-        Same contract as :meth:`Gallery.identify`; :class:`InputError` if the gallery is empty.
+        Same contract as :meth:`~facesuite.gallery.faiss_sqlite.Gallery.identify`; :class:`InputError`
+        if the gallery is empty.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         probes = unit_rows(vectors, self.dim, self.embedder, "probe", self.uri)
         width = min(_MAX_LIMIT, max(top_k, _FIRST_PASS_WIDTH))
-        first_pass = self._search(probes, width)
-        if any(not hits for hits in first_pass):
-            # An unfiltered search returns nothing only when there is nothing to return.
-            raise InputError("gallery is empty", self.uri)
-        results = []
-        for probe, hits in zip(probes, first_pass):
-            matches = _distinct(hits, top_k, [])
-            # Fewer than `width` hits means every face was seen. Otherwise search again without
-            # the identities found: the best remaining face is the next identity's best face, so
-            # each round adds at least one identity, in order.
-            while len(matches) < top_k and len(hits) == width:
-                found = ", ".join(_quote(match.identity) for match in matches)
-                (hits,) = self._search(probe[None, :], width, f"identity not in [{found}]")
-                matches = _distinct(hits, top_k, matches)
-            results.append(matches)
+        results: list[list[Match]] = [[] for _ in range(len(probes))]
+        for view, rows in group_by_view(self.views, views, len(probes)).items():
+            scope = f"view == {_quote(view)}" if self._plain else ""
+            first_pass = self._search(probes[rows], width, scope)
+            if any(not hits for hits in first_pass):
+                # A search within one view returns nothing only when there is nothing to return.
+                raise InputError("gallery is empty", self.uri)
+            for row, hits in zip(rows, first_pass):
+                matches = _distinct(hits, top_k, [])
+                # Fewer than `width` hits means every face was seen. Otherwise search again without
+                # the identities found: the best remaining face is the next identity's best face, so
+                # each round adds at least one identity, in order.
+                while len(matches) < top_k and len(hits) == width:
+                    found = ", ".join(_quote(match.identity) for match in matches)
+                    (hits,) = self._search(probes[row][None, :], width, self._and(scope, f"identity not in [{found}]"))
+                    matches = _distinct(hits, top_k, matches)
+                results[row] = matches
         return results
 
     def identities(self) -> list[tuple[str, int]]:
@@ -201,7 +217,8 @@ class MilvusGallery(GalleryStore):
         # Milvus has no GROUP BY: stream the identity column and count here.
         counts: Counter[str] = Counter()
         _quiet_lite_iterator_warning()
-        iterator = self._client.query_iterator(self._collection, batch_size=10_000, output_fields=["identity"])
+        iterator = self._client.query_iterator(self._collection, batch_size=10_000, filter=self._plain,
+                                               output_fields=["identity"])
         try:
             while batch := iterator.next():
                 counts.update(row["identity"] for row in batch)
@@ -211,7 +228,7 @@ class MilvusGallery(GalleryStore):
 
     def __len__(self) -> int:
         """Number of enrolled faces (all identities)."""
-        return self._count("")
+        return self._count(self._plain)
 
     # ------------------------------------------------------------------ closing
 
@@ -237,6 +254,10 @@ class MilvusGallery(GalleryStore):
             self._collection, data=probes.tolist(), limit=limit, filter=where,
             output_fields=["identity", "source"], search_params={"metric_type": "IP"},
         )
+
+    @staticmethod
+    def _and(*conditions: str) -> str:
+        return " and ".join(f"({c})" for c in conditions if c)
 
     def _count(self, where: str) -> int:
         (row,) = self._client.query(self._collection, filter=where, output_fields=["count(*)"])
@@ -272,19 +293,20 @@ def _connect(uri: str, create: bool) -> tuple[Any, str]:
         raise InputError(f"cannot connect to Milvus ({exc.message})", uri) from None
 
 
-def _create_collection(client: Any, collection: str, embedder: str, dim: int, threshold: float) -> None:
+def _create_collection(client: Any, collection: str, embedder: str, dim: int, threshold: float, views: Sequence[str]) -> None:
     from pymilvus import DataType, MilvusException
 
     schema = client.create_schema(auto_id=True, enable_dynamic_field=False, description="facesuite gallery")
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("identity", DataType.VARCHAR, max_length=_IDENTITY_BYTES)
     schema.add_field("source", DataType.VARCHAR, max_length=_SOURCE_BYTES)
+    schema.add_field("view", DataType.VARCHAR, max_length=_VIEW_BYTES)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     properties = {
         _PREFIX + "schema_version": str(SCHEMA_VERSION), _PREFIX + "embedder": embedder,
-        _PREFIX + "dim": str(dim), _PREFIX + "threshold": repr(threshold),
+        _PREFIX + "dim": str(dim), _PREFIX + "threshold": repr(threshold), _PREFIX + "views": format_views(views),
     }
     try:
         client.create_collection(
