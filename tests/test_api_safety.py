@@ -25,7 +25,7 @@ from facesuite.gallery import create_gallery, open_gallery
 from facesuite.analysis import Gallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
-from facesuite.serve.app import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
+from facesuite.serve.security import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "facesuite"
 LIMIT = 256 * 1024

@@ -145,7 +145,7 @@ def test_sunny_faces_find_their_identity_in_the_gallery_view(dev_sunny, analysis
 
 
 def test_api_slices_merge_with_their_gallery_views():
-    from facesuite.serve.app import merge_embedded
+    from facesuite.serve.jobs import merge_embedded
 
     rng = np.random.default_rng(0)
 

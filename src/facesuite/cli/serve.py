@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from facesuite.config import data_root
     from facesuite.serve import create_app
-    from facesuite.serve.app import API_KEY_ENV, LOOPBACK_HOSTS
+    from facesuite.serve.security import API_KEY_ENV, LOOPBACK_HOSTS
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     loopback = _is_loopback(args.host)

@@ -1,0 +1,207 @@
+"""The models behind the API: one :class:`~facesuite.analysis.FaceAnalysis` and the gallery, on one thread.
+
+Every model and the gallery live on one worker thread (:class:`ModelService`): the gallery holds
+SQLite connections, which may only be used by the thread that opened them, and two inference
+calls at once would only fight over the same CPU cores anyway. Request handlers decode uploads in
+memory (:mod:`facesuite.serve.uploads`) and hand the decoded images to that thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from facesuite.config import user_home
+from facesuite.errors import InputError
+from facesuite.io import Decoded
+
+log = logging.getLogger("facesuite.serve")
+T = TypeVar("T")
+
+
+def default_gallery() -> str:
+    """The dashboard's gallery when none is given: the folder ``$FACESUITE_HOME/gallery``."""
+    return str(user_home() / "gallery")
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ModelService:
+    """Owns the :class:`~facesuite.analysis.FaceAnalysis` and the gallery on one worker thread.
+
+    Public methods must be called through :meth:`call` (or :meth:`submit`). They take uploads
+    already decoded (:class:`~facesuite.io.Decoded`, named by the uploaded file's name).
+    """
+
+    def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True) -> None:
+        # A gallery URI of any backend, as the `gallery` commands take it (facesuite.gallery).
+        self.gallery_uri = gallery
+        self._embedder_name = embedder
+        self._use_cache = use_cache
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
+        self._analysis = None
+        self._gallery = None
+        # Why /analyze and /explain cannot work (models not shipped yet, say); None when they can.
+        self.analyzer_error: str | None = None
+        self._can_analyse = False
+        self.loaded = False
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self._executor.submit(fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
+
+    def start(self) -> None:
+        """Load the models in the background, so the first request does not pay for it."""
+        self.submit(self._load)
+
+    def close(self) -> None:
+        self.call(self._close_gallery)
+        self._executor.shutdown(wait=True)
+
+    # -- everything below runs on the worker thread
+
+    def _load(self) -> None:
+        if self.loaded:
+            return
+        from facesuite.analysis import FaceAnalysis
+
+        options = {"use_cache": self._use_cache}
+        try:
+            self._analysis = FaceAnalysis(self._embedder_name, **options)
+            self._analysis.distortion  # noqa: B018 - loaded now, so a missing model degrades here
+            self._can_analyse = True
+        except InputError as error:
+            # Degrade step by step: analysis without gender, then verification and gallery only.
+            self.analyzer_error = f"analysis models unavailable ({error})"
+            log.warning(self.analyzer_error)
+            try:
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, **options)
+                self._analysis.distortion  # noqa: B018
+                self._can_analyse = True
+            except InputError:
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, routes=None, **options)
+        self.loaded = True
+
+    @property
+    def analysis(self):
+        self._load()
+        return self._analysis
+
+    def _require_analysis(self):
+        self._load()
+        if not self._can_analyse:
+            raise ApiError(503, self.analyzer_error or "analysis models unavailable")
+        return self._analysis
+
+    def _open_gallery(self, create: bool):
+        from facesuite.gallery import gallery_exists
+
+        if self._gallery is None:
+            if not (create or gallery_exists(self.gallery_uri)):
+                return None
+            # FaceAnalysis.open_gallery checks the gallery was built with this embedder.
+            self._gallery = self.analysis.open_gallery(self.gallery_uri, create=create)
+            self._analysis.gallery = self._gallery
+        return self._gallery
+
+    def _close_gallery(self) -> None:
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
+            self._analysis.gallery = None
+
+    def analyze(self, upload: Decoded, images: bool) -> dict:
+        analysis = self._require_analysis()
+        self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
+        (face,) = analysis.get(upload)
+        record = face.to_dict()
+        if images:
+            record["crop"] = png_data_uri(face.chip())
+        return record
+
+    def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
+        record = self.analysis.verify(first, second).to_dict()
+        if images:
+            crops, _ = self.analysis.crops([first, second])
+            record["crops"] = [png_data_uri(crop.chip) for crop in crops]
+        return record
+
+    def explain(self, upload: Decoded) -> tuple[bytes, dict]:
+        from facesuite.classify.gender import LABELS, predict_files
+        from facesuite.explain import gradcam, overlay
+
+        model = self._require_analysis().gender
+        if model is None:
+            raise ApiError(503, self.analyzer_error or "no gender model loaded")
+        (prediction,), _ = predict_files(model, [upload], self.analysis.extractor)
+        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+        info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
+        return png_bytes(overlay(prediction.chip, heat)), info
+
+    def enroll(self, identity: str, uploads: Sequence[Decoded]) -> dict:
+        gallery = self._open_gallery(create=True)
+        result = gallery.enroll(identity, uploads)
+        if not result.faces:
+            raise ApiError(422, "no usable face in the uploaded images")
+        return {"identity": identity, "enrolled": result.faces, "skipped": [str(s.source) for s in result.skipped],
+                "identities": len(gallery.list()), "faces": len(gallery)}
+
+    def identify(self, upload: Decoded, top_k: int) -> dict:
+        gallery = self._open_gallery(create=False)
+        if gallery is None or not len(gallery):
+            raise ApiError(404, "the gallery is empty: enroll someone first (POST /gallery/enroll)")
+        # Same face and vector as /analyze: routed through the recogniser suited to its distortion.
+        (face,) = self._require_analysis().get(upload)
+        candidates = gallery.candidates([face], top_k=top_k)[0]
+        best = candidates[0]
+        return {"path": upload.name, "identity": gallery.decide(best), "distance": round(best.distance, 4),
+                "nearest": best.identity, "threshold": round(gallery.threshold, 6), "fallback": face.fallback,
+                "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
+
+    def gallery_listing(self) -> dict:
+        from facesuite.gallery import display_uri
+
+        gallery = self._open_gallery(create=False)
+        where = display_uri(self.gallery_uri)
+        if gallery is None:
+            return {"path": where, "exists": False, "identities": [], "faces": 0}
+        return {"path": where, "exists": True, "embedder": gallery.embedder,
+                "threshold": round(gallery.threshold, 6), "faces": len(gallery),
+                "identities": [{"identity": i, "faces": n} for i, n in gallery.list()]}
+
+    def embed_slice(self, dataset):
+        """Embeddings (routed when the models allow) of one slice of an evaluation data set."""
+        from facesuite.evaluate.recognition import embed_dataset
+
+        return embed_dataset(self.analysis, dataset, progress=False)
+
+    def threshold(self) -> float:
+        return self.analysis.threshold
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")

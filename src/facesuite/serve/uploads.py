@@ -1,0 +1,51 @@
+"""Uploaded images: read into memory within the size limit and decoded, never written to disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import File, UploadFile
+
+from facesuite.errors import InputError
+from facesuite.io import Decoded, EmptyFile, ImageTooLarge, ImageTooSmall, decode
+from facesuite.serve.service import ApiError
+
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Enrolling more faces than this in one request is better done with `facesuite gallery enroll`.
+MAX_ENROLL_FILES = 20
+
+
+def _describe_upload(error: InputError, name: str) -> ApiError:
+    """The loader's error as the status a client should see, naming the uploaded file."""
+    if isinstance(error, ImageTooLarge):
+        return ApiError(413, f"{name}: {error.message}")
+    if isinstance(error, EmptyFile):
+        return ApiError(400, f"{name}: {error.message}")
+    if isinstance(error, ImageTooSmall):
+        return ApiError(422, f"{name}: {error.message}")
+    return ApiError(415, f"{name}: not a readable image: {error.message}")
+
+
+def read_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: str = "image") -> list[Decoded]:
+    """Each upload read into memory (at most ``limit`` bytes) and decoded, named by its file name;
+    nothing is written to disk and a client's file name never becomes a path."""
+    present = [u for u in uploads if u is not None and (u.filename or u.size)]
+    if len(present) < len(uploads) or not present:
+        raise ApiError(400, f"no file uploaded in field {field_name!r}")
+    decoded = []
+    for upload in present:
+        name = upload.filename or field_name
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, f"{name}: upload too large (limit {limit / 2**20:g} MB)")
+        try:
+            decoded.append(decode(data, name))
+        except InputError as error:
+            raise _describe_upload(error, name) from None
+    return decoded
+
+
+# Optional in the schema, so a missing file is answered by read_uploads with a clear 400.
+Upload = Annotated[UploadFile | None, File()]
+Uploads = Annotated[list[UploadFile] | None, File()]
