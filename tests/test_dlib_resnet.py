@@ -18,15 +18,9 @@ import torch
 
 from facesuite.config import data_root
 from facesuite.embed import cosine_distance, get_embedder
-from facesuite.embed.dlib_resnet import (
-    DlibFormatError,
-    DlibResNet,
-    chips_to_array,
-    export_onnx,
-    load_dlib_resnet,
-    read_dlib_net,
-    shipped_model_path,
-)
+from facesuite.embed.dlib.network import DlibResNet, export_onnx, load_dlib_resnet, shipped_model_path
+from facesuite.embed.dlib.reader import DlibFormatError, read_dlib_net
+from facesuite.embed.dlib.runtimes import chips_to_array
 
 dlib = pytest.importorskip("dlib")
 face_recognition_models = pytest.importorskip("face_recognition_models")

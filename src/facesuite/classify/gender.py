@@ -166,7 +166,7 @@ class EmbeddingGenderNet(nn.Module):
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, hidden: bool = False) -> None:
         super().__init__()
-        from facesuite.embed.dlib_resnet import load_dlib_resnet
+        from facesuite.embed.dlib.network import load_dlib_resnet
 
         self.backbone = load_dlib_resnet()
         self.hidden = hidden

@@ -93,4 +93,4 @@ DEFAULT_EMBEDDER = "dlib-torch"
 
 def _import_backends() -> None:
     # Backends register themselves on import; importing lazily keeps `import facesuite` light.
-    from facesuite.embed import dlib_backend, dlib_resnet  # noqa: F401
+    from facesuite.embed.dlib import runtimes  # noqa: F401
