@@ -13,7 +13,7 @@ import time
 
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
-from facesuite.distortion.detector import DistortionDetector
+from facesuite.classify.distortion import DistortionDetector
 from facesuite.evaluate.classification import (
     classification_metrics,
     write_classification_report,

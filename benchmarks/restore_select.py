@@ -16,7 +16,7 @@ import numpy as np
 
 from facesuite.config import data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
-from facesuite.distortion.restore import RESTORERS
+from facesuite.route.restore import RESTORERS
 from facesuite.analysis import FaceAnalysis
 
 

@@ -1,6 +1,6 @@
 """Distortion routing on the dev split: which recogniser suits each distortion type.
 
-Candidates per type: a restoration step on the chip (``facesuite.distortion.restore``), and an
+Candidates per type: a restoration step on the chip (``facesuite.route.restore``), and an
 embedding adapter trained on the other identities (``facesuite.embed.adapter``). Reports top-1
 per type for: the single clean model, a single adapter trained on all types ("mixed"), routing by
 the true type (the ceiling of routing) and routing by the distortion detector's prediction.
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from facesuite.config import MODELS_DIR, data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.detect.extract import Crop
-from facesuite.distortion.restore import RESTORERS
+from facesuite.route.restore import RESTORERS
 from facesuite.embed.adapter import train_adapter
 from facesuite.io import load_image
 from facesuite.analysis import FaceAnalysis

@@ -3,7 +3,7 @@
 1. Glow profile: for 200 train pairs (FACECOM sunny copy, clean source), regress sunny on clean
    pixels ring by ring around the image centre (distance in face widths, unclipped pixels only);
    prints the median slope and intercept per ring. The intercepts are the table in
-   ``facesuite/distortion/views.py``.
+   ``facesuite/route/views.py``.
 2. Distance scale: sunny probes sit much closer to everyone in the rendered gallery (white blobs
    look alike) than in the clean gallery. The view should change which gallery face is nearest,
    not how close a sunny face is to a stranger, so its distances are mapped onto the impostor

@@ -322,7 +322,7 @@ SAFE_FORMS = {
     "a method named load": "import torch\nmodel.load(p)\nself.loader.load(p)",
     "model.eval()": "import torch\nmodel = torch.nn.Linear(1, 1)\nmodel.eval()",
     "json.load": "import json\njson.load(f)",
-    "our own load": "from facesuite.distortion.detector import DistortionDetector\nfrom .io import load\nDistortionDetector.load(p)\nload(p)",
+    "our own load": "from facesuite.classify.distortion import DistortionDetector\nfrom .io import load\nDistortionDetector.load(p)\nload(p)",
     "mentioned, not called": "import pickle\nerrors = (OSError, pickle.UnpicklingError)",
 }
 
@@ -357,7 +357,7 @@ def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tampered_shipped_model_is_refused(models_copy: Path) -> None:
-    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.classify.distortion import DistortionDetector
 
     DistortionDetector.load(models_copy / "distortion")  # intact: loads
     weights = models_copy / "distortion" / "weights.pt"
@@ -388,7 +388,7 @@ def test_packaged_weights_are_checked(models_copy: Path) -> None:
 
 
 def test_a_model_the_user_names_is_their_choice(models_copy: Path, tmp_path: Path) -> None:
-    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.classify.distortion import DistortionDetector
 
     mine = tmp_path / "my-model"
     shutil.copytree(models_copy / "distortion", mine)

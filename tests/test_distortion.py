@@ -43,7 +43,7 @@ def dev():
 
 @pytest.fixture(scope="module")
 def detector():
-    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.classify.distortion import DistortionDetector
 
     return DistortionDetector.load()
 

@@ -13,7 +13,7 @@ import pytest
 
 from facesuite.cli import main
 from facesuite.detect import FaceDetector
-from facesuite.distortion.detector import DistortionDetector
+from facesuite.classify.distortion import DistortionDetector
 from facesuite.analysis import FaceAnalysis
 
 

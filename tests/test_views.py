@@ -11,8 +11,8 @@ import pytest
 
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
-from facesuite.distortion.routing import DEFAULT_ROUTES, Router
-from facesuite.distortion.views import render_overexposed
+from facesuite.route.routes import DEFAULT_ROUTES, Router
+from facesuite.route.views import render_overexposed
 from facesuite.embed import get_embedder
 from facesuite.errors import InputError
 from facesuite.evaluate.recognition import EmbeddedSet

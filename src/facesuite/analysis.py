@@ -113,7 +113,7 @@ class FaceAnalysis:
         threshold: float | None = None,
         batch_size: int = 32,
     ) -> None:
-        from facesuite.distortion.routing import DEFAULT_ROUTES, Router
+        from facesuite.route.routes import DEFAULT_ROUTES, Router
 
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
         self.extractor = FaceExtractor(detector, use_cache=use_cache)
@@ -242,7 +242,7 @@ class FaceAnalysis:
         """Per gallery view (default: every view the routes use), the embeddings of ``crops``'
         images rendered that way and cut as a probe of that type is cut: detected afresh, with the
         fallback box where no face is found."""
-        from facesuite.distortion.views import VIEWS
+        from facesuite.route.views import VIEWS
 
         views = set(self.router.gallery_views) if views is None else views
         spec, detector = self.embedder.chip_spec, self.extractor.detector
@@ -260,7 +260,7 @@ class FaceAnalysis:
     def distortion(self):
         """The distortion detector, loaded on first use (embedding without routes never needs it)."""
         if self._distortion is None:
-            from facesuite.distortion.detector import DistortionDetector
+            from facesuite.classify.distortion import DistortionDetector
 
             self._distortion = DistortionDetector.load()
         return self._distortion

@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.classify.distortion import DistortionDetector
     from facesuite.io import expand_paths
 
     paths = expand_paths(args.paths)
@@ -60,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
-    from facesuite.distortion.detector import DistortionDetector
+    from facesuite.classify.distortion import DistortionDetector
     from facesuite.evaluate.classification import write_classification_report
     from facesuite.train.distortion import distortion_samples
 

@@ -1,11 +1,8 @@
-"""Image-distortion analysis: a small CNN that names the distortion of a face photo, and synthesis.
+"""The distortion types facesuite knows, and their synthesis from clean images.
 
-    from facesuite.distortion.detector import DistortionDetector
-    detector = DistortionDetector.load()                 # the shipped model
-    label, probability, probs = detector.predict([image])[0]
-
-Labels are ``clean`` plus FACECOM's seven distortion types (:data:`LABELS`). Synthesis of those
-types from clean images lives in :mod:`facesuite.distortion.synth`.
+Labels are ``clean`` plus FACECOM's seven distortion types (:data:`LABELS`). The detector that
+names a photo's distortion is :mod:`facesuite.classify.distortion`; what each type's face goes
+through is :mod:`facesuite.route`; synthesis is :mod:`facesuite.distortion.synth`.
 """
 
 from facesuite.data import DISTORTIONS

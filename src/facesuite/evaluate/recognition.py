@@ -34,7 +34,7 @@ class EmbeddedSet:
     probe_types: list[str]
     probe_sources: list[Path]
     probes: np.ndarray
-    # Route-specific renderings of the gallery (``facesuite.distortion.views``) and, per probe, the
+    # Route-specific renderings of the gallery (``facesuite.route.views``) and, per probe, the
     # view its route compares it with (None: the clean gallery).
     gallery_views: dict[str, np.ndarray] = field(default_factory=dict)
     probe_views: list[str | None] | None = None
@@ -211,7 +211,7 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> 
     """Embed a dataset's clean and distorted images with a :class:`~facesuite.analysis.FaceAnalysis`.
 
     When it has routes, each probe goes through the route of the distortion type the detector
-    predicts for it (``facesuite.distortion.routing``); the third value then reports how often the
+    predicts for it (``facesuite.route.routes``); the third value then reports how often the
     predicted type was the true one. Gallery images are clean and take the plain route; routes that
     compare with a gallery view (sunny) get the gallery rendered that way.
     """

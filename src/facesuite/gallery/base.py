@@ -47,7 +47,7 @@ class GalleryStore(Protocol):
 
     embedder: str
     dim: int
-    #: Renderings of each face kept beside its plain vector (``facesuite.distortion.views``),
+    #: Renderings of each face kept beside its plain vector (``facesuite.route.views``),
     #: fixed when the gallery is created; each is written in the same transaction as the face.
     views: tuple[str, ...]
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from facesuite.data import DISTORTIONS, IdentityDataset
 from facesuite.distortion import LABELS
-from facesuite.distortion.detector import (
+from facesuite.classify.distortion import (
     DistortionDetector,
     DistortionNet,
     InputSpec,

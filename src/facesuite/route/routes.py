@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import MODELS_DIR
-from facesuite.distortion.restore import RESTORERS
-from facesuite.distortion.views import VIEWS
+from facesuite.route.restore import RESTORERS
+from facesuite.route.views import VIEWS
 from facesuite.embed import Embedder
 from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
@@ -29,7 +29,7 @@ class Route:
     name: str
     restore: str = "none"
     adapter: EmbeddingAdapter | None = None
-    # Compare with the gallery rendered this way (``facesuite.distortion.views``) instead of the
+    # Compare with the gallery rendered this way (``facesuite.route.views``) instead of the
     # clean gallery: for distortions whose lost pixels no restoration brings back.
     gallery_view: str | None = None
     # (view impostor mean, std, clean impostor mean, std) of cosine distances, fitted on training
