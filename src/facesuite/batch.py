@@ -326,11 +326,11 @@ def run_job(
 
 
 def _check_embedder(name: str) -> None:
-    from facesuite.embed import available_embedders
+    from facesuite.embed import EMBEDDERS
 
     # Checked here, where it is one line for the user, not inside every remote worker.
-    if name != "default" and name not in available_embedders():
-        raise InputError(f"unknown embedder {name!r}; choose from {', '.join(available_embedders())}")
+    if name != "default" and name not in EMBEDDERS:
+        raise InputError(f"unknown embedder {name!r}; choose from {', '.join(EMBEDDERS.list())}")
 
 
 def _chunks(paths: Sequence[str], size: int) -> Iterator[list[str]]:

@@ -131,13 +131,13 @@ def run_demo(
 ) -> Path:
     """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``.
     ``gallery_uri``: where to enroll the sample (default ``out/gallery``, rebuilt each run)."""
+    from facesuite.analysis import FaceAnalysis
     from facesuite.classify.gender_eval import evaluate_gender
     from facesuite.evaluate.recognition import (
         embed_dataset,
         recognition_metrics,
         write_recognition_report,
     )
-    from facesuite.analysis import FaceAnalysis
 
     task_a, task_b = data / "facecom" / "task_a" / "train", data / "facecom" / "task_b" / "train"
     for folder in (task_a, task_b):

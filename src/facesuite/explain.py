@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 
-
 def gradcam(network: nn.Module, layer: nn.Module, chip: np.ndarray, target: int | None = None) -> tuple[np.ndarray, int]:
     """Grad-CAM of ``chip`` (HxWx3 uint8) for class ``target`` (default: the predicted class).
 

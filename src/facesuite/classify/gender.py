@@ -24,7 +24,7 @@ CNN, ``weights.npz`` (plain arrays, loaded without pickle) for the embedding hea
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,9 @@ from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
+from facesuite.registry import Registry
 
 LABELS = ("male", "female")
-KINDS = ("cnn", "embedding", "backbone")
 # Kinds whose head reads the recognition backbone, so the analyzer can reuse its pass.
 HEAD_KINDS = ("embedding", "backbone")
 # ImageNet statistics: MobileNetV3's batch-norm layers expect inputs on this scale, and a PATH
@@ -82,7 +82,7 @@ class GenderConfig:
             config = cls(**record)
         except (json.JSONDecodeError, TypeError) as error:
             raise InputError(f"unreadable model.json ({error})", path) from None
-        if config.kind not in KINDS:
+        if config.kind not in GENDER_KINDS:
             raise InputError(f"unknown model kind {config.kind!r}", path)
         return config
 
@@ -249,20 +249,33 @@ class GenderModel:
         return [LABELS[1] if p >= self.threshold else LABELS[0] for p in p_female]
 
 
-def load_network(config: GenderConfig, folder: Path) -> nn.Module:
-    """Build the network of ``config`` and load its weights from ``folder``."""
-    if config.kind == "cnn":
-        path = folder / "weights.pt"
-        if not path.is_file():
-            raise InputError("model folder has no weights.pt", folder)
-        network = GenderNet()
-        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return network
+#: How each kind's network is built from its model folder (``facesuite.registry``).
+GENDER_KINDS: Registry[Callable[[GenderConfig, Path], nn.Module]] = Registry("gender kind")
+
+
+@GENDER_KINDS.register("cnn")
+def _load_cnn(config: GenderConfig, folder: Path) -> nn.Module:
+    path = folder / "weights.pt"
+    if not path.is_file():
+        raise InputError("model folder has no weights.pt", folder)
+    network = GenderNet()
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return network
+
+
+@GENDER_KINDS.register("embedding")
+@GENDER_KINDS.register("backbone")
+def _load_head(config: GenderConfig, folder: Path) -> nn.Module:
     path = folder / "weights.npz"
     if not path.is_file():
         raise InputError("model folder has no weights.npz", folder)
     with np.load(path, allow_pickle=False) as head:
         return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]), hidden=config.kind == "backbone")
+
+
+def load_network(config: GenderConfig, folder: Path) -> nn.Module:
+    """Build the network of ``config`` and load its weights from ``folder``."""
+    return GENDER_KINDS.create(config.kind, config, folder)
 
 
 @dataclass

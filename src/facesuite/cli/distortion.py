@@ -59,8 +59,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from facesuite.data import read_identity_folders, read_split
     from facesuite.classify.distortion import DistortionDetector
+    from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
     from facesuite.train.distortion import distortion_samples
 

@@ -184,7 +184,11 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
 
 def cmd_eval_verification(args: argparse.Namespace) -> int:
     from facesuite.data import read_pairs
-    from facesuite.evaluate.verification import pair_distances, verification_metrics, write_verification_report
+    from facesuite.evaluate.verification import (
+        pair_distances,
+        verification_metrics,
+        write_verification_report,
+    )
 
     pairs = read_pairs(args.pairs)
     analysis = _analysis(args)

@@ -7,8 +7,8 @@ a large folder is processed to the end and the skips are counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 

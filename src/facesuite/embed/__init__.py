@@ -1,6 +1,6 @@
 """Face embedders behind a registry: aligned face chips in, L2-normalised vectors out.
 
-A backend is a class registered under a name with :func:`register_embedder`; it declares its
+A backend is a class registered under a name in :data:`EMBEDDERS`; it declares its
 embedding size, the aligned-chip geometry it expects and a default verification threshold
 (cosine distance on normalised vectors). A threshold calibrated on data (``facesuite calibrate``)
 is stored beside the user's models and overrides the default.
@@ -12,10 +12,12 @@ is stored beside the user's models and overrides the default.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from facesuite.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,36 +46,18 @@ class Embedder(ABC):
         """Return an ``(len(chips), dim)`` float32 array with L2-normalised rows."""
 
 
-_REGISTRY: dict[str, Callable[[], Embedder]] = {}
+def _import_backends() -> None:
+    # Backends register themselves on import; importing lazily keeps `import facesuite` light.
+    from facesuite.embed.dlib import runtimes  # noqa: F401
 
 
-def register_embedder(name: str) -> Callable[[Callable[[], Embedder]], Callable[[], Embedder]]:
-    """Class decorator: make an :class:`Embedder` constructible by ``get_embedder(name)``."""
-
-    def decorate(factory: Callable[[], Embedder]) -> Callable[[], Embedder]:
-        if name in _REGISTRY:
-            raise ValueError(f"embedder {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def available_embedders() -> list[str]:
-    _import_backends()
-    return sorted(_REGISTRY)
+#: Embedder classes by name (``facesuite.registry``); backends register with ``@EMBEDDERS.register``.
+EMBEDDERS: Registry[type[Embedder]] = Registry("embedder", _import_backends)
 
 
 def get_embedder(name: str = "default") -> Embedder:
     """Instantiate a registered embedder by name (``"default"`` picks the project's default)."""
-    _import_backends()
-    if name == "default":
-        name = DEFAULT_EMBEDDER
-    if name not in _REGISTRY:
-        from facesuite.errors import InputError
-
-        raise InputError(f"unknown embedder {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return EMBEDDERS.create(DEFAULT_EMBEDDER if name == "default" else name)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -90,7 +74,3 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # The PyTorch port of dlib's ResNet: the same vectors (max abs difference < 1e-6) many times faster.
 DEFAULT_EMBEDDER = "dlib-torch"
 
-
-def _import_backends() -> None:
-    # Backends register themselves on import; importing lazily keeps `import facesuite` light.
-    from facesuite.embed.dlib import runtimes  # noqa: F401

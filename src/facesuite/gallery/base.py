@@ -23,6 +23,7 @@ from typing import Protocol, Self
 import numpy as np
 
 from facesuite.errors import InputError
+from facesuite.registry import Registry
 
 # 2: views are rows of the one store (a face's plain vector has view "").
 SCHEMA_VERSION = 2
@@ -75,6 +76,20 @@ class GalleryStore(Protocol):
         self.close()
 
 
+def _import_backends() -> None:
+    # Each backend registers itself; pymilvus is imported only when a Milvus gallery is used.
+    from facesuite.gallery import faiss_sqlite, milvus  # noqa: F401
+
+
+#: Gallery classes by backend name (``facesuite.registry``): ``folder`` and ``milvus``.
+BACKENDS: Registry[type[GalleryStore]] = Registry("gallery backend", _import_backends)
+
+
+def backend_of(uri: str | Path) -> str:
+    """The backend a gallery URI names: ``milvus`` for ``milvus://...`` and ``NAME.db``, else ``folder``."""
+    return "milvus" if is_milvus_uri(uri) else "folder"
+
+
 def is_milvus_uri(uri: str | Path) -> bool:
     """True for ``milvus://...`` and for Milvus Lite files (a path ending in ``.db``)."""
     text = os.fspath(uri)
@@ -105,25 +120,13 @@ def display_uri(uri: str | Path) -> str:
 
 def open_gallery(uri: str | Path) -> GalleryStore:
     """Open an existing gallery of any backend; :class:`InputError` if there is none."""
-    if is_milvus_uri(uri):
-        from facesuite.gallery.milvus import MilvusGallery
-
-        return MilvusGallery.open(os.fspath(uri))
-    from facesuite.gallery.faiss_sqlite import Gallery
-
-    return Gallery.open(uri)
+    return BACKENDS[backend_of(uri)].open(os.fspath(uri))
 
 
 def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> GalleryStore:
     """Open the gallery at ``uri``, creating it first (keeping ``views``) if needed (rules of
     :meth:`~facesuite.gallery.faiss_sqlite.Gallery.create`)."""
-    if is_milvus_uri(uri):
-        from facesuite.gallery.milvus import MilvusGallery
-
-        return MilvusGallery.create(os.fspath(uri), embedder, dim, threshold, views)
-    from facesuite.gallery.faiss_sqlite import Gallery
-
-    return Gallery.create(uri, embedder, dim, threshold, views)
+    return BACKENDS[backend_of(uri)].create(os.fspath(uri), embedder, dim, threshold, views)
 
 
 def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:

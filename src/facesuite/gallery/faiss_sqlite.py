@@ -46,6 +46,7 @@ import numpy as np
 
 from facesuite.errors import InputError
 from facesuite.gallery.base import (
+    BACKENDS,
     SCHEMA_VERSION,
     GalleryStore,
     Match,
@@ -72,6 +73,7 @@ _FIRST_PASS_WIDTH = 256
 _BUSY_TIMEOUT_S = 30.0
 
 
+@BACKENDS.register("folder")
 class Gallery(GalleryStore):
     """An open gallery folder: :meth:`create` makes one (or opens the one there), :meth:`open` opens one.
 

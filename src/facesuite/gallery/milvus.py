@@ -34,6 +34,7 @@ import numpy as np
 
 from facesuite.errors import InputError
 from facesuite.gallery.base import (
+    BACKENDS,
     MAX_IDENTITY_LENGTH,
     SCHEMA_VERSION,
     GalleryStore,
@@ -64,6 +65,7 @@ _VIEW_BYTES = 64
 _CONNECT_TIMEOUT_S = 10.0
 
 
+@BACKENDS.register("milvus")
 class MilvusGallery(GalleryStore):
     """An open Milvus gallery. Create with :meth:`create` or :meth:`open`."""
 

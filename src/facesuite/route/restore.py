@@ -14,6 +14,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from facesuite.registry import Registry
+
 Restorer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -80,15 +82,14 @@ def median_then_exposure(chip: np.ndarray) -> np.ndarray:
 
 
 #: Candidate restorations, by name (the routing benchmark evaluates each on each type).
-RESTORERS: dict[str, Restorer] = {
-    "none": identity,
-    "median3": median(3),
-    "median5": median(5),
-    "median7": median(7),
-    "open5": opening(5),
-    "open5+median5": chain(opening(5), median(5)),
-    "exposure": exposure,
-    "contrast": contrast_stretch,
-    "unsharp": unsharp,
-    "median3+exposure": median_then_exposure,
-}
+RESTORERS: Registry[Restorer] = Registry("restorer")
+RESTORERS.register("none")(identity)
+RESTORERS.register("median3")(median(3))
+RESTORERS.register("median5")(median(5))
+RESTORERS.register("median7")(median(7))
+RESTORERS.register("open5")(opening(5))
+RESTORERS.register("open5+median5")(chain(opening(5), median(5)))
+RESTORERS.register("exposure")(exposure)
+RESTORERS.register("contrast")(contrast_stretch)
+RESTORERS.register("unsharp")(unsharp)
+RESTORERS.register("median3+exposure")(median_then_exposure)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import MODELS_DIR
-from facesuite.route.restore import RESTORERS
-from facesuite.route.views import VIEWS
 from facesuite.embed import Embedder
 from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
+from facesuite.route.restore import RESTORERS
+from facesuite.route.views import VIEWS
 
 DEFAULT_ROUTES = MODELS_DIR / "routing"
 
@@ -73,6 +73,9 @@ class Router:
         unknown = {spec["gallery_view"] for spec in table["routes"].values() if spec.get("gallery_view")} - set(VIEWS)
         if unknown:
             raise InputError(f"unknown gallery view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}", table_path)
+        unknown = {spec["restore"] for spec in table["routes"].values()} - set(RESTORERS)
+        if unknown:
+            raise InputError(f"unknown restorer(s) {', '.join(sorted(unknown))}; known: {', '.join(RESTORERS)}", table_path)
         if table.get("embedder") != embedder.name:
             # Adapters live in one embedder's space; another embedder gets restoration only.
             return cls(embedder, {k: Route(k, v["restore"]) for k, v in table["routes"].items()})

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from facesuite.registry import Registry
+
 # Distance from the image centre (face widths) -> added brightness, the median over 200 training
 # pairs of per-ring regressions of sunny on clean pixels (the intercepts; slopes were ~1).
 _GLOW_DISTANCE = np.array([0.05, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.25, 1.35, 1.45, 1.55, 1.65, 1.75, 1.85, 1.95])
@@ -41,4 +43,5 @@ def render_overexposed(image: np.ndarray, box: tuple[float, float, float, float]
 
 
 #: View renderers by name; a route names its view in ``routes.json`` (``"gallery_view"``).
-VIEWS: dict[str, Renderer] = {"sunny": render_overexposed}
+VIEWS: Registry[Renderer] = Registry("gallery view")
+VIEWS.register("sunny")(render_overexposed)

@@ -27,7 +27,13 @@ from facesuite.errors import InputError
 from facesuite.serve.jobs import JobRunner
 from facesuite.serve.security import BodyLimit, RequestGuard
 from facesuite.serve.service import ApiError, ModelService, default_gallery, log
-from facesuite.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, MAX_ENROLL_FILES, Upload, Uploads, read_uploads
+from facesuite.serve.uploads import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    MAX_ENROLL_FILES,
+    Upload,
+    Uploads,
+    read_uploads,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -53,7 +59,6 @@ def create_app(
     under ``eval_roots`` only (default: the data root, ``$FACESUITE_DATA``). ``api_key`` protects
     :data:`MUTATING_ROUTES`; ``allowed_hosts`` restricts the Host header (see :class:`RequestGuard`)."""
     from facesuite.config import data_root
-
     from facesuite.gallery import display_uri
 
     service = ModelService(os.fspath(gallery) if gallery else default_gallery(), embedder, use_cache)

@@ -21,8 +21,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facesuite.data import DISTORTIONS, IdentityDataset
-from facesuite.distortion import LABELS
 from facesuite.classify.distortion import (
     DistortionDetector,
     DistortionNet,
@@ -30,6 +28,8 @@ from facesuite.classify.distortion import (
     make_views,
     to_tensor,
 )
+from facesuite.data import DISTORTIONS, IdentityDataset
+from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
 from facesuite.io import load_image
 

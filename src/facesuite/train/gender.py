@@ -25,8 +25,8 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from facesuite.classify.gender import (
+    GENDER_KINDS,
     HEAD_KINDS,
-    KINDS,
     LABELS,
     GenderConfig,
     GenderNet,
@@ -141,8 +141,8 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, extractor: FaceExtractor | None = None) -> dict:
     """Train a gender model from ``data_dir`` into the folder ``out``; returns a summary dict."""
-    if options.kind not in KINDS:
-        raise InputError(f"unknown kind {options.kind!r}; choose one of {', '.join(KINDS)}")
+    if options.kind not in GENDER_KINDS:
+        raise InputError(f"unknown kind {options.kind!r}; choose one of {', '.join(GENDER_KINDS)}")
     if options.epochs < 1:
         raise InputError("--epochs must be at least 1")
     if not 0.0 <= options.min_female_recall <= 1.0:

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from facesuite.embed import ChipSpec, Embedder, l2_normalise, register_embedder
+from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
 from facesuite.embed.dlib.network import (
     CHIP_SIZE,
     EMBEDDING_DIM,
@@ -57,7 +57,7 @@ class _DlibPortEmbedder(Embedder):
         """Raw descriptors for an ``(N, 3, 150, 150)`` float32 pixel batch."""
 
 
-@register_embedder("dlib-torch")
+@EMBEDDERS.register("dlib-torch")
 class DlibTorchEmbedder(_DlibPortEmbedder):
     """dlib's ResNet in PyTorch: same vectors as ``"dlib"``, batched, on CUDA when available."""
 
@@ -85,7 +85,7 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
         return l2_normalise(np.concatenate(vectors)), np.concatenate(features)
 
 
-@register_embedder("dlib-onnx")
+@EMBEDDERS.register("dlib-onnx")
 class DlibOnnxEmbedder(_DlibPortEmbedder):
     """dlib's ResNet under ONNX Runtime (exported once to the cache, keyed by the ``.dat``'s hash)."""
 
@@ -125,7 +125,7 @@ def _dlib_model():
     return dlib.face_recognition_model_v1(dlib_model_path("resnet"))
 
 
-@register_embedder("dlib")
+@EMBEDDERS.register("dlib")
 class DlibEmbedder(Embedder):
     """Reference implementation: ~90 ms per face on one CPU core, no batching gain."""
 
