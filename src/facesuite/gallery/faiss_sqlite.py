@@ -26,6 +26,9 @@ Distances are cosine distances (``1 - dot``) between L2-normalised vectors, as e
 facesuite. Several processes may use one gallery at once: SQLite serialises writers, and
 :meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
 reloads the index when another process changed the gallery.
+
+One class and the SQLite and index-file helpers only it uses, past ~400 lines on purpose: the
+crash-safety argument (transactions, generations, the index cache) reads top to bottom.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ early stopping on validation macro-F1, a checkpoint per epoch (``--resume`` cont
 
 Both tune the decision threshold on validation so male and female recall are balanced, and
 write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
+
+One module (a little over ~400 lines): both stages, the three kinds and the threshold rule share
+one training loop and one saved-model contract.
 """
 
 from __future__ import annotations

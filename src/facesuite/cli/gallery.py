@@ -1,0 +1,115 @@
+"""`facesuite gallery enroll|identify|list|remove`: a persistent gallery of known people."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from facesuite.cli.detect import print_skips
+from facesuite.cli.recognition import add_embedder_options, recognition_analysis
+
+
+def cmd_gallery_enroll(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from facesuite.data import read_identity_folders
+
+    dataset = read_identity_folders(args.dir)
+    analysis = recognition_analysis(args)
+    by_identity: dict[str, list[Path]] = {}
+    for path, identity in dataset.clean:
+        by_identity.setdefault(identity, []).append(path)
+    enrolled = faces = 0
+    skipped_all = []
+    with analysis.open_gallery(args.gallery, create=True) as gallery:
+        for identity, paths in tqdm(by_identity.items(), desc="enroll", unit="id"):
+            # One transaction per identity and store: a crash never leaves half an identity.
+            result = gallery.enroll(identity, paths)
+            skipped_all += result.skipped
+            faces += result.faces
+            enrolled += result.faces > 0
+    print_skips(skipped_all)
+    print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
+    return 0
+
+
+def cmd_gallery_identify(args: argparse.Namespace) -> int:
+    from facesuite.io import expand_paths
+
+    paths = expand_paths(args.paths)
+    with recognition_analysis(args, gallery=args.gallery) as analysis:
+        faces, skipped = analysis.faces(paths, progress="identify")
+        rows = []
+        for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
+            best = candidates[0]
+            rows.append({
+                "path": face.source, "identity": analysis.gallery.decide(best), "distance": round(best.distance, 6),
+                "nearest": best.identity, "fallback": int(face.fallback),
+                "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates),
+            })
+    print_skips(skipped)
+    _write_rows(rows, args.csv)
+    return 0
+
+
+def _write_rows(rows: list[dict], csv_path: str | None) -> None:
+    if not rows:
+        return
+    handle = open(csv_path, "w", newline="", encoding="utf-8") if csv_path else sys.stdout
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    if csv_path:
+        handle.close()
+        print(f"wrote {len(rows)} rows to {csv_path}")
+
+
+def cmd_gallery_list(args: argparse.Namespace) -> int:
+    from facesuite.gallery import open_gallery
+
+    with open_gallery(args.gallery) as gallery:
+        entries = gallery.identities()
+        if args.json:
+            print(json.dumps({"embedder": gallery.embedder, "threshold": gallery.threshold,
+                              "identities": [{"identity": i, "faces": n} for i, n in entries]}))
+        else:
+            for identity, count in entries:
+                print(f"{identity}\t{count}")
+            print(f"{len(entries)} identities, {len(gallery)} faces (embedder {gallery.embedder}, threshold {gallery.threshold:.4f})")
+    return 0
+
+
+def cmd_gallery_remove(args: argparse.Namespace) -> int:
+    from facesuite.gallery import open_gallery
+
+    with open_gallery(args.gallery) as gallery:  # the identity's views go in the same delete
+        removed = gallery.remove(args.identity)
+    print(f"removed {args.identity} ({removed} faces)")
+    return 0
+
+
+def register(groups: dict) -> None:
+    root = groups["root"]
+    gallery = root.add_parser("gallery", help="enroll, identify, list and remove known people",
+                              description="A persistent gallery of enrolled identities: a folder (FAISS + SQLite), "
+                                          "milvus://HOST:PORT/COLLECTION (Milvus) or NAME.db (Milvus Lite).")
+    actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
+    enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg")
+    enroll.add_argument("dir")
+    identify = actions.add_parser("identify", help="who is in each image")
+    identify.add_argument("paths", nargs="+", help="images or folders")
+    identify.add_argument("--top-k", type=int, default=1)
+    identify.add_argument("--csv", help="write results here (default: stdout)")
+    listing = actions.add_parser("list", help="enrolled identities")
+    listing.add_argument("--json", action="store_true")
+    remove = actions.add_parser("remove", help="remove an identity")
+    remove.add_argument("identity")
+    for action, handler in ((enroll, cmd_gallery_enroll), (identify, cmd_gallery_identify),
+                            (listing, cmd_gallery_list), (remove, cmd_gallery_remove)):
+        action.add_argument("--gallery", required=True, help="gallery folder, milvus://HOST:PORT/COLLECTION or NAME.db")
+        if action in (enroll, identify):
+            add_embedder_options(action)
+        action.set_defaults(handler=handler)
