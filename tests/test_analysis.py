@@ -1,0 +1,100 @@
+"""The Python API: `facesuite.FaceAnalysis` on real FACECOM faces, from every kind of input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import facesuite
+from facesuite import Face, FaceAnalysis, InputError, Skipped
+
+PEOPLE = ["Colin_Powell", "Hugo_Chavez", "Tom_Ridge"]
+
+
+@pytest.fixture(scope="module")
+def app() -> FaceAnalysis:
+    return FaceAnalysis()
+
+
+def _image(facecom_b: Path, identity: str, index: int = 0) -> Path:
+    return sorted((facecom_b / identity).glob("*.jpg"))[index]
+
+
+def test_the_same_face_from_a_path_bytes_an_array_and_a_pil_image(app: FaceAnalysis, facecom_b: Path) -> None:
+    path = _image(facecom_b, "Colin_Powell")
+    (reference,) = app.get(path)
+    assert isinstance(reference, Face) and reference.source == str(path)
+    assert np.linalg.norm(reference.embedding) == pytest.approx(1.0, abs=1e-5)
+    for image in (path.read_bytes(), np.asarray(Image.open(path)), Image.open(path), str(path)):
+        (face,) = app.get(image)
+        np.testing.assert_allclose(face.embedding, reference.embedding, atol=1e-5)
+        np.testing.assert_allclose(face.box, reference.box, atol=1e-4)
+        np.testing.assert_allclose(face.landmarks, reference.landmarks, atol=1e-4)
+        assert (face.distortion, face.route, face.gender, face.fallback) == (
+            reference.distortion, reference.route, reference.gender, reference.fallback)
+        assert face.p_female == pytest.approx(reference.p_female, abs=1e-5)
+
+
+def test_faces_come_largest_first_and_chips_on_demand(app: FaceAnalysis, facecom_b: Path) -> None:
+    small = Image.open(_image(facecom_b, "Hugo_Chavez")).convert("RGB").resize((150, 150))
+    large = Image.open(_image(facecom_b, "Colin_Powell")).convert("RGB").resize((300, 300))
+    group = Image.new("RGB", (460, 300), (90, 90, 90))
+    group.paste(large, (0, 0))
+    group.paste(small, (310, 75))
+    faces = app.get(np.asarray(group), max_faces=None)
+    assert len(faces) == 2 and [f.index for f in faces] == [0, 1]
+    width = [f.box[2] - f.box[0] for f in faces]
+    assert width[0] > width[1] and faces[0].box[0] < 300 < faces[1].box[0]  # the large face is on the left
+    assert len(app.get(np.asarray(group))) == 1  # max_faces=1 by default
+    assert faces[1].chip().shape == (150, 150, 3) and faces[1].chip(size=112).shape == (112, 112, 3)
+    record = faces[0].to_dict()
+    assert set(record) == {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route",
+                           "gender", "p_female", "identity", "distance", "face"}
+    json.dumps(record)  # JSON-ready
+
+
+def test_bad_input_is_an_input_error_and_a_skip_in_a_batch(app: FaceAnalysis, facecom_b: Path) -> None:
+    with pytest.raises(InputError, match=r"^<bytes>: not an image file"):
+        app.get(b"not an image")
+    with pytest.raises(InputError, match="expected an RGB uint8 array"):
+        app.get(np.zeros((64, 64), dtype=np.float32))
+    with pytest.raises(InputError, match="no such file"):
+        app.get("missing.jpg")
+    good = _image(facecom_b, "Tom_Ridge")
+    results = app.get_batch([good, b"", str(good)])
+    assert isinstance(results[1], Skipped) and results[1].error.message == "empty file (0 bytes)"
+    assert [len(r) for r in (results[0], results[2])] == [1, 1]
+
+
+def test_gallery_enroll_identify_remove_list(facecom_b: Path, tmp_path: Path) -> None:
+    uri = tmp_path / "people"
+    with FaceAnalysis() as app:
+        with app.open_gallery(uri, create=True) as gallery:
+            for person in PEOPLE:
+                photo = io.BytesIO()
+                Image.open(_image(facecom_b, person, 1)).save(photo, "PNG")  # in memory, named by the caller
+                result = gallery.enroll(person, [_image(facecom_b, person), photo.getvalue()], ["first.jpg", f"{person}.png"])
+                assert (result.faces, result.skipped) == (2, [])
+            assert gallery.list() == [(p, 2) for p in sorted(PEOPLE)]
+    with FaceAnalysis(gallery=uri) as app:
+        (face,) = app.get(_image(facecom_b, "Hugo_Chavez", 4))
+        assert face.identity == "Hugo_Chavez" and face.distance < app.gallery.threshold
+        stranger = next(d for d in sorted(facecom_b.iterdir()) if d.name.endswith("_frontal"))
+        assert app.get(next(stranger.glob("*.jpg")))[0].identity == "unknown"
+        matches = app.gallery.identify(_image(facecom_b, "Tom_Ridge", 3), top_k=3)
+        assert [m.identity for m in matches][0] == "Tom_Ridge" and len(matches) == 3
+        assert app.gallery.remove("Tom_Ridge") == 2 and [i for i, _ in app.gallery.list()] == ["Colin_Powell", "Hugo_Chavez"]
+
+
+def test_importing_facesuite_loads_no_model() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, facesuite; print(sorted(m for m in ('torch', 'facenet_pytorch', 'faiss') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]" and facesuite.FaceAnalysis is FaceAnalysis
