@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from facesuite.classify.distortion import DistortionDetector
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
-from facesuite.classify.distortion import DistortionDetector
 from facesuite.evaluate.classification import (
     classification_metrics,
     write_classification_report,

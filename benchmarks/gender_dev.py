@@ -92,24 +92,23 @@ def build_folders(out: Path, utk_train: int | None, utk_dev_stride: int = 1, see
 def measure(folders: Path, model_dirs: list[str], min_face_size: int | None = None) -> list[dict]:
     from dataclasses import replace
 
-    from facesuite.classify.gender import GenderModel
+    from facesuite.analysis import FaceAnalysis
     from facesuite.classify.gender_eval import evaluate_gender
     from facesuite.detect import DetectorSettings
-    from facesuite.detect.extract import FaceExtractor
 
     settings = DetectorSettings()
     if min_face_size is not None:  # to reuse detections cached under an earlier default
         settings = replace(settings, min_face_size=min_face_size)
-    extractor = FaceExtractor(settings)
 
     results = []
     for model_dir in model_dirs:
-        model = GenderModel.load(model_dir)
+        analysis = FaceAnalysis(detector=settings, routes=None, gender=model_dir)
+        model = analysis.gender
         record: dict = {"model": model_dir, "kind": model.config.kind}
         for name in ("facecom", "utkface"):
             out = Path("/tmp/gender_dev_reports") / Path(model_dir).name / name
             started = time.perf_counter()
-            metrics, _ = evaluate_gender(folders / "dev" / name, model, out, extractor, gradcam_samples=8)
+            metrics, _ = evaluate_gender(folders / "dev" / name, analysis, out, gradcam_samples=8)
             record[name] = {
                 "images": sum(m["support"] for m in metrics["per_class"].values()),
                 "accuracy": round(metrics["accuracy"], 4), "macro_f1": round(metrics["macro_f1"], 4),

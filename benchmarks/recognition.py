@@ -15,9 +15,9 @@ import time
 import face_recognition
 from tqdm import tqdm
 
+from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders
-from facesuite.analysis import FaceAnalysis
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ import argparse
 
 import numpy as np
 
+from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.route.restore import RESTORERS
-from facesuite.analysis import FaceAnalysis
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facesuite.analysis import FaceAnalysis
 from facesuite.config import MODELS_DIR, data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.detect.extract import Crop
-from facesuite.route.restore import RESTORERS
 from facesuite.embed.adapter import train_adapter
 from facesuite.io import load_image
-from facesuite.analysis import FaceAnalysis
+from facesuite.route.restore import RESTORERS
 
 
 def _top1(vectors: np.ndarray, truth: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:

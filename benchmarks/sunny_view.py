@@ -19,10 +19,10 @@ import argparse
 
 import numpy as np
 
+from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
 from facesuite.io import load_image
-from facesuite.analysis import FaceAnalysis
 
 
 def glow_profile(pipeline: FaceAnalysis, probes: list, rings: np.ndarray) -> None:

@@ -20,9 +20,9 @@ from PIL import Image
 from test_inputs import bomb_png
 
 from facesuite import config, integrity
+from facesuite.analysis import Gallery
 from facesuite.cli import build_parser, main
 from facesuite.gallery import create_gallery, open_gallery
-from facesuite.analysis import Gallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
 from facesuite.serve.security import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES

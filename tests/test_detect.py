@@ -14,8 +14,8 @@ from facesuite.cli import main
 from facesuite.data import read_identity_folders
 from facesuite.detect import DetectorSettings, FaceDetector
 from facesuite.detect.extract import Crop, FaceExtractor
-from facesuite.errors import Skipped
 from facesuite.embed import ChipSpec
+from facesuite.errors import Skipped
 from facesuite.io import load_image
 
 

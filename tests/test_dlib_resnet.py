@@ -18,7 +18,12 @@ import torch
 
 from facesuite.config import data_root
 from facesuite.embed import cosine_distance, get_embedder
-from facesuite.embed.dlib.network import DlibResNet, export_onnx, load_dlib_resnet, shipped_model_path
+from facesuite.embed.dlib.network import (
+    DlibResNet,
+    export_onnx,
+    load_dlib_resnet,
+    shipped_model_path,
+)
 from facesuite.embed.dlib.reader import DlibFormatError, read_dlib_net
 from facesuite.embed.dlib.runtimes import chips_to_array
 

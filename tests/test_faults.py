@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from facesuite.analysis import FaceAnalysis
+from facesuite.classify.distortion import DistortionDetector
 from facesuite.cli import main
 from facesuite.detect import FaceDetector
-from facesuite.classify.distortion import DistortionDetector
-from facesuite.analysis import FaceAnalysis
 
 
 def _explode(*_: object, **__: object) -> None:

@@ -22,9 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facesuite.gallery import faiss_sqlite
 from facesuite.errors import InputError
-from facesuite.gallery import INDEX_NAME, Gallery, Match
+from facesuite.gallery import INDEX_NAME, Gallery, Match, faiss_sqlite
 
 DIM = 32
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -75,13 +75,14 @@ def _recalls(p_female: dict[str, float], truth: dict[str, str], threshold: float
 
 
 def _val_scores(model: GenderModel, val_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """p_female per validation face, computed here, and the truth from the folder names."""
-    from facesuite.classify.gender import predict_files
+    """p_female per validation face, from the model's own network on chips cut here, and the
+    truth from the folder names."""
+    from facesuite.detect.extract import FaceExtractor
 
     truth = {path.name: path.parent.name for path in sorted(val_dir.glob("*/*.jpg"))}
-    predictions, skipped = predict_files(model, sorted(val_dir.glob("*/*.jpg")))
+    crops, skipped = FaceExtractor().crops(sorted(val_dir.glob("*/*.jpg")), model.chip_spec)
     assert not skipped
-    return {prediction.path.name: prediction.p_female for prediction in predictions}, truth
+    return {crop.path.name: float(p) for crop, p in zip(crops, model.p_female([c.chip for c in crops]))}, truth
 
 
 # A tuned threshold sits exactly on one validation face's score, and scores recomputed here may
@@ -128,8 +129,8 @@ def test_training_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
-    from facesuite.classify.gender import predict_files
     from facesuite.analysis import FaceAnalysis
+    from facesuite.detect.extract import FaceExtractor
 
     train, val = _split_train_val()
     data = _link_folder(tmp_path / "data" / "train", train).parent
@@ -139,7 +140,8 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     model = GenderModel.load(model_dir)
     assert model.config.kind == "backbone"
     images = sorted((data / "train" / "female").iterdir())[:3] + sorted((data / "train" / "male").iterdir())[:3]
-    alone = [p.p_female for p in predict_files(model, images)[0]]
+    crops, _ = FaceExtractor().crops(images, model.chip_spec)
+    alone = model.p_female([c.chip for c in crops]).tolist()  # the model's own network, on its own chips
     # FaceAnalysis takes gender from its own embedding pass: same numbers, no second network run.
     analysis = FaceAnalysis(routes=None, gender=model_dir)
     assert analysis._gender_shares_backbone()
@@ -238,7 +240,7 @@ def test_missing_paths_and_bad_layouts_exit_2(tmp_path, capsys):
 def test_gradcam_has_chip_size_and_is_not_constant(dev_folder, tmp_path):
     if not (default_model_dir() / "model.json").is_file():
         pytest.skip("no shipped gender model in the package")
-    from facesuite.classify.gender import predict_files
+    from facesuite.detect.extract import FaceExtractor
     from facesuite.explain import gradcam
 
     image = sorted((dev_folder / "male").iterdir())[0]
@@ -248,7 +250,7 @@ def test_gradcam_has_chip_size_and_is_not_constant(dev_folder, tmp_path):
     heat_png = np.asarray(Image.open(out))
     assert heat_png.shape == (model.chip_spec.size, model.chip_spec.size, 3)
     assert heat_png.std() > 1.0
-    prediction = predict_files(model, [image])[0][0]
-    heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip)
-    assert heat.shape == prediction.chip.shape[:2]
+    (crop,), _ = FaceExtractor().crops([image], model.chip_spec)
+    heat, _ = gradcam(model.network, model.network.cam_layer(), crop.chip)
+    assert heat.shape == crop.chip.shape[:2]
     assert heat.max() - heat.min() > 0.1

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facesuite.analysis import Face, FaceAnalysis
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
-from facesuite.route.routes import DEFAULT_ROUTES, Router
-from facesuite.route.views import render_overexposed
 from facesuite.embed import get_embedder
 from facesuite.errors import InputError
 from facesuite.evaluate.recognition import EmbeddedSet
 from facesuite.io import load_image
-from facesuite.analysis import Face, FaceAnalysis
+from facesuite.route.routes import DEFAULT_ROUTES, Router
+from facesuite.route.views import render_overexposed
 
 FACECOM = data_root() / "facecom" / "task_b" / "train"
 DEV_SPLIT = data_root() / "splits" / "facecom_dev_identities.txt"

@@ -205,7 +205,7 @@ def run_demo(
 
     # 3. gender on a balanced task_a sample.
     gender_data = _gender_sample(task_a, out / "gender-sample", gender_per_class)
-    gender_metrics, skipped = evaluate_gender(gender_data, analysis.gender, out / "gender", extractor=analysis.extractor)
+    gender_metrics, skipped = evaluate_gender(gender_data, analysis, out / "gender")
     skipped_total += len(skipped)
     clock = lap("gender evaluation", clock)
 

@@ -276,25 +276,3 @@ def _load_head(config: GenderConfig, folder: Path) -> nn.Module:
 def load_network(config: GenderConfig, folder: Path) -> nn.Module:
     """Build the network of ``config`` and load its weights from ``folder``."""
     return GENDER_KINDS.create(config.kind, config, folder)
-
-
-@dataclass
-class GenderPrediction:
-    path: Path
-    label: str
-    p_female: float
-    fallback: bool
-    chip: np.ndarray = field(repr=False)
-
-
-def predict_files(
-    model: GenderModel, paths: Sequence[str | Path], extractor=None, progress: str | None = None
-) -> tuple[list[GenderPrediction], list]:
-    """Predict gender for image files: ``(predictions, skipped)`` (unreadable files are skipped)."""
-    from facesuite.detect.extract import FaceExtractor
-
-    extractor = extractor or FaceExtractor()
-    crops, skipped = extractor.crops(paths, model.chip_spec, progress=progress)
-    p = model.p_female([c.chip for c in crops])
-    labels = model.labels_for(p)
-    return [GenderPrediction(c.path, label, float(pf), c.face.fallback, c.chip) for c, label, pf in zip(crops, labels, p)], skipped

@@ -3,28 +3,64 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facesuite.classify.gender import (
-    LABELS,
-    GenderModel,
-    GenderPrediction,
-    predict_files,
-)
+from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.data import read_gender_folders
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 
 
-def evaluate_gender(data_dir: str | Path, model: GenderModel, out: str | Path, extractor=None, gradcam_samples: int = 8) -> tuple[dict, list]:
-    """Evaluate ``model`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
+@dataclass
+class GenderPrediction:
+    """A face's gender decision, and its chip cut the way the gender model sees faces."""
+
+    face: object  # facesuite.analysis.Face
+    model: GenderModel
+
+    @property
+    def path(self) -> str:
+        return self.face.source
+
+    @property
+    def label(self) -> str:
+        return self.face.gender
+
+    @property
+    def p_female(self) -> float:
+        return self.face.p_female
+
+    @property
+    def fallback(self) -> bool:
+        return self.face.fallback
+
+    @property
+    def chip(self) -> np.ndarray:
+        spec = self.model.chip_spec
+        return self.face.chip(spec.size, spec.padding)
+
+
+def predict_gender(analysis, images: Sequence, progress: str | None = None) -> tuple[list[GenderPrediction], list[Skipped]]:
+    """The gender of the largest face of each image, from a :class:`~facesuite.analysis.FaceAnalysis`
+    holding a gender model; ``(predictions, skipped)``."""
+    if analysis.gender is None:
+        raise ValueError("this FaceAnalysis has no gender model")
+    faces, skipped = analysis.faces(images, progress=progress)
+    return [GenderPrediction(face, analysis.gender) for face in faces], skipped
+
+
+def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
+    """Evaluate the gender model of ``analysis`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
     from facesuite.evaluate.classification import write_classification_report
 
     out = Path(out)
+    model = analysis.gender
     samples = read_gender_folders(data_dir)
-    truth = {path: label for path, label in samples}
-    predictions, skipped = predict_files(model, [p for p, _ in samples], extractor, progress="gender")
+    truth = {str(path): label for path, label in samples}
+    predictions, skipped = predict_gender(analysis, [p for p, _ in samples], progress="gender")
     if not predictions:
         raise InputError("no readable images to evaluate", data_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,20 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, make_extractor, print_skips
+from facesuite.cli.detect import (
+    add_detector_options,
+    detector_settings,
+    make_extractor,
+    print_skips,
+)
+
+
+def _analysis(args: argparse.Namespace):
+    """Detection and the gender model (no distortion routes: gender reads the face as it is)."""
+    from facesuite.analysis import FaceAnalysis
+
+    return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, routes=None,
+                        gender=args.model or "default")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,12 +40,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from facesuite.classify.gender import GenderModel
     from facesuite.classify.gender_eval import evaluate_gender
     from facesuite.data import read_gender_folders
 
     read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
-    metrics, skipped = evaluate_gender(args.dir, GenderModel.load(args.model), args.out, make_extractor(args), args.gradcam)
+    metrics, skipped = evaluate_gender(args.dir, _analysis(args), args.out, args.gradcam)
     print_skips(skipped)
     female = metrics["per_class"]["female"]["recall"]
     print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, female recall {female:.4f}; "
@@ -41,18 +53,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from facesuite.classify.gender import GenderModel, predict_files
+    from facesuite.classify.gender_eval import predict_gender
     from facesuite.io import expand_paths
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
-    predictions, skipped = predict_files(GenderModel.load(args.model), paths, make_extractor(args), progress="gender")
+    predictions, skipped = predict_gender(_analysis(args), paths, progress="gender")
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "gender", "p_female", "fallback"])
         for p in predictions:
-            writer.writerow([str(p.path), p.label, f"{p.p_female:.6f}", int(p.fallback)])
+            writer.writerow([p.path, p.label, f"{p.p_female:.6f}", int(p.fallback)])
     print_skips(skipped)
     print(f"{len(predictions)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
     return 0
@@ -61,7 +73,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from facesuite.explain import explain_gender, save_rgb
 
-    heat, info = explain_gender(args.image, args.model, make_extractor(args))
+    heat, info = explain_gender(args.image, _analysis(args))
     save_rgb(heat, args.out)
     print(json.dumps({**info, "out": args.out}))
     return 0

@@ -141,13 +141,15 @@ class ModelService:
         return record
 
     def explain(self, upload: Decoded) -> tuple[bytes, dict]:
-        from facesuite.classify.gender import LABELS, predict_files
+        from facesuite.classify.gender import LABELS
+        from facesuite.classify.gender_eval import predict_gender
         from facesuite.explain import gradcam, overlay
 
-        model = self._require_analysis().gender
+        analysis = self._require_analysis()
+        model = analysis.gender
         if model is None:
             raise ApiError(503, self.analyzer_error or "no gender model loaded")
-        (prediction,), _ = predict_files(model, [upload], self.analysis.extractor)
+        (prediction,), _ = predict_gender(analysis, [upload])
         heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
         info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
         return png_bytes(overlay(prediction.chip, heat)), info
