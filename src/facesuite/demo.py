@@ -1,4 +1,4 @@
-"""`facesuite demo` and `facesuite report` as library functions.
+"""`facesuite demo` as a library function.
 
 :func:`run_demo` runs the whole suite on a small, fixed sample of FACECOM (so it finishes in a
 few minutes on a laptop CPU, and in seconds once the detection cache is warm):
@@ -10,15 +10,13 @@ few minutes on a laptop CPU, and in seconds once the detection cache is warm):
 4. evaluate routed recognition on the sampled identities (all their distorted copies);
 5. write ``OUT/report.html`` embedding the sub-reports' numbers and figures.
 
-:func:`write_folder_report` turns any evaluation output folder (``metrics.json`` + PNGs) into one
-self-contained HTML page.
+The page for any evaluation folder (`facesuite report`) is :mod:`facesuite.report.folder`.
 """
 
 from __future__ import annotations
 
 import csv
 import html
-import json
 import random
 import shutil
 import time
@@ -29,67 +27,11 @@ import numpy as np
 
 from facesuite.data import IdentityDataset, read_identity_folders
 from facesuite.errors import InputError
-from facesuite.evaluate.report import figure_html, table_html, write_html
+from facesuite.report.folder import folder_sections
+from facesuite.report.html import table_html, write_html
 
 DEV_SPLIT = Path("splits") / "facecom_dev_identities.txt"
 SEED = 0
-
-
-# ---------------------------------------------------------------------------- folder reports
-
-
-def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
-    rows: list[tuple[str, object]] = []
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _flatten(value, name + ".")
-        elif isinstance(value, list):
-            rows.append((name, json.dumps(value)))
-        else:
-            rows.append((name, value))
-    return rows
-
-
-def folder_sections(folder: Path, heading: str | None = None) -> list[tuple[str, str]]:
-    """Report sections for ``folder`` and each sub-folder that holds a ``metrics.json``."""
-    path = folder / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no metrics.json here (not an evaluation output folder)", folder) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"unreadable metrics.json ({error})", path) from None
-    if not isinstance(metrics, dict):
-        raise InputError("metrics.json does not hold an object", path)
-    title = heading or folder.name
-    figures = "".join(figure_html(png.stem.replace("_", " "), png) for png in sorted(folder.glob("*.png")))
-    sections = [(f"{title}: metrics", table_html(["metric", "value"], _flatten(metrics)))]
-    if figures:
-        sections.append((f"{title}: figures", figures))
-    for child in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "metrics.json").is_file()):
-        sections += folder_sections(child, f"{title}/{child.name}")
-    return sections
-
-
-def write_folder_report(folder: Path, out: Path | None = None) -> Path:
-    """One HTML page (images embedded) for an evaluation output folder; default ``folder/summary.html``.
-
-    ``summary.html`` rather than ``report.html``: the evaluation's own report must not be overwritten.
-    """
-    if not folder.is_dir():
-        raise InputError("no such folder", folder)
-    if (folder / "metrics.json").is_file():
-        sections = folder_sections(folder)
-    else:  # a folder of evaluations, such as the demo's output
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
-        if not children:
-            raise InputError("no metrics.json here or in its sub-folders (not an evaluation output folder)", folder)
-        sections = [s for child in children for s in folder_sections(child)]
-    return write_html(out or folder / "summary.html", f"Evaluation report: {folder}", sections)
-
-
-# ---------------------------------------------------------------------------- demo
 
 
 def _pick_identities(dataset: IdentityDataset, data: Path, count: int) -> list[str]:

@@ -53,7 +53,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from facesuite.demo import write_folder_report
+    from facesuite.report.folder import write_folder_report
 
     out = write_folder_report(Path(args.dir), Path(args.out) if args.out else None)
     print(f"report: {out}")

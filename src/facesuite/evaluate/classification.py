@@ -18,7 +18,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from facesuite.evaluate.report import figure_html, table_html, write_html, write_json
+from facesuite.report.html import figure_html, table_html, write_html, write_json
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:

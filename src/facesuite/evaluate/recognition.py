@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from facesuite.data import IdentityDataset
-from facesuite.evaluate.report import figure_html, table_html, write_html, write_json
+from facesuite.report.html import figure_html, table_html, write_html, write_json
 
 
 @dataclass

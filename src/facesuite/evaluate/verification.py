@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from facesuite.errors import InputError, Skipped
 from facesuite.evaluate.recognition import plot_histograms, plot_roc
-from facesuite.evaluate.report import figure_html, table_html, write_html, write_json
+from facesuite.report.html import figure_html, table_html, write_html, write_json
 
 FOLDS = 10
 
