@@ -45,13 +45,15 @@ class StubAnalysis:
     """Stands in for the models (these tests are about the HTTP layer): a fixed random unit vector
     per uploaded image, a real gallery without views."""
 
-    embedder = SimpleNamespace(name="stub", dim=8)
+    embedder = SimpleNamespace(name="stub", dim=8, chip_spec=None)
     threshold = 0.5
+    batch_size = 32
     gallery = None
+    extractor = SimpleNamespace(iter_crops=lambda images, spec, max_faces: [SimpleNamespace(path=i.name) for i in images])
 
-    def embed(self, images):
-        vectors = np.random.default_rng(0).normal(size=(len(images), 8)).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [SimpleNamespace(path=i.name) for i in images], []
+    def embed_crops(self, crops):
+        vectors = np.random.default_rng(0).normal(size=(len(crops), 8)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [None] * len(crops)
 
     def view_embeddings(self, crops, views):
         return {}

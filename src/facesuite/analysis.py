@@ -359,19 +359,54 @@ class Gallery:
         name the images in the gallery (default: their paths or names)."""
         if sources is not None and len(sources) != len(images):
             raise ValueError("sources must name every image")
-        decoded, skipped = [], []
-        for position, image in enumerate(images):
-            try:
-                decoded.append((decode(image, sources[position] if sources else None)))
-            except InputError as error:
-                skipped.append(Skipped(image if isinstance(image, (str, Path)) else error.path or "<image>", error))
-        if not decoded:
-            return Enrolled(identity, 0, skipped)
-        vectors, crops, _ = self.analysis.embed(decoded)  # decoded inputs cannot fail again
-        names = [entry.name for entry in decoded]
+        named = list(zip(images, sources)) if sources is not None else [(image, None) for image in images]
+        return self.enroll_many({identity: named})[0]
+
+    def enroll_many(self, people: dict[str, Sequence[ImageInput] | Sequence[tuple[ImageInput, str | None]]],
+                    progress: str | None = None) -> list[Enrolled]:
+        """:meth:`enroll` for many identities, each in its own transaction, with faces detected
+        and embedded in full batches across identities (most have one or two photos)."""
+        people = {identity: [item if isinstance(item, tuple) else (item, None) for item in items]
+                  for identity, items in people.items()}
+        results: list[Enrolled] = []
+        bar = tqdm(total=len(people), desc=progress, disable=progress is None, unit="id")
+        chunk: list[str] = []
+        for identity in people:
+            chunk.append(identity)
+            if sum(len(people[i]) for i in chunk) >= self.analysis.batch_size:
+                results += self._enroll_chunk({i: people[i] for i in chunk})
+                bar.update(len(chunk))
+                chunk = []
+        if chunk:
+            results += self._enroll_chunk({i: people[i] for i in chunk})
+            bar.update(len(chunk))
+        bar.close()
+        return results
+
+    def _enroll_chunk(self, people: dict[str, list[tuple[ImageInput, str | None]]]) -> list[Enrolled]:
+        inputs, owners = [], []
+        skipped: dict[str, list[Skipped]] = {identity: [] for identity in people}
+        for identity, items in people.items():
+            for image, name in items:
+                try:
+                    inputs.append(decode(image, name))
+                    owners.append(identity)
+                except InputError as error:
+                    skipped[identity].append(Skipped(image if isinstance(image, (str, Path)) else error.path or "<image>", error))
+        # One crop per decoded input, in order (decoded inputs cannot fail again).
+        crops = list(self.analysis.extractor.iter_crops(inputs, self.analysis.embedder.chip_spec, max_faces=1))
+        vectors = self.analysis.embed_crops(crops)[0] if crops else np.zeros((0, self.store.dim), np.float32)
         # The views the gallery keeps, rendered from the same images: written in the same transaction.
         views = self.analysis.view_embeddings(crops, set(self.store.views))
-        return Enrolled(identity, self.store.enroll(identity, vectors, names, views), skipped)
+        results = []
+        for identity in people:
+            rows = [i for i, owner in enumerate(owners) if owner == identity]
+            added = 0
+            if rows:
+                added = self.store.enroll(identity, vectors[rows], [inputs[i].name for i in rows],
+                                          {view: rendered[rows] for view, rendered in views.items()})
+            results.append(Enrolled(identity, added, skipped[identity]))
+        return results
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:
         """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the

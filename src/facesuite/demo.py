@@ -118,10 +118,9 @@ def run_demo(
     gallery = analysis.open_gallery(gallery_uri, create=True)
     try:
         present = {identity for identity, _ in gallery.list()}
-        for identity, paths in enrolled.items():
-            if identity in present:
-                gallery.remove(identity)
-            skipped_total += len(gallery.enroll(identity, paths).skipped)
+        for identity in enrolled.keys() & present:
+            gallery.remove(identity)
+        skipped_total += sum(len(result.skipped) for result in gallery.enroll_many(enrolled))
         clock = lap(f"enroll {len(gallery.list())} identities", clock)
 
         # 2. analysis of clean and distorted faces against the gallery.

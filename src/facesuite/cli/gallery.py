@@ -13,8 +13,6 @@ from facesuite.cli.recognition import add_embedder_options, recognition_analysis
 
 
 def cmd_gallery_enroll(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from facesuite.data import read_identity_folders
 
     dataset = read_identity_folders(args.dir)
@@ -22,15 +20,11 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     by_identity: dict[str, list[Path]] = {}
     for path, identity in dataset.clean:
         by_identity.setdefault(identity, []).append(path)
-    enrolled = faces = 0
-    skipped_all = []
     with analysis.open_gallery(args.gallery, create=True) as gallery:
-        for identity, paths in tqdm(by_identity.items(), desc="enroll", unit="id"):
-            # One transaction per identity and store: a crash never leaves half an identity.
-            result = gallery.enroll(identity, paths)
-            skipped_all += result.skipped
-            faces += result.faces
-            enrolled += result.faces > 0
+        # One transaction per identity: a crash never leaves half an identity.
+        results = gallery.enroll_many(by_identity, progress="enroll")
+    skipped_all = [item for result in results for item in result.skipped]
+    enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
     print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
     return 0
