@@ -1,0 +1,159 @@
+"""facesuite against face_recognition on the same images, in one run: whole processes, time to the
+first result, steady state, where the time goes, and peak memory.
+
+- **Whole process** (what a user times): ``facesuite batch embed LIST --workers 1`` and a
+  face_recognition script (``load_image_file`` + ``face_locations`` (dlib HOG) + ``face_encodings``
+  (dlib ResNet), one image at a time, as its README shows), each a fresh process, detection cache
+  off, wall time and peak RSS from ``/usr/bin/time``.
+- **Time to first result**: ``facesuite analyze ONE.jpg --no-cache`` (every model: detection,
+  distortion, routes, embedder, gender) and the face_recognition script on the same image.
+- **Steady state**: in one process after a warm-up, detect + align + embed faces/s (facesuite:
+  ``FaceAnalysis(routes=None, gender=None).embed``, batched; face_recognition: per image).
+- **Per stage** (facesuite, steady state, ms per image): decode, detect (MTCNN), align, distortion
+  detector, route (restoration), embed, gender head.
+
+Images: ``--n`` (default 300) clean and distorted FACECOM dev-split images, a fixed sample.
+Run: ``python benchmarks/speed.py [--n 300]`` (about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from facesuite.config import data_root
+from facesuite.data import read_identity_folders, read_split
+
+FACE_RECOGNITION_SCRIPT = """
+import sys, face_recognition
+paths = open(sys.argv[1]).read().split()
+found = 0
+for path in paths:
+    image = face_recognition.load_image_file(path)
+    found += len(face_recognition.face_encodings(image, face_recognition.face_locations(image))) > 0
+print(found)
+"""
+
+
+def sample(n: int) -> list[str]:
+    dataset = read_identity_folders(data_root() / "facecom/task_b/train")
+    dataset = dataset.subset(read_split(data_root() / "splits/facecom_dev_identities.txt"))
+    # Absolute: a list file's relative entries are relative to the list file.
+    paths = [str(p.resolve()) for p, _ in dataset.clean] + [str(d.path.resolve()) for d in dataset.distorted]
+    return sorted(random.Random(0).sample(paths, min(n, len(paths))))
+
+
+def timed(command: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one fresh process."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %M", *command], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall, kilobytes = report.read().split()[-2:]
+    return float(wall), int(kilobytes) / 1024
+
+
+def whole_processes(paths: list[str], work: Path, env: dict) -> dict:
+    listing, one = work / "images.txt", work / "one.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    one.write_text(paths[0] + "\n")
+    bin_dir = Path(sys.executable).parent
+    script = [sys.executable, "-c", FACE_RECOGNITION_SCRIPT]
+    return {
+        "facesuite": timed([str(bin_dir / "facesuite"), "batch", "embed", str(listing), "--out", str(work / "out"),
+                            "--workers", "1", "--no-cache"], env),
+        "face_recognition": timed([*script, str(listing)], env),
+        "facesuite_first": timed([str(bin_dir / "facesuite"), "analyze", paths[0], "--no-cache", "--json"], env),
+        "face_recognition_first": timed([*script, str(one)], env),
+    }
+
+
+def steady_state(paths: list[str]) -> dict:
+    import face_recognition
+
+    from facesuite.analysis import FaceAnalysis
+
+    face_recognition.face_encodings(face_recognition.load_image_file(paths[0]))  # warm-up
+    start = time.perf_counter()
+    for path in paths:
+        image = face_recognition.load_image_file(path)
+        face_recognition.face_encodings(image, face_recognition.face_locations(image))
+    baseline = len(paths) / (time.perf_counter() - start)
+
+    analysis = FaceAnalysis(use_cache=False, routes=None, gender=None)
+    analysis.embed(paths[:8])  # warm-up
+    start = time.perf_counter()
+    analysis.embed(paths)
+    ours = len(paths) / (time.perf_counter() - start)
+    return {"facesuite": ours, "face_recognition": baseline}
+
+
+def stages(paths: list[str]) -> dict[str, float]:
+    """Milliseconds per image of each stage of the routed analysis, run stage by stage."""
+    from facesuite.analysis import FaceAnalysis
+    from facesuite.route.restore import RESTORERS
+
+    analysis = FaceAnalysis(use_cache=False)
+    analysis.get(paths[0])  # every model loaded and warm
+    spec, detector, clock = analysis.embedder.chip_spec, analysis.extractor.detector, {}
+
+    def lap(name: str, work):
+        start = time.perf_counter()
+        result = work()
+        clock[name] = 1000 * (time.perf_counter() - start) / len(paths)
+        return result
+
+    from facesuite.io import decode
+
+    decoded = lap("decode", lambda: [decode(p) for p in paths])
+    faces = lap("detect", lambda: [f for i in range(0, len(decoded), 16)
+                                   for f in detector.detect_largest([d.pixels for d in decoded[i:i + 16]])])
+    chips = lap("align", lambda: [f.chip(d.pixels, spec.size, spec.padding) for f, d in zip(faces, decoded)])
+    kinds = lap("distortion", lambda: analysis.distortion.predict([d.pixels for d in decoded]))
+    routes = [analysis.router.route(k.label).restore for k in kinds]
+    restored = lap("route", lambda: [RESTORERS[r](c) for r, c in zip(routes, chips)])
+    plain, pooled = lap("embed", lambda: analysis.embedder.describe(restored))
+    import torch
+
+    with torch.inference_mode():
+        lap("gender", lambda: analysis.gender.network.head(torch.from_numpy(plain), torch.from_numpy(pooled)))
+    return clock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300)
+    args = parser.parse_args()
+    paths = sample(args.n)
+    env = {**os.environ, "FACESUITE_CACHE": tempfile.mkdtemp(prefix="speed-cache-")}
+    with tempfile.TemporaryDirectory() as work:
+        whole = whole_processes(paths, Path(work), env)
+        from facesuite.batch import read_output
+
+        rows = read_output(Path(work) / "out")
+        assert rows.num_rows == len(paths) and rows.column("error").null_count == len(paths), "batch embed failed on some images"
+    steady = steady_state(paths)
+    split = stages(paths)
+
+    n = len(paths)
+    ours, theirs = whole["facesuite"], whole["face_recognition"]
+    print(f"{n} FACECOM dev images (224 px), detection cache off, {os.cpu_count()} cores")
+    print(f"{'':34s} {'facesuite':>12s} {'face_recognition':>17s} {'ratio':>7s}")
+    print(f"{'whole process, images/s':34s} {n / ours[0]:12.1f} {n / theirs[0]:17.1f} {theirs[0] / ours[0]:6.1f}x")
+    print(f"{'whole process, seconds':34s} {ours[0]:12.1f} {theirs[0]:17.1f}")
+    print(f"{'peak RSS, MB':34s} {ours[1]:12.0f} {theirs[1]:17.0f}")
+    first, base_first = whole["facesuite_first"], whole["face_recognition_first"]
+    print(f"{'time to first result, s':34s} {first[0]:12.2f} {base_first[0]:17.2f}")
+    print(f"{'steady state, faces/s':34s} {steady['facesuite']:12.1f} {steady['face_recognition']:17.1f} "
+          f"{steady['facesuite'] / steady['face_recognition']:6.1f}x")
+    print("per stage, ms per image (steady state): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
+          + f"; total {sum(split.values()):.1f}")
+
+
+if __name__ == "__main__":
+    main()
