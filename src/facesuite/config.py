@@ -1,4 +1,4 @@
-"""Locations facesuite reads from: data root and on-disk cache."""
+"""Locations facesuite reads and writes: the data root, the detection cache and its own home (calibrations, logs)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Evaluation: metrics (scikit-learn), plots (matplotlib) and self-contained HTML reports."""
+"""Evaluation: metrics (scikit-learn) and their plots (matplotlib); the pages are :mod:`facesuite.report`."""
