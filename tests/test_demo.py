@@ -15,6 +15,9 @@ def test_demo_default_path_writes_a_report_with_right_answers(tmp_path: Path, fa
     assert main(["demo", "--data", str(data_root()), "--out", str(out), "--identities", "6"]) == 0
     printed = capsys.readouterr().out
     assert f"demo report: {(out / 'report.html').resolve()}" in printed
+    # It ends with the headline results, then where the report is.
+    assert printed.index("recognition top-1, routed") < printed.index("demo report:")
+    assert "6/6 (100.0%)" in printed  # the enrolled clean faces, named back
     rows = list(csv.DictReader(open(out / "analysis.csv")))
     clean = [r for r in rows if r["true_distortion"] == "clean"]
     # The clean faces are enrolled images: each must come back as its own identity.

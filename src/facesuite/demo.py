@@ -21,6 +21,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,12 @@ def _gender_sample(source: Path, target: Path, per_class: int) -> Path:
     return target
 
 
+@dataclass
+class DemoResult:
+    report: Path  # OUT/report.html
+    headline: list[tuple[str, object]]  # (what, value) rows the report opens with
+
+
 def run_demo(
     data: Path,
     out: Path,
@@ -70,8 +77,8 @@ def run_demo(
     gender_per_class: int = 60,
     log: Callable[[str], None] = print,
     gallery_uri: str | None = None,
-) -> Path:
-    """Run the demo on the data root ``data`` (holding ``facecom/``); returns ``out/report.html``.
+) -> DemoResult:
+    """Run the demo on the data root ``data`` (holding ``facecom/``); returns the report and its headline.
     ``gallery_uri``: where to enroll the sample (default ``out/gallery``, rebuilt each run)."""
     from facesuite.analysis import FaceAnalysis
     from facesuite.classify.gender_eval import evaluate_gender
@@ -158,10 +165,10 @@ def run_demo(
     write_recognition_report(out / "recognition", embedded, recognition, f"Recognition on {len(chosen)} FACECOM identities (routed)")
     lap("recognition evaluation", clock)
 
-    report = _write_demo_report(out, data, analysis_rows, gender_metrics, recognition, timings,
-                                time.perf_counter() - started, skipped_total, gallery_uri)
+    headline = _headline(analysis_rows, gender_metrics, recognition, time.perf_counter() - started, skipped_total)
+    report = _write_demo_report(out, data, analysis_rows, headline, timings, gallery_uri)
     log(f"total: {time.perf_counter() - started:.1f} s")
-    return report
+    return DemoResult(report, headline)
 
 
 def _rate(rows: list[dict], key: str, truth: str, where: Callable[[dict], bool]) -> str:
@@ -172,24 +179,29 @@ def _rate(rows: list[dict], key: str, truth: str, where: Callable[[dict], bool])
     return f"{right}/{len(chosen)} ({right / len(chosen):.1%})"
 
 
-def _write_demo_report(out: Path, data: Path, rows: list[dict], gender: dict, recognition: dict,
-                       timings: list[tuple[str, float]], seconds: float, skipped: int, gallery_uri: str) -> Path:
-    from facesuite.gallery import display_uri
-
+def _headline(rows: list[dict], gender: dict, recognition: dict, seconds: float, skipped: int) -> list[tuple[str, object]]:
+    """What the demo found, in the order the report and the terminal show it."""
     is_clean = lambda r: r["true_distortion"] == "clean"
     is_distorted = lambda r: r["true_distortion"] != "clean"
     ident, verif = recognition["identification"], recognition["verification"]
-    summary = table_html(["result", "value"], [
-        ["identity correct, clean faces (the enrolled images: a sanity check)", _rate(rows, "identity", "true_identity", is_clean)],
-        ["identity correct, distorted faces", _rate(rows, "identity", "true_identity", is_distorted)],
-        ["distortion type named correctly", _rate(rows, "distortion", "true_distortion", lambda r: True)],
-        ["gender accuracy (task_a sample)", gender.get("accuracy", "n/a")],
-        ["gender macro-F1", gender.get("macro_f1", "n/a")],
-        ["recognition top-1, routed (all distorted copies)", ident["top1"]],
-        ["verification AUC", verif["auc"]],
-        ["files skipped", skipped],
-        ["total time (s)", f"{seconds:.1f}"],
-    ])
+    return [
+        ("identity correct, clean faces (the enrolled images: a sanity check)", _rate(rows, "identity", "true_identity", is_clean)),
+        ("identity correct, distorted faces", _rate(rows, "identity", "true_identity", is_distorted)),
+        ("distortion type named correctly", _rate(rows, "distortion", "true_distortion", lambda r: True)),
+        ("gender accuracy (task_a sample)", gender.get("accuracy", "n/a")),
+        ("gender macro-F1", gender.get("macro_f1", "n/a")),
+        ("recognition top-1, routed (all distorted copies)", ident["top1"]),
+        ("verification AUC", verif["auc"]),
+        ("files skipped", skipped),
+        ("total time (s)", f"{seconds:.1f}"),
+    ]
+
+
+def _write_demo_report(out: Path, data: Path, rows: list[dict], headline: list[tuple[str, object]],
+                       timings: list[tuple[str, float]], gallery_uri: str) -> Path:
+    from facesuite.gallery import display_uri
+
+    summary = table_html(["result", "value"], headline)
     links = ("<ul><li><a href='recognition/report.html'>recognition report</a></li>"
              "<li><a href='gender/report.html'>gender report</a></li>"
              "<li><a href='analysis.csv'>analysis.csv</a> (one row per analysed face)</li></ul>"

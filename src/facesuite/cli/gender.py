@@ -46,9 +46,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
     metrics, skipped = evaluate_gender(args.dir, _analysis(args), args.out, args.gradcam)
     print_skips(skipped)
-    female = metrics["per_class"]["female"]["recall"]
-    print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, female recall {female:.4f}; "
-          f"report in {Path(args.out) / 'report.html'}")
+    from facesuite.cli.summary import print_summary
+
+    per_class = metrics["per_class"]
+    print_summary(f"gender on {args.dir}", [
+        ("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
+        ("female recall", per_class["female"]["recall"]), ("male recall", per_class["male"]["recall"]),
+        ("files skipped", len(skipped)),
+    ])
+    print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from facesuite.cli.detect import add_detector_options, detector_settings, print_skips
+from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
 
 
@@ -94,9 +95,13 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
     write_recognition_report(out, data, metrics, title, seed=args.seed)
     ident, verif = metrics["identification"], metrics["verification"]
-    print(f"top-1 {ident['top1']:.4f} over {ident['probes']} distorted probes; source excluded {ident['source_excluded']}; "
-          f"AUC {verif['auc']:.4f}; TAR@FAR1% {verif['tar_at_far_1pct']:.4f}")
-    print("per distortion: " + ", ".join(f"{k} {v:.3f}" for k, v in ident["per_distortion"].items()))
+    source_excluded = ident["source_excluded"]
+    print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline})", [
+        ("top-1", ident["top1"]),
+        ("top-1, own clean source removed", "n/a" if source_excluded is None else source_excluded),
+        ("verification AUC", verif["auc"]), ("TAR at FAR 1%", verif["tar_at_far_1pct"]),
+        *((f"top-1, {kind}", value) for kind, value in ident["per_distortion"].items()),
+    ])
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -118,10 +123,11 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
                    pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
     out = Path(args.out)
     write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})")
-    print(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped): AUC {metrics['auc']:.4f}; "
-          f"TAR@FAR1% {metrics['tar_at_far_1pct']:.4f}; TAR@FAR0.1% {metrics['tar_at_far_0.1pct']:.4f}; "
-          f"10-fold accuracy {metrics['accuracy_10_fold']:.4f}; accuracy at threshold {metrics['threshold']:.4f} "
-          f"({metrics['threshold_source']}) {metrics['accuracy_at_threshold']:.4f}")
+    print_summary(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped)", [
+        ("AUC", metrics["auc"]), ("TAR at FAR 1%", metrics["tar_at_far_1pct"]), ("TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]),
+        ("10-fold accuracy", metrics["accuracy_10_fold"]),
+        (f"accuracy at {metrics['threshold']:.4f} ({metrics['threshold_source']})", metrics["accuracy_at_threshold"]),
+    ])
     print(f"report: {out / 'report.html'}")
     return 0
 

@@ -66,8 +66,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else data_root()
     gallery = args.gallery or str(Path(args.out) / "gallery")
-    report = run_demo(data, Path(args.out), identities=args.identities, gallery_uri=args.gallery)
-    print(f"demo report: {report.resolve()}  (open it in a browser)")
+    from facesuite.cli.summary import print_summary
+
+    result = run_demo(data, Path(args.out), identities=args.identities, gallery_uri=args.gallery)
+    print_summary("facesuite demo", result.headline)
+    print(f"demo report: {result.report.resolve()}  (open it in a browser)")
     print(f"dashboard:   facesuite serve --gallery {gallery}  then open http://127.0.0.1:8000/")
     return 0
 
