@@ -30,9 +30,9 @@ from tqdm import tqdm
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import Embedder, cosine_distance, get_embedder
-from facesuite.embed.calibration import load_threshold
+from facesuite.embed.calibration import load_route_thresholds, load_threshold
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import Match
+from facesuite.gallery.base import UNKNOWN, Match
 from facesuite.io import ImageInput, decode
 
 
@@ -132,6 +132,9 @@ class FaceAnalysis:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
             self.threshold, self.threshold_source = threshold, "given threshold"
+        # Identification thresholds per distortion type, fitted on routed embeddings at the target
+        # FPIR: a type whose impostors come closer (noisy, rainy, blurred) is decided more strictly.
+        self.route_thresholds = load_route_thresholds(self.embedder.name) if self.routed else {}
         self.batch_size = batch_size
         self.gallery: Gallery | None = None
         if gallery is not None:
@@ -310,7 +313,7 @@ class FaceAnalysis:
                 faces[-1].gender = self.gender.labels_for(p_female[i : i + 1])[0]
         if self.gallery is not None and len(self.gallery):
             for face, candidates in zip(faces, self.gallery.candidates(faces)):
-                face.identity, face.distance = self.gallery.decide(candidates[0]), candidates[0].distance
+                face.identity, face.distance = self.gallery.decide(candidates[0], face.distortion), candidates[0].distance
         return faces
 
     def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
@@ -428,8 +431,14 @@ class Gallery:
         return [[Match(m.identity, float(scales[view](np.float64(m.distance))), m.source) for m in matches] if view in scales
                 else matches for matches, view in zip(found, views)]
 
-    def decide(self, match) -> str:
-        return self.store.decide(match)
+    def threshold_for(self, distortion: str | None) -> float:
+        """The threshold a face of that distortion is decided with: its route's own where one was
+        fitted (``facesuite calibrate --per-route``), never looser than the gallery's."""
+        return min(self.store.threshold, self.analysis.route_thresholds.get(distortion, self.store.threshold))
+
+    def decide(self, match, distortion: str | None = None) -> str:
+        """The match's identity if it is within the threshold for that distortion, else ``"unknown"``."""
+        return match.identity if match.distance <= self.threshold_for(distortion) else UNKNOWN
 
     def remove(self, identity: str) -> int:
         return self.store.remove(identity)

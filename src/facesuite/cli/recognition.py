@@ -62,10 +62,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "tar": float((genuine <= threshold).mean()), "genuine_pairs": int(genuine.size),
         "impostor_pairs": int(impostor.size), "data": str(args.dir),
     }
+    if args.per_route:
+        record.update(_route_thresholds(analysis, dataset, args.far))
     path = save_calibration(analysis.embedder.name, record, Path(args.save_to) if args.save_to else None)
     print(json.dumps(record) if args.json else
           f"threshold {threshold:.4f} at FAR {args.far:.2%} (TAR {record['tar']:.3f} on {genuine.size} genuine pairs); saved to {path}")
     return 0
+
+
+def _route_thresholds(analysis, dataset, fpir: float) -> dict:
+    """Per distortion type the detector names, the identification threshold at ``fpir`` on the
+    ``cross`` protocol of ``dataset`` (new photos of enrolled people, non-mated searches), its
+    alternate clean photos searched as well."""
+    import numpy as np
+
+    from facesuite.evaluate.open_set import cross_protocol, search, threshold_at_fpir
+    from facesuite.evaluate.recognition import embed_dataset
+
+    from facesuite.data import DistortedImage, IdentityDataset
+
+    if not analysis.routed:
+        raise InputError("--per-route needs the distortion routes (drop --no-routing)")
+    cross = cross_protocol(dataset)
+    # The alternate clean photos are searched too, as themselves: a clean face of a stranger must
+    # be held to a threshold fitted on clean faces.
+    enrolled = {str(path) for path, _ in cross.clean}
+    clean_probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
+    data, _, _ = embed_dataset(analysis, IdentityDataset(cross.root, cross.clean, cross.distorted + clean_probes))
+    if not data.probe_ids:
+        raise InputError("--per-route needs identities with two or more clean images and their distorted copies", dataset.root)
+    found = search(data.distances(), data.gallery_ids, data.probe_ids)
+    labels = np.asarray(data.probe_labels)
+    counts = {kind: int((labels == kind).sum()) for kind in sorted(set(labels.tolist()))}
+    # A threshold needs enough non-mated searches to put one in 1/fpir beyond it.
+    thresholds = {kind: threshold_at_fpir(found.non_mated[labels == kind], fpir) for kind, n in counts.items() if n * fpir >= 1}
+    return {"route_thresholds": thresholds, "route_target_fpir": fpir, "route_probes": counts,
+            "route_protocol": "cross (alternate clean images enrolled; the others and their distorted copies searched)"}
 
 
 def cmd_eval_recognition(args: argparse.Namespace) -> int:
@@ -84,22 +116,32 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         dataset = dataset.subset(keep)
     if not dataset.distorted:
         raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", args.dir)
+    if args.protocol == "cross":
+        from facesuite.evaluate.open_set import cross_protocol
+
+        dataset = cross_protocol(dataset)
+        if not dataset.distorted:
+            raise InputError("the cross protocol needs identities with two or more clean images", args.dir)
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
-    metrics = recognition_metrics(data, analysis.threshold, seed=args.seed)
-    metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, skipped=len(skipped))
+    metrics = recognition_metrics(data, analysis.threshold, seed=args.seed, route_thresholds=analysis.route_thresholds)
+    metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, protocol=args.protocol, skipped=len(skipped),
+                   route_thresholds=analysis.route_thresholds)
     if routing:
         metrics["routing"] = routing
     out = Path(args.out)
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
-    write_recognition_report(out, data, metrics, title, seed=args.seed)
-    ident, verif = metrics["identification"], metrics["verification"]
+    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds)
+    ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
-    print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline})", [
+    print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline}, {args.protocol} protocol)", [
         ("top-1", ident["top1"]),
         ("top-1, own clean source removed", "n/a" if source_excluded is None else source_excluded),
         ("verification AUC", verif["auc"]), ("TAR at FAR 1%", verif["tar_at_far_1pct"]),
+        ("FNIR at FPIR 1%", open_set["fnir_at_fpir_0.01"]),
+        ("wrong-identity rate at the operating point", open_set["wrong_identity_rate"]),
+        ("coverage (answered with a name)", open_set["coverage"]),
         *((f"top-1, {kind}", value) for kind, value in ident["per_distortion"].items()),
     ])
     print(f"report: {out / 'report.html'}")
@@ -149,6 +191,10 @@ def register(groups: dict) -> None:
     calibrate.add_argument("--split", help="file of identities to leave out (e.g. your test identities)")
     calibrate.add_argument("--with-distorted", action="store_true", help="also use DIR/<identity>/distortion/* images")
     calibrate.add_argument("--save-to", help="folder to store calibration/<embedder>.json in (default $FACESUITE_HOME)")
+    calibrate.add_argument("--per-route", action="store_true",
+                           help="also fit one identification threshold per distortion type at FPIR --far, on the cross "
+                                "protocol of DIR (needs its distortion/ copies); identify then decides each face with "
+                                "its type's threshold, never looser than the gallery's")
     calibrate.add_argument("--json", action="store_true")
     add_embedder_options(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
@@ -160,6 +206,9 @@ def register(groups: dict) -> None:
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
     evaluate.add_argument("--threshold", type=float, default=None)
+    evaluate.add_argument("--protocol", choices=("facecom", "cross"), default="facecom",
+                          help="facecom: every clean image enrolled, every distorted copy a probe; cross: alternate clean "
+                               "images enrolled, the distorted copies of the others probes (a new photo of an enrolled person)")
     evaluate.add_argument("--pipeline", choices=("routed", "single"), default="routed",
                           help="routed: each probe through the route of its detected distortion; single: plain embedder")
     add_embedder_options(evaluate, routing_flag=False)

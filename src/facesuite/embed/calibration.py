@@ -43,6 +43,16 @@ def save_calibration(embedder: str, record: dict, folder: Path | None = None) ->
     return path
 
 
+def load_route_thresholds(embedder: str) -> dict[str, float]:
+    """Per distortion type, the identification threshold fitted at the target FPIR
+    (``facesuite calibrate --per-route``), from the same file :func:`load_threshold` reads."""
+    for folder in (user_home(), MODELS_DIR):
+        path = _calibration_file(folder, embedder)
+        if path.is_file():
+            return {kind: float(t) for kind, t in json.loads(path.read_text(encoding="utf-8")).get("route_thresholds", {}).items()}
+    return {}
+
+
 def load_threshold(embedder: str, default: float) -> tuple[float, str]:
     """The threshold to use and what it is, in words an answer may carry to any client (never a
     file path): ``"user calibration, FAR 5%"``, ``"shipped calibration, FAR 1%"`` or

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from facesuite.data import IdentityDataset
+from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, search
+from facesuite.gallery.base import UNKNOWN
 from facesuite.report.html import figure_html, table_html, write_html, write_json
 
 
@@ -40,6 +42,9 @@ class EmbeddedSet:
     probe_views: list[str | None] | None = None
     # Per view, the mapping of its distances onto the clean gallery's scale (Route.view_distance).
     view_scales: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    # Per probe, the distortion the detector named and the route it took (None: not routed).
+    probe_labels: list[str] | None = None
+    probe_routes: list[str] | None = None
 
     def distances(self) -> np.ndarray:
         """Cosine distance of every probe to every gallery image, each probe against the gallery
@@ -99,7 +104,15 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
     return np.asarray(distances), np.asarray(labels)
 
 
-def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0) -> dict:
+def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None) -> tuple[Searches, np.ndarray]:
+    """The open-set searches of every probe and the threshold each is decided with."""
+    found = search(data.distances(), data.gallery_ids, data.probe_ids)
+    labels = data.probe_labels or ["clean"] * len(data.probe_ids)
+    return found, operating_thresholds(labels, threshold, route_thresholds or {})
+
+
+def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
+                        route_thresholds: Mapping[str, float] | None = None) -> dict:
     best, _, _ = identification(data)
     predicted = [data.gallery_ids[i] for i in best]
     correct = np.asarray(predicted) == np.asarray(data.probe_ids)
@@ -127,25 +140,33 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0) -> d
             "threshold": float(threshold),
             "accuracy": float((accepted == (labels == 1)).mean()),
             "pairs": int(labels.size),
+            "tar_at_far_0.1pct": float(np.interp(0.001, fpr, tpr)),
         },
+        "open_set": open_set_metrics(*decisions(data, threshold, route_thresholds),
+                                     data.probe_labels or data.probe_types),
     }
 
 
-def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, seed: int = 0) -> None:
-    """metrics.json, predictions.csv, roc.png, distances.png, per_distortion.png and report.html."""
+def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, seed: int = 0,
+                             route_thresholds: Mapping[str, float] | None = None) -> None:
+    """metrics.json, predictions.csv, roc.png, det.png, distances.png, per_distortion.png and report.html."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     best, best_distance, _ = identification(data)
+    found, limits = decisions(data, metrics["verification"]["threshold"], route_thresholds)
+    routes = data.probe_routes or ["plain"] * len(data.probe_ids)
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "true_identity", "predicted_identity", "distance"])
-        for path, identity, index, distance in zip(data.probe_paths, data.probe_ids, best, best_distance):
-            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}"])
+        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "route"])
+        for row, (path, identity, index, distance) in enumerate(zip(data.probe_paths, data.probe_ids, best, best_distance)):
+            decision = data.gallery_ids[index] if distance <= limits[row] else UNKNOWN
+            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, routes[row]])
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
         ("ROC (genuine vs impostor pairs)", plot_roc(distances, labels, out / "roc.png")),
         ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png")),
+        ("DET: open-set identification, overall and per detected type", plot_det(found, data.probe_labels or data.probe_types, out / "det.png")),
         ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
     ]
     ident, verif = metrics["identification"], metrics["verification"]
@@ -156,8 +177,13 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
         ["threshold (cosine distance)", verif["threshold"]], ["accuracy at threshold", verif["accuracy"]],
         ["probes / gallery images / identities", f"{ident['probes']} / {ident['gallery_images']} / {ident['identities']}"],
     ])
+    open_set = metrics["open_set"]
+    decided = table_html(["detected type", "probes", "top-1", "FNIR at FPIR 1%", "coverage", "wrong identity", "FPIR"], [
+        [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"]]
+        for name, r in [("all", open_set["overall"]), *open_set["per_distortion"].items()]])
     per_type = table_html(["distortion", "top-1"], [[k, v] for k, v in ident["per_distortion"].items()])
-    sections = [("Summary", summary), ("Per distortion", per_type), ("Figures", "".join(figure_html(c, p) for c, p in figures))]
+    sections = [("Summary", summary), ("Per distortion", per_type), ("Open-set decisions at the operating point", decided),
+                ("Figures", "".join(figure_html(c, p) for c, p in figures))]
     write_html(out / "report.html", title, sections)
 
 
@@ -249,6 +275,8 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> 
         gallery_views=views,
         probe_views=probe_views,
         view_scales={view: route.view_distance for view, route in analysis.router.gallery_views.items()} if routed else {},
+        probe_labels=labels if routed else None,
+        probe_routes=[analysis.router.route(label).describe() for label in labels] if routed else None,
     )
     return data, skipped + p_skipped, routing
 

@@ -140,6 +140,8 @@ def merge_embedded(parts: Sequence[tuple]) -> tuple:
         gallery_views={view: np.concatenate([s.gallery_views[view] for s in sets]) for view in sets[0].gallery_views},
         probe_views=None if sets[0].probe_views is None else [x for s in sets for x in s.probe_views or []],
         view_scales=sets[0].view_scales,
+        probe_labels=None if sets[0].probe_labels is None else [x for s in sets for x in s.probe_labels or []],
+        probe_routes=None if sets[0].probe_routes is None else [x for s in sets for x in s.probe_routes or []],
     )
     skipped = [x for p in parts for x in p[1]]
     routing: dict = {}

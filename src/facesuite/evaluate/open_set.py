@@ -1,0 +1,136 @@
+"""Open-set (1:N) identification, NIST style, and the protocol where a probe's own photo is not enrolled.
+
+- **Protocols.** ``facecom`` (FACECOM's): every clean image is enrolled and every distorted copy is
+  a probe, so a probe's own source photo is in the gallery. ``cross``: for identities with two or
+  more clean images, alternate clean images (the 1st, 3rd, ...) are enrolled and the distorted
+  copies of the others are the probes (a new photo of an enrolled person, the real case);
+  single-image identities stay in the gallery as distractors.
+- **Mated and non-mated searches.** Each probe is searched against the gallery (mated: its identity
+  is enrolled) and against the gallery without its identity (non-mated: anything accepted there is
+  a false positive), so one probe set gives both.
+- **Figures** (ISO/IEC 19795-1 / NIST FRVT terms): FPIR, the share of non-mated searches whose
+  nearest identity is within the threshold; FNIR, the share of mated searches not answered with
+  the right identity within it; FNIR at FPIR 1% and 0.1%; at the operating point, the
+  **wrong-identity rate** (mated searches answered with someone else) and the coverage (answered
+  at all). Overall and per distortion type the detector named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.data import IdentityDataset
+
+PROTOCOLS = ("facecom", "cross")
+FPIR_TARGETS = (0.01, 0.001)
+
+
+def cross_protocol(dataset: IdentityDataset) -> IdentityDataset:
+    """The ``cross`` protocol's gallery (as ``clean``) and probes (as ``distorted``)."""
+    by_identity: dict[str, list[Path]] = {}
+    for path, identity in dataset.clean:
+        by_identity.setdefault(identity, []).append(path)
+    enrolled, probe_sources = [], set()
+    for identity, paths in by_identity.items():
+        paths = sorted(paths)
+        enrolled += [(path, identity) for path in paths[::2]]
+        probe_sources |= {str(path) for path in paths[1::2]}
+    probes = [d for d in dataset.distorted if str(d.source) in probe_sources]
+    return IdentityDataset(dataset.root, enrolled, probes)
+
+
+@dataclass
+class Searches:
+    """Per probe: the nearest identity and its distance (mated search), and the nearest distance
+    with the probe's own identity left out (non-mated search)."""
+
+    nearest: np.ndarray  # identity names
+    distance: np.ndarray
+    non_mated: np.ndarray
+    correct: np.ndarray  # nearest identity is the probe's own
+
+
+def search(distances: np.ndarray, gallery_ids: Sequence[str], probe_ids: Sequence[str]) -> Searches:
+    """:class:`Searches` from the probe x gallery distance matrix."""
+    names, column_identity = np.unique(np.asarray(gallery_ids), return_inverse=True)
+    per_identity = np.full((distances.shape[0], len(names)), np.inf)
+    for k in range(len(names)):
+        per_identity[:, k] = distances[:, column_identity == k].min(axis=1)
+    best = per_identity.argmin(axis=1)
+    rows = np.arange(len(best))
+    own = np.searchsorted(names, np.asarray(probe_ids))
+    enrolled = (own < len(names)) & (names[np.minimum(own, len(names) - 1)] == np.asarray(probe_ids))
+    without_own = per_identity.copy()
+    without_own[rows[enrolled], own[enrolled]] = np.inf
+    return Searches(names[best], per_identity[rows, best], without_own.min(axis=1), (names[best] == np.asarray(probe_ids)) & enrolled)
+
+
+def threshold_at_fpir(non_mated: np.ndarray, fpir: float) -> float:
+    """The largest threshold accepting at most ``fpir`` of non-mated searches (distance <= t)."""
+    ordered = np.sort(non_mated[np.isfinite(non_mated)])
+    allowed = int(np.floor(fpir * ordered.size))
+    if ordered.size == 0:
+        return 0.0
+    if allowed == 0:
+        return float(ordered[0] - 1e-6)
+    return float((ordered[allowed - 1] + ordered[allowed]) / 2) if allowed < ordered.size else float(ordered[-1])
+
+
+def open_set_metrics(found: Searches, thresholds: np.ndarray, groups: Sequence[str]) -> dict:
+    """Overall and per group (the detector's distortion label): top-1, FNIR at FPIR 1% and 0.1%,
+    and at the operating point (one threshold per probe) FPIR, coverage, correct and wrong-identity
+    rates."""
+
+    def figures(rows: np.ndarray) -> dict:
+        distance, correct, non_mated, limit = found.distance[rows], found.correct[rows], found.non_mated[rows], thresholds[rows]
+        record = {"probes": int(rows.sum()), "top1": float(correct.mean())}
+        for target in FPIR_TARGETS:
+            t = threshold_at_fpir(non_mated, target)
+            record[f"fnir_at_fpir_{target:g}"] = float(1.0 - (correct & (distance <= t)).mean())
+        accepted = distance <= limit
+        record.update(
+            fpir=float((non_mated <= limit).mean()), coverage=float(accepted.mean()),
+            correct_identity_rate=float((accepted & correct).mean()),
+            wrong_identity_rate=float((accepted & ~correct).mean()),
+        )
+        return record
+
+    groups = np.asarray(groups)
+    everything = np.ones(len(groups), dtype=bool)
+    return {"overall": figures(everything), "per_distortion": {g: figures(groups == g) for g in sorted(set(groups.tolist()))}}
+
+
+def operating_thresholds(labels: Sequence[str], threshold: float, route_thresholds: Mapping[str, float]) -> np.ndarray:
+    """Each probe's decision threshold: its route's own (fitted at the target FPIR) where there is
+    one, never looser than ``threshold``."""
+    return np.array([min(threshold, route_thresholds.get(label, threshold)) for label in labels])
+
+
+def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
+    """DET curves (FNIR against FPIR, log scale), overall and per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = np.asarray(groups)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, rows in [("all", np.ones(len(groups), dtype=bool))] + [(g, groups == g) for g in sorted(set(groups.tolist()))]:
+        limits = np.quantile(found.non_mated[rows], np.linspace(0.0005, 0.5, 60))
+        fpir = [(found.non_mated[rows] <= t).mean() for t in limits]
+        fnir = [1.0 - (found.correct[rows] & (found.distance[rows] <= t)).mean() for t in limits]
+        ax.plot(fpir, fnir, lw=2.2 if name == "all" else 1.1, label=name)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("FPIR (non-mated searches accepted)")
+    ax.set_ylabel("FNIR (mated searches not named right)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
