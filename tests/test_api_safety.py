@@ -49,6 +49,8 @@ class StubAnalysis:
     threshold = 0.5
     batch_size = 32
     gallery = None
+    quality = None
+    route_thresholds: dict = {}
     extractor = SimpleNamespace(iter_crops=lambda images, spec, max_faces: [SimpleNamespace(path=i.name) for i in images])
 
     def embed_crops(self, crops):

@@ -26,7 +26,7 @@ def test_searches_and_rates_on_a_hand_made_matrix() -> None:
     assert found.nearest.tolist() == ["ann", "ann", "cy"] and found.correct.tolist() == [True, False, True]
     np.testing.assert_allclose(found.distance, [0.05, 0.08, 0.35])
     np.testing.assert_allclose(found.non_mated, [0.40, 0.08, 0.70])
-    rates = open_set_metrics(found, np.full(3, 0.10), ["clean", "noisy", "clean"])
+    rates = open_set_metrics(found, np.full(3, 0.10), np.ones(3, dtype=bool), ["clean", "noisy", "clean"])
     overall = rates["overall"]
     # At 0.10: ann named right, bob named wrongly (ann at 0.08), cy unknown (0.35).
     assert overall["coverage"] == pytest.approx(2 / 3) and overall["wrong_identity_rate"] == pytest.approx(1 / 3)
@@ -66,6 +66,8 @@ def test_eval_cross_protocol_and_per_route_thresholds(facecom_b: Path, tmp_path:
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     thresholds = record["route_thresholds"]
     assert thresholds and all(0 < t < 1 for t in thresholds.values()) and record["route_target_fpir"] == 0.2
+    floor = record["quality"]["floor"]
+    assert len(record["quality"]["coef"]) == 10 and 0 < floor < 1
 
     out = tmp_path / "eval"
     assert main(["eval", "recognition", str(data), "--protocol", "cross", "--out", str(out)]) == 0
@@ -79,8 +81,12 @@ def test_eval_cross_protocol_and_per_route_thresholds(facecom_b: Path, tmp_path:
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert set(rows[0]) >= {"decision", "route"}
     strictest = min([metrics["verification"]["threshold"], *thresholds.values()])
-    for row in rows:  # within every threshold: named; beyond the gallery's: unknown
-        distance = float(row["distance"])
+    for row in rows:  # below the quality floor: unrecognisable; within every threshold: named; beyond the gallery's: unknown
+        distance, quality = float(row["distance"]), float(row["quality"])
+        assert 0 <= quality <= 1
+        if quality < floor:
+            assert row["decision"] == "unrecognisable"
+            continue
         assert row["decision"] in (row["predicted_identity"], "unknown")
         if distance <= strictest:
             assert row["decision"] == row["predicted_identity"]

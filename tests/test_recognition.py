@@ -113,7 +113,7 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
     assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision", "route"}
+    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision", "route", "quality"}
     for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
         assert (out / name).stat().st_size > 1000
 

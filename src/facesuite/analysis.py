@@ -30,7 +30,8 @@ from tqdm import tqdm
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import Embedder, cosine_distance, get_embedder
-from facesuite.embed.calibration import load_route_thresholds, load_threshold
+from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
+from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
 from facesuite.io import ImageInput, decode
@@ -50,7 +51,8 @@ class Face:
     embedding: np.ndarray | None = field(default=None, repr=False)  # unit vector
     gender: str | None = None
     p_female: float | None = None
-    identity: str | None = None  # with a gallery: the enrolled identity, or "unknown"
+    quality: float | None = None  # 0-1: the chance this face can be recognised (facesuite.classify.quality)
+    identity: str | None = None  # with a gallery: the enrolled identity, "unknown" or "unrecognisable"
     distance: float | None = None  # with a gallery: cosine distance to the nearest identity
     source: str = ""  # the input's path, or the name given to an input in memory
     index: int = 0  # which face of its image: 0 is the largest
@@ -71,7 +73,7 @@ class Face:
             "path": self.source, "box": [round(float(v), 1) for v in self.box], "fallback": self.fallback,
             "score": rounded(self.det_score), "distortion": self.distortion,
             "distortion_probability": rounded(self.distortion_probability), "route": self.route,
-            "gender": self.gender, "p_female": rounded(self.p_female), "identity": self.identity,
+            "gender": self.gender, "p_female": rounded(self.p_female), "quality": rounded(self.quality), "identity": self.identity,
             "distance": rounded(self.distance), "face": self.index,
         }
 
@@ -134,7 +136,9 @@ class FaceAnalysis:
             self.threshold, self.threshold_source = threshold, "given threshold"
         # Identification thresholds per distortion type, fitted on routed embeddings at the target
         # FPIR: a type whose impostors come closer (noisy, rainy, blurred) is decided more strictly.
-        self.route_thresholds = load_route_thresholds(self.embedder.name) if self.routed else {}
+        self.route_thresholds, quality = load_route_calibration(self.embedder.name) if self.routed else ({}, None)
+        # How likely each face is to be recognised at all; below its floor a face is unrecognisable.
+        self.quality = QualityModel.from_dict(quality) if quality else None
         self.batch_size = batch_size
         self.gallery: Gallery | None = None
         if gallery is not None:
@@ -299,6 +303,10 @@ class FaceAnalysis:
         # Without routes the router holds none: the type is still named, every face embeds plain.
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared)
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
+        quality = None
+        if self.quality is not None:
+            quality = self.quality.score(quality_features([k.probs for k in kinds], [c.face.score for c in crops],
+                                                          [c.face.fallback for c in crops]))
         faces = []
         for i, (crop, kind) in enumerate(zip(crops, kinds)):
             shown = crop.input_face
@@ -308,12 +316,14 @@ class FaceAnalysis:
                 distortion_probability=float(kind.probability), route=self.router.route(kind.label).describe(),
                 embedding=routed[i], source=str(crop.path), index=crop.face_index, _crop=crop,
             ))
+            if quality is not None:
+                faces[-1].quality = float(quality[i])
             if p_female is not None:
                 faces[-1].p_female = float(p_female[i])
                 faces[-1].gender = self.gender.labels_for(p_female[i : i + 1])[0]
         if self.gallery is not None and len(self.gallery):
             for face, candidates in zip(faces, self.gallery.candidates(faces)):
-                face.identity, face.distance = self.gallery.decide(candidates[0], face.distortion), candidates[0].distance
+                face.identity, face.distance = self.gallery.decide(candidates[0], face), candidates[0].distance
         return faces
 
     def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
@@ -436,9 +446,13 @@ class Gallery:
         fitted (``facesuite calibrate --per-route``), never looser than the gallery's."""
         return min(self.store.threshold, self.analysis.route_thresholds.get(distortion, self.store.threshold))
 
-    def decide(self, match, distortion: str | None = None) -> str:
-        """The match's identity if it is within the threshold for that distortion, else ``"unknown"``."""
-        return match.identity if match.distance <= self.threshold_for(distortion) else UNKNOWN
+    def decide(self, match, face: Face | None = None) -> str:
+        """``unrecognisable`` for a face below the quality floor; else the match's identity if it is
+        within the threshold for the face's distortion, else ``unknown``."""
+        quality = self.analysis.quality
+        if face is not None and face.quality is not None and quality is not None and face.quality < quality.floor:
+            return UNRECOGNISABLE
+        return match.identity if match.distance <= self.threshold_for(face.distortion if face else None) else UNKNOWN
 
     def remove(self, identity: str) -> int:
         return self.store.remove(identity)

@@ -40,7 +40,7 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
         for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
             best = candidates[0]
             rows.append({
-                "path": face.source, "identity": analysis.gallery.decide(best, face.distortion), "distance": round(best.distance, 6),
+                "path": face.source, "identity": analysis.gallery.decide(best, face), "distance": round(best.distance, 6),
                 "nearest": best.identity, "fallback": int(face.fallback),
                 "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates),
             })

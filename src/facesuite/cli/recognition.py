@@ -76,7 +76,8 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     alternate clean photos searched as well."""
     import numpy as np
 
-    from facesuite.evaluate.open_set import cross_protocol, search, threshold_at_fpir
+    from facesuite.classify.quality import fit_quality
+    from facesuite.evaluate.open_set import cross_protocol, operating_thresholds, search, threshold_at_fpir
     from facesuite.evaluate.recognition import embed_dataset
 
     from facesuite.data import DistortedImage, IdentityDataset
@@ -96,7 +97,10 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     counts = {kind: int((labels == kind).sum()) for kind in sorted(set(labels.tolist()))}
     # A threshold needs enough non-mated searches to put one in 1/fpir beyond it.
     thresholds = {kind: threshold_at_fpir(found.non_mated[labels == kind], fpir) for kind, n in counts.items() if n * fpir >= 1}
-    return {"route_thresholds": thresholds, "route_target_fpir": fpir, "route_probes": counts,
+    # Face quality: how likely each face is to be named right at its route's threshold.
+    limits = operating_thresholds(labels.tolist(), analysis.threshold, thresholds)
+    quality = fit_quality(data.probe_features, found.correct & (found.distance <= limits))
+    return {"route_thresholds": thresholds, "quality": quality.to_dict(), "route_target_fpir": fpir, "route_probes": counts,
             "route_protocol": "cross (alternate clean images enrolled; the others and their distorted copies searched)"}
 
 

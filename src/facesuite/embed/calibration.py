@@ -43,14 +43,15 @@ def save_calibration(embedder: str, record: dict, folder: Path | None = None) ->
     return path
 
 
-def load_route_thresholds(embedder: str) -> dict[str, float]:
-    """Per distortion type, the identification threshold fitted at the target FPIR
-    (``facesuite calibrate --per-route``), from the same file :func:`load_threshold` reads."""
+def load_route_calibration(embedder: str) -> tuple[dict[str, float], dict | None]:
+    """Per distortion type the identification threshold fitted at the target FPIR, and the face
+    quality model (``facesuite calibrate --per-route``), from the file :func:`load_threshold` reads."""
     for folder in (user_home(), MODELS_DIR):
         path = _calibration_file(folder, embedder)
         if path.is_file():
-            return {kind: float(t) for kind, t in json.loads(path.read_text(encoding="utf-8")).get("route_thresholds", {}).items()}
-    return {}
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return {kind: float(t) for kind, t in record.get("route_thresholds", {}).items()}, record.get("quality")
+    return {}, None
 
 
 def load_threshold(embedder: str, default: float) -> tuple[float, str]:

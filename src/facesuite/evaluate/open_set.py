@@ -80,20 +80,22 @@ def threshold_at_fpir(non_mated: np.ndarray, fpir: float) -> float:
     return float((ordered[allowed - 1] + ordered[allowed]) / 2) if allowed < ordered.size else float(ordered[-1])
 
 
-def open_set_metrics(found: Searches, thresholds: np.ndarray, groups: Sequence[str]) -> dict:
+def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.ndarray, groups: Sequence[str]) -> dict:
     """Overall and per group (the detector's distortion label): top-1, FNIR at FPIR 1% and 0.1%,
-    and at the operating point (one threshold per probe) FPIR, coverage, correct and wrong-identity
-    rates."""
+    and at the operating point (one threshold per probe; faces below the quality floor answered
+    ``unrecognisable``) FPIR, coverage, correct, wrong-identity and unrecognisable rates."""
 
     def figures(rows: np.ndarray) -> dict:
         distance, correct, non_mated, limit = found.distance[rows], found.correct[rows], found.non_mated[rows], thresholds[rows]
+        told = recognisable[rows]
         record = {"probes": int(rows.sum()), "top1": float(correct.mean())}
         for target in FPIR_TARGETS:
             t = threshold_at_fpir(non_mated, target)
             record[f"fnir_at_fpir_{target:g}"] = float(1.0 - (correct & (distance <= t)).mean())
-        accepted = distance <= limit
+        accepted = (distance <= limit) & told
         record.update(
-            fpir=float((non_mated <= limit).mean()), coverage=float(accepted.mean()),
+            fpir=float(((non_mated <= limit) & told).mean()), coverage=float(accepted.mean()),
+            unrecognisable_rate=float((~told).mean()),
             correct_identity_rate=float((accepted & correct).mean()),
             wrong_identity_rate=float((accepted & ~correct).mean()),
         )
@@ -108,6 +110,29 @@ def operating_thresholds(labels: Sequence[str], threshold: float, route_threshol
     """Each probe's decision threshold: its route's own (fitted at the target FPIR) where there is
     one, never looser than ``threshold``."""
     return np.array([min(threshold, route_thresholds.get(label, threshold)) for label in labels])
+
+
+def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: Path) -> Path:
+    """Error-versus-discard: FNIR at the operating point of the faces kept, as the lowest-quality
+    share is discarded (a falling curve means the quality score ranks faces by how recognisable they are)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(quality)
+    named = found.correct & (found.distance <= thresholds)
+    shares = np.linspace(0, 0.8, 41)
+    errors = [1.0 - named[order[int(s * len(order)):]].mean() for s in shares]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(shares, errors, lw=2)
+    ax.set_xlabel("share of lowest-quality faces discarded")
+    ax.set_ylabel("FNIR of the faces kept")
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:

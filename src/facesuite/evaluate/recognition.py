@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from facesuite.data import IdentityDataset
-from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, search
+from facesuite.classify.quality import UNRECOGNISABLE, quality_features
+from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.gallery.base import UNKNOWN
 from facesuite.report.html import figure_html, table_html, write_html, write_json
 
@@ -45,6 +46,10 @@ class EmbeddedSet:
     # Per probe, the distortion the detector named and the route it took (None: not routed).
     probe_labels: list[str] | None = None
     probe_routes: list[str] | None = None
+    # Per probe, the face-quality features (facesuite.classify.quality) and, with a quality model, its score.
+    probe_features: np.ndarray | None = None
+    probe_quality: np.ndarray | None = None
+    quality_floor: float | None = None
 
     def distances(self) -> np.ndarray:
         """Cosine distance of every probe to every gallery image, each probe against the gallery
@@ -104,11 +109,15 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
     return np.asarray(distances), np.asarray(labels)
 
 
-def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None) -> tuple[Searches, np.ndarray]:
-    """The open-set searches of every probe and the threshold each is decided with."""
+def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None) -> tuple[Searches, np.ndarray, np.ndarray]:
+    """The open-set searches of every probe, the threshold each is decided with, and which probes
+    are recognisable (at or above the quality floor)."""
     found = search(data.distances(), data.gallery_ids, data.probe_ids)
     labels = data.probe_labels or ["clean"] * len(data.probe_ids)
-    return found, operating_thresholds(labels, threshold, route_thresholds or {})
+    recognisable = np.ones(len(labels), dtype=bool)
+    if data.probe_quality is not None and data.quality_floor is not None:
+        recognisable = data.probe_quality >= data.quality_floor
+    return found, operating_thresholds(labels, threshold, route_thresholds or {}), recognisable
 
 
 def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
@@ -153,20 +162,24 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     best, best_distance, _ = identification(data)
-    found, limits = decisions(data, metrics["verification"]["threshold"], route_thresholds)
+    found, limits, recognisable = decisions(data, metrics["verification"]["threshold"], route_thresholds)
     routes = data.probe_routes or ["plain"] * len(data.probe_ids)
+    quality = data.probe_quality if data.probe_quality is not None else [None] * len(data.probe_ids)
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "route"])
+        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "route", "quality"])
         for row, (path, identity, index, distance) in enumerate(zip(data.probe_paths, data.probe_ids, best, best_distance)):
-            decision = data.gallery_ids[index] if distance <= limits[row] else UNKNOWN
-            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, routes[row]])
+            decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
+            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, routes[row],
+                             "" if quality[row] is None else f"{quality[row]:.4f}"])
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
         ("ROC (genuine vs impostor pairs)", plot_roc(distances, labels, out / "roc.png")),
         ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png")),
         ("DET: open-set identification, overall and per detected type", plot_det(found, data.probe_labels or data.probe_types, out / "det.png")),
+        *([("EDC: error against the share of lowest-quality faces discarded", plot_edc(found, limits, data.probe_quality, out / "edc.png"))]
+          if data.probe_quality is not None else []),
         ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
     ]
     ident, verif = metrics["identification"], metrics["verification"]
@@ -178,8 +191,8 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
         ["probes / gallery images / identities", f"{ident['probes']} / {ident['gallery_images']} / {ident['identities']}"],
     ])
     open_set = metrics["open_set"]
-    decided = table_html(["detected type", "probes", "top-1", "FNIR at FPIR 1%", "coverage", "wrong identity", "FPIR"], [
-        [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"]]
+    decided = table_html(["detected type", "probes", "top-1", "FNIR at FPIR 1%", "coverage", "wrong identity", "FPIR", "unrecognisable"], [
+        [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"], r["unrecognisable_rate"]]
         for name, r in [("all", open_set["overall"]), *open_set["per_distortion"].items()]])
     per_type = table_html(["distortion", "top-1"], [[k, v] for k, v in ident["per_distortion"].items()])
     sections = [("Summary", summary), ("Per distortion", per_type), ("Open-set decisions at the operating point", decided),
@@ -251,10 +264,11 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> 
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     views: dict[str, np.ndarray] = {}
-    probe_views = None
+    probe_views = features = None
     if routed:
         probes, _, kinds, _ = analysis.route_crops(p_crops)
         labels = [k.label for k in kinds]
+        features = quality_features([k.probs for k in kinds], [c.face.score for c in p_crops], [c.face.fallback for c in p_crops])
         probe_views = analysis.views_of(labels)
         # Every view the routes use, even with no probe taking it here: slices of one evaluation
         # (the API's progress steps) are merged gallery by gallery.
@@ -277,6 +291,9 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> 
         view_scales={view: route.view_distance for view, route in analysis.router.gallery_views.items()} if routed else {},
         probe_labels=labels if routed else None,
         probe_routes=[analysis.router.route(label).describe() for label in labels] if routed else None,
+        probe_features=features,
+        probe_quality=analysis.quality.score(features) if routed and analysis.quality is not None else None,
+        quality_floor=analysis.quality.floor if routed and analysis.quality is not None else None,
     )
     return data, skipped + p_skipped, routing
 

@@ -142,6 +142,9 @@ def merge_embedded(parts: Sequence[tuple]) -> tuple:
         view_scales=sets[0].view_scales,
         probe_labels=None if sets[0].probe_labels is None else [x for s in sets for x in s.probe_labels or []],
         probe_routes=None if sets[0].probe_routes is None else [x for s in sets for x in s.probe_routes or []],
+        probe_features=None if sets[0].probe_features is None else np.concatenate([s.probe_features for s in sets]),
+        probe_quality=None if sets[0].probe_quality is None else np.concatenate([s.probe_quality for s in sets]),
+        quality_floor=sets[0].quality_floor,
     )
     skipped = [x for p in parts for x in p[1]]
     routing: dict = {}

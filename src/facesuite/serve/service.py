@@ -170,7 +170,7 @@ class ModelService:
         (face,) = self._require_analysis().get(upload)
         candidates = gallery.candidates([face], top_k=top_k)[0]
         best = candidates[0]
-        return {"path": upload.name, "identity": gallery.decide(best, face.distortion), "distance": round(best.distance, 4),
+        return {"path": upload.name, "identity": gallery.decide(best, face), "distance": round(best.distance, 4),
                 "nearest": best.identity, "threshold": round(gallery.threshold_for(face.distortion), 6), "fallback": face.fallback,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
