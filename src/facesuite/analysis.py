@@ -405,7 +405,7 @@ class Gallery:
                     inputs.append(decode(image, name))
                     owners.append(identity)
                 except InputError as error:
-                    skipped[identity].append(Skipped(image if isinstance(image, (str, Path)) else error.path or "<image>", error))
+                    skipped[identity].append(Skipped.of(image, error))
         # One crop per decoded input, in order (decoded inputs cannot fail again).
         crops = list(self.analysis.extractor.iter_crops(inputs, self.analysis.embedder.chip_spec, max_faces=1))
         vectors = self.analysis.embed_crops(crops)[0] if crops else np.zeros((0, self.store.dim), np.float32)

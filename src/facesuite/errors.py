@@ -32,6 +32,11 @@ class Skipped:
     source: Path | str  # the file, or the name of an input given in memory
     error: InputError
 
+    @classmethod
+    def of(cls, item: object, error: InputError) -> Skipped:
+        """The skip of input ``item``: named by its path when it is one, else by the error's name."""
+        return cls(Path(item) if isinstance(item, (str, os.PathLike)) else error.path or "<image>", error)
+
     @property
     def path(self) -> Path | str:
         return self.source

@@ -7,7 +7,6 @@ a large folder is processed to the end and the skips are counted.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,7 +104,7 @@ class FaceExtractor:
             try:
                 loaded.append(decode(item))
             except InputError as error:
-                loaded.append(Skipped(Path(item) if isinstance(item, (str, os.PathLike)) else error.path or "<image>", error))
+                loaded.append(Skipped.of(item, error))
         images = [(entry.name, entry.pixels, entry.digest) for entry in loaded if not isinstance(entry, Skipped)]
         # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
         found: dict[str, list[Face]] = {}
