@@ -162,7 +162,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
 
     pairs = read_pairs(args.pairs)
     analysis = recognition_analysis(args)
-    distances, labels, kept, skipped = pair_distances(analysis, pairs)
+    distances, labels, kept, skipped = pair_distances(analysis, pairs, source=args.pairs)
     print_skips(skipped)
     metrics = verification_metrics(distances, labels, analysis.threshold, seed=args.seed)
     metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,

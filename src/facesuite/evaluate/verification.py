@@ -18,7 +18,8 @@ from facesuite.report.html import figure_html, table_html, write_html, write_jso
 FOLDS = 10
 
 
-def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[int], list[Skipped]]:
+def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: bool = True,
+                   source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[int], list[Skipped]]:
     """Cosine distance and label of every pair whose two images could be read:
     (distances, labels, indices of those pairs in ``pairs``, skipped images)."""
     images = list(dict.fromkeys(str(path) for a, b, _ in pairs for path in (a, b)))
@@ -26,7 +27,7 @@ def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: boo
     row_of = {str(crop.path): row for row, crop in enumerate(crops)}
     kept = [i for i, (a, b, _) in enumerate(pairs) if str(a) in row_of and str(b) in row_of]
     if not kept:
-        raise InputError("no pair has two readable images")
+        raise InputError("no pair has two readable images", source)
     first = vectors[[row_of[str(pairs[i][0])] for i in kept]]
     second = vectors[[row_of[str(pairs[i][1])] for i in kept]]
     distances = 1.0 - np.einsum("ij,ij->i", first, second)
