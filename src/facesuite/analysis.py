@@ -54,6 +54,11 @@ class Face:
     quality: float | None = None  # 0-1: the chance this face can be recognised (facesuite.classify.quality)
     identity: str | None = None  # with a gallery: the enrolled identity, "unknown" or "unrecognisable"
     distance: float | None = None  # with a gallery: cosine distance to the nearest identity
+    # With a gallery: what named the identity: "face" (the face embedding) or "source" (the image is
+    # a processed copy of the enrolled photo source_photo; source_agreement is the evidence).
+    match_kind: str | None = None
+    source_photo: str | None = None
+    source_agreement: float | None = None
     source: str = ""  # the input's path, or the name given to an input in memory
     index: int = 0  # which face of its image: 0 is the largest
     _crop: Crop | None = field(default=None, repr=False, compare=False)
@@ -74,22 +79,29 @@ class Face:
             "score": rounded(self.det_score), "distortion": self.distortion,
             "distortion_probability": rounded(self.distortion_probability), "route": self.route,
             "gender": self.gender, "p_female": rounded(self.p_female), "quality": rounded(self.quality), "identity": self.identity,
-            "distance": rounded(self.distance), "face": self.index,
+            "distance": rounded(self.distance), "match_kind": self.match_kind, "source_photo": self.source_photo,
+            "source_agreement": rounded(self.source_agreement), "face": self.index,
         }
 
 
 @dataclass
 class Verification:
     distance: float
-    same: bool
+    same: bool  # False whenever a face is unrecognisable
     threshold: float
     threshold_source: str
     fallback: tuple[bool, bool]
+    # "same", "different", or "unrecognisable" when either face is below the quality floor:
+    # no face there to compare, so the distance says nothing either way.
+    decision: str = "different"
+    quality: tuple[float | None, float | None] = (None, None)
 
     def to_dict(self) -> dict:
         return {
             "distance": round(self.distance, 6),
             "same": self.same,
+            "decision": self.decision,
+            "quality": [None if q is None else round(q, 4) for q in self.quality],
             "threshold": round(self.threshold, 6),
             "threshold_source": self.threshold_source,
             "fallback": list(self.fallback),
@@ -104,6 +116,8 @@ class FaceAnalysis:
     ``"default"``, a model folder, or ``None`` for no gender. ``gallery``: a gallery URI (a folder,
     ``NAME.db``, ``milvus://HOST:PORT/COLLECTION``) to identify every face against; it is then
     :attr:`gallery`. ``threshold`` overrides the calibrated verification threshold.
+    ``source_match``: with a gallery, also say when an image is a processed copy of an enrolled
+    photo (``match_kind: source``, :mod:`facesuite.gallery.source_match`).
     """
 
     def __init__(
@@ -117,6 +131,7 @@ class FaceAnalysis:
         gallery: str | Path | None = None,
         threshold: float | None = None,
         batch_size: int = 32,
+        source_match: bool = True,
     ) -> None:
         from facesuite.route.routes import DEFAULT_ROUTES, Router
 
@@ -140,6 +155,7 @@ class FaceAnalysis:
         # How likely each face is to be recognised at all; below its floor a face is unrecognisable.
         self.quality = QualityModel.from_dict(quality) if quality else None
         self.batch_size = batch_size
+        self.source_match = source_match
         self.gallery: Gallery | None = None
         if gallery is not None:
             self.gallery = self.open_gallery(gallery)
@@ -184,11 +200,21 @@ class FaceAnalysis:
                 [r for r in results if isinstance(r, Skipped)])
 
     def verify(self, first: ImageInput, second: ImageInput) -> Verification:
-        """Same person or not: cosine distance of the two largest faces against the calibrated threshold."""
+        """Same person or not: cosine distance of the two largest faces against the calibrated
+        threshold; ``unrecognisable`` (and not the same) when either face is below the quality floor."""
         (a, crop_a), (b, crop_b) = self._embed_one(first), self._embed_one(second)
         distance = float(cosine_distance(a, b))
-        return Verification(distance, distance <= self.threshold, self.threshold, self.threshold_source,
-                            (crop_a.face.fallback, crop_b.face.fallback))
+        quality = (None, None)
+        decision = "same" if distance <= self.threshold else "different"
+        if self.quality is not None:
+            kinds = self.distortion.predict([crop_a.pixels(), crop_b.pixels()])
+            scores = self.quality.score(quality_features([k.probs for k in kinds], [crop_a.face.score, crop_b.face.score],
+                                                        [crop_a.face.fallback, crop_b.face.fallback]))
+            quality = (float(scores[0]), float(scores[1]))
+            if min(quality) < self.quality.floor:
+                decision = UNRECOGNISABLE
+        return Verification(distance, decision == "same", self.threshold, self.threshold_source,
+                            (crop_a.face.fallback, crop_b.face.fallback), decision, quality)
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
@@ -322,8 +348,8 @@ class FaceAnalysis:
                 faces[-1].p_female = float(p_female[i])
                 faces[-1].gender = self.gender.labels_for(p_female[i : i + 1])[0]
         if self.gallery is not None and len(self.gallery):
-            for face, candidates in zip(faces, self.gallery.candidates(faces)):
-                face.identity, face.distance = self.gallery.decide(candidates[0], face), candidates[0].distance
+            for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
+                self.gallery.answer(face, candidates[0], frame)
         return faces
 
     def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
@@ -358,6 +384,8 @@ class Gallery:
     def __init__(self, analysis: FaceAnalysis, store) -> None:
         self.analysis = analysis
         self.store = store  # a facesuite.gallery.GalleryStore
+        self._sources = None  # the enrolled frames (SourceIndex), loaded on first use
+        self._sources_stamp: int | None = None
 
     @property
     def threshold(self) -> float:
@@ -409,6 +437,11 @@ class Gallery:
         # One crop per decoded input, in order (decoded inputs cannot fail again).
         crops = list(self.analysis.extractor.iter_crops(inputs, self.analysis.embedder.chip_spec, max_faces=1))
         vectors = self.analysis.embed_crops(crops)[0] if crops else np.zeros((0, self.store.dim), np.float32)
+        frames = None
+        if self.store.keeps_frames:
+            from facesuite.gallery.source_match import frame_of, frame_to_bytes
+
+            frames = [frame_to_bytes(frame_of(crop.pixels())) for crop in crops]
         # The views the gallery keeps, rendered from the same images: written in the same transaction.
         views = self.analysis.view_embeddings(crops, set(self.store.views))
         results = []
@@ -417,15 +450,60 @@ class Gallery:
             added = 0
             if rows:
                 added = self.store.enroll(identity, vectors[rows], [inputs[i].name for i in rows],
-                                          {view: rendered[rows] for view, rendered in views.items()})
+                                          {view: rendered[rows] for view, rendered in views.items()},
+                                          **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
             results.append(Enrolled(identity, added, skipped[identity]))
         return results
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:
         """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the
-        image's largest face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold)."""
+        image's largest face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold).
+        When the image is a processed copy of an enrolled photo, a ``match_kind="source"`` match
+        of that photo's identity comes first (its distance is the face's to that identity)."""
         (face,) = self.analysis.get(image)
-        return self.candidates([face], top_k)[0]
+        matches = self.candidates([face], top_k)[0]
+        if face.match_kind == "source":
+            distance = next((m.distance for m in matches if m.identity == face.identity), float("inf"))
+            source = Match(face.identity, distance, face.source_photo, "source", face.source_agreement)
+            matches = [source, *[m for m in matches if m.identity != face.identity]][:top_k]
+        return matches
+
+    def answer(self, face: Face, best: Match, pixels: np.ndarray | None = None) -> Match:
+        """Decide ``face`` given its nearest identity ``best``: sets its ``identity``, ``distance``,
+        ``match_kind`` (and ``source_photo``, ``source_agreement``) and returns the match that
+        answered. ``pixels``: the face's image, if already decoded.
+
+        A processed copy of an enrolled photo is that photo's identity whatever its face shows (a
+        blown-out sunny face), reported as ``match_kind="source"``; only the largest face of an
+        image speaks for the whole frame."""
+        found = None
+        if face.index == 0 and self.analysis.source_match and self.store.keeps_frames:
+            if pixels is None and face._crop is not None:
+                pixels = face._crop.pixels()
+            found = self.source_of(pixels) if pixels is not None else None
+        face.distance = best.distance
+        if found is None:
+            face.identity, face.match_kind = self.decide(best, face), "face"
+            return best
+        face.identity, face.match_kind = found.identity, "source"
+        face.source_photo, face.source_agreement = found.source, found.agreement
+        return Match(found.identity, best.distance if best.identity == found.identity else float("inf"),
+                     found.source, "source", found.agreement)
+
+    def source_of(self, pixels: np.ndarray):
+        """The enrolled photo the image ``pixels`` (RGB) is a processed copy of
+        (:class:`~facesuite.gallery.source_match.SourceMatch`), or None; always None with source
+        matching off or in a store that keeps no frames."""
+        if not self.analysis.source_match or not self.store.keeps_frames:
+            return None
+        from facesuite.gallery.source_match import SourceIndex, frame_from_bytes, frame_of
+
+        stamp, rows = self.store.frames(since=self._sources_stamp)
+        if rows is not None:
+            self._sources = SourceIndex([frame_from_bytes(frame) for _, _, frame in rows],
+                                        [identity for identity, _, _ in rows], [source for _, source, _ in rows])
+            self._sources_stamp = stamp
+        return self._sources.match(frame_of(pixels)) if self._sources else None
 
     def candidates(self, faces: Sequence[Face], top_k: int = 1) -> list[list]:
         """The one gallery lookup: per face, its ``top_k`` nearest identities, each face compared
@@ -449,6 +527,8 @@ class Gallery:
     def decide(self, match, face: Face | None = None) -> str:
         """``unrecognisable`` for a face below the quality floor; else the match's identity if it is
         within the threshold for the face's distortion, else ``unknown``."""
+        if match.match_kind == "source":
+            return match.identity
         quality = self.analysis.quality
         if face is not None and face.quality is not None and quality is not None and face.quality < quality.floor:
             return UNRECOGNISABLE

@@ -22,7 +22,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
-                      routes=None if args.no_routing else "default", gallery=args.gallery) as analysis:
+                      routes=None if args.no_routing else "default", gallery=args.gallery,
+                      source_match=not args.no_source_match) as analysis:
         results, skipped = analysis.faces(paths, max_faces=None if args.all_faces else 1,
                                           progress="analyze" if len(paths) > 1 else None)
     print_skips(skipped)
@@ -51,6 +52,8 @@ def register(groups: dict) -> None:
     analyze.add_argument("--csv", help="write one row per image here")
     analyze.add_argument("--json", action="store_true", help="compact JSON on stdout (the default output, one line)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
+    analyze.add_argument("--no-source-match", action="store_true",
+                         help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
     analyze.add_argument("--embedder", default="default", help="embedder backend by registered name")
     add_all_faces_option(analyze)
     add_detector_options(analyze)

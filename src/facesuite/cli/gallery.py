@@ -39,9 +39,11 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
         rows = []
         for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
             best = candidates[0]
+            # face.identity and face.match_kind were decided with the face (a source match or the face's own).
             rows.append({
-                "path": face.source, "identity": analysis.gallery.decide(best, face), "distance": round(best.distance, 6),
-                "nearest": best.identity, "fallback": int(face.fallback),
+                "path": face.source, "identity": face.identity, "distance": round(best.distance, 6),
+                "nearest": best.identity, "match_kind": face.match_kind, "source_photo": face.source_photo or "",
+                "fallback": int(face.fallback),
                 "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates),
             })
     print_skips(skipped)
@@ -97,6 +99,8 @@ def register(groups: dict) -> None:
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=int, default=1)
     identify.add_argument("--csv", help="write results here (default: stdout)")
+    identify.add_argument("--no-source-match", action="store_true",
+                          help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
     listing = actions.add_parser("list", help="enrolled identities")
     listing.add_argument("--json", action="store_true")
     remove = actions.add_parser("remove", help="remove an identity")

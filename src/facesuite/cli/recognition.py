@@ -25,7 +25,7 @@ def recognition_analysis(args: argparse.Namespace, gallery: str | None = None):
     routed = args.pipeline == "routed" if hasattr(args, "pipeline") else not args.no_routing
     return FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
                         routes="default" if routed else None, gender=None, gallery=gallery,
-                        threshold=getattr(args, "threshold", None))
+                        threshold=getattr(args, "threshold", None), source_match=not getattr(args, "no_source_match", False))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -33,7 +33,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        verdict = "same person" if result.same else "different people"
+        verdict = {"same": "same person", "different": "different people",
+                   "unrecognisable": "unrecognisable (a face below the quality floor: no decision)"}[result.decision]
         print(f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold:.4f}, {result.threshold_source})")
     return 0
 
@@ -89,7 +90,7 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     # be held to a threshold fitted on clean faces.
     enrolled = {str(path) for path, _ in cross.clean}
     clean_probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
-    data, _, _ = embed_dataset(analysis, IdentityDataset(cross.root, cross.clean, cross.distorted + clean_probes))
+    data, _, _ = embed_dataset(analysis, IdentityDataset(cross.root, cross.clean, cross.distorted + clean_probes), source_match=False)
     if not data.probe_ids:
         raise InputError("--per-route needs identities with two or more clean images and their distorted copies", dataset.root)
     found = search(data.distances(), data.gallery_ids, data.probe_ids)
@@ -131,6 +132,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     print_skips(skipped)
     metrics = recognition_metrics(data, analysis.threshold, seed=args.seed, route_thresholds=analysis.route_thresholds)
     metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, protocol=args.protocol, skipped=len(skipped),
+                   source_matching=analysis.source_match,
                    route_thresholds=analysis.route_thresholds)
     if routing:
         metrics["routing"] = routing
@@ -140,13 +142,18 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
     print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline}, {args.protocol} protocol)", [
-        ("top-1", ident["top1"]),
+        ("top-1 (face)", ident["top1"]),
+        ("top-1 with source matching", ident.get("top1_with_source", "off")),
+        ("source matches fired (naming another photo)",
+         f"{metrics['source_match']['fired']} ({metrics['source_match']['overall']['fired_elsewhere']})" if metrics["source_match"]["enabled"] else "off"),
         ("top-1, own clean source removed", "n/a" if source_excluded is None else source_excluded),
         ("verification AUC", verif["auc"]), ("TAR at FAR 1%", verif["tar_at_far_1pct"]),
         ("FNIR at FPIR 1%", open_set["fnir_at_fpir_0.01"]),
         ("wrong-identity rate at the operating point", open_set["wrong_identity_rate"]),
         ("coverage (answered with a name)", open_set["coverage"]),
-        *((f"top-1, {kind}", value) for kind, value in ident["per_distortion"].items()),
+        *((f"top-1, {kind}", value if "per_distortion_with_source" not in ident
+           else f"{value:.3f} face, {ident['per_distortion_with_source'][kind]:.3f} with source matching")
+          for kind, value in ident["per_distortion"].items()),
     ])
     print(f"report: {out / 'report.html'}")
     return 0
@@ -215,6 +222,8 @@ def register(groups: dict) -> None:
                                "images enrolled, the distorted copies of the others probes (a new photo of an enrolled person)")
     evaluate.add_argument("--pipeline", choices=("routed", "single"), default="routed",
                           help="routed: each probe through the route of its detected distortion; single: plain embedder")
+    evaluate.add_argument("--no-source-match", action="store_true",
+                          help="face matches only: do not look for probes that are processed copies of gallery images")
     add_embedder_options(evaluate, routing_flag=False)
     evaluate.set_defaults(handler=cmd_eval_recognition)
 

@@ -50,6 +50,10 @@ class EmbeddedSet:
     probe_features: np.ndarray | None = None
     probe_quality: np.ndarray | None = None
     quality_floor: float | None = None
+    # Source-photo matching (facesuite.gallery.source_match), when on: per probe, the gallery
+    # image it was found to be a processed copy of (-1: none) and the evidence.
+    source_rows: np.ndarray | None = None
+    source_agreement: np.ndarray | None = None
 
     def distances(self) -> np.ndarray:
         """Cosine distance of every probe to every gallery image, each probe against the gallery
@@ -109,15 +113,67 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
     return np.asarray(distances), np.asarray(labels)
 
 
-def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None) -> tuple[Searches, np.ndarray, np.ndarray]:
+def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None,
+              with_source: bool = False) -> tuple[Searches, np.ndarray, np.ndarray]:
     """The open-set searches of every probe, the threshold each is decided with, and which probes
-    are recognisable (at or above the quality floor)."""
+    are recognisable (at or above the quality floor). ``with_source``: a probe found to be a
+    processed copy of a gallery image is answered with that image's identity whatever its face
+    (accepted, and recognisable); its non-mated search is left as the face's."""
     found = search(data.distances(), data.gallery_ids, data.probe_ids)
     labels = data.probe_labels or ["clean"] * len(data.probe_ids)
     recognisable = np.ones(len(labels), dtype=bool)
     if data.probe_quality is not None and data.quality_floor is not None:
         recognisable = data.probe_quality >= data.quality_floor
+    if with_source and data.source_rows is not None:
+        fired = data.source_rows >= 0
+        named = np.asarray([data.gallery_ids[row] for row in data.source_rows[fired]], dtype=object)
+        found.nearest = found.nearest.astype(object)
+        found.nearest[fired] = named
+        found.distance = np.where(fired, -np.inf, found.distance)
+        found.correct = found.correct.copy()
+        found.correct[fired] = named == np.asarray(data.probe_ids, dtype=object)[fired]
+        recognisable = recognisable | fired
     return found, operating_thresholds(labels, threshold, route_thresholds or {}), recognisable
+
+
+def source_matches(data: EmbeddedSet, gallery_frames: Sequence[np.ndarray], probe_frames: Sequence[np.ndarray],
+                   progress: bool = False) -> None:
+    """Search every probe's frame among the gallery's (facesuite.gallery.source_match); fills
+    ``data.source_rows`` and ``data.source_agreement``."""
+    from tqdm import tqdm
+
+    from facesuite.gallery.source_match import SourceIndex
+
+    index = SourceIndex(gallery_frames, data.gallery_ids, [str(p) for p in data.gallery_paths])
+    rows, agreement = np.full(len(probe_frames), -1), np.zeros(len(probe_frames))
+    for i, frame in enumerate(tqdm(probe_frames, desc="source match", disable=not progress, leave=False)):
+        row, share, _ = index.best(frame)
+        agreement[i] = share
+        if row >= 0 and share >= index.threshold:
+            rows[i] = row
+    data.source_rows, data.source_agreement = rows, agreement
+
+
+def source_match_metrics(data: EmbeddedSet) -> dict:
+    """How often source matching fired, per true distortion type, and how often it named the
+    probe's own source photo (any other fire is a false one)."""
+    if data.source_rows is None:
+        return {"enabled": False}
+    from facesuite.gallery.source_match import SOURCE_THRESHOLD
+
+    fired = data.source_rows >= 0
+    own = np.asarray([fired[i] and str(data.gallery_paths[r]) == str(data.probe_sources[i])
+                      for i, r in enumerate(data.source_rows)], dtype=bool)
+    wrong = np.asarray([fired[i] and data.gallery_ids[r] != data.probe_ids[i] for i, r in enumerate(data.source_rows)], dtype=bool)
+    types = np.asarray(data.probe_types)
+
+    def figures(rows: np.ndarray) -> dict:
+        return {"probes": int(rows.sum()), "fired_rate": float(fired[rows].mean()), "own_source_rate": float(own[rows].mean()),
+                "fired_elsewhere": int((fired & ~own)[rows].sum()), "wrong_identity": int(wrong[rows].sum())}
+
+    return {"enabled": True, "threshold": SOURCE_THRESHOLD, "fired": int(fired.sum()),
+            "overall": figures(np.ones(len(types), dtype=bool)),
+            "per_distortion": {kind: figures(types == kind) for kind in sorted(set(types.tolist()))}}
 
 
 def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
@@ -127,6 +183,14 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
     correct = np.asarray(predicted) == np.asarray(data.probe_ids)
     types = np.asarray(data.probe_types)
     per_type = {kind: float(correct[types == kind].mean()) for kind in sorted(set(data.probe_types))}
+    with_source = {}
+    if data.source_rows is not None:
+        # A source match answers with its photo's identity; every other probe keeps its face's nearest.
+        fired = data.source_rows >= 0
+        answered = np.where(fired, [data.gallery_ids[r] for r in np.maximum(data.source_rows, 0)], predicted)
+        right = answered == np.asarray(data.probe_ids)
+        with_source = {"top1_with_source": float(right.mean()),
+                       "per_distortion_with_source": {kind: float(right[types == kind].mean()) for kind in per_type}}
     best_ex, _, mask = identification(data, exclude_source=True)
     correct_ex = np.asarray([data.gallery_ids[i] for i in best_ex]) == np.asarray(data.probe_ids)
     distances, labels = verification_pairs(data, seed)
@@ -137,6 +201,7 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
             "top1": float(correct.mean()),
             "macro_f1": float(f1_score(data.probe_ids, predicted, average="macro", zero_division=0)),
             "per_distortion": per_type,
+            **with_source,
             "source_excluded": float(correct_ex[mask].mean()) if mask.any() else None,
             "source_excluded_probes": int(mask.sum()),
             "probes": len(data.probe_paths),
@@ -153,6 +218,9 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
         },
         "open_set": open_set_metrics(*decisions(data, threshold, route_thresholds),
                                      data.probe_labels or data.probe_types),
+        **({"open_set_with_source": open_set_metrics(*decisions(data, threshold, route_thresholds, with_source=True),
+                                                     data.probe_labels or data.probe_types)} if data.source_rows is not None else {}),
+        "source_match": source_match_metrics(data),
     }
 
 
@@ -165,13 +233,20 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     found, limits, recognisable = decisions(data, metrics["verification"]["threshold"], route_thresholds)
     routes = data.probe_routes or ["plain"] * len(data.probe_ids)
     quality = data.probe_quality if data.probe_quality is not None else [None] * len(data.probe_ids)
+    source_rows = data.source_rows if data.source_rows is not None else np.full(len(data.probe_ids), -1)
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "route", "quality"])
+        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "match_kind", "source_photo",
+                         "source_agreement", "route", "quality"])
         for row, (path, identity, index, distance) in enumerate(zip(data.probe_paths, data.probe_ids, best, best_distance)):
-            decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
-            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, routes[row],
-                             "" if quality[row] is None else f"{quality[row]:.4f}"])
+            if source_rows[row] >= 0:
+                decision, kind, photo = data.gallery_ids[source_rows[row]], "source", str(data.gallery_paths[source_rows[row]])
+            else:
+                decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
+                kind, photo = "face", ""
+            agreement = "" if data.source_agreement is None else f"{data.source_agreement[row]:.3f}"
+            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, kind, photo, agreement,
+                             routes[row], "" if quality[row] is None else f"{quality[row]:.4f}"])
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
@@ -194,7 +269,11 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     decided = table_html(["detected type", "probes", "top-1", "FNIR at FPIR 1%", "coverage", "wrong identity", "FPIR", "unrecognisable"], [
         [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"], r["unrecognisable_rate"]]
         for name, r in [("all", open_set["overall"]), *open_set["per_distortion"].items()]])
-    per_type = table_html(["distortion", "top-1"], [[k, v] for k, v in ident["per_distortion"].items()])
+    with_source = ident.get("per_distortion_with_source", {})
+    per_type = table_html(["distortion", "top-1 (face)", "top-1 with source matching", "source matches fired"],
+                          [[k, v, with_source.get(k, "off"),
+                            metrics["source_match"]["per_distortion"][k]["fired_rate"] if metrics["source_match"]["enabled"] else "off"]
+                           for k, v in ident["per_distortion"].items()])
     sections = [("Summary", summary), ("Per distortion", per_type), ("Open-set decisions at the operating point", decided),
                 ("Figures", "".join(figure_html(c, p) for c, p in figures))]
     write_html(out / "report.html", title, sections)
@@ -246,13 +325,15 @@ def _plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Pa
     return out
 
 
-def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> tuple[EmbeddedSet, list, dict]:
+def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
+                  source_match: bool | None = None) -> tuple[EmbeddedSet, list, dict]:
     """Embed a dataset's clean and distorted images with a :class:`~facesuite.analysis.FaceAnalysis`.
 
     When it has routes, each probe goes through the route of the distortion type the detector
     predicts for it (``facesuite.route.routes``); the third value then reports how often the
     predicted type was the true one. Gallery images are clean and take the plain route; routes that
-    compare with a gallery view (sunny) get the gallery rendered that way.
+    compare with a gallery view (sunny) get the gallery rendered that way. With ``source_match``
+    (default: the analysis's setting) every probe's frame is also searched among the gallery's.
     """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
@@ -295,6 +376,10 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True) -> 
         probe_quality=analysis.quality.score(features) if routed and analysis.quality is not None else None,
         quality_floor=analysis.quality.floor if routed and analysis.quality is not None else None,
     )
+    if analysis.source_match if source_match is None else source_match:
+        from facesuite.gallery.source_match import frame_of
+
+        source_matches(data, [frame_of(c.pixels()) for c in g_crops], [frame_of(c.pixels()) for c in p_crops], progress)
     return data, skipped + p_skipped, routing
 
 

@@ -33,11 +33,18 @@ MAX_IDENTITY_LENGTH = 200
 
 @dataclass(frozen=True)
 class Match:
-    """One gallery identity found for a probe: its best face's distance and source path."""
+    """One gallery identity found for a probe: its best face's distance and source path.
+
+    ``match_kind`` says what was matched: ``face`` (the face embedding) or ``source`` (the probe is
+    a processed copy of the enrolled image ``source``; ``agreement`` is the evidence,
+    :mod:`facesuite.gallery.source_match`).
+    """
 
     identity: str
     distance: float
     source: str
+    match_kind: str = "face"
+    agreement: float | None = None
 
 
 class GalleryStore(Protocol):
@@ -51,6 +58,9 @@ class GalleryStore(Protocol):
     #: Renderings of each face kept beside its plain vector (``facesuite.route.views``),
     #: fixed when the gallery is created; each is written in the same transaction as the face.
     views: tuple[str, ...]
+    #: Whether the store keeps each enrolled image's frame for source-photo matching
+    #: (``facesuite.gallery.source_match``); a store that does not is searched by face only.
+    keeps_frames: bool = False
 
     @property
     def threshold(self) -> float: ...
@@ -61,6 +71,12 @@ class GalleryStore(Protocol):
     def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]: ...
     def identities(self) -> list[tuple[str, int]]: ...
     def __len__(self) -> int: ...
+
+    def frames(self, since: int | None = None) -> tuple[int, list[tuple[str, str, bytes]] | None]:
+        """(a stamp that changes whenever the gallery does, ``(identity, source, frame)`` of every
+        enrolled image that has a frame, or None when the stamp is still ``since``); no frames in
+        a store that keeps none."""
+        return 0, None if since == 0 else []
     def close(self) -> None: ...
 
     def decide(self, match: Match) -> str:

@@ -7,7 +7,9 @@ A gallery is a folder holding two files:
     threshold, schema version, gallery id, generation counter, the views it keeps) and a
     ``faces`` table (id, identity, source path, view, float32 vector as a BLOB). A face's plain
     vector has view ``''``; its rendered views (the sunny route's, say) are rows of the same
-    table, written in the same transaction. Every enroll or remove is one transaction, so a
+    table, written in the same transaction. A ``frames`` table keeps, per plain face, the whole
+    image's frame for source-photo matching (:mod:`facesuite.gallery.source_match`), written in
+    the same transaction and deleted with it. Every enroll or remove is one transaction, so a
     crash -- even SIGKILL -- loses nothing already committed and never exposes half an identity
     or a view out of step. Each write transaction bumps the generation counter.
 
@@ -90,6 +92,7 @@ class Gallery(GalleryStore):
         self.embedder: str = meta["embedder"]
         self.dim: int = int(meta["dim"])
         self.views: tuple[str, ...] = parse_views(meta.get("views", ""))
+        self.keeps_frames = True
         self._threshold = float(meta["threshold"])
         self._gallery_id = uuid.UUID(hex=meta["gallery_id"]).bytes
         # In-memory search state, valid for committed generation ``_generation`` (None: not loaded
@@ -194,7 +197,7 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ writing
 
     def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
-               views: Mapping[str, np.ndarray] | None = None) -> int:
+               views: Mapping[str, np.ndarray] | None = None, frames: Sequence[bytes] | None = None) -> int:
         """Add faces of ``identity`` (new or existing) in one transaction; return how many.
 
         ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length) and
@@ -209,6 +212,8 @@ class Gallery(GalleryStore):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
         if len(vectors) == 0:
             raise InputError(f"no faces to enroll for {identity!r}", self.path)
+        if frames is not None and len(frames) != len(vectors):
+            raise ValueError(f"{len(frames)} frames for {len(vectors)} faces")
         rendered = {view: self._check_vectors(rows, "enrolled") for view, rows in check_views(self.views, views, len(vectors)).items()}
         batches = [("", vectors), *rendered.items()]
         # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours.
@@ -222,6 +227,9 @@ class Gallery(GalleryStore):
                 ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes(), view)
                  for view, rows in batches for face_id, source, vector in zip(ids[view], sources, rows)),
             )
+            if frames is not None:
+                self._conn.executemany("INSERT INTO frames (face_id, frame) VALUES (?, ?)",
+                                       ((int(face_id), bytes(frame)) for face_id, frame in zip(ids[""], frames)))
             self._write_generation(generation + 1)
         if self._generation == generation:
             # Nobody else wrote since we loaded: extend the indexes in place instead of reloading.
@@ -243,6 +251,7 @@ class Gallery(GalleryStore):
             plain = sum(view == "" for _, view in rows)
             if not ids:
                 raise InputError(f"no identity {identity!r} in this gallery", self.path)
+            self._conn.execute("DELETE FROM frames WHERE face_id IN (SELECT id FROM faces WHERE identity = ?)", (identity,))
             self._conn.execute("DELETE FROM faces WHERE identity = ?", (identity,))
             self._write_generation(generation + 1)
         if self._generation == generation:
@@ -306,6 +315,17 @@ class Gallery(GalleryStore):
                 "SELECT identity, COUNT(*) FROM faces WHERE view = '' GROUP BY identity ORDER BY identity"
             )
         ]
+
+    def frames(self, since: int | None = None) -> tuple[int, list[tuple[str, str, bytes]] | None]:
+        """(generation, ``(identity, source, frame)`` of every enrolled image with a frame, or None
+        if the generation is still ``since``), one snapshot."""
+        with _transaction(self._conn, "DEFERRED"):
+            generation = self._read_generation()
+            if generation == since:
+                return generation, None
+            rows = self._conn.execute("SELECT faces.identity, faces.source, frames.frame FROM frames "
+                                      "JOIN faces ON faces.id = frames.face_id ORDER BY frames.face_id").fetchall()
+            return generation, rows
 
     def __len__(self) -> int:
         """Number of enrolled faces (all identities)."""
@@ -431,7 +451,11 @@ class Gallery(GalleryStore):
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a schema-1 gallery (no views) to schema 2: its faces become plain rows."""
+    """Bring a schema-1 gallery (no views) to schema 2: its faces become plain rows. Either gets
+    the frames table (empty: images enrolled before it are matched by face only)."""
+    if "frames" not in _table_names(conn):
+        with _transaction(conn, "IMMEDIATE"):
+            conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
     if "view" in columns:
         return

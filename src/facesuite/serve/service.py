@@ -170,7 +170,9 @@ class ModelService:
         (face,) = self._require_analysis().get(upload)
         candidates = gallery.candidates([face], top_k=top_k)[0]
         best = candidates[0]
-        return {"path": upload.name, "identity": gallery.decide(best, face), "distance": round(best.distance, 4),
+        answer = gallery.answer(face, best)
+        return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
+                "match_kind": answer.match_kind, "source_photo": face.source_photo,
                 "nearest": best.identity, "threshold": round(gallery.threshold_for(face.distortion), 6), "fallback": face.fallback,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 

@@ -1,0 +1,147 @@
+"""Source-photo matching: is this probe a processed copy of an enrolled photo?
+
+A re-encoded, blurred, noised, fogged, darkened, rained-on or overexposed copy of a photo keeps
+the photo's whole frame (background, clothes, hair), even where the face itself is unreadable
+(a sunny face is blown out to white). That is near-duplicate detection, not face recognition,
+so it is reported apart from face matches (``match_kind: source``) and only fires when the very
+photo is enrolled: another photo of the same person, or of the same scene a moment later,
+must not match.
+
+- **What is stored per gallery image** (:func:`frame_of`): the whole image as a 112 x 112
+  8-bit grey frame after a 5 x 5 median filter (salt-and-pepper noise and rain streaks out),
+  12,544 bytes.
+- **Candidates**: the nearest frames by normalised cross-correlation of 24 x 24 thumbnails
+  (one matrix product over the gallery).
+- **Evidence** (geometric verification on the frame both share): the frame's band-pass detail
+  (difference of Gaussians) in 8 x 8-pixel blocks; a block *agrees* when its normalised
+  cross-correlation with the candidate's block exceeds 0.8. The evidence is the share of
+  blocks textured in both frames that agree: a processed copy agrees almost everywhere its
+  texture survives (saturated or flat regions do not count against it), while a different photo,
+  even of the same scene (consecutive press frames, the same studio backdrop), disagrees where
+  the person moved.
+- **Threshold**: fitted on the 679 FACECOM training identities (``benchmarks/source_match.py``):
+  the largest share any training probe reached against a candidate that was not its source
+  was 0.48 (a sunny probe), clean photos against each other 0.44; the threshold keeps a margin
+  above both. Sources are found for 0.95+ of training probes of every type but rainy (0.78),
+  whose streaks break blocks up.
+
+Processed copies are assumed to keep the frame's geometry up to scale (both sides are
+resized to one frame); crops, rotations or mirrored copies are not matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+FRAME_SIZE = 112
+BLOCK = 8
+THUMB_SIZE = 24
+# Per-block agreement: normalised cross-correlation of band-pass detail above this.
+BLOCK_AGREEMENT = 0.8
+# A block counts only where both frames have detail (band-pass standard deviation, grey levels).
+MIN_BLOCK_DETAIL = 1.0
+# So few textured blocks say nothing either way (an all-white frame).
+MIN_TEXTURED_BLOCKS = 12
+#: Share of textured blocks that must agree for a source match (fitted on training identities).
+SOURCE_THRESHOLD = 0.55
+# Candidates verified per probe: the source was among the 10 nearest thumbnails for 0.96 of sunny
+# training probes and for every other type's.
+CANDIDATES = 10
+FRAME_BYTES = FRAME_SIZE * FRAME_SIZE
+
+
+@dataclass(frozen=True)
+class SourceMatch:
+    """A probe found to be a processed copy of an enrolled photo."""
+
+    identity: str
+    source: str  # the enrolled image it comes from
+    agreement: float  # share of textured blocks agreeing (the evidence)
+    blocks: int  # textured blocks compared
+
+
+def frame_of(pixels: np.ndarray) -> np.ndarray:
+    """The stored form of an image (RGB ``uint8``): ``FRAME_SIZE`` x ``FRAME_SIZE`` grey, median-filtered."""
+    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+    grey = cv2.medianBlur(grey, 5)
+    return cv2.resize(grey, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def frame_to_bytes(frame: np.ndarray) -> bytes:
+    return np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
+
+
+def frame_from_bytes(blob: bytes) -> np.ndarray:
+    if len(blob) != FRAME_BYTES:
+        raise ValueError(f"a stored frame has {len(blob)} bytes, not {FRAME_BYTES}")
+    return np.frombuffer(blob, dtype=np.uint8).reshape(FRAME_SIZE, FRAME_SIZE)
+
+
+def _thumbnail(frame: np.ndarray) -> np.ndarray:
+    small = cv2.resize(frame.astype(np.float32), (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).ravel()
+    small -= small.mean()
+    return small / (np.linalg.norm(small) + 1e-6)
+
+
+def _blocks(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit-norm zero-mean band-pass blocks, their detail) of a frame."""
+    grey = frame.astype(np.float32)
+    detail = cv2.GaussianBlur(grey, (0, 0), 1.0) - cv2.GaussianBlur(grey, (0, 0), 3.0)
+    per_side = FRAME_SIZE // BLOCK
+    blocks = detail.reshape(per_side, BLOCK, per_side, BLOCK).transpose(0, 2, 1, 3).reshape(per_side * per_side, -1)
+    blocks = blocks - blocks.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(blocks, axis=1)
+    return blocks / (norms[:, None] + 1e-6), norms / np.sqrt(blocks.shape[1])
+
+
+def agreement(probe: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
+    """(share of blocks textured in both frames that agree, how many are textured in both)."""
+    probe_blocks, probe_detail = _blocks(probe)
+    candidate_blocks, candidate_detail = _blocks(candidate)
+    textured = (probe_detail > MIN_BLOCK_DETAIL) & (candidate_detail > MIN_BLOCK_DETAIL)
+    count = int(textured.sum())
+    if count < MIN_TEXTURED_BLOCKS:
+        return 0.0, count
+    agree = np.einsum("ij,ij->i", probe_blocks[textured], candidate_blocks[textured]) > BLOCK_AGREEMENT
+    return float(agree.mean()), count
+
+
+class SourceIndex:
+    """Enrolled frames, searched for the photo a probe was made from."""
+
+    def __init__(self, frames: Sequence[np.ndarray], identities: Sequence[str], sources: Sequence[str],
+                 threshold: float = SOURCE_THRESHOLD) -> None:
+        if not len(frames) == len(identities) == len(sources):
+            raise ValueError("one identity and one source per frame")
+        self.frames = list(frames)
+        self.identities = list(identities)
+        self.sources = list(sources)
+        self.threshold = threshold
+        self._thumbnails = (np.stack([_thumbnail(f) for f in self.frames]) if self.frames
+                            else np.zeros((0, THUMB_SIZE * THUMB_SIZE), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def best(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> tuple[int, float, int]:
+        """(gallery row, agreement, textured blocks) of the best-agreeing candidate; row -1 if none."""
+        if not self.frames:
+            return -1, 0.0, 0
+        order = np.argsort(-(self._thumbnails @ _thumbnail(frame)))
+        best = (-1, 0.0, 0)
+        for row in [int(r) for r in order if int(r) not in exclude][:CANDIDATES]:
+            share, blocks = agreement(frame, self.frames[row])
+            if share > best[1]:
+                best = (row, share, blocks)
+        return best
+
+    def match(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> SourceMatch | None:
+        """The enrolled photo ``frame`` is a processed copy of, or None."""
+        row, share, blocks = self.best(frame, exclude)
+        if row < 0 or share < self.threshold:
+            return None
+        return SourceMatch(self.identities[row], self.sources[row], share, blocks)

@@ -1,0 +1,153 @@
+"""Recognition decisions on real FACECOM photos: a name, ``unknown``, ``unrecognisable``, a source
+match on a processed copy of an enrolled photo (and none on another photo of the same person),
+the shipped per-route thresholds deciding, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesuite import FaceAnalysis
+from facesuite.cli import main
+from facesuite.gallery.base import Match
+from facesuite.gallery.source_match import FRAME_BYTES, SourceIndex, agreement, frame_from_bytes, frame_of
+from facesuite.io import load_image
+
+PEOPLE = ["Colin_Powell", "Hugo_Chavez", "Tom_Ridge"]
+STRANGER = "Naomi_Watts"
+
+
+def _photo(facecom_b: Path, identity: str, index: int) -> Path:
+    return sorted((facecom_b / identity).glob("*.jpg"))[index]
+
+
+def _copy(photo: Path, kind: str) -> Path:
+    return photo.parent / "distortion" / f"{photo.stem}_{kind}.jpg"
+
+
+@pytest.fixture(scope="module")
+def enrolled(facecom_b: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gallery of the first two photos of each of PEOPLE."""
+    gallery = tmp_path_factory.mktemp("decisions") / "people"
+    with FaceAnalysis(gender=None) as app, app.open_gallery(gallery, create=True) as people:
+        people.enroll_many({name: [_photo(facecom_b, name, 0), _photo(facecom_b, name, 1)] for name in PEOPLE})
+    return gallery
+
+
+def test_each_decision_kind_and_source_matches(facecom_b: Path, enrolled: Path) -> None:
+    powell = _photo(facecom_b, "Colin_Powell", 0)
+    other_photo = _photo(facecom_b, "Colin_Powell", 4)  # same person, not enrolled
+    probes = [other_photo, _photo(facecom_b, STRANGER, 0), _copy(powell, "sunny"), _copy(powell, "noisy"),
+              _copy(other_photo, "sunny"), _copy(other_photo, "noisy")]
+    with FaceAnalysis(gender=None, gallery=enrolled) as app:
+        assert app.source_match and app.gallery.store.keeps_frames
+        named, stranger, sunny_copy, noisy_copy, sunny_other, noisy_other = [app.get(p)[0] for p in probes]
+        floor = app.quality.floor
+
+    # A new photo of an enrolled person: named by its face; a stranger: unknown.
+    assert (named.identity, named.match_kind, named.source_photo) == ("Colin_Powell", "face", None)
+    assert (stranger.identity, stranger.match_kind) == ("unknown", "face")
+    # Processed copies of an enrolled photo: that photo, as a source match with its evidence,
+    # the blown-out sunny face included.
+    for copy in (sunny_copy, noisy_copy):
+        assert (copy.identity, copy.match_kind) == ("Colin_Powell", "source")
+        assert Path(copy.source_photo).name == powell.name and copy.source_agreement >= 0.55
+    # Copies of a photo that is not enrolled: never a source match, even of the same person; the
+    # sunny face is below the quality floor, so unrecognisable rather than a stranger.
+    assert sunny_other.match_kind == noisy_other.match_kind == "face"
+    assert sunny_other.quality < floor and sunny_other.identity == "unrecognisable"
+    assert noisy_other.identity in ("Colin_Powell", "unknown")
+    record = sunny_copy.to_dict()
+    assert record["match_kind"] == "source" and record["source_photo"].endswith(powell.name)
+
+    # Switched off: the same copy is decided by its face alone.
+    with FaceAnalysis(gender=None, gallery=enrolled, source_match=False) as app:
+        (face,) = app.get(_copy(powell, "sunny"))
+        assert face.match_kind == "face" and face.source_photo is None and face.identity == "unrecognisable"
+        matches = app.gallery.identify(_copy(powell, "noisy"), top_k=2)
+        assert [m.match_kind for m in matches] == ["face", "face"]
+    with FaceAnalysis(gender=None, gallery=enrolled) as app:
+        matches = app.gallery.identify(_copy(powell, "sunny"), top_k=2)
+        assert matches[0].match_kind == "source" and matches[0].identity == "Colin_Powell"
+        assert app.gallery.decide(matches[0]) == "Colin_Powell"
+
+
+def test_stored_frames_follow_enroll_and_remove(facecom_b: Path, tmp_path: Path) -> None:
+    with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
+        gallery.enroll("Colin_Powell", [_photo(facecom_b, "Colin_Powell", 0)])
+        gallery.enroll("Hugo_Chavez", [_photo(facecom_b, "Hugo_Chavez", 0)])
+        stamp, rows = gallery.store.frames()
+        assert [identity for identity, _, _ in rows] == ["Colin_Powell", "Hugo_Chavez"]
+        assert all(len(frame) == FRAME_BYTES for _, _, frame in rows)
+        assert gallery.store.frames(since=stamp) == (stamp, None)  # unchanged: nothing re-read
+        assert gallery.source_of(load_image(_copy(_photo(facecom_b, "Hugo_Chavez", 0), "lowlight"))).identity == "Hugo_Chavez"
+        gallery.remove("Hugo_Chavez")
+        assert [identity for identity, _, _ in gallery.store.frames()[1]] == ["Colin_Powell"]
+        assert gallery.source_of(load_image(_copy(_photo(facecom_b, "Hugo_Chavez", 0), "lowlight"))) is None
+
+
+def test_source_evidence_separates_copies_from_other_photos(facecom_b: Path) -> None:
+    photos = [_photo(facecom_b, name, i) for name in PEOPLE for i in range(3)]
+    frames = [frame_of(load_image(p)) for p in photos]
+    index = SourceIndex(frames, [p.parent.name for p in photos], [str(p) for p in photos])
+    for row, photo in enumerate(photos):
+        for kind in ("blurred", "lowlight", "resized"):
+            found = index.match(frame_of(load_image(_copy(photo, kind))))
+            assert found is not None and found.source == str(photo), (photo.name, kind)
+        # The clean photo itself, with its own frame left out: other photos of the same person never match.
+        _, share, _ = index.best(frames[row], exclude={row})
+        assert share < index.threshold
+    # A blank frame carries no evidence either way.
+    blank = np.full_like(frames[0], 255)
+    assert agreement(blank, frames[0]) == (0.0, 0) and index.match(blank) is None
+    with pytest.raises(ValueError, match="bytes"):
+        frame_from_bytes(b"\x00" * 10)
+
+
+def test_shipped_route_thresholds_are_loaded_and_decide(facecom_b: Path, tmp_path: Path) -> None:
+    with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
+        assert app.route_thresholds and all(0 < t < 2 for t in app.route_thresholds.values())
+        for kind, t in app.route_thresholds.items():  # never looser than the gallery's
+            assert gallery.threshold_for(kind) == min(t, gallery.threshold)
+        (face,) = app.get(_copy(_photo(facecom_b, "Colin_Powell", 0), "noisy"))
+        face.quality = 1.0  # the threshold, not the quality floor, is under test here
+        strict = gallery.threshold_for("noisy")
+        assert strict == app.route_thresholds["noisy"] < gallery.threshold
+        face.distortion = "noisy"
+        between = (strict + gallery.threshold) / 2
+        assert gallery.decide(Match("Colin_Powell", between, "x"), face) == "unknown"
+        assert gallery.decide(Match("Colin_Powell", strict, "x"), face) == "Colin_Powell"
+        face.distortion = "no such type"  # no route threshold: the gallery's
+        assert gallery.decide(Match("Colin_Powell", between, "x"), face) == "Colin_Powell"
+
+
+def test_verify_answers_unrecognisable_below_the_quality_floor(facecom_b: Path, capsys) -> None:
+    powell, other = _photo(facecom_b, "Colin_Powell", 0), _photo(facecom_b, "Colin_Powell", 4)
+    assert main(["verify", str(powell), str(other), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["decision"] == "same" and result["same"] is True
+    assert main(["verify", str(powell), str(_copy(other, "sunny")), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["decision"] == "unrecognisable" and result["same"] is False and min(result["quality"]) < 0.05
+
+
+def test_identify_cli_reports_match_kind_and_bad_input(facecom_b: Path, enrolled: Path, bad_files, tmp_path: Path, capsys) -> None:
+    powell = _photo(facecom_b, "Colin_Powell", 0)
+    out = tmp_path / "who.csv"
+    probes = [_copy(powell, "sunny"), _photo(facecom_b, "Colin_Powell", 4), bad_files["truncated"]]
+    assert main(["gallery", "identify", *map(str, probes), "--gallery", str(enrolled), "--csv", str(out)]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out))}
+    assert (rows[probes[0].name]["match_kind"], rows[probes[0].name]["identity"]) == ("source", "Colin_Powell")
+    assert rows[probes[0].name]["source_photo"].endswith(powell.name)
+    assert rows[probes[1].name]["match_kind"] == "face" and rows[probes[1].name]["source_photo"] == ""
+    assert str(bad_files["truncated"]) in capsys.readouterr().err  # a counted skip, the rest answered
+    assert main(["gallery", "identify", *map(str, probes[:1]), "--gallery", str(enrolled), "--csv", str(out), "--no-source-match"]) == 0
+    (row,) = csv.DictReader(open(out))
+    assert row["match_kind"] == "face"
+    # A single bad image: one line naming it, exit 2.
+    assert main(["analyze", str(bad_files["text"]), "--gallery", str(enrolled)]) == 2
+    assert str(bad_files["text"]) in capsys.readouterr().err
