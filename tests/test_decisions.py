@@ -55,7 +55,7 @@ def test_each_decision_kind_and_source_matches(facecom_b: Path, enrolled: Path) 
     # the blown-out sunny face included.
     for copy in (sunny_copy, noisy_copy):
         assert (copy.identity, copy.match_kind) == ("Colin_Powell", "source")
-        assert Path(copy.source_photo).name == powell.name and copy.source_agreement >= 0.55
+        assert Path(copy.source_photo).name == powell.name and copy.source_agreement >= 0.5
     # Copies of a photo that is not enrolled: never a source match, even of the same person; the
     # sunny face is below the quality floor, so unrecognisable rather than a stranger.
     assert sunny_other.match_kind == noisy_other.match_kind == "face"
@@ -99,8 +99,8 @@ def test_source_evidence_separates_copies_from_other_photos(facecom_b: Path) -> 
             found = index.match(frame_of(load_image(_copy(photo, kind))))
             assert found is not None and found.source == str(photo), (photo.name, kind)
         # The clean photo itself, with its own frame left out: other photos of the same person never match.
-        _, share, _ = index.best(frames[row], exclude={row})
-        assert share < index.threshold
+        _, bound, _, _ = index.best(frames[row], exclude={row})
+        assert bound < index.threshold
     # A blank frame carries no evidence either way.
     blank = np.full_like(frames[0], 255)
     assert agreement(blank, frames[0]) == (0.0, 0) and index.match(blank) is None

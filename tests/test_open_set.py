@@ -79,7 +79,10 @@ def test_eval_cross_protocol_and_per_route_thresholds(facecom_b: Path, tmp_path:
     assert overall["probes"] == metrics["identification"]["probes"] == 7 * second_photos  # 7 copies each
     assert overall["correct_identity_rate"] + overall["wrong_identity_rate"] == pytest.approx(overall["coverage"])
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert set(rows[0]) >= {"decision", "route"}
+    assert set(rows[0]) >= {"decision", "route", "match_kind"}
+    # No probe's own photo is enrolled: source matching must never fire.
+    assert metrics["source_match"]["enabled"] and metrics["source_match"]["fired"] == 0
+    assert {row["match_kind"] for row in rows} == {"face"}
     strictest = min([metrics["verification"]["threshold"], *thresholds.values()])
     for row in rows:  # below the quality floor: unrecognisable; within every threshold: named; beyond the gallery's: unknown
         distance, quality = float(row["distance"]), float(row["quality"])

@@ -113,7 +113,17 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
     assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision", "route", "quality"}
+    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision",
+                                                                "match_kind", "source_photo", "source_agreement", "route", "quality"}
+    # Every probe here is a processed copy of an enrolled photo: source matching names it, and
+    # top-1 is given with and without it.
+    source = metrics["source_match"]
+    assert source["enabled"] and source["overall"]["fired_elsewhere"] == 0 and source["overall"]["own_source_rate"] > 0.5
+    assert ident["top1_with_source"] >= ident["top1"] and set(ident["per_distortion_with_source"]) == set(ident["per_distortion"])
+    for row in rows:
+        assert row["match_kind"] in ("face", "source")
+        if row["match_kind"] == "source":
+            assert row["decision"] == row["true_identity"] and Path(row["source_photo"]).stem in Path(row["path"]).stem
     for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
         assert (out / name).stat().st_size > 1000
 

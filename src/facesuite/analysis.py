@@ -462,10 +462,11 @@ class Gallery:
         of that photo's identity comes first (its distance is the face's to that identity)."""
         (face,) = self.analysis.get(image)
         matches = self.candidates([face], top_k)[0]
-        if face.match_kind == "source":
-            distance = next((m.distance for m in matches if m.identity == face.identity), float("inf"))
-            source = Match(face.identity, distance, face.source_photo, "source", face.source_agreement)
-            matches = [source, *[m for m in matches if m.identity != face.identity]][:top_k]
+        answer = self.answer(face, matches[0])
+        if answer.match_kind == "source":
+            distance = next((m.distance for m in matches if m.identity == answer.identity), float("inf"))
+            answer = Match(answer.identity, distance, answer.source, "source", answer.agreement)
+            matches = [answer, *[m for m in matches if m.identity != answer.identity]][:top_k]
         return matches
 
     def answer(self, face: Face, best: Match, pixels: np.ndarray | None = None) -> Match:
@@ -487,6 +488,7 @@ class Gallery:
             return best
         face.identity, face.match_kind = found.identity, "source"
         face.source_photo, face.source_agreement = found.source, found.agreement
+        # The face's distance to that identity is known only when it is also the nearest.
         return Match(found.identity, best.distance if best.identity == found.identity else float("inf"),
                      found.source, "source", found.agreement)
 

@@ -147,9 +147,9 @@ def source_matches(data: EmbeddedSet, gallery_frames: Sequence[np.ndarray], prob
     index = SourceIndex(gallery_frames, data.gallery_ids, [str(p) for p in data.gallery_paths])
     rows, agreement = np.full(len(probe_frames), -1), np.zeros(len(probe_frames))
     for i, frame in enumerate(tqdm(probe_frames, desc="source match", disable=not progress, leave=False)):
-        row, share, _ = index.best(frame)
+        row, bound, share, _ = index.best(frame)
         agreement[i] = share
-        if row >= 0 and share >= index.threshold:
+        if row >= 0 and bound >= index.threshold:
             rows[i] = row
     data.source_rows, data.source_agreement = rows, agreement
 

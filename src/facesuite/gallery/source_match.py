@@ -10,15 +10,18 @@ must not match.
 - **What is stored per gallery image** (:func:`frame_of`): the whole image as a 112 x 112
   8-bit grey frame after a 5 x 5 median filter (salt-and-pepper noise and rain streaks out),
   12,544 bytes.
-- **Candidates**: the nearest frames by normalised cross-correlation of 24 x 24 thumbnails
-  (one matrix product over the gallery).
+- **Candidates**: the nearest frames by normalised cross-correlation of 28 x 28 band-pass
+  thumbnails (one matrix product over the gallery; band-pass, because an overexposed copy's
+  brightness no longer resembles its source's, while its edges that survive do).
 - **Evidence** (geometric verification on the frame both share): the frame's band-pass detail
   (difference of Gaussians) in 8 x 8-pixel blocks; a block *agrees* when its normalised
   cross-correlation with the candidate's block exceeds 0.8. The evidence is the share of
   blocks textured in both frames that agree: a processed copy agrees almost everywhere its
   texture survives (saturated or flat regions do not count against it), while a different photo,
   even of the same scene (consecutive press frames, the same studio backdrop), disagrees where
-  the person moved.
+  the person moved. A share over few blocks says less than one over many (an overexposed copy
+  keeps texture only near the frame's edges), so what is compared with the threshold is the
+  share's one-sided 95% lower confidence bound (Wilson).
 - **Threshold**: fitted on the 679 FACECOM training identities (``benchmarks/source_match.py``):
   the largest share any training probe reached against a candidate that was not its source
   was 0.48 (a sunny probe), clean photos against each other 0.44; the threshold keeps a margin
@@ -39,17 +42,20 @@ import numpy as np
 
 FRAME_SIZE = 112
 BLOCK = 8
-THUMB_SIZE = 24
+THUMB_SIZE = 28
 # Per-block agreement: normalised cross-correlation of band-pass detail above this.
 BLOCK_AGREEMENT = 0.8
 # A block counts only where both frames have detail (band-pass standard deviation, grey levels).
 MIN_BLOCK_DETAIL = 1.0
 # So few textured blocks say nothing either way (an all-white frame).
 MIN_TEXTURED_BLOCKS = 12
-#: Share of textured blocks that must agree for a source match (fitted on training identities).
-SOURCE_THRESHOLD = 0.55
-# Candidates verified per probe: the source was among the 10 nearest thumbnails for 0.96 of sunny
-# training probes and for every other type's.
+#: Lower confidence bound of the share of textured blocks that must agree for a source match
+#: (fitted on training identities).
+SOURCE_THRESHOLD = 0.5
+# z of the one-sided 95% Wilson lower bound on the share of agreeing blocks.
+_CONFIDENCE_Z = 1.645
+# Candidates verified per probe: the source was among the 10 nearest thumbnails for every
+# training probe of every type.
 CANDIDATES = 10
 FRAME_BYTES = FRAME_SIZE * FRAME_SIZE
 
@@ -62,6 +68,7 @@ class SourceMatch:
     source: str  # the enrolled image it comes from
     agreement: float  # share of textured blocks agreeing (the evidence)
     blocks: int  # textured blocks compared
+    lower_bound: float  # the share's 95% lower confidence bound, compared with the threshold
 
 
 def frame_of(pixels: np.ndarray) -> np.ndarray:
@@ -82,7 +89,9 @@ def frame_from_bytes(blob: bytes) -> np.ndarray:
 
 
 def _thumbnail(frame: np.ndarray) -> np.ndarray:
-    small = cv2.resize(frame.astype(np.float32), (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).ravel()
+    grey = frame.astype(np.float32)
+    detail = cv2.GaussianBlur(grey, (0, 0), 1.5) - cv2.GaussianBlur(grey, (0, 0), 4.0)
+    small = cv2.resize(detail, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).ravel()
     small -= small.mean()
     return small / (np.linalg.norm(small) + 1e-6)
 
@@ -98,9 +107,10 @@ def _blocks(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return blocks / (norms[:, None] + 1e-6), norms / np.sqrt(blocks.shape[1])
 
 
-def agreement(probe: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
-    """(share of blocks textured in both frames that agree, how many are textured in both)."""
-    probe_blocks, probe_detail = _blocks(probe)
+def agreement(probe: np.ndarray | tuple[np.ndarray, np.ndarray], candidate: np.ndarray) -> tuple[float, int]:
+    """(share of blocks textured in both frames that agree, how many are textured in both);
+    ``probe`` a frame or its blocks already cut."""
+    probe_blocks, probe_detail = _blocks(probe) if isinstance(probe, np.ndarray) else probe
     candidate_blocks, candidate_detail = _blocks(candidate)
     textured = (probe_detail > MIN_BLOCK_DETAIL) & (candidate_detail > MIN_BLOCK_DETAIL)
     count = int(textured.sum())
@@ -108,6 +118,16 @@ def agreement(probe: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
         return 0.0, count
     agree = np.einsum("ij,ij->i", probe_blocks[textured], candidate_blocks[textured]) > BLOCK_AGREEMENT
     return float(agree.mean()), count
+
+
+def lower_bound(share: float, blocks: int) -> float:
+    """One-sided 95% Wilson lower confidence bound of a share observed over ``blocks`` blocks."""
+    if blocks == 0:
+        return 0.0
+    z2 = _CONFIDENCE_Z**2
+    centre = share + z2 / (2 * blocks)
+    spread = _CONFIDENCE_Z * np.sqrt(share * (1 - share) / blocks + z2 / (4 * blocks**2))
+    return float((centre - spread) / (1 + z2 / blocks))
 
 
 class SourceIndex:
@@ -127,21 +147,27 @@ class SourceIndex:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def best(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> tuple[int, float, int]:
-        """(gallery row, agreement, textured blocks) of the best-agreeing candidate; row -1 if none."""
+    def best(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> tuple[int, float, float, int]:
+        """(gallery row, lower bound of its agreement, agreement, textured blocks) of the candidate
+        whose agreement's lower bound is highest; row -1 if none."""
         if not self.frames:
-            return -1, 0.0, 0
-        order = np.argsort(-(self._thumbnails @ _thumbnail(frame)))
-        best = (-1, 0.0, 0)
-        for row in [int(r) for r in order if int(r) not in exclude][:CANDIDATES]:
-            share, blocks = agreement(frame, self.frames[row])
-            if share > best[1]:
-                best = (row, share, blocks)
+            return -1, 0.0, 0.0, 0
+        similarity = self._thumbnails @ _thumbnail(frame)
+        wanted = min(len(similarity), CANDIDATES + len(exclude))
+        nearest = np.argpartition(-similarity, wanted - 1)[:wanted]
+        candidates = [int(r) for r in nearest[np.argsort(-similarity[nearest])] if int(r) not in exclude][:CANDIDATES]
+        probe = _blocks(frame)
+        best = (-1, 0.0, 0.0, 0)
+        for row in candidates:
+            share, blocks = agreement(probe, self.frames[row])
+            bound = lower_bound(share, blocks)
+            if bound > best[1]:
+                best = (row, bound, share, blocks)
         return best
 
     def match(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> SourceMatch | None:
         """The enrolled photo ``frame`` is a processed copy of, or None."""
-        row, share, blocks = self.best(frame, exclude)
-        if row < 0 or share < self.threshold:
+        row, bound, share, blocks = self.best(frame, exclude)
+        if row < 0 or bound < self.threshold:
             return None
-        return SourceMatch(self.identities[row], self.sources[row], share, blocks)
+        return SourceMatch(self.identities[row], self.sources[row], share, blocks, bound)
