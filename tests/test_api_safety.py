@@ -43,7 +43,7 @@ def png(width: int = 32, height: int = 32) -> bytes:
 
 class StubAnalysis:
     """Stands in for the models (these tests are about the HTTP layer): a fixed random unit vector
-    per uploaded image, a real gallery without views."""
+    per uploaded image, a real gallery without views (and source matching off)."""
 
     embedder = SimpleNamespace(name="stub", dim=8, chip_spec=None)
     threshold = 0.5
@@ -51,7 +51,9 @@ class StubAnalysis:
     gallery = None
     quality = None
     route_thresholds: dict = {}
-    extractor = SimpleNamespace(iter_crops=lambda images, spec, max_faces: [SimpleNamespace(path=i.name) for i in images])
+    source_match = False
+    extractor = SimpleNamespace(iter_crops=lambda images, spec, max_faces: [SimpleNamespace(path=i.name, pixels=lambda i=i: i.pixels)
+                                                                             for i in images])
 
     def embed_crops(self, crops):
         vectors = np.random.default_rng(0).normal(size=(len(crops), 8)).astype(np.float32)

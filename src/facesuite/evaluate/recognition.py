@@ -1,5 +1,6 @@
-"""Recognition evaluation on identity folders: identification (clean gallery, distorted probes)
-and verification (genuine / impostor pairs), with plots and an HTML report.
+"""Recognition evaluation on identity folders: identification (clean gallery, distorted probes),
+open-set decisions, source-photo matching (reported apart from face matches) and verification
+(genuine / impostor pairs), with plots and an HTML report.
 """
 
 from __future__ import annotations
