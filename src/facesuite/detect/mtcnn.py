@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -160,26 +161,26 @@ def _bins(sizes: np.ndarray, out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _integral(pixels: np.ndarray) -> np.ndarray:
-    """Summed-area table of ``(N, H, W, 3)`` uint8 images: ``(N, 3, H + 1, W + 1)`` integers, exact,
+    """Summed-area table of ``(N, H, W, 3)`` uint8 images: ``(N, H + 1, W + 1, 3)`` integers, exact,
     so every box average below is one lookup of four corners, for any number of boxes at once.
-    32-bit while a whole image's sum fits (up to 8 megapixels), half the memory traffic of 64."""
-    count, height, width = pixels.shape[:3]
-    dtype = np.int32 if height * width * 255 < 2**31 else np.int64
-    table = np.zeros((count, 3, height + 1, width + 1), dtype=dtype)
-    table[:, :, 1:, 1:] = pixels.transpose(0, 3, 1, 2).cumsum(2, dtype=dtype).cumsum(3, dtype=dtype)
-    return table
+    32-bit while a whole image's sum fits (up to 8 megapixels), half the memory traffic of 64;
+    channels last, so one lookup fetches a pixel's three channels together."""
+    height, width = pixels.shape[1:3]
+    if height * width * 255 < 2**31:
+        return np.stack([cv2.integral(image, sdepth=cv2.CV_32S) for image in pixels])
+    return np.stack([cv2.integral(image, sdepth=cv2.CV_64F) for image in pixels]).astype(np.int64)
 
 
 def _box_means(table: np.ndarray, image, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Mean of each ``[top, bottom) x [left, right)`` cell, per channel, from an integral table;
-    ``top``/``bottom`` are ``(..., rows)`` and ``left``/``right`` ``(..., cols)`` with matching
-    leading axes (``image`` indexes the table's first axis the same way)."""
-    channel = np.arange(3)[:, None, None]
+    """Mean of each ``[top, bottom) x [left, right)`` cell, per channel, from an integral table, as
+    a contiguous ``(..., 3, rows, cols)`` float32 array; ``top``/``bottom`` are ``(..., rows)`` and
+    ``left``/``right`` ``(..., cols)`` with matching leading axes (``image`` indexes the table's
+    first axis the same way)."""
     def corner(rows, cols):
-        return table[image, channel, rows[..., None, :, None], cols[..., None, None, :]]
+        return table[image, rows[..., :, None], cols[..., None, :]]
     sums = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
-    areas = (bottom - top)[..., None, :, None] * (right - left)[..., None, None, :]
-    return (sums / areas).astype(np.float32)
+    areas = (bottom - top)[..., :, None, None] * (right - left)[..., None, :, None]
+    return np.ascontiguousarray((sums / areas).astype(np.float32).transpose(0, 3, 1, 2))
 
 
 def _normalised(pixels: np.ndarray) -> np.ndarray:
@@ -273,11 +274,11 @@ class MTCNNRunner:
     # reference, so the pixel a box is cut at rounds the same way.
 
     def _propose(self, table: np.ndarray) -> np.ndarray:
-        height, width = table.shape[2] - 1, table.shape[3] - 1
+        height, width = table.shape[1] - 1, table.shape[2] - 1
         found = []
         for scale in self.scales(height, width):
             (top, bottom), (left, right) = _bins(height, int(height * scale + 1)), _bins(width, int(width * scale + 1))
-            every = np.arange(len(table))[:, None, None, None]
+            every = np.arange(len(table))[:, None, None]
             scaled = _box_means(table, every, top, bottom, left, right)
             probability, offsets = self.pnet(_normalised(scaled))
             image, row, col = np.nonzero(probability >= self.thresholds[0])
@@ -326,13 +327,13 @@ class MTCNNRunner:
     def _crops(table: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The boxes with a non-empty part inside their image, and that part of each resampled
         to ``size`` px and normalised: ``(n, 3, size, size)`` float32."""
-        height, width = table.shape[2] - 1, table.shape[3] - 1
+        height, width = table.shape[1] - 1, table.shape[2] - 1
         corners = np.trunc(boxes[:, :4]).astype(np.int64)
         x1, y1 = np.maximum(corners[:, 0], 1) - 1, np.maximum(corners[:, 1], 1) - 1
         x2, y2 = np.minimum(corners[:, 2], width), np.minimum(corners[:, 3], height)
         usable = (x2 > x1) & (y2 > y1)
         x1, y1, x2, y2 = x1[usable], y1[usable], x2[usable], y2[usable]
         (top, bottom), (left, right) = _bins(y2 - y1, size), _bins(x2 - x1, size)
-        image = boxes[usable, 5].astype(np.int64)[:, None, None, None]
+        image = boxes[usable, 5].astype(np.int64)[:, None, None]
         crops = _box_means(table, image, top + y1[:, None], bottom + y1[:, None], left + x1[:, None], right + x1[:, None])
         return boxes[usable], _normalised(crops)
