@@ -9,16 +9,17 @@ algorithm and constants as facenet-pytorch's (pyramid factor 0.709, NMS at 0.5 w
 0.7 after each stage, "area" resampling, O-Net boxes merged by intersection over the smaller box),
 so boxes and landmarks agree with it (``tests/test_detect.py`` compares them on real images).
 
-What differs is how the work is laid out: every resampling (the pyramid levels, and each
+What differs is how the work is laid out: the three networks run under ONNX Runtime (exported
+once from these PyTorch modules to the cache), and every resampling (the pyramid levels, and each
 candidate box to 24 or 48 px) is read from one summed-area table per batch, all boxes of a stage
-at once, instead of one pooling call per candidate box on a channels-last view, where pooling is
-several times slower.
+at once, instead of one pooling call per candidate box.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -106,14 +107,19 @@ NETWORKS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 _ONNX_FORMAT = 1  # bump when the export below changes, so stale cached files are not reused
 
 
-def load_network(name: str) -> nn.Module:
-    """One of ``pnet``, ``rnet``, ``onet`` with its shipped weights, hash-checked, in eval mode."""
+def weights_file(name: str) -> Path:
+    """The installed ``.pt`` of ``pnet``, ``rnet`` or ``onet``, hash-checked."""
     path = package_file(WEIGHTS[name])
     if path is None or not path.is_file():
         raise FileNotFoundError(f"MTCNN weights {WEIGHTS[name]} not found: is facenet-pytorch installed?")
     verify_model_file(path)
+    return path
+
+
+def load_network(name: str) -> nn.Module:
+    """One of ``pnet``, ``rnet``, ``onet`` in PyTorch with its shipped weights, in eval mode."""
     network = NETWORKS[name]()
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    network.load_state_dict(torch.load(weights_file(name), map_location="cpu", weights_only=True))
     return network.eval()
 
 
@@ -123,11 +129,7 @@ def _onnx_runner(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
     the torch embedder that runs after it take turns on the same cores instead of competing."""
     import onnxruntime
 
-    path = package_file(WEIGHTS[name])
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"MTCNN weights {WEIGHTS[name]} not found: is facenet-pytorch installed?")
-    verify_model_file(path)
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha1(weights_file(name).read_bytes()).hexdigest()[:16]
     exported = cache_dir() / "mtcnn" / f"{name}-{digest}-v{_ONNX_FORMAT}.onnx"
     if not exported.is_file():
         write_atomically(exported, lambda temp: _export(load_network(name), temp))
