@@ -196,6 +196,9 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, smaller: bool 
     one = 1.0 if smaller else 0.0
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1 + one) * (y2 - y1 + one)
+    # Equal scores are common (O-Net saturates at 0.999998 on large clear faces): the first of
+    # equals (best by the previous stage) wins. facenet-pytorch's merge leaves it to NumPy's
+    # unstable sort, so on such faces its box depends on the batch, and may differ from ours.
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
