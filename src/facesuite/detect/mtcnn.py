@@ -264,7 +264,9 @@ class MTCNNRunner:
 
     def detect(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """``images``: ``(N, H, W, 3)`` uint8 RGB, one size."""
-        count, height, width = images.shape[:3]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"expected (N, H, W, 3) uint8 RGB images, got {images.shape} {images.dtype}")
+        count = len(images)
         table = _integral(images)
         boxes = self._propose(table)
         if len(boxes):
