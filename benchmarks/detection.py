@@ -1,6 +1,7 @@
 """Detection rate per FACECOM distortion type, time per image, and the cache speed-up.
 
-Run: ``python benchmarks/detection.py [--data DIR] [--limit N]``. The first pass uses a fresh
+Run: ``python benchmarks/detection.py [--data DIR] [--split FILE] [--limit N]`` (default: the FACECOM
+dev identities; ``--split ''`` for every identity). The first pass uses a fresh
 cache folder (cold), the second reads it back (warm); both go through ``FaceExtractor``, the
 same path as ``facesuite detect``. Compared with dlib's HOG detector (what ``face_recognition``
 uses) on the same images.
@@ -18,7 +19,7 @@ import dlib
 from tqdm import tqdm
 
 from facesuite.config import data_root
-from facesuite.data import read_identity_folders
+from facesuite.data import read_identity_folders, read_split
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.io import load_image
 
@@ -26,10 +27,14 @@ from facesuite.io import load_image
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(data_root() / "facecom/task_b/train"))
+    parser.add_argument("--split", default=str(data_root() / "splits/facecom_dev_identities.txt"),
+                        help="identities to measure on, one per line ('' for all)")
     parser.add_argument("--limit", type=int, default=0, help="sample this many images per type (0 = all)")
     parser.add_argument("--hog-sample", type=int, default=100, help="images per type for the dlib HOG comparison")
     args = parser.parse_args()
     dataset = read_identity_folders(args.data)
+    if args.split:
+        dataset = dataset.subset(read_split(args.split))
     by_type: dict[str, list] = {"clean": [p for p, _ in dataset.clean]}
     for item in dataset.distorted:
         by_type.setdefault(item.distortion, []).append(item.path)

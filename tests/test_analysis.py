@@ -99,3 +99,19 @@ def test_importing_facesuite_loads_no_model() -> None:
     code = "import sys, facesuite; print(sorted(m for m in ('torch', 'facenet_pytorch', 'faiss') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]" and facesuite.FaceAnalysis is FaceAnalysis
+
+
+def test_get_batch_decodes_each_file_once_and_keeps_no_pixels(app: FaceAnalysis, facecom_b: Path, monkeypatch) -> None:
+    import facesuite.detect.extract as extract
+
+    paths = [_image(facecom_b, "Colin_Powell", i) for i in range(3)]
+    decoded: list = []
+    real_decode = extract.decode
+    monkeypatch.setattr(extract, "decode", lambda item, *a: decoded.append(item) or real_decode(item, *a))
+    monkeypatch.setattr(extract, "load_image", lambda path: pytest.fail(f"{path} read a second time"))
+    results = app.get_batch(paths)
+    assert decoded == paths and all(len(faces) == 1 for faces in results)
+    monkeypatch.undo()
+    # The results hold no image; a chip asked for later reads its file again.
+    face = results[0][0]
+    assert face._crop.image is None and face.chip().shape == (150, 150, 3)

@@ -141,3 +141,45 @@ def test_boxes_of_a_large_photo_are_in_its_own_pixels(facecom_b: Path, tmp_path:
     detections = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "crops" / "detections.csv"))}
     landmarks = {name: np.array(json.loads(r["landmarks"])) for name, r in detections.items()}
     np.testing.assert_allclose(landmarks["big.jpg"], landmarks["small.jpg"] * [5000 / 4096, 3000 / 2458], atol=3)
+
+
+def test_our_mtcnn_agrees_with_facenet_pytorch(facecom_b: Path) -> None:
+    # facenet-pytorch stays installed as the source of the weights; here it is the reference.
+    from facenet_pytorch import MTCNN
+
+    from facesuite.detect.mtcnn import MTCNNRunner
+
+    dataset = read_identity_folders(facecom_b)
+    paths = random.Random(5).sample([p for p, _ in dataset.clean], 8) + random.Random(5).sample([d.path for d in dataset.distorted], 24)
+    images = np.stack([load_image(p) for p in paths])
+    # A size that is neither square nor 224 px: a wide crop of the same photos.
+    wide = np.ascontiguousarray(images[:8, 30:200, :])
+    reference = MTCNN(min_face_size=40, thresholds=[0.6, 0.7, 0.7], keep_all=True, post_process=False, device="cpu")
+    ours = MTCNNRunner(40, (0.6, 0.7, 0.7))
+    compared = 0
+    for batch in (images, wide):
+        boxes, scores, points = reference.detect(batch, landmarks=True)
+        for (our_boxes, our_points), ref_boxes, ref_scores, ref_points in zip(ours.detect(batch), boxes, scores, points):
+            if ref_boxes is None:
+                assert len(our_boxes) == 0
+                continue
+            ref_boxes = np.asarray(ref_boxes, dtype=np.float64)
+            order, our_order = np.argsort(-np.asarray(ref_scores, dtype=np.float64)), np.argsort(-our_boxes[:, 4])
+            assert len(our_boxes) == len(ref_boxes)
+            assert np.abs(our_boxes[our_order, :4] - ref_boxes[order]).max() < 0.01
+            assert np.abs(our_points[our_order] - np.asarray(ref_points, dtype=np.float64)[order]).max() < 0.01
+            assert np.abs(our_boxes[our_order, 4] - np.asarray(ref_scores, dtype=np.float64)[order]).max() < 1e-4
+            compared += 1
+    assert compared >= 30  # most of these photos hold a face
+
+
+def test_analyze_imports_only_what_it_needs(facecom_b: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _clean_sample(facecom_b, 1)[0]
+    heavy = ("torchvision", "facenet_pytorch", "ray", "pymilvus", "fastapi", "matplotlib", "sklearn")
+    code = ("import sys; from facesuite.cli import main; code = main(['analyze', sys.argv[1], '--no-cache', '--json']); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]"

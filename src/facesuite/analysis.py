@@ -179,14 +179,19 @@ class FaceAnalysis:
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
             per_input: list[list[Crop] | Skipped] = []
-            for item in self.extractor.iter_crops(batch, self.embedder.chip_spec, max_faces=max_faces or 0):
+            # The decoded images stay with their crops through the batch (one decode per input)...
+            for item in self.extractor.iter_crops(batch, self.embedder.chip_spec, max_faces=max_faces or 0, keep_pixels=True):
                 if isinstance(item, Skipped):
                     per_input.append(item)
                 elif item.face_index == 0:
                     per_input.append([item])
                 else:
                     per_input[-1].append(item)
-            faces = iter(self._analyse([c for entry in per_input if not isinstance(entry, Skipped) for c in entry]))
+            crops = [c for entry in per_input if not isinstance(entry, Skipped) for c in entry]
+            faces = iter(self._analyse(crops))
+            for crop in crops:
+                if isinstance(crop.path, Path):
+                    crop.image = None  # ...and no longer: a file's image is read again if a chip is asked for
             results += [entry if isinstance(entry, Skipped) else [next(faces) for _ in entry] for entry in per_input]
             bar.update(len(batch))
         bar.close()
@@ -202,7 +207,10 @@ class FaceAnalysis:
     def verify(self, first: ImageInput, second: ImageInput) -> Verification:
         """Same person or not: cosine distance of the two largest faces against the calibrated
         threshold; ``unrecognisable`` (and not the same) when either face is below the quality floor."""
-        (a, crop_a), (b, crop_b) = self._embed_one(first), self._embed_one(second)
+        vectors, crops, skipped = self.embed([first, second])
+        if skipped:
+            raise skipped[0].error
+        (a, b), (crop_a, crop_b) = vectors, crops
         distance = float(cosine_distance(a, b))
         quality = (None, None)
         decision = "same" if distance <= self.threshold else "different"
@@ -302,12 +310,6 @@ class FaceAnalysis:
         return self._distortion
 
     # ------------------------------------------------------------------ internals
-
-    def _embed_one(self, image: ImageInput) -> tuple[np.ndarray, Crop]:
-        vectors, crops, skipped = self.embed([image])
-        if skipped:
-            raise skipped[0].error
-        return vectors[0], crops[0]
 
     def _gender_shares_backbone(self) -> bool:
         from facesuite.classify.gender import HEAD_KINDS

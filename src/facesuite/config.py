@@ -1,8 +1,11 @@
-"""Locations facesuite reads and writes: the data root, the detection cache and its own home (calibrations, logs)."""
+"""Locations facesuite reads and writes: the data root, the detection cache and its own home (calibrations, logs),
+and how a cache file is written."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -24,3 +27,16 @@ def user_home() -> Path:
     """facesuite's own files (calibrations, the dashboard's gallery, fault logs):
     ``$FACESUITE_HOME``, else ``~/.local/share/facesuite``."""
     return Path(os.environ.get("FACESUITE_HOME", Path.home() / ".local/share/facesuite")).expanduser()
+
+
+def write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Write through a temporary file and rename, so a concurrent reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)

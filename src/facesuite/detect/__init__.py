@@ -4,7 +4,8 @@
     face = detector.detect_one(image)          # largest face, or a flagged centre-box fallback
     chip = face.chip(image, size=150, padding=0.25)
 
-MTCNN's P/R/O-net weights ship inside ``facenet-pytorch``, so nothing is downloaded.
+MTCNN's P/R/O-net weights ship inside ``facenet-pytorch``, so nothing is downloaded; the cascade
+itself is ours (:mod:`facesuite.detect.mtcnn`), batched over same-size images.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from facesuite.detect.align import align, landmarks_in_box
-from facesuite.integrity import verify_package
 
 
 @dataclass(frozen=True)
@@ -112,25 +112,15 @@ def _exposure_corrected(image: np.ndarray) -> np.ndarray:
 class FaceDetector:
     """MTCNN face detector returning :class:`Face` objects; batched over same-size images."""
 
-    def __init__(self, settings: DetectorSettings | None = None, device: str | None = None) -> None:
+    def __init__(self, settings: DetectorSettings | None = None) -> None:
         self.settings = settings or DetectorSettings()
-        self._device = device
         self._mtcnn = None
 
     def _model(self):
         if self._mtcnn is None:
-            import torch
-            from facenet_pytorch import MTCNN
+            from facesuite.detect.mtcnn import MTCNNRunner
 
-            verify_package("facenet_pytorch")
-            device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._mtcnn = MTCNN(
-                min_face_size=self.settings.min_face_size,
-                thresholds=list(self.settings.thresholds),
-                keep_all=True,
-                post_process=False,
-                device=device,
-            )
+            self._mtcnn = MTCNNRunner(self.settings.min_face_size, self.settings.thresholds)
         return self._mtcnn
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
@@ -139,7 +129,7 @@ class FaceDetector:
             return [[fallback_face(image.shape, self.settings, cropped=True)] for image in images]
         results: list[list[Face]] = [[] for _ in images]
         # MTCNN's pyramid starts at faces of min_face_size pixels: an image smaller than that has
-        # no pyramid level (facenet-pytorch then fails on an empty list) and cannot hold a face.
+        # no pyramid level and cannot hold a face.
         detectable = [i for i, image in enumerate(images) if min(image.shape[:2]) >= self.settings.min_face_size]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index in detectable:
@@ -157,23 +147,10 @@ class FaceDetector:
         return results
 
     def _detect_into(self, results: list[list[Face]], indices: list[int], images: list[np.ndarray]) -> None:
-        boxes, scores, points = self._model().detect(np.stack(images), landmarks=True)
-        for slot, i in enumerate(indices):
-            results[i] = self._faces(boxes[slot], scores[slot], points[slot])
-
-    def _faces(self, boxes, scores, points) -> list[Face]:
-        if boxes is None:
-            return []
-        # facenet-pytorch returns object arrays under numpy 2: make them numeric.
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
-        faces = [
-            Face(box=tuple(box), landmarks=pts, score=float(score))  # type: ignore[arg-type]
-            for box, score, pts in zip(boxes, scores, points)
-            if score >= self.settings.min_score
-        ]
-        return sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        for slot, (boxes, landmarks) in zip(indices, self._model().detect(np.stack(images))):
+            faces = [Face(box=tuple(float(v) for v in box[:4]), landmarks=points, score=float(box[4]))  # type: ignore[arg-type]
+                     for box, points in zip(boxes, landmarks) if box[4] >= self.settings.min_score]
+            results[slot] = sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
 
     def detect_largest(self, images: Sequence[np.ndarray]) -> list[Face]:
         """Per image, the largest face, or the flagged fallback box when none is found."""

@@ -72,15 +72,16 @@ class FaceExtractor:
 
     def iter_crops(
         self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
-        max_faces: int | None = None,
+        max_faces: int | None = None, keep_pixels: bool = False,
     ) -> Iterator[Crop | Skipped]:
         """Yield the Crops (largest face first) or a Skipped of each input, in order; ``progress``
         labels a progress bar. ``max_faces``: faces per image (default 1, every face with the
-        ``all_faces`` setting; ``None`` there means every face)."""
+        ``all_faces`` setting; ``None`` there means every face). ``keep_pixels``: every crop keeps
+        its decoded image, files too, for a caller that reads them again within the batch."""
         bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None, leave=False)
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
-            yield from self._process(batch, chip, max_faces)
+            yield from self._process(batch, chip, max_faces, keep_pixels)
             bar.update(len(batch))
         bar.close()
 
@@ -93,7 +94,8 @@ class FaceExtractor:
             (crops if isinstance(item, Crop) else skipped).append(item)
         return crops, skipped
 
-    def _process(self, batch: Sequence[ImageInput], chip: ChipSpec, max_faces: int | None) -> Iterable[Crop | Skipped]:
+    def _process(self, batch: Sequence[ImageInput], chip: ChipSpec, max_faces: int | None,
+                 keep_pixels: bool = False) -> Iterable[Crop | Skipped]:
         key = self.settings.key()
         if max_faces is None:
             max_faces = 0 if self.settings.all_faces else 1  # 0: every face
@@ -128,7 +130,7 @@ class FaceExtractor:
             faces = found[entry.digest] or [fallback_face(image.shape, self.settings)]
             for index, face in enumerate(faces[:max_faces] if max_faces else faces):
                 yield Crop(entry.path or entry.name, face, face.chip(image, chip.size, chip.padding), image.shape[:2], index,
-                           entry.scale, None if entry.path else image)
+                           entry.scale, image if keep_pixels or not entry.path else None)
 
 
 @dataclass

@@ -8,11 +8,9 @@ ONNX Runtime.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesuite.config import cache_dir
+from facesuite.config import cache_dir, write_atomically
 from facesuite.embed.dlib.reader import (
     CHIP_SIZE,
     CONV_MODE,
@@ -246,19 +244,6 @@ def cache_path(data: bytes, suffix: str) -> Path:
     return cache_dir() / "dlib_resnet" / f"{digest}-v{_CACHE_FORMAT}{suffix}"
 
 
-def write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    """Write through a temporary file and rename, so a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
     """Build :class:`DlibResNet` with the weights of dlib's ``.dat`` (the shipped one by default).
 
@@ -275,7 +260,8 @@ def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
     model = DlibResNet()
     cached = cache_path(data, ".pt")
     try:
-        model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+        # Mapped and assigned rather than read and copied into fresh parameters: a third of the time.
+        model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True, mmap=True), assign=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
         # First use, or a damaged cache file: convert from the source and (re)write the cache.
         model.load_dlib_net(read_dlib_net(data, [kind for kind, _ in model.dlib_layers()], str(path)))
