@@ -113,7 +113,13 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
     assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision", "route", "quality"}
+    assert len(rows) == ident["probes"] and set(rows[0]) >= {"path", "true_identity", "predicted_identity", "distance", "decision", "route",
+                                                            "quality", "distortion", "gallery_path", "mate_path", "mate_distance"}
+    for row in rows:  # the nearest gallery face is an enrolled image of the predicted identity; the mate one of the true identity
+        assert Path(row["gallery_path"]).parent.name == row["predicted_identity"] and Path(row["mate_path"]).parent.name == row["true_identity"]
+        assert float(row["mate_distance"]) >= float(row["distance"]) - 1e-6 and row["path"].endswith(f"_{row['distortion']}.jpg")
+    page = (out / "report.html").read_text()
+    assert page.count('class="strip"') == 7 and "Worst errors" in page and page.count("data:image/jpeg") >= 7 * 2
     for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
         assert (out / name).stat().st_size > 1000
 

@@ -13,6 +13,8 @@ from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.data import read_gender_folders
 from facesuite.errors import InputError, Skipped
 
+ERROR_GRID = 24  # wrong predictions shown with their Grad-CAM in the report
+
 
 @dataclass
 class GenderPrediction:
@@ -54,7 +56,7 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
 
 def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
     """Evaluate the gender model of ``analysis`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
-    from facesuite.evaluate.classification import write_classification_report
+    from facesuite.evaluate.classification import plot_group_accuracy, write_classification_report
 
     out = Path(out)
     model = analysis.gender
@@ -75,12 +77,43 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
         "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
         "fallback_faces": int(sum(p.fallback for p in predictions)),
     }
-    images = []
+    images = [("Accuracy per group", plot_group_accuracy(_groups(predictions, truth), out / "groups.png"))]
+    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(model, predictions, truth))]
     if gradcam_samples > 0:
         figure = _gradcam_figure(model, predictions, truth, gradcam_samples, out / "gradcam.png")
         images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
-    metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images)
+    metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images, pictures)
     return metrics, skipped
+
+
+def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple[int, int]]:
+    """(right, total) per true class, and for faces found vs. analysed in the centre box."""
+    groups: dict[str, tuple[int, int]] = {}
+    for p in predictions:
+        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found"):
+            right, total = groups.get(group, (0, 0))
+            groups[group] = (right + (p.label == truth[p.path]), total + 1)
+    return groups
+
+
+def _error_grid(model: GenderModel, predictions: list[GenderPrediction], truth: dict, count: int = ERROR_GRID) -> str:
+    """The ``count`` most confident wrong predictions as face cards: chip, Grad-CAM of the
+    predicted class, p(female)."""
+    from facesuite.explain import gradcam, overlay
+    from facesuite.report.faces import Card, cards_html
+
+    wrong = sorted((p for p in predictions if p.label != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
+    if not wrong:
+        return '<p class="muted">no errors</p>'
+    layer = model.network.cam_layer()
+    chips, cams, cards = {}, {}, []
+    for p in wrong:
+        chip = p.chip
+        heat, _ = gradcam(model.network, layer, chip, LABELS.index(p.label))
+        chips[p.path], cams[f"cam:{p.path}"] = chip, overlay(chip, heat)
+        cards.append(Card([("probe", p.path), ("cam", p.path)],
+                          [f"true {truth[p.path]}, said {p.label}", f"p(female) {p.p_female:.2f}", Path(p.path).name[:28]], "wrong"))
+    return cards_html(cards, chips, cams)
 
 
 def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
@@ -109,6 +142,6 @@ def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], tru
             ax.imshow(overlay(p.chip, heat))
             ax.set_title(f"{truth[p.path]}→{p.label}\np_f={p.p_female:.2f}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=60)  # small: the report embeds it
     plt.close(fig)
     return path

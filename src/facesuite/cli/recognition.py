@@ -136,7 +136,10 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         metrics["routing"] = routing
     out = Path(args.out)
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
-    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds)
+    from facesuite.report.faces import chips_of
+
+    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds,
+                             chips=chips_of(analysis))
     ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
     print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline}, {args.protocol} protocol)", [

@@ -191,6 +191,12 @@ class ModelService:
 
         return embed_dataset(self.analysis, dataset, progress=False)
 
+    def face_chips(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
+        """Aligned chips of server-side files, for the faces in an evaluation's report."""
+        from facesuite.report.faces import chips_of
+
+        return chips_of(self.analysis)(paths)
+
     def threshold(self) -> float:
         return self.analysis.threshold
 
