@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -173,4 +175,8 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     assert len(written) == 10 and all(r["same"] == r["predicted_same"] for r in written)
     for name in ("roc.png", "distances.png", "report.html"):
         assert (out / name).stat().st_size > 1000
+    # The hardest pairs are shown with both faces, each card naming the pair's two files.
+    page = (out / "report.html").read_text()
+    shown = re.findall(r'<figure class="face (right|wrong)" data-first="([^"]+)" data-second="([^"]+)"', page)
+    assert len(shown) == 10 and {(html.unescape(a), html.unescape(b)) for _, a, b in shown} == {(r["img1"], r["img2"]) for r in written}
     assert str(bad_files["text"]) in capsys.readouterr().err

@@ -171,7 +171,10 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,
                    pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
     out = Path(args.out)
-    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})")
+    from facesuite.report.faces import chips_of
+
+    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
+                              chips=chips_of(analysis))
     print_summary(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped)", [
         ("AUC", metrics["auc"]), ("TAR at FAR 1%", metrics["tar_at_far_1pct"]), ("TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]),
         ("10-fold accuracy", metrics["accuracy_10_fold"]),

@@ -49,7 +49,7 @@ def cards_html(cards: Sequence[Card], chips: Mapping[str, np.ndarray], extra: Ma
     extra = extra or {}
     parts = []
     for card in cards:
-        attrs = "".join(f' data-{role}="{html.escape(path)}"' for role, path in card.images if role in ("probe", "gallery"))
+        attrs = "".join(f' data-{role}="{html.escape(path)}"' for role, path in card.images)
         if card.row is not None:
             attrs += f' data-row="{card.row}"'
         images = []
@@ -140,3 +140,66 @@ def worst_errors(rows: Sequence[Mapping[str, str]], chips: ChipSource, count: in
              f'<h3>Missed true matches ({len(missed_cards)} farthest)</h3>'
              + (cards_html(missed_cards, pictures) if missed_cards else '<p class="muted">none: every probe was named right</p>')]
     return f'<div class="errors">{"".join(parts)}</div>'
+
+
+def file_images(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """A :data:`ChipSource` showing whole files (the frames a distortion detector sees)."""
+    from facesuite.errors import InputError
+    from facesuite.io import load_image
+
+    images = {}
+    for path in dict.fromkeys(paths):
+        try:
+            images[path] = load_image(path)
+        except InputError:
+            continue
+    return images
+
+
+def classification_examples(rows: Sequence[tuple[str, str, str, float]], images: ChipSource = file_images,
+                            per_class: int = STRIP_LENGTH, pairs: int = 4) -> list[tuple[str, str]]:
+    """Sections of examples for a classifier's ``(path, true, predicted, probability)`` rows:
+    frames per predicted class (spread from the least to the most confident), and the most
+    frequent confused pairs with a few of their frames."""
+    by_prediction: dict[str, list[int]] = {}
+    confused: dict[tuple[str, str], list[int]] = {}
+    for index, (_, true, predicted, _) in enumerate(rows):
+        by_prediction.setdefault(predicted, []).append(index)
+        if true != predicted:
+            confused.setdefault((true, predicted), []).append(index)
+
+    def card(index: int) -> Card:
+        path, true, predicted, probability = rows[index]
+        return Card([("probe", path)], [f"said {predicted} ({probability:.2f})", f"true {true}"],
+                    "right" if true == predicted else "wrong", index)
+
+    strips = [(f"predicted {label} ({len(indices)} frames)",
+               [card(i) for i in _spread(sorted(indices, key=lambda i: rows[i][3]), per_class)])
+              for label, indices in sorted(by_prediction.items())]
+    worst = sorted(confused.items(), key=lambda item: -len(item[1]))[:pairs]
+    pair_strips = [(f"true {true}, predicted {predicted}: {len(indices)} frames", [card(i) for i in _spread(indices, pairs)])
+                   for (true, predicted), indices in worst]
+    pictures = images([path for _, cards in strips + pair_strips for card in cards for _, path in card.images])
+
+    def render(groups: list[tuple[str, list[Card]]]) -> str:
+        return "".join(f"<h3>{html.escape(title)}</h3>{cards_html(cards, pictures)}" for title, cards in groups)
+
+    return [("Examples per predicted class", render(strips)),
+            ("Most confused pairs", render(pair_strips) if pair_strips else '<p class="muted">no confusions</p>')]
+
+
+def hardest_pairs(pairs: Sequence[tuple[str, str, bool, float]], threshold: float, chips: ChipSource, count: int = WORST_ERRORS) -> str:
+    """The different-people pairs closest together and the same-person pairs farthest apart
+    (``(first, second, same, distance)``), both faces side by side."""
+    def cards(indices: list[int]) -> list[Card]:
+        return [Card([("first", pairs[i][0]), ("second", pairs[i][1])],
+                     [f"{'same person' if pairs[i][2] else 'different people'}", f"distance {pairs[i][3]:.3f}",
+                      "accepted" if pairs[i][3] <= threshold else "rejected"],
+                     "right" if (pairs[i][3] <= threshold) == pairs[i][2] else "wrong", i) for i in indices]
+
+    different = sorted((i for i, p in enumerate(pairs) if not p[2]), key=lambda i: pairs[i][3])[:count]
+    same = sorted((i for i, p in enumerate(pairs) if p[2]), key=lambda i: -pairs[i][3])[:count]
+    closest, farthest = cards(different), cards(same)
+    pictures = chips([path for card in closest + farthest for _, path in card.images])
+    return (f"<h3>Different people, closest</h3>{cards_html(closest, pictures)}"
+            f"<h3>Same person, farthest apart</h3>{cards_html(farthest, pictures)}")
