@@ -52,19 +52,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def page(server: str):
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        yield page
+        yield browser
         browser.close()
 
 
-def _screenshot(page, name: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def page(browser, server: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    page.close()
+
+
+def _screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> None:
     target = Path(os.environ.get("FACESUITE_SCREENSHOTS", tmp_path))
     target.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(target / f"{name}.png"), full_page=full_page)
 
 
 def _face(facecom_b: Path, identity: str, index: int = 0) -> str:
@@ -76,11 +82,36 @@ def test_analyze_page_shows_the_result(page, server: str, facecom_b: Path, tmp_p
     page.goto(f"{server}/")
     page.set_input_files("#image", _face(facecom_b, "Colin_Powell"))
     page.click("#submit")
+    # Every panel shows at once, with a spinner until its own answer is in.
     page.wait_for_selector("#result:not(.hidden)")
+    assert page.locator("#result .panel.loading").count() >= 1
+    page.wait_for_function("document.querySelectorAll('#result .panel.loading').length === 0")
     fields = page.inner_text("#fields")
     assert "gender" in fields and ("male" in fields or "female" in fields) and "distortion" in fields
+    assert "why this route" in fields and "detector says" in fields and "quality" in fields
     page.wait_for_function("document.getElementById('cam').complete && document.getElementById('cam').naturalWidth > 0")
+    assert page.is_hidden("#panel-faces")  # one face: no list of faces
     _screenshot(page, "dashboard-analyze", tmp_path)
+
+
+@pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
+def test_analyze_page_shows_every_face_of_a_group_photo(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    people = ["Colin_Powell", "Hugo_Chavez", "Tiger_Woods"]
+    group = Image.new("RGB", (224 * len(people), 224), "white")
+    for column, person in enumerate(people):
+        group.paste(Image.open(_face(facecom_b, person)), (224 * column, 0))
+    photo = tmp_path / "group.jpg"
+    group.save(photo, quality=95)
+    page.goto(f"{server}/")
+    page.set_input_files("#image", str(photo))
+    page.click("#submit")
+    page.wait_for_selector("#panel-faces:not(.hidden)")
+    assert page.locator("#faces figure").count() == len(people)
+    page.wait_for_function("[...document.querySelectorAll('#faces img')].every((img) => img.complete && img.naturalWidth > 0)")
+    page.wait_for_function("document.querySelectorAll('#result .panel.loading').length === 0")
+    _screenshot(page, "dashboard-analyze-group", tmp_path)
 
 
 def test_pair_page_shows_the_verdict(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
@@ -115,3 +146,25 @@ def test_evaluate_page_runs_a_job(page, server: str, facecom_b: Path, tmp_path: 
     assert "top1" in page.inner_text("#metrics")
     page.frame_locator("#report").locator("h1").wait_for()
     _screenshot(page, "dashboard-evaluate", tmp_path)
+
+
+def test_gallery_page_shows_a_face_per_identity_and_removes_one(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
+    people = {"Colin Powell": "Colin_Powell", "Hugo Chavez": "Hugo_Chavez"}
+    page.goto(f"{server}/gallery-page")
+    for name, folder in people.items():
+        page.fill("#identity", name)
+        page.set_input_files("#images", [_face(facecom_b, folder, 0), _face(facecom_b, folder, 1)])
+        page.click("#submit")
+        page.wait_for_selector(f'figure.person[data-identity="{name}"] img.thumb')
+    for name in people:
+        card = f'figure.person[data-identity="{name}"]'
+        page.wait_for_function(f"(() => {{ const img = document.querySelector('{card} img.thumb'); return img.complete && img.naturalWidth === 112; }})()")
+        assert "2 faces" in page.inner_text(card)
+    _screenshot(page, "dashboard-gallery", tmp_path)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('figure.person[data-identity="Hugo Chavez"] button.remove')
+    page.wait_for_selector('figure.person[data-identity="Hugo Chavez"]', state="detached")
+    assert "removed Hugo Chavez (2 faces)" in page.inner_text("#message")
+    assert page.locator('figure.person[data-identity="Colin Powell"] img.thumb').count() == 1
+    assert page.request.get(f"{server}/gallery/thumbnail?identity=Hugo%20Chavez").status == 404
+    assert page.request.get(f"{server}/gallery/thumbnail?identity=Colin%20Powell").status == 200
