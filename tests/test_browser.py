@@ -7,6 +7,7 @@ there (that is how ``docs/*.png`` are made).
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -168,3 +169,49 @@ def test_gallery_page_shows_a_face_per_identity_and_removes_one(page, server: st
     assert page.locator('figure.person[data-identity="Colin Powell"] img.thumb').count() == 1
     assert page.request.get(f"{server}/gallery/thumbnail?identity=Hugo%20Chavez").status == 404
     assert page.request.get(f"{server}/gallery/thumbnail?identity=Colin%20Powell").status == 200
+
+
+@pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
+def test_demo_report_opens_from_disk_with_its_plots_and_faces(browser, facecom_b: Path, tmp_path: Path) -> None:
+    from facesuite import FaceAnalysis
+    from facesuite.cli import main
+    from facesuite.config import data_root
+    from facesuite.report.faces import chips_of
+    from facesuite.report.html import thumbnail_uri
+
+    out = tmp_path / "demo-out"
+    assert main(["demo", "--data", str(data_root()), "--out", str(out), "--identities", "6"]) == 0
+    predictions = list(csv.DictReader(open(out / "recognition" / "predictions.csv", newline="", encoding="utf-8")))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto((out / "report.html").as_uri())
+    # Nothing but the file itself is loaded: every picture is embedded.
+    assert fetched == [(out / "report.html").as_uri()]
+    # The plots are inline, and drawn.
+    plots = page.eval_on_selector_all("figure.plot img", "imgs => imgs.map((img) => [img.alt, img.src.slice(0, 22), img.naturalWidth])")
+    captions = " ".join(alt for alt, _, _ in plots)
+    for plot in ("ROC", "Top-1 per distortion type", "DET", "Distance histograms", "Confusion matrix", "Accuracy per group"):
+        assert plot in captions, plot
+    assert all(src == "data:image/png;base64," and width > 100 for _, src, width in plots)
+    # One strip per distortion type, and each face card shows the files its predictions.csv row names.
+    strips = page.eval_on_selector_all(".strip", "strips => strips.map((strip) => strip.dataset.type)")
+    assert sorted(strips) == sorted({row["distortion"] for row in predictions}) and len(strips) == 7
+    cards = page.eval_on_selector_all(".strip figure.face", """cards => cards.map((card) => ({
+        row: Number(card.dataset.row), probe: card.dataset.probe, gallery: card.dataset.gallery,
+        probeSrc: card.querySelector('img.probe').src, gallerySrc: card.querySelector('img.gallery').src,
+        caption: card.querySelector('figcaption').innerText}))""")
+    assert len(cards) >= 7 * 3
+    for card in cards:
+        row = predictions[card["row"]]
+        assert (card["probe"], card["gallery"]) == (row["path"], row["gallery_path"])
+        assert f"distance {float(row['distance']):.3f}" in card["caption"] and row["route"] in card["caption"]
+        assert ("right" if row["predicted_identity"] == row["true_identity"] else "wrong") in card["caption"]
+    # ... and the pictures are those files' faces.
+    with FaceAnalysis() as analysis:
+        chips = chips_of(analysis)([path for card in cards for path in (card["probe"], card["gallery"])])
+    for card in cards:
+        assert card["probeSrc"] == thumbnail_uri(chips[card["probe"]]) and card["gallerySrc"] == thumbnail_uri(chips[card["gallery"]])
+    assert page.locator("text=Worst errors").count() >= 1 and page.locator("text=Gender: Errors").count() == 1
+    _screenshot(page, "demo-report", tmp_path, full_page=False)
+    page.close()
