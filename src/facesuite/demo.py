@@ -8,7 +8,8 @@ few minutes on a laptop CPU, and in seconds once the detection cache is warm):
 2. analyse one clean and two distorted faces per identity against that gallery;
 3. evaluate gender on a balanced sample of task_a;
 4. evaluate routed recognition on the sampled identities (all their distorted copies);
-5. write ``OUT/report.html`` embedding the sub-reports' numbers and figures.
+5. write the recognition run's page (with its faces) and ``OUT/report.html``: the headline beside
+   a face of each distortion type, then the sub-reports' pictures, then their tables.
 
 The page for any evaluation folder (`facesuite report`) is :mod:`facesuite.report.folder`.
 """
@@ -225,8 +226,8 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], headline: list[t
     columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female"]
     analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])
     sections = [
-        ("Headline", f"<div class='hero'>{summary}<div><p class='muted'>One probe of each distortion type beside its nearest "
-                     "gallery face (recognition run below):</p>"
+        ("Headline", f"<div class='hero'>{summary}<div><p class='muted'>A typical probe of each distortion type (its "
+                     "median distance) beside its nearest gallery face; the recognition run is below.</p>"
                      f"{one_per_type(predictions, chips)}</div></div><p class='muted'>Data: {html.escape(str(data))}</p>"),
         *lifted(recognition, "Recognition", pictures=True),
         *lifted(gender, "Gender", pictures=True),

@@ -1,8 +1,9 @@
 """Faces in reports: strips of probe and gallery chips per distortion type, the worst errors of a
 recognition run, and grids of chips (gender errors with their Grad-CAM, distortion examples).
 
-Every face card names the files it shows (``data-probe`` / ``data-gallery``), so a reader (and
-the report's test) can trace each picture to its row of ``predictions.csv``.
+Every face card names the files it shows (``data-probe`` / ``data-gallery``; ``data-first`` /
+``data-second`` for pairs) and its row (``data-row``), so a reader (and the report's test) can
+trace each picture to its row of ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -112,10 +113,18 @@ def recognition_strips(rows: Sequence[Mapping[str, str]], chips: ChipSource, per
 
 
 def one_per_type(rows: Sequence[Mapping[str, str]], chips: ChipSource) -> str:
-    """One face card per distortion type in a single row (a report's first screen)."""
+    """One face card per distortion type in a single row (a report's first screen): the probe of
+    median distance, so each card is a typical case of its type, right or wrong."""
+    by_type: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_type.setdefault(row.get("distortion") or "all", []).append(index)
     cards = []
-    for kind, _, (card, *_) in _strips(rows, 1):
-        cards.append(Card(card.images, [kind, *card.caption[:1]], card.verdict, card.row))
+    for kind in sorted(by_type):
+        ordered = sorted(by_type[kind], key=lambda i: float(rows[i]["distance"]))
+        i = ordered[len(ordered) // 2]
+        right = rows[i]["predicted_identity"] == rows[i]["true_identity"]
+        cards.append(Card([("probe", rows[i]["path"]), ("gallery", rows[i]["gallery_path"])],
+                          [kind, _match_caption(rows[i])[0]], "right" if right else "wrong", i))
     return cards_html(cards, chips([path for card in cards for _, path in card.images]))
 
 
