@@ -128,13 +128,27 @@ def one_per_type(rows: Sequence[Mapping[str, str]], chips: ChipSource) -> str:
     return cards_html(cards, chips([path for card in cards for _, path in card.images]))
 
 
+def _varied(rows: Sequence[Mapping[str, str]], ranked: list[int], count: int, per_type: int = 2) -> list[int]:
+    """The first ``count`` of ``ranked``, at most ``per_type`` of a distortion type while others
+    remain: one type's many errors (sunny's) must not hide every other type's worst."""
+    taken: dict[str, int] = {}
+    first = []
+    for i in ranked:
+        kind = rows[i].get("distortion", "")
+        if taken.get(kind, 0) < per_type:
+            taken[kind] = taken.get(kind, 0) + 1
+            first.append(i)
+    rest = [i for i in ranked if i not in set(first)]
+    return sorted((first + rest)[:count], key=ranked.index)
+
+
 def worst_errors(rows: Sequence[Mapping[str, str]], chips: ChipSource, count: int = WORST_ERRORS) -> str:
     """The most confident wrong matches (probe beside the wrong gallery face) and the true matches
     missed by the widest margin (probe beside its own identity's nearest gallery face)."""
-    wrong = sorted((i for i, r in enumerate(rows) if r["predicted_identity"] != r["true_identity"]),
-                   key=lambda i: float(rows[i]["distance"]))[:count]
-    missed = sorted((i for i, r in enumerate(rows) if r.get("mate_path") and r.get("decision") != r["true_identity"]),
-                    key=lambda i: -float(rows[i]["mate_distance"]))[:count]
+    wrong = _varied(rows, sorted((i for i, r in enumerate(rows) if r["predicted_identity"] != r["true_identity"]),
+                                 key=lambda i: float(rows[i]["distance"])), count)
+    missed = _varied(rows, sorted((i for i, r in enumerate(rows) if r.get("mate_path") and r.get("decision") != r["true_identity"]),
+                                  key=lambda i: -float(rows[i]["mate_distance"])), count)
     wrong_cards = [Card([("probe", rows[i]["path"]), ("gallery", rows[i]["gallery_path"])],
                         [f"{rows[i]['distortion']}: {rows[i]['true_identity']}", f"taken for {rows[i]['predicted_identity']}",
                          f"distance {float(rows[i]['distance']):.3f}", f"decision {rows[i].get('decision') or '-'}"], "wrong", i)
