@@ -56,7 +56,7 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
 
 def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
     """Evaluate the gender model of ``analysis`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
-    from facesuite.evaluate.classification import plot_group_accuracy, write_classification_report
+    from facesuite.evaluate.classification import group_accuracy, plot_group_accuracy, write_classification_report
 
     out = Path(out)
     model = analysis.gender
@@ -77,7 +77,9 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
         "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
         "fallback_faces": int(sum(p.fallback for p in predictions)),
     }
-    images = [("Accuracy per group", plot_group_accuracy(_groups(predictions, truth), out / "groups.png"))]
+    groups = group_accuracy(_groups(predictions, truth))
+    extra["groups"] = groups
+    images = [("Accuracy per group", plot_group_accuracy(groups, out / "groups.png"))]
     pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(model, predictions, truth))]
     if gradcam_samples > 0:
         figure = _gradcam_figure(model, predictions, truth, gradcam_samples, out / "gradcam.png")
@@ -87,10 +89,15 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
 
 
 def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple[int, int]]:
-    """(right, total) per true class, and for faces found vs. analysed in the centre box."""
+    """(right, total) per true class, for faces found vs. analysed in the centre box, and for
+    UTKFace files (their names say it) per race group and for children under 13."""
+    from facesuite.data import utkface_attributes
+
     groups: dict[str, tuple[int, int]] = {}
     for p in predictions:
-        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found"):
+        attributes = utkface_attributes(Path(p.path).name)
+        extra = () if attributes is None else (attributes[2], *(("under 13",) if attributes[0] < 13 else ()))
+        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *extra):
             right, total = groups.get(group, (0, 0))
             groups[group] = (right + (p.label == truth[p.path]), total + 1)
     return groups

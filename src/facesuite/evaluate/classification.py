@@ -89,22 +89,32 @@ def write_classification_report(
     return metrics
 
 
-def plot_group_accuracy(groups: dict[str, tuple[int, int]], out: Path, ylabel: str = "accuracy") -> Path:
-    """Bars of ``right / total`` per group, each with its 95% Wilson interval (scipy): small groups
-    show how little their figure says."""
+def group_accuracy(groups: dict[str, tuple[int, int]]) -> dict[str, dict]:
+    """Per group of ``(right, total)``: accuracy and its 95% Wilson interval (scipy), so small
+    groups show how little their figure says."""
     from scipy.stats import binomtest
 
-    names = [name for name, (_, total) in groups.items() if total]
-    rates = [groups[n][0] / groups[n][1] for n in names]
-    intervals = [binomtest(groups[n][0], groups[n][1]).proportion_ci(method="wilson") for n in names]
-    errors = np.array([[rate - ci.low for rate, ci in zip(rates, intervals)], [ci.high - rate for rate, ci in zip(rates, intervals)]])
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.8))
-    ax.bar(names, rates, yerr=errors.reshape(2, -1), capsize=4, color="#4a7ab5")
+    result = {}
+    for name, (right, total) in groups.items():
+        if total:
+            interval = binomtest(right, total).proportion_ci(method="wilson")
+            result[name] = {"accuracy": right / total, "n": total, "ci95": [float(interval.low), float(interval.high)]}
+    return result
+
+
+def plot_group_accuracy(groups: dict[str, dict], out: Path, ylabel: str = "accuracy") -> Path:
+    """Bars of :func:`group_accuracy`'s groups, each with its 95% interval."""
+    names = list(groups)
+    rates = np.array([groups[n]["accuracy"] for n in names])
+    errors = np.array([[rate - groups[n]["ci95"][0] for n, rate in zip(names, rates)],
+                       [groups[n]["ci95"][1] - rate for n, rate in zip(names, rates)]])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * len(names) + 1.5), 3.8))
+    ax.bar(names, rates, yerr=errors, capsize=4, color="#4a7ab5")
     for i, name in enumerate(names):
-        ax.text(i, 0.03, f"{rates[i]:.2f}\nn={groups[name][1]}", ha="center", fontsize=8, color="white")
+        ax.text(i, 0.03, f"{rates[i]:.2f}\nn={groups[name]['n']}", ha="center", fontsize=7, color="white")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{ylabel} (95% Wilson interval)")
-    ax.tick_params(axis="x", rotation=20)
+    ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
