@@ -8,6 +8,7 @@ there (that is how ``docs/*.png`` are made).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -71,7 +72,11 @@ def page(browser, server: str):
 def _screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> None:
     target = Path(os.environ.get("FACESUITE_SCREENSHOTS", tmp_path))
     target.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target / f"{name}.png"), full_page=full_page)
+    from PIL import Image
+
+    # 256 colours: a third of the bytes, the same look for flat dashboard pages (docs/ stays small).
+    shot = Image.open(io.BytesIO(page.screenshot(full_page=full_page)))
+    shot.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(target / f"{name}.png", optimize=True)
 
 
 def _face(facecom_b: Path, identity: str, index: int = 0) -> str:
@@ -123,6 +128,13 @@ def test_pair_page_shows_the_verdict(page, server: str, facecom_b: Path, tmp_pat
     page.wait_for_selector("#result:not(.hidden)")
     assert page.inner_text("#verdict") == "Same person"
     assert page.eval_on_selector("#crop1", "img => img.naturalWidth") > 0
+    # The distance on the calibrated scale: inside the accepted zone, with the FAR 1% and 0.1% marks
+    # in their order (a stricter rate accepts only smaller distances).
+    marks = page.eval_on_selector_all("#scale .mark.far", "marks => marks.map((m) => [m.dataset.far, m.innerText, m.offsetLeft])")
+    assert [(far, label) for far, label, _ in marks] == [("0.001", "FAR 0.1%"), ("0.01", "FAR 1%")] and marks[0][2] < marks[1][2]
+    pair = page.eval_on_selector("#distance-mark", "m => m.offsetLeft")
+    accepted = page.eval_on_selector("#scale .accept", "zone => zone.offsetWidth")
+    assert 0 <= pair <= accepted and abs(accepted - marks[1][2]) <= 1  # the shipped threshold is the FAR 1% one
     _screenshot(page, "dashboard-pair", tmp_path)
 
 

@@ -91,7 +91,7 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
 def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple[int, int]]:
     """(right, total) per true class, for faces found vs. analysed in the centre box, and for
     UTKFace files (their names say it) per race group and for children under 13."""
-    from facesuite.data import utkface_attributes
+    from facesuite.data import UTKFACE_RACES, utkface_attributes
 
     groups: dict[str, tuple[int, int]] = {}
     for p in predictions:
@@ -100,7 +100,8 @@ def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple
         for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *extra):
             right, total = groups.get(group, (0, 0))
             groups[group] = (right + (p.label == truth[p.path]), total + 1)
-    return groups
+    order = [f"true {label}" for label in LABELS] + ["face found", "no face (centre box)", *UTKFACE_RACES, "under 13"]
+    return {name: groups[name] for name in order if name in groups}
 
 
 def _error_grid(model: GenderModel, predictions: list[GenderPrediction], truth: dict, count: int = ERROR_GRID) -> str:

@@ -40,7 +40,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
-    from facesuite.embed.calibration import save_calibration, threshold_at_far
+    from facesuite.embed.calibration import far_marks, save_calibration, threshold_at_far
     from facesuite.evaluate.recognition import calibration_pairs
 
     dataset = read_identity_folders(args.dir)
@@ -60,7 +60,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     record = {
         "embedder": analysis.embedder.name, "threshold": threshold, "target_far": args.far,
         "tar": float((genuine <= threshold).mean()), "genuine_pairs": int(genuine.size),
-        "impostor_pairs": int(impostor.size), "data": str(args.dir),
+        "impostor_pairs": int(impostor.size), "data": str(args.dir), "far_marks": far_marks(genuine, impostor),
     }
     if args.per_route:
         record.update(_route_thresholds(analysis, dataset, args.far))

@@ -137,7 +137,11 @@ class ModelService:
         return records[0] | ({"faces": records} if all_faces else {})
 
     def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
+        from facesuite.embed.calibration import load_far_marks
+
         record = self.analysis.verify(first, second).to_dict()
+        # Where the distance sits on the calibrated scale: the thresholds at FAR 1% and 0.1%.
+        record["far_marks"] = [{"far": far, "threshold": round(t, 6)} for far, t in sorted(load_far_marks(self.analysis.embedder.name).items())]
         if images:
             crops, _ = self.analysis.crops([first, second])
             record["crops"] = [png_data_uri(crop.chip) for crop in crops]
