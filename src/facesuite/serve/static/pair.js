@@ -28,7 +28,11 @@ function drawScale(result) {
   accept.className = "accept";
   accept.style.width = `${at(result.threshold)}px`;
   scale.appendChild(accept);
-  for (const m of marks) mark(scale, at(m.threshold), "far", `FAR ${(m.far * 100).toLocaleString()}%`).dataset.far = m.far;
+  // Stricter rates lie to the left: their labels end at their mark, so neighbouring labels never overlap.
+  marks.forEach((m, index) => {
+    const side = index < marks.length - 1 ? "far label-left" : "far";
+    mark(scale, at(m.threshold), side, `FAR ${(m.far * 100).toLocaleString()}%`).dataset.far = m.far;
+  });
   mark(scale, at(result.threshold), "threshold", null);
   mark(scale, at(result.distance), `pair ${result.same ? "same" : "different"}`, result.distance.toFixed(3)).id = "distance-mark";
   const farNote = marks.length ? ` Grey marks: the distance at which ${marks.map((m) => `${m.far * 100}%`).join(" / ")} of different people would be accepted.` : "";
