@@ -64,14 +64,14 @@ def figure_html(caption: str, path: str | Path) -> str:
     return f'<figure class="plot"><img src="{image_data_uri(path)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def write_html(out: str | Path, title: str, sections: Sequence[Section], intro: str = "") -> Path:
-    """Write ``out`` as one HTML page; ``sections`` are ``(heading, html body)`` pairs, ``intro``
-    html placed under the title."""
+def write_html(out: str | Path, title: str, sections: Sequence[Section]) -> Path:
+    """Write ``out`` as one HTML page; ``sections`` are ``(heading, html body)`` pairs (a body
+    never holds a section of its own: :func:`read_sections` relies on it)."""
     body = "".join(
         f'<section data-heading="{html.escape(heading)}"><h2>{html.escape(heading)}</h2>{content}</section>'
         for heading, content in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
-            f"</head><body><h1>{html.escape(title)}</h1>{intro}{body}</body></html>")
+            f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
     Path(out).write_text(page, encoding="utf-8")
     return Path(out)
 

@@ -200,12 +200,13 @@ class ModelService:
 
     def remove(self, identity: str) -> dict:
         gallery = self._open_gallery(create=False)
+        missing = ApiError(404, f"no identity {identity!r} in the gallery")
+        if gallery is None:
+            raise missing
         try:
-            if gallery is None:
-                raise InputError("no gallery yet")
             removed = gallery.remove(identity)
-        except InputError:
-            raise ApiError(404, f"no identity {identity!r} in the gallery") from None
+        except InputError:  # unknown identity; its message names the gallery's folder, not for clients
+            raise missing from None
         if self.thumbnails is not None:
             self.thumbnails.remove(identity)
         return {"identity": identity, "removed": removed, "identities": len(gallery.list()), "faces": len(gallery)}
