@@ -1,4 +1,5 @@
-"""The dashboard in a real browser: Playwright driving Debian's Chromium against `facesuite serve`.
+"""The dashboard in a real browser (Playwright driving Debian's Chromium against `facesuite serve`),
+and the demo report opened from disk.
 
 Needs ``apt-get install -y chromium`` and ``pip install playwright==1.65.2`` (no browser download:
 the system Chromium is used). Set ``FACESUITE_SCREENSHOTS=docs`` to save each page's screenshot
