@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -181,3 +183,10 @@ def test_train_and_eval_end_to_end_on_tiny_subset(dev, tmp_path):
     metrics = json.loads((report / "metrics.json").read_text())
     assert sum(metrics["per_class"][label]["support"] for label in LABELS) == 24
     assert (report / "confusion_matrix.png").is_file() and (report / "report.html").is_file()
+    # The report shows frames: per predicted class, each card naming its file and its predictions.csv row.
+    rows = list(csv.DictReader(open(report / "predictions.csv")))
+    page = (report / "report.html").read_text()
+    cards = re.findall(r'data-probe="([^"]+)" data-row="(\d+)"', page)
+    predicted = {r["predicted"] for r in rows}
+    assert len(rows) == 24 and page.count("<h3>predicted ") == len(predicted) and len(cards) >= len(predicted)
+    assert all(rows[int(row)]["path"] == html.unescape(path) for path, row in cards)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +199,15 @@ def test_evaluation_numbers_match_a_recount(shipped_eval, dev_folder):
     assert all((float(r["p_female"]) >= threshold) == (r["predicted"] == "female") for r in rows)
     assert set(predicted) == {"male", "female"}
     assert (shipped_eval / "report.html").is_file() and (shipped_eval / "gradcam.png").is_file()
+    # Accuracy per group, recounted, inside its interval; the report shows every error's face.
+    for label in ("male", "female"):
+        group = metrics["groups"][f"true {label}"]
+        assert group["n"] == truth.count(label) and group["accuracy"] == pytest.approx(metrics["per_class"][label]["recall"])
+        assert group["ci95"][0] <= group["accuracy"] <= group["ci95"][1] and group["ci95"][1] - group["ci95"][0] > 0.05
+    page = (shipped_eval / "report.html").read_text()
+    shown = {html.unescape(path) for path in re.findall(r'<figure class="face wrong" data-probe="([^"]+)"', page)}
+    assert shown == {r["path"] for r in rows if r["true"] != r["predicted"]}  # this sample has fewer errors than the 12 a report shows
+    assert page.count('<img class="cam"') == len(shown)
 
 
 def test_shipped_model_predicts_unseen_faces(shipped_eval):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +115,9 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
     assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == ident["probes"] and set(rows[0]) == {"path", "true_identity", "predicted_identity", "distance", "decision",
-                                                                "match_kind", "source_photo", "source_agreement", "route", "quality"}
+    assert len(rows) == ident["probes"] and set(rows[0]) == {
+        "path", "true_identity", "predicted_identity", "distance", "decision", "match_kind", "source_photo", "source_agreement",
+        "route", "quality", "distortion", "gallery_path", "mate_path", "mate_distance"}
     # Every probe here is a processed copy of an enrolled photo: source matching names it, and
     # top-1 is given with and without it.
     source = metrics["source_match"]
@@ -124,6 +127,11 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
         assert row["match_kind"] in ("face", "source")
         if row["match_kind"] == "source":
             assert row["decision"] == row["true_identity"] and Path(row["source_photo"]).stem in Path(row["path"]).stem
+    for row in rows:  # the nearest gallery face is an enrolled image of the predicted identity; the mate one of the true identity
+        assert Path(row["gallery_path"]).parent.name == row["predicted_identity"] and Path(row["mate_path"]).parent.name == row["true_identity"]
+        assert float(row["mate_distance"]) >= float(row["distance"]) - 1e-6 and row["path"].endswith(f"_{row['distortion']}.jpg")
+    page = (out / "report.html").read_text()
+    assert page.count('class="strip"') == 7 and "Worst errors" in page and page.count("data:image/jpeg") >= 7 * 2
     for name in ("roc.png", "distances.png", "per_distortion.png", "report.html"):
         assert (out / name).stat().st_size > 1000
 
@@ -177,4 +185,8 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     assert len(written) == 10 and all(r["same"] == r["predicted_same"] for r in written)
     for name in ("roc.png", "distances.png", "report.html"):
         assert (out / name).stat().st_size > 1000
+    # The hardest pairs are shown with both faces, each card naming the pair's two files.
+    page = (out / "report.html").read_text()
+    shown = re.findall(r'<figure class="face (right|wrong)" data-first="([^"]+)" data-second="([^"]+)"', page)
+    assert len(shown) == 10 and {(html.unescape(a), html.unescape(b)) for _, a, b in shown} == {(r["img1"], r["img2"]) for r in written}
     assert str(bad_files["text"]) in capsys.readouterr().err

@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="fastapi is not installed")
@@ -124,6 +125,7 @@ def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tm
     assert status["done"] == status["total"] == 3 + 21
     report = client.get(status["report_url"])
     assert report.status_code == 200 and "<img src=\"data:image/png;base64," in report.text
+    assert report.text.count('class="strip"') == 7 and 'class="probe" src="data:image/jpeg;base64,' in report.text  # faces, cut on the model thread
 
 
 def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,8 +133,15 @@ def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixt
 
     (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "per_class": {"a": {"f1": 0.8}}}))
     Image.new("RGB", (8, 8), "red").save(tmp_path / "roc.png")
+    # The evaluation's own page shows faces: the summary lifts that section as it is.
+    from facesuite.report.faces import Card, cards_html
+    from facesuite.report.html import write_html
+
+    faces = cards_html([Card([("probe", "a.jpg")], ["a face"])], {"a.jpg": np.zeros((16, 16, 3), np.uint8)})
+    write_html(tmp_path / "report.html", "an evaluation", [("Summary", "<p>numbers</p>"), ("Faces", faces)])
     assert main(["report", str(tmp_path)]) == 0
     page = (tmp_path / "summary.html").read_text()
     assert "per_class.a.f1" in page and "data:image/png;base64," in page
+    assert faces in page and "numbers" not in page
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err

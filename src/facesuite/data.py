@@ -22,6 +22,19 @@ from facesuite.io import is_candidate_file, iter_images
 
 GENDERS = ("male", "female")
 DISTORTIONS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
+UTKFACE_RACES = ("white", "black", "asian", "indian", "other")
+
+
+def utkface_attributes(name: str) -> tuple[int, str, str] | None:
+    """(age, gender, race) from a UTKFace file name ``<age>_<gender>_<race>_<date>.jpg.chip.jpg``;
+    None if it does not parse (a few UTKFace names do not, and no other data set's do)."""
+    parts = name.split("_")
+    if len(parts) < 4 or not parts[0].isdigit() or parts[1] not in ("0", "1") or not parts[2].isdigit():
+        return None
+    race = int(parts[2])
+    if race >= len(UTKFACE_RACES):
+        return None
+    return int(parts[0]), GENDERS[int(parts[1])], UTKFACE_RACES[race]
 
 
 def _require_dir(root: str | Path) -> Path:

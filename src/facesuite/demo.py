@@ -8,7 +8,8 @@ few minutes on a laptop CPU, and in seconds once the detection cache is warm):
 2. analyse one clean and two distorted faces per identity against that gallery;
 3. evaluate gender on a balanced sample of task_a;
 4. evaluate routed recognition on the sampled identities (all their distorted copies);
-5. write ``OUT/report.html`` embedding the sub-reports' numbers and figures.
+5. write the recognition run's page (with its faces) and ``OUT/report.html``: the headline beside
+   a face of each distortion type, then the sub-reports' pictures, then their tables.
 
 The page for any evaluation folder (`facesuite report`) is :mod:`facesuite.report.folder`.
 """
@@ -28,8 +29,8 @@ import numpy as np
 
 from facesuite.data import IdentityDataset, read_identity_folders
 from facesuite.errors import InputError
-from facesuite.report.folder import folder_sections
-from facesuite.report.html import table_html, write_html
+from facesuite.report.faces import ChipSource, chips_of, one_per_type
+from facesuite.report.html import Section, read_sections, table_html, write_html
 
 DEV_SPLIT = Path("splits") / "facecom_dev_identities.txt"
 SEED = 0
@@ -162,11 +163,14 @@ def run_demo(
     skipped_total += len(skipped)
     recognition = recognition_metrics(embedded, analysis.threshold, seed=SEED)
     recognition.update(embedder=analysis.embedder.name, pipeline="routed", skipped=len(skipped), routing=routing)
-    write_recognition_report(out / "recognition", embedded, recognition, f"Recognition on {len(chosen)} FACECOM identities (routed)")
-    lap("recognition evaluation", clock)
+    clock = lap("recognition evaluation", clock)
 
+    # 5. the reports: the recognition run's page (with its faces), then the demo's own page.
+    write_recognition_report(out / "recognition", embedded, recognition, f"Recognition on {len(chosen)} FACECOM identities (routed)",
+                             chips=chips_of(analysis))
     headline = _headline(analysis_rows, gender_metrics, recognition, time.perf_counter() - started, skipped_total)
-    report = _write_demo_report(out, data, analysis_rows, headline, timings, gallery_uri)
+    report = _write_demo_report(out, data, analysis_rows, headline, timings, gallery_uri, chips_of(analysis))
+    lap("reports", clock)
     log(f"total: {time.perf_counter() - started:.1f} s")
     return DemoResult(report, headline)
 
@@ -198,22 +202,38 @@ def _headline(rows: list[dict], gender: dict, recognition: dict, seconds: float,
 
 
 def _write_demo_report(out: Path, data: Path, rows: list[dict], headline: list[tuple[str, object]],
-                       timings: list[tuple[str, float]], gallery_uri: str) -> Path:
+                       timings: list[tuple[str, float]], gallery_uri: str, chips: ChipSource) -> Path:
+    """``OUT/report.html``: the headline beside a face of each distortion type, then the pictures
+    of the recognition and gender reports (their plots, the faces per distortion type, the
+    errors), then the tables."""
     from facesuite.gallery import display_uri
 
-    summary = table_html(["result", "value"], headline)
-    links = ("<ul><li><a href='recognition/report.html'>recognition report</a></li>"
-             "<li><a href='gender/report.html'>gender report</a></li>"
-             "<li><a href='analysis.csv'>analysis.csv</a> (one row per analysed face)</li></ul>"
-             f"<p>Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(display_uri(gallery_uri))}</code>, "
+    recognition = read_sections(out / "recognition" / "report.html")
+    with open(out / "recognition" / "predictions.csv", newline="", encoding="utf-8") as handle:
+        predictions = list(csv.DictReader(handle))
+    gender = read_sections(out / "gender" / "report.html")
+
+    def lifted(sections: list[Section], prefix: str, pictures: bool) -> list[Section]:
+        # Pictures: plots and faces; the rest are tables (the summaries are the demo's headline).
+        return [(f"{prefix}: {heading}", body) for heading, body in sections
+                if heading != "Summary" and (("<img" in body or "<figure" in body) == pictures)]
+
+    summary = table_html(["result", "value"], headline, "headline")
+    links = ("<p class='muted'>Each part has its own page: <a href='recognition/report.html'>recognition</a>, "
+             "<a href='gender/report.html'>gender</a>; <a href='analysis.csv'>analysis.csv</a> holds one row per analysed face. "
+             f"Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(display_uri(gallery_uri))}</code>, "
              "then <code>http://127.0.0.1:8000/</code>.</p>")
     columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female"]
     analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])
     sections = [
-        ("Summary", f"<p>Data: {html.escape(str(data))}</p>{summary}{links}"),
-        ("Time per stage", table_html(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings])),
+        ("Headline", f"<div class='hero'>{summary}<div><p class='muted'>A typical probe of each distortion type (its "
+                     "median distance) beside its nearest gallery face; the recognition run is below.</p>"
+                     f"{one_per_type(predictions, chips)}</div></div><p class='muted'>Data: {html.escape(str(data))}</p>"),
+        *lifted(recognition, "Recognition", pictures=True),
+        *lifted(gender, "Gender", pictures=True),
         ("Analysed faces against the gallery", analysis),
+        *lifted(recognition, "Recognition", pictures=False),
+        *lifted(gender, "Gender", pictures=False),
+        ("Time per stage", table_html(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings]) + links),
     ]
-    sections += folder_sections(out / "recognition", "Recognition")
-    sections += folder_sections(out / "gender", "Gender")
     return write_html(out / "report.html", "facesuite demo", sections)

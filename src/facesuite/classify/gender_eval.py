@@ -13,6 +13,8 @@ from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.data import read_gender_folders
 from facesuite.errors import InputError, Skipped
 
+ERROR_GRID = 12  # wrong predictions shown with their Grad-CAM in the report (each Grad-CAM costs a backward pass)
+
 
 @dataclass
 class GenderPrediction:
@@ -54,7 +56,7 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
 
 def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
     """Evaluate the gender model of ``analysis`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
-    from facesuite.evaluate.classification import write_classification_report
+    from facesuite.evaluate.classification import group_accuracy, plot_group_accuracy, write_classification_report
 
     out = Path(out)
     model = analysis.gender
@@ -75,21 +77,72 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
         "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
         "fallback_faces": int(sum(p.fallback for p in predictions)),
     }
-    images = []
+    groups = group_accuracy(_groups(predictions, truth))
+    extra["groups"] = groups
+    images = [("Accuracy per group", plot_group_accuracy(groups, out / "groups.png"))]
+    cams = GradcamCache(model)  # the error grid and the figure share their faces' Grad-CAMs
+    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(cams, predictions, truth))]
     if gradcam_samples > 0:
-        figure = _gradcam_figure(model, predictions, truth, gradcam_samples, out / "gradcam.png")
+        figure = _gradcam_figure(cams, predictions, truth, gradcam_samples, out / "gradcam.png")
         images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
-    metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images)
+    metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images, pictures)
     return metrics, skipped
 
 
-def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
+def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple[int, int]]:
+    """(right, total) per true class, for faces found vs. analysed in the centre box, and for
+    UTKFace files (their names say it) per race group and for children under 13."""
+    from facesuite.data import UTKFACE_RACES, utkface_attributes
+
+    groups: dict[str, tuple[int, int]] = {}
+    for p in predictions:
+        attributes = utkface_attributes(Path(p.path).name)
+        extra = () if attributes is None else (attributes[2], *(("under 13",) if attributes[0] < 13 else ()))
+        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *extra):
+            right, total = groups.get(group, (0, 0))
+            groups[group] = (right + (p.label == truth[p.path]), total + 1)
+    order = [f"true {label}" for label in LABELS] + ["face found", "no face (centre box)", *UTKFACE_RACES, "under 13"]
+    return {name: groups[name] for name in order if name in groups}
+
+
+class GradcamCache:
+    """Each face's chip and Grad-CAM overlay of its predicted class, computed once."""
+
+    def __init__(self, model: GenderModel) -> None:
+        self.model = model
+        self._done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, prediction: GenderPrediction) -> tuple[np.ndarray, np.ndarray]:
+        from facesuite.explain import gradcam, overlay
+
+        if prediction.path not in self._done:
+            chip = prediction.chip
+            heat, _ = gradcam(self.model.network, self.model.network.cam_layer(), chip, LABELS.index(prediction.label))
+            self._done[prediction.path] = chip, overlay(chip, heat)
+        return self._done[prediction.path]
+
+
+def _error_grid(cams: GradcamCache, predictions: list[GenderPrediction], truth: dict, count: int = ERROR_GRID) -> str:
+    """The ``count`` most confident wrong predictions as face cards: chip, Grad-CAM of the
+    predicted class, p(female)."""
+    from facesuite.report.faces import Card, cards_html
+
+    wrong = sorted((p for p in predictions if p.label != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
+    if not wrong:
+        return '<p class="muted">no errors</p>'
+    chips, overlays, cards = {}, {}, []
+    for p in wrong:
+        chips[p.path], overlays[f"cam:{p.path}"] = cams(p)
+        cards.append(Card([("probe", p.path), ("cam", p.path)],
+                          [f"true {truth[p.path]}, said {p.label}", f"p(female) {p.p_female:.2f}", Path(p.path).name[:28]], "wrong"))
+    return cards_html(cards, chips, overlays)
+
+
+def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from facesuite.explain import gradcam, overlay
 
     per_row = max(count // 2, 1)
     # Evenly spaced picks, so the sample is fixed for a given data set (no randomness).
@@ -97,7 +150,6 @@ def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], tru
     wrong = [p for p in predictions if p.label != truth[p.path]]
     rows = [[group[int(i)] for i in np.linspace(0, len(group) - 1, min(per_row, len(group)))] if group else [] for group in (right, wrong)]
     fig, axes = plt.subplots(2, per_row, figsize=(2.2 * per_row, 5), squeeze=False)
-    layer = model.network.cam_layer()
     for r, row in enumerate(rows):
         for c in range(per_row):
             ax = axes[r][c]
@@ -105,10 +157,9 @@ def _gradcam_figure(model: GenderModel, predictions: list[GenderPrediction], tru
             if c >= len(row):
                 continue
             p = row[c]
-            heat, _ = gradcam(model.network, layer, p.chip, LABELS.index(p.label))
-            ax.imshow(overlay(p.chip, heat))
+            ax.imshow(cams(p)[1])
             ax.set_title(f"{truth[p.path]}→{p.label}\np_f={p.p_female:.2f}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=60)  # small: the report embeds it
     plt.close(fig)
     return path

@@ -62,6 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
     from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
+    from facesuite.report.faces import classification_examples
     from facesuite.train.distortion import distortion_samples
 
     dataset = read_identity_folders(args.dir)
@@ -73,6 +74,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     done, skipped = detector.predict_paths([path for path, _ in samples])
     seconds = time.perf_counter() - started
     truth = dict(samples)
+    rows = [(str(path), truth[path], prediction.label, prediction.probability) for path, prediction in done]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.out) / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "probability"])
+        writer.writerows([path, true, predicted, f"{probability:.4f}"] for path, true, predicted, probability in rows)
     metrics = write_classification_report(
         args.out,
         [truth[path] for path, _ in done],
@@ -81,6 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "Distortion detector",
         extra={"skipped": len(skipped), "ms_per_image": round(1000 * seconds / max(len(samples), 1), 2),
                "model": str(args.model or "shipped")},
+        pictures=classification_examples(rows),
     )
     _print_skips(skipped)
     print(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} on {len(done)} images; report in {args.out}")

@@ -41,7 +41,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
-    from facesuite.embed.calibration import save_calibration, threshold_at_far
+    from facesuite.embed.calibration import far_marks, save_calibration, threshold_at_far
     from facesuite.evaluate.recognition import calibration_pairs
 
     dataset = read_identity_folders(args.dir)
@@ -61,7 +61,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     record = {
         "embedder": analysis.embedder.name, "threshold": threshold, "target_far": args.far,
         "tar": float((genuine <= threshold).mean()), "genuine_pairs": int(genuine.size),
-        "impostor_pairs": int(impostor.size), "data": str(args.dir),
+        "impostor_pairs": int(impostor.size), "data": str(args.dir), "far_marks": far_marks(genuine, impostor),
     }
     if args.per_route:
         record.update(_route_thresholds(analysis, dataset, args.far))
@@ -138,7 +138,10 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         metrics["routing"] = routing
     out = Path(args.out)
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
-    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds)
+    from facesuite.report.faces import chips_of
+
+    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds,
+                             chips=chips_of(analysis))
     ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
     print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline}, {args.protocol} protocol)", [
@@ -175,7 +178,10 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,
                    pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
     out = Path(args.out)
-    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})")
+    from facesuite.report.faces import chips_of
+
+    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
+                              chips=chips_of(analysis))
     print_summary(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped)", [
         ("AUC", metrics["auc"]), ("TAR at FAR 1%", metrics["tar_at_far_1pct"]), ("TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]),
         ("10-fold accuracy", metrics["accuracy_10_fold"]),

@@ -54,6 +54,27 @@ def load_route_calibration(embedder: str) -> tuple[dict[str, float], dict | None
     return {}, None
 
 
+#: The false-accept rates whose thresholds ``facesuite calibrate`` records as ``far_marks``, for
+#: drawing a distance on the calibrated scale (the dashboard's pair page).
+FAR_MARKS = (0.01, 0.001)
+
+
+def far_marks(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, float]:
+    """The threshold at each of :data:`FAR_MARKS`, keyed by the rate as text (JSON keys)."""
+    return {f"{far:g}": threshold_at_far(genuine, impostor, far) for far in FAR_MARKS}
+
+
+def load_far_marks(embedder: str) -> dict[float, float]:
+    """``{far: threshold}`` from the calibration :func:`load_threshold` reads (empty when it
+    records none)."""
+    for folder in (user_home(), MODELS_DIR):
+        path = _calibration_file(folder, embedder)
+        if path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return {float(far): float(t) for far, t in record.get("far_marks", {}).items()}
+    return {}
+
+
 def load_threshold(embedder: str, default: float) -> tuple[float, str]:
     """The threshold to use and what it is, in words an answer may carry to any client (never a
     file path): ``"user calibration, FAR 5%"``, ``"shipped calibration, FAR 1%"`` or

@@ -23,7 +23,8 @@ from facesuite.data import IdentityDataset
 from facesuite.classify.quality import UNRECOGNISABLE, quality_features
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.gallery.base import UNKNOWN
-from facesuite.report.html import figure_html, table_html, write_html, write_json
+from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
+from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
 
 
 @dataclass
@@ -226,37 +227,28 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
 
 
 def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, seed: int = 0,
-                             route_thresholds: Mapping[str, float] | None = None) -> None:
-    """metrics.json, predictions.csv, roc.png, det.png, distances.png, per_distortion.png and report.html."""
+                             route_thresholds: Mapping[str, float] | None = None,
+                             chips: ChipSource | None = None) -> list[Section]:
+    """metrics.json, predictions.csv, roc.png, det.png, distances.png, per_distortion.png and report.html;
+    returns the report's sections. With ``chips`` (:func:`facesuite.report.faces.chips_of`) the
+    report shows faces: a strip per distortion type and the worst errors."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    best, best_distance, _ = identification(data)
-    found, limits, recognisable = decisions(data, metrics["verification"]["threshold"], route_thresholds)
-    routes = data.probe_routes or ["plain"] * len(data.probe_ids)
-    quality = data.probe_quality if data.probe_quality is not None else [None] * len(data.probe_ids)
-    source_rows = data.source_rows if data.source_rows is not None else np.full(len(data.probe_ids), -1)
+    rows = _prediction_rows(data, metrics["verification"]["threshold"], route_thresholds)
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "true_identity", "predicted_identity", "distance", "decision", "match_kind", "source_photo",
-                         "source_agreement", "route", "quality"])
-        for row, (path, identity, index, distance) in enumerate(zip(data.probe_paths, data.probe_ids, best, best_distance)):
-            if source_rows[row] >= 0:
-                decision, kind, photo = data.gallery_ids[source_rows[row]], "source", str(data.gallery_paths[source_rows[row]])
-            else:
-                decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
-                kind, photo = "face", ""
-            agreement = "" if data.source_agreement is None else f"{data.source_agreement[row]:.3f}"
-            writer.writerow([str(path), identity, data.gallery_ids[index], f"{distance:.6f}", decision, kind, photo, agreement,
-                             routes[row], "" if quality[row] is None else f"{quality[row]:.4f}"])
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+    found, limits, _ = decisions(data, metrics["verification"]["threshold"], route_thresholds)
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
         ("ROC (genuine vs impostor pairs)", plot_roc(distances, labels, out / "roc.png")),
-        ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png")),
+        ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
         ("DET: open-set identification, overall and per detected type", plot_det(found, data.probe_labels or data.probe_types, out / "det.png")),
         *([("EDC: error against the share of lowest-quality faces discarded", plot_edc(found, limits, data.probe_quality, out / "edc.png"))]
           if data.probe_quality is not None else []),
-        ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
+        ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png")),
     ]
     ident, verif = metrics["identification"], metrics["verification"]
     summary = table_html(["metric", "value"], [
@@ -265,7 +257,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
         ["verification AUC", verif["auc"]], ["TAR at FAR 1%", verif["tar_at_far_1pct"]],
         ["threshold (cosine distance)", verif["threshold"]], ["accuracy at threshold", verif["accuracy"]],
         ["probes / gallery images / identities", f"{ident['probes']} / {ident['gallery_images']} / {ident['identities']}"],
-    ])
+    ], "headline")
     open_set = metrics["open_set"]
     decided = table_html(["detected type", "probes", "top-1", "FNIR at FPIR 1%", "coverage", "wrong identity", "FPIR", "unrecognisable"], [
         [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"], r["unrecognisable_rate"]]
@@ -275,9 +267,44 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
                           [[k, v, with_source.get(k, "off"),
                             metrics["source_match"]["per_distortion"][k]["fired_rate"] if metrics["source_match"]["enabled"] else "off"]
                            for k, v in ident["per_distortion"].items()])
-    sections = [("Summary", summary), ("Per distortion", per_type), ("Open-set decisions at the operating point", decided),
-                ("Figures", "".join(figure_html(c, p) for c, p in figures))]
+    sections = [("Summary", summary), ("Figures", "".join(figure_html(c, p) for c, p in figures))]
+    if chips is not None and rows:
+        sections += [("Faces per distortion type: probe, nearest gallery face", recognition_strips(rows, chips)),
+                     ("Worst errors", worst_errors(rows, chips))]
+    sections += [("Per distortion", per_type), ("Open-set decisions at the operating point", decided)]
     write_html(out / "report.html", title, sections)
+    return sections
+
+
+def _prediction_rows(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None) -> list[dict[str, str]]:
+    """predictions.csv: per probe its nearest gallery face (``gallery_path``), the decision at the
+    operating point, and its own identity's nearest gallery face (``mate_path``, ``mate_distance``)."""
+    distances = data.distances()
+    best = distances.argmin(axis=1)
+    _, limits, recognisable = decisions(data, threshold, route_thresholds)
+    routes = data.probe_routes or ["plain"] * len(data.probe_ids)
+    quality = data.probe_quality if data.probe_quality is not None else [None] * len(data.probe_ids)
+    source_rows = data.source_rows if data.source_rows is not None else np.full(len(data.probe_ids), -1)
+    gallery_ids = np.asarray(data.gallery_ids)
+    rows = []
+    for row, (path, identity, index) in enumerate(zip(data.probe_paths, data.probe_ids, best)):
+        distance = float(distances[row, index])
+        if source_rows[row] >= 0:  # a processed copy of an enrolled photo: named by the photo, not the face
+            decision, kind, photo = data.gallery_ids[source_rows[row]], "source", str(data.gallery_paths[source_rows[row]])
+        else:
+            decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
+            kind, photo = "face", ""
+        own = np.flatnonzero(gallery_ids == identity)
+        mate = own[distances[row, own].argmin()] if own.size else None
+        rows.append({"path": str(path), "true_identity": identity, "predicted_identity": data.gallery_ids[index],
+                     "distance": f"{distance:.6f}", "decision": decision, "match_kind": kind, "source_photo": photo,
+                     "source_agreement": "" if data.source_agreement is None else f"{data.source_agreement[row]:.3f}",
+                     "route": routes[row],
+                     "quality": "" if quality[row] is None else f"{quality[row]:.4f}",
+                     "distortion": data.probe_types[row], "gallery_path": str(data.gallery_paths[index]),
+                     "mate_path": "" if mate is None else str(data.gallery_paths[mate]),
+                     "mate_distance": "" if mate is None else f"{distances[row, mate]:.6f}"})
+    return rows
 
 
 def plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from facesuite.errors import InputError, Skipped
 from facesuite.evaluate.recognition import plot_histograms, plot_roc
+from facesuite.report.faces import ChipSource, hardest_pairs
 from facesuite.report.html import figure_html, table_html, write_html, write_json
 
 FOLDS = 10
@@ -64,8 +65,9 @@ def _fold_accuracy(distances: np.ndarray, labels: np.ndarray, seed: int) -> floa
 
 
 def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], distances: np.ndarray, labels: np.ndarray,
-                              kept: list[int], metrics: dict, title: str) -> Path:
-    """metrics.json, pairs.csv (one row per pair evaluated), roc.png, distances.png, report.html."""
+                              kept: list[int], metrics: dict, title: str, chips: ChipSource | None = None) -> Path:
+    """metrics.json, pairs.csv (one row per pair evaluated), roc.png, distances.png, report.html;
+    with ``chips`` (:func:`facesuite.report.faces.chips_of`) the report shows the hardest pairs' faces."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     threshold = metrics["threshold"]
@@ -83,5 +85,9 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], d
         ["accuracy at the calibrated threshold", metrics["accuracy_at_threshold"]],
         ["threshold (cosine distance)", threshold],
         ["pairs: same / different", f"{metrics['same_pairs']} / {metrics['different_pairs']}"],
-    ])
-    return write_html(out / "report.html", title, [("Summary", summary), ("Figures", "".join(figure_html(c, p) for c, p in figures))])
+    ], "headline")
+    sections = [("Summary", summary), ("Figures", "".join(figure_html(c, p) for c, p in figures))]
+    if chips is not None:
+        rows = [(str(pairs[i][0]), str(pairs[i][1]), bool(pairs[i][2]), float(d)) for i, d in zip(kept, distances)]
+        sections.append(("Hardest pairs", hardest_pairs(rows, threshold, chips)))
+    return write_html(out / "report.html", title, sections)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from facesuite.errors import InputError
-from facesuite.report.html import figure_html, table_html, write_html
+from facesuite.report.html import figure_html, read_sections, table_html, write_html
 
 
 def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -35,9 +35,11 @@ def folder_sections(folder: Path, heading: str | None = None) -> list[tuple[str,
         raise InputError("metrics.json does not hold an object", path)
     title = heading or folder.name
     figures = "".join(figure_html(png.stem.replace("_", " "), png) for png in sorted(folder.glob("*.png")))
-    sections = [(f"{title}: metrics", table_html(["metric", "value"], _flatten(metrics)))]
-    if figures:
-        sections.append((f"{title}: figures", figures))
+    sections = [(f"{title}: figures", figures)] if figures else []
+    # The faces the evaluation's own page shows (strips, errors), lifted as they are.
+    if (folder / "report.html").is_file():
+        sections += [(f"{title}: {name}", body) for name, body in read_sections(folder / "report.html") if 'class="faces"' in body]
+    sections.append((f"{title}: metrics", table_html(["metric", "value"], _flatten(metrics))))
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "metrics.json").is_file()):
         sections += folder_sections(child, f"{title}/{child.name}")
     return sections

@@ -27,6 +27,7 @@ from facesuite.errors import InputError
 from facesuite.serve.jobs import JobRunner
 from facesuite.serve.security import BodyLimit, RequestGuard
 from facesuite.serve.service import ApiError, ModelService, default_gallery, log
+from facesuite.serve.thumbnails import ThumbnailStore
 from facesuite.serve.uploads import (
     DEFAULT_MAX_UPLOAD_BYTES,
     MAX_ENROLL_FILES,
@@ -61,9 +62,11 @@ def create_app(
     from facesuite.config import data_root
     from facesuite.gallery import display_uri
 
-    service = ModelService(os.fspath(gallery) if gallery else default_gallery(), embedder, use_cache)
+    work = Path(work_dir) if work_dir else user_home() / "serve"
+    gallery_uri = os.fspath(gallery) if gallery else default_gallery()
+    service = ModelService(gallery_uri, embedder, use_cache, ThumbnailStore(work / "thumbnails", gallery_uri))
     roots = [Path(root) for root in eval_roots] if eval_roots is not None else [data_root()]
-    jobs = JobRunner(service, Path(work_dir) if work_dir else user_home() / "serve", roots)
+    jobs = JobRunner(service, work, roots)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -108,10 +111,12 @@ def create_app(
                 "gallery": display_uri(service.gallery_uri)}
 
     @app.post("/analyze")
-    def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI")) -> dict:
-        """Box, distortion and route, gender, and identity (when the gallery holds anyone) for one face."""
+    def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI"),
+                all_faces: bool = Query(False, description="add `faces`: every face of the image, largest first")) -> dict:
+        """Box, distortion and route, gender, and identity (when the gallery holds anyone) for the
+        largest face; with ``all_faces`` the same for every face, in ``faces``."""
         (upload,) = read_uploads([image], max_upload_bytes)
-        return service.call(service.analyze, upload, images)
+        return service.call(service.analyze, upload, images, all_faces)
 
     @app.post("/verify")
     def verify(image1: Upload = None, image2: Upload = None,
@@ -143,8 +148,21 @@ def create_app(
 
     @app.get("/gallery")
     def gallery_listing() -> dict:
-        """Enrolled identities and their face counts."""
+        """Enrolled identities, their face counts and whether the server has a picture of each."""
         return service.call(service.gallery_listing)
+
+    @app.delete("/gallery")
+    def gallery_remove(identity: str = Query(..., min_length=1)) -> dict:
+        """Remove ``identity`` and every face of it from the gallery (and its picture)."""
+        return service.call(service.remove, identity)
+
+    @app.get("/gallery/thumbnail", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def gallery_thumbnail(identity: str = Query(..., min_length=1)) -> Response:
+        """The aligned face of ``identity``'s first face enrolled through this server (JPEG)."""
+        picture = service.thumbnails.get(identity)
+        if picture is None:
+            raise ApiError(404, f"no picture of {identity!r} (enrolled elsewhere, or not enrolled)")
+        return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.post("/jobs/recognition", status_code=202)
     def start_evaluation(request: EvalRequest) -> dict:

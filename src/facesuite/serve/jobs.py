@@ -108,7 +108,8 @@ class JobRunner:
             metrics.update(pipeline="routed" if routing else "single", skipped=len(skipped))
             if routing:
                 metrics["routing"] = routing
-            write_recognition_report(job.out, data, metrics, f"Recognition: {job.folder}")
+            write_recognition_report(job.out, data, metrics, f"Recognition: {job.folder}",
+                                     chips=lambda paths: self.service.call(self.service.face_chips, paths))
             ident, verif = metrics["identification"], metrics["verification"]
             job.metrics = {"top1": round(ident["top1"], 4), "auc": round(verif["auc"], 4),
                            "tar_at_far_1pct": round(verif["tar_at_far_1pct"], 4), "probes": ident["probes"],

@@ -17,7 +17,7 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "FACESUITE_API_KEY"
 # Routes that change server state (the gallery; evaluation reports on disk): they need the API key
 # when the server has one. Every other POST only computes an answer from the uploaded images.
-MUTATING_ROUTES = frozenset({("POST", "/gallery/enroll"), ("POST", "/jobs/recognition")})
+MUTATING_ROUTES = frozenset({("POST", "/gallery/enroll"), ("DELETE", "/gallery"), ("POST", "/jobs/recognition")})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from facesuite.config import user_home
 from facesuite.errors import InputError
 from facesuite.io import Decoded
+from facesuite.serve.thumbnails import ThumbnailStore
 
 log = logging.getLogger("facesuite.serve")
 T = TypeVar("T")
@@ -45,9 +46,11 @@ class ModelService:
     already decoded (:class:`~facesuite.io.Decoded`, named by the uploaded file's name).
     """
 
-    def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True) -> None:
+    def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True,
+                 thumbnails: ThumbnailStore | None = None) -> None:
         # A gallery URI of any backend, as the `gallery` commands take it (facesuite.gallery).
         self.gallery_uri = gallery
+        self.thumbnails = thumbnails
         self._embedder_name = embedder
         self._use_cache = use_cache
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
@@ -124,17 +127,21 @@ class ModelService:
             self._gallery = None
             self._analysis.gallery = None
 
-    def analyze(self, upload: Decoded, images: bool) -> dict:
+    def analyze(self, upload: Decoded, images: bool, all_faces: bool = False) -> dict:
+        """The largest face's record; with ``all_faces`` also ``faces``, every face's record
+        (largest first, the first being the same face)."""
         analysis = self._require_analysis()
         self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
-        (face,) = analysis.get(upload)
-        record = face.to_dict()
-        if images:
-            record["crop"] = png_data_uri(face.chip())
-        return record
+        faces = analysis.get(upload, max_faces=None if all_faces else 1)
+        records = [face.to_dict() | ({"crop": png_data_uri(face.chip())} if images else {}) for face in faces]
+        return records[0] | ({"faces": records} if all_faces else {})
 
     def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
+        from facesuite.embed.calibration import load_far_marks
+
         record = self.analysis.verify(first, second).to_dict()
+        # Where the distance sits on the calibrated scale: the thresholds at FAR 1% and 0.1%.
+        record["far_marks"] = [{"far": far, "threshold": round(t, 6)} for far, t in sorted(load_far_marks(self.analysis.embedder.name).items())]
         if images:
             crops, _ = self.analysis.crops([first, second])
             record["crops"] = [png_data_uri(crop.chip) for crop in crops]
@@ -159,6 +166,11 @@ class ModelService:
         result = gallery.enroll(identity, uploads)
         if not result.faces:
             raise ApiError(422, "no usable face in the uploaded images")
+        if self.thumbnails is not None and not self.thumbnails.has(identity):
+            # Uploads arrive decoded, so none is skipped: the first one's face is the picture.
+            crops, _ = self._analysis.crops(uploads[:1])
+            if crops:
+                self.thumbnails.put(identity, crops[0].chip)
         return {"identity": identity, "enrolled": result.faces, "skipped": [str(s.source) for s in result.skipped],
                 "identities": len(gallery.list()), "faces": len(gallery)}
 
@@ -185,13 +197,33 @@ class ModelService:
             return {"path": where, "exists": False, "identities": [], "faces": 0}
         return {"path": where, "exists": True, "embedder": gallery.embedder,
                 "threshold": round(gallery.threshold, 6), "faces": len(gallery),
-                "identities": [{"identity": i, "faces": n} for i, n in gallery.list()]}
+                "identities": [{"identity": i, "faces": n, "thumbnail": self.thumbnails is not None and self.thumbnails.has(i)}
+                               for i, n in gallery.list()]}
+
+    def remove(self, identity: str) -> dict:
+        gallery = self._open_gallery(create=False)
+        missing = ApiError(404, f"no identity {identity!r} in the gallery")
+        if gallery is None:
+            raise missing
+        try:
+            removed = gallery.remove(identity)
+        except InputError:  # unknown identity; its message names the gallery's folder, not for clients
+            raise missing from None
+        if self.thumbnails is not None:
+            self.thumbnails.remove(identity)
+        return {"identity": identity, "removed": removed, "identities": len(gallery.list()), "faces": len(gallery)}
 
     def embed_slice(self, dataset):
         """Embeddings (routed when the models allow) of one slice of an evaluation data set."""
         from facesuite.evaluate.recognition import embed_dataset
 
         return embed_dataset(self.analysis, dataset, progress=False)
+
+    def face_chips(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
+        """Aligned chips of server-side files, for the faces in an evaluation's report."""
+        from facesuite.report.faces import chips_of
+
+        return chips_of(self.analysis)(paths)
 
     def threshold(self) -> float:
         return self.analysis.threshold

@@ -10,10 +10,10 @@ async function apiError(response) {
   }
 }
 
-// POST with the API key when the server asks for one (401): the key is asked once per tab and
-// kept in sessionStorage, never in the page's URL.
-async function post(url, options) {
-  const send = () => fetch(url, { ...options, method: "POST",
+// A write (POST, DELETE) with the API key when the server asks for one (401): the key is asked
+// once per tab and kept in sessionStorage, never in the page's URL.
+async function request(method, url, options = {}) {
+  const send = () => fetch(url, { ...options, method,
     headers: { ...(options.headers || {}), "X-API-Key": sessionStorage.getItem("facesuite-api-key") || "" } });
   let response = await send();
   if (response.status === 401) {
@@ -25,6 +25,10 @@ async function post(url, options) {
   }
   if (!response.ok) throw await apiError(response);
   return response;
+}
+
+async function post(url, options) {
+  return request("POST", url, options);
 }
 
 async function postForm(url, formData) {

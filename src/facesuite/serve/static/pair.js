@@ -1,5 +1,44 @@
-// Pair page: /verify with both aligned crops, distance drawn against the threshold.
+// Pair page: /verify with both aligned crops, the distance drawn on the calibrated scale: where
+// the threshold and the distances at FAR 1% and 0.1% lie (from the calibration, `far_marks`).
 "use strict";
+
+const SCALE_WIDTH = 420;
+
+function mark(scale, position, className, label) {
+  const element = document.createElement("div");
+  element.className = `mark ${className}`;
+  element.style.left = `${position}px`;
+  if (label) {
+    const text = document.createElement("span");
+    text.textContent = label;
+    element.appendChild(text);
+  }
+  scale.appendChild(element);
+  return element;
+}
+
+function drawScale(result) {
+  const scale = document.getElementById("scale");
+  scale.replaceChildren();
+  const marks = result.far_marks || [];
+  // Wide enough for every mark and the pair; the interesting part of a cosine scale is near 0.
+  const end = Math.min(2, Math.max(0.25, 1.2 * result.distance, ...marks.map((m) => 1.5 * m.threshold), 1.5 * result.threshold));
+  const at = (distance) => Math.min(distance, end) / end * SCALE_WIDTH;
+  const accept = document.createElement("div");
+  accept.className = "accept";
+  accept.style.width = `${at(result.threshold)}px`;
+  scale.appendChild(accept);
+  // Stricter rates lie to the left: their labels end at their mark, so neighbouring labels never overlap.
+  marks.forEach((m, index) => {
+    const side = index < marks.length - 1 ? "far label-left" : "far";
+    mark(scale, at(m.threshold), side, `FAR ${(m.far * 100).toLocaleString()}%`).dataset.far = m.far;
+  });
+  mark(scale, at(result.threshold), "threshold", null);
+  mark(scale, at(result.distance), `pair ${result.same ? "same" : "different"}`, result.distance.toFixed(3)).id = "distance-mark";
+  const farNote = marks.length ? ` Grey marks: the distance at which ${marks.map((m) => `${m.far * 100}%`).join(" / ")} of different people would be accepted.` : "";
+  document.getElementById("scale-note").textContent =
+    `cosine distance, 0 to ${end.toFixed(2)}; green: accepted as the same person (threshold ${result.threshold.toFixed(3)}).${farNote}`;
+}
 
 document.getElementById("form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -22,9 +61,7 @@ document.getElementById("form").addEventListener("submit", async (event) => {
     const verdict = document.getElementById("verdict");
     verdict.textContent = result.same ? "Same person" : "Different people";
     verdict.className = `verdict ${result.same ? "same" : "different"}`;
-    const width = 420;
-    document.getElementById("threshold-mark").style.left = `${Math.min(result.threshold, 1) * width}px`;
-    document.getElementById("distance-mark").style.left = `${Math.min(result.distance, 1) * width}px`;
+    drawScale(result);
     fillTable(document.getElementById("fields"), [
       ["distance", result.distance.toFixed(4)],
       ["threshold", `${result.threshold.toFixed(4)} (${result.threshold_source})`],
