@@ -22,28 +22,7 @@ import time
 from pathlib import Path
 
 from facesuite.config import data_root
-from facesuite.data import read_split
-
-RACES = ("white", "black", "asian", "indian", "other")
-GENDER_CODES = {"0": "male", "1": "female"}
-
-
-def parse_utk(name: str) -> tuple[int, str, str] | None:
-    """(age, gender, race) from ``<age>_<gender>_<race>_<date>.jpg.chip.jpg``; None if it does not parse."""
-    parts = name.split("_")
-    if len(parts) < 4 or not parts[0].isdigit() or parts[1] not in GENDER_CODES or not parts[2].isdigit():
-        return None
-    race = int(parts[2])
-    if race >= len(RACES):
-        return None
-    return int(parts[0]), GENDER_CODES[parts[1]], RACES[race]
-
-
-def facecom_identity(stem: str) -> str:
-    """``Name_0001`` -> ``Name``; ``007_frontal`` stays as it is."""
-    head, _, tail = stem.rpartition("_")
-    return head if head and tail.isdigit() else stem
-
+from facesuite.data import facecom_identity, parse_utkface_name, read_split
 
 def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
@@ -61,7 +40,7 @@ def build_folders(out: Path, utk_train: int | None, utk_dev_stride: int = 1, see
             links.append((path, out / side / label / f"facecom_{path.name}"))
     train_utk, dev_hashes = [], set()
     for path in sorted((root / "utkface/images").glob("*.jpg")):
-        parsed = parse_utk(path.name)
+        parsed = parse_utkface_name(path.name)
         if parsed is None:
             counts["utk_unparsed"] = counts.get("utk_unparsed", 0) + 1
             continue
@@ -128,7 +107,7 @@ def _utk_groups(predictions_csv: Path) -> dict:
     groups: dict[str, list[bool]] = {}
     with open(predictions_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            age, _, race = parse_utk(Path(row["path"]).name)
+            age, _, race = parse_utkface_name(Path(row["path"]).name)
             right = row["true"] == row["predicted"]
             for key in (f"race={race}", "age<13" if age < 13 else "age>=13"):
                 groups.setdefault(key, []).append(right)

@@ -129,3 +129,34 @@ def read_split(path: str | Path) -> set[str]:
         raise InputError("no such split file", path)
     lines = path.read_text(encoding="utf-8").splitlines()
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+# --------------------------------------------------------------------------------------------
+# What file names say about a face (UTKFace, FACECOM task_a)
+# --------------------------------------------------------------------------------------------
+
+UTK_RACES = ("white", "black", "asian", "indian", "other")
+UTK_GENDERS = {"0": "male", "1": "female"}
+
+
+def parse_utkface_name(name: str) -> tuple[int, str, str] | None:
+    """(age, gender, race) from UTKFace's ``<age>_<gender>_<race>_<date>.jpg.chip.jpg`` (a
+    ``utk_`` prefix, as the benchmark folders add, is allowed); None if it does not parse."""
+    parts = name.removeprefix("utk_").split("_")
+    if len(parts) < 4 or not parts[0].isdigit() or parts[1] not in UTK_GENDERS or not parts[2].isdigit():
+        return None
+    race = int(parts[2])
+    if race >= len(UTK_RACES):
+        return None
+    return int(parts[0]), UTK_GENDERS[parts[1]], UTK_RACES[race]
+
+
+def facecom_identity(stem: str) -> str:
+    """FACECOM's identity of an image stem: ``Name_0001`` -> ``Name``; ``007_frontal`` stays."""
+    head, _, tail = stem.rpartition("_")
+    return head if head and tail.isdigit() else stem
+
+
+def age_band(age: int) -> str:
+    """The age bands fairness is reported in: children, adults, older people."""
+    return "<13" if age < 13 else "13-60" if age <= 60 else ">60"
