@@ -218,9 +218,11 @@ class FinetuneGenderNet(nn.Module):
 
         from facesuite.embed.dlib.network import load_dlib_resnet
 
+        # The trunk is never trained here (training reads its cached outputs), but keeps gradients
+        # enabled so Grad-CAM can explain any of its stages through the fine-tuned branch.
         self.backbone = load_dlib_resnet()
-        self.backbone.requires_grad_(False)
-        self.branch = copy.deepcopy(self.backbone.stages[-1])
+        # The branch is the trainable part (and Grad-CAM needs gradients at its output).
+        self.branch = copy.deepcopy(self.backbone.stages[-1]).requires_grad_(True)
         width = self.TRUNK_POOLED + self.backbone.fc.in_features
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))

@@ -18,6 +18,9 @@ trained on every training face. A logistic regression on the frozen 128-D embedd
 the same data as the anchor (``OUT/anchor``), so a benchmark measures both in one run.
 
 Every run checkpoints each epoch under ``OUT/runs``; ``--resume`` continues where it stopped.
+
+A little over ~400 lines on purpose: the cache, the runs, the fold selection and the anchor share
+one set of cached tensors and one saved-model contract.
 """
 
 from __future__ import annotations
@@ -198,6 +201,7 @@ class _Run:
         return torch.cat([network.logits(*self._tensors(rows[s : s + batch])) for s in range(0, len(rows), batch)])
 
     def _network(self) -> FinetuneGenderNet:
+        torch.manual_seed(self.options.seed)  # the head's initial weights: the same for every run
         network = FinetuneGenderNet().to(self.device)
         with torch.no_grad():  # standardise the head's input with the training rows' statistics
             x = torch.cat([network.features(*self._tensors(self.train_rows[s : s + 1024]))
