@@ -226,8 +226,7 @@ class _Run:
         weights = torch.from_numpy(np.tile(sample_weights(self.faces, options.weighting), len(VARIANTS))).float()
         labels = torch.from_numpy(np.tile(self.faces.labels, len(VARIANTS)))
         n_faces, n_train = len(self.faces.labels), len(self.train_rows)
-        order_size = n_train * len(VARIANTS)
-        steps = math.ceil(order_size / options.batch_size)
+        steps = math.ceil(n_train / options.batch_size)
         head_epochs = min(options.head_epochs, self.epochs)
 
         def stage_steps(stage: int) -> int:
@@ -253,8 +252,9 @@ class _Run:
                 stage = 2
                 optimizer, scheduler = self._optimizer(network, stage, stage_steps(stage))
             torch.manual_seed(options.seed * 1000 + epoch)  # dropout: a resumed run repeats it exactly
-            picked = np.random.default_rng(options.seed * 1000 + epoch).permutation(order_size)
-            rows_all = (picked // n_train) * n_faces + self.train_rows[picked % n_train]
+            # Each epoch shows every training face once, as one of its variants picked at random.
+            generator = np.random.default_rng(options.seed * 1000 + epoch)
+            rows_all = generator.integers(0, len(VARIANTS), n_train) * n_faces + self.train_rows[generator.permutation(n_train)]
             network.train()
             total = seen = 0.0
             bar = tqdm(range(steps), desc=f"{self.folder.name} epoch {epoch + 1}/{self.epochs} (stage {stage})",
