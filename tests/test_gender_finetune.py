@@ -146,3 +146,18 @@ def test_shipped_model_gender_in_analyze_equals_the_standalone_model():
     assert analysis._gender_shares_backbone() == (config["kind"] in ("backbone", "finetune"))
     alone = analysis.gender.p_female([face.chip() for face in faces])
     assert [face.p_female for face in faces] == pytest.approx(alone.tolist(), abs=1e-4)
+
+
+def test_deletion_drops_compare_hottest_and_random_pixels_on_real_faces():
+    from facesuite.detect.extract import FaceExtractor
+    from facesuite.explain import deletion_drops
+
+    model = GenderModel.load()
+    images = sorted((TASK_A / "female").glob("*.jpg"))[:3] + sorted((TASK_A / "male").glob("*.jpg"))[:3]
+    crops, _ = FaceExtractor().crops(images, model.chip_spec)
+    chips = [crop.chip for crop in crops]
+    hot, chance = deletion_drops(model.network, model.network.cam_layer(), chips, fraction=0.1)
+    assert hot.shape == chance.shape == (len(chips),)
+    # A drop is a difference of two probabilities; masking 10% of a face changes something.
+    assert np.all(np.abs(hot) <= 1) and np.all(np.abs(chance) <= 1)
+    assert np.any(hot != 0) and np.any(chance != 0) and not np.array_equal(hot, chance)
