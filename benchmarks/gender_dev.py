@@ -215,14 +215,14 @@ def branch_cost(model_dir: str, faces: int = 64, repeats: int = 5) -> dict:
 def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fraction: float = 0.1) -> dict:
     """Grad-CAM deletion test on dev faces: mask the hottest ``fraction`` of pixels vs a random
     ``fraction`` and compare the drop in p(predicted class). ``layer``: the model's own
-    ``cam_layer()``, or (fine-tuned kind) ``branch-input``, the trunk's 4x4 map the branch reads."""
+    ``cam_layer()``, or (fine-tuned kind) ``branch-output``, the fine-tuned stage's 2x2 output."""
     from facesuite.classify.gender import GenderModel
     from facesuite.explain import deletion_drops
 
     chips, _, _, _ = _dev_chips(folders, 1)
     picked = np.random.default_rng(0).permutation(len(chips))[:faces]
     model = GenderModel.load(model_dir)
-    target = model.network.cam_layer() if layer == "model" else model.network.backbone.stages[-2]
+    target = model.network.cam_layer() if layer == "model" else model.network.branch[-1]
     hot, random_ = deletion_drops(model.network, target, [chips[i] for i in picked], fraction)
     return {"model": model_dir, "layer": layer, "faces": len(picked), "fraction": fraction,
             "mean_drop_hottest": round(float(hot.mean()), 4), "mean_drop_random": round(float(random_.mean()), 4),
@@ -251,7 +251,7 @@ def main() -> int:
     cam.add_argument("folders", type=Path)
     cam.add_argument("model")
     cam.add_argument("--faces", type=int, default=300)
-    cam.add_argument("--layer", choices=("model", "branch-input"), default="model")
+    cam.add_argument("--layer", choices=("model", "branch-output"), default="model")
     args = parser.parse_args()
     if args.command == "folders":
         print(json.dumps(build_folders(args.out, args.utk_train, args.utk_dev_stride), indent=2))

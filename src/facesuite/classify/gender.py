@@ -251,9 +251,11 @@ class FinetuneGenderNet(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     def cam_layer(self) -> nn.Module:
-        # The branch's output (2x2, its last convolution plus the shortcut): the fine-tuned part
-        # that decides; the conv alone is 1x1 here (dlib's unpadded stride-2 conv on a 4x4 map).
-        return self.branch[-1]
+        # The branch's input map (4x4), with gradients through the fine-tuned branch. The branch's
+        # own last convolution is 1x1 (dlib's unpadded stride-2 conv on 4x4) and its output 2x2:
+        # on 300 dev faces, masking the hottest 10% of that map's pixels lowered p(predicted) by
+        # 0.005 vs 0.007 for a random 10%; on the input map by 0.024 vs 0.007.
+        return self.backbone.stages[-2]
 
 
 def chips_to_tensor(chips: Sequence[np.ndarray]) -> torch.Tensor:
