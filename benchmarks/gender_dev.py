@@ -5,8 +5,16 @@
         identities plus UTKFace minus dev files (minus train files whose bytes equal a dev file),
         and dev/facecom/{male,female}, dev/utkface/{male,female}.
     python benchmarks/gender_dev.py measure /tmp/gender_data MODEL_DIR [MODEL_DIR ...] [--json OUT]
-        Accuracy, macro-F1 and female recall on each dev set, and UTKFace accuracy per race group
-        and age band (<13 / 13+).
+        Accuracy, macro-F1 and female recall on each dev set, and UTKFace accuracy per race,
+        gender and age band (<13 / 13-60 / >60), each with a bootstrap 95% interval. Give the
+        fine-tuned model and its OUT/anchor (logistic regression on the frozen embedding, same
+        training data) to print both in one run.
+    python benchmarks/gender_dev.py distorted /tmp/gender_data MODEL_DIR [...] [--utk-stride K]
+        Accuracy on dev chips with each synthesised distortion type.
+    python benchmarks/gender_dev.py cost MODEL_DIR
+        Per-face cost of the gender branch on the identity pass vs a second network.
+    python benchmarks/gender_dev.py deletion /tmp/gender_data MODEL_DIR [--faces N]
+        Grad-CAM deletion test: hottest 10% of pixels masked vs a random 10%.
 
 Data root: ``$FACESUITE_DATA`` (default ../shared/data).
 """
@@ -21,13 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from facesuite.config import data_root
-from facesuite.data import read_split, utkface_attributes
+import numpy as np
 
-def facecom_identity(stem: str) -> str:
-    """``Name_0001`` -> ``Name``; ``007_frontal`` stays as it is."""
-    head, _, tail = stem.rpartition("_")
-    return head if head and tail.isdigit() else stem
+from facesuite.config import data_root
+from facesuite.data import age_band, facecom_identity, read_split, utkface_attributes
 
 
 def _digest(path: Path) -> str:
@@ -107,17 +112,122 @@ def measure(folders: Path, model_dirs: list[str], min_face_size: int | None = No
     return results
 
 
+def bootstrap_interval(right: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of an accuracy (mean of 0/1 outcomes)."""
+    rng = np.random.default_rng(seed)
+    means = right[rng.integers(0, len(right), size=(rounds, len(right)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def _utk_groups(predictions_csv: Path) -> dict:
+    """Accuracy per race, gender and age band, each with a bootstrap 95% interval."""
     import csv
 
     groups: dict[str, list[bool]] = {}
     with open(predictions_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            age, _, race = utkface_attributes(Path(row["path"]).name)
+            age, gender, race = utkface_attributes(Path(row["path"]).name)
             right = row["true"] == row["predicted"]
-            for key in (f"race={race}", "age<13" if age < 13 else "age>=13"):
+            for key in (f"race={race}", f"gender={gender}", f"age={age_band(age)}"):
                 groups.setdefault(key, []).append(right)
-    return {key: {"n": len(v), "accuracy": round(sum(v) / len(v), 4)} for key, v in sorted(groups.items())}
+    result = {}
+    for key, values in sorted(groups.items()):
+        right = np.array(values, dtype=float)
+        low, high = bootstrap_interval(right)
+        result[key] = {"n": len(right), "accuracy": round(float(right.mean()), 4), "ci95": [round(low, 4), round(high, 4)]}
+    return result
+
+
+def _dev_chips(folders: Path, utk_stride: int) -> tuple[list[np.ndarray], np.ndarray, list[str], list[str]]:
+    """Aligned 150 px chips of the dev faces: FACECOM's all, every k-th UTKFace file."""
+    from facesuite.data import read_gender_folders
+    from facesuite.detect.extract import FaceExtractor
+    from facesuite.embed import ChipSpec
+
+    samples = read_gender_folders(folders / "dev" / "facecom")
+    sets = ["facecom"] * len(samples)
+    utk = sorted(read_gender_folders(folders / "dev" / "utkface"))[::utk_stride]
+    samples += utk
+    sets += ["utkface"] * len(utk)
+    label_of = {str(p): label for p, label in samples}
+    set_of = {str(p): name for (p, _), name in zip(samples, sets)}
+    crops, _ = FaceExtractor().crops([p for p, _ in samples], ChipSpec(150, 0.25), progress="dev faces")
+    labels = np.array([label_of[str(c.path)] == "female" for c in crops], dtype=int)
+    return [c.chip for c in crops], labels, [set_of[str(c.path)] for c in crops], [str(c.path) for c in crops]
+
+
+def distorted(folders: Path, model_dirs: list[str], utk_stride: int) -> list[dict]:
+    """Accuracy on dev chips with each synthesised distortion type (facesuite distort's seven)."""
+    from facesuite.classify.gender import GenderModel
+    from facesuite.data import DISTORTIONS
+    from facesuite.distortion.synth import Synthesizer
+
+    chips, labels, sets, paths = _dev_chips(folders, utk_stride)
+    synth = Synthesizer(seed=1)
+    variants = {"clean": chips}
+    for kind in DISTORTIONS:
+        variants[kind] = [synth.apply(chip, kind, key=path) for chip, path in zip(chips, paths)]
+    sets = np.array(sets)
+    results = []
+    for model_dir in model_dirs:
+        model = GenderModel.load(model_dir)
+        record = {"model": model_dir, "kind": model.config.kind, "faces": {n: int((sets == n).sum()) for n in ("facecom", "utkface")}}
+        for kind, variant in variants.items():
+            right = (np.array([p >= model.threshold for p in model.p_female(variant)], dtype=int) == labels)
+            record[kind] = {name: round(float(right[sets == name].mean()), 4) for name in ("facecom", "utkface")}
+        results.append(record)
+    return results
+
+
+def branch_cost(model_dir: str, faces: int = 64, repeats: int = 5) -> dict:
+    """Per-face milliseconds of the identity pass alone, of the same pass feeding the gender branch
+    (one trunk run), and of the identity pass plus a second, standalone gender network."""
+    import torch
+
+    from facesuite.classify.gender import GenderModel
+    from facesuite.embed import get_embedder
+
+    embedder = get_embedder("dlib-torch")
+    model = GenderModel.load(model_dir)
+    chips = list(np.random.default_rng(0).integers(0, 256, size=(faces, 150, 150, 3), dtype=np.uint8))
+
+    def per_face(work) -> float:
+        work()  # warm-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return round(1000 * float(np.median(times)) / faces, 2)
+
+    def shared() -> None:
+        plain, hidden = embedder.describe(chips, maps=True)
+        with torch.inference_mode():
+            model.network.head(torch.from_numpy(plain), torch.from_numpy(hidden))
+
+    identity = per_face(lambda: embedder.describe(chips))
+    with_branch = per_face(shared)
+    second = per_face(lambda: (embedder.describe(chips), model.p_female(chips)))
+    return {"faces": faces, "threads": torch.get_num_threads(), "identity_pass_ms": identity,
+            "identity_pass_plus_branch_ms": with_branch, "identity_pass_plus_second_network_ms": second,
+            "branch_ms": round(with_branch - identity, 2), "second_network_ms": round(second - identity, 2)}
+
+
+def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fraction: float = 0.1) -> dict:
+    """Grad-CAM deletion test on dev faces: mask the hottest ``fraction`` of pixels vs a random
+    ``fraction`` and compare the drop in p(predicted class). ``layer``: the model's own
+    ``cam_layer()``, or (fine-tuned kind) ``branch-output``, the fine-tuned stage's 2x2 output."""
+    from facesuite.classify.gender import GenderModel
+    from facesuite.explain import deletion_drops
+
+    chips, _, _, _ = _dev_chips(folders, 1)
+    picked = np.random.default_rng(0).permutation(len(chips))[:faces]
+    model = GenderModel.load(model_dir)
+    target = model.network.cam_layer() if layer == "model" else model.network.branch[-1]
+    hot, random_ = deletion_drops(model.network, target, [chips[i] for i in picked], fraction)
+    return {"model": model_dir, "layer": layer, "faces": len(picked), "fraction": fraction,
+            "mean_drop_hottest": round(float(hot.mean()), 4), "mean_drop_random": round(float(random_.mean()), 4),
+            "faces_where_hottest_drops_more": round(float((hot > random_).mean()), 4)}
 
 
 def main() -> int:
@@ -132,9 +242,29 @@ def main() -> int:
     run.add_argument("models", nargs="+")
     run.add_argument("--json", type=Path, default=None)
     run.add_argument("--min-face-size", type=int, default=None, help="detector setting (default: the detector's)")
+    distort = sub.add_parser("distorted")
+    distort.add_argument("folders", type=Path)
+    distort.add_argument("models", nargs="+")
+    distort.add_argument("--utk-stride", type=int, default=5, help="every k-th UTKFace dev file (default 5)")
+    cost = sub.add_parser("cost")
+    cost.add_argument("model")
+    cam = sub.add_parser("deletion")
+    cam.add_argument("folders", type=Path)
+    cam.add_argument("model")
+    cam.add_argument("--faces", type=int, default=300)
+    cam.add_argument("--layer", choices=("model", "branch-output"), default="model")
     args = parser.parse_args()
     if args.command == "folders":
         print(json.dumps(build_folders(args.out, args.utk_train, args.utk_dev_stride), indent=2))
+        return 0
+    if args.command == "distorted":
+        print(json.dumps(distorted(args.folders, args.models, args.utk_stride), indent=2))
+        return 0
+    if args.command == "cost":
+        print(json.dumps(branch_cost(args.model), indent=2))
+        return 0
+    if args.command == "deletion":
+        print(json.dumps(deletion(args.folders, args.model, args.faces, args.layer), indent=2))
         return 0
     results = measure(args.folders, args.models, args.min_face_size)
     text = json.dumps(results, indent=2)

@@ -267,15 +267,17 @@ class FaceAnalysis:
         return routed, self.views_of([kind.label for kind in kinds])
 
     def route_crops(
-        self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False
+        self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False,
+        maps: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
         """(routed embeddings, plain embeddings of the restored chips, distortion predictions,
-        pooled hidden features of the same pass when ``hidden``, else None)."""
+        hidden features of the same pass when ``hidden`` (with the last stage's input map when
+        ``maps``), else None)."""
         if not crops:
             empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
             return empty, empty, [], None
         kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
-        routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden)
+        routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden, maps)
         return routed, plain, kinds, pooled
 
     def views_of(self, labels: Sequence[str]) -> list[str | None]:
@@ -317,7 +319,7 @@ class FaceAnalysis:
         if self.gender is None or self.gender.config.kind not in HEAD_KINDS:
             return False
         # The head was fitted on dlib-torch's pass; the hidden stages exist only in that runtime.
-        return self.embedder.name in (("dlib-torch",) if self.gender.config.kind == "backbone" else ("dlib", "dlib-torch", "dlib-onnx"))
+        return self.embedder.name in (("dlib", "dlib-torch", "dlib-onnx") if self.gender.config.kind == "embedding" else ("dlib-torch",))
 
     def _analyse(self, crops: list[Crop]) -> list[Face]:
         """Distortion, route, embedding, gender and identity of each crop, one pass per stage."""
@@ -329,7 +331,9 @@ class FaceAnalysis:
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared)
+        # A fine-tuned gender branch reads the trunk's last map from the same pass: one trunk run.
+        maps = shared and self.gender.config.kind == "finetune"
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=maps)
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
         quality = None
         if self.quality is not None:

@@ -26,9 +26,10 @@ UTKFACE_RACES = ("white", "black", "asian", "indian", "other")
 
 
 def utkface_attributes(name: str) -> tuple[int, str, str] | None:
-    """(age, gender, race) from a UTKFace file name ``<age>_<gender>_<race>_<date>.jpg.chip.jpg``;
-    None if it does not parse (a few UTKFace names do not, and no other data set's do)."""
-    parts = name.split("_")
+    """(age, gender, race) from a UTKFace file name ``<age>_<gender>_<race>_<date>.jpg.chip.jpg``
+    (a ``utk_`` prefix, as the benchmark folders add, is allowed); None if it does not parse (a few
+    UTKFace names do not, and no other data set's do)."""
+    parts = name.removeprefix("utk_").split("_")
     if len(parts) < 4 or not parts[0].isdigit() or parts[1] not in ("0", "1") or not parts[2].isdigit():
         return None
     race = int(parts[2])
@@ -142,3 +143,18 @@ def read_split(path: str | Path) -> set[str]:
         raise InputError("no such split file", path)
     lines = path.read_text(encoding="utf-8").splitlines()
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+# --------------------------------------------------------------------------------------------
+# What file names say about a face (UTKFace, FACECOM task_a)
+# --------------------------------------------------------------------------------------------
+
+def facecom_identity(stem: str) -> str:
+    """FACECOM's identity of an image stem: ``Name_0001`` -> ``Name``; ``007_frontal`` stays."""
+    head, _, tail = stem.rpartition("_")
+    return head if head and tail.isdigit() else stem
+
+
+def age_band(age: int) -> str:
+    """The age bands fairness is reported in: children, adults, older people."""
+    return "<13" if age < 13 else "13-60" if age <= 60 else ">60"

@@ -27,9 +27,20 @@ def _analysis(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from facesuite.train.gender import TrainOptions, train_gender
 
+    if args.kind == "finetune":
+        from facesuite.train.gender_finetune import FinetuneOptions, train_finetune
+
+        defaults = FinetuneOptions()
+        options = FinetuneOptions(
+            epochs=args.epochs or defaults.epochs, head_epochs=args.head_epochs if args.head_epochs is not None else defaults.head_epochs,
+            folds=args.folds, batch_size=args.batch_size or defaults.batch_size, weighting=args.weighting, seed=args.seed,
+            min_female_recall=args.min_female_recall, device=args.device, resume=args.resume,
+        )
+        print(json.dumps(train_finetune(args.dir, args.out, options, make_extractor(args))))
+        return 0
     options = TrainOptions(
-        kind=args.kind, epochs=args.epochs, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
-        batch_size=args.batch_size, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
+        kind=args.kind, epochs=args.epochs or 12, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
+        batch_size=args.batch_size or 64, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
         min_female_recall=args.min_female_recall,
     )
     summary = train_gender(args.dir, args.out, options, make_extractor(args))
@@ -94,21 +105,28 @@ def register(groups: dict) -> None:
                     "(else a stratified 15%% of train is held out).")
     train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/)")
     train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
-    train.add_argument("--kind", choices=("backbone", "embedding", "cnn"), default="backbone",
+    train.add_argument("--kind", choices=("backbone", "embedding", "cnn", "finetune"), default="backbone",
                        help="backbone (default): logistic regression on the recognition pass's embedding + pooled hidden "
-                            "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head")
-    train.add_argument("--epochs", type=int, default=12, help="CNN epochs in total, both stages (default 12)")
-    train.add_argument("--head-epochs", type=int, default=None, help="CNN heads-only epochs (default 0 from scratch, 1 otherwise)")
+                            "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head; finetune: "
+                            "a gender branch fine-tuned on the face ResNet, selected by identity-disjoint k-fold CV")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="epochs in total, both stages (default: cnn 12; finetune 8, the most CV may choose)")
+    train.add_argument("--head-epochs", type=int, default=None,
+                       help="heads-only epochs (default: cnn 0 from scratch, 1 otherwise; finetune 2)")
+    train.add_argument("--folds", type=int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
+    train.add_argument("--weighting", choices=("group", "class"), default="group",
+                       help="finetune: weigh faces by race x gender x age band (group, default) or by gender only")
+    train.add_argument("--device", default="cpu", help="finetune: cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default 0)")
     train.add_argument("--init", default="scratch", metavar="scratch|PATH",
                        help="CNN start: random (scratch) or a state_dict file of GenderNet or torchvision MobileNetV3-Small")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=None, help="default: cnn 64, finetune 128")
     train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (stage 2 of a PATH init uses a tenth)")
     train.add_argument("--chip-size", type=int, default=112, help="CNN input side in pixels (default 112)")
     train.add_argument("--patience", type=int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
     train.add_argument("--min-female-recall", type=float, default=0.0, metavar="R",
                        help="lower the balanced decision threshold until validation female recall is at least R (default 0: balanced)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (finetune: OUT/runs/ and OUT/cache/)")
     add_detector_options(train)
     train.set_defaults(handler=cmd_train)
 

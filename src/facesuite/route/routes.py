@@ -100,14 +100,15 @@ class Router:
         return self.routes.get(kind, Route(kind))
 
     def embed(
-        self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False
+        self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False, maps: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(routed embeddings, embeddings before the adapter, pooled hidden features of the same
-        pass when ``hidden`` -- dlib-torch only -- else None) for chips of the given types."""
+        """(routed embeddings, embeddings before the adapter, hidden features of the same pass when
+        ``hidden`` -- dlib-torch only, with the last stage's input map when ``maps`` -- else None)
+        for chips of the given types."""
         restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
         pooled = None
         if hidden:
-            plain, pooled = self.embedder.describe(restored)
+            plain, pooled = self.embedder.describe(restored, maps=maps)
         else:
             plain = self.embedder.embed(restored)
         routed = plain.copy()

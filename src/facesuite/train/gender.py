@@ -28,8 +28,6 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from facesuite.classify.gender import (
-    GENDER_KINDS,
-    HEAD_KINDS,
     LABELS,
     GenderConfig,
     GenderNet,
@@ -42,6 +40,9 @@ from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
 
 EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
+# Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
+HEAD_KINDS = ("embedding", "backbone")
+KINDS = (*HEAD_KINDS, "cnn")
 
 
 @dataclass
@@ -144,8 +145,9 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, extractor: FaceExtractor | None = None) -> dict:
     """Train a gender model from ``data_dir`` into the folder ``out``; returns a summary dict."""
-    if options.kind not in GENDER_KINDS:
-        raise InputError(f"unknown kind {options.kind!r}; choose one of {', '.join(GENDER_KINDS)}")
+    if options.kind not in KINDS:
+        raise InputError(f"unknown kind {options.kind!r} here; choose one of {', '.join(KINDS)} "
+                         "(finetune: facesuite.train.gender_finetune.train_finetune)")
     if options.epochs < 1:
         raise InputError("--epochs must be at least 1")
     if not 0.0 <= options.min_female_recall <= 1.0:

@@ -142,20 +142,36 @@ class DlibResNet(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.describe(pixels)[0]
 
-    def describe(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(128-D descriptor, 640-D pooled features of the last three stages) in one pass.
+    def describe(self, pixels: torch.Tensor, maps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(128-D descriptor, hidden features) in one pass.
 
-        The pooled hidden stages keep attributes (gender, age) that the identity descriptor was
-        trained to discard, so heads reading them come free with the embedding pass.
+        Hidden features: the pooled channels of the last three stages (640), and with ``maps`` also
+        the last stage's input map (256x4x4, flattened after them), which a fine-tuned copy of the
+        last stage (:class:`~facesuite.classify.gender.FinetuneGenderNet`) reads. The pooled hidden
+        stages keep attributes (gender, age) that the identity descriptor was trained to discard,
+        so heads reading them come free with the embedding pass.
+        """
+        last_input, pooled = self.trunk(pixels)
+        last = self.stages[-1](last_input).mean(dim=(2, 3))
+        hidden = torch.cat([pooled, last], dim=1)
+        if maps:
+            hidden = torch.cat([hidden, last_input.flatten(1)], dim=1)
+        return self.fc(last), hidden
+
+    def trunk(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every stage but the last: the part a gender branch shares with the identity embedding.
+
+        Returns the last stage's input map (N, 256, 4, 4) and the pooled channels of the hidden
+        stages before the last that :meth:`describe` reports (128 + 256).
         """
         x = (pixels - self.channel_means.view(1, 3, 1, 1)) / 256.0
         x = self.stem_pool(F.relu(self.stem_affine(self.stem_conv(x))))
         pooled = []
-        for index, stage in enumerate(self.stages):
+        for index, stage in enumerate(self.stages[:-1]):
             x = stage(x)
             if index >= len(self.stages) - POOLED_STAGES:
                 pooled.append(x.mean(dim=(2, 3)))
-        return self.fc(pooled[-1]), torch.cat(pooled, dim=1)
+        return x, torch.cat(pooled, dim=1)
 
     def set_affine_trainable(self, trainable: bool = True) -> None:
         """Let fine-tuning update the folded batch-norm layers (frozen by default, see Affine)."""

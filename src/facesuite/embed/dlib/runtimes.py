@@ -71,13 +71,14 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
         with torch.inference_mode():
             return self.model(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
 
-    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(unit embeddings, pooled hidden features) of the chips from one backbone pass."""
+    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embeddings, hidden features) of the chips from one backbone pass (``DlibResNet.describe``:
+        pooled hidden stages, and with ``maps`` the last stage's input map)."""
         vectors, features = [], []
         with torch.inference_mode():
             for start in range(0, len(chips), batch_size):
                 pixels = torch.from_numpy(chips_to_array(chips[start : start + batch_size])).to(self.device)
-                descriptor, pooled = self.model.describe(pixels)
+                descriptor, pooled = self.model.describe(pixels, maps)
                 vectors.append(descriptor.cpu().numpy())
                 features.append(pooled.cpu().numpy())
         if not vectors:
