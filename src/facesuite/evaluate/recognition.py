@@ -12,16 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from facesuite.data import IdentityDataset
 from facesuite.classify.quality import UNRECOGNISABLE, quality_features
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
+from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.gallery.base import UNKNOWN
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
@@ -244,7 +241,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     threshold = metrics["verification"]["threshold"]
     figures = [
         ("ROC (genuine vs impostor pairs)", plot_roc(distances, labels, out / "roc.png")),
-        ("Top-1 per distortion type", _plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
+        ("Top-1 per distortion type", plot_bars(metrics["identification"]["per_distortion"], out / "per_distortion.png")),
         ("DET: open-set identification, overall and per detected type", plot_det(found, data.probe_labels or data.probe_types, out / "det.png")),
         *([("EDC: error against the share of lowest-quality faces discarded", plot_edc(found, limits, data.probe_quality, out / "edc.png"))]
           if data.probe_quality is not None else []),
@@ -305,52 +302,6 @@ def _prediction_rows(data: EmbeddedSet, threshold: float, route_thresholds: Mapp
                      "mate_path": "" if mate is None else str(data.gallery_paths[mate]),
                      "mate_distance": "" if mate is None else f"{distances[row, mate]:.6f}"})
     return rows
-
-
-def plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
-    fpr, tpr, _ = roc_curve(labels, -distances)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, -distances):.4f}")
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-3, 1)
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, 1.05 * max(float(distances.max()), threshold), 60)
-    ax.hist(distances[labels == 1], bins=bins, alpha=0.6, label="same person")
-    ax.hist(distances[labels == 0], bins=bins, alpha=0.6, label="different people")
-    ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("cosine distance")
-    ax.set_ylabel("pairs")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    names = list(values)
-    ax.bar(names, [values[n] for n in names], color="#4a7ab5")
-    for i, name in enumerate(names):
-        ax.text(i, values[name] + 0.01, f"{values[name]:.3f}", ha="center", fontsize=8)
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
 
 
 def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
