@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -159,6 +160,10 @@ def test_cli_batch_embed_and_user_errors(tmp_path: Path, images: list[Path], cap
     assert "embed: 2 images" in out.getvalue() and "on local" in out.getvalue()
     parts = list((tmp_path / "out").glob("part-*.parquet"))
     assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 2
+    # The headline table counts what the output holds.
+    found = sum(not fallback for fallback in pq.read_table(parts[0]).column("fallback").to_pylist())
+    assert re.search(rf"face found\s+{found} of 2\b", out.getvalue()), out.getvalue()
+    assert re.search(r"could not be read\s+0\b", out.getvalue()), out.getvalue()
     assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "o2"), "--ray-address", "h:1"]) == 2
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
     assert main(["batch", "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "o3")]) == 2

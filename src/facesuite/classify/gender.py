@@ -318,33 +318,32 @@ class GenderModel:
 GENDER_KINDS: Registry[Callable[[GenderConfig, Path], nn.Module]] = Registry("gender kind")
 
 
+def _weights(folder: Path, name: str) -> Path:
+    """The weights file ``name`` of a model folder; a folder without it is bad input."""
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"model folder has no {name}", folder)
+    return path
+
+
 @GENDER_KINDS.register("cnn")
 def _load_cnn(config: GenderConfig, folder: Path) -> nn.Module:
-    path = folder / "weights.pt"
-    if not path.is_file():
-        raise InputError("model folder has no weights.pt", folder)
     network = GenderNet()
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    network.load_state_dict(torch.load(_weights(folder, "weights.pt"), map_location="cpu", weights_only=True))
     return network
 
 
 @GENDER_KINDS.register("embedding")
 @GENDER_KINDS.register("backbone")
 def _load_head(config: GenderConfig, folder: Path) -> nn.Module:
-    path = folder / "weights.npz"
-    if not path.is_file():
-        raise InputError("model folder has no weights.npz", folder)
-    with np.load(path, allow_pickle=False) as head:
+    with np.load(_weights(folder, "weights.npz"), allow_pickle=False) as head:
         return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]), hidden=config.kind == "backbone")
 
 
 @GENDER_KINDS.register("finetune")
 def _load_finetune(config: GenderConfig, folder: Path) -> nn.Module:
-    path = folder / "weights.pt"
-    if not path.is_file():
-        raise InputError("model folder has no weights.pt", folder)
     network = FinetuneGenderNet()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(_weights(folder, "weights.pt"), map_location="cpu", weights_only=True)
     # The branch is stored in float16 to keep the shipped file small; it runs in float32.
     network.load_state_dict({**network.state_dict(), **{k: v.float() for k, v in state.items()}})
     return network

@@ -15,6 +15,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                    use_cache=not args.no_cache, batch_size=args.batch_size)
     summary = run_job(spec, args.src, args.out, engine=args.engine, ray_address=args.ray_address,
                       workers=args.workers, log=lambda message: print(message, file=sys.stderr))
+    _print_results(args.kind, args.out)
     where = args.engine
     if summary.nodes is not None:
         where += f" ({len(summary.nodes)} nodes: " + ", ".join(f"{node[:8]} {rows}" for node, rows in sorted(summary.nodes.items())) + " rows)"
@@ -22,6 +23,30 @@ def cmd_batch(args: argparse.Namespace) -> int:
           f"on {where}; {summary.errors} could not be read (rows with an error); {summary.already_done} already done; "
           f"output {args.out}")
     return 0
+
+
+def _print_results(kind: str, out: str) -> None:
+    """The headline of everything in the output (earlier runs' rows too): faces found, and for
+    ``analyze`` the distortion types and genders named."""
+    from collections import Counter
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from facesuite.batch import output_schema
+    from facesuite.cli.summary import print_summary
+
+    columns = [c for c in ("error", "fallback", "distortion", "gender") if c in output_schema(kind).names]
+    rows_read = [row for part in sorted(Path(out).glob("part-*.parquet")) for row in pq.read_table(part, columns=columns).to_pylist()]
+    readable = [row for row in rows_read if row["error"] is None]
+    found = sum(not row["fallback"] for row in readable)
+    rows: list[tuple[str, object]] = [("rows in the output", len(rows_read)), ("could not be read", len(rows_read) - len(readable)),
+                                      ("face found", f"{found} of {len(readable)}"), ("centre box (no face found)", len(readable) - found)]
+    for column in ("distortion", "gender"):
+        counts = Counter(row[column] for row in readable if row.get(column) is not None)
+        if counts:
+            rows.append((f"{column} named", ", ".join(f"{name} {n}" for name, n in counts.most_common())))
+    print_summary(f"facesuite batch {kind}", rows)
 
 
 def register(groups: dict) -> None:
