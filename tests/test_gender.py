@@ -177,6 +177,9 @@ def test_evaluation_numbers_match_a_recount(shipped_eval, dev_folder):
     truth = [linked[r["path"]] for r in rows]
     assert [r["true"] for r in rows] == truth
     predicted = [r["predicted"] for r in rows]
+    # The CSV's p_female is the value decided on: each label follows from it and the threshold.
+    threshold = GenderModel.load().threshold
+    assert [("female" if float(r["p_female"]) >= threshold else "male") for r in rows] == predicted
     # Plain counting, a second implementation of the report's numbers.
     pairs = list(zip(truth, predicted))
     assert metrics["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / len(pairs))

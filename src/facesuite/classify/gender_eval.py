@@ -70,7 +70,9 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "p_female"])
         for p in predictions:
-            writer.writerow([str(p.path), truth[p.path], p.label, f"{p.p_female:.6f}"])
+            # Full precision: the label is p_female >= threshold, and a rounded value can sit on the
+            # threshold's other side from the one it was decided on.
+            writer.writerow([str(p.path), truth[p.path], p.label, repr(float(p.p_female))])
     y_true = [truth[p.path] for p in predictions]
     y_pred = [p.label for p in predictions]
     extra = {
