@@ -74,6 +74,13 @@ def test_each_decision_kind_and_source_matches(facecom_b: Path, enrolled: Path) 
         matches = app.gallery.identify(_copy(powell, "sunny"), top_k=2)
         assert matches[0].match_kind == "source" and matches[0].identity == "Colin_Powell"
         assert app.gallery.decide(matches[0]) == "Colin_Powell"
+        # With one candidate asked for, the source match still carries the face's own distance to
+        # that identity (found over every identity when the face's nearest is someone else).
+        (face,) = app.get(_copy(powell, "sunny"))
+        everyone = app.gallery.candidates([face], len(app.gallery))[0]
+        (only,) = app.gallery.identify(_copy(powell, "sunny"), top_k=1)
+        assert only.identity == "Colin_Powell" and only.match_kind == "source"
+        assert only.distance == pytest.approx(next(m.distance for m in everyone if m.identity == "Colin_Powell"))
 
 
 def test_stored_frames_follow_enroll_and_remove(facecom_b: Path, tmp_path: Path) -> None:

@@ -470,7 +470,11 @@ class Gallery:
         matches = self.candidates([face], top_k)[0]
         answer = self.answer(face, matches[0])
         if answer.match_kind == "source":
-            distance = next((m.distance for m in matches if m.identity == answer.identity), float("inf"))
+            if all(m.identity != answer.identity for m in matches):
+                # The photo's identity is not among the face's nearest: rank every identity once to
+                # give the face's own distance to it (only when a source match fires).
+                matches = self.candidates([face], len(self))[0]
+            distance = next(m.distance for m in matches if m.identity == answer.identity)
             answer = Match(answer.identity, distance, answer.source, "source", answer.agreement)
             matches = [answer, *[m for m in matches if m.identity != answer.identity]][:top_k]
         return matches
