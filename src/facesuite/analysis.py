@@ -207,17 +207,17 @@ class FaceAnalysis:
     def verify(self, first: ImageInput, second: ImageInput) -> Verification:
         """Same person or not: cosine distance of the two largest faces against the calibrated
         threshold; ``unrecognisable`` (and not the same) when either face is below the quality floor."""
-        vectors, crops, skipped = self.embed([first, second])
+        crops, skipped = self.crops([first, second])
         if skipped:
             raise skipped[0].error
-        (a, b), (crop_a, crop_b) = vectors, crops
+        # One distortion pass per face serves both its route and its quality.
+        (a, b), _, kinds, _ = self.route_crops(crops, [crop.pixels() for crop in crops])
+        crop_a, crop_b = crops
         distance = float(cosine_distance(a, b))
         quality = (None, None)
         decision = "same" if distance <= self.threshold else "different"
-        if self.quality is not None:
-            kinds = self.distortion.predict([crop_a.pixels(), crop_b.pixels()])
-            scores = self.quality.score(quality_features([k.probs for k in kinds], [crop_a.face.score, crop_b.face.score],
-                                                        [crop_a.face.fallback, crop_b.face.fallback]))
+        scores = self._quality(crops, kinds)
+        if scores is not None:
             quality = (float(scores[0]), float(scores[1]))
             if min(quality) < self.quality.floor:
                 decision = UNRECOGNISABLE
@@ -335,10 +335,7 @@ class FaceAnalysis:
         maps = shared and self.gender.config.kind == "finetune"
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=maps)
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
-        quality = None
-        if self.quality is not None:
-            quality = self.quality.score(quality_features([k.probs for k in kinds], [c.face.score for c in crops],
-                                                          [c.face.fallback for c in crops]))
+        quality = self._quality(crops, kinds)
         faces = []
         for i, (crop, kind) in enumerate(zip(crops, kinds)):
             shown = crop.input_face
@@ -357,6 +354,13 @@ class FaceAnalysis:
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
         return faces
+
+    def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
+        """Each face's chance of being recognised (None without a quality model)."""
+        if self.quality is None:
+            return None
+        return self.quality.score(quality_features([k.probs for k in kinds], [c.face.score for c in crops],
+                                                   [c.face.fallback for c in crops]))
 
     def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
         if self.gender is None:
