@@ -115,3 +115,30 @@ def test_get_batch_decodes_each_file_once_and_keeps_no_pixels(app: FaceAnalysis,
     # The results hold no image; a chip asked for later reads its file again.
     face = results[0][0]
     assert face._crop.image is None and face.chip().shape == (150, 150, 3)
+
+
+def test_default_analyze_runs_without_torch_and_matches_the_torch_path(app: FaceAnalysis, facecom_b: Path) -> None:
+    """Once the cache holds the converted networks, `facesuite analyze` runs ONNX Runtime and NumPy
+    only (importing PyTorch alone costs ~1.8 s per call), with the PyTorch path's results."""
+    import subprocess
+    import sys
+
+    path = _image(facecom_b, "Colin_Powell", 1)
+    code = ("import sys; from facesuite.cli import main; code = main(['analyze', sys.argv[1], '--no-cache', '--json']); "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules), file=sys.stderr); sys.exit(code)")
+    app.get(path)  # the module's analyzer has converted (and cached) every network it runs
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    (row,) = json.loads(done.stdout)
+    with FaceAnalysis("dlib-torch") as torch_path:
+        (reference,) = torch_path.get(path)
+        # The gender model standing alone: its own PyTorch backbone pass and head.
+        (standalone_p_female,) = torch_path.gender.p_female([reference.chip()])
+    (face,) = app.get(path)
+    assert app.embedder.name == "dlib-onnx" and app._gender_head is not None
+    assert float(face.embedding @ reference.embedding) > 1 - 1e-5
+    assert (row["distortion"], row["route"], row["gender"]) == (reference.distortion, reference.route, reference.gender)
+    for key, value in (("p_female", standalone_p_female), ("distortion_probability", reference.distortion_probability),
+                       ("quality", reference.quality), ("score", reference.det_score)):
+        assert row[key] == pytest.approx(value, abs=2e-4), key
+    assert row["box"] == pytest.approx(list(reference.box), abs=0.1)

@@ -84,6 +84,21 @@ def test_predict_output_shape(dev, detector):
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
 
 
+@needs_data
+def test_onnx_runtime_gives_the_pytorch_networks_probabilities(dev, detector):
+    """The shipped detector runs its ONNX export; the PyTorch network it came from agrees."""
+    from facesuite.classify.distortion import DEFAULT_MODEL_DIR, WEIGHTS_FILE, DistortionDetector, OnnxDistortionNet
+    from facesuite.classify.distortion_net import DistortionNet, load_net
+
+    assert isinstance(detector.net, OnnxDistortionNet)
+    paths = [p for label in LABELS for p in _sample(dev, label, 2, seed=1)]
+    reference = DistortionDetector(load_net(DEFAULT_MODEL_DIR / WEIGHTS_FILE, detector.spec, len(LABELS)), detector.spec)
+    assert isinstance(reference.net, DistortionNet)
+    ours, theirs = detector.predict(paths), reference.predict(paths)
+    assert [p.label for p in ours] == [p.label for p in theirs]
+    assert max(abs(a.probs[k] - b.probs[k]) for a, b in zip(ours, theirs) for k in LABELS) < 1e-4
+
+
 @pytest.fixture(scope="module")
 def tiny_tree(tmp_path_factory, dev):
     """Three dev identities' clean images copied into a fresh identity-folder tree."""

@@ -140,11 +140,7 @@ class FaceAnalysis:
         self.routed = routes is not None
         self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
         self._distortion = None
-        self.gender = None
-        if gender is not None:
-            from facesuite.classify.gender import GenderModel
-
-            self.gender = GenderModel.load(None if gender == "default" else gender)
+        self._load_gender(gender)
         if threshold is None:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
@@ -229,10 +225,10 @@ class FaceAnalysis:
         from facesuite.gallery import create_gallery, display_uri, open_gallery
 
         if create:
-            store = create_gallery(uri, self.embedder.name, self.embedder.dim, self.threshold, sorted(self.router.gallery_views))
+            store = create_gallery(uri, self.embedder.space, self.embedder.dim, self.threshold, sorted(self.router.gallery_views))
         else:
             store = open_gallery(uri)
-        if store.embedder != self.embedder.name:
+        if store.embedder != self.embedder.space:
             store.close()
             raise InputError(f"gallery was built with embedder {store.embedder!r}, not {self.embedder.name!r} "
                              f"(pass --embedder {store.embedder})", display_uri(uri))
@@ -311,15 +307,45 @@ class FaceAnalysis:
             self._distortion = DistortionDetector.load()
         return self._distortion
 
+    @property
+    def gender(self):
+        """The gender model (:class:`~facesuite.classify.gender.GenderModel`, PyTorch: standalone
+        chips, Grad-CAM), or None without gender. When the analyzer's own pass feeds a linear head
+        it is loaded on first use only: analysing runs that head in NumPy."""
+        if self._gender_model is None and self._gender_folder is not None:
+            from facesuite.classify.gender import GenderModel
+
+            self._gender_model = GenderModel.load(self._gender_folder)
+        return self._gender_model
+
     # ------------------------------------------------------------------ internals
 
-    def _gender_shares_backbone(self) -> bool:
-        from facesuite.classify.gender import HEAD_KINDS
+    def _load_gender(self, gender: str | Path | None) -> None:
+        from facesuite.classify.gender_head import DEFAULT_GENDER_DIR, LinearGenderHead
 
-        if self.gender is None or self.gender.config.kind not in HEAD_KINDS:
-            return False
-        # The head was fitted on dlib-torch's pass; the hidden stages exist only in that runtime.
-        return self.embedder.name in (("dlib", "dlib-torch", "dlib-onnx") if self.gender.config.kind == "embedding" else ("dlib-torch",))
+        self._gender_folder = None if gender is None else Path(DEFAULT_GENDER_DIR if gender == "default" else gender)
+        self._gender_model = self._gender_head = None
+        if self._gender_folder is None:
+            return
+        self._gender_head = LinearGenderHead.load(self._gender_folder) if self._gender_folder.is_dir() else None
+        if self._gender_head is None or not self._gender_shares_backbone():
+            from facesuite.classify.gender import GenderModel
+
+            # Other kinds (and heads the embedder cannot feed) run in PyTorch: loaded, and checked, now.
+            self._gender_head = None
+            self._gender_model = GenderModel.load(self._gender_folder)
+
+    def _gender_kind(self) -> str | None:
+        if self._gender_head is not None:
+            return self._gender_head.kind
+        return self._gender_model.config.kind if self._gender_model is not None else None
+
+    def _gender_shares_backbone(self) -> bool:
+        kind = self._gender_kind()
+        if kind == "embedding":
+            return self.embedder.space in ("dlib", "dlib-torch")
+        # Heads on hidden stages read the describe pass of dlib's port (either runtime).
+        return kind in ("backbone", "finetune") and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
 
     def _analyse(self, crops: list[Crop]) -> list[Face]:
         """Distortion, route, embedding, gender and identity of each crop, one pass per stage."""
@@ -332,7 +358,7 @@ class FaceAnalysis:
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
         # A fine-tuned gender branch reads the trunk's last map from the same pass: one trunk run.
-        maps = shared and self.gender.config.kind == "finetune"
+        maps = shared and self._gender_kind() == "finetune"
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=maps)
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
         quality = self._quality(crops, kinds)
@@ -349,7 +375,7 @@ class FaceAnalysis:
                 faces[-1].quality = float(quality[i])
             if p_female is not None:
                 faces[-1].p_female = float(p_female[i])
-                faces[-1].gender = self.gender.labels_for(p_female[i : i + 1])[0]
+                faces[-1].gender = (self._gender_head or self.gender).labels_for(p_female[i : i + 1])[0]
         if self.gallery is not None and len(self.gallery):
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
@@ -363,8 +389,10 @@ class FaceAnalysis:
                                                    [c.face.fallback for c in crops]))
 
     def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
-        if self.gender is None:
+        if self._gender_folder is None:
             return None
+        if self._gender_head is not None:
+            return self._gender_head.p_female(plain, pooled)
         if self._gender_shares_backbone():
             import torch
 

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -345,11 +346,12 @@ _worker: ImageWorker | None = None
 
 
 def _start_process(spec: JobSpec, threads: int) -> None:
-    import torch
-
     global _worker
-    # Several processes each running a full set of torch threads fight over the same cores.
-    torch.set_num_threads(threads)
+    # Several processes each running a full set of threads fight over the same cores. ONNX Runtime
+    # sessions size their pools from OMP_NUM_THREADS (facesuite.config.inference_threads).
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     _worker = ImageWorker(spec)
 
 

@@ -40,3 +40,28 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+def inference_threads() -> int:
+    """Threads an inference session may use: ``$OMP_NUM_THREADS`` when set (as PyTorch honours it),
+    else the cores this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def onnx_session(path: Path):
+    """An ONNX Runtime CPU session for the model file at ``path``, one per network for the process.
+
+    Every session's thread pool is :func:`inference_threads` wide and does not spin between calls,
+    so the detector, the distortion detector and the embedder that run one after another take turns
+    on the same cores instead of competing.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = inference_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

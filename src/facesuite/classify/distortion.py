@@ -17,18 +17,17 @@ cues of ``lowlight`` and ``sunny``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from facesuite.config import MODELS_DIR
+from facesuite.config import MODELS_DIR, cache_dir, onnx_session, write_atomically
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
 from facesuite.integrity import verify_model_folder
@@ -37,6 +36,8 @@ from facesuite.io import load_image
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
+# Bumped whenever the ONNX export (distortion_net.export_onnx) changes, so stale cached files are not used.
+_ONNX_EXPORT = 1
 
 
 @dataclass(frozen=True)
@@ -77,64 +78,37 @@ def make_views(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray | None, n
     return crop, frame
 
 
-def to_tensor(batch: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-0.5, 0.5]."""
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+class LogitsRunner(Protocol):
+    """What runs the network: (crop, frame) uint8 view batches in, ``(N, classes)`` logits out."""
+
+    def run(self, crops: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray: ...
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2 if kernel % 2 else 0, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+class OnnxDistortionNet:
+    """The network under ONNX Runtime, exported once from its PyTorch weights to the cache (keyed by
+    the weights' and the config's hash and the export's version); only that export imports PyTorch."""
 
+    def __init__(self, weights: Path, config_path: Path, spec: InputSpec, classes: int) -> None:
+        digest = hashlib.sha1(weights.read_bytes() + config_path.read_bytes()).hexdigest()[:16]
+        exported = cache_dir() / "distortion" / f"{digest}-onnx{_ONNX_EXPORT}.onnx"
+        if not exported.is_file():
+            from facesuite.classify.distortion_net import export_onnx, load_net
 
-class _Branch(nn.Module):
-    """A 4x4 stride-4 "patchify" stem, then 3x3 convs, then average + max pooling.
+            write_atomically(exported, lambda temp: export_onnx(load_net(weights, spec, classes), spec, temp))
+        self.session = onnx_session(exported)
+        self.inputs = [item.name for item in self.session.get_inputs()]
 
-    The stem sees every pixel of each 4x4 patch, so pixel-level detail (sharpness, single noisy
-    pixels) survives while later layers run at a quarter of the resolution: several times
-    cheaper on CPU than a full-resolution first layer. The max pool keeps sparse cues (dots,
-    streaks) that averaging would dilute.
-    """
-
-    def __init__(self, widths: Sequence[int], strides: Sequence[int]) -> None:
-        super().__init__()
-        layers = [_conv(3, widths[0], 4, 4)]
-        layers += [_conv(c_in, c_out, 3, stride) for c_in, c_out, stride in zip(widths, widths[1:], strides)]
-        self.body = nn.Sequential(*layers)
-        self.out_dim = 2 * widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.body(x)
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
-class DistortionNet(nn.Module):
-    """Crop branch (native-resolution detail) + frame branch (global appearance), linear head."""
-
-    def __init__(self, spec: InputSpec, classes: int = len(LABELS)) -> None:
-        super().__init__()
-        self.crop = _Branch((32, 48, 64, 96), (2, 2, 1)) if spec.crop else None
-        self.frame = _Branch((16, 32, 64), (2, 2)) if spec.frame else None
-        features = sum(b.out_dim for b in (self.crop, self.frame) if b is not None)
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(features, classes))
-
-    def forward(self, crop: torch.Tensor | None, frame: torch.Tensor | None) -> torch.Tensor:
-        parts = []
-        if self.crop is not None:
-            parts.append(self.crop(crop))
-        if self.frame is not None:
-            parts.append(self.frame(frame))
-        return self.head(torch.cat(parts, dim=1))
+    def run(self, crops: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray:
+        views = {"crop": crops, "frame": frames}
+        return self.session.run(["logits"], {name: views[name] for name in self.inputs})[0]
 
 
 class DistortionDetector:
-    """A trained :class:`DistortionNet` with its input spec and labels."""
+    """A trained distortion network (:class:`OnnxDistortionNet` when loaded, the PyTorch
+    :class:`~facesuite.classify.distortion_net.DistortionNet` while training) with its input spec and labels."""
 
-    def __init__(self, net: DistortionNet, spec: InputSpec, labels: Sequence[str] = LABELS, batch_size: int = 64) -> None:
-        self.net = net.eval()
+    def __init__(self, net: LogitsRunner, spec: InputSpec, labels: Sequence[str] = LABELS, batch_size: int = 64) -> None:
+        self.net = net
         self.spec = spec
         self.labels = tuple(labels)
         self.batch_size = batch_size
@@ -151,12 +125,13 @@ class DistortionDetector:
         verify_model_folder(folder)
         config = json.loads(config_path.read_text(encoding="utf-8"))
         spec = InputSpec(**config["input"])
-        net = DistortionNet(spec, len(config["labels"]))
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return cls(net, spec, config["labels"])
+        return cls(OnnxDistortionNet(weights, config_path, spec, len(config["labels"])), spec, config["labels"])
 
     def save(self, folder: str | Path, extra: dict | None = None) -> None:
-        """Write ``weights.pt`` (state dict only) and ``config.json`` into ``folder``."""
+        """Write ``weights.pt`` (state dict only) and ``config.json`` into ``folder``; the detector
+        must hold the PyTorch network (a trained one)."""
+        import torch
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.net.state_dict(), folder / WEIGHTS_FILE)
@@ -170,11 +145,8 @@ class DistortionDetector:
         frames = np.stack([f for _, f in pairs]) if self.spec.frame else None
         return crops, frames
 
-    @torch.inference_mode()
-    def logits(self, crops: np.ndarray | None, frames: np.ndarray | None) -> torch.Tensor:
-        return self.net(
-            to_tensor(crops) if crops is not None else None, to_tensor(frames) if frames is not None else None
-        )
+    def logits(self, crops: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray:
+        return self.net.run(crops, frames)
 
     def predict(self, images: Sequence[np.ndarray | str | Path]) -> list[Prediction]:
         """One :class:`Prediction` per RGB uint8 image (any size) or image path, in order.
@@ -185,7 +157,7 @@ class DistortionDetector:
         predictions: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             batch = [load_image(item) if isinstance(item, (str, Path)) else item for item in images[start : start + self.batch_size]]
-            probs = torch.softmax(self.logits(*self.views(batch)), dim=1).numpy()
+            probs = _softmax(self.logits(*self.views(batch)))
             for row in probs:
                 best = int(row.argmax())
                 predictions.append(
@@ -207,3 +179,8 @@ class DistortionDetector:
             if readable:
                 done.extend(zip([p for p, _ in readable], self.predict([image for _, image in readable])))
         return done, skipped
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from facesuite.config import cache_dir, write_atomically
+from facesuite.config import cache_dir, onnx_session, write_atomically
 from facesuite.integrity import package_file, verify_model_file
 
 PYRAMID_FACTOR = 0.709  # each pyramid level is this fraction of the previous one
@@ -36,75 +34,7 @@ WEIGHTS = {"pnet": "facenet_pytorch/data/pnet.pt", "rnet": "facenet_pytorch/data
            "onet": "facenet_pytorch/data/onet.pt"}
 
 
-class PNet(nn.Module):
-    """Proposal network: fully convolutional, a face probability and box offsets per 12 px window."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not face
-        self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
-
-
-class RNet(nn.Module):
-    """Refinement network on 24 px crops: face probability and box offsets."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        # The converted Caffe weights expect the feature map flattened as (width, height, channel).
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
-        return torch.softmax(self.dense5_1(x), dim=1)[:, 1], self.dense5_2(x)
-
-
-class ONet(nn.Module):
-    """Output network on 48 px crops: face probability, box offsets and five landmarks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)  # landmarks: five x, then five y, as box fractions
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
-        return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
-
-
-NETWORKS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-_ONNX_FORMAT = 1  # bump when the export below changes, so stale cached files are not reused
+_ONNX_FORMAT = 1  # bump when the export (mtcnn_nets.export) changes, so stale cached files are not reused
 
 
 def weights_file(name: str) -> Path:
@@ -116,41 +46,17 @@ def weights_file(name: str) -> Path:
     return path
 
 
-def load_network(name: str) -> nn.Module:
-    """One of ``pnet``, ``rnet``, ``onet`` in PyTorch with its shipped weights, in eval mode."""
-    network = NETWORKS[name]()
-    network.load_state_dict(torch.load(weights_file(name), map_location="cpu", weights_only=True))
-    return network.eval()
-
-
 def _onnx_runner(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The network under ONNX Runtime, exported once to the cache (keyed by the weights' hash).
-    Its thread pool is as wide as torch's and does not spin between calls, so the detector and
-    the torch embedder that runs after it take turns on the same cores instead of competing."""
-    import onnxruntime
-
+    """The network under ONNX Runtime, exported once to the cache (keyed by the weights' hash); only
+    that first export imports PyTorch."""
     digest = hashlib.sha1(weights_file(name).read_bytes()).hexdigest()[:16]
     exported = cache_dir() / "mtcnn" / f"{name}-{digest}-v{_ONNX_FORMAT}.onnx"
     if not exported.is_file():
-        write_atomically(exported, lambda temp: _export(load_network(name), temp))
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+        from facesuite.detect.mtcnn_nets import export, load_network
+
+        write_atomically(exported, lambda temp: export(load_network(name), temp))
+    session = onnx_session(exported)
     return lambda batch: session.run(None, {"pixels": batch})
-
-
-def _export(network: nn.Module, path: str) -> None:
-    import warnings
-
-    # Batch and (for P-Net) both image sides vary; the traced graph is otherwise static.
-    axes = {"pixels": {0: "batch", 2: "height", 3: "width"} if isinstance(network, PNet) else {0: "batch"}}
-    side = 24 if isinstance(network, RNet) else 48
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on constant shapes
-        torch.onnx.export(network, (torch.zeros(2, 3, side, side),), path, input_names=["pixels"],
-                          dynamic_axes=axes, dynamo=False, opset_version=17)
 
 
 def _bins(sizes: np.ndarray, out: int) -> tuple[np.ndarray, np.ndarray]:

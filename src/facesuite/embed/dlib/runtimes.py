@@ -1,6 +1,11 @@
 """The embedders that run dlib's face ResNet: ``dlib`` (dlib itself, the reference), ``dlib-torch``
 (our PyTorch port: the same vectors, max abs difference < 1e-6, about 15x faster) and
-``dlib-onnx`` (the port exported to ONNX Runtime)."""
+``dlib-onnx`` (the port exported to ONNX Runtime: the same vectors again, and the default, because
+it runs without importing PyTorch, whose import alone takes ~1.8 s of every CLI call).
+
+The two runtimes of the port share one vector space (:attr:`~facesuite.embed.Embedder.space`):
+galleries, calibrations, routes and gender heads made with one serve the other.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,16 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-import torch
 
+from facesuite.config import onnx_session, write_atomically
 from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
-from facesuite.embed.dlib.network import (
-    CHIP_SIZE,
-    EMBEDDING_DIM,
-    cache_path,
-    export_onnx,
-    load_dlib_resnet,
-    shipped_model_path,
-    write_atomically,
-)
+from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, cache_path, shipped_model_path
+from facesuite.integrity import verify_model_file
+
+# DlibResNet.describe's hidden features: 640 pooled channels, then (with maps) the 256x4x4 map.
+POOLED_WIDTH = 640
+# Bumped whenever the ONNX export changes (2: describe's hidden features as a second output).
+_ONNX_EXPORT = 2
 
 
 def chips_to_array(chips: Sequence[np.ndarray]) -> np.ndarray:
@@ -35,6 +38,7 @@ class _DlibPortEmbedder(Embedder):
     """Shared batching and normalisation of the two runtimes for the ported network."""
 
     dim = EMBEDDING_DIM
+    space = "dlib-torch"  # the name its vectors were first stored under (galleries, routes, heads)
     chip_spec = ChipSpec(size=CHIP_SIZE, padding=0.25)
     # dlib calls two raw descriptors the same person below Euclidean distance 0.6. Its raw vectors
     # are not unit length: their norms cluster around 1.42 (1.2-1.6 on FACECOM). For two vectors of
@@ -44,17 +48,23 @@ class _DlibPortEmbedder(Embedder):
     default_threshold = 0.09
 
     def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        if len(chips) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        batches = [
-            self._run(chips_to_array(chips[start : start + batch_size]))
-            for start in range(0, len(chips), batch_size)
-        ]
-        return l2_normalise(np.concatenate(batches))
+        return self.describe(chips, batch_size)[0]
+
+    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embeddings, hidden features) of the chips from one backbone pass
+        (``DlibResNet.describe``: pooled hidden stages, and with ``maps`` the last stage's input map)."""
+        vectors, features = [], []
+        for start in range(0, len(chips), batch_size):
+            descriptor, hidden = self._describe(chips_to_array(chips[start : start + batch_size]), maps)
+            vectors.append(descriptor)
+            features.append(hidden)
+        if not vectors:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0), np.float32)
+        return l2_normalise(np.concatenate(vectors)), np.concatenate(features)
 
     @abstractmethod
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        """Raw descriptors for an ``(N, 3, 150, 150)`` float32 pixel batch."""
+    def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(raw descriptors, hidden features) for an ``(N, 3, 150, 150)`` float32 pixel batch."""
 
 
 @EMBEDDERS.register("dlib-torch")
@@ -64,48 +74,42 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
     name = "dlib-torch"
 
     def __init__(self) -> None:
+        import torch
+
+        from facesuite.embed.dlib.network import load_dlib_resnet
+
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_dlib_resnet().to(self.device)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
+    def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
+        import torch
 
-    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(unit embeddings, hidden features) of the chips from one backbone pass (``DlibResNet.describe``:
-        pooled hidden stages, and with ``maps`` the last stage's input map)."""
-        vectors, features = [], []
         with torch.inference_mode():
-            for start in range(0, len(chips), batch_size):
-                pixels = torch.from_numpy(chips_to_array(chips[start : start + batch_size])).to(self.device)
-                descriptor, pooled = self.model.describe(pixels, maps)
-                vectors.append(descriptor.cpu().numpy())
-                features.append(pooled.cpu().numpy())
-        if not vectors:
-            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0), np.float32)
-        return l2_normalise(np.concatenate(vectors)), np.concatenate(features)
+            descriptor, hidden = self.model.describe(torch.from_numpy(pixels).to(self.device), maps)
+            return descriptor.cpu().numpy(), hidden.cpu().numpy()
 
 
 @EMBEDDERS.register("dlib-onnx")
 class DlibOnnxEmbedder(_DlibPortEmbedder):
-    """dlib's ResNet under ONNX Runtime (exported once to the cache, keyed by the ``.dat``'s hash)."""
+    """dlib's ResNet under ONNX Runtime: the PyTorch port exported once to the cache (keyed by the
+    ``.dat``'s hash and the export's version); only that first export imports PyTorch."""
 
     name = "dlib-onnx"
 
     def __init__(self) -> None:
-        import onnxruntime
-
         path = shipped_model_path()
-        onnx_path = cache_path(path.read_bytes(), ".onnx")
+        verify_model_file(path)
+        onnx_path = cache_path(path.read_bytes(), f"-onnx{_ONNX_EXPORT}.onnx")
         if not onnx_path.exists():
+            from facesuite.embed.dlib.network import export_onnx, load_dlib_resnet
+
             model = load_dlib_resnet(path)
             write_atomically(onnx_path, lambda temp: export_onnx(model, temp))
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = onnxruntime.InferenceSession(str(onnx_path), providers=providers)
+        self.session = onnx_session(onnx_path)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(["embedding"], {"pixels": pixels})[0]
+    def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
+        descriptor, hidden = self.session.run(["embedding", "hidden"], {"pixels": pixels})
+        return descriptor, hidden if maps else np.ascontiguousarray(hidden[:, :POOLED_WIDTH])
 
 
 def dlib_model_path(name: str) -> str:

@@ -1,0 +1,69 @@
+"""The ``embedding`` and ``backbone`` gender kinds' head in NumPy: a logistic regression on the
+recognition pass's unit embedding (and, for ``backbone``, its pooled hidden stages), read from the
+model folder's ``weights.npz``.
+
+:class:`~facesuite.classify.gender.EmbeddingGenderNet` is the same head in PyTorch, with its own
+backbone, for standalone chips and Grad-CAM. The analyzer runs this one on the features its
+embedder already computed, so analysing a face never imports PyTorch for gender.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesuite.config import MODELS_DIR
+from facesuite.integrity import verify_model_folder
+
+DEFAULT_GENDER_DIR = MODELS_DIR / "gender"
+#: The kinds whose whole head is this logistic regression.
+LINEAR_KINDS = ("embedding", "backbone")
+# Pooled hidden channels the backbone kind reads (DlibResNet.describe: 128 + 256 + 256).
+_POOLED = 640
+
+
+@dataclass(frozen=True)
+class LinearGenderHead:
+    """``p_female = sigmoid(((x - mean) / scale) . coef + intercept)`` with ``x`` the unit embedding,
+    after the pooled hidden stages for the ``backbone`` kind."""
+
+    kind: str
+    threshold: float
+    labels: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def load(cls, folder: Path) -> LinearGenderHead | None:
+        """The head of a model folder of a linear kind, hash-checked; None for any other folder
+        (:meth:`facesuite.classify.gender.GenderModel.load` reads those, and names what is wrong)."""
+        weights = folder / "weights.npz"
+        try:
+            record = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("kind") not in LINEAR_KINDS or not weights.is_file():
+            return None
+        verify_model_folder(folder)
+        with np.load(weights, allow_pickle=False) as head:
+            arrays = {name: np.asarray(head[name], dtype=np.float64) for name in ("mean", "scale", "coef", "intercept")}
+        return cls(record["kind"], float(record.get("threshold", 0.5)), tuple(record.get("labels", ("male", "female"))),
+                   arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]))
+
+    def p_female(self, embedding: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
+        """Probability of ``female`` from a pass's descriptors (unit or raw) and, for the backbone
+        kind, its hidden features (the first 640 columns are read)."""
+        x = np.asarray(embedding, dtype=np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        if self.kind == "backbone":
+            x = np.concatenate([np.asarray(pooled, dtype=np.float64)[:, :_POOLED], x], axis=1)
+        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def labels_for(self, p_female: np.ndarray) -> list[str]:
+        return [self.labels[1] if p >= self.threshold else self.labels[0] for p in p_female]

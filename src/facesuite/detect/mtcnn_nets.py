@@ -1,0 +1,99 @@
+"""MTCNN's P-, R- and O-Net in PyTorch, with facenet-pytorch's weights: what :mod:`facesuite.detect.mtcnn`
+exports once to ONNX (the cascade itself never runs them, so detecting never imports PyTorch)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from facesuite.detect.mtcnn import weights_file
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, a face probability and box offsets per 12 px window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not face
+        self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
+
+
+class RNet(nn.Module):
+    """Refinement network on 24 px crops: face probability and box offsets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        # The converted Caffe weights expect the feature map flattened as (width, height, channel).
+        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
+        return torch.softmax(self.dense5_1(x), dim=1)[:, 1], self.dense5_2(x)
+
+
+class ONet(nn.Module):
+    """Output network on 48 px crops: face probability, box offsets and five landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)  # landmarks: five x, then five y, as box fractions
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
+        return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+
+
+NETWORKS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+
+
+def load_network(name: str) -> nn.Module:
+    """One of ``pnet``, ``rnet``, ``onet`` in PyTorch with its shipped weights, in eval mode."""
+    network = NETWORKS[name]()
+    network.load_state_dict(torch.load(weights_file(name), map_location="cpu", weights_only=True))
+    return network.eval()
+
+
+def export(network: nn.Module, path: str) -> None:
+    """Write ``network`` to ONNX at ``path``."""
+    # Batch and (for P-Net) both image sides vary; the traced graph is otherwise static.
+    axes = {"pixels": {0: "batch", 2: "height", 3: "width"} if isinstance(network, PNet) else {0: "batch"}}
+    side = 24 if isinstance(network, RNet) else 48
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constant shapes
+        torch.onnx.export(network, (torch.zeros(2, 3, side, side),), path, input_names=["pixels"],
+                          dynamic_axes=axes, dynamo=False, opset_version=17)
