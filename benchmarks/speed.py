@@ -127,10 +127,7 @@ def stages(paths: list[str]) -> dict[str, float]:
     routes = [analysis.router.route(k.label).restore for k in kinds]
     restored = lap("route", lambda: [RESTORERS[r](c) for r, c in zip(routes, chips)])
     plain, pooled = lap("embed", lambda: analysis.embedder.describe(restored))
-    import torch
-
-    with torch.inference_mode():
-        lap("gender", lambda: analysis.gender.network.head(torch.from_numpy(plain), torch.from_numpy(pooled)))
+    lap("gender", lambda: analysis._gender_head.p_female(plain, pooled))  # the NumPy head analyze runs
     return clock
 
 

@@ -10,7 +10,7 @@ algorithm and constants as facenet-pytorch's (pyramid factor 0.709, NMS at 0.5 w
 so boxes and landmarks agree with it (``tests/test_detect.py`` compares them on real images).
 
 What differs is how the work is laid out: the three networks run under ONNX Runtime (exported
-once from these PyTorch modules to the cache), and every resampling (the pyramid levels, and each
+once from the PyTorch modules of :mod:`facesuite.detect.mtcnn_nets` to the cache), and every resampling (the pyramid levels, and each
 candidate box to 24 or 48 px) is read from one summed-area table per batch, all boxes of a stage
 at once, instead of one pooling call per candidate box.
 """
@@ -84,8 +84,13 @@ def _box_means(table: np.ndarray, image, top: np.ndarray, bottom: np.ndarray, le
     a contiguous ``(..., 3, rows, cols)`` float32 array; ``top``/``bottom`` are ``(..., rows)`` and
     ``left``/``right`` ``(..., cols)`` with matching leading axes (``image`` indexes the table's
     first axis the same way)."""
+    # One flat index per corner and a take() along the first axis: several times faster than
+    # indexing the 4-D table with three broadcast index arrays.
+    flat, stride = table.reshape(-1, 3), table.shape[2]
+    base = image * (table.shape[1] * stride)
+
     def corner(rows, cols):
-        return table[image, rows[..., :, None], cols[..., None, :]]
+        return flat.take(base + rows[..., :, None] * stride + cols[..., None, :], axis=0)
     sums = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
     areas = (bottom - top)[..., :, None, None] * (right - left)[..., None, :, None]
     return np.ascontiguousarray((sums / areas).astype(np.float32).transpose(0, 3, 1, 2))
