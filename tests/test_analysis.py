@@ -142,3 +142,16 @@ def test_default_analyze_runs_without_torch_and_matches_the_torch_path(app: Face
                        ("quality", reference.quality), ("score", reference.det_score)):
         assert row[key] == pytest.approx(value, abs=2e-4), key
     assert row["box"] == pytest.approx(list(reference.box), abs=0.1)
+
+
+def test_the_ports_two_runtimes_share_galleries(app: FaceAnalysis, facecom_b: Path, tmp_path: Path) -> None:
+    """dlib-onnx (the default) and dlib-torch give the same vectors: a gallery enrolled with one
+    answers the other; an embedder with other vectors is refused."""
+    with app.open_gallery(tmp_path / "people", create=True) as gallery:
+        for person in PEOPLE:
+            gallery.enroll(person, [_image(facecom_b, person, 0)])
+    with FaceAnalysis("dlib-torch", routes=None, gender=None, gallery=tmp_path / "people") as torch_app:
+        (face,) = torch_app.get(_image(facecom_b, "Tom_Ridge", 2))
+        assert face.identity == "Tom_Ridge"
+    with pytest.raises(InputError, match="built with embedder 'dlib-torch', not 'dlib'"):
+        FaceAnalysis("dlib", routes=None, gender=None, gallery=tmp_path / "people")
