@@ -40,7 +40,7 @@ from facesuite.data import read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
-from facesuite.train.gender_distill import distillation_loss
+from facesuite.train.gender_distill import distillation_loss, load_teacher, teacher_p_female
 
 EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
 # Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
@@ -168,8 +168,6 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
             raise InputError("--teacher trains the cnn kind by distillation; use it with --kind cnn")
         if not 0.0 <= options.distill_alpha <= 1.0 or options.temperature <= 0:
             raise InputError("--distill-alpha must be between 0 and 1 and --temperature above 0")
-        from facesuite.train.gender_distill import load_teacher
-
         teacher = load_teacher(options.teacher)  # bad input is reported before any extraction
     out = Path(out)
     seed_everything(options.seed)
@@ -189,8 +187,6 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     else:
         soft = None
         if teacher is not None:
-            from facesuite.train.gender_distill import teacher_p_female
-
             soft = teacher_p_female(teacher, options.teacher, train.paths, extractor, out / "teacher.npz")
             del teacher  # its network is not needed while the student trains
         result = _fit_cnn(train, val, out, options, soft)
