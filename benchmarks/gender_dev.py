@@ -13,6 +13,10 @@
         Accuracy on dev chips with each synthesised distortion type.
     python benchmarks/gender_dev.py cost MODEL_DIR
         Per-face cost of the gender branch on the identity pass vs a second network.
+    python benchmarks/gender_dev.py speed MODEL_DIR [MODEL_DIR ...] [--faces N]
+        Size (parameters, weight-file MB) and milliseconds per face at batch 1 and batch 64 of each
+        model alone, and what each adds to ``analyze``'s identity pass (a head on that pass, or a
+        second network), all in one run so the ratios hold on a busy machine.
     python benchmarks/gender_dev.py deletion /tmp/gender_data MODEL_DIR [--faces N]
         Grad-CAM deletion test: hottest 10% of pixels masked vs a random 10%.
 
@@ -213,6 +217,73 @@ def branch_cost(model_dir: str, faces: int = 64, repeats: int = 5) -> dict:
             "branch_ms": round(with_branch - identity, 2), "second_network_ms": round(second - identity, 2)}
 
 
+def _per_face(work, faces: int, repeats: int) -> float:
+    """Median milliseconds per face of ``work`` (one call covers ``faces`` faces), after a warm-up."""
+    work()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return round(1000 * float(np.median(times)) / faces, 2)
+
+
+def _stored_values(model_dir: Path) -> int:
+    """Numbers in a model folder's weights file (state_dict tensors or npz arrays)."""
+    import torch
+
+    if (model_dir / "weights.npz").is_file():
+        with np.load(model_dir / "weights.npz", allow_pickle=False) as arrays:
+            return int(sum(arrays[k].size for k in arrays.files))
+    state = torch.load(model_dir / "weights.pt", map_location="cpu", weights_only=True)
+    return int(sum(v.numel() for v in state.values()))
+
+
+def speed(model_dirs: list[str], faces: int = 64, repeats: int = 3) -> dict:
+    """Size and per-face cost of each gender model, beside the identity pass, in one run."""
+    import torch
+
+    from facesuite.classify.gender import HEAD_KINDS, GenderModel
+    from facesuite.embed import get_embedder
+
+    embedder = get_embedder("dlib-torch")
+    rng = np.random.default_rng(0)
+
+    def random_chips(size: int) -> list[np.ndarray]:
+        return list(rng.integers(0, 256, size=(faces, size, size, 3), dtype=np.uint8))
+
+    def both_batches(run, chips: list[np.ndarray]) -> dict:
+        """``run`` on all chips at once (batch 64) and one call per chip (batch 1)."""
+        return {"batch64_ms": _per_face(lambda: run(chips), faces, repeats),
+                "batch1_ms": _per_face(lambda: [run(chips[i : i + 1]) for i in range(faces)], faces, repeats)}
+
+    identity_chips = random_chips(150)
+    identity = both_batches(lambda c: embedder.describe(c, batch_size=64), identity_chips)
+    result = {"faces": faces, "threads": torch.get_num_threads(), "identity_pass": identity, "models": []}
+    for model_dir in model_dirs:
+        model = GenderModel.load(model_dir)
+        kind = model.config.kind
+        record = {
+            "model": model_dir, "kind": kind, "chip_size": model.config.chip_size,
+            "parameters_run": sum(p.numel() for p in model.network.parameters()),
+            "stored_values": _stored_values(Path(model_dir)),
+            "weights_mb": round(sum(f.stat().st_size for f in Path(model_dir).glob("weights.*")) / 2**20, 2),
+            "alone": both_batches(lambda c: model.p_female(c, batch_size=64), random_chips(model.config.chip_size)),
+        }
+        if kind in HEAD_KINDS:
+            def on_pass(c: list[np.ndarray], maps: bool = kind == "finetune") -> None:
+                plain, hidden = embedder.describe(c, batch_size=64, maps=maps)
+                with torch.inference_mode():
+                    model.network.head(torch.from_numpy(plain), torch.from_numpy(hidden))
+
+            with_head = both_batches(on_pass, identity_chips)  # the head reads the identity pass itself
+            record["added_to_identity_pass"] = {k: round(with_head[k] - identity[k], 2) for k in identity}
+        else:
+            record["added_to_identity_pass"] = record["alone"]  # a second network on its own chips
+        result["models"].append(record)
+    return result
+
+
 def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fraction: float = 0.1) -> dict:
     """Grad-CAM deletion test on dev faces: mask the hottest ``fraction`` of pixels vs a random
     ``fraction`` and compare the drop in p(predicted class). ``layer``: the model's own
@@ -248,6 +319,9 @@ def main() -> int:
     distort.add_argument("--utk-stride", type=int, default=5, help="every k-th UTKFace dev file (default 5)")
     cost = sub.add_parser("cost")
     cost.add_argument("model")
+    fast = sub.add_parser("speed")
+    fast.add_argument("models", nargs="+")
+    fast.add_argument("--faces", type=int, default=64)
     cam = sub.add_parser("deletion")
     cam.add_argument("folders", type=Path)
     cam.add_argument("model")
@@ -262,6 +336,9 @@ def main() -> int:
         return 0
     if args.command == "cost":
         print(json.dumps(branch_cost(args.model), indent=2))
+        return 0
+    if args.command == "speed":
+        print(json.dumps(speed(args.models, args.faces), indent=2))
         return 0
     if args.command == "deletion":
         print(json.dumps(deletion(args.folders, args.model, args.faces, args.layer), indent=2))

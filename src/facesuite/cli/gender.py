@@ -27,6 +27,10 @@ def _analysis(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from facesuite.train.gender import TrainOptions, train_gender
 
+    if args.teacher is not None and args.kind != "cnn":
+        from facesuite.errors import InputError
+
+        raise InputError("--teacher trains the cnn kind by distillation; use it with --kind cnn")
     if args.kind == "finetune":
         from facesuite.train.gender_finetune import FinetuneOptions, train_finetune
 
@@ -41,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         kind=args.kind, epochs=args.epochs or 12, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
         batch_size=args.batch_size or 64, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
-        min_female_recall=args.min_female_recall,
+        min_female_recall=args.min_female_recall, teacher=args.teacher, distill_alpha=args.distill_alpha,
+        temperature=args.temperature,
     )
     summary = train_gender(args.dir, args.out, options, make_extractor(args))
     for reason in summary.pop("skipped"):
@@ -126,6 +131,14 @@ def register(groups: dict) -> None:
     train.add_argument("--patience", type=int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
     train.add_argument("--min-female-recall", type=float, default=0.0, metavar="R",
                        help="lower the balanced decision threshold until validation female recall is at least R (default 0: balanced)")
+    train.add_argument("--teacher", default=None, metavar="MODEL_DIR",
+                       help="cnn: train by distillation from this trained gender model folder (e.g. a finetune model): "
+                            "its p_female per training face is the soft label, cached in OUT/teacher.npz")
+    train.add_argument("--distill-alpha", type=float, default=0.5, metavar="A",
+                       help="with --teacher: loss = A * class-weighted CE(hard labels) + (1 - A) * T^2 * KL(teacher || student) "
+                            "(default 0.5)")
+    train.add_argument("--temperature", type=float, default=2.0, metavar="T",
+                       help="with --teacher: softening temperature T of both distributions (default 2)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (finetune: OUT/runs/ and OUT/cache/)")
     add_detector_options(train)
     train.set_defaults(handler=cmd_train)

@@ -3,6 +3,8 @@
 ``cnn``: MobileNetV3-Small + SE head, in two stages (heads only, then the whole network at a lower
 learning rate), AdamW with per-step cosine decay, class-weighted cross-entropy, augmentation,
 early stopping on validation macro-F1, a checkpoint per epoch (``--resume`` continues from it).
+With ``--teacher MODEL_DIR`` it is trained by distillation: soft labels from a trained gender model
+plus the hard labels (:mod:`facesuite.train.gender_distill`).
 
 ``embedding``: logistic regression on dlib's 128-D embedding, its C picked on validation.
 
@@ -38,6 +40,7 @@ from facesuite.data import read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
+from facesuite.train.gender_distill import distillation_loss, load_teacher, teacher_p_female
 
 EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
 # Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
@@ -65,6 +68,13 @@ class TrainOptions:
     #: Lower the balanced threshold, if needed, until validation female recall reaches this:
     #: female is the minority class the seeds' models missed (0 keeps the balanced threshold).
     min_female_recall: float = 0.0
+    #: cnn only: a trained gender model folder whose p_female on each training face is the soft
+    #: label (distillation); None trains on the hard labels alone.
+    teacher: str | None = None
+    #: Weight of the hard-label term; the soft term gets 1 - alpha (see gender_distill).
+    distill_alpha: float = 0.5
+    #: Softening temperature of teacher and student distributions in the soft term.
+    temperature: float = 2.0
 
 
 @dataclass
@@ -152,6 +162,13 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
         raise InputError("--epochs must be at least 1")
     if not 0.0 <= options.min_female_recall <= 1.0:
         raise InputError("--min-female-recall must be between 0 and 1")
+    teacher = None
+    if options.teacher is not None:
+        if options.kind != "cnn":
+            raise InputError("--teacher trains the cnn kind by distillation; use it with --kind cnn")
+        if not 0.0 <= options.distill_alpha <= 1.0 or options.temperature <= 0:
+            raise InputError("--distill-alpha must be between 0 and 1 and --temperature above 0")
+        teacher = load_teacher(options.teacher)  # bad input is reported before any extraction
     out = Path(out)
     seed_everything(options.seed)
     train_samples, val_samples, val_source = read_train_val(Path(data_dir), options.val_fraction, options.seed)
@@ -168,7 +185,11 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     if options.kind in HEAD_KINDS:
         result = _fit_embedding(train, val, embedder, out, options)
     else:
-        result = _fit_cnn(train, val, out, options)
+        soft = None
+        if teacher is not None:
+            soft = teacher_p_female(teacher, options.teacher, train.paths, extractor, out / "teacher.npz")
+            del teacher  # its network is not needed while the student trains
+        result = _fit_cnn(train, val, out, options, soft)
     result.update(
         train_images=len(train.labels), val_images=len(val.labels), val_source=val_source,
         skipped=[s.reason for s in skipped + val_skipped],
@@ -263,12 +284,13 @@ def _augmentation(seed: int):
 
 
 def _batches(split: Split, order: np.ndarray, batch_size: int, augment=None):
+    """(pixels, labels, row indices) per batch of ``order``."""
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         chips = [split.chips[i] for i in index]
         if augment is not None:
             chips = [augment(image=chip)["image"] for chip in chips]
-        yield chips_to_tensor(chips), torch.from_numpy(split.labels[index])
+        yield chips_to_tensor(chips), torch.from_numpy(split.labels[index]), index
 
 
 def _predict(network: GenderNet, split: Split, device: torch.device, batch_size: int) -> tuple[np.ndarray, float]:
@@ -276,7 +298,7 @@ def _predict(network: GenderNet, split: Split, device: torch.device, batch_size:
     network.eval()
     probs, losses = [], []
     with torch.inference_mode():
-        for x, y in _batches(split, np.arange(len(split.labels)), batch_size):
+        for x, y, _ in _batches(split, np.arange(len(split.labels)), batch_size):
             logits = network(x.to(device)).float()
             losses.append(F.cross_entropy(logits, y.to(device), reduction="sum").item())
             probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
@@ -299,7 +321,8 @@ def _optimizer(network: GenderNet, stage: int, options: TrainOptions, steps: int
     return optimizer, scheduler
 
 
-def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions) -> dict:
+def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions, soft: np.ndarray | None = None) -> dict:
+    """Train GenderNet; ``soft``: the teacher's p_female per training face (distillation)."""
     device = pick_device()
     network = GenderNet()
     pretrained = options.init != "scratch"
@@ -350,10 +373,14 @@ def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions) -> dict
         total_loss = correct = seen = 0
         bar = tqdm(_batches(train, rng.permutation(len(train.labels)), options.batch_size, augment),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{options.epochs} (stage {stage})", unit="batch", leave=False)
-        for x, y in bar:
+        for x, y, index in bar:
             x, y = x.to(device), y.to(device)
             logits = network(x)
-            loss = F.cross_entropy(logits, y, weight=class_weight)
+            if soft is None:
+                loss = F.cross_entropy(logits, y, weight=class_weight)
+            else:
+                loss = distillation_loss(logits, y, torch.from_numpy(soft[index]).to(device), class_weight,
+                                         options.distill_alpha, options.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -384,9 +411,10 @@ def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions) -> dict
     (out / "history.json").write_text(json.dumps({"options": asdict(options), "epochs": history, "best_epoch": best_epoch + 1}, indent=2) + "\n")
     plot_curves(history, out / "curves.png")
     minutes = [r["seconds"] / 60 for r in history]
-    return _save_config(out, "cnn", ChipSpec(options.chip_size, options.chip_padding), val, p_val,
-                        {"best_epoch": best_epoch + 1, "minutes_per_epoch": round(float(np.mean(minutes)), 2) if minutes else None},
-                        options.min_female_recall)
+    extra = {"best_epoch": best_epoch + 1, "minutes_per_epoch": round(float(np.mean(minutes)), 2) if minutes else None}
+    if soft is not None:
+        extra.update(teacher=str(options.teacher), distill_alpha=options.distill_alpha, temperature=options.temperature)
+    return _save_config(out, "cnn", ChipSpec(options.chip_size, options.chip_padding), val, p_val, extra, options.min_female_recall)
 
 
 def _stage_steps(stage: int, head_epochs: int, epochs: int, steps_per_epoch: int) -> int:
