@@ -19,7 +19,6 @@ from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.route.restore import RESTORERS
-from facesuite.route.views import VIEWS
 
 DEFAULT_ROUTES = MODELS_DIR / "routing"
 
@@ -29,26 +28,11 @@ class Route:
     name: str
     restore: str = "none"
     adapter: EmbeddingAdapter | None = None
-    # Compare with the gallery rendered this way (``facesuite.route.views``) instead of the
-    # clean gallery: for distortions whose lost pixels no restoration brings back.
-    gallery_view: str | None = None
-    # (view impostor mean, std, clean impostor mean, std) of cosine distances, fitted on training
-    # identities: maps view distances onto the clean gallery's scale so one threshold serves both.
-    gallery_view_scale: tuple[float, float, float, float] | None = None
-
-    def view_distance(self, distances: np.ndarray) -> np.ndarray:
-        """Distances to the gallery view, on the clean gallery's scale."""
-        if self.gallery_view_scale is None:
-            return distances
-        view_mean, view_std, clean_mean, clean_std = self.gallery_view_scale
-        return clean_mean + (distances - view_mean) * (clean_std / view_std)
 
     def describe(self) -> str:
         parts = [self.restore] if self.restore != "none" else []
         if self.adapter is not None:
             parts.append(f"adapter:{self.name}")
-        if self.gallery_view is not None:
-            parts.append(f"view:{self.gallery_view}")
         return "+".join(parts) or "plain"
 
 
@@ -69,10 +53,9 @@ class Router:
         table_path = folder / "routes.json"
         if not table_path.is_file():
             raise InputError("no routes.json in this routing folder", folder)
+        # Tables written before the sunny gallery view was removed may still name it
+        # ("gallery_view"): it is ignored, as every key but restore and adapter is.
         table = json.loads(table_path.read_text(encoding="utf-8"))
-        unknown = {spec["gallery_view"] for spec in table["routes"].values() if spec.get("gallery_view")} - set(VIEWS)
-        if unknown:
-            raise InputError(f"unknown gallery view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}", table_path)
         unknown = {spec["restore"] for spec in table["routes"].values()} - set(RESTORERS)
         if unknown:
             raise InputError(f"unknown restorer(s) {', '.join(sorted(unknown))}; known: {', '.join(RESTORERS)}", table_path)
@@ -84,17 +67,10 @@ class Router:
                 kind,
                 spec["restore"],
                 EmbeddingAdapter.load(folder / spec["adapter"]) if spec.get("adapter") else None,
-                spec.get("gallery_view"),
-                tuple(spec["gallery_view_scale"]) if spec.get("gallery_view_scale") else None,
             )
             for kind, spec in table["routes"].items()
         }
         return cls(embedder, routes)
-
-    @property
-    def gallery_views(self) -> dict[str, Route]:
-        """The routes that compare with a gallery view, by view name."""
-        return {route.gallery_view: route for route in self.routes.values() if route.gallery_view}
 
     def route(self, kind: str) -> Route:
         return self.routes.get(kind, Route(kind))
