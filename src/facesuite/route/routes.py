@@ -1,7 +1,10 @@
-"""Routes: which restoration step and embedding adapter each distortion type is sent through.
+"""Routes: which restoration step and embedding adapter each distortion type is sent through,
+and whether its face is also embedded mirrored.
 
-The shipped table (``facesuite/models/routing/routes.json``) was chosen per type on the dev split
-by ``benchmarks/routing_dev.py``; a type missing from the table goes through the plain embedder.
+The shipped table (``facesuite/models/routing/routes.json``) was chosen per type by
+``benchmarks/routing_dev.py`` and ``benchmarks/restore_select.py``; mirroring by
+``benchmarks/cross_tta.py`` on the train identities' cross protocol. A type missing from the
+table goes through the plain embedder.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import MODELS_DIR
-from facesuite.embed import Embedder
+from facesuite.embed import Embedder, l2_normalise
 from facesuite.embed.adapter import EmbeddingAdapter
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
@@ -28,9 +31,14 @@ class Route:
     name: str
     restore: str = "none"
     adapter: EmbeddingAdapter | None = None
+    # Embed the (restored) chip and its mirror image and average the two: test-time augmentation
+    # that makes a distorted face's embedding steadier, at the cost of a second embedding pass.
+    mirror: bool = False
 
     def describe(self) -> str:
         parts = [self.restore] if self.restore != "none" else []
+        if self.mirror:
+            parts.append("mirror")
         if self.adapter is not None:
             parts.append(f"adapter:{self.name}")
         return "+".join(parts) or "plain"
@@ -54,19 +62,20 @@ class Router:
         if not table_path.is_file():
             raise InputError("no routes.json in this routing folder", folder)
         # Tables written before the sunny gallery view was removed may still name it
-        # ("gallery_view"): it is ignored, as every key but restore and adapter is.
+        # ("gallery_view"): it is ignored, as every key but restore, adapter and mirror is.
         table = json.loads(table_path.read_text(encoding="utf-8"))
         unknown = {spec["restore"] for spec in table["routes"].values()} - set(RESTORERS)
         if unknown:
             raise InputError(f"unknown restorer(s) {', '.join(sorted(unknown))}; known: {', '.join(RESTORERS)}", table_path)
         if table.get("embedder") != embedder.name:
             # Adapters live in one embedder's space; another embedder gets restoration only.
-            return cls(embedder, {k: Route(k, v["restore"]) for k, v in table["routes"].items()})
+            return cls(embedder, {k: Route(k, v["restore"], mirror=bool(v.get("mirror"))) for k, v in table["routes"].items()})
         routes = {
             kind: Route(
                 kind,
                 spec["restore"],
                 EmbeddingAdapter.load(folder / spec["adapter"]) if spec.get("adapter") else None,
+                bool(spec.get("mirror")),
             )
             for kind, spec in table["routes"].items()
         }
@@ -87,6 +96,12 @@ class Router:
             plain, pooled = self.embedder.describe(restored, maps=maps)
         else:
             plain = self.embedder.embed(restored)
+        # Mirrored chips of the routes that ask for them, in one batch; the hidden features stay
+        # those of the chip as it is.
+        mirrored = [i for i, kind in enumerate(kinds) if self.route(kind).mirror]
+        if mirrored:
+            flipped = self.embedder.embed([np.ascontiguousarray(restored[i][:, ::-1]) for i in mirrored])
+            plain[mirrored] = l2_normalise(plain[mirrored] + flipped)
         routed = plain.copy()
         for kind in set(kinds):
             adapter = self.route(kind).adapter
