@@ -8,8 +8,9 @@ enrolment (a clean photo the detector calls distorted takes that route). Printed
 face-match top-1 with the shipped routes as they are, with every route mirrored but the clean and
 sunny ones (sunny faces are always below the quality floor), with none mirrored, and with every
 gallery image mirrored as well.
-Also the embedding time per probe face, plain and mirrored, measured in the same run (a ratio:
-the machine is shared).
+Also the clean source photos of the probes searched the same way (plain route): the embedder's
+own ceiling on this protocol. And the time per probe face for restoration and embedding through each set of routes (best of
+three runs over 256 probes; compare within one run, the machine is shared).
 
     python benchmarks/cross_tta.py            # train identities (the selection)
     python benchmarks/cross_tta.py --dev      # the dev split, once, after choosing
@@ -31,6 +32,12 @@ from facesuite.evaluate.open_set import cross_protocol, search
 NOT_MIRRORED = ("clean", "sunny")
 
 
+def _timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(data_root() / "facecom/task_b/train"))
@@ -44,6 +51,7 @@ def main() -> None:
     g_crops, _ = analysis.crops([p for p, _ in cross.clean], progress="gallery")
     p_crops, _ = analysis.crops([d.path for d in cross.distorted], progress="probes")
     identity_of = {str(p): i for p, i in cross.clean}
+    identity_of_source = {str(d.source): d.identity for d in cross.distorted}
     info = {str(d.path): d for d in cross.distorted}
     gallery_ids = [identity_of[str(c.path)] for c in g_crops]
     probe_ids = [info[str(c.path)].identity for c in p_crops]
@@ -60,20 +68,27 @@ def main() -> None:
         if mirror is not None:
             router.routes = {kind: replace(route, mirror=mirror and kind not in NOT_MIRRORED) for kind, route in shipped.items()}
         gallery = router.embed(g_chips, g_labels)[0]
-        start = time.perf_counter()
         probes = router.embed(chips, labels)[0]
-        seconds[name] = (time.perf_counter() - start) / len(chips)
+        # Timed again on a slice, best of three: the machine is shared, so only the fastest run
+        # says what the work costs.
+        sample = slice(0, min(256, len(chips)))
+        seconds[name] = min(_timed(lambda: router.embed(chips[sample], labels[sample])) for _ in range(3)) / len(chips[sample])
         results[name] = search(1.0 - probes @ gallery.T, gallery_ids, probe_ids).correct
         if mirror:
             router.routes = {kind: replace(route, mirror=True) for kind, route in shipped.items()}
             every = router.embed(g_chips, ["clean"] * len(g_chips))[0]
             results["probes and every gallery image mirrored"] = search(1.0 - probes @ every.T, gallery_ids, probe_ids).correct
     router.routes = shipped
+    gallery = router.embed(g_chips, g_labels)[0]
+    s_crops, _ = analysis.crops(sorted({str(d.source) for d in cross.distorted}), progress="probe sources")
+    ceiling = search(1.0 - analysis.embedder.embed([c.chip for c in s_crops]) @ gallery.T, gallery_ids,
+                     [identity_of_source[str(c.path)] for c in s_crops]).correct
     kinds = sorted(set(types.tolist()))
     print(f"{'cross, ' + ('dev' if args.dev else 'train'):32s} " + " ".join(f"{k:>8s}" for k in kinds) + "  without sunny")
     for name, correct in results.items():
         print(f"{name:32s} " + " ".join(f"{correct[types == k].mean():8.3f}" for k in kinds)
               + f"  {correct[types != 'sunny'].mean():.3f} ({len(correct)} probes)")
+    print(f"{'clean source photos (ceiling)':32s} {ceiling.mean():.3f} ({len(ceiling)} photos)")
     print("embedding time per probe face (routes, all types): " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in seconds.items()))
 
 
