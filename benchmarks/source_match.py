@@ -10,14 +10,9 @@ identities (never the dev split), and its cost at gallery scale.
    source: ``SOURCE_THRESHOLD`` must stay above every one of those.
 2. ``--scale N``: N UTKFace images enrolled as frames; prints bytes stored per image, the time
    to load the index and the time of one search (median over 200 probes).
-3. ``--sunny-view``: does the sunny gallery view still add anything once source matching and the
-   quality floor decide? On the dev split's sunny probes, both protocols: face-match top-1 with
-   and without the view, and the decisions (named right, named wrong, unrecognisable) with and
-   without it, source matching on.
 
     python benchmarks/source_match.py            # fit on train identities
     python benchmarks/source_match.py --scale 10000
-    python benchmarks/source_match.py --sunny-view
 """
 
 from __future__ import annotations
@@ -75,39 +70,15 @@ def scale(root, n: int) -> None:
           f"({1000 * np.percentile(times, 95):.2f} ms 95th percentile)")
 
 
-def sunny_view(root, split) -> None:
-    from facesuite.analysis import FaceAnalysis
-    from facesuite.evaluate.open_set import cross_protocol
-    from facesuite.evaluate.recognition import decisions, embed_dataset
-
-    dataset = read_identity_folders(root / "facecom/task_b/train")
-    dataset = dataset.subset(read_split(split) & set(dataset.identities))
-    analysis = FaceAnalysis(gender=None)
-    for protocol, data_set in (("facecom", dataset), ("cross", cross_protocol(dataset))):
-        data_set.distorted = [d for d in data_set.distorted if d.distortion == "sunny"]
-        data, _, _ = embed_dataset(analysis, data_set, progress=False)
-        for name, views in (("with the view", data.gallery_views), ("without", {})):
-            data.gallery_views = views
-            face = decisions(data, analysis.threshold, analysis.route_thresholds)
-            found, limits, told = decisions(data, analysis.threshold, analysis.route_thresholds, with_source=True)
-            named = told & (found.distance <= limits)
-            print(f"{protocol:8s} {len(data.probe_ids)} sunny probes, {name:13s}: face-match top-1 {face[0].correct.mean():.3f}; "
-                  f"decisions with source matching: right {(named & found.correct).mean():.3f}, "
-                  f"wrong {(named & ~found.correct).mean():.3f}, unrecognisable {(~told).mean():.3f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="data root (default $FACESUITE_DATA)")
     parser.add_argument("--split", default=None, help="dev identities to leave out (default splits/facecom_dev_identities.txt)")
     parser.add_argument("--scale", type=int, default=0, help="measure storage and search time at this many gallery images")
-    parser.add_argument("--sunny-view", action="store_true", help="what the sunny gallery view adds on the dev split")
     args = parser.parse_args()
     root = Path(args.data) if args.data else data_root()
     split = args.split or root / "splits/facecom_dev_identities.txt"
-    if args.sunny_view:
-        sunny_view(root, split)
-    elif args.scale:
+    if args.scale:
         scale(root, args.scale)
     else:
         fit(root, split)

@@ -16,11 +16,12 @@ def _distorted(root: Path, kind: str, n: int = 4) -> list[Path]:
 
 # What each type's route does, written down from the routing model card (MODEL_CARD.md beside
 # routes.json) rather than read from the code: noisy faces get a 7x7 median filter, rainy ones a
-# 5x5 grey-level opening, sunny ones are compared with the sunny gallery view, and clean faces and
-# the other types take the plain embedder.
+# 5x5 grey-level opening, blurred ones an unsharp mask, foggy ones a gamma + CLAHE exposure
+# correction, every distorted face but a sunny one is also embedded mirrored, and clean and sunny
+# faces take the plain embedder.
 ROUTE_OF = {
-    "clean": "plain", "blurred": "plain", "foggy": "plain", "lowlight": "plain", "resized": "plain",
-    "noisy": "median7", "rainy": "open5", "sunny": "view:sunny",
+    "clean": "plain", "blurred": "unsharp+mirror", "foggy": "exposure+mirror", "lowlight": "mirror",
+    "resized": "mirror", "noisy": "median7+mirror", "rainy": "open5+mirror", "sunny": "plain",
 }
 
 
@@ -84,3 +85,26 @@ def test_analyze_bad_input(tmp_path: Path, bad_files, facecom_b: Path, capsys) -
     captured = capsys.readouterr()
     assert "bad.jpg" in captured.err and "1 skipped" in captured.out
     assert len(out.read_text().strip().splitlines()) == 2
+
+
+def test_a_mirrored_route_averages_the_face_and_its_mirror_image(facecom_b: Path) -> None:
+    """A route with ``mirror`` embeds the restored chip and its mirror image and averages the two
+    (renormalised); a face on an unmirrored route is embedded as it is."""
+    import numpy as np
+
+    from facesuite.analysis import FaceAnalysis
+    from facesuite.embed import l2_normalise
+    from facesuite.route.restore import RESTORERS
+
+    analysis = FaceAnalysis(gender=None, source_match=False)
+    crops, _ = analysis.crops([_distorted(facecom_b, "noisy", 1)[0], sorted((facecom_b / PERSON).glob("*.jpg"))[0]])
+    chips = [crop.chip for crop in crops]
+    routed, _, _ = analysis.router.embed(chips, ["noisy", "clean"])
+    assert analysis.router.route("noisy").mirror and not analysis.router.route("clean").mirror
+    noisy_chip = RESTORERS[analysis.router.route("noisy").restore](chips[0])
+    expected = l2_normalise(analysis.embedder.embed([noisy_chip]) + analysis.embedder.embed([np.ascontiguousarray(noisy_chip[:, ::-1])]))
+    np.testing.assert_allclose(routed[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(routed[1], analysis.embedder.embed([chips[1]])[0], atol=1e-5)
+    # The mirror moves the embedding (it is not a no-op), but not far: the same face.
+    unmirrored = analysis.embedder.embed([noisy_chip])[0]
+    assert 1e-4 < 1.0 - float(unmirrored @ routed[0]) < 0.05

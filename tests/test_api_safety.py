@@ -43,7 +43,7 @@ def png(width: int = 32, height: int = 32) -> bytes:
 
 class StubAnalysis:
     """Stands in for the models (these tests are about the HTTP layer): a fixed random unit vector
-    per uploaded image, a real gallery without views (and source matching off)."""
+    per uploaded image, a real gallery (and source matching off)."""
 
     embedder = SimpleNamespace(name="stub", dim=8, chip_spec=None)
     threshold = 0.5
@@ -57,10 +57,7 @@ class StubAnalysis:
 
     def embed_crops(self, crops):
         vectors = np.random.default_rng(0).normal(size=(len(crops), 8)).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), [None] * len(crops)
-
-    def view_embeddings(self, crops, views):
-        return {}
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def crops(self, images, progress=None):  # no face pictures: the gallery page's thumbnails are tested in the browser
         return [], []

@@ -22,7 +22,7 @@ def test_demo_default_path_writes_a_report_with_right_answers(tmp_path: Path, fa
     clean = [r for r in rows if r["true_distortion"] == "clean"]
     # The clean faces are enrolled images: each must come back as its own identity.
     assert len(clean) == 6 and all(r["identity"] == r["true_identity"] for r in clean)
-    assert all(r["route"] == "view:sunny" for r in rows if r["distortion"] == "sunny")
+    assert all(r["route"] == "plain" for r in rows if r["distortion"] == "sunny")
     recognition = json.loads((out / "recognition" / "metrics.json").read_text())
     assert recognition["identification"]["identities"] == 6 and recognition["pipeline"] == "routed"
     assert (out / "report.html").stat().st_size > 10_000 and (out / "gender" / "metrics.json").is_file()

@@ -319,45 +319,100 @@ def test_serve_takes_every_gallery_uri(backend: str, tmp_path: Path, facecom_b: 
         assert client.post("/gallery/identify", files={"image": ("s.jpg", stranger, "image/jpeg")}).json()["identity"] == "unknown"
 
 
-def test_views_are_rows_of_the_one_store(new_uri: Callable[[], str]) -> None:
-    """A face's rendered views live in the same store, written and removed with it."""
+def _schema_2_gallery(uri: str, plain: dict[str, np.ndarray], rendered: dict[str, np.ndarray]) -> None:
+    """Write what facesuite wrote at schema 2, when the sunny gallery view was kept: each face's
+    rendering as a row of the same store (``view`` "sunny", the plain vector's ``""``), the
+    views recorded in the metadata."""
+    rows = [(name, f"{name}/{j}.jpg", vector, view) for view, vectors in (("", plain), ("sunny", rendered))
+            for name, block in vectors.items() for j, vector in enumerate(block)]
+    if not is_milvus_uri(uri):
+        import sqlite3
+
+        with create_gallery(uri, "test", DIM, 0.4):
+            pass
+        with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
+            db.execute("ALTER TABLE faces ADD COLUMN view TEXT NOT NULL DEFAULT ''")
+            db.executemany("INSERT INTO faces (identity, source, vector, view) VALUES (?, ?, ?, ?)",
+                           [(name, source, vector.astype("<f4").tobytes(), view) for name, source, vector, view in rows])
+            db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+            db.execute("UPDATE meta SET value = '7' WHERE key = 'generation'")
+            db.execute("INSERT INTO meta (key, value) VALUES ('views', 'sunny')")
+        return
+    from pymilvus import DataType, MilvusClient
+
+    from facesuite.gallery.milvus import parse_uri
+
+    address, collection = parse_uri(uri)
+    client = MilvusClient(address)
+    schema = client.create_schema(auto_id=True, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, size in (("identity", 800), ("source", 65_535), ("view", 64)):
+        schema.add_field(name, DataType.VARCHAR, max_length=size)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong", properties={
+        "facesuite.schema_version": "2", "facesuite.embedder": "test", "facesuite.dim": str(DIM),
+        "facesuite.threshold": "0.4", "facesuite.views": "sunny"})
+    client.insert(collection, [{"identity": name, "source": source, "vector": vector.tolist(), "view": view}
+                               for name, source, vector, view in rows])
+    client.flush(collection)
+    client.close()
+
+
+def test_a_schema_2_gallery_drops_its_view_rows_and_works(new_uri: Callable[[], str]) -> None:
+    """Galleries written while the sunny view was kept open as plain galleries: the view rows are
+    gone (they would otherwise answer searches), faces are counted as before, and enroll and remove
+    work."""
     uri = new_uri()
     rng = np.random.default_rng(3)
     plain = {name: unit(rng, 2) for name in ("ann", "bob")}
-    rendered = {name: unit(rng, 2) for name in ("ann", "bob")}  # unrelated: which one answered is visible
-    with create_gallery(uri, "test", DIM, 0.4, views=["sunny"]) as gallery:
-        assert gallery.views == ("sunny",)
-        for name in plain:
-            assert gallery.enroll(name, plain[name], [f"{name}/{j}.jpg" for j in range(2)], {"sunny": rendered[name]}) == 2
-        with pytest.raises(ValueError, match="keeps views"):
-            gallery.enroll("cy", unit(rng, 1), ["cy.jpg"])  # its view missing: refused, nothing written
-        assert gallery.identities() == [("ann", 2), ("bob", 2)] and len(gallery) == 4  # views are not faces
+    probe = plain["bob"][1] + 0.05 * unit(rng, 1)[0]
+    probe /= np.linalg.norm(probe)
+    # Ann's rendered rows are the probe itself: were they searched, ann would answer at distance 0.
+    rendered = {"ann": np.stack([probe, probe]), "bob": unit(rng, 2)}
+    _schema_2_gallery(uri, plain, rendered)
     with open_gallery(uri) as gallery:
-        assert gallery.views == ("sunny",)
-        probes = np.stack([plain["ann"][0], rendered["bob"][1]])
-        # A probe naming the view meets the rendered vectors; one naming none (or an unknown
-        # view) meets the plain ones.
-        by_plain = gallery.identify(probes, views=[None, "snow"])
-        by_view = gallery.identify(probes, views=["sunny", "sunny"])
-        assert [m[0].identity for m in by_plain] == ["ann", by_plain[1][0].identity]
-        assert by_plain[0][0].distance == pytest.approx(0.0, abs=1e-5)
-        assert by_view[1][0].identity == "bob" and by_view[1][0].distance == pytest.approx(0.0, abs=1e-5)
-        assert gallery.remove("bob") == 2
-        assert all(m.identity == "ann" for found in gallery.identify(probes, top_k=2, views=["sunny"] * 2) for m in found)
+        assert gallery.identities() == [("ann", 2), ("bob", 2)] and len(gallery) == 4
+        (best,) = gallery.identify(probe)
+        assert best[0].identity == "bob" and 0 < best[0].distance < 0.01
+        assert [m.identity for m in gallery.identify(plain["ann"][0], top_k=2)[0]] == ["ann", "bob"]
+        assert gallery.enroll("cy", unit(rng, 1), ["cy.jpg"]) == 1
+        assert gallery.remove("ann") == 2
+        assert gallery.identities() == [("bob", 2), ("cy", 1)] and len(gallery) == 3
+    with open_gallery(uri) as gallery:  # upgraded once: opening again changes nothing
+        assert gallery.identities() == [("bob", 2), ("cy", 1)]
+        assert gallery.identify(probe)[0][0].identity == "bob"
+    if is_milvus_uri(uri):
+        from pymilvus import MilvusClient
+
+        from facesuite.gallery.milvus import parse_uri
+
+        address, collection = parse_uri(uri)
+        client = MilvusClient(address)
+        properties = client.describe_collection(collection)["properties"]
+        client.close()
+        assert properties["facesuite.schema_version"] == "3" and "facesuite.views" not in properties
+    else:
+        import sqlite3
+
+        with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
+            assert "view" not in {row[1] for row in db.execute("PRAGMA table_info(faces)")}
+            assert dict(db.execute("SELECT key, value FROM meta"))["schema_version"] == "3"
 
 
-def test_a_schema_1_gallery_opens_with_its_faces_as_plain_rows(tmp_path: Path) -> None:
+def test_a_schema_1_gallery_opens_and_gains_the_frames_table(tmp_path: Path) -> None:
     import sqlite3
 
     rng = np.random.default_rng(4)
     vectors = unit(rng, 2)
     with create_gallery(tmp_path / "old", "test", DIM, 0.4) as gallery:
         gallery.enroll("ann", vectors, ["a.jpg", "b.jpg"])
-    # Turn it back into what facesuite wrote before views were rows: no view column, schema 1.
+    # Turn it back into what facesuite wrote before source matching: no frames table, schema 1.
     with sqlite3.connect(tmp_path / "old" / "gallery.sqlite") as db:
-        db.execute("ALTER TABLE faces DROP COLUMN view")
+        db.execute("DROP TABLE frames")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-        db.execute("DELETE FROM meta WHERE key = 'views'")
     with open_gallery(tmp_path / "old") as gallery:
-        assert gallery.views == () and gallery.identities() == [("ann", 2)]
-        assert gallery.identify(vectors[:1], views=["sunny"])[0][0].identity == "ann"  # no view: plain rows
+        assert gallery.identities() == [("ann", 2)]
+        assert gallery.identify(vectors[:1])[0][0].identity == "ann"
+        assert gallery.frames() == (gallery.frames()[0], [])

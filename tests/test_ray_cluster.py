@@ -39,7 +39,7 @@ set -eu
 ip link set lo up
 ray="$BIN/ray"
 trap '"$ray" stop --force >/dev/null 2>&1 || true' EXIT
-export PYTHONPATH="$FAULTS" FACESUITE_TEST_FAULT_ON=fault-trigger.jpg FACESUITE_TEST_FAULT_ONCE="$RAY_TMP/fault-fired"
+export PYTHONPATH="$FAULTS${{PYTHONPATH:+:$PYTHONPATH}}" FACESUITE_TEST_FAULT_ON=fault-trigger.jpg FACESUITE_TEST_FAULT_ONCE="$RAY_TMP/fault-fired"
 timeout {start} "$ray" start --head --node-ip-address 127.0.0.1 --port 6379 --num-cpus 1 \\
     --object-store-memory 100000000 --temp-dir "$RAY_TMP" --disable-usage-stats --include-dashboard false >/dev/null
 timeout {start} "$ray" start --address 127.0.0.1:6379 --node-ip-address 127.0.0.1 --num-cpus 1 \\

@@ -11,21 +11,19 @@ from facesuite.errors import InputError
 from facesuite.gallery.base import BACKENDS
 from facesuite.registry import Registry
 from facesuite.route.restore import RESTORERS
-from facesuite.route.views import VIEWS
 
 
 def test_each_family_lists_what_the_readme_documents() -> None:
     assert sorted(EMBEDDERS.list()) == ["dlib", "dlib-onnx", "dlib-torch"]
     assert sorted(GENDER_KINDS.list()) == ["backbone", "cnn", "embedding", "finetune"]
     assert {"none", "median7", "open5"} <= set(RESTORERS.list())  # the shipped routes' steps
-    assert VIEWS.list() == ["sunny"]
     assert sorted(BACKENDS.list()) == ["folder", "milvus"]
 
 
 def test_unknown_names_are_input_errors_listing_the_choices() -> None:
     with pytest.raises(InputError, match=r"unknown embedder 'dlib-x'; choose from .*dlib-torch"):
         EMBEDDERS.create("dlib-x")
-    assert "snow" not in VIEWS and "sunny" in VIEWS
+    assert "sharpen9" not in RESTORERS and "median7" in RESTORERS
 
 
 def test_a_name_is_registered_once() -> None:

@@ -47,7 +47,7 @@ class Face:
     fallback: bool  # no face was found: the box is the configured centre box
     distortion: str | None = None  # clean, blurred, foggy, lowlight, noisy, rainy, resized, sunny
     distortion_probability: float | None = None
-    route: str | None = None  # how it was embedded: plain, a restoration step, a gallery view
+    route: str | None = None  # how it was embedded: plain, or its restoration step
     embedding: np.ndarray | None = field(default=None, repr=False)  # unit vector
     gender: str | None = None
     p_female: float | None = None
@@ -225,7 +225,7 @@ class FaceAnalysis:
         from facesuite.gallery import create_gallery, display_uri, open_gallery
 
         if create:
-            store = create_gallery(uri, self.embedder.space, self.embedder.dim, self.threshold, sorted(self.router.gallery_views))
+            store = create_gallery(uri, self.embedder.space, self.embedder.dim, self.threshold)
         else:
             store = open_gallery(uri)
         if store.embedder != self.embedder.space:
@@ -253,14 +253,13 @@ class FaceAnalysis:
     def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
         """Unit embeddings (through each face's route) of the largest face of each input."""
         crops, skipped = self.crops(images, progress)
-        return self.embed_crops(crops)[0], crops, skipped
+        return self.embed_crops(crops), crops, skipped
 
-    def embed_crops(self, crops: Sequence[Crop]) -> tuple[np.ndarray, list[str | None]]:
-        """(embeddings, per crop the gallery view its route compares with, or None)."""
+    def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
+        """Unit embeddings of the crops, each through its route."""
         if not self.routed:
-            return self.embedder.embed([crop.chip for crop in crops]), [None] * len(crops)
-        routed, _, kinds, _ = self.route_crops(crops)
-        return routed, self.views_of([kind.label for kind in kinds])
+            return self.embedder.embed([crop.chip for crop in crops])
+        return self.route_crops(crops)[0]
 
     def route_crops(
         self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False,
@@ -275,28 +274,6 @@ class FaceAnalysis:
         kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
         routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden, maps)
         return routed, plain, kinds, pooled
-
-    def views_of(self, labels: Sequence[str]) -> list[str | None]:
-        """The gallery view each distortion label's route compares with (None: the clean gallery)."""
-        return [self.router.route(label).gallery_view for label in labels]
-
-    def view_embeddings(self, crops: Sequence[Crop], views: set[str] | None = None, progress: bool = False) -> dict[str, np.ndarray]:
-        """Per gallery view (default: every view the routes use), the embeddings of ``crops``'
-        images rendered that way and cut as a probe of that type is cut: detected afresh, with the
-        fallback box where no face is found."""
-        from facesuite.route.views import VIEWS
-
-        views = set(self.router.gallery_views) if views is None else views
-        spec, detector = self.embedder.chip_spec, self.extractor.detector
-        result = {}
-        for view in sorted(views):
-            chips: list[np.ndarray] = []
-            for start in tqdm(range(0, len(crops), 32), desc=f"gallery view {view}", disable=not progress, leave=False):
-                batch = crops[start : start + 32]
-                rendered = [VIEWS[view](crop.pixels(), crop.face.box) for crop in batch]
-                chips += [face.chip(image, spec.size, spec.padding) for image, face in zip(rendered, detector.detect_largest(rendered))]
-            result[view] = self.embedder.embed(chips)
-        return result
 
     @property
     def distortion(self):
@@ -414,9 +391,7 @@ class Enrolled:
 class Gallery:
     """A stored gallery seen through one :class:`FaceAnalysis`: images in, identities out.
 
-    Faces are embedded the way :meth:`FaceAnalysis.get` embeds them (each through its route), and
-    each enrolled face is also kept rendered the ways the routes compare with (the gallery views,
-    rows of the same store written in the same transaction).
+    Faces are embedded the way :meth:`FaceAnalysis.get` embeds them (each through its route).
     """
 
     def __init__(self, analysis: FaceAnalysis, store) -> None:
@@ -474,21 +449,18 @@ class Gallery:
                     skipped[identity].append(Skipped.of(image, error))
         # One crop per decoded input, in order (decoded inputs cannot fail again).
         crops = list(self.analysis.extractor.iter_crops(inputs, self.analysis.embedder.chip_spec, max_faces=1))
-        vectors = self.analysis.embed_crops(crops)[0] if crops else np.zeros((0, self.store.dim), np.float32)
+        vectors = self.analysis.embed_crops(crops) if crops else np.zeros((0, self.store.dim), np.float32)
         frames = None
         if self.store.keeps_frames:
             from facesuite.gallery.source_match import frame_of, frame_to_bytes
 
             frames = [frame_to_bytes(frame_of(crop.pixels())) for crop in crops]
-        # The views the gallery keeps, rendered from the same images: written in the same transaction.
-        views = self.analysis.view_embeddings(crops, set(self.store.views))
         results = []
         for identity in people:
             rows = [i for i, owner in enumerate(owners) if owner == identity]
             added = 0
             if rows:
                 added = self.store.enroll(identity, vectors[rows], [inputs[i].name for i in rows],
-                                          {view: rendered[rows] for view, rendered in views.items()},
                                           **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
             results.append(Enrolled(identity, added, skipped[identity]))
         return results
@@ -550,18 +522,10 @@ class Gallery:
         return self._sources.match(frame_of(pixels)) if self._sources else None
 
     def candidates(self, faces: Sequence[Face], top_k: int = 1) -> list[list]:
-        """The one gallery lookup: per face, its ``top_k`` nearest identities, each face compared
-        with the gallery view its route names."""
+        """The one gallery lookup: per face, its ``top_k`` nearest identities."""
         if not faces:
             return []
-        vectors = np.stack([face.embedding for face in faces])
-        views = self.analysis.views_of([face.distortion for face in faces])
-        found = self.store.identify(vectors, top_k=top_k, views=views)
-        # A view's distances are mapped onto the plain gallery's scale by its route, so the one
-        # threshold keeps its meaning; a gallery without that view answered from plain vectors.
-        scales = {view: route.view_distance for view, route in self.analysis.router.gallery_views.items() if view in self.store.views}
-        return [[Match(m.identity, float(scales[view](np.float64(m.distance))), m.source) for m in matches] if view in scales
-                else matches for matches, view in zip(found, views)]
+        return self.store.identify(np.stack([face.embedding for face in faces]), top_k=top_k)
 
     def threshold_for(self, distortion: str | None) -> float:
         """The threshold a face of that distortion is decided with: its route's own where one was

@@ -1,5 +1,5 @@
-"""One small registry for every pluggable family: embedders, gender kinds, restorers, gallery views
-and gallery backends (the ``register`` / ``create`` / ``list`` of timm's model registry).
+"""One small registry for every pluggable family: embedders, gender kinds, restorers and
+gallery backends (the ``register`` / ``create`` / ``list`` of timm's model registry).
 
     EMBEDDERS = Registry("embedder")
 

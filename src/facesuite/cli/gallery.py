@@ -81,7 +81,7 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
     from facesuite.gallery import open_gallery
 
-    with open_gallery(args.gallery) as gallery:  # the identity's views go in the same delete
+    with open_gallery(args.gallery) as gallery:
         removed = gallery.remove(args.identity)
     print(f"removed {args.identity} ({removed} faces)")
     return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +36,6 @@ class EmbeddedSet:
     probe_types: list[str]
     probe_sources: list[Path]
     probes: np.ndarray
-    # Route-specific renderings of the gallery (``facesuite.route.views``) and, per probe, the
-    # view its route compares it with (None: the clean gallery).
-    gallery_views: dict[str, np.ndarray] = field(default_factory=dict)
-    probe_views: list[str | None] | None = None
-    # Per view, the mapping of its distances onto the clean gallery's scale (Route.view_distance).
-    view_scales: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     # Per probe, the distortion the detector named and the route it took (None: not routed).
     probe_labels: list[str] | None = None
     probe_routes: list[str] | None = None
@@ -55,15 +49,8 @@ class EmbeddedSet:
     source_agreement: np.ndarray | None = None
 
     def distances(self) -> np.ndarray:
-        """Cosine distance of every probe to every gallery image, each probe against the gallery
-        view its route asks for."""
-        distances = 1.0 - self.probes @ self.gallery.T
-        for view, vectors in self.gallery_views.items():
-            rows = [i for i, name in enumerate(self.probe_views or []) if name == view]
-            if rows:
-                scale = self.view_scales.get(view, lambda d: d)
-                distances[rows] = scale(1.0 - self.probes[rows] @ vectors.T)
-        return distances
+        """Cosine distance of every probe to every gallery image."""
+        return 1.0 - self.probes @ self.gallery.T
 
 
 def identification(data: EmbeddedSet, exclude_source: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,29 +297,23 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
 
     When it has routes, each probe goes through the route of the distortion type the detector
     predicts for it (``facesuite.route.routes``); the third value then reports how often the
-    predicted type was the true one. Gallery images are clean and take the plain route; routes that
-    compare with a gallery view (sunny) get the gallery rendered that way. With ``source_match``
+    predicted type was the true one. Gallery images are clean and take the plain route. With ``source_match``
     (default: the analysis's setting) every probe's frame is also searched among the gallery's.
     """
     clean_paths = [p for p, _ in dataset.clean]
     identity_of = {str(p): i for p, i in dataset.clean}
     routed = analysis.routed
     g_crops, skipped = analysis.crops(clean_paths, progress="gallery" if progress else None)
-    gallery = analysis.embed_crops(g_crops)[0]
+    gallery = analysis.embed_crops(g_crops)
     probe_info = {str(d.path): d for d in dataset.distorted}
     p_crops, p_skipped = analysis.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
-    views: dict[str, np.ndarray] = {}
-    probe_views = features = None
+    features = None
     if routed:
         probes, _, kinds, _ = analysis.route_crops(p_crops)
         labels = [k.label for k in kinds]
         features = quality_features([k.probs for k in kinds], [c.face.score for c in p_crops], [c.face.fallback for c in p_crops])
-        probe_views = analysis.views_of(labels)
-        # Every view the routes use, even with no probe taking it here: slices of one evaluation
-        # (the API's progress steps) are merged gallery by gallery.
-        views = analysis.view_embeddings(g_crops, progress=progress)
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
                    "routes": {kind: analysis.router.route(kind).describe() for kind in sorted(set(labels))}}
     else:
@@ -346,9 +327,6 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
         probe_types=[d.distortion for d in probe_items],
         probe_sources=[d.source for d in probe_items],
         probes=probes,
-        gallery_views=views,
-        probe_views=probe_views,
-        view_scales={view: route.view_distance for view, route in analysis.router.gallery_views.items()} if routed else {},
         probe_labels=labels if routed else None,
         probe_routes=[analysis.router.route(label).describe() for label in labels] if routed else None,
         probe_features=features,

@@ -7,8 +7,7 @@
         print(gallery.decide(gallery.identify(probe)[0][0]))
 
 ``base`` (the protocol and the URI rules), ``faiss_sqlite`` (a folder), ``milvus`` (Milvus and
-Milvus Lite). A gallery may keep rendered views of each face (the sunny route's) as rows of the
-same store. Most callers use a gallery through
+Milvus Lite). Most callers use a gallery through
 :meth:`facesuite.FaceAnalysis.open_gallery`, which takes images instead of vectors.
 """
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +25,9 @@ import numpy as np
 from facesuite.errors import InputError
 from facesuite.registry import Registry
 
-# 2: views are rows of the one store (a face's plain vector has view "").
-SCHEMA_VERSION = 2
+# 2: rendered views of each face were rows of the one store. 3: no views (the sunny gallery view
+# was removed); a schema-2 gallery drops its view rows when first opened.
+SCHEMA_VERSION = 3
 #: What :meth:`Gallery.decide` answers for a match beyond the threshold; reserved as a name.
 UNKNOWN = "unknown"
 MAX_IDENTITY_LENGTH = 200
@@ -55,9 +56,6 @@ class GalleryStore(Protocol):
 
     embedder: str
     dim: int
-    #: Renderings of each face kept beside its plain vector (``facesuite.route.views``),
-    #: fixed when the gallery is created; each is written in the same transaction as the face.
-    views: tuple[str, ...]
     #: Whether the store keeps each enrolled image's frame for source-photo matching
     #: (``facesuite.gallery.source_match``); a store that does not is searched by face only.
     keeps_frames: bool = False
@@ -65,10 +63,9 @@ class GalleryStore(Protocol):
     @property
     def threshold(self) -> float: ...
     def set_threshold(self, threshold: float) -> None: ...
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
-               views: Mapping[str, np.ndarray] | None = None) -> int: ...
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
     def remove(self, identity: str) -> int: ...
-    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]: ...
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
     def identities(self) -> list[tuple[str, int]]: ...
     def __len__(self) -> int: ...
 
@@ -139,10 +136,10 @@ def open_gallery(uri: str | Path) -> GalleryStore:
     return BACKENDS[backend_of(uri)].open(os.fspath(uri))
 
 
-def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> GalleryStore:
-    """Open the gallery at ``uri``, creating it first (keeping ``views``) if needed (rules of
+def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
+    """Open the gallery at ``uri``, creating it first if needed (rules of
     :meth:`~facesuite.gallery.faiss_sqlite.Gallery.create`)."""
-    return BACKENDS[backend_of(uri)].create(os.fspath(uri), embedder, dim, threshold, views)
+    return BACKENDS[backend_of(uri)].create(os.fspath(uri), embedder, dim, threshold)
 
 
 def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:
@@ -192,38 +189,3 @@ def check_identity(identity: str, folder: str | Path) -> None:
         raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
     if identity == UNKNOWN:
         raise InputError(f"{UNKNOWN!r} is reserved for faces that match nobody", folder)
-
-
-def format_views(views: Sequence[str]) -> str:
-    """How a store records its views: names joined by commas (names are identifiers)."""
-    for view in views:
-        if not view.isidentifier():
-            raise ValueError(f"view names must be identifiers, got {view!r}")
-    return ",".join(sorted(set(views)))
-
-
-def parse_views(text: str) -> tuple[str, ...]:
-    return tuple(view for view in text.split(",") if view)
-
-
-def check_views(held: Sequence[str], given: Mapping[str, np.ndarray] | None, faces: int) -> dict[str, np.ndarray]:
-    """The rendered vectors an enroll must bring: one row per face for every view the store keeps."""
-    given = dict(given or {})
-    if set(given) != set(held):
-        raise ValueError(f"this gallery keeps views {sorted(held)}; enroll gave {sorted(given)}")
-    for view, rows in given.items():
-        if len(rows) != faces:
-            raise ValueError(f"view {view!r} has {len(rows)} vectors for {faces} faces")
-    return given
-
-
-def group_by_view(held: Sequence[str], views: Sequence[str | None] | None, probes: int) -> dict[str, list[int]]:
-    """Probe rows per view searched: the view a probe names if the store keeps it, else ``""``
-    (the plain vectors)."""
-    if views is not None and len(views) != probes:
-        raise ValueError(f"{len(views)} views for {probes} probes")
-    groups: dict[str, list[int]] = {}
-    for row in range(probes):
-        view = views[row] if views is not None else None
-        groups.setdefault(view if view in held else "", []).append(row)
-    return groups

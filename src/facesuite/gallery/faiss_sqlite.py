@@ -4,14 +4,13 @@ A gallery is a folder holding two files:
 
 ``gallery.sqlite``
     The source of truth (SQLite in WAL mode): a ``meta`` table (embedder name, vector size,
-    threshold, schema version, gallery id, generation counter, the views it keeps) and a
-    ``faces`` table (id, identity, source path, view, float32 vector as a BLOB). A face's plain
-    vector has view ``''``; its rendered views (the sunny route's, say) are rows of the same
-    table, written in the same transaction. A ``frames`` table keeps, per plain face, the whole
-    image's frame for source-photo matching (:mod:`facesuite.gallery.source_match`), written in
-    the same transaction and deleted with it. Every enroll or remove is one transaction, so a
-    crash -- even SIGKILL -- loses nothing already committed and never exposes half an identity
-    or a view out of step. Each write transaction bumps the generation counter.
+    threshold, schema version, gallery id, generation counter) and a ``faces`` table (id,
+    identity, source path, float32 vector as a BLOB). A ``frames`` table keeps, per face, the
+    whole image's frame for source-photo matching (:mod:`facesuite.gallery.source_match`),
+    written in the same transaction and deleted with it. Every enroll or remove is one
+    transaction, so a crash -- even SIGKILL -- loses nothing already committed and never exposes
+    half an identity. Each write transaction bumps the generation counter. Galleries of older
+    schemas are brought up to date when opened (:func:`_upgrade`).
 
 ``index.faiss``
     A derived cache: a FAISS inner-product index over the plain unit vectors, keyed by face id and
@@ -42,7 +41,7 @@ import struct
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,10 +56,6 @@ from facesuite.gallery.base import (
     Match,
     check_identity,
     check_threshold,
-    check_views,
-    format_views,
-    group_by_view,
-    parse_views,
     unit_rows,
 )
 
@@ -91,13 +86,12 @@ class Gallery(GalleryStore):
         self._conn = conn
         self.embedder: str = meta["embedder"]
         self.dim: int = int(meta["dim"])
-        self.views: tuple[str, ...] = parse_views(meta.get("views", ""))
         self.keeps_frames = True
         self._threshold = float(meta["threshold"])
         self._gallery_id = uuid.UUID(hex=meta["gallery_id"]).bytes
         # In-memory search state, valid for committed generation ``_generation`` (None: not loaded
-        # or possibly inconsistent, so the next search reloads it): one index per view, "" plain.
-        self._indexes: dict[str, faiss.IndexIDMap] = {}
+        # or possibly inconsistent, so the next search reloads it).
+        self._index: faiss.IndexIDMap | None = None
         self._faces: dict[int, tuple[str, str]] = {}
         self._counts: Counter[str] = Counter()
         self._generation: int | None = None
@@ -108,8 +102,8 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> Gallery:
-        """Create a gallery in folder ``path`` (made if needed) keeping ``views``, and open it.
+    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
+        """Create a gallery in folder ``path`` (made if needed), and open it.
 
         If the folder already holds a gallery for the same embedder and dim it is opened as is
         (its stored threshold is kept); a gallery for another embedder or dim is an
@@ -137,7 +131,6 @@ class Gallery(GalleryStore):
                 "threshold": repr(threshold),
                 "gallery_id": uuid.uuid4().hex,
                 "generation": "0",
-                "views": format_views(views),
             }
             # One transaction with INSERT OR IGNORE: if two processes create the same gallery at
             # once, exactly one set of metadata wins and both then validate against it.
@@ -149,9 +142,10 @@ class Gallery(GalleryStore):
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS faces ("
                     " id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
-                    " source TEXT NOT NULL, vector BLOB NOT NULL, view TEXT NOT NULL DEFAULT '')"
+                    " source TEXT NOT NULL, vector BLOB NOT NULL)"
                 )
                 conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity)")
+                conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
                 conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", initial.items())
             _upgrade(conn)
             meta = _read_meta(conn, folder)
@@ -197,13 +191,12 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ writing
 
     def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
-               views: Mapping[str, np.ndarray] | None = None, frames: Sequence[bytes] | None = None) -> int:
+               frames: Sequence[bytes] | None = None) -> int:
         """Add faces of ``identity`` (new or existing) in one transaction; return how many.
 
-        ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length) and
-        ``sources`` names the image each came from; ``views`` gives, for every view the gallery
-        keeps, the same faces' vectors rendered that way (rows matching ``vectors``). Either all
-        of it is stored or none.
+        ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length),
+        ``sources`` names the image each came from and ``frames`` (optional) holds each image's
+        source-matching frame. Either all of it is stored or none.
         """
         check_identity(identity, self.path)
         vectors = self._check_vectors(vectors, "enrolled")
@@ -214,41 +207,35 @@ class Gallery(GalleryStore):
             raise InputError(f"no faces to enroll for {identity!r}", self.path)
         if frames is not None and len(frames) != len(vectors):
             raise ValueError(f"{len(frames)} frames for {len(vectors)} faces")
-        rendered = {view: self._check_vectors(rows, "enrolled") for view, rows in check_views(self.views, views, len(vectors)).items()}
-        batches = [("", vectors), *rendered.items()]
         # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours.
         with _transaction(self._conn, "IMMEDIATE"):
             generation = self._read_generation()
             (first_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()
-            ids = {view: np.arange(first_id + i * len(vectors), first_id + (i + 1) * len(vectors), dtype=np.int64)
-                   for i, (view, _) in enumerate(batches)}
+            ids = np.arange(first_id, first_id + len(vectors), dtype=np.int64)
             self._conn.executemany(
-                "INSERT INTO faces (id, identity, source, vector, view) VALUES (?, ?, ?, ?, ?)",
-                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes(), view)
-                 for view, rows in batches for face_id, source, vector in zip(ids[view], sources, rows)),
+                "INSERT INTO faces (id, identity, source, vector) VALUES (?, ?, ?, ?)",
+                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes())
+                 for face_id, source, vector in zip(ids, sources, vectors)),
             )
             if frames is not None:
                 self._conn.executemany("INSERT INTO frames (face_id, frame) VALUES (?, ?)",
-                                       ((int(face_id), bytes(frame)) for face_id, frame in zip(ids[""], frames)))
+                                       ((int(face_id), bytes(frame)) for face_id, frame in zip(ids, frames)))
             self._write_generation(generation + 1)
         if self._generation == generation:
-            # Nobody else wrote since we loaded: extend the indexes in place instead of reloading.
+            # Nobody else wrote since we loaded: extend the index in place instead of reloading.
             # Marked unloaded meanwhile, so a failure halfway forces a full reload, not bad results.
             self._generation = None
-            for view, rows in batches:
-                self._indexes[view].add_with_ids(rows, ids[view])
-                self._faces.update((int(face_id), (identity, source)) for face_id, source in zip(ids[view], sources))
+            self._index.add_with_ids(vectors, ids)
+            self._faces.update((int(face_id), (identity, source)) for face_id, source in zip(ids, sources))
             self._counts[identity] += len(vectors)
             self._generation = generation + 1
         return len(vectors)
 
     def remove(self, identity: str) -> int:
-        """Delete every face of ``identity`` (views too); return how many. :class:`InputError` if unknown."""
+        """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
         with _transaction(self._conn, "IMMEDIATE"):
             generation = self._read_generation()
-            rows = self._conn.execute("SELECT id, view FROM faces WHERE identity = ?", (identity,)).fetchall()
-            ids = [face_id for face_id, _ in rows]
-            plain = sum(view == "" for _, view in rows)
+            ids = [face_id for (face_id,) in self._conn.execute("SELECT id FROM faces WHERE identity = ?", (identity,))]
             if not ids:
                 raise InputError(f"no identity {identity!r} in this gallery", self.path)
             self._conn.execute("DELETE FROM frames WHERE face_id IN (SELECT id FROM faces WHERE identity = ?)", (identity,))
@@ -256,39 +243,31 @@ class Gallery(GalleryStore):
             self._write_generation(generation + 1)
         if self._generation == generation:
             self._generation = None
-            for index in self._indexes.values():
-                index.remove_ids(np.asarray(ids, dtype=np.int64))
+            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
             for face_id in ids:
                 del self._faces[face_id]
             del self._counts[identity]
             self._generation = generation + 1
-        return plain
+        return len(ids)
 
     # ------------------------------------------------------------------ reading
 
-    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]:
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
         """For each probe vector, the ``top_k`` nearest distinct identities, best first.
 
         ``vectors`` is ``(n, dim)`` (or one ``(dim,)`` vector). Each identity is represented by
-        its closest face. A probe whose entry in ``views`` names a view the gallery keeps is
-        compared with that view's vectors (raw distances: mapping them onto the plain scale is
-        the route's business), every other probe with the plain ones. Fewer than ``top_k``
-        matches come back only when the gallery holds fewer identities. :class:`InputError` if
-        the gallery is empty.
+        its closest face. Fewer than ``top_k`` matches come back only when the gallery holds
+        fewer identities. :class:`InputError` if the gallery is empty.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         probes = self._check_vectors(vectors, "probe")
         self._sync(persist=False)
-        if self._indexes[""].ntotal == 0:
+        index = self._index
+        if index.ntotal == 0:
             raise InputError("gallery is empty", self.path)
         results: list[list[Match]] = [[] for _ in range(len(probes))]
-        for view, rows in group_by_view(self.views, views, len(probes)).items():
-            self._search_into(results, probes, np.asarray(rows, dtype=np.int64), self._indexes[view], top_k)
-        return results
-
-    def _search_into(self, results: list[list[Match]], probes: np.ndarray, pending: np.ndarray,
-                     index: faiss.IndexIDMap, top_k: int) -> None:
+        pending = np.arange(len(probes), dtype=np.int64)
         # Each identity holds at most max_faces of the k nearest faces, so k = top_k * max_faces
         # always yields top_k distinct identities; start narrower when that is large and widen
         # only for the probes that came up short.
@@ -305,6 +284,7 @@ class Gallery(GalleryStore):
                     short.append(probe)
             pending = np.asarray(short, dtype=np.int64)
             width = min(index.ntotal, width * 4)
+        return results
 
     def identities(self) -> list[tuple[str, int]]:
         """``(identity, number of faces)`` for every enrolled identity, sorted by name."""
@@ -312,7 +292,7 @@ class Gallery(GalleryStore):
         return [
             (identity, count)
             for identity, count in self._conn.execute(
-                "SELECT identity, COUNT(*) FROM faces WHERE view = '' GROUP BY identity ORDER BY identity"
+                "SELECT identity, COUNT(*) FROM faces GROUP BY identity ORDER BY identity"
             )
         ]
 
@@ -329,7 +309,7 @@ class Gallery(GalleryStore):
 
     def __len__(self) -> int:
         """Number of enrolled faces (all identities)."""
-        (count,) = self._conn.execute("SELECT COUNT(*) FROM faces WHERE view = ''").fetchone()
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()
         return count
 
     # ------------------------------------------------------------------ closing
@@ -383,22 +363,22 @@ class Gallery(GalleryStore):
             generation = self._read_generation()
             if generation == self._generation:
                 return
-            rows = self._conn.execute("SELECT id, identity, source, view FROM faces").fetchall()
-            faces = {face_id: (identity, source) for face_id, identity, source, _ in rows}
-            counts = Counter(identity for _, identity, _, view in rows if view == "")
+            rows = self._conn.execute("SELECT id, identity, source FROM faces").fetchall()
+            faces = {face_id: (identity, source) for face_id, identity, source in rows}
+            counts = Counter(identity for _, identity, _ in rows)
             index = self._read_index_file(generation, counts.total())
             loaded = index is not None
-            # The view indexes are small and rebuilt here; only the plain one is cached on disk.
-            indexes = {"": index if loaded else self._build_index(""), **{view: self._build_index(view) for view in self.views}}
-        self._indexes, self._faces, self._generation, self._counts = indexes, faces, generation, counts
+            if not loaded:
+                index = self._build_index()
+        self._index, self._faces, self._generation, self._counts = index, faces, generation, counts
         if loaded:
             self._persisted_generation = generation
         elif persist:
             self._write_index_file()
 
-    def _build_index(self, view: str) -> faiss.IndexIDMap:
+    def _build_index(self) -> faiss.IndexIDMap:
         index = faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
-        rows = self._conn.execute("SELECT id, vector FROM faces WHERE view = ?", (view,)).fetchall()
+        rows = self._conn.execute("SELECT id, vector FROM faces").fetchall()
         if rows:
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             blob = b"".join(row[1] for row in rows)
@@ -430,7 +410,7 @@ class Gallery(GalleryStore):
         return index
 
     def _write_index_file(self) -> None:
-        payload = faiss.serialize_index(self._indexes[""])
+        payload = faiss.serialize_index(self._index)
         header = _INDEX_HEADER.pack(
             _INDEX_MAGIC, self._gallery_id, self._generation, len(payload), zlib.crc32(payload)
         )
@@ -451,18 +431,28 @@ class Gallery(GalleryStore):
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a schema-1 gallery (no views) to schema 2: its faces become plain rows. Either gets
-    the frames table (empty: images enrolled before it are matched by face only)."""
-    if "frames" not in _table_names(conn):
-        with _transaction(conn, "IMMEDIATE"):
-            conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
-    if "view" in columns:
+    """Bring an older gallery to the current schema, in one transaction.
+
+    Schema 1 lacks the frames table: it gets an empty one (images enrolled before it are matched
+    by face only). Schema 2 kept rendered views of each face (the sunny gallery view, since
+    removed) as rows of ``faces`` with a non-empty ``view``: those rows go, and the column with
+    them, so every row left is a face; the generation moves on so any cached index is rebuilt.
+    """
+    (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if int(version) >= SCHEMA_VERSION:
         return
     with _transaction(conn, "IMMEDIATE"):
-        if "view" not in {row[1] for row in conn.execute("PRAGMA table_info(faces)")}:  # not done meanwhile
-            conn.execute("ALTER TABLE faces ADD COLUMN view TEXT NOT NULL DEFAULT ''")
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if int(version) >= SCHEMA_VERSION:  # another process upgraded it meanwhile
+            return
+        conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
+        if "view" in {row[1] for row in conn.execute("PRAGMA table_info(faces)")}:
+            conn.execute("DELETE FROM frames WHERE face_id IN (SELECT id FROM faces WHERE view != '')")
+            conn.execute("DELETE FROM faces WHERE view != ''")
+            conn.execute("ALTER TABLE faces DROP COLUMN view")
+        conn.execute("DELETE FROM meta WHERE key = 'views'")
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _connect(db_path: Path, create: bool) -> sqlite3.Connection:

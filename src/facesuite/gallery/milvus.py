@@ -1,10 +1,12 @@
 """A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.Gallery`, for millions of faces.
 
 A gallery is one Milvus collection with fields ``id`` (assigned by Milvus), ``identity``,
-``source``, ``view`` (``""`` for a face's plain vector, else the rendering it holds) and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
+``source`` and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
 so results match the embedded FAISS gallery's. The embedder name, vector size, threshold and
-schema version and the views kept are stored as collection properties, so every client applies the same
-calibrated threshold.
+schema version are stored as collection properties, so every client applies the same
+calibrated threshold. Collections of schema 2 also have a ``view`` field (rendered views of each
+face, since removed): their view rows are deleted when the gallery is first opened, and the
+field, which Milvus cannot drop, is written empty from then on.
 
 Where it lives is given by a URI:
 
@@ -14,7 +16,7 @@ Where it lives is given by a URI:
     a Milvus Lite folder, embedded in this process and fully offline (collection ``faces``).
 
 Milvus has no multi-statement transactions: an enroll is one insert request, which Milvus
-accepts or rejects as a whole (a face's views travel in the same request), and a remove is one
+accepts or rejects as a whole, and a remove is one
 delete by identity. Collections are created
 with Strong consistency so a search sees every enroll acknowledged before it.
 """
@@ -25,7 +27,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -41,10 +43,6 @@ from facesuite.gallery.base import (
     Match,
     check_identity,
     check_threshold,
-    check_views,
-    format_views,
-    group_by_view,
-    parse_views,
     unit_rows,
 )
 
@@ -61,7 +59,6 @@ _FIRST_PASS_WIDTH = 64
 # Milvus measures VARCHAR limits in bytes; identities are capped at 200 characters of UTF-8.
 _IDENTITY_BYTES = 4 * MAX_IDENTITY_LENGTH
 _SOURCE_BYTES = 65_535
-_VIEW_BYTES = 64
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -77,17 +74,16 @@ class MilvusGallery(GalleryStore):
         self._collection = collection
         self.embedder: str = properties[_PREFIX + "embedder"]
         self.dim: int = int(properties[_PREFIX + "dim"])
-        self.views: tuple[str, ...] = parse_views(properties.get(_PREFIX + "views", ""))
-        # Collections made by schema 1 have no view field: every row there is a plain face.
+        # Collections made by schema 2 have a view field, required on insert (see the module docstring).
         fields = {field["name"] for field in client.describe_collection(collection).get("fields", [])}
-        self._plain = 'view == ""' if "view" in fields else ""
+        self._view_field = "view" in fields
         self._threshold = float(properties[_PREFIX + "threshold"])
         self._written = False  # since opening, so close() knows to flush
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, uri: str, embedder: str, dim: int, threshold: float, views: Sequence[str] = ()) -> MilvusGallery:
+    def create(cls, uri: str, embedder: str, dim: int, threshold: float) -> MilvusGallery:
         """Create the gallery's collection if it is absent, then open it.
 
         As with :meth:`Gallery.create`, an existing gallery for the same embedder and dim is
@@ -100,7 +96,7 @@ class MilvusGallery(GalleryStore):
         threshold = check_threshold(threshold, uri)
         client, collection = _connect(uri, create=True)
         if not client.has_collection(collection):
-            _create_collection(client, collection, embedder, dim, threshold, views)
+            _create_collection(client, collection, embedder, dim, threshold)
         gallery = cls._validated(uri, client, collection)
         if (gallery.embedder, gallery.dim) != (embedder, dim):
             gallery.close()
@@ -135,6 +131,8 @@ class MilvusGallery(GalleryStore):
                 uri,
             )
         client.load_collection(collection)  # a no-op when loaded; needed after a server restart
+        if int(properties[_PREFIX + "schema_version"]) < SCHEMA_VERSION:
+            _upgrade(client, collection, properties)
         return cls(uri, client, collection, properties)
 
     # ------------------------------------------------------------------ settings
@@ -152,9 +150,8 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ writing
 
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
-               views: Mapping[str, np.ndarray] | None = None) -> int:
-        """Add faces of ``identity``, and their ``views``, in one insert request; return how many faces."""
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int:
+        """Add faces of ``identity`` in one insert request; return how many."""
         check_identity(identity, self.uri)
         vectors = unit_rows(vectors, self.dim, self.embedder, "enrolled", self.uri)
         sources = [os.fspath(source) for source in sources]
@@ -162,11 +159,9 @@ class MilvusGallery(GalleryStore):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
         if len(vectors) == 0:
             raise InputError(f"no faces to enroll for {identity!r}", self.uri)
-        batches = [("", vectors)] + [(view, unit_rows(rows, self.dim, self.embedder, "enrolled", self.uri))
-                                     for view, rows in check_views(self.views, views, len(vectors)).items()]
         rows = [
-            {"identity": identity, "source": source, "vector": vector, **({"view": view} if self._plain else {})}
-            for view, batch in batches for source, vector in zip(sources, batch.tolist())
+            {"identity": identity, "source": source, "vector": vector, **({"view": ""} if self._view_field else {})}
+            for source, vector in zip(sources, vectors.tolist())
         ]
         self._client.insert(self._collection, rows)
         self._written = True
@@ -176,7 +171,7 @@ class MilvusGallery(GalleryStore):
         """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
         where = f"identity == {_quote(identity)}"
         # Counted first: Milvus servers and Milvus Lite report deletions in different shapes.
-        count = self._count(self._and(self._plain, where))
+        count = self._count(where)
         if count == 0:
             raise InputError(f"no identity {identity!r} in this gallery", self.uri)
         self._client.delete(self._collection, filter=where)
@@ -185,7 +180,7 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ reading
 
-    def identify(self, vectors: np.ndarray, top_k: int = 1, views: Sequence[str | None] | None = None) -> list[list[Match]]:
+    def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
         """For each probe vector, the ``top_k`` nearest distinct identities, best first.
 
         Same contract as :meth:`~facesuite.gallery.faiss_sqlite.Gallery.identify`; :class:`InputError`
@@ -196,22 +191,20 @@ class MilvusGallery(GalleryStore):
         probes = unit_rows(vectors, self.dim, self.embedder, "probe", self.uri)
         width = min(_MAX_LIMIT, max(top_k, _FIRST_PASS_WIDTH))
         results: list[list[Match]] = [[] for _ in range(len(probes))]
-        for view, rows in group_by_view(self.views, views, len(probes)).items():
-            scope = f"view == {_quote(view)}" if self._plain else ""
-            first_pass = self._search(probes[rows], width, scope)
-            if any(not hits for hits in first_pass):
-                # A search within one view returns nothing only when there is nothing to return.
-                raise InputError("gallery is empty", self.uri)
-            for row, hits in zip(rows, first_pass):
-                matches = _distinct(hits, top_k, [])
-                # Fewer than `width` hits means every face was seen. Otherwise search again without
-                # the identities found: the best remaining face is the next identity's best face, so
-                # each round adds at least one identity, in order.
-                while len(matches) < top_k and len(hits) == width:
-                    found = ", ".join(_quote(match.identity) for match in matches)
-                    (hits,) = self._search(probes[row][None, :], width, self._and(scope, f"identity not in [{found}]"))
-                    matches = _distinct(hits, top_k, matches)
-                results[row] = matches
+        first_pass = self._search(probes, width)
+        if any(not hits for hits in first_pass):
+            # A search returns nothing only when there is nothing to return.
+            raise InputError("gallery is empty", self.uri)
+        for row, hits in enumerate(first_pass):
+            matches = _distinct(hits, top_k, [])
+            # Fewer than `width` hits means every face was seen. Otherwise search again without
+            # the identities found: the best remaining face is the next identity's best face, so
+            # each round adds at least one identity, in order.
+            while len(matches) < top_k and len(hits) == width:
+                found = ", ".join(_quote(match.identity) for match in matches)
+                (hits,) = self._search(probes[row][None, :], width, f"identity not in [{found}]")
+                matches = _distinct(hits, top_k, matches)
+            results[row] = matches
         return results
 
     def identities(self) -> list[tuple[str, int]]:
@@ -219,8 +212,7 @@ class MilvusGallery(GalleryStore):
         # Milvus has no GROUP BY: stream the identity column and count here.
         counts: Counter[str] = Counter()
         _quiet_lite_iterator_warning()
-        iterator = self._client.query_iterator(self._collection, batch_size=10_000, filter=self._plain,
-                                               output_fields=["identity"])
+        iterator = self._client.query_iterator(self._collection, batch_size=10_000, output_fields=["identity"])
         try:
             while batch := iterator.next():
                 counts.update(row["identity"] for row in batch)
@@ -230,7 +222,7 @@ class MilvusGallery(GalleryStore):
 
     def __len__(self) -> int:
         """Number of enrolled faces (all identities)."""
-        return self._count(self._plain)
+        return self._count("")
 
     # ------------------------------------------------------------------ closing
 
@@ -256,10 +248,6 @@ class MilvusGallery(GalleryStore):
             self._collection, data=probes.tolist(), limit=limit, filter=where,
             output_fields=["identity", "source"], search_params={"metric_type": "IP"},
         )
-
-    @staticmethod
-    def _and(*conditions: str) -> str:
-        return " and ".join(f"({c})" for c in conditions if c)
 
     def _count(self, where: str) -> int:
         (row,) = self._client.query(self._collection, filter=where, output_fields=["count(*)"])
@@ -295,20 +283,19 @@ def _connect(uri: str, create: bool) -> tuple[Any, str]:
         raise InputError(f"cannot connect to Milvus ({exc.message})", uri) from None
 
 
-def _create_collection(client: Any, collection: str, embedder: str, dim: int, threshold: float, views: Sequence[str]) -> None:
+def _create_collection(client: Any, collection: str, embedder: str, dim: int, threshold: float) -> None:
     from pymilvus import DataType, MilvusException
 
     schema = client.create_schema(auto_id=True, enable_dynamic_field=False, description="facesuite gallery")
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("identity", DataType.VARCHAR, max_length=_IDENTITY_BYTES)
     schema.add_field("source", DataType.VARCHAR, max_length=_SOURCE_BYTES)
-    schema.add_field("view", DataType.VARCHAR, max_length=_VIEW_BYTES)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     properties = {
         _PREFIX + "schema_version": str(SCHEMA_VERSION), _PREFIX + "embedder": embedder,
-        _PREFIX + "dim": str(dim), _PREFIX + "threshold": repr(threshold), _PREFIX + "views": format_views(views),
+        _PREFIX + "dim": str(dim), _PREFIX + "threshold": repr(threshold),
     }
     try:
         client.create_collection(
@@ -318,6 +305,18 @@ def _create_collection(client: Any, collection: str, embedder: str, dim: int, th
         # Another process created it between our check and now: validate theirs instead.
         if not client.has_collection(collection):
             raise
+
+
+def _upgrade(client: Any, collection: str, properties: dict[str, str]) -> None:
+    """Bring an older collection to the current schema: schema 2's view rows (rendered views of
+    each face, since removed) are deleted, so every row left is a face. Repeating it is harmless,
+    so two clients upgrading at once agree."""
+    fields = {field["name"] for field in client.describe_collection(collection).get("fields", [])}
+    if "view" in fields:
+        client.delete(collection, filter='view != ""')
+    client.alter_collection_properties(collection, properties={_PREFIX + "schema_version": str(SCHEMA_VERSION)})
+    if _PREFIX + "views" in properties:
+        client.drop_collection_properties(collection, property_keys=[_PREFIX + "views"])
 
 
 def _quiet_lite_iterator_warning() -> None:

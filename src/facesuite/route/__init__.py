@@ -1,7 +1,6 @@
 """Routes: what each distortion type's face goes through before and while it is matched.
 
-``restore`` (restoration steps: median filter, grey-level opening), ``views`` (renderings of the
-gallery for distortions no restoration undoes: sunny) and ``routes`` (the shipped table of which
-step, adapter and view each type takes, and the :class:`~facesuite.route.routes.Router` that
-embeds faces through them).
+``restore`` (restoration steps: median filter, grey-level opening) and ``routes`` (the shipped
+table of which step and adapter each type takes, and the :class:`~facesuite.route.routes.Router`
+that embeds faces through them).
 """

@@ -1,7 +1,10 @@
-"""Routes: which restoration step and embedding adapter each distortion type is sent through.
+"""Routes: which restoration step and embedding adapter each distortion type is sent through,
+and whether its face is also embedded mirrored.
 
-The shipped table (``facesuite/models/routing/routes.json``) was chosen per type on the dev split
-by ``benchmarks/routing_dev.py``; a type missing from the table goes through the plain embedder.
+The shipped table (``facesuite/models/routing/routes.json``) was chosen per type by
+``benchmarks/routing_dev.py`` and ``benchmarks/restore_select.py``; mirroring by
+``benchmarks/cross_tta.py`` on the train identities' cross protocol. A type missing from the
+table goes through the plain embedder.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.config import MODELS_DIR
-from facesuite.embed import Embedder
+from facesuite.embed import Embedder, l2_normalise
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.route.restore import RESTORERS
-from facesuite.route.views import VIEWS
 
 if TYPE_CHECKING:  # adapters run in PyTorch: imported only when a route has one
     from facesuite.embed.adapter import EmbeddingAdapter
@@ -32,26 +34,16 @@ class Route:
     name: str
     restore: str = "none"
     adapter: EmbeddingAdapter | None = None
-    # Compare with the gallery rendered this way (``facesuite.route.views``) instead of the
-    # clean gallery: for distortions whose lost pixels no restoration brings back.
-    gallery_view: str | None = None
-    # (view impostor mean, std, clean impostor mean, std) of cosine distances, fitted on training
-    # identities: maps view distances onto the clean gallery's scale so one threshold serves both.
-    gallery_view_scale: tuple[float, float, float, float] | None = None
-
-    def view_distance(self, distances: np.ndarray) -> np.ndarray:
-        """Distances to the gallery view, on the clean gallery's scale."""
-        if self.gallery_view_scale is None:
-            return distances
-        view_mean, view_std, clean_mean, clean_std = self.gallery_view_scale
-        return clean_mean + (distances - view_mean) * (clean_std / view_std)
+    # Embed the (restored) chip and its mirror image and average the two: test-time augmentation
+    # that makes a distorted face's embedding steadier, at the cost of a second embedding pass.
+    mirror: bool = False
 
     def describe(self) -> str:
         parts = [self.restore] if self.restore != "none" else []
+        if self.mirror:
+            parts.append("mirror")
         if self.adapter is not None:
             parts.append(f"adapter:{self.name}")
-        if self.gallery_view is not None:
-            parts.append(f"view:{self.gallery_view}")
         return "+".join(parts) or "plain"
 
 
@@ -72,16 +64,15 @@ class Router:
         table_path = folder / "routes.json"
         if not table_path.is_file():
             raise InputError("no routes.json in this routing folder", folder)
+        # Tables written before the sunny gallery view was removed may still name it
+        # ("gallery_view"): it is ignored, as every key but restore, adapter and mirror is.
         table = json.loads(table_path.read_text(encoding="utf-8"))
-        unknown = {spec["gallery_view"] for spec in table["routes"].values() if spec.get("gallery_view")} - set(VIEWS)
-        if unknown:
-            raise InputError(f"unknown gallery view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}", table_path)
         unknown = {spec["restore"] for spec in table["routes"].values()} - set(RESTORERS)
         if unknown:
             raise InputError(f"unknown restorer(s) {', '.join(sorted(unknown))}; known: {', '.join(RESTORERS)}", table_path)
         if table.get("embedder") != embedder.space:
             # Adapters live in one embedder's space; another embedder gets restoration only.
-            return cls(embedder, {k: Route(k, v["restore"]) for k, v in table["routes"].items()})
+            return cls(embedder, {k: Route(k, v["restore"], mirror=bool(v.get("mirror"))) for k, v in table["routes"].items()})
         if any(spec.get("adapter") for spec in table["routes"].values()):
             from facesuite.embed.adapter import EmbeddingAdapter
         routes = {
@@ -89,17 +80,11 @@ class Router:
                 kind,
                 spec["restore"],
                 EmbeddingAdapter.load(folder / spec["adapter"]) if spec.get("adapter") else None,
-                spec.get("gallery_view"),
-                tuple(spec["gallery_view_scale"]) if spec.get("gallery_view_scale") else None,
+                bool(spec.get("mirror")),
             )
             for kind, spec in table["routes"].items()
         }
         return cls(embedder, routes)
-
-    @property
-    def gallery_views(self) -> dict[str, Route]:
-        """The routes that compare with a gallery view, by view name."""
-        return {route.gallery_view: route for route in self.routes.values() if route.gallery_view}
 
     def route(self, kind: str) -> Route:
         return self.routes.get(kind, Route(kind))
@@ -116,6 +101,12 @@ class Router:
             plain, pooled = self.embedder.describe(restored, maps=maps)
         else:
             plain = self.embedder.embed(restored)
+        # Mirrored chips of the routes that ask for them, in one batch; the hidden features stay
+        # those of the chip as it is.
+        mirrored = [i for i, kind in enumerate(kinds) if self.route(kind).mirror]
+        if mirrored:
+            flipped = self.embedder.embed([np.ascontiguousarray(restored[i][:, ::-1]) for i in mirrored])
+            plain[mirrored] = l2_normalise(plain[mirrored] + flipped)
         routed = plain.copy()
         for kind in set(kinds):
             adapter = self.route(kind).adapter
