@@ -117,6 +117,21 @@ def test_get_batch_decodes_each_file_once_and_keeps_no_pixels(app: FaceAnalysis,
     assert face._crop.image is None and face.chip().shape == (150, 150, 3)
 
 
+def test_routed_embed_decodes_each_file_once_and_matches_its_stages(app: FaceAnalysis, facecom_b: Path, monkeypatch) -> None:
+    import facesuite.detect.extract as extract
+
+    paths = [_image(facecom_b, person, i) for person in PEOPLE for i in range(2)]
+    in_memory = np.asarray(Image.open(paths[0]))
+    monkeypatch.setattr(extract, "load_image", lambda path: pytest.fail(f"{path} read a second time"))
+    vectors, crops, skipped = app.embed([*paths, in_memory])
+    monkeypatch.undo()
+    assert not skipped and len(crops) == len(vectors) == len(paths) + 1
+    # Files are read again when needed; the array given in memory keeps its pixels.
+    assert [crop.image is None for crop in crops] == [True] * len(paths) + [False]
+    np.testing.assert_allclose(vectors, app.embed_crops(crops), atol=1e-6)
+    np.testing.assert_allclose(vectors[-1], vectors[0], atol=1e-5)
+
+
 def test_default_analyze_runs_without_torch_and_matches_the_torch_path(app: FaceAnalysis, facecom_b: Path) -> None:
     """Once the cache holds the converted networks, `facesuite analyze` runs ONNX Runtime and NumPy
     only (importing PyTorch alone costs ~1.8 s per call), with the PyTorch path's results."""

@@ -252,8 +252,32 @@ class FaceAnalysis:
 
     def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
         """Unit embeddings (through each face's route) of the largest face of each input."""
-        crops, skipped = self.crops(images, progress)
-        return self.embed_crops(crops), crops, skipped
+        if not self.routed:
+            crops, skipped = self.crops(images, progress)
+            return self.embed_crops(crops), crops, skipped
+        # The distortion detector reads each whole image: route one extraction batch at a time
+        # while its pixels are decoded, instead of reading every file a second time.
+        crops, skipped, parts, pending = [], [], [], []
+        for item in self.extractor.iter_crops(images, self.embedder.chip_spec, progress, keep_pixels=True):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+                continue
+            pending.append(item)
+            if len(pending) == self.extractor.batch_size:
+                parts.append(self._route_and_release(pending))
+                crops += pending
+                pending = []
+        if pending or not parts:
+            parts.append(self._route_and_release(pending))
+            crops += pending
+        return np.concatenate(parts), crops, skipped
+
+    def _route_and_release(self, crops: list[Crop]) -> np.ndarray:
+        vectors = self.route_crops(crops, frames=[crop.image for crop in crops])[0]
+        for crop in crops:
+            if isinstance(crop.path, Path):  # a file is read again when needed; memory inputs keep theirs
+                crop.image = None
+        return vectors
 
     def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
         """Unit embeddings of the crops, each through its route."""
