@@ -130,7 +130,7 @@ def test_a_fault_in_a_worker_stops_the_job_keeps_its_rows_and_a_rerun_finishes(t
     # must stop with exit 1 and one line naming it, not record it as an error row and exit 0.
     listing, out = write_list(tmp_path / "list.txt", images), tmp_path / "out"
     command = [str(Path(sys.executable).parent / "facesuite"), "batch", "embed", str(listing), "--out", str(out),
-               "--no-routing", "--workers", "2", "--batch-size", "2"]  # four chunks; the fault is in the last
+               "--workers", "2", "--batch-size", "2"]  # four chunks; the fault is in the last
     faulty = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULT_INJECTION), os.environ.get("PYTHONPATH")])),
               "FACESUITE_TEST_FAULT_ON": images[-1].name}
     first = subprocess.run(command, env=faulty, capture_output=True, text=True, timeout=300, check=False)

@@ -14,14 +14,15 @@ if os.environ.get("FACESUITE_TEST_FAULT_ON"):
 
     from facesuite.detect import extract
 
-    _crops = extract.FaceExtractor.crops
+    # Every extraction path (crops, iter_crops, routed embedding) runs its batches through _process.
+    _process = extract.FaceExtractor._process
 
-    def _faulty_crops(self, paths, *args, **kwargs):
+    def _faulty_process(self, batch, *args, **kwargs):
         name, marker = os.environ["FACESUITE_TEST_FAULT_ON"], os.environ.get("FACESUITE_TEST_FAULT_ONCE")
-        if any(Path(p).name == name for p in paths) and not (marker and os.path.exists(marker)):
+        if any(isinstance(p, (str, Path)) and Path(p).name == name for p in batch) and not (marker and os.path.exists(marker)):
             if marker:
                 Path(marker).touch()
             raise RuntimeError(f"injected fault while extracting a batch holding {name}")
-        return _crops(self, paths, *args, **kwargs)
+        return _process(self, batch, *args, **kwargs)
 
-    extract.FaceExtractor.crops = _faulty_crops
+    extract.FaceExtractor._process = _faulty_process
