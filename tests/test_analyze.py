@@ -21,7 +21,7 @@ def _distorted(root: Path, kind: str, n: int = 4) -> list[Path]:
 # faces take the plain embedder.
 ROUTE_OF = {
     "clean": "plain", "blurred": "unsharp+mirror", "foggy": "exposure+mirror", "lowlight": "mirror",
-    "resized": "mirror", "noisy": "median7+mirror", "rainy": "open5+mirror", "sunny": "plain",
+    "resized": "mirror", "noisy": "median5+median5+mirror", "rainy": "switch10-open5+mirror", "sunny": "plain",
 }
 
 

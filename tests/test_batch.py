@@ -156,7 +156,7 @@ def test_cli_batch_embed_and_user_errors(tmp_path: Path, images: list[Path], cap
     listing = write_list(tmp_path / "list.txt", images[:2])
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "out"), "--no-routing", "--workers", "1"]) == 0
+        assert main(["batch", "embed", str(listing), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
     assert "embed: 2 images" in out.getvalue() and "on local" in out.getvalue()
     parts = list((tmp_path / "out").glob("part-*.parquet"))
     assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 2

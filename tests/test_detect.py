@@ -130,7 +130,7 @@ def test_boxes_of_a_large_photo_are_in_its_own_pixels(facecom_b: Path, tmp_path:
     photo.save(big, quality=95)
     photo.resize((4096, 2458), Image.Resampling.BILINEAR).save(small, quality=95)
 
-    assert main(["analyze", str(big), str(small), "--json", "--no-routing"]) == 0
+    assert main(["analyze", str(big), str(small), "--json"]) == 0
     rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
     assert not rows["big.jpg"]["fallback"] and not rows["small.jpg"]["fallback"]
     expected = np.array(rows["small.jpg"]["box"]) * np.array([5000 / 4096, 3000 / 2458] * 2)
