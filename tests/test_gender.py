@@ -147,6 +147,8 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     # FaceAnalysis takes gender from its own embedding pass: same numbers, no second network run.
     analysis = FaceAnalysis(routes=None, gender=model_dir)
     assert analysis._gender_shares_backbone()
+    # The head reads the pooled stages and the last stage's input map of that same pass.
+    assert analysis._gender_head.hidden_columns == 640 + 256 * 4 * 4 and analysis._gender_head.reads_maps
     shared = [face.p_female for face in analysis.faces(images)[0]]
     assert shared == pytest.approx(alone, abs=1e-4)
     # Fitted on these faces, the head must tell them apart.

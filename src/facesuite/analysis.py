@@ -358,8 +358,9 @@ class FaceAnalysis:
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        # A fine-tuned gender branch reads the trunk's last map from the same pass: one trunk run.
-        maps = shared and self._gender_kind() == "finetune"
+        # A fine-tuned gender branch, and a backbone head trained on it, read the trunk's last map
+        # from the same pass: one trunk run.
+        maps = shared and (self._gender_kind() == "finetune" or (self._gender_head is not None and self._gender_head.reads_maps))
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=maps)
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
         quality = self._quality(crops, kinds)

@@ -41,6 +41,7 @@ from torch import nn
 
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
+from facesuite.embed.dlib.reader import EMBEDDING_DIM
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.registry import Registry
@@ -164,10 +165,16 @@ class GenderNet(nn.Module):
         return sorted(set(own) - set(usable))
 
 
-class EmbeddingGenderNet(nn.Module):
-    """dlib's ResNet -> unit vector [+ pooled hidden stages] -> standardise -> linear.
+#: Pooled hidden channels DlibResNet.describe returns (128 + 256 + 256), before the map with maps=True.
+HIDDEN_POOLED = 640
 
-    ``hidden=False`` is the ``embedding`` kind, ``hidden=True`` the ``backbone`` kind.
+
+class EmbeddingGenderNet(nn.Module):
+    """dlib's ResNet -> unit vector [+ hidden features] -> standardise -> linear.
+
+    ``hidden=False`` is the ``embedding`` kind, ``hidden=True`` the ``backbone`` kind, which reads the
+    first ``len(mean) - 128`` hidden features of ``describe(maps=True)``: the 640 pooled stages, and
+    with a map-trained head also the last stage's 256x4x4 input map.
     """
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, hidden: bool = False) -> None:
@@ -176,20 +183,21 @@ class EmbeddingGenderNet(nn.Module):
 
         self.backbone = load_dlib_resnet()
         self.hidden = hidden
+        self.hidden_columns = len(mean) - EMBEDDING_DIM if hidden else 0
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
         self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float32).reshape(-1))
         self.register_buffer("intercept", torch.tensor(float(intercept)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        descriptor, pooled = self.backbone.describe(pixels)
+        descriptor, pooled = self.backbone.describe(pixels, maps=self.hidden_columns > HIDDEN_POOLED)
         return self.head(descriptor, pooled)
 
     def head(self, embedding: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits from a pass's descriptor (unit or raw) and, for the backbone kind, its pooled stages."""
+        """Logits from a pass's descriptor (unit or raw) and, for the backbone kind, its hidden features."""
         x = F.normalize(embedding, dim=1)
         if self.hidden:
-            x = torch.cat([pooled, x], dim=1)
+            x = torch.cat([pooled[:, : self.hidden_columns], x], dim=1)
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         # Two logits whose softmax is (1 - sigmoid(z), sigmoid(z)): same contract as the CNN.
         return torch.stack([-z / 2, z / 2], dim=1)
@@ -210,7 +218,7 @@ class FinetuneGenderNet(nn.Module):
     #: Pooled trunk channels (``DlibResNet.trunk``) and the width of the hidden features that
     #: ``DlibResNet.describe(..., maps=True)`` puts before the flattened 256x4x4 map.
     TRUNK_POOLED = 384
-    DESCRIBED_POOLED = 640
+    DESCRIBED_POOLED = HIDDEN_POOLED
 
     def __init__(self, dropout: float = 0.2) -> None:
         super().__init__()

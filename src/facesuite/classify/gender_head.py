@@ -1,6 +1,7 @@
 """The ``embedding`` and ``backbone`` gender kinds' head in NumPy: a logistic regression on the
-recognition pass's unit embedding (and, for ``backbone``, its pooled hidden stages), read from the
-model folder's ``weights.npz``.
+recognition pass's unit embedding (and, for ``backbone``, its hidden features: the pooled hidden
+stages, and in models trained since issue 17 also the last stage's 256x4x4 input map), read from
+the model folder's ``weights.npz``.
 
 :class:`~facesuite.classify.gender.EmbeddingGenderNet` is the same head in PyTorch, with its own
 backbone, for standalone chips and Grad-CAM. The analyzer runs this one on the features its
@@ -21,14 +22,16 @@ from facesuite.integrity import verify_model_folder
 DEFAULT_GENDER_DIR = MODELS_DIR / "gender"
 #: The kinds whose whole head is this logistic regression.
 LINEAR_KINDS = ("embedding", "backbone")
-# Pooled hidden channels the backbone kind reads (DlibResNet.describe: 128 + 256 + 256).
+# Pooled hidden channels (DlibResNet.describe: 128 + 256 + 256); describe(maps=True) puts the last
+# stage's flattened input map after them. A backbone head reads the first len(mean) - 128 columns.
 _POOLED = 640
+_EMBEDDING = 128
 
 
 @dataclass(frozen=True)
 class LinearGenderHead:
     """``p_female = sigmoid(((x - mean) / scale) . coef + intercept)`` with ``x`` the unit embedding,
-    after the pooled hidden stages for the ``backbone`` kind."""
+    after the first :attr:`hidden_columns` hidden features for the ``backbone`` kind."""
 
     kind: str
     threshold: float
@@ -55,13 +58,26 @@ class LinearGenderHead:
         return cls(record["kind"], float(record.get("threshold", 0.5)), tuple(record.get("labels", ("male", "female"))),
                    arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]))
 
+    @property
+    def hidden_columns(self) -> int:
+        """Hidden features read before the embedding: 640 pooled, or 640 + 4096 with the map."""
+        return len(self.mean) - _EMBEDDING if self.kind == "backbone" else 0
+
+    @property
+    def reads_maps(self) -> bool:
+        """Whether the pass must include the last stage's input map (``describe(maps=True)``)."""
+        return self.hidden_columns > _POOLED
+
     def p_female(self, embedding: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
         """Probability of ``female`` from a pass's descriptors (unit or raw) and, for the backbone
-        kind, its hidden features (the first 640 columns are read)."""
+        kind, its hidden features (the first :attr:`hidden_columns` are read)."""
         x = np.asarray(embedding, dtype=np.float64)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if self.kind == "backbone":
-            x = np.concatenate([np.asarray(pooled, dtype=np.float64)[:, :_POOLED], x], axis=1)
+            hidden = np.asarray(pooled, dtype=np.float64)
+            if hidden.shape[1] < self.hidden_columns:
+                raise ValueError(f"the gender head reads {self.hidden_columns} hidden features, the pass gave {hidden.shape[1]}")
+            x = np.concatenate([hidden[:, : self.hidden_columns], x], axis=1)
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
