@@ -109,6 +109,14 @@ class DistortSummary:
     skipped: list[Skipped]
 
 
+def one_type_each(chips: np.ndarray, keys: Sequence[str], seed: int = 0) -> np.ndarray:
+    """Each chip with one distortion type, the seven spread evenly over the chips in a seeded
+    order (training augmentation: every type equally often, each chip's copy reproducible)."""
+    synthesizer = Synthesizer(seed=seed)
+    kinds = np.random.default_rng(seed).permutation(len(chips)) % len(DISTORTIONS)
+    return np.stack([synthesizer.apply(chip, DISTORTIONS[k], key=key) for chip, k, key in zip(chips, kinds, keys)])
+
+
 def _place_clean(source: Path, target: Path) -> None:
     """A hard link where possible (no extra disk), else a copy."""
     if target.exists():

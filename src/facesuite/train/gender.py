@@ -239,9 +239,17 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
         return np.concatenate(rows)
 
     # Mirrored faces are equally valid examples: embedding both doubles the training set for
-    # the price of one extra pass.
-    train_x = np.concatenate([features(train.chips, "train"), features(train.chips[:, :, ::-1].copy(), "train, mirrored")])
-    train_y = np.concatenate([train.labels, train.labels])
+    # the price of one extra pass. The backbone kind also sees each face once with one of the seven
+    # synthesised distortions: out of fold, accuracy on distorted faces 0.863 -> 0.880, clean
+    # faces unchanged (model card).
+    variants = [features(train.chips, "train"), features(train.chips[:, :, ::-1].copy(), "train, mirrored")]
+    if options.kind == "backbone":
+        from facesuite.distortion.synth import one_type_each
+
+        distorted = one_type_each(train.chips, [str(path) for path in train.paths], options.seed)
+        variants.append(features(distorted, "train, distorted"))
+    train_x = np.concatenate(variants)
+    train_y = np.concatenate([train.labels] * len(variants))
     val_x = features(val.chips, "val")
     scaler = StandardScaler().fit(train_x)
     sweep = []

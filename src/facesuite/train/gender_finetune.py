@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facesuite.classify.gender import LABELS, FinetuneGenderNet, GenderConfig, chips_to_tensor
-from facesuite.data import DISTORTIONS, age_band, facecom_identity, utkface_attributes, read_gender_folders
+from facesuite.data import age_band, facecom_identity, utkface_attributes, read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
@@ -108,12 +108,9 @@ def _variant_chips(chips: np.ndarray, variant: str, paths: list[str], seed: int)
         return chips
     if variant == "mirrored":
         return chips[:, :, ::-1].copy()
-    from facesuite.distortion.synth import Synthesizer
+    from facesuite.distortion.synth import one_type_each
 
-    synth = Synthesizer(seed=seed)
-    # One type per face, cycling through all seven in a seeded order.
-    kinds = np.random.default_rng(seed).permutation(len(chips)) % len(DISTORTIONS)
-    return np.stack([synth.apply(chip, DISTORTIONS[k], key=path) for chip, k, path in zip(chips, kinds, paths)])
+    return one_type_each(chips, paths, seed)
 
 
 def trunk_features(backbone, chips: np.ndarray, device: torch.device, desc: str, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
