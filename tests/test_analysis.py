@@ -170,3 +170,18 @@ def test_the_ports_two_runtimes_share_galleries(app: FaceAnalysis, facecom_b: Pa
         assert face.identity == "Tom_Ridge"
     with pytest.raises(InputError, match="built with embedder 'dlib-torch', not 'dlib'"):
         FaceAnalysis("dlib", routes=None, gender=None, gallery=tmp_path / "people")
+
+
+def test_gender_reads_one_chips_pass_on_mirrored_routes_too(app: FaceAnalysis, facecom_b: Path) -> None:
+    # A mirrored route averages the face's embedding with its mirror image's for recognition, but
+    # the gender head was trained on one chip's pass: on routes without a restoration step its
+    # answer must equal the unrouted analyzer's on the same image.
+    person = facecom_b / PEOPLE[0] / "distortion"
+    images = sorted(person.glob("*_lowlight.jpg")) + sorted(person.glob("*_resized.jpg"))
+    routed = [face for faces in app.faces(images) for face in faces]
+    mirrored = [i for i, face in enumerate(routed) if face.route == "mirror"]
+    assert mirrored, [face.route for face in routed]  # the check must cover a mirrored route
+    plain = [face for faces in FaceAnalysis(routes=None).faces(images) for face in faces]
+    for i in mirrored:
+        assert routed[i].p_female == pytest.approx(plain[i].p_female, abs=1e-5)
+        assert float(routed[i].embedding @ plain[i].embedding) < 1 - 1e-4  # recognition did average

@@ -92,25 +92,26 @@ class Router:
     def embed(
         self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False, maps: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(routed embeddings, embeddings before the adapter, hidden features of the same pass when
-        ``hidden`` -- the dlib port's runtimes only, with the last stage's input map when ``maps`` -- else None)
-        for chips of the given types."""
+        """(routed embeddings; embeddings of the restored chips as they are, neither mirrored nor
+        adapted; hidden features of that same pass when ``hidden`` -- the dlib port's runtimes only,
+        with the last stage's input map when ``maps`` -- else None) for chips of the given types.
+        A gender head reads the second and third together, as it was trained: one chip's pass."""
         restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
         pooled = None
         if hidden:
             plain, pooled = self.embedder.describe(restored, maps=maps)
         else:
             plain = self.embedder.embed(restored)
-        # Mirrored chips of the routes that ask for them, in one batch; the hidden features stay
-        # those of the chip as it is.
+        # Mirrored chips of the routes that ask for them, in one batch, averaged into the routed
+        # vectors only.
+        routed = plain.copy()
         mirrored = [i for i, kind in enumerate(kinds) if self.route(kind).mirror]
         if mirrored:
             flipped = self.embedder.embed([np.ascontiguousarray(restored[i][:, ::-1]) for i in mirrored])
-            plain[mirrored] = l2_normalise(plain[mirrored] + flipped)
-        routed = plain.copy()
+            routed[mirrored] = l2_normalise(routed[mirrored] + flipped)
         for kind in set(kinds):
             adapter = self.route(kind).adapter
             if adapter is not None:
                 rows = [i for i, k in enumerate(kinds) if k == kind]
-                routed[rows] = adapter.apply_numpy(plain[rows])
+                routed[rows] = adapter.apply_numpy(routed[rows])
         return routed, plain, pooled
