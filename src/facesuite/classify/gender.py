@@ -41,7 +41,7 @@ from torch import nn
 
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
-from facesuite.embed.dlib.reader import EMBEDDING_DIM
+from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.registry import Registry
@@ -165,10 +165,6 @@ class GenderNet(nn.Module):
         return sorted(set(own) - set(usable))
 
 
-#: Pooled hidden channels DlibResNet.describe returns (128 + 256 + 256), before the map with maps=True.
-HIDDEN_POOLED = 640
-
-
 class EmbeddingGenderNet(nn.Module):
     """dlib's ResNet -> unit vector [+ hidden features] -> standardise -> linear.
 
@@ -190,7 +186,7 @@ class EmbeddingGenderNet(nn.Module):
         self.register_buffer("intercept", torch.tensor(float(intercept)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        descriptor, pooled = self.backbone.describe(pixels, maps=self.hidden_columns > HIDDEN_POOLED)
+        descriptor, pooled = self.backbone.describe(pixels, maps=self.hidden_columns > POOLED_WIDTH)
         return self.head(descriptor, pooled)
 
     def head(self, embedding: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
@@ -218,7 +214,7 @@ class FinetuneGenderNet(nn.Module):
     #: Pooled trunk channels (``DlibResNet.trunk``) and the width of the hidden features that
     #: ``DlibResNet.describe(..., maps=True)`` puts before the flattened 256x4x4 map.
     TRUNK_POOLED = 384
-    DESCRIBED_POOLED = HIDDEN_POOLED
+    DESCRIBED_POOLED = POOLED_WIDTH
 
     def __init__(self, dropout: float = 0.2) -> None:
         super().__init__()

@@ -17,15 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import MODELS_DIR
+from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.integrity import verify_model_folder
 
 DEFAULT_GENDER_DIR = MODELS_DIR / "gender"
 #: The kinds whose whole head is this logistic regression.
 LINEAR_KINDS = ("embedding", "backbone")
-# Pooled hidden channels (DlibResNet.describe: 128 + 256 + 256); describe(maps=True) puts the last
-# stage's flattened input map after them. A backbone head reads the first len(mean) - 128 columns.
-_POOLED = 640
-_EMBEDDING = 128
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,12 @@ class LinearGenderHead:
     @property
     def hidden_columns(self) -> int:
         """Hidden features read before the embedding: 640 pooled, or 640 + 4096 with the map."""
-        return len(self.mean) - _EMBEDDING if self.kind == "backbone" else 0
+        return len(self.mean) - EMBEDDING_DIM if self.kind == "backbone" else 0
 
     @property
     def reads_maps(self) -> bool:
         """Whether the pass must include the last stage's input map (``describe(maps=True)``)."""
-        return self.hidden_columns > _POOLED
+        return self.hidden_columns > POOLED_WIDTH
 
     def p_female(self, embedding: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
         """Probability of ``female`` from a pass's descriptors (unit or raw) and, for the backbone

@@ -25,6 +25,9 @@ EMBEDDING_DIM = 128
 _CACHE_FORMAT = 1
 # The square input the network was trained on, checked against the file.
 CHIP_SIZE = 150
+# DlibResNet.describe's hidden features: 640 pooled channels of the last three stages
+# (128 + 256 + 256), then (with maps) the last stage's flattened 256x4x4 input map.
+POOLED_WIDTH = 640
 # (output channels, residual blocks, first block downsamples) per stage, input side first.
 # This is dlib's alevel4 .. alevel0 from the network type in dlib's face_recognition.cpp.
 STAGES: tuple[tuple[int, int, bool], ...] = (

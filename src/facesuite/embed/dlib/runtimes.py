@@ -17,11 +17,9 @@ import numpy as np
 
 from facesuite.config import onnx_session, write_atomically
 from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
-from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, cache_path, shipped_model_path
+from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH, cache_path, shipped_model_path
 from facesuite.integrity import verify_model_file
 
-# DlibResNet.describe's hidden features: 640 pooled channels, then (with maps) the 256x4x4 map.
-POOLED_WIDTH = 640
 # Bumped whenever the ONNX export changes (2: describe's hidden features as a second output).
 _ONNX_EXPORT = 2
 
