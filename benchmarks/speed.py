@@ -9,7 +9,7 @@ first result, steady state, where the time goes, and peak memory.
   distortion, routes, embedder, gender) and the face_recognition script on the same image.
 - **Steady state**: in one process after a warm-up, detect + align + embed faces/s (facesuite:
   ``FaceAnalysis(routes=None, gender=None).embed``, batched; face_recognition: per image).
-- **Per stage** (steady state, ms per image): facesuite's decode, detect (MTCNN), align, distortion
+- **Per stage** (steady state, ms per image on one core): facesuite's decode, detect (MTCNN), align, distortion
   detector, route (restoration), embed, gender head; face_recognition's decode, detect (HOG), and
   landmarks + align + embed (one call there).
 
@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
@@ -103,9 +105,13 @@ def steady_state(paths: list[str]) -> dict:
 
 
 def stages(paths: list[str]) -> dict[str, float]:
-    """Milliseconds per image of each stage of the routed analysis, run stage by stage."""
+    """Milliseconds per image of each stage of the routed analysis, run stage by stage on one
+    core (facesuite.parallel runs batches inline with one inference thread): each figure is that
+    stage's own cost, not its share of two cores."""
     from facesuite.analysis import FaceAnalysis
     from facesuite.route.restore import RESTORERS
+
+    os.environ["OMP_NUM_THREADS"] = "1"
 
     analysis = FaceAnalysis(use_cache=False)
     analysis.get(paths[0])  # every model loaded and warm
@@ -124,9 +130,16 @@ def stages(paths: list[str]) -> dict[str, float]:
                                    for f in detector.detect_largest([d.pixels for d in decoded[i:i + 16]])])
     chips = lap("align", lambda: [f.chip(d.pixels, spec.size, spec.padding) for f, d in zip(faces, decoded)])
     kinds = lap("distortion", lambda: analysis.distortion.predict([d.pixels for d in decoded]))
-    routes = [analysis.router.route(k.label).restore for k in kinds]
-    restored = lap("route", lambda: [RESTORERS[r](c) for r, c in zip(routes, chips)])
-    plain, pooled = lap("embed", lambda: analysis.embedder.describe(restored))
+    routes = [analysis.router.route(k.label) for k in kinds]
+    restored = lap("route", lambda: [RESTORERS[r.restore](c) for r, c in zip(routes, chips)])
+
+    def embed():
+        # The gender head reads the last stage's map beside the pooled stages when it was trained
+        # on them; the mirrored routes embed their chip a second time, mirrored.
+        described = analysis.embedder.describe(restored, maps=analysis._gender_head.reads_maps)
+        analysis.embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c, r in zip(restored, routes) if r.mirror])
+        return described
+    plain, pooled = lap("embed", embed)
     lap("gender", lambda: analysis._gender_head.p_female(plain, pooled))  # the NumPy head analyze runs
     return clock
 

@@ -53,12 +53,10 @@ def test_gallery_enroll_keeps_the_identities_enrolled_before_a_fault(facecom_b: 
         (tmp_path / "ids" / person).mkdir(parents=True)
         for image in _images(facecom_b, person):
             (tmp_path / "ids" / person / image.name).symlink_to(image.resolve())
-    calls = {"n": 0}
     embed = FaceAnalysis.embed_crops
 
     def fails_on_the_second_batch(self, crops):
-        calls["n"] += 1
-        if calls["n"] == 2:
+        if any(Path(crop.path).parent.name in people[16:] for crop in crops):
             _explode()
         return embed(self, crops)
 

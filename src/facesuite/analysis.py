@@ -35,6 +35,7 @@ from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
 from facesuite.io import ImageInput, decode
+from facesuite.parallel import model_loading, ordered_map
 
 
 @dataclass
@@ -170,13 +171,9 @@ class FaceAnalysis:
                   progress: str | None = None) -> list[list[Face] | Skipped]:
         """:meth:`get` for many images, batched through every stage: per input, in order, its
         faces or a :class:`Skipped` saying why it could not be read."""
-        results: list[list[Face] | Skipped] = []
-        bar = tqdm(total=len(images), desc=progress, disable=progress is None, unit="img", leave=False)
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size]
+        def analyse(items: list[Crop | Skipped]) -> tuple[list[list[Face] | Skipped], list[np.ndarray]]:
             per_input: list[list[Crop] | Skipped] = []
-            # The decoded images stay with their crops through the batch (one decode per input)...
-            for item in self.extractor.iter_crops(batch, self.embedder.chip_spec, max_faces=max_faces or 0, keep_pixels=True):
+            for item in items:
                 if isinstance(item, Skipped):
                     per_input.append(item)
                 elif item.face_index == 0:
@@ -184,13 +181,18 @@ class FaceAnalysis:
                 else:
                     per_input[-1].append(item)
             crops = [c for entry in per_input if not isinstance(entry, Skipped) for c in entry]
-            faces = iter(self._analyse(crops))
-            for crop in crops:
-                if isinstance(crop.path, Path):
-                    crop.image = None  # ...and no longer: a file's image is read again if a chip is asked for
-            results += [entry if isinstance(entry, Skipped) else [next(faces) for _ in entry] for entry in per_input]
-            bar.update(len(batch))
-        bar.close()
+            faces, frames = self._analyse(crops)
+            _release_files(crops)  # ...and no longer
+            faces_in_order = iter(faces)
+            return [entry if isinstance(entry, Skipped) else [next(faces_in_order) for _ in entry] for entry in per_input], frames
+
+        # The decoded images stay with their crops through the batch (one decode per input)...
+        results: list[list[Face] | Skipped] = []
+        for per_input, frames in self.extractor.map_batches(images, analyse, self.embedder.chip_spec, progress,
+                                                            max_faces or 0, keep_pixels=True):
+            # Identified here, on the calling thread: the gallery's store is not shared between threads.
+            self._identify([face for entry in per_input if not isinstance(entry, Skipped) for face in entry], frames)
+            results += per_input
         return results
 
     def faces(self, images: Sequence[ImageInput], max_faces: int | None = 1,
@@ -252,32 +254,19 @@ class FaceAnalysis:
 
     def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
         """Unit embeddings (through each face's route) of the largest face of each input."""
-        if not self.routed:
-            crops, skipped = self.crops(images, progress)
-            return self.embed_crops(crops), crops, skipped
-        # The distortion detector reads each whole image: route one extraction batch at a time
-        # while its pixels are decoded, instead of reading every file a second time.
-        crops, skipped, parts, pending = [], [], [], []
-        for item in self.extractor.iter_crops(images, self.embedder.chip_spec, progress, keep_pixels=True):
-            if isinstance(item, Skipped):
-                skipped.append(item)
-                continue
-            pending.append(item)
-            if len(pending) == self.extractor.batch_size:
-                parts.append(self._route_and_release(pending))
-                crops += pending
-                pending = []
-        if pending or not parts:
-            parts.append(self._route_and_release(pending))
-            crops += pending
-        return np.concatenate(parts), crops, skipped
+        def embed_batch(items: list[Crop | Skipped]) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
+            crops = [item for item in items if isinstance(item, Crop)]
+            vectors = self.embed_crops(crops)
+            _release_files(crops)
+            return vectors, crops, [item for item in items if isinstance(item, Skipped)]
 
-    def _route_and_release(self, crops: list[Crop]) -> np.ndarray:
-        vectors = self.route_crops(crops, frames=[crop.image for crop in crops])[0]
-        for crop in crops:
-            if isinstance(crop.path, Path):  # a file is read again when needed; memory inputs keep theirs
-                crop.image = None
-        return vectors
+        # The distortion detector reads each whole image: it reads the batch's decoded pixels,
+        # instead of every file a second time.
+        parts = list(self.extractor.map_batches(images, embed_batch, self.embedder.chip_spec, progress, keep_pixels=self.routed))
+        if not parts:
+            return np.zeros((0, self.embedder.dim), np.float32), [], []
+        return (np.concatenate([vectors for vectors, _, _ in parts]), [c for _, crops, _ in parts for c in crops],
+                [s for _, _, skipped in parts for s in skipped])
 
     def embed_crops(self, crops: Sequence[Crop]) -> np.ndarray:
         """Unit embeddings of the crops, each through its route."""
@@ -295,6 +284,18 @@ class FaceAnalysis:
         if not crops:
             empty = np.zeros((0, self.embedder.dim), dtype=np.float32)
             return empty, empty, [], None
+        # Parts of one extraction batch each, side by side on every core (inline within a batch).
+        size = self.extractor.batch_size
+        parts = list(ordered_map(
+            lambda start: self._route_part(crops[start : start + size], frames[start : start + size] if frames is not None else None,
+                                           hidden, maps),
+            range(0, len(crops), size)))
+        routed, plain, kinds, pooled = zip(*parts)
+        return (np.concatenate(routed), np.concatenate(plain), [k for part in kinds for k in part],
+                np.concatenate(pooled) if hidden else None)
+
+    def _route_part(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None, hidden: bool,
+                    maps: bool) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
         kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
         routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden, maps)
         return routed, plain, kinds, pooled
@@ -302,10 +303,11 @@ class FaceAnalysis:
     @property
     def distortion(self):
         """The distortion detector, loaded on first use (embedding without routes never needs it)."""
-        if self._distortion is None:
-            from facesuite.classify.distortion import DistortionDetector
+        with model_loading:
+            if self._distortion is None:
+                from facesuite.classify.distortion import DistortionDetector
 
-            self._distortion = DistortionDetector.load()
+                self._distortion = DistortionDetector.load()
         return self._distortion
 
     @property
@@ -313,10 +315,11 @@ class FaceAnalysis:
         """The gender model (:class:`~facesuite.classify.gender.GenderModel`, PyTorch: standalone
         chips, Grad-CAM), or None without gender. When the analyzer's own pass feeds a linear head
         it is loaded on first use only: analysing runs that head in NumPy."""
-        if self._gender_model is None and self._gender_folder is not None:
-            from facesuite.classify.gender import GenderModel
+        with model_loading:
+            if self._gender_model is None and self._gender_folder is not None:
+                from facesuite.classify.gender import GenderModel
 
-            self._gender_model = GenderModel.load(self._gender_folder)
+                self._gender_model = GenderModel.load(self._gender_folder)
         return self._gender_model
 
     # ------------------------------------------------------------------ internals
@@ -348,10 +351,11 @@ class FaceAnalysis:
         # Heads on hidden stages read the describe pass of dlib's port (either runtime).
         return kind in ("backbone", "finetune") and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
 
-    def _analyse(self, crops: list[Crop]) -> list[Face]:
-        """Distortion, route, embedding, gender and identity of each crop, one pass per stage."""
+    def _analyse(self, crops: list[Crop]) -> tuple[list[Face], list[np.ndarray]]:
+        """Distortion, route, embedding and gender of each crop, one pass per stage; and the
+        image each face is in."""
         if not crops:
-            return []
+            return [], []
         # One decode per input, shared by all its faces.
         frames_of = {id(c.image) if c.image is not None else str(c.path): c for c in crops}
         decoded = {key: crop.pixels() for key, crop in frames_of.items()}
@@ -378,10 +382,13 @@ class FaceAnalysis:
             if p_female is not None:
                 faces[-1].p_female = float(p_female[i])
                 faces[-1].gender = (self._gender_head or self.gender).labels_for(p_female[i : i + 1])[0]
-        if self.gallery is not None and len(self.gallery):
+        return faces, frames
+
+    def _identify(self, faces: list[Face], frames: list[np.ndarray]) -> None:
+        """Each face's identity in the gallery (``frames``: the image each face is in, for source matching)."""
+        if self.gallery is not None and len(self.gallery) and faces:
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
-        return faces
 
     def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
         """Each face's chance of being recognised (None without a quality model)."""
@@ -404,6 +411,14 @@ class FaceAnalysis:
                 return torch.softmax(logits, dim=1)[:, 1].numpy()
         spec = self.gender.chip_spec
         return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
+
+
+def _release_files(crops: Sequence[Crop]) -> None:
+    """Let go of the decoded pixels the crops of files held for their batch: a file is read again
+    when its image is asked for; inputs given in memory keep theirs."""
+    for crop in crops:
+        if isinstance(crop.path, Path):
+            crop.image = None
 
 
 @dataclass
@@ -473,8 +488,7 @@ class Gallery:
                 except InputError as error:
                     skipped[identity].append(Skipped.of(image, error))
         # One crop per decoded input, in order (decoded inputs cannot fail again).
-        crops = list(self.analysis.extractor.iter_crops(inputs, self.analysis.embedder.chip_spec, max_faces=1))
-        vectors = self.analysis.embed_crops(crops) if crops else np.zeros((0, self.store.dim), np.float32)
+        vectors, crops, _ = self.analysis.embed(inputs)
         frames = None
         if self.store.keeps_frames:
             from facesuite.gallery.source_match import frame_of, frame_to_bytes

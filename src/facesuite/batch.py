@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from facesuite.detect import DetectorSettings
 from facesuite.errors import Fault, InputError, describe_fault
 from facesuite.io import iter_images
+from facesuite.parallel import ordered_map
 
 KINDS = ("analyze", "embed")
 ENGINES = ("local", "ray")
@@ -363,8 +364,10 @@ def _run_local(spec: JobSpec, paths: Sequence[str], workers: int | None) -> Iter
     cores = os.cpu_count() or 1
     workers = min(workers or cores, math.ceil(len(paths) / spec.batch_size))
     if workers == 1:
+        # Chunks side by side on this process's cores (each chunk's own batches then run inline):
+        # no core waits at the end of a chunk for the other's last batch.
         worker = ImageWorker(spec)
-        return (worker.process(chunk) for chunk in _chunks(paths, spec.batch_size))
+        return ordered_map(worker.process, list(_chunks(paths, spec.batch_size)))
     return _pool_results(spec, paths, workers, max(1, cores // workers))
 
 

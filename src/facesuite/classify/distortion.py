@@ -32,6 +32,7 @@ from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
 from facesuite.integrity import verify_model_folder
 from facesuite.io import load_image
+from facesuite.parallel import ordered_map
 
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
 WEIGHTS_FILE = "weights.pt"
@@ -154,10 +155,12 @@ class DistortionDetector:
         Paths are read with :func:`facesuite.io.load_image`, so a bad file raises InputError;
         use :meth:`predict_paths` to skip bad files instead.
         """
-        predictions: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
+        def probabilities(start: int) -> np.ndarray:
             batch = [load_image(item) if isinstance(item, (str, Path)) else item for item in images[start : start + self.batch_size]]
-            probs = _softmax(self.logits(*self.views(batch)))
+            return _softmax(self.logits(*self.views(batch)))
+
+        predictions: list[Prediction] = []
+        for probs in ordered_map(probabilities, range(0, len(images), self.batch_size)):
             for row in probs:
                 best = int(row.argmax())
                 predictions.append(

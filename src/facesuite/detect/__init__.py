@@ -117,10 +117,13 @@ class FaceDetector:
         self._mtcnn = None
 
     def _model(self):
-        if self._mtcnn is None:
-            from facesuite.detect.mtcnn import MTCNNRunner
+        from facesuite.parallel import model_loading
 
-            self._mtcnn = MTCNNRunner(self.settings.min_face_size, self.settings.thresholds)
+        with model_loading:
+            if self._mtcnn is None:
+                from facesuite.detect.mtcnn import MTCNNRunner
+
+                self._mtcnn = MTCNNRunner(self.settings.min_face_size, self.settings.thresholds)
         return self._mtcnn
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:

@@ -7,9 +7,10 @@ a large folder is processed to the end and the skips are counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,9 @@ from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
 from facesuite.io import Decoded, ImageInput, decode, load_image
+from facesuite.parallel import ordered_map
+
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -70,20 +74,32 @@ class FaceExtractor:
         self.batch_size = batch_size
         self._cache = DetectionCache(cache_folder or cache_dir()) if use_cache else None
 
+    def map_batches(
+        self, images: Sequence[ImageInput], work: Callable[[list[Crop | Skipped]], Result], chip: ChipSpec = ChipSpec(),
+        progress: str | None = None, max_faces: int | None = None, keep_pixels: bool = False,
+    ) -> Iterator[Result]:
+        """``work`` of each batch's crops and skips (in input order, largest face first), yielded
+        batch by batch in order; batches run side by side on every core (:mod:`facesuite.parallel`),
+        each through extraction and then ``work``. ``progress`` labels a progress bar.
+        ``max_faces``: faces per image (default 1, every face with the ``all_faces`` setting;
+        ``None`` there means every face). ``keep_pixels``: every crop keeps its decoded image, files
+        too, for a ``work`` that reads them again."""
+        batches = [images[start : start + self.batch_size] for start in range(0, len(images), self.batch_size)]
+        bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None, leave=False)
+        results = ordered_map(lambda batch: work(list(self._process(batch, chip, max_faces, keep_pixels))), batches)
+        for batch, result in zip(batches, results):
+            yield result
+            bar.update(len(batch))
+        bar.close()
+
     def iter_crops(
         self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
         max_faces: int | None = None, keep_pixels: bool = False,
     ) -> Iterator[Crop | Skipped]:
-        """Yield the Crops (largest face first) or a Skipped of each input, in order; ``progress``
-        labels a progress bar. ``max_faces``: faces per image (default 1, every face with the
-        ``all_faces`` setting; ``None`` there means every face). ``keep_pixels``: every crop keeps
-        its decoded image, files too, for a caller that reads them again within the batch."""
-        bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None, leave=False)
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size]
-            yield from self._process(batch, chip, max_faces, keep_pixels)
-            bar.update(len(batch))
-        bar.close()
+        """The Crops (largest face first) or a Skipped of each input, in order (arguments as
+        :meth:`map_batches`)."""
+        for items in self.map_batches(images, list, chip, progress, max_faces, keep_pixels):
+            yield from items
 
     def crops(self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
               max_faces: int | None = None) -> tuple[list[Crop], list[Skipped]]:

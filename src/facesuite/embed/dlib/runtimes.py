@@ -19,6 +19,7 @@ from facesuite.config import onnx_session, write_atomically
 from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
 from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH, cache_path, shipped_model_path
 from facesuite.integrity import verify_model_file
+from facesuite.parallel import ordered_map
 
 # Bumped whenever the ONNX export changes (2: describe's hidden features as a second output).
 _ONNX_EXPORT = 2
@@ -51,14 +52,11 @@ class _DlibPortEmbedder(Embedder):
     def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(unit embeddings, hidden features) of the chips from one backbone pass
         (``DlibResNet.describe``: pooled hidden stages, and with ``maps`` the last stage's input map)."""
-        vectors, features = [], []
-        for start in range(0, len(chips), batch_size):
-            descriptor, hidden = self._describe(chips_to_array(chips[start : start + batch_size]), maps)
-            vectors.append(descriptor)
-            features.append(hidden)
-        if not vectors:
+        if not len(chips):
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 0), np.float32)
-        return l2_normalise(np.concatenate(vectors)), np.concatenate(features)
+        batches = list(ordered_map(lambda start: self._describe(chips_to_array(chips[start : start + batch_size]), maps),
+                                   range(0, len(chips), batch_size)))
+        return l2_normalise(np.concatenate([vectors for vectors, _ in batches])), np.concatenate([hidden for _, hidden in batches])
 
     @abstractmethod
     def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
