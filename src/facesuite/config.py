@@ -58,7 +58,7 @@ def onnx_session(path: Path):
     (:mod:`facesuite.parallel`), which measured 1.2-1.4x faster than one batch at a time through
     sessions :func:`inference_threads` wide, because the NumPy and OpenCV stages between the
     networks leave a wide session's other threads idle. A single image (the API, ``analyze
-    one.jpg``) gives up about 5 ms to it (p50 28 -> 33 ms on the API).
+    one.jpg``) runs on one core; with the detector's own savings the API's p50 stayed at 27 ms.
     """
     import onnxruntime
 
