@@ -134,13 +134,15 @@ def test_routed_embed_decodes_each_file_once_and_matches_its_stages(app: FaceAna
 
 def test_default_analyze_runs_without_torch_and_matches_the_torch_path(app: FaceAnalysis, facecom_b: Path) -> None:
     """Once the cache holds the converted networks, `facesuite analyze` runs ONNX Runtime and NumPy
-    only (importing PyTorch alone costs ~1.8 s per call), with the PyTorch path's results."""
+    only (importing PyTorch alone costs ~1.8 s per call), with the PyTorch path's results; nor
+    does it import what only galleries, the server, Ray or the report need."""
     import subprocess
     import sys
 
     path = _image(facecom_b, "Colin_Powell", 1)
     code = ("import sys; from facesuite.cli import main; code = main(['analyze', sys.argv[1], '--no-cache', '--json']); "
-            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules), file=sys.stderr); sys.exit(code)")
+            "print(sorted(m for m in ('torch', 'torchvision', 'faiss', 'ray', 'fastapi', 'matplotlib', 'pymilvus') "
+            "if m in sys.modules), file=sys.stderr); sys.exit(code)")
     app.get(path)  # the module's analyzer has converted (and cached) every network it runs
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "[]"

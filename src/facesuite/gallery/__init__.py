@@ -21,7 +21,18 @@ from facesuite.gallery.base import (
     is_milvus_uri,
     open_gallery,
 )
-from facesuite.gallery.faiss_sqlite import DB_NAME, INDEX_NAME, Gallery
+
+_FOLDER_BACKEND = ("DB_NAME", "INDEX_NAME", "Gallery")
+
+
+def __getattr__(name: str):
+    # The folder backend imports FAISS (50-60 ms); analysing images without a gallery never needs it.
+    if name in _FOLDER_BACKEND:
+        from facesuite.gallery import faiss_sqlite
+
+        return getattr(faiss_sqlite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DB_NAME", "INDEX_NAME", "UNKNOWN", "Gallery", "GalleryStore", "Match", "create_gallery", "display_uri",
            "gallery_exists", "is_milvus_uri", "open_gallery"]
