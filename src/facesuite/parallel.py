@@ -57,14 +57,13 @@ def ordered_map(work: Callable[[Item], Result], items: Sequence[Item]) -> Iterat
             yield work(item)
         return
     pool = _shared_pool()
-    # Two items per thread in flight: one running, one ready for the moment it finishes. More
-    # would only hold more decoded images in memory.
+    # One item per thread in flight and one more, ready for the first thread to finish: each
+    # holds a batch of decoded images (up to 16 x 50 MB at io.MAX_SIDE), so no more than that.
     pending: deque[Future] = deque()
-    queued = iter(items)
     try:
-        for item in queued:
+        for item in items:
             pending.append(pool.submit(work, item))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
