@@ -488,12 +488,13 @@ class Gallery:
                 except InputError as error:
                     skipped[identity].append(Skipped.of(image, error))
         # One crop per decoded input, in order (decoded inputs cannot fail again).
-        vectors, crops, _ = self.analysis.embed(inputs)
+        vectors, _, _ = self.analysis.embed(inputs)
         frames = None
         if self.store.keeps_frames:
             from facesuite.gallery.source_match import frame_of, frame_to_bytes
 
-            frames = [frame_to_bytes(frame_of(crop.pixels())) for crop in crops]
+            # The chunk's decoded inputs, not crop.pixels(): that reads each file from disk again.
+            frames = [frame_to_bytes(frame_of(entry.pixels)) for entry in inputs]
         results = []
         for identity in people:
             rows = [i for i, owner in enumerate(owners) if owner == identity]
