@@ -143,9 +143,9 @@ def stages(paths: list[str]) -> dict[str, float]:
     restored = lap("route", lambda: [RESTORERS[r.restore](c) for r, c in zip(routes, chips)])
 
     def embed():
-        # The gender head reads the last stage's map beside the pooled stages when it was trained
-        # on them; the mirrored routes embed their chip a second time, mirrored.
-        described = analysis.embedder.describe(restored, maps=analysis._gender_head.reads_maps)
+        # The pass analyze runs (with the last stage's map when gender reads it); the mirrored
+        # routes embed their chip a second time, mirrored.
+        described = analysis.embedder.describe(restored, maps=analysis._gender_reads_maps())
         analysis.embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c, r in zip(restored, routes) if r.mirror])
         return described
     plain, pooled = lap("embed", embed)

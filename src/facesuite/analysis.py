@@ -351,6 +351,13 @@ class FaceAnalysis:
         # Heads on hidden stages read the describe pass of dlib's port (either runtime).
         return kind in ("backbone", "finetune") and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
 
+    def _gender_reads_maps(self) -> bool:
+        """Whether the recognition pass must carry the last stage's input map for gender: a
+        fine-tuned branch, and a backbone head trained on the map, read it from that same pass."""
+        if not self._gender_shares_backbone():
+            return False
+        return self._gender_kind() == "finetune" or (self._gender_head is not None and self._gender_head.reads_maps)
+
     def _analyse(self, crops: list[Crop]) -> tuple[list[Face], list[np.ndarray]]:
         """Distortion, route, embedding and gender of each crop, one pass per stage; and the
         image each face is in."""
@@ -362,10 +369,7 @@ class FaceAnalysis:
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        # A fine-tuned gender branch, and a backbone head trained on it, read the trunk's last map
-        # from the same pass: one trunk run.
-        maps = shared and (self._gender_kind() == "finetune" or (self._gender_head is not None and self._gender_head.reads_maps))
-        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=maps)
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=self._gender_reads_maps())
         p_female = self._p_female(crops, frames, plain, pooled if shared else None)
         quality = self._quality(crops, kinds)
         faces = []
