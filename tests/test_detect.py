@@ -173,6 +173,38 @@ def test_our_mtcnn_agrees_with_facenet_pytorch(facecom_b: Path) -> None:
     assert compared >= 30  # most of these photos hold a face
 
 
+def test_rewritten_prelu_and_pooling_give_the_textbook_networks_bit_for_bit(facecom_b: Path) -> None:
+    """Our P/R/O-Net run PReLU after max-pooling and as relu + slope * min (faster under ONNX
+    Runtime); on real faces, clean and distorted, every output equals facenet-pytorch's networks,
+    which pool after PReLU, exactly."""
+    import cv2
+    import torch
+    from facenet_pytorch.models import mtcnn as reference
+
+    from facesuite.detect.mtcnn_nets import load_network
+
+    dataset = read_identity_folders(facecom_b)
+    paths = random.Random(7).sample([p for p, _ in dataset.clean], 4) + random.Random(7).sample([d.path for d in dataset.distorted], 12)
+    images = [load_image(p) for p in paths]
+
+    def batch(side: int) -> torch.Tensor:
+        pixels = np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images])
+        return torch.from_numpy((pixels.astype(np.float32).transpose(0, 3, 1, 2) - 127.5) * 0.0078125)
+
+    with torch.no_grad():
+        for name, network, side in (("pnet", reference.PNet, 67), ("rnet", reference.RNet, 24), ("onet", reference.ONet, 48)):
+            textbook = network(pretrained=True).eval()
+            ours = load_network(name)
+            pixels = batch(side)
+            got, expected = ours(pixels), textbook(pixels)
+            # facenet-pytorch returns (offsets, softmax), O-Net (offsets, landmarks, softmax); ours
+            # (p(face), offsets) and (p(face), offsets, landmarks).
+            assert torch.equal(got[0], expected[-1][:, 1]), name
+            assert torch.equal(got[1], expected[0]), name
+            if name == "onet":
+                assert torch.equal(got[2], expected[1])
+
+
 def test_analyze_imports_only_what_it_needs(facecom_b: Path) -> None:
     import subprocess
     import sys

@@ -35,7 +35,7 @@ WEIGHTS = {"pnet": "facenet_pytorch/data/pnet.pt", "rnet": "facenet_pytorch/data
 
 
 _RUN_SIZE = 16  # crops per network run
-_ONNX_FORMAT = 1  # bump when the export (mtcnn_nets.export) changes, so stale cached files are not reused
+_ONNX_FORMAT = 2  # bump when the export (mtcnn_nets.export) changes, so stale cached files are not reused
 
 
 def weights_file(name: str) -> Path:

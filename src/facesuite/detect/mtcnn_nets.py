@@ -11,6 +11,20 @@ from torch import nn
 from facesuite.detect.mtcnn import weights_file
 
 
+def _prelu(x: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
+    """``prelu(x)`` written as ``relu(x) + slope * min(x, 0)``: the same numbers bit for bit, but
+    exported as operators ONNX Runtime runs fast; its own PRelu took half of R-Net's time."""
+    slope = prelu.weight.view(1, -1, *([1] * (x.dim() - 2)))
+    return torch.relu(x) + slope * torch.clamp(x, max=0)
+
+
+def _pooled_prelu(x: torch.Tensor, prelu: nn.PReLU, pool: nn.MaxPool2d) -> torch.Tensor:
+    """``pool(prelu(x))`` computed on the pooled map, a quarter of the size: a window's largest
+    PReLU value is the PReLU of its largest or of its smallest input (PReLU is increasing, or
+    V-shaped where a channel's slope is negative), so this is exact, bit for bit."""
+    return torch.maximum(_prelu(pool(x), prelu), _prelu(-pool(-x), prelu))
+
+
 class PNet(nn.Module):
     """Proposal network: fully convolutional, a face probability and box offsets per 12 px window."""
 
@@ -24,8 +38,8 @@ class PNet(nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        x = _pooled_prelu(self.conv1(x), self.prelu1, self.pool1)
+        x = _prelu(self.conv3(_prelu(self.conv2(x), self.prelu2)), self.prelu3)
         return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
 
 
@@ -44,11 +58,11 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
+        x = _pooled_prelu(self.conv1(x), self.prelu1, self.pool1)
+        x = _pooled_prelu(self.conv2(x), self.prelu2, self.pool2)
+        x = _prelu(self.conv3(x), self.prelu3)
         # The converted Caffe weights expect the feature map flattened as (width, height, channel).
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
+        x = _prelu(self.dense4(x.permute(0, 3, 2, 1).flatten(1)), self.prelu4)
         return torch.softmax(self.dense5_1(x), dim=1)[:, 1], self.dense5_2(x)
 
 
@@ -70,11 +84,11 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)  # landmarks: five x, then five y, as box fractions
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
+        x = _pooled_prelu(self.conv1(x), self.prelu1, self.pool1)
+        x = _pooled_prelu(self.conv2(x), self.prelu2, self.pool2)
+        x = _pooled_prelu(self.conv3(x), self.prelu3, self.pool3)
+        x = _prelu(self.conv4(x), self.prelu4)
+        x = _prelu(self.dense5(x.permute(0, 3, 2, 1).flatten(1)), self.prelu5)
         return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
 
 
