@@ -22,8 +22,10 @@ from facesuite.batch import (
     JobSpec,
     done_paths,
     list_images,
+    ImageWorker,
     output_schema,
     read_output,
+    rows_to_table,
     run_job,
 )
 from facesuite.cli import main
@@ -89,6 +91,34 @@ def test_analyze_rows_match_the_analyzer_and_record_bad_images(tmp_path: Path, i
         np.testing.assert_allclose(row["p_female"], face.p_female, atol=1e-5)
         np.testing.assert_allclose(row["embedding"], face.embedding, atol=1e-5)
         assert np.linalg.norm(row["embedding"]) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["analyze", "embed"])
+def test_rows_become_the_table_pyarrow_would_build(tmp_path: Path, images: list[Path], kind: str) -> None:
+    """The worker's rows (faces, a fallback-free error row) through our NumPy-buffer conversion give
+    exactly pyarrow's own ``Table.from_pylist``, which we avoid only because it imports pandas."""
+    (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
+    paths = [str(p) for p in images[:3]] + [str(tmp_path / "corrupt.jpg")]
+    worker = ImageWorker(JobSpec(kind))
+    rows = worker._rows(paths)
+    table = worker.process(paths)
+    table.validate(full=True)
+    assert table.equals(pa.Table.from_pylist([rows[path] for path in paths], schema=output_schema(kind)))
+    assert table.column("error").null_count == 3 and rows_to_table([], output_schema(kind)).num_rows == 0
+
+
+def test_batch_embed_process_imports_only_what_it_uses(tmp_path: Path, images: list[Path]) -> None:
+    """A `batch embed` run on this machine loads neither pandas (0.3 s: pyarrow imports it when it
+    converts Python values or reads with read_table) nor PyTorch, FAISS or Ray."""
+    code = ("import sys; from facesuite.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('pandas', 'torch', 'faiss', 'ray', 'matplotlib') if m in sys.modules), file=sys.stderr); "
+            "sys.exit(code)")
+    listing = write_list(tmp_path / "list.txt", images[:2])
+    for _ in range(2):  # the second run resumes: it reads the first run's output
+        done = subprocess.run([sys.executable, "-c", code, "batch", "embed", str(listing), "--out", str(tmp_path / "out"),
+                               "--workers", "1"], capture_output=True, text=True, check=True)
+        assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+    assert read_output(tmp_path / "out").num_rows == 2
 
 
 def test_rerun_skips_images_already_in_the_output(tmp_path: Path, images: list[Path]) -> None:
