@@ -240,3 +240,40 @@ def test_api_analyze_matrix(client: TestClient, matrix: Path, name: str) -> None
     else:
         assert body["error"].startswith(f"{upload_name}: ") and outcome in body["error"]
         assert "Traceback" not in response.text and "facesuite-upload" not in body["error"]
+
+
+def test_file_and_folder_names_that_are_not_utf8(matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Names in Latin-1 (an old camera card, a zip from Windows) are valid on Linux but not UTF-8:
+    each command reads them, writes their files under the same bytes, and writes the name into
+    UTF-8 outputs (CSV, Parquet, the gallery's database) with the odd bytes as \\xNN. OpenCV's
+    imwrite crashed the process on such a path; CSV, Parquet and SQLite refused it."""
+    import os
+
+    from facesuite.batch import read_output
+
+    photos = tmp_path / "photos"
+    latin1 = os.fsdecode(b"Jos\xe9")  # the bytes of "José" in Latin-1, a surrogate for \xe9 in Python
+    (photos / latin1).mkdir(parents=True)
+    (photos / latin1 / f"{latin1}.jpg").write_bytes((matrix / "clean.jpg").read_bytes())
+    (photos / "ann").mkdir()
+    (photos / "ann" / "ann.jpg").write_bytes((matrix / "clean.jpg").read_bytes())
+    shown = "Jos\\xe9"
+
+    # In a child process: the OpenCV crash this guards against would take the test run with it.
+    code = "import sys; from facesuite.cli import main; sys.exit(main(sys.argv[1:]))"
+    subprocess.run([sys.executable, "-c", code, "detect", str(photos), "--out", str(tmp_path / "crops")], check=True,
+                   capture_output=True)
+    assert (tmp_path / "crops" / "crops" / latin1 / f"{latin1}.png").is_file()
+    detections = (tmp_path / "crops" / "detections.csv").read_text(encoding="utf-8")
+    assert f"{photos}/{shown}/{shown}.jpg" in detections and f"crops/{shown}/{shown}.png" in detections
+
+    for _ in range(2):  # the second run finds both images done
+        assert main(["batch", "embed", str(photos), "--out", str(tmp_path / "rows"), "--workers", "1"]) == 0
+    assert "0 images in" in capsys.readouterr().out.splitlines()[-1]
+    assert sorted(read_output(tmp_path / "rows").column("path").to_pylist()) == [
+        f"{photos}/{shown}/{shown}.jpg", f"{photos}/ann/ann.jpg"]
+
+    gallery = tmp_path / "gallery"
+    assert main(["gallery", "enroll", str(photos), "--gallery", str(gallery)]) == 0
+    assert main(["gallery", "list", "--gallery", str(gallery)]) == 0
+    assert f"{shown}\t1" in capsys.readouterr().out

@@ -34,7 +34,7 @@ from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_fea
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
-from facesuite.io import ImageInput, decode
+from facesuite.io import ImageInput, decode, utf8_path
 from facesuite.parallel import model_loading, ordered_map
 
 
@@ -502,11 +502,12 @@ class Gallery:
         results = []
         for identity in people:
             rows = [i for i, owner in enumerate(owners) if owner == identity]
-            added = 0
+            # The store's text is UTF-8: a folder or file name that is not is kept with \xNN escapes.
+            name, added = utf8_path(identity), 0
             if rows:
-                added = self.store.enroll(identity, vectors[rows], [inputs[i].name for i in rows],
+                added = self.store.enroll(name, vectors[rows], [utf8_path(inputs[i].name) for i in rows],
                                           **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
-            results.append(Enrolled(identity, added, skipped[identity]))
+            results.append(Enrolled(name, added, skipped[identity]))
         return results
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from facesuite.detect import DetectorSettings
 from facesuite.errors import Fault, InputError, describe_fault
-from facesuite.io import iter_images
+from facesuite.io import iter_images, utf8_path
 from facesuite.parallel import ordered_map
 
 KINDS = ("analyze", "embed")
@@ -145,7 +145,9 @@ class ImageWorker:
         recording it as if the image were bad would hide it behind an exit status of 0.
         """
         rows = self._rows(paths)
-        return rows_to_table([rows[path] for path in paths], self.schema)
+        # Parquet strings are UTF-8: a file name that is not is stored with \xNN escapes
+        # (run_job compares the same form when it resumes).
+        return rows_to_table([rows[path] | {"path": utf8_path(path)} for path in paths], self.schema)
 
     def _rows(self, paths: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
@@ -344,7 +346,7 @@ def run_job(
     out = Path(out)
     paths = list_images(source)
     done = done_paths(out, spec)
-    todo = [path for path in paths if path not in done]
+    todo = [path for path in paths if utf8_path(path) not in done]
     log(f"{len(paths)} images, {len(paths) - len(todo)} already in {out}, {len(todo)} to do")
     writer = PartWriter(out, spec)
     nodes: Counter[str] | None = Counter() if engine == "ray" else None

@@ -29,6 +29,7 @@ import numpy as np
 
 from facesuite.data import IdentityDataset, read_identity_folders
 from facesuite.errors import InputError
+from facesuite.io import open_csv
 from facesuite.report.faces import ChipSource, chips_of, one_per_type
 from facesuite.report.html import Section, read_sections, table_html, write_html
 
@@ -146,7 +147,7 @@ def run_demo(
         analysis.gallery = None
         gallery.close()
     analysis_rows = [r.to_dict() | {"true_identity": truth[r.source][0], "true_distortion": truth[r.source][1]} for r in results]
-    with open(out / "analysis.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out / "analysis.csv") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(analysis_rows[0]) if analysis_rows else ["path"])
         writer.writeheader()
         writer.writerows(analysis_rows)

@@ -12,6 +12,7 @@ import numpy as np
 from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.data import read_gender_folders
 from facesuite.errors import InputError, Skipped
+from facesuite.io import open_csv
 
 ERROR_GRID = 12  # wrong predictions shown with their Grad-CAM in the report (each Grad-CAM costs a backward pass)
 
@@ -66,7 +67,7 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
     if not predictions:
         raise InputError("no readable images to evaluate", data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out / "predictions.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "p_female"])
         for p in predictions:

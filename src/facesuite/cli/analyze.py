@@ -18,7 +18,7 @@ from facesuite.cli.detect import (
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from facesuite.analysis import FaceAnalysis
-    from facesuite.io import expand_paths
+    from facesuite.io import expand_paths, open_csv
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
@@ -29,7 +29,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print_skips(skipped)
     rows = [r.to_dict() for r in results]
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
+        with open_csv(args.csv) as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
             writer.writeheader()
             writer.writerows(rows)

@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
-    from facesuite.io import expand_paths
+    from facesuite.io import expand_paths, open_csv
 
     paths = expand_paths(args.paths)
     detector = DistortionDetector.load(args.model)
@@ -48,7 +48,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "distortion", "probability"])
         for path, prediction in done:
@@ -62,6 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
     from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
+    from facesuite.io import open_csv
     from facesuite.report.faces import classification_examples
     from facesuite.train.distortion import distortion_samples
 
@@ -76,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth = dict(samples)
     rows = [(str(path), truth[path], prediction.label, prediction.probability) for path, prediction in done]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(args.out) / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(Path(args.out) / "predictions.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "probability"])
         writer.writerows([path, true, predicted, f"{probability:.4f}"] for path, true, predicted, probability in rows)

@@ -52,9 +52,11 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
 
 
 def _write_rows(rows: list[dict], csv_path: str | None) -> None:
+    from facesuite.io import open_csv
+
     if not rows:
         return
-    handle = open(csv_path, "w", newline="", encoding="utf-8") if csv_path else sys.stdout
+    handle = open_csv(csv_path) if csv_path else sys.stdout
     writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)

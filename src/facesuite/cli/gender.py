@@ -76,13 +76,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import predict_gender
-    from facesuite.io import expand_paths
+    from facesuite.io import expand_paths, open_csv
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
     predictions, skipped = predict_gender(_analysis(args), paths, progress="gender")
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "gender", "p_female", "fallback"])
         for p in predictions:

@@ -20,7 +20,7 @@ from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
-from facesuite.io import Decoded, ImageInput, decode, load_image
+from facesuite.io import Decoded, ImageInput, decode, load_image, open_csv, write_image
 from facesuite.parallel import ordered_map
 
 Result = TypeVar("Result")
@@ -175,13 +175,11 @@ def export_crops(
     import csv
     import time
 
-    import cv2
-
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     detected = fallback = 0
     skipped: list[Skipped] = []
-    with open(out / "detections.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out / "detections.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "crop", "box", "landmarks", "score", "fallback"])
         for item in extractor.iter_crops(paths, chip, progress="detect"):
@@ -193,7 +191,7 @@ def export_crops(
             if item.face_index:
                 target = target.with_name(f"{target.stem}_face{item.face_index}.png")
             target.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(target), cv2.cvtColor(item.chip, cv2.COLOR_RGB2BGR))
+            write_image(target, item.chip)
             record = item.input_face.to_dict()
             writer.writerow([str(item.path), str(target.relative_to(out)), record["box"], record["landmarks"], record["score"], int(item.face.fallback)])
             fallback += item.face.fallback

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from facesuite.data import DISTORTIONS, read_identity_folders
 from facesuite.errors import InputError, Skipped
-from facesuite.io import load_image
+from facesuite.io import load_image, write_image
 
 
 def _pipelines() -> dict[str, A.Compose]:
@@ -149,6 +149,6 @@ def write_distorted(
         _place_clean(path, folder / path.name)
         for kind, copy in synthesizer.all_types(image, key=f"{identity}/{path.name}").items():
             target = folder / "distortion" / f"{path.stem}_{kind}.jpg"
-            cv2.imwrite(str(target), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            write_image(target, copy, jpeg_quality=quality)
             written += 1
     return DistortSummary(len(dataset.clean), written, skipped)

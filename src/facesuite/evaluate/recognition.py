@@ -20,6 +20,7 @@ from facesuite.classify.quality import UNRECOGNISABLE, quality_features
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.gallery.base import UNKNOWN
+from facesuite.io import open_csv
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
 
@@ -219,7 +220,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     rows = _prediction_rows(data, metrics["verification"]["threshold"], route_thresholds)
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out / "predictions.csv") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
         writer.writeheader()
         writer.writerows(rows)

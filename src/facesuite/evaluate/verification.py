@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from facesuite.errors import InputError, Skipped
+from facesuite.io import open_csv
 from facesuite.evaluate.plots import plot_histograms, plot_roc
 from facesuite.report.faces import ChipSource, hardest_pairs
 from facesuite.report.html import figure_html, table_html, write_html, write_json
@@ -71,7 +72,7 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], d
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     threshold = metrics["threshold"]
-    with open(out / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
+    with open_csv(out / "pairs.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["img1", "img2", "same", "distance", "predicted_same"])
         for index, distance in zip(kept, distances):
