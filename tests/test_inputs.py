@@ -242,12 +242,14 @@ def test_api_analyze_matrix(client: TestClient, matrix: Path, name: str) -> None
         assert "Traceback" not in response.text and "facesuite-upload" not in body["error"]
 
 
-def test_file_and_folder_names_that_are_not_utf8(matrix: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_file_and_folder_names_that_are_not_utf8(matrix: Path, facecom_b: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Names in Latin-1 (an old camera card, a zip from Windows) are valid on Linux but not UTF-8:
     each command reads them, writes their files under the same bytes, and writes the name into
     UTF-8 outputs (CSV, Parquet, the gallery's database) with the odd bytes as \\xNN. OpenCV's
     imwrite crashed the process on such a path; CSV, Parquet and SQLite refused it."""
     import os
+    import shutil
 
     from facesuite.batch import read_output
 
@@ -277,3 +279,11 @@ def test_file_and_folder_names_that_are_not_utf8(matrix: Path, tmp_path: Path, c
     assert main(["gallery", "enroll", str(photos), "--gallery", str(gallery)]) == 0
     assert main(["gallery", "list", "--gallery", str(gallery)]) == 0
     assert f"{shown}\t1" in capsys.readouterr().out
+
+    # An evaluation whose identity folder has such a name: its report and predictions name it.
+    people = tmp_path / "people"
+    for name, source in zip((latin1, "b", "c"), sorted(d for d in facecom_b.iterdir() if d.is_dir())):
+        shutil.copytree(source, people / name)
+    assert main(["eval", "recognition", str(people), "--out", str(tmp_path / "eval")]) == 0
+    assert shown in (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
+    assert shown in (tmp_path / "eval" / "predictions.csv").read_text(encoding="utf-8")

@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import Embedder, cosine_distance, get_embedder
-from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
-from facesuite.io import ImageInput, decode, utf8_path
+from facesuite.io import ImageInput, decode
 from facesuite.parallel import model_loading, ordered_map
+from facesuite.text import utf8_path
 
 
 @dataclass

@@ -41,8 +41,9 @@ import pyarrow.parquet as pq
 
 from facesuite.detect import DetectorSettings
 from facesuite.errors import Fault, InputError, describe_fault
-from facesuite.io import iter_images, utf8_path
+from facesuite.io import iter_images
 from facesuite.parallel import ordered_map
+from facesuite.text import utf8_path
 
 KINDS = ("analyze", "embed")
 ENGINES = ("local", "ray")

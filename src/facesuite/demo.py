@@ -29,9 +29,9 @@ import numpy as np
 
 from facesuite.data import IdentityDataset, read_identity_folders
 from facesuite.errors import InputError
-from facesuite.io import open_csv
 from facesuite.report.faces import ChipSource, chips_of, one_per_type
 from facesuite.report.html import Section, read_sections, table_html, write_html
+from facesuite.text import open_csv
 
 DEV_SPLIT = Path("splits") / "facecom_dev_identities.txt"
 SEED = 0

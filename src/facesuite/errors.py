@@ -15,6 +15,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from facesuite.text import ESCAPE
+
 
 class InputError(Exception):
     """A problem with user input, described in one line that names the offending path."""
@@ -78,5 +80,5 @@ def log_fault(error: BaseException, command: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"fault-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = "".join(traceback.format_exception(error))
-    path.write_text(f"facesuite {' '.join(command)}\n\n{text}", encoding="utf-8")
+    path.write_text(f"facesuite {' '.join(command)}\n\n{text}", encoding="utf-8", errors=ESCAPE)
     return path

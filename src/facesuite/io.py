@@ -6,7 +6,6 @@ conversion and the pixel limit are applied in exactly one place.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import logging
@@ -14,7 +13,6 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TextIO
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,30 +219,6 @@ def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
     if not ok:
         raise ValueError(f"OpenCV could not encode an image as {path.suffix}")
     path.write_bytes(encoded.tobytes())
-
-
-def _escape_undecoded_bytes(error: UnicodeError) -> tuple[str, int]:
-    # Linux hands a file name's bytes that are not UTF-8 to Python as surrogates U+DC80-U+DCFF
-    # (PEP 383); written out they become \xNN, the byte itself.
-    if not isinstance(error, UnicodeEncodeError):
-        raise error
-    text = error.object[error.start : error.end]
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" for c in text), error.end
-
-
-codecs.register_error("facesuite-escape", _escape_undecoded_bytes)
-
-
-def open_csv(path: str | Path) -> TextIO:
-    """A CSV output file, UTF-8: the bytes of a file name that are not UTF-8 are written as
-    ``\\xNN`` escapes instead of stopping the run."""
-    return open(path, "w", newline="", encoding="utf-8", errors="facesuite-escape")
-
-
-def utf8_path(path: str | Path) -> str:
-    """``path`` as valid UTF-8 text, for outputs that require it (Parquet strings), escaped as
-    :func:`open_csv` writes it."""
-    return str(path).encode("utf-8", "facesuite-escape").decode("utf-8")
 
 
 def _describe(exc: BaseException) -> str:

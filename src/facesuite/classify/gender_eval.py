@@ -12,7 +12,7 @@ import numpy as np
 from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.data import read_gender_folders
 from facesuite.errors import InputError, Skipped
-from facesuite.io import open_csv
+from facesuite.text import open_csv
 
 ERROR_GRID = 12  # wrong predictions shown with their Grad-CAM in the report (each Grad-CAM costs a backward pass)
 

@@ -18,7 +18,8 @@ from facesuite.cli.detect import (
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from facesuite.analysis import FaceAnalysis
-    from facesuite.io import expand_paths, open_csv
+    from facesuite.io import expand_paths
+    from facesuite.text import open_csv
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,

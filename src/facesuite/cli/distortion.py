@@ -39,7 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
-    from facesuite.io import expand_paths, open_csv
+    from facesuite.io import expand_paths
+    from facesuite.text import open_csv
 
     paths = expand_paths(args.paths)
     detector = DistortionDetector.load(args.model)
@@ -62,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
     from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
-    from facesuite.io import open_csv
+    from facesuite.text import open_csv
     from facesuite.report.faces import classification_examples
     from facesuite.train.distortion import distortion_samples
 

@@ -52,7 +52,7 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
 
 
 def _write_rows(rows: list[dict], csv_path: str | None) -> None:
-    from facesuite.io import open_csv
+    from facesuite.text import open_csv
 
     if not rows:
         return

@@ -76,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import predict_gender
-    from facesuite.io import expand_paths, open_csv
+    from facesuite.io import expand_paths
+    from facesuite.text import open_csv
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
     predictions, skipped = predict_gender(_analysis(args), paths, progress="gender")

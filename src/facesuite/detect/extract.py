@@ -20,8 +20,9 @@ from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
-from facesuite.io import Decoded, ImageInput, decode, load_image, open_csv, write_image
+from facesuite.io import Decoded, ImageInput, decode, load_image, write_image
 from facesuite.parallel import ordered_map
+from facesuite.text import open_csv
 
 Result = TypeVar("Result")
 

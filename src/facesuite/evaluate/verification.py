@@ -12,10 +12,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from facesuite.errors import InputError, Skipped
-from facesuite.io import open_csv
 from facesuite.evaluate.plots import plot_histograms, plot_roc
 from facesuite.report.faces import ChipSource, hardest_pairs
 from facesuite.report.html import figure_html, table_html, write_html, write_json
+from facesuite.text import open_csv
 
 FOLDS = 10
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facesuite.text import ESCAPE
+
 Section = tuple[str, str]  # (heading, html body)
 
 STYLE = """
@@ -72,7 +74,7 @@ def write_html(out: str | Path, title: str, sections: Sequence[Section]) -> Path
         for heading, content in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
             f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
-    Path(out).write_text(page, encoding="utf-8")
+    Path(out).write_text(page, encoding="utf-8", errors=ESCAPE)
     return Path(out)
 
 
