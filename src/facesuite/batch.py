@@ -43,7 +43,7 @@ from facesuite.detect import DetectorSettings
 from facesuite.errors import Fault, InputError, describe_fault
 from facesuite.io import iter_images
 from facesuite.parallel import ordered_map
-from facesuite.text import utf8_path
+from facesuite.text import ESCAPE, utf8_path
 
 KINDS = ("analyze", "embed")
 ENGINES = ("local", "ray")
@@ -146,9 +146,7 @@ class ImageWorker:
         recording it as if the image were bad would hide it behind an exit status of 0.
         """
         rows = self._rows(paths)
-        # Parquet strings are UTF-8: a file name that is not is stored with \xNN escapes
-        # (run_job compares the same form when it resumes).
-        return rows_to_table([rows[path] | {"path": utf8_path(path)} for path in paths], self.schema)
+        return rows_to_table([rows[path] for path in paths], self.schema)
 
     def _rows(self, paths: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
@@ -192,7 +190,8 @@ def rows_to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
     """What ``pa.Table.from_pylist(rows, schema=schema)`` gives (a missing key is a null), for the
     column types of :func:`output_schema`, built from NumPy buffers. pyarrow's own conversion of
     Python values imports pandas on first use (it checks every input for pandas objects): 0.3 s
-    of each ``batch`` process, spent on a library it never uses here."""
+    of each ``batch`` process, spent on a library it never uses here. Parquet strings are UTF-8:
+    a file name that is not is stored as :func:`facesuite.text.utf8_path` writes it."""
     return pa.Table.from_arrays([_column([row.get(field.name) for row in rows], field.type)
                                  for field in schema], schema=schema)
 
@@ -202,7 +201,7 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     nulls = len(values) - int(present.sum())
     validity = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
     if pa.types.is_string(kind):
-        encoded = [value.encode() if value is not None else b"" for value in values]
+        encoded = [value.encode("utf-8", ESCAPE) if value is not None else b"" for value in values]
         offsets = np.concatenate([[0], np.cumsum([len(item) for item in encoded])]).astype(np.int32)
         buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
         return pa.Array.from_buffers(kind, len(values), buffers, null_count=nulls)
@@ -347,7 +346,7 @@ def run_job(
     out = Path(out)
     paths = list_images(source)
     done = done_paths(out, spec)
-    todo = [path for path in paths if utf8_path(path) not in done]
+    todo = [path for path in paths if utf8_path(path) not in done]  # the form the rows store
     log(f"{len(paths)} images, {len(paths) - len(todo)} already in {out}, {len(todo)} to do")
     writer = PartWriter(out, spec)
     nodes: Counter[str] | None = Counter() if engine == "ray" else None
