@@ -136,6 +136,26 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
         assert (out / name).stat().st_size > 1000
 
 
+def test_eval_recognition_on_folders_of_plain_photos(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """Identity folders of plain photos (LFW's layout, no distortion/ copies) are evaluated by
+    default on the cross protocol: each identity's alternate photos enrolled, the others searched."""
+    people = [*PEOPLE, STRANGER]
+    data = _identity_tree(tmp_path / "ids", facecom_b, people, per_person=4)
+    out = tmp_path / "eval"
+    assert main(["eval", "recognition", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    ident = metrics["identification"]
+    assert metrics["protocol"] == "cross" and set(ident["per_distortion"]) == {"clean"}
+    assert ident["probes"] == 2 * len(people) and ident["top1"] >= 0.9
+    # Other photos of a person are not copies of the enrolled ones: source matching stays silent.
+    assert metrics["source_match"]["fired"] == 0
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    searched = {str(image) for person in people for image in _images(facecom_b, person)[1:4:2]}
+    assert {str((data / Path(row["path"]).parent.name / Path(row["path"]).name).resolve()) for row in rows} == searched
+    assert main(["eval", "recognition", str(data), "--protocol", "facecom", "--out", str(tmp_path / "e2")]) == 2
+    assert "--protocol cross searches each identity's other photos" in capsys.readouterr().err
+
+
 def test_gallery_from_pgm_faces_decided_by_content(facecom_b: Path, tmp_path: Path, capsys) -> None:
     # A classic face-data layout: greyscale .pgm files (plus a README that is no image), and a
     # JPEG saved under a .jfif name; the format comes from each file's content, not its suffix.

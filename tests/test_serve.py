@@ -128,6 +128,27 @@ def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tm
     assert report.text.count('class="strip"') == 7 and 'class="probe" src="data:image/jpeg;base64,' in report.text  # faces, cut on the model thread
 
 
+def test_evaluation_job_on_folders_of_plain_photos(client: TestClient, facecom_b: Path, tmp_path: Path) -> None:
+    """Plain photos, no distortion/ copies: the job runs the cross protocol (alternate photos
+    enrolled, the others searched), as `facesuite eval recognition` does by default."""
+    for identity in ("Colin_Powell", "Hugo_Chavez", "Tom_Ridge"):
+        (tmp_path / identity).mkdir()
+        for photo in sorted((facecom_b / identity).glob("*.jpg"))[:2]:
+            shutil.copy(photo, tmp_path / identity)
+    job = client.post("/jobs/recognition", json={"folder": str(tmp_path)}).json()
+    deadline = time.monotonic() + 120
+    while (status := client.get(f"/jobs/{job['id']}").json())["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["state"] == "done", status["message"]
+    assert status["metrics"]["probes"] == 3 and status["metrics"]["identities"] == 3
+    (tmp_path / "Tom_Ridge" / sorted(p.name for p in (tmp_path / "Tom_Ridge").iterdir())[1]).unlink()
+    for identity in ("Colin_Powell", "Hugo_Chavez"):
+        shutil.rmtree(tmp_path / identity)
+    lonely = client.post("/jobs/recognition", json={"folder": str(tmp_path)})
+    assert lonely.status_code == 422 and "two or more photos" in lonely.json()["error"]
+
+
 def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 

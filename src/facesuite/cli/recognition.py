@@ -119,19 +119,23 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         if not keep:
             raise InputError("no identity of the split is in the data folder", args.split)
         dataset = dataset.subset(keep)
-    if not dataset.distorted:
-        raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", args.dir)
-    if args.protocol == "cross":
+    # Folders of plain photos (no distortion/ copies) have no facecom protocol: by default they
+    # are evaluated on the cross protocol, their other photos searched.
+    protocol = args.protocol or ("facecom" if dataset.distorted else "cross")
+    if protocol == "facecom" and not dataset.distorted:
+        raise InputError("no distorted probes for the facecom protocol (expected <identity>/distortion/<stem>_<type>.jpg); "
+                         "--protocol cross searches each identity's other photos instead", args.dir)
+    if protocol == "cross":
         from facesuite.evaluate.open_set import cross_protocol
 
         dataset = cross_protocol(dataset)
         if not dataset.distorted:
-            raise InputError("the cross protocol needs identities with two or more clean images", args.dir)
+            raise InputError("the cross protocol needs identities with two or more photos", args.dir)
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
     metrics = recognition_metrics(data, analysis.threshold, seed=args.seed, route_thresholds=analysis.route_thresholds)
-    metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, protocol=args.protocol, skipped=len(skipped),
+    metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, protocol=protocol, skipped=len(skipped),
                    source_matching=analysis.source_match,
                    route_thresholds=analysis.route_thresholds)
     if routing:
@@ -144,7 +148,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
                              chips=chips_of(analysis))
     ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
-    print_summary(f"{ident['probes']} distorted probes, {ident['identities']} identities ({args.pipeline}, {args.protocol} protocol)", [
+    print_summary(f"{ident['probes']} probes, {ident['identities']} identities ({args.pipeline}, {protocol} protocol)", [
         ("top-1 (face)", ident["top1"]),
         ("top-1 with source matching", ident.get("top1_with_source", "off")),
         ("source matches fired (naming another photo)",
@@ -217,15 +221,18 @@ def register(groups: dict) -> None:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     evaluate = groups["eval"].add_parser("recognition", help="identification and verification on identity folders",
-                                         description="Gallery = clean DIR/<id>/*.jpg, probes = DIR/<id>/distortion/*.")
+                                         description="Gallery = clean DIR/<id>/*.jpg, probes = DIR/<id>/distortion/*; "
+                                                     "folders of plain photos: alternate photos enrolled, the others probes.")
     evaluate.add_argument("dir")
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
     evaluate.add_argument("--threshold", type=float, default=None)
-    evaluate.add_argument("--protocol", choices=("facecom", "cross"), default="facecom",
+    evaluate.add_argument("--protocol", choices=("facecom", "cross"), default=None,
                           help="facecom: every clean image enrolled, every distorted copy a probe; cross: alternate clean "
-                               "images enrolled, the distorted copies of the others probes (a new photo of an enrolled person)")
+                               "images enrolled, the distorted copies of the others probes (a new photo of an enrolled "
+                               "person), or the other photos themselves where there are no distorted copies (default: "
+                               "facecom when DIR has distortion/ copies, else cross)")
     evaluate.add_argument("--pipeline", choices=("routed", "single"), default="routed",
                           help="routed: each probe through the route of its detected distortion; single: plain embedder")
     evaluate.add_argument("--no-source-match", action="store_true",

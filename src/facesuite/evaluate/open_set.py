@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from facesuite.data import IdentityDataset
+from facesuite.data import DistortedImage, IdentityDataset
 
 PROTOCOLS = ("facecom", "cross")
 FPIR_TARGETS = (0.01, 0.001)
 
 
 def cross_protocol(dataset: IdentityDataset) -> IdentityDataset:
-    """The ``cross`` protocol's gallery (as ``clean``) and probes (as ``distorted``)."""
+    """The ``cross`` protocol's gallery (as ``clean``) and probes (as ``distorted``): alternate
+    photos of each identity enrolled, the distorted copies of the others searched. A dataset of
+    plain photos (identity folders with no distorted copies, as LFW's) searches the other photos
+    themselves, as probes of type ``clean``."""
     by_identity: dict[str, list[Path]] = {}
     for path, identity in dataset.clean:
         by_identity.setdefault(identity, []).append(path)
@@ -39,7 +42,10 @@ def cross_protocol(dataset: IdentityDataset) -> IdentityDataset:
         paths = sorted(paths)
         enrolled += [(path, identity) for path in paths[::2]]
         probe_sources |= {str(path) for path in paths[1::2]}
-    probes = [d for d in dataset.distorted if str(d.source) in probe_sources]
+    if dataset.distorted:
+        probes = [d for d in dataset.distorted if str(d.source) in probe_sources]
+    else:
+        probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) in probe_sources]
     return IdentityDataset(dataset.root, enrolled, probes)
 
 

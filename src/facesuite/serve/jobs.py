@@ -62,7 +62,13 @@ class JobRunner:
         if split:
             dataset = dataset.subset(read_split(self._readable(split)) & set(dataset.identities))
         if not dataset.distorted:
-            raise InputError("no distorted probes (expected <identity>/distortion/<stem>_<type>.jpg)", folder)
+            # Plain photos: the cross protocol, as `facesuite eval recognition` does by default.
+            from facesuite.evaluate.open_set import cross_protocol
+
+            dataset = cross_protocol(dataset)
+            if not dataset.distorted:
+                raise InputError("no probes: needs distorted copies (<identity>/distortion/<stem>_<type>.jpg) or "
+                                 "identities with two or more photos", folder)
         if len({i for _, i in dataset.clean}) < 2:
             raise InputError("needs clean images of at least two identities", folder)
         job = Job(uuid.uuid4().hex[:12], folder, self.work_dir / "jobs")
