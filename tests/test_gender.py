@@ -236,6 +236,32 @@ def test_predict_folder_skips_corrupt_file(dev_folder, tmp_path, capsys):
     assert "broken.jpg" in err and "1 skipped" in err
 
 
+def test_eval_on_a_folder_of_utkface_files(tmp_path, capsys):
+    """A flat folder as UTKFace ships it: each name gives the gender (and race and age, so the
+    report has those groups); a file whose name gives none is counted and left out."""
+    from facesuite.data import utkface_attributes
+
+    utk = data_root() / "utkface" / "images"
+    dev = [line.strip() for line in (data_root() / "splits" / "utkface_dev.txt").read_text().splitlines() if line.strip()]
+    by_gender = {"male": [], "female": []}
+    for name in dev:
+        if (attributes := utkface_attributes(name)) and (utk / name).is_file():
+            by_gender[attributes[1]].append(utk / name)
+    # Evenly spaced through the (age-sorted) list: all ages, not the first ten children.
+    picked = {label: [files[int(i)] for i in np.linspace(0, len(files) - 1, 10)] for label, files in by_gender.items()}
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    for path in picked["male"] + picked["female"]:
+        (folder / path.name).symlink_to(path.resolve())
+    (folder / "holiday.jpg").symlink_to(picked["male"][0].resolve())
+    assert main(["eval", "gender", str(folder), "--out", str(tmp_path / "eval"), "--gradcam", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "1 files in" in captured.err and "left out" in captured.err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sum(c["support"] for c in metrics["per_class"].values()) == 20
+    assert metrics["accuracy"] >= 0.75 and {"white", "black"} & set(metrics["groups"])
+
+
 def test_missing_paths_and_bad_layouts_exit_2(tmp_path, capsys):
     assert main(["predict", "gender", str(tmp_path / "nope.jpg"), "--csv", str(tmp_path / "p.csv")]) == 2
     assert "nope.jpg" in capsys.readouterr().err

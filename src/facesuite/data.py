@@ -4,7 +4,8 @@ Every non-hidden file is taken as an image; its content decides (any format Pill
 the suffix), and a file that is not an image is skipped and counted when it is loaded.
 
 Layouts:
-- gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively)
+- gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively), or a folder of UTKFace
+  files, whose names give the gender
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
 - pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
@@ -38,6 +39,11 @@ def utkface_attributes(name: str) -> tuple[int, str, str] | None:
     return int(parts[0]), GENDERS[int(parts[1])], UTKFACE_RACES[race]
 
 
+def unlabelled_files(root: str | Path, samples: list[tuple[Path, str]]) -> int:
+    """Files under ``root`` that :func:`read_gender_folders` left out of ``samples``."""
+    return sum(1 for _ in iter_images(root)) - len(samples)
+
+
 def _require_dir(root: str | Path) -> Path:
     root = Path(root)
     if not root.exists():
@@ -48,8 +54,17 @@ def _require_dir(root: str | Path) -> Path:
 
 
 def read_gender_folders(root: str | Path) -> list[tuple[Path, str]]:
-    """``(path, label)`` for every image under ``ROOT/male`` and ``ROOT/female``."""
+    """``(path, label)`` for every image under ``ROOT/male`` and ``ROOT/female``; in a folder
+    without them, for every file named as UTKFace names its files
+    (``<age>_<gender>_<race>_<date>.jpg``, gender 0 male, 1 female). Files whose names do not
+    say a gender are left out (:func:`unlabelled_files` counts them)."""
     root = _require_dir(root)
+    if not any((root / label).is_dir() for label in GENDERS):
+        named = [(path, attributes[1]) for path in iter_images(root) if (attributes := utkface_attributes(path.name))]
+        if not named:
+            raise InputError(f"expected sub-folders {'/ and '.join(GENDERS)}/, or UTKFace file names "
+                             "(<age>_<gender>_<race>_<date>.jpg)", root)
+        return named
     samples: list[tuple[Path, str]] = []
     for label in GENDERS:
         folder = root / label

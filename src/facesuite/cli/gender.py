@@ -57,9 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import evaluate_gender
-    from facesuite.data import read_gender_folders
+    from facesuite.data import read_gender_folders, unlabelled_files
 
-    read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
+    samples = read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
+    if left_out := unlabelled_files(args.dir, samples):
+        print(f"{left_out} files in {args.dir} have no male/ or female/ folder or UTKFace name giving their gender: left out",
+              file=sys.stderr)
     metrics, skipped = evaluate_gender(args.dir, _analysis(args), args.out, args.gradcam)
     print_skips(skipped)
     from facesuite.cli.summary import print_summary
@@ -109,7 +112,8 @@ def register(groups: dict) -> None:
         "gender", help="train a gender classifier on DIR/train/{male,female}",
         description="Train a gender classifier. DIR holds train/{male,female}/ and optionally val/{male,female}/ "
                     "(else a stratified 15%% of train is held out).")
-    train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/)")
+    train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/), or train/ (and val/) "
+                                    "of UTKFace files")
     train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
     train.add_argument("--kind", choices=("backbone", "embedding", "cnn", "finetune"), default="backbone",
                        help="backbone (default): logistic regression on the recognition pass's embedding + pooled hidden "
@@ -147,7 +151,8 @@ def register(groups: dict) -> None:
     evaluate = groups["eval"].add_parser(
         "gender", help="evaluate a gender model on DIR/{male,female}",
         description="Write metrics.json, classification_report.txt, confusion_matrix.png, predictions.csv and report.html.")
-    evaluate.add_argument("dir", help="folder with male/ and female/ sub-folders")
+    evaluate.add_argument("dir", help="folder with male/ and female/ sub-folders, or of UTKFace files "
+                                       "(<age>_<gender>_<race>_<date>.jpg: the name gives the gender)")
     evaluate.add_argument("--model", default=None, help=model_help)
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--gradcam", type=int, default=8, help="Grad-CAM examples in the report, half right, half wrong (0: none)")
