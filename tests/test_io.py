@@ -80,8 +80,24 @@ def test_pair_list(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("img1,img2,same\na.jpg,b.jpg,1\na.jpg,c.jpg,false\n")
     assert read_pairs(pairs) == [(tmp_path / "a.jpg", tmp_path / "b.jpg", True), (tmp_path / "a.jpg", tmp_path / "c.jpg", False)]
+    pairs.write_text("\ufeffimg1,img2,same\na.jpg,b.jpg,yes\n")  # saved by a spreadsheet, with a byte-order mark
+    assert read_pairs(pairs) == [(tmp_path / "a.jpg", tmp_path / "b.jpg", True)]
     pairs.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="img1,img2,same"):
+        read_pairs(pairs)
+
+
+def test_lfw_pairs_txt(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t2\nAbel_Pacheco\t1\t4\nAbdel_Madi_Shabneh\t1\tDean_Barker\t1\n")
+    lfw = tmp_path / "lfw"
+    expected = [(lfw / "Abel_Pacheco/Abel_Pacheco_0001.jpg", lfw / "Abel_Pacheco/Abel_Pacheco_0004.jpg", True),
+                (lfw / "Abdel_Madi_Shabneh/Abdel_Madi_Shabneh_0001.jpg", lfw / "Dean_Barker/Dean_Barker_0001.jpg", False)]
+    assert read_pairs(pairs, images=lfw) == expected
+    (lfw / "Abel_Pacheco").mkdir(parents=True)  # found in the lfw/ folder beside pairs.txt
+    assert read_pairs(pairs) == expected
+    pairs.write_text("1\t2\nAbel_Pacheco\t1\n")
+    with pytest.raises(InputError, match="line 2: expected 'name i j'"):
         read_pairs(pairs)
 
 

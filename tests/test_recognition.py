@@ -183,6 +183,20 @@ def test_gallery_from_pgm_faces_decided_by_content(facecom_b: Path, tmp_path: Pa
     assert rows == {"probe.pgm": "Colin_Powell", "probe.jfif": "Hugo_Chavez"}
 
 
+def test_eval_verification_on_lfws_pairs_txt(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """LFW's own pairs.txt, as LFW ships it: its image folder beside it, named <name>/<name>_<i:04d>.jpg."""
+    people = [*PEOPLE, STRANGER]
+    lines = ["1\t6"] + [f"{p}\t1\t2" for p in people] + [f"{a}\t3\t{b}\t3" for a, b in zip(people, people[1:] + people[:1])]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "lfw").mkdir()
+    for person in people:
+        (tmp_path / "lfw" / person).symlink_to((facecom_b / person).resolve(), target_is_directory=True)
+    out = tmp_path / "verification"
+    assert main(["eval", "verification", str(tmp_path / "pairs.txt"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pairs"] == 12 and metrics["pairs_skipped"] == 0 and metrics["auc"] >= 0.9
+
+
 def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_files, capsys) -> None:
     # Hand-made pairs: two images of one person are the same, of two people different.
     facecom_b = facecom_b.resolve()  # paths in a pair list are relative to the list's folder

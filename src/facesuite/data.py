@@ -9,7 +9,7 @@ Layouts:
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
 - pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
-  taken relative to the CSV's folder.
+  taken relative to the CSV's folder. Or LFW's ``pairs.txt``.
 """
 
 from __future__ import annotations
@@ -128,26 +128,61 @@ def read_identity_folders(root: str | Path) -> IdentityDataset:
     return dataset
 
 
-def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path, bool]]:
-    """Rows of a pair list ``img1,img2,same``."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError("no such pair list", csv_path)
+def read_pairs(list_path: str | Path, images: str | Path | None = None) -> list[tuple[Path, Path, bool]]:
+    """Rows of a pair list: a CSV ``img1,img2,same`` (paths relative to it), or LFW's
+    ``pairs.txt`` (a first line of counts, then ``name i j`` for a pair of one person and
+    ``name1 i name2 j`` for two people), whose images are ``IMAGES/<name>/<name>_<i:04d>.jpg``;
+    IMAGES defaults to the list's folder, or its ``lfw/`` sub-folder when the names are there."""
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise InputError("no such pair list", list_path)
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not a column name
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read pair list ({exc})", list_path) from None
+    lines = text.splitlines()
+    first = lines[0].split() if lines else []
+    if first and all(field.isdigit() for field in first):
+        pairs = _lfw_pairs(list_path, lines[1:], images)
+    else:
+        pairs = _csv_pairs(list_path, text)
+    if not pairs:
+        raise InputError("pair list has no rows", list_path)
+    return pairs
+
+
+def _lfw_pairs(list_path: Path, lines: list[str], images: str | Path | None) -> list[tuple[Path, Path, bool]]:
+    rows = [(number, line.split()) for number, line in enumerate(lines, start=2) if line.strip()]
+    for number, fields in rows:
+        if len(fields) not in (3, 4) or not (fields[1].isdigit() and fields[-1].isdigit()):
+            raise InputError(f"line {number}: expected 'name i j' or 'name1 i name2 j' (LFW's pairs.txt), got {' '.join(fields)!r}",
+                             list_path)
+    if images is None:
+        root = list_path.parent
+        if rows and not (root / rows[0][1][0]).is_dir() and (root / "lfw" / rows[0][1][0]).is_dir():
+            root = root / "lfw"
+    else:
+        root = Path(images)
+
+    def photo(name: str, index: str) -> Path:
+        return root / name / f"{name}_{int(index):04d}.jpg"
+    return [(photo(f[0], f[1]), photo(f[0], f[2]), True) if len(f) == 3 else (photo(f[0], f[1]), photo(f[2], f[3]), False)
+            for _, f in rows]
+
+
+def _csv_pairs(list_path: Path, text: str) -> list[tuple[Path, Path, bool]]:
     truthy = {"1", "true", "yes", "same"}
     falsy = {"0", "false", "no", "different"}
     pairs: list[tuple[Path, Path, bool]] = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"img1", "img2", "same"} <= set(reader.fieldnames):
-            raise InputError("pair list needs a header with columns img1,img2,same", csv_path)
-        for line, row in enumerate(reader, start=2):
-            same = (row["same"] or "").strip().lower()
-            if same not in truthy | falsy:
-                raise InputError(f"line {line}: 'same' must be 1/0 or true/false, got {row['same']!r}", csv_path)
-            a, b = (Path(row[k]) if Path(row[k]).is_absolute() else csv_path.parent / row[k] for k in ("img1", "img2"))
-            pairs.append((a, b, same in truthy))
-    if not pairs:
-        raise InputError("pair list has no rows", csv_path)
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or not {"img1", "img2", "same"} <= set(reader.fieldnames):
+        raise InputError("pair list needs a header with columns img1,img2,same (or LFW's pairs.txt layout)", list_path)
+    for line, row in enumerate(reader, start=2):
+        same = (row["same"] or "").strip().lower()
+        if same not in truthy | falsy:
+            raise InputError(f"line {line}: 'same' must be 1/0 or true/false, got {row['same']!r}", list_path)
+        a, b = (Path(row[k]) if Path(row[k]).is_absolute() else list_path.parent / row[k] for k in ("img1", "img2"))
+        pairs.append((a, b, same in truthy))
     return pairs
 
 

@@ -174,7 +174,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
         write_verification_report,
     )
 
-    pairs = read_pairs(args.pairs)
+    pairs = read_pairs(args.pairs, args.images)
     analysis = recognition_analysis(args)
     distances, labels, kept, skipped = pair_distances(analysis, pairs, source=args.pairs)
     print_skips(skipped)
@@ -241,10 +241,12 @@ def register(groups: dict) -> None:
     evaluate.set_defaults(handler=cmd_eval_recognition)
 
     pairs = groups["eval"].add_parser("verification", help="same person or not on a list of image pairs (LFW-style)",
-                                      description="PAIRS is a CSV with columns img1,img2,same (paths relative to it). Writes "
+                                      description="PAIRS is a CSV with columns img1,img2,same (paths relative to it), or "
+                                                  "LFW's pairs.txt (images IMAGES/<name>/<name>_<i:04d>.jpg). Writes "
                                                   "metrics.json (AUC, TAR at FAR 1% and 0.1%, 10-fold and calibrated-threshold "
                                                   "accuracy), pairs.csv, roc.png, distances.png and report.html.")
-    pairs.add_argument("pairs", help="CSV with columns img1,img2,same")
+    pairs.add_argument("pairs", help="CSV with columns img1,img2,same, or LFW's pairs.txt")
+    pairs.add_argument("--images", help="LFW's image folder, <name>/<name>_<i:04d>.jpg (default: beside pairs.txt, or its lfw/)")
     pairs.add_argument("--out", required=True)
     pairs.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the 10-fold split")
