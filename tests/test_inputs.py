@@ -47,6 +47,8 @@ MATRIX = {
     "palette.gif": ("face", 200),
     "gray.jpg": ("face", 200),
     "exif_rotated.jpg": ("face", 200),
+    "iphone.heic": ("face", 200),
+    "phone.avif": ("face", 200),
     "one_pixel.png": ("image too small to hold a face (1x1 pixels", 422),
     "huge_12000x8000.jpg": ("face", 200),
     "no_face.jpg": ("fallback", 200),
@@ -97,6 +99,12 @@ def build_matrix(folder: Path, facecom: Path) -> None:
     rgba.save(folder / "rgba.png")
     face.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.gif")
     face.convert("L").save(folder / "gray.jpg")
+    # HEIC as an iPhone saves it, written by pillow-heif's own API (not through Pillow, so the
+    # code under test must teach Pillow the format itself); AVIF, which Pillow reads natively.
+    import pillow_heif
+
+    pillow_heif.from_pillow(face).save(folder / "iphone.heic", quality=90)
+    face.save(folder / "phone.avif", quality=80)
     # Stored lying on its side, with the EXIF tag saying "rotate 90 degrees clockwise to display".
     stored = face.rotate(90, expand=True)
     exif = stored.getexif()

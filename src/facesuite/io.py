@@ -28,7 +28,7 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # Suffixes kept on uploaded files' temporary copies; the format itself is read from the content.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                            ".ppm", ".pgm", ".pbm", ".pnm"})
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".avif"})
 # Pillow's own bomb guard warns at ~89 Mpx and raises at twice that; we refuse at 100 Mpx so a
 # tiny compressed file cannot make us allocate gigabytes.
 MAX_PIXELS = 100_000_000
@@ -122,12 +122,31 @@ def _decode(
         # Pillow's own guard fires inside open(), before our check, past twice its limit (179 Mpx).
         raise ImageTooLarge(f"image too large (over {MAX_PIXELS} pixels: a possible decompression bomb)", name) from None
     except UnidentifiedImageError:
+        if _open_heif_too():
+            return _decode(open_image, name, max_side, min_side)
         raise UnreadableImage("not an image file (format not recognised)", name) from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system, not the image
             raise InputError(f"cannot read file ({exc.strerror})", name) from None
         # What Pillow's decoders raise on corrupt or truncated data.
         raise UnreadableImage(f"corrupt or truncated image ({_describe(exc)})", name) from None
+
+
+_heif_opener = False
+
+
+def _open_heif_too() -> bool:
+    """Teach Pillow HEIF/HEIC (the photos iPhones take) through pillow-heif when it first meets a
+    file it does not recognise: True then, so the caller tries that file again. Done lazily
+    because the import takes 70 ms, which runs that never meet such a file need not pay."""
+    global _heif_opener
+    if _heif_opener:
+        return False
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    _heif_opener = True
+    return True
 
 
 #: What :func:`decode` takes: a file path, the bytes of an image file, an RGB ``uint8`` array
