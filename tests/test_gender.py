@@ -262,6 +262,33 @@ def test_eval_on_a_folder_of_utkface_files(tmp_path, capsys):
     assert metrics["accuracy"] >= 0.75 and {"white", "black"} & set(metrics["groups"])
 
 
+def test_eval_on_a_label_list_as_fairface_ships_it(tmp_path, capsys):
+    """A CSV of labels (FairFace's columns and values: file,age,gender,race,service_test, paths
+    relative to it, ages in bins): its race and age columns become the report's groups."""
+    from facesuite.data import utkface_attributes
+
+    utk = data_root() / "utkface" / "images"
+    dev = [line.strip() for line in (data_root() / "splits" / "utkface_dev.txt").read_text().splitlines() if line.strip()]
+    named = [(name, utkface_attributes(name)) for name in dev[::150] if utkface_attributes(name) and (utk / name).is_file()]
+    (tmp_path / "val").mkdir()
+    lines = ["file,age,gender,race,service_test"]
+    for index, (name, (age, gender, race)) in enumerate(named):
+        (tmp_path / "val" / f"{index}.jpg").symlink_to((utk / name).resolve())
+        decade = f"{age // 10 * 10}-{age // 10 * 10 + 9}"
+        lines.append(f"val/{index}.jpg,{decade},{gender.title()},{race.title()},False")
+    labels = tmp_path / "fairface_label_val.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    assert main(["eval", "gender", str(labels), "--out", str(tmp_path / "eval"), "--gradcam", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sum(c["support"] for c in metrics["per_class"].values()) == len(named) >= 15
+    races = {race.title() for _, (_, _, race) in named}
+    assert races <= set(metrics["groups"]) and any(group.startswith("age ") for group in metrics["groups"])
+    assert metrics["accuracy"] >= 0.75
+    labels.write_text("file,gender\nval/0.jpg,unknown\n")
+    assert main(["eval", "gender", str(labels), "--out", str(tmp_path / "e2")]) == 2
+    assert "line 2: gender must be male or female" in capsys.readouterr().err
+
+
 def test_missing_paths_and_bad_layouts_exit_2(tmp_path, capsys):
     assert main(["predict", "gender", str(tmp_path / "nope.jpg"), "--csv", str(tmp_path / "p.csv")]) == 2
     assert "nope.jpg" in capsys.readouterr().err

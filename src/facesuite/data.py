@@ -5,7 +5,7 @@ the suffix), and a file that is not an image is skipped and counted when it is l
 
 Layouts:
 - gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively), or a folder of UTKFace
-  files, whose names give the gender
+  files, whose names give the gender, or a CSV of labels (``file,gender[,race,age]``, FairFace's)
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
 - pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
@@ -39,9 +39,68 @@ def utkface_attributes(name: str) -> tuple[int, str, str] | None:
     return int(parts[0]), GENDERS[int(parts[1])], UTKFACE_RACES[race]
 
 
-def unlabelled_files(root: str | Path, samples: list[tuple[Path, str]]) -> int:
-    """Files under ``root`` that :func:`read_gender_folders` left out of ``samples``."""
-    return sum(1 for _ in iter_images(root)) - len(samples)
+# Column names and values a gender label list may use (FairFace's CSV among them).
+_FILE_COLUMNS = ("file", "path", "image", "img", "filename")
+_GENDER_COLUMNS = ("gender", "sex")
+_GENDER_VALUES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
+
+
+def read_gender_labels(csv_path: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, tuple[str, ...]]]:
+    """A CSV of gender labels, as FairFace ships (``file,age,gender,race,...``): ``(path,
+    label)`` per row (paths relative to the CSV's folder), and per path the groups fairness is
+    reported in, from optional ``race`` and ``age`` columns (an age in years becomes its band of
+    :func:`age_band`; FairFace's bins, such as ``20-29``, are kept as they are)."""
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read label list ({exc})", csv_path) from None
+    reader = csv.DictReader(text.splitlines())
+    columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
+    file_column = next((columns[c] for c in _FILE_COLUMNS if c in columns), None)
+    gender_column = next((columns[c] for c in _GENDER_COLUMNS if c in columns), None)
+    if file_column is None or gender_column is None:
+        raise InputError(f"a gender label list needs a header with a file column ({', '.join(_FILE_COLUMNS)}) and a "
+                         f"gender column ({', '.join(_GENDER_COLUMNS)})", csv_path)
+    samples, groups = [], {}
+    for line, row in enumerate(reader, start=2):
+        label = _GENDER_VALUES.get((row[gender_column] or "").strip().lower())
+        if label is None:
+            raise InputError(f"line {line}: gender must be male or female, got {row[gender_column]!r}", csv_path)
+        path = Path(row[file_column].strip())
+        path = path if path.is_absolute() else csv_path.parent / path
+        samples.append((path, label))
+        race, age = (row.get(columns[c], "").strip() if c in columns else "" for c in ("race", "age"))
+        if age.isdigit():
+            age = age_band(int(age))
+        groups[path] = tuple(group for group in (race, age and f"age {age}") if group)
+    if not samples:
+        raise InputError("label list has no rows", csv_path)
+    return samples, groups
+
+
+@dataclass
+class GenderData:
+    """A labelled gender data set: ``(path, label)`` samples, the groups each path is reported in
+    besides its class (race, age), and how many files were left out for lack of a label."""
+
+    samples: list[tuple[Path, str]]
+    groups: dict[Path, tuple[str, ...]]
+    left_out: int = 0
+
+
+def read_gender_data(source: str | Path) -> GenderData:
+    """``male/`` and ``female/`` folders, a folder of UTKFace files (race and children under 13 as
+    groups, from the names) or a label CSV (:func:`read_gender_labels`)."""
+    source = Path(source)
+    if source.is_file():
+        return GenderData(*read_gender_labels(source))
+    samples = read_gender_folders(source)
+    groups = {}
+    for path, _ in samples:
+        attributes = utkface_attributes(path.name)
+        groups[path] = () if attributes is None else (attributes[2], *(("under 13",) if attributes[0] < 13 else ()))
+    return GenderData(samples, groups, sum(1 for _ in iter_images(source)) - len(samples))
 
 
 def _require_dir(root: str | Path) -> Path:
@@ -57,7 +116,7 @@ def read_gender_folders(root: str | Path) -> list[tuple[Path, str]]:
     """``(path, label)`` for every image under ``ROOT/male`` and ``ROOT/female``; in a folder
     without them, for every file named as UTKFace names its files
     (``<age>_<gender>_<race>_<date>.jpg``, gender 0 male, 1 female). Files whose names do not
-    say a gender are left out (:func:`unlabelled_files` counts them)."""
+    say a gender are left out (:class:`GenderData` counts them)."""
     root = _require_dir(root)
     if not any((root / label).is_dir() for label in GENDERS):
         named = [(path, attributes[1]) for path in iter_images(root) if (attributes := utkface_attributes(path.name))]

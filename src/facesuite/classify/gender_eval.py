@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.classify.gender import LABELS, GenderModel
-from facesuite.data import read_gender_folders
+from facesuite.data import read_gender_data
 from facesuite.errors import InputError, Skipped
 from facesuite.text import open_csv
 
@@ -56,12 +56,14 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
 
 
 def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
-    """Evaluate the gender model of ``analysis`` on ``data_dir/{male,female}``; returns ``(metrics, skipped)``."""
+    """Evaluate the gender model of ``analysis`` on a gender data set (:func:`~facesuite.data.read_gender_data`:
+    ``male/`` and ``female/`` folders, UTKFace files or a label CSV); returns ``(metrics, skipped)``."""
     from facesuite.evaluate.classification import group_accuracy, plot_group_accuracy, write_classification_report
 
     out = Path(out)
     model = analysis.gender
-    samples = read_gender_folders(data_dir)
+    data = read_gender_data(data_dir)
+    samples = data.samples
     truth = {str(path): label for path, label in samples}
     predictions, skipped = predict_gender(analysis, [p for p, _ in samples], progress="gender")
     if not predictions:
@@ -80,7 +82,7 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
         "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
         "fallback_faces": int(sum(p.fallback for p in predictions)),
     }
-    groups = group_accuracy(_groups(predictions, truth))
+    groups = group_accuracy(_groups(predictions, truth, {str(path): tags for path, tags in data.groups.items()}))
     extra["groups"] = groups
     images = [("Accuracy per group", plot_group_accuracy(groups, out / "groups.png"))]
     cams = GradcamCache(model)  # the error grid and the figure share their faces' Grad-CAMs
@@ -92,20 +94,16 @@ def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_sam
     return metrics, skipped
 
 
-def _groups(predictions: list[GenderPrediction], truth: dict) -> dict[str, tuple[int, int]]:
-    """(right, total) per true class, for faces found vs. analysed in the centre box, and for
-    UTKFace files (their names say it) per race group and for children under 13."""
-    from facesuite.data import UTKFACE_RACES, utkface_attributes
-
+def _groups(predictions: list[GenderPrediction], truth: dict, tags: dict[str, tuple[str, ...]]) -> dict[str, tuple[int, int]]:
+    """(right, total) per true class, for faces found vs. analysed in the centre box, and per
+    group the data set names (race, age: from UTKFace names or a label list's columns)."""
     groups: dict[str, tuple[int, int]] = {}
     for p in predictions:
-        attributes = utkface_attributes(Path(p.path).name)
-        extra = () if attributes is None else (attributes[2], *(("under 13",) if attributes[0] < 13 else ()))
-        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *extra):
+        for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *tags.get(p.path, ())):
             right, total = groups.get(group, (0, 0))
             groups[group] = (right + (p.label == truth[p.path]), total + 1)
-    order = [f"true {label}" for label in LABELS] + ["face found", "no face (centre box)", *UTKFACE_RACES, "under 13"]
-    return {name: groups[name] for name in order if name in groups}
+    first = [f"true {label}" for label in LABELS] + ["face found", "no face (centre box)"]
+    return {name: groups[name] for name in first + sorted(set(groups) - set(first)) if name in groups}
 
 
 class GradcamCache:

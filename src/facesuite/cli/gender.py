@@ -57,12 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import evaluate_gender
-    from facesuite.data import read_gender_folders, unlabelled_files
+    from facesuite.data import read_gender_data
 
-    samples = read_gender_folders(args.dir)  # a wrong folder is reported before the model is loaded
-    if left_out := unlabelled_files(args.dir, samples):
-        print(f"{left_out} files in {args.dir} have no male/ or female/ folder or UTKFace name giving their gender: left out",
-              file=sys.stderr)
+    data = read_gender_data(args.dir)  # a wrong folder or list is reported before the model is loaded
+    if data.left_out:
+        print(f"{data.left_out} files in {args.dir} have no male/ or female/ folder or UTKFace name giving their gender: "
+              "left out", file=sys.stderr)
     metrics, skipped = evaluate_gender(args.dir, _analysis(args), args.out, args.gradcam)
     print_skips(skipped)
     from facesuite.cli.summary import print_summary
@@ -152,7 +152,8 @@ def register(groups: dict) -> None:
         "gender", help="evaluate a gender model on DIR/{male,female}",
         description="Write metrics.json, classification_report.txt, confusion_matrix.png, predictions.csv and report.html.")
     evaluate.add_argument("dir", help="folder with male/ and female/ sub-folders, or of UTKFace files "
-                                       "(<age>_<gender>_<race>_<date>.jpg: the name gives the gender)")
+                                       "(<age>_<gender>_<race>_<date>.jpg: the name gives the gender), or a CSV of "
+                                       "labels with columns file,gender and optionally race,age (FairFace's)")
     evaluate.add_argument("--model", default=None, help=model_help)
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--gradcam", type=int, default=8, help="Grad-CAM examples in the report, half right, half wrong (0: none)")
