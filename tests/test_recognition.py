@@ -156,6 +156,34 @@ def test_eval_recognition_on_folders_of_plain_photos(facecom_b: Path, tmp_path: 
     assert "--protocol cross searches each identity's other photos" in capsys.readouterr().err
 
 
+def test_identity_lists_as_celeba_ships_them_and_as_csv(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """A list of images and identities instead of folders: CelebA's identity_CelebA.txt
+    (``000001.jpg 2880``, images in img_align_celeba/ beside it) to evaluate, and a CSV with
+    file and identity columns to enrol."""
+    (tmp_path / "img_align_celeba").mkdir()
+    lines, rows = [], ["file,identity"]
+    for number, person in enumerate(PEOPLE):
+        for image in _images(facecom_b, person)[:3]:
+            name = f"{len(lines) + 1:06d}.jpg"
+            (tmp_path / "img_align_celeba" / name).symlink_to(image.resolve())
+            lines.append(f"{name} {1000 + number}")
+            rows.append(f"img_align_celeba/{name},{person}")
+    (tmp_path / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "eval"
+    assert main(["eval", "recognition", str(tmp_path / "identity_CelebA.txt"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"] == "cross" and metrics["identification"]["probes"] == len(PEOPLE)
+    assert metrics["identification"]["top1"] >= 0.8
+    (tmp_path / "people.csv").write_text("\n".join(rows) + "\n")
+    gallery = str(tmp_path / "gallery")
+    assert main(["gallery", "enroll", str(tmp_path / "people.csv"), "--gallery", gallery]) == 0
+    listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
+    assert {e["identity"]: e["faces"] for e in listing["identities"]} == {p: 3 for p in PEOPLE}
+    (tmp_path / "broken.txt").write_text("000001.jpg\n")
+    assert main(["eval", "recognition", str(tmp_path / "broken.txt"), "--out", str(tmp_path / "e2")]) == 2
+    assert "line 1: expected an image and its identity" in capsys.readouterr().err
+
+
 def test_gallery_from_pgm_faces_decided_by_content(facecom_b: Path, tmp_path: Path, capsys) -> None:
     # A classic face-data layout: greyscale .pgm files (plus a README that is no image), and a
     # JPEG saved under a .jfif name; the format comes from each file's content, not its suffix.

@@ -7,7 +7,8 @@ Layouts:
 - gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively), or a folder of UTKFace
   files, whose names give the gender, or a CSV of labels (``file,gender[,race,age]``, FairFace's)
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
-  ``ROOT/<identity>/distortion/<stem>_<type>.jpg``
+  ``ROOT/<identity>/distortion/<stem>_<type>.jpg``; or a list of images and identities (CSV, or
+  CelebA's ``image identity`` lines)
 - pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
   taken relative to the CSV's folder. Or LFW's ``pairs.txt``.
 """
@@ -165,7 +166,10 @@ class IdentityDataset:
 
 
 def read_identity_folders(root: str | Path) -> IdentityDataset:
-    """Read ``ROOT/<identity>/`` folders; a distortion type is the last ``_`` part of the stem."""
+    """Read ``ROOT/<identity>/`` folders; a distortion type is the last ``_`` part of the stem. ROOT
+    may also be a list of images and their identities (:func:`read_identity_list`)."""
+    if Path(root).is_file():
+        return read_identity_list(root)
     root = _require_dir(root)
     dataset = IdentityDataset(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir())
@@ -185,6 +189,41 @@ def read_identity_folders(root: str | Path) -> IdentityDataset:
     if not dataset.clean and not dataset.distorted:
         raise InputError("identity folders contain no images", root)
     return dataset
+
+
+_IDENTITY_COLUMNS = ("identity", "id", "person", "name", "label")
+
+
+def read_identity_list(list_path: str | Path) -> IdentityDataset:
+    """Plain photos and their identities from a list: a CSV whose header has a file column
+    (``file``, ``path``, ``image``, ...) and an identity column (``identity``, ``id``, ``person``,
+    ...), or lines ``image identity`` with no header, as CelebA's ``identity_CelebA.txt``. Paths
+    are relative to the list's folder, or to its ``img_align_celeba/`` when the images are there."""
+    list_path = Path(list_path)
+    try:
+        lines = [line for line in list_path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read identity list ({exc})", list_path) from None
+    header = {name.strip().lower(): index for index, name in enumerate(next(csv.reader(lines[:1]), []))}
+    file_column = next((header[c] for c in _FILE_COLUMNS if c in header), None)
+    identity_column = next((header[c] for c in _IDENTITY_COLUMNS if c in header), None)
+    if file_column is not None and identity_column is not None:
+        rows = [(number, row[file_column].strip(), row[identity_column].strip())
+                for number, row in enumerate(csv.reader(lines[1:]), start=2) if len(row) > max(file_column, identity_column)]
+    else:
+        rows = [(number, *line.split()) for number, line in enumerate(lines, start=1)]
+    for number, *fields in rows:
+        if len(fields) != 2 or not all(fields):
+            raise InputError(f"line {number}: expected an image and its identity (a CSV with file and identity columns, "
+                             "or 'image identity' lines)", list_path)
+    if not rows:
+        raise InputError("identity list has no rows", list_path)
+    folder = list_path.parent
+    first = Path(rows[0][1])
+    if not first.is_absolute() and not (folder / first).exists() and (folder / "img_align_celeba" / first).exists():
+        folder = folder / "img_align_celeba"
+    clean = [(Path(name) if Path(name).is_absolute() else folder / name, identity) for _, name, identity in rows]
+    return IdentityDataset(folder, clean)
 
 
 def read_pairs(list_path: str | Path, images: str | Path | None = None) -> list[tuple[Path, Path, bool]]:

@@ -96,7 +96,7 @@ def register(groups: dict) -> None:
                                           "milvus://HOST:PORT/COLLECTION (Milvus) or NAME.db (Milvus Lite).")
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
     enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg")
-    enroll.add_argument("dir")
+    enroll.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=int, default=1)

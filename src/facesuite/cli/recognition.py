@@ -207,7 +207,7 @@ def register(groups: dict) -> None:
 
     calibrate = root.add_parser("calibrate", help="pick the verification threshold at a target false-accept rate",
                                 description="Calibrate the same-person threshold on identity folders and store it for the embedder.")
-    calibrate.add_argument("dir", help="identity folders: DIR/<identity>/*.jpg")
+    calibrate.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
     calibrate.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01)")
     calibrate.add_argument("--split", help="file of identities to leave out (e.g. your test identities)")
     calibrate.add_argument("--with-distorted", action="store_true", help="also use DIR/<identity>/distortion/* images")
@@ -223,7 +223,7 @@ def register(groups: dict) -> None:
     evaluate = groups["eval"].add_parser("recognition", help="identification and verification on identity folders",
                                          description="Gallery = clean DIR/<id>/*.jpg, probes = DIR/<id>/distortion/*; "
                                                      "folders of plain photos: alternate photos enrolled, the others probes.")
-    evaluate.add_argument("dir")
+    evaluate.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
