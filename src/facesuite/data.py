@@ -208,8 +208,8 @@ def read_identity_list(list_path: str | Path) -> IdentityDataset:
     file_column = next((header[c] for c in _FILE_COLUMNS if c in header), None)
     identity_column = next((header[c] for c in _IDENTITY_COLUMNS if c in header), None)
     if file_column is not None and identity_column is not None:
-        rows = [(number, row[file_column].strip(), row[identity_column].strip())
-                for number, row in enumerate(csv.reader(lines[1:]), start=2) if len(row) > max(file_column, identity_column)]
+        rows = [(number, *(row[column].strip() for column in (file_column, identity_column) if column < len(row)))
+                for number, row in enumerate(csv.reader(lines[1:]), start=2)]
     else:
         rows = [(number, *line.split()) for number, line in enumerate(lines, start=1)]
     for number, *fields in rows:
