@@ -289,6 +289,24 @@ def test_eval_on_a_label_list_as_fairface_ships_it(tmp_path, capsys):
     assert "line 2: gender must be male or female" in capsys.readouterr().err
 
 
+def test_folder_names_as_other_data_sets_spell_them(tmp_path):
+    """Kaggle's gender data set: Training/ and Validation/, each with male/ and female/; others
+    capitalise (Male/, Female/) or say men/ and women/. Names are matched without case."""
+    train, val = _pick(dev=False, per_class=10), _pick(dev=True, per_class=4)
+    data = tmp_path / "kaggle"
+    _link_folder(data / "Training", train)
+    for label, spelled in (("male", "Men"), ("female", "Women")):
+        (data / "Validation" / spelled).mkdir(parents=True)
+        for path in val[label]:
+            (data / "Validation" / spelled / path.name).symlink_to(path.resolve())
+    assert main(["train", "gender", str(data), "--out", str(tmp_path / "model")]) == 0
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert history["options"] and (tmp_path / "model" / "model.json").is_file()
+    assert main(["eval", "gender", str(data / "Validation"), "--out", str(tmp_path / "eval"), "--gradcam", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {label: c["support"] for label, c in metrics["per_class"].items()} == {"male": 4, "female": 4}
+
+
 def test_missing_paths_and_bad_layouts_exit_2(tmp_path, capsys):
     assert main(["predict", "gender", str(tmp_path / "nope.jpg"), "--csv", str(tmp_path / "p.csv")]) == 2
     assert "nope.jpg" in capsys.readouterr().err

@@ -16,6 +16,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,17 @@ def read_gender_data(source: str | Path) -> GenderData:
     return GenderData(samples, groups, sum(1 for _ in iter_images(source)) - len(samples))
 
 
+# Sub-folder names data sets use for the two classes (compared without case: Male/, Women/).
+GENDER_FOLDERS = {"male": ("male", "men", "man"), "female": ("female", "women", "woman")}
+
+
+def find_subfolder(root: Path, names: Sequence[str]) -> Path | None:
+    """The sub-folder of ``root`` named, whatever its case, one of ``names`` (the first listed
+    wins), or None."""
+    present = {child.name.lower(): child for child in sorted(root.iterdir()) if child.is_dir()} if root.is_dir() else {}
+    return next((present[name] for name in names if name in present), None)
+
+
 def _require_dir(root: str | Path) -> Path:
     root = Path(root)
     if not root.exists():
@@ -119,7 +131,8 @@ def read_gender_folders(root: str | Path) -> list[tuple[Path, str]]:
     (``<age>_<gender>_<race>_<date>.jpg``, gender 0 male, 1 female). Files whose names do not
     say a gender are left out (:class:`GenderData` counts them)."""
     root = _require_dir(root)
-    if not any((root / label).is_dir() for label in GENDERS):
+    folders = {label: find_subfolder(root, GENDER_FOLDERS[label]) for label in GENDERS}
+    if not any(folders.values()):
         named = [(path, attributes[1]) for path in iter_images(root) if (attributes := utkface_attributes(path.name))]
         if not named:
             raise InputError(f"expected sub-folders {'/ and '.join(GENDERS)}/, or UTKFace file names "
@@ -127,8 +140,8 @@ def read_gender_folders(root: str | Path) -> list[tuple[Path, str]]:
         return named
     samples: list[tuple[Path, str]] = []
     for label in GENDERS:
-        folder = root / label
-        if not folder.is_dir():
+        folder = folders[label]
+        if folder is None:
             raise InputError(f"expected sub-folders {'/ and '.join(GENDERS)}/ (missing {label}/)", root)
         images = list(iter_images(folder))
         if not images:

@@ -36,7 +36,7 @@ from facesuite.classify.gender import (
     chips_to_tensor,
     pick_device,
 )
-from facesuite.data import read_gender_folders
+from facesuite.data import find_subfolder, read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
@@ -97,16 +97,17 @@ def read_train_val(data_dir: Path, val_fraction: float, seed: int) -> tuple[list
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError("no such folder", data_dir)
-    if not (data_dir / "train").is_dir():
+    train_dir = find_subfolder(data_dir, ("train", "training"))
+    if train_dir is None:
         raise InputError("expected DIR/train/{male,female}/ (and optionally DIR/val/)", data_dir)
-    train = read_gender_folders(data_dir / "train")
-    if (data_dir / "val").is_dir():
-        return train, read_gender_folders(data_dir / "val"), "val/"
+    train = read_gender_folders(train_dir)
+    if (val_dir := find_subfolder(data_dir, ("val", "valid", "validation"))) is not None:
+        return train, read_gender_folders(val_dir), f"{val_dir.name}/"
     from sklearn.model_selection import train_test_split
 
     labels = [label for _, label in train]
     if min(labels.count(label) for label in LABELS) < 2:
-        raise InputError("each class needs at least 2 images to split off a validation set", data_dir / "train")
+        raise InputError("each class needs at least 2 images to split off a validation set", train_dir)
     train, val = train_test_split(train, test_size=val_fraction, stratify=labels, random_state=seed)
     return train, val, f"stratified {val_fraction:.0%} of train/"
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facesuite.classify.gender import LABELS, FinetuneGenderNet, GenderConfig, chips_to_tensor
-from facesuite.data import age_band, facecom_identity, utkface_attributes, read_gender_folders
+from facesuite.data import age_band, facecom_identity, find_subfolder, read_gender_folders, utkface_attributes
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError
@@ -318,8 +318,8 @@ def train_finetune(data_dir: str | Path, out: str | Path, options: FinetuneOptio
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
     device = torch.device(options.device)
-    train_dir = Path(data_dir) / "train"
-    if not train_dir.is_dir():
+    train_dir = find_subfolder(Path(data_dir), ("train", "training"))
+    if train_dir is None:
         raise InputError("expected DIR/train/{male,female}/", data_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
