@@ -112,15 +112,21 @@ def test_enroll_then_identify(client: TestClient, facecom_b: Path) -> None:
     assert bad_name.status_code == 422 and "reserved" in bad_name.json()["error"]
 
 
-def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tmp_path: Path) -> None:
-    for identity in ("001_frontal", "004_frontal", "007_frontal"):
-        shutil.copytree(facecom_b / identity, tmp_path / identity)
-    assert client.post("/jobs/recognition", json={"folder": str(tmp_path / "missing")}).status_code == 422
-    job = client.post("/jobs/recognition", json={"folder": str(tmp_path)}).json()
+def _finished_job(client: TestClient, folder: str) -> dict:
+    """Start an evaluation job on ``folder`` and poll it until it ends (two minutes at most)."""
+    job = client.post("/jobs/recognition", json={"folder": folder}).json()
     deadline = time.monotonic() + 120
     while (status := client.get(f"/jobs/{job['id']}").json())["state"] not in ("done", "failed"):
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
+    return status
+
+
+def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tmp_path: Path) -> None:
+    for identity in ("001_frontal", "004_frontal", "007_frontal"):
+        shutil.copytree(facecom_b / identity, tmp_path / identity)
+    assert client.post("/jobs/recognition", json={"folder": str(tmp_path / "missing")}).status_code == 422
+    status = _finished_job(client, str(tmp_path))
     assert status["state"] == "done", status["message"]
     assert status["done"] == status["total"] == 3 + 21
     report = client.get(status["report_url"])
@@ -135,11 +141,7 @@ def test_evaluation_job_on_folders_of_plain_photos(client: TestClient, facecom_b
         (tmp_path / identity).mkdir()
         for photo in sorted((facecom_b / identity).glob("*.jpg"))[:2]:
             shutil.copy(photo, tmp_path / identity)
-    job = client.post("/jobs/recognition", json={"folder": str(tmp_path)}).json()
-    deadline = time.monotonic() + 120
-    while (status := client.get(f"/jobs/{job['id']}").json())["state"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
+    status = _finished_job(client, str(tmp_path))
     assert status["state"] == "done", status["message"]
     assert status["metrics"]["probes"] == 3 and status["metrics"]["identities"] == 3
     (tmp_path / "Tom_Ridge" / sorted(p.name for p in (tmp_path / "Tom_Ridge").iterdir())[1]).unlink()
