@@ -47,20 +47,31 @@ _GENDER_COLUMNS = ("gender", "sex")
 _GENDER_VALUES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
 
 
+def _read_list(path: Path, what: str) -> str:
+    """The text of a list file (labels, identities, pairs), as InputError naming ``what`` when it
+    cannot be read; a spreadsheet's byte-order mark is dropped, so it is not read as part of the
+    first column's name."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} ({exc})", path) from None
+
+
+def _column(header: dict, aliases: Sequence[str]) -> str | int | None:
+    """What ``header`` (lower-case column names to names or positions) holds for the first of
+    ``aliases`` it has, or None."""
+    return next((header[alias] for alias in aliases if alias in header), None)
+
+
 def read_gender_labels(csv_path: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, tuple[str, ...]]]:
     """A CSV of gender labels, as FairFace ships (``file,age,gender,race,...``): ``(path,
     label)`` per row (paths relative to the CSV's folder), and per path the groups fairness is
     reported in, from optional ``race`` and ``age`` columns (an age in years becomes its band of
     :func:`age_band`; FairFace's bins, such as ``20-29``, are kept as they are)."""
     csv_path = Path(csv_path)
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read label list ({exc})", csv_path) from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(_read_list(csv_path, "label list").splitlines())
     columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
-    file_column = next((columns[c] for c in _FILE_COLUMNS if c in columns), None)
-    gender_column = next((columns[c] for c in _GENDER_COLUMNS if c in columns), None)
+    file_column, gender_column = _column(columns, _FILE_COLUMNS), _column(columns, _GENDER_COLUMNS)
     if file_column is None or gender_column is None:
         raise InputError(f"a gender label list needs a header with a file column ({', '.join(_FILE_COLUMNS)}) and a "
                          f"gender column ({', '.join(_GENDER_COLUMNS)})", csv_path)
@@ -213,13 +224,9 @@ def read_identity_list(list_path: str | Path) -> IdentityDataset:
     ...), or lines ``image identity`` with no header, as CelebA's ``identity_CelebA.txt``. Paths
     are relative to the list's folder, or to its ``img_align_celeba/`` when the images are there."""
     list_path = Path(list_path)
-    try:
-        lines = [line for line in list_path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read identity list ({exc})", list_path) from None
+    lines = [line for line in _read_list(list_path, "identity list").splitlines() if line.strip()]
     header = {name.strip().lower(): index for index, name in enumerate(next(csv.reader(lines[:1]), []))}
-    file_column = next((header[c] for c in _FILE_COLUMNS if c in header), None)
-    identity_column = next((header[c] for c in _IDENTITY_COLUMNS if c in header), None)
+    file_column, identity_column = _column(header, _FILE_COLUMNS), _column(header, _IDENTITY_COLUMNS)
     if file_column is not None and identity_column is not None:
         rows = [(number, *(row[column].strip() for column in (file_column, identity_column) if column < len(row)))
                 for number, row in enumerate(csv.reader(lines[1:]), start=2)]
@@ -247,10 +254,7 @@ def read_pairs(list_path: str | Path, images: str | Path | None = None) -> list[
     list_path = Path(list_path)
     if not list_path.is_file():
         raise InputError("no such pair list", list_path)
-    try:
-        text = list_path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not a column name
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read pair list ({exc})", list_path) from None
+    text = _read_list(list_path, "pair list")
     lines = text.splitlines()
     first = lines[0].split() if lines else []
     if first and all(field.isdigit() for field in first):
