@@ -97,6 +97,7 @@ class GenderData:
     """A labelled gender data set: ``(path, label)`` samples, the groups each path is reported in
     besides its class (race, age), and how many files were left out for lack of a label."""
 
+    source: Path  # the folder or list file it was read from
     samples: list[tuple[Path, str]]
     groups: dict[Path, tuple[str, ...]]
     left_out: int = 0
@@ -107,13 +108,13 @@ def read_gender_data(source: str | Path) -> GenderData:
     groups, from the names) or a label CSV (:func:`read_gender_labels`)."""
     source = Path(source)
     if source.is_file():
-        return GenderData(*read_gender_labels(source))
+        return GenderData(source, *read_gender_labels(source))
     samples = read_gender_folders(source)
     groups = {}
     for path, _ in samples:
         attributes = utkface_attributes(path.name)
         groups[path] = () if attributes is None else (attributes[2], *(("under 13",) if attributes[0] < 13 else ()))
-    return GenderData(samples, groups, sum(1 for _ in iter_images(source)) - len(samples))
+    return GenderData(source, samples, groups, sum(1 for _ in iter_images(source)) - len(samples))
 
 
 # Sub-folder names data sets use for the two classes (compared without case: Male/, Women/).

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.classify.gender import LABELS, GenderModel
-from facesuite.data import read_gender_data
+from facesuite.data import GenderData, read_gender_data
 from facesuite.errors import InputError, Skipped
 from facesuite.text import open_csv
 
@@ -55,19 +55,21 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
     return [GenderPrediction(face, analysis.gender) for face in faces], skipped
 
 
-def evaluate_gender(data_dir: str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
-    """Evaluate the gender model of ``analysis`` on a gender data set (:func:`~facesuite.data.read_gender_data`:
-    ``male/`` and ``female/`` folders, UTKFace files or a label CSV); returns ``(metrics, skipped)``."""
+def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
+    """Evaluate the gender model of ``analysis`` on a gender data set, read or where to read it
+    (:func:`~facesuite.data.read_gender_data`: ``male/`` and ``female/`` folders, UTKFace files
+    or a label CSV); returns ``(metrics, skipped)``."""
     from facesuite.evaluate.classification import group_accuracy, plot_group_accuracy, write_classification_report
 
     out = Path(out)
     model = analysis.gender
-    data = read_gender_data(data_dir)
+    if not isinstance(data, GenderData):
+        data = read_gender_data(data)
     samples = data.samples
     truth = {str(path): label for path, label in samples}
     predictions, skipped = predict_gender(analysis, [p for p, _ in samples], progress="gender")
     if not predictions:
-        raise InputError("no readable images to evaluate", data_dir)
+        raise InputError("no readable images to evaluate", data.source)
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
         writer = csv.writer(handle)

@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if data.left_out:
         print(f"{data.left_out} files in {args.dir} have no male/ or female/ folder or UTKFace name giving their gender: "
               "left out", file=sys.stderr)
-    metrics, skipped = evaluate_gender(args.dir, _analysis(args), args.out, args.gradcam)
+    metrics, skipped = evaluate_gender(data, _analysis(args), args.out, args.gradcam)
     print_skips(skipped)
     from facesuite.cli.summary import print_summary
 
