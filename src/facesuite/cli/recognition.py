@@ -107,6 +107,7 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
 
 def cmd_eval_recognition(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
+    from facesuite.evaluate.open_set import protocol_dataset
     from facesuite.evaluate.recognition import (
         embed_dataset,
         recognition_metrics,
@@ -119,18 +120,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         if not keep:
             raise InputError("no identity of the split is in the data folder", args.split)
         dataset = dataset.subset(keep)
-    # Folders of plain photos (no distortion/ copies) have no facecom protocol: by default they
-    # are evaluated on the cross protocol, their other photos searched.
-    protocol = args.protocol or ("facecom" if dataset.distorted else "cross")
-    if protocol == "facecom" and not dataset.distorted:
-        raise InputError("no distorted probes for the facecom protocol (expected <identity>/distortion/<stem>_<type>.jpg); "
-                         "--protocol cross searches each identity's other photos instead", args.dir)
-    if protocol == "cross":
-        from facesuite.evaluate.open_set import cross_protocol
-
-        dataset = cross_protocol(dataset)
-        if not dataset.distorted:
-            raise InputError("the cross protocol needs identities with two or more photos", args.dir)
+    dataset, protocol = protocol_dataset(dataset, args.dir, args.protocol)
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.data import DistortedImage, IdentityDataset
+from facesuite.errors import InputError
 
 PROTOCOLS = ("facecom", "cross")
 FPIR_TARGETS = (0.01, 0.001)
@@ -47,6 +48,22 @@ def cross_protocol(dataset: IdentityDataset) -> IdentityDataset:
     else:
         probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) in probe_sources]
     return IdentityDataset(dataset.root, enrolled, probes)
+
+
+def protocol_dataset(dataset: IdentityDataset, source: str | Path, protocol: str | None = None) -> tuple[IdentityDataset, str]:
+    """The gallery and probes of ``protocol`` (default: ``facecom`` where the identities have
+    distorted copies, ``cross`` for folders of plain photos, which have no facecom protocol), and
+    the protocol's name; :class:`InputError` naming ``source`` when the data set holds no probes
+    for it."""
+    protocol = protocol or ("facecom" if dataset.distorted else "cross")
+    if protocol == "facecom" and not dataset.distorted:
+        raise InputError("no distorted probes for the facecom protocol (expected <identity>/distortion/<stem>_<type>.jpg); "
+                         "--protocol cross searches each identity's other photos instead", source)
+    if protocol == "cross":
+        dataset = cross_protocol(dataset)
+        if not dataset.distorted:
+            raise InputError("the cross protocol needs identities with two or more photos", source)
+    return dataset, protocol
 
 
 @dataclass

@@ -56,19 +56,14 @@ class JobRunner:
 
     def start(self, folder: str, split: str | None) -> Job:
         from facesuite.data import read_identity_folders, read_split
+        from facesuite.evaluate.open_set import protocol_dataset
 
         # Validated here so a wrong folder is answered at once, not as a failed job.
         dataset = read_identity_folders(self._readable(folder))
         if split:
             dataset = dataset.subset(read_split(self._readable(split)) & set(dataset.identities))
-        if not dataset.distorted:
-            # Plain photos: the cross protocol, as `facesuite eval recognition` does by default.
-            from facesuite.evaluate.open_set import cross_protocol
-
-            dataset = cross_protocol(dataset)
-            if not dataset.distorted:
-                raise InputError("no probes: needs distorted copies (<identity>/distortion/<stem>_<type>.jpg) or "
-                                 "identities with two or more photos", folder)
+        # The protocol `facesuite eval recognition` takes by default (cross for plain photos).
+        dataset, _ = protocol_dataset(dataset, folder)
         if len({i for _, i in dataset.clean}) < 2:
             raise InputError("needs clean images of at least two identities", folder)
         job = Job(uuid.uuid4().hex[:12], folder, self.work_dir / "jobs")
