@@ -107,6 +107,8 @@ def read_gender_data(source: str | Path) -> GenderData:
     """``male/`` and ``female/`` folders, a folder of UTKFace files (race and children under 13 as
     groups, from the names) or a label CSV (:func:`read_gender_labels`)."""
     source = Path(source)
+    if not source.exists():
+        raise InputError("no such folder or label list", source)
     if source.is_file():
         return GenderData(source, *read_gender_labels(source))
     samples = read_gender_folders(source)
