@@ -19,6 +19,11 @@
         second network), all in one run so the ratios hold on a busy machine.
     python benchmarks/gender_dev.py deletion /tmp/gender_data MODEL_DIR [--faces N]
         Grad-CAM deletion test: hottest 10% of pixels masked vs a random 10%.
+    python benchmarks/gender_dev.py mirror-margin /tmp/gender_data [--cache DIR]
+        Selects the backbone head's ``mirror_margin`` on training folds only: out of fold on 3
+        identity-disjoint folds of train/, the shipped recipe (logistic regression, C 0.001, on
+        the plain, mirrored and distorted passes) scored on each held-out face alone and averaged
+        with its mirror image's score when within each margin of 0.5; balanced threshold.
 
 Data root: ``$FACESUITE_DATA`` (default ../shared/data).
 """
@@ -301,6 +306,53 @@ def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fr
             "faces_where_hottest_drops_more": round(float((hot > random_).mean()), 4)}
 
 
+def mirror_margin(folders: Path, cache: Path, margins: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 1.0)) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from facesuite.classify.gender_head import mirror_when_unsure
+    from facesuite.data import read_gender_folders
+    from facesuite.detect.extract import FaceExtractor
+    from facesuite.embed.dlib.network import load_dlib_resnet
+    from facesuite.train import gender_finetune as gf
+    from facesuite.train.gender import balanced_threshold
+
+    faces, trunk = gf.build_cache(gf.describe_faces(read_gender_folders(folders / "train")), FaceExtractor(), cache,
+                                  torch.device("cpu"), 0)
+    network = load_dlib_resnet()
+    features = {}  # the backbone head's inputs (pooled stages, last-stage map, unit embedding) per variant
+    with torch.inference_mode():
+        for variant in ("plain", "mirrored", "distorted"):
+            maps = torch.from_numpy(trunk[variant]["maps"]).float()
+            last = network.stages[-1](maps).mean(dim=(2, 3))
+            unit = F.normalize(network.fc(last), dim=1)
+            features[variant] = torch.cat([torch.from_numpy(trunk[variant]["pooled"]).float(), last,
+                                           maps.flatten(1), unit], 1).numpy()
+    p_plain, p_mirrored = np.zeros(len(faces.labels)), np.zeros(len(faces.labels))
+    for held in gf.identity_folds(faces, 3, 0):
+        kept = np.setdiff1d(np.arange(len(faces.labels)), held)
+        x = np.concatenate([features[v][kept] for v in ("plain", "mirrored", "distorted")])
+        scaler = StandardScaler().fit(x)
+        head = LogisticRegression(C=0.001, class_weight="balanced", max_iter=5000, random_state=0)
+        head.fit(scaler.transform(x), np.concatenate([faces.labels[kept]] * 3))
+        p_plain[held] = head.predict_proba(scaler.transform(features["plain"][held]))[:, 1]
+        p_mirrored[held] = head.predict_proba(scaler.transform(features["mirrored"][held]))[:, 1]
+    facecom = np.array([Path(path).name.startswith("facecom_") for path in faces.paths])
+    rows = []
+    for margin in margins:
+        p_female = mirror_when_unsure(p_plain, margin, lambda rows: p_mirrored[rows])
+        predicted = (p_female >= balanced_threshold(faces.labels, p_female)).astype(int)
+        right = predicted == faces.labels
+        rows.append({"margin": margin, "mirrored_share": round(float((p_female != p_plain).mean()), 4),
+                     "accuracy": round(float(right.mean()), 4),
+                     "facecom": round(float(right[facecom].mean()), 4),
+                     "facecom_female_recall": round(float(right[facecom & (faces.labels == 1)].mean()), 4),
+                     "utkface": round(float(right[~facecom].mean()), 4)})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,7 +379,14 @@ def main() -> int:
     cam.add_argument("model")
     cam.add_argument("--faces", type=int, default=300)
     cam.add_argument("--layer", choices=("model", "branch-output"), default="model")
+    margin = sub.add_parser("mirror-margin")
+    margin.add_argument("folders", type=Path)
+    margin.add_argument("--cache", type=Path, default=Path("/tmp/facesuite-gender-trunk"), help="trunk features cache")
     args = parser.parse_args()
+    if args.command == "mirror-margin":
+        for row in mirror_margin(args.folders, args.cache):
+            print(json.dumps(row))
+        return 0
     if args.command == "folders":
         print(json.dumps(build_folders(args.out, args.utk_train, args.utk_dev_stride), indent=2))
         return 0

@@ -168,6 +168,27 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
         assert strict.threshold < model.threshold and strict.threshold == pytest.approx(lowest_female, abs=BELOW)
 
 
+def test_shipped_head_mirrors_only_the_faces_it_is_unsure_of(dev_folder):
+    """A score within the model's margin of 0.5 is the mean of the chip's score and its
+    mirror image's (one more pass, for those faces only); any other face keeps its own score. The
+    standalone model applies the same rule, so both give the same numbers."""
+    from facesuite.analysis import FaceAnalysis
+
+    analysis = FaceAnalysis(routes=None)
+    head = analysis._gender_head
+    assert head is not None and head.mirror_margin == 0.2
+    faces = analysis.faces(sorted(dev_folder.glob("*/*.jpg")))[0]
+    chips = [face.chip() for face in faces]
+    own = head.p_female(*analysis.embedder.describe(chips, maps=True))
+    mirrored = head.p_female(*analysis.embedder.describe([np.ascontiguousarray(c[:, ::-1]) for c in chips], maps=True))
+    unsure = np.abs(own - 0.5) < head.mirror_margin
+    assert 0 < unsure.sum() < len(faces)
+    expected = np.where(unsure, (own + mirrored) / 2, own)
+    assert np.abs(expected - own)[unsure].min() > 1e-3  # mirroring moves those scores: the test has teeth
+    assert [face.p_female for face in faces] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert GenderModel.load(default_model_dir()).p_female(chips).tolist() == pytest.approx(expected.tolist(), abs=2e-4)
+
+
 def test_evaluation_numbers_match_a_recount(shipped_eval, dev_folder):
     metrics = json.loads((shipped_eval / "metrics.json").read_text())
     with open(shipped_eval / "predictions.csv", newline="") as handle:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
@@ -371,7 +372,7 @@ class FaceAnalysis:
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=self._gender_reads_maps())
-        p_female = self._p_female(crops, frames, plain, pooled if shared else None)
+        p_female = self._p_female(crops, frames, kinds, plain, pooled if shared else None)
         quality = self._quality(crops, kinds)
         faces = []
         for i, (crop, kind) in enumerate(zip(crops, kinds)):
@@ -402,11 +403,22 @@ class FaceAnalysis:
         return self.quality.score(quality_features([k.probs for k in kinds], [c.face.score for c in crops],
                                                    [c.face.fallback for c in crops]))
 
-    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray, pooled: np.ndarray | None) -> np.ndarray | None:
+    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], kinds: list, plain: np.ndarray,
+                  pooled: np.ndarray | None) -> np.ndarray | None:
         if self._gender_folder is None:
             return None
         if self._gender_head is not None:
-            return self._gender_head.p_female(plain, pooled)
+            head = self._gender_head
+
+            def p_female_mirrored(rows: np.ndarray) -> np.ndarray:
+                # The same chip the head read (restored, as routed), mirrored: one more pass.
+                chips = self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
+                mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
+                if head.kind == "embedding":
+                    return head.p_female(self.embedder.embed(mirrored))
+                return head.p_female(*self.embedder.describe(mirrored, maps=head.reads_maps))
+
+            return mirror_when_unsure(head.p_female(plain, pooled), head.mirror_margin, p_female_mirrored)
         if self._gender_shares_backbone():
             import torch
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
+from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
@@ -71,6 +72,9 @@ class GenderConfig:
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     embedder: str | None = None
     metrics: dict = field(default_factory=dict)
+    #: Scores this close to the threshold are averaged with the mirrored chip's score (0: never;
+    #: :func:`~facesuite.classify.gender_head.mirror_when_unsure`).
+    mirror_margin: float = 0.0
 
     @property
     def chip_spec(self) -> ChipSpec:
@@ -307,6 +311,11 @@ class GenderModel:
         for chip in chips:
             if chip.shape != (size, size, 3):
                 raise ValueError(f"expected {size}x{size}x3 chips, got {chip.shape}")
+        p_female = self._network_p_female(chips, batch_size)
+        return mirror_when_unsure(p_female, self.config.mirror_margin,
+                                  lambda rows: self._network_p_female([chips[i][:, ::-1] for i in rows], batch_size))
+
+    def _network_p_female(self, chips: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(chips), batch_size):

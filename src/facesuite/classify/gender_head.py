@@ -11,6 +11,7 @@ embedder already computed, so analysing a face never imports PyTorch for gender.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,22 @@ DEFAULT_GENDER_DIR = MODELS_DIR / "gender"
 LINEAR_KINDS = ("embedding", "backbone")
 
 
+def mirror_when_unsure(p_female: np.ndarray, margin: float, p_female_mirrored: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``p_female`` with each score within ``margin`` of 0.5 averaged with the score of the same
+    chip mirrored (``p_female_mirrored(rows)`` scores those rows' mirror images).
+
+    Mirroring every face gains almost nothing on the faces the head is sure of, and costs a
+    second pass of the network: out of fold on the training faces, margin 0.2 mirrors 9% of them
+    and gains what mirroring all of them does (model card). The window is the head's own
+    uncertainty, around 0.5, not around the decision threshold, which is tuned on these scores.
+    """
+    p_female = np.asarray(p_female, dtype=np.float32).copy()
+    unsure = np.flatnonzero(np.abs(p_female - 0.5) < margin)
+    if len(unsure):
+        p_female[unsure] = (p_female[unsure] + np.asarray(p_female_mirrored(unsure), dtype=np.float32)) / 2
+    return p_female
+
+
 @dataclass(frozen=True)
 class LinearGenderHead:
     """``p_female = sigmoid(((x - mean) / scale) . coef + intercept)`` with ``x`` the unit embedding,
@@ -37,6 +54,8 @@ class LinearGenderHead:
     scale: np.ndarray
     coef: np.ndarray
     intercept: float
+    #: Scores this close to the threshold are averaged with the mirrored chip's (0: never).
+    mirror_margin: float = 0.0
 
     @classmethod
     def load(cls, folder: Path) -> LinearGenderHead | None:
@@ -53,7 +72,8 @@ class LinearGenderHead:
         with np.load(weights, allow_pickle=False) as head:
             arrays = {name: np.asarray(head[name], dtype=np.float64) for name in ("mean", "scale", "coef", "intercept")}
         return cls(record["kind"], float(record.get("threshold", 0.5)), tuple(record.get("labels", ("male", "female"))),
-                   arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]))
+                   arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]),
+                   float(record.get("mirror_margin", 0.0)))
 
     @property
     def hidden_columns(self) -> int:

@@ -89,6 +89,10 @@ class Router:
     def route(self, kind: str) -> Route:
         return self.routes.get(kind, Route(kind))
 
+    def restored(self, chips: Sequence[np.ndarray], kinds: Sequence[str]) -> list[np.ndarray]:
+        """Each chip through its type's restoration step (the chip itself where there is none)."""
+        return [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
+
     def embed(
         self, chips: Sequence[np.ndarray], kinds: Sequence[str], hidden: bool = False, maps: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -96,7 +100,7 @@ class Router:
         adapted; hidden features of that same pass when ``hidden`` -- the dlib port's runtimes only,
         with the last stage's input map when ``maps`` -- else None) for chips of the given types.
         A gender head reads the second and third together, as it was trained: one chip's pass."""
-        restored = [RESTORERS[self.route(kind).restore](chip) for chip, kind in zip(chips, kinds)]
+        restored = self.restored(chips, kinds)
         pooled = None
         if hidden:
             plain, pooled = self.embedder.describe(restored, maps=maps)

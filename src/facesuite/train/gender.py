@@ -36,6 +36,7 @@ from facesuite.classify.gender import (
     chips_to_tensor,
     pick_device,
 )
+from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.data import find_subfolder, read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
@@ -45,6 +46,11 @@ from facesuite.train.gender_distill import distillation_loss, load_teacher, teac
 EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
 # Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
 HEAD_KINDS = ("embedding", "backbone")
+#: The backbone head averages a score this close to its threshold with the mirrored chip's
+#: (``mirror_when_unsure``). Chosen out of fold on the training faces' identity folds
+#: (``python benchmarks/gender_dev.py mirror-margin``): the smallest margin that gains what
+#: mirroring every face gains.
+BACKBONE_MIRROR_MARGIN = 0.2
 KINDS = (*HEAD_KINDS, "cnn")
 
 
@@ -199,7 +205,7 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
 
 
 def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.ndarray, extra: dict,
-                 min_female_recall: float = 0.0) -> dict:
+                 min_female_recall: float = 0.0, mirror_margin: float = 0.0) -> dict:
     threshold = threshold_with_female_recall(val.labels, p_female, min_female_recall)
     predicted = (p_female >= threshold).astype(int)
     metrics = {
@@ -210,7 +216,8 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
     }
     # Full precision: the tuned threshold is one validation face's exact score, and rounding it up
     # would flip that face to the other class.
-    config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), metrics={**metrics, **extra})
+    config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), metrics={**metrics, **extra},
+                          mirror_margin=mirror_margin)
     if kind in HEAD_KINDS:
         config.embedder = EMBEDDER
     config.save(out)
@@ -264,12 +271,16 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
         if best is None or score > best[0]:
             best = (score, c, classifier, p)
     _, c, classifier, p_val = best
+    mirror_margin = BACKBONE_MIRROR_MARGIN if options.kind == "backbone" else 0.0
+    # The threshold is tuned on the scores the model will give: unsure faces averaged with their mirror.
+    p_val = mirror_when_unsure(p_val, mirror_margin, lambda rows: classifier.predict_proba(
+        scaler.transform(features(val.chips[rows][:, :, ::-1].copy(), "val, mirrored")))[:, 1])
     np.savez(
         out / "weights.npz", mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32),
         coef=classifier.coef_.reshape(-1).astype(np.float32), intercept=np.float32(classifier.intercept_[0]),
     )
     (out / "history.json").write_text(json.dumps({"options": asdict(options), "C_sweep": sweep, "chosen_C": c}, indent=2) + "\n")
-    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c}, options.min_female_recall)
+    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c}, options.min_female_recall, mirror_margin)
 
 
 # --------------------------------------------------------------------------------------------
