@@ -15,13 +15,12 @@ def _distorted(root: Path, kind: str, n: int = 4) -> list[Path]:
 
 
 # What each type's route does, written down from the routing model card (MODEL_CARD.md beside
-# routes.json) rather than read from the code: noisy faces get a 7x7 median filter, rainy ones a
-# 5x5 grey-level opening, blurred ones an unsharp mask, foggy ones a gamma + CLAHE exposure
-# correction, every distorted face but a sunny one is also embedded mirrored, and clean and sunny
-# faces take the plain embedder.
+# routes.json) rather than read from the code: noisy, rainy and blurred faces go through their
+# learned restoration networks, foggy ones a gamma + CLAHE exposure correction, every distorted
+# face but a sunny one is also embedded mirrored, and clean and sunny faces take the plain embedder.
 ROUTE_OF = {
-    "clean": "plain", "blurred": "unsharp+mirror", "foggy": "exposure+mirror", "lowlight": "mirror",
-    "resized": "mirror", "noisy": "median5+median5+mirror", "rainy": "switch10-open5+mirror", "sunny": "plain",
+    "clean": "plain", "blurred": "cnn-blurred+mirror", "foggy": "exposure+mirror", "lowlight": "mirror",
+    "resized": "mirror", "noisy": "cnn-noisy+mirror", "rainy": "cnn-rainy+mirror", "sunny": "plain",
 }
 
 

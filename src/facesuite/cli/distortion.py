@@ -1,4 +1,4 @@
-"""`facesuite train|predict|eval distortion` and `facesuite distort` (synthesis)."""
+"""`facesuite train|predict|eval distortion`, `facesuite train restorer` and `facesuite distort` (synthesis)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "val_accuracy" in last:
         scores += f", validation accuracy {last['val_accuracy']:.4f} ({result['val_images']} images)"
     print(f"trained on {result['train_images']} images: {scores}. Model in {args.out}")
+    return 0
+
+
+def cmd_train_restorer(args: argparse.Namespace) -> int:
+    from facesuite.data import read_identity_folders, read_split
+    from facesuite.train.restorer import RestorerOptions, train_restorer
+
+    dataset = read_identity_folders(args.dir)
+    if args.holdout:
+        dataset = dataset.subset(set(dataset.identities) - read_split(args.holdout))
+    options = RestorerOptions(args.type, width=args.width, depth=args.depth, steps=args.steps, seed=args.seed)
+    history = train_restorer(dataset, args.out, options)
+    print(f"trained on {history['pairs']} {args.type} pairs in {history['seconds']} s: L1 {history['loss_by_tenth'][0]:.4f} "
+          f"-> {history['loss_by_tenth'][-1]:.4f}. Network in {args.out}")
     return 0
 
 
@@ -123,6 +137,20 @@ def register(groups: dict) -> None:
     train.add_argument("--val-identities", metavar="FILE",
                        help="identities (one per line) held out of training and used for validation curves")
     train.set_defaults(handler=cmd_train)
+
+    restorer = groups["train"].add_parser(
+        "restorer", help="train a learned restoration step for one distortion type",
+        description="Train a residual CNN on pixel-aligned (distorted copy, clean photo) face chips of identity folders "
+                    "(ROOT/<identity>/<stem>.jpg and ROOT/<identity>/distortion/<stem>_<type>.jpg); writes ONNX.")
+    restorer.add_argument("dir", help="identity-folder dataset with distortion/ sub-folders")
+    restorer.add_argument("--type", required=True, choices=DISTORTIONS, help="the distortion to undo")
+    restorer.add_argument("--out", required=True, help="ONNX file to write (its history goes beside it as .json)")
+    restorer.add_argument("--holdout", metavar="FILE", help="identities (one per line) left out of training, e.g. the dev split")
+    restorer.add_argument("--steps", type=int, default=1500, help="training steps of 32 patches (default 1500)")
+    restorer.add_argument("--width", type=int, default=16, help="channels per layer (default 16)")
+    restorer.add_argument("--depth", type=int, default=6, help="convolution layers (default 6)")
+    restorer.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    restorer.set_defaults(handler=cmd_train_restorer)
 
     predict = groups["predict"].add_parser(
         "distortion", help="name the distortion of each image (clean or one of 7 types)",

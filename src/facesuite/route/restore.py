@@ -14,7 +14,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from facesuite.config import MODELS_DIR
 from facesuite.registry import Registry
+from facesuite.route.learned import LearnedRestorer
 
 Restorer = Callable[[np.ndarray], np.ndarray]
 
@@ -115,3 +117,7 @@ RESTORERS.register("switch20-median7")(switching(median(7), 20))
 RESTORERS.register("open7")(opening(7))
 RESTORERS.register("switch10-open5")(switching(opening(5), 10))
 RESTORERS.register("switch20-open5")(switching(opening(5), 20))
+# Learned: a residual CNN per type, trained on the train identities' pixel-aligned pairs by
+# `facesuite train restorer` (routing model card), for each type whose network is shipped.
+for _network in sorted((MODELS_DIR / "routing").glob("*.onnx")):
+    RESTORERS.register(f"cnn-{_network.stem}")(LearnedRestorer(_network))
