@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec
-from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
@@ -72,7 +72,7 @@ class GenderConfig:
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     embedder: str | None = None
     metrics: dict = field(default_factory=dict)
-    #: Scores this close to the threshold are averaged with the mirrored chip's score (0: never;
+    #: Scores this close to 0.5 are averaged with the mirrored chip's score (0: never;
     #: :func:`~facesuite.classify.gender_head.mirror_when_unsure`).
     mirror_margin: float = 0.0
 

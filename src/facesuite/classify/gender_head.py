@@ -54,7 +54,7 @@ class LinearGenderHead:
     scale: np.ndarray
     coef: np.ndarray
     intercept: float
-    #: Scores this close to the threshold are averaged with the mirrored chip's (0: never).
+    #: Scores this close to 0.5 are averaged with the mirrored chip's (0: never).
     mirror_margin: float = 0.0
 
     @classmethod

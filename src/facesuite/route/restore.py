@@ -1,10 +1,12 @@
 """Restoration steps applied to an aligned face chip before embedding, one per distortion type.
 
-Each is a classic, cheap image operation (OpenCV) aimed at what the distortion destroys: a median
-filter removes salt-and-pepper dots, a grey-level opening removes thin bright rain streaks, a gamma that pulls the mean to
-mid-grey plus local contrast equalisation (CLAHE) brings back washed-out or dark faces, an
-unsharp mask counters blur. Which step each route uses is measured, not assumed:
-``benchmarks/routing_dev.py`` compares them per type on the dev split.
+Most are classic, cheap image operations (OpenCV) aimed at what the distortion destroys: a median
+filter removes salt-and-pepper dots, a grey-level opening removes thin bright rain streaks, a gamma
+that pulls the mean to mid-grey plus local contrast equalisation (CLAHE) brings back washed-out or
+dark faces, an unsharp mask counters blur. The ``cnn-<type>`` steps are small networks trained on
+pixel-aligned pairs (:mod:`facesuite.route.learned`); they replaced the filters for noisy, rainy and
+blurred faces. Which step each route uses is measured, not assumed, on the train identities
+(``benchmarks/restore_select.py``; routing model card).
 """
 
 from __future__ import annotations
