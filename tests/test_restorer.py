@@ -79,4 +79,6 @@ def test_train_restorer_bad_input_exits_2(facecom_b: Path, tmp_path: Path, capsy
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no clean photos with a 'noisy' copy" in error[0] and "plain" in error[0]
     assert main(["train", "restorer", str(tmp_path / "missing"), "--type", "noisy", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert main(["train", "restorer", str(plain.parent), "--type", "noisy", "--out", str(tmp_path / "x.onnx"), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()

@@ -39,8 +39,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_restorer(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
+    from facesuite.errors import InputError
     from facesuite.train.restorer import RestorerOptions, train_restorer
 
+    for name, least in (("steps", 1), ("width", 1), ("depth", 2)):  # depth 2: the first and last convolutions
+        if getattr(args, name) < least:
+            raise InputError(f"--{name} must be at least {least}, got {getattr(args, name)}")
     dataset = read_identity_folders(args.dir)
     if args.holdout:
         dataset = dataset.subset(set(dataset.identities) - read_split(args.holdout))
