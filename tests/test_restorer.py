@@ -57,7 +57,7 @@ def test_train_restorer_writes_a_network_that_restores(facecom_b: Path, tmp_path
     tree = tmp_path / "data"
     tree.mkdir()
     for folder in _dev_identities(facecom_b, 3):
-        (tree / folder.name).symlink_to(folder)
+        (tree / folder.name).symlink_to(folder.resolve())  # CI names the data folder by a relative path
     out = tmp_path / "rainy.onnx"
     assert main(["train", "restorer", str(tree), "--type", "rainy", "--out", str(out), "--steps", "60"]) == 0
     assert "rainy pairs" in capsys.readouterr().out
@@ -74,7 +74,7 @@ def test_train_restorer_bad_input_exits_2(facecom_b: Path, tmp_path: Path, capsy
     plain = tmp_path / "plain" / "someone"
     plain.mkdir(parents=True)
     photo = sorted((_dev_identities(facecom_b, 1)[0]).glob("*.jpg"))[0]
-    (plain / photo.name).symlink_to(photo)
+    (plain / photo.name).symlink_to(photo.resolve())
     assert main(["train", "restorer", str(plain.parent), "--type", "noisy", "--out", str(tmp_path / "x.onnx")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no clean photos with a 'noisy' copy" in error[0] and "plain" in error[0]
