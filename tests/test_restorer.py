@@ -82,3 +82,15 @@ def test_train_restorer_bad_input_exits_2(facecom_b: Path, tmp_path: Path, capsy
     assert main(["train", "restorer", str(plain.parent), "--type", "noisy", "--out", str(tmp_path / "x.onnx"), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    # Inside a folder, an unreadable photo or copy is a counted skip; the readable pairs train.
+    tree = tmp_path / "mixed"
+    for name, (photo_bytes, copy_bytes) in {"good": (None, None), "bad_photo": (300, None), "bad_copy": (None, 200)}.items():
+        (tree / name / "distortion").mkdir(parents=True)
+        source = sorted(_dev_identities(facecom_b, 3)[["good", "bad_photo", "bad_copy"].index(name)].glob("*.jpg"))[0]
+        copy = source.parent / "distortion" / f"{source.stem}_noisy.jpg"
+        (tree / name / source.name).write_bytes(source.read_bytes()[:photo_bytes])
+        (tree / name / "distortion" / copy.name).write_bytes(copy.read_bytes()[:copy_bytes])
+    assert main(["train", "restorer", str(tree), "--type", "noisy", "--out", str(tmp_path / "mixed.onnx"), "--steps", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "2 file(s) skipped" in captured.err and "trained on 1 noisy pairs" in captured.out
+    assert len(json.loads((tmp_path / "mixed.json").read_text())["skipped"]) == 2

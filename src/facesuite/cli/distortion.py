@@ -49,7 +49,8 @@ def cmd_train_restorer(args: argparse.Namespace) -> int:
     if args.holdout:
         dataset = dataset.subset(set(dataset.identities) - read_split(args.holdout))
     options = RestorerOptions(args.type, width=args.width, depth=args.depth, steps=args.steps, seed=args.seed)
-    history = train_restorer(dataset, args.out, options)
+    history, skipped = train_restorer(dataset, args.out, options)
+    _print_skips(skipped)
     print(f"trained on {history['pairs']} {args.type} pairs in {history['seconds']} s: L1 {history['loss_by_tenth'][0]:.4f} "
           f"-> {history['loss_by_tenth'][-1]:.4f}. Network in {args.out}")
     return 0

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from facesuite.classify.gender import chips_to_tensor
 from facesuite.data import IdentityDataset
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 from facesuite.io import load_image
 
 CHIP = ChipSpec(150, 0.25)  # the embedder's chip: the restorer runs on it
@@ -63,30 +64,37 @@ class ResidualRestorer(nn.Module):
         return pixels - self.body(pixels)
 
 
-def aligned_pairs(dataset: IdentityDataset, kind: str, extractor: FaceExtractor) -> tuple[np.ndarray, np.ndarray]:
+def aligned_pairs(dataset: IdentityDataset, kind: str, extractor: FaceExtractor) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
     """(distorted, clean) uint8 chips: each ``kind`` copy and its clean photo, both cut with the
-    clean photo's detected landmarks."""
+    clean photo's detected landmarks; and the photos or copies that could not be read."""
     copies = {str(d.source): d.path for d in dataset.distorted if d.distortion == kind}
     sources = [path for path, _ in dataset.clean if str(path) in copies]
     if not sources:
         raise InputError(f"no clean photos with a {kind!r} copy (expected <identity>/distortion/<stem>_{kind}.jpg)",
                          dataset.root)
-    crops, _ = extractor.crops(sources, CHIP, progress=f"pairs ({kind})")
-    distorted = [crop.face.chip(load_image(copies[str(crop.path)]), CHIP.size, CHIP.padding) for crop in crops]
-    return np.stack(distorted), np.stack([crop.chip for crop in crops])
-
-
-def _to_tensor(chips: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(chips).permute(0, 3, 1, 2).float() / 255
+    crops, skipped = extractor.crops(sources, CHIP, progress=f"pairs ({kind})")
+    distorted, clean = [], []
+    for crop in crops:
+        copy = copies[str(crop.path)]
+        try:
+            distorted.append(crop.face.chip(load_image(copy), CHIP.size, CHIP.padding))
+        except InputError as error:
+            skipped.append(Skipped(copy, error))
+            continue
+        clean.append(crop.chip)
+    if not clean:
+        raise InputError(f"no readable pairs of a clean photo and its {kind!r} copy", dataset.root)
+    return np.stack(distorted), np.stack(clean), skipped
 
 
 def train_restorer(dataset: IdentityDataset, out: str | Path, options: RestorerOptions,
-                   extractor: FaceExtractor | None = None) -> dict:
-    """Train on every pair of ``dataset``, write the ONNX network to ``out`` and its history beside
-    it (``<out>.json``); returns that history."""
+                   extractor: FaceExtractor | None = None) -> tuple[dict, list[Skipped]]:
+    """Train on every readable pair of ``dataset``, write the ONNX network to ``out`` and its
+    history beside it (``<out>.json``, with the skipped files); returns that history and the skips."""
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
-    distorted, clean = (_to_tensor(chips) for chips in aligned_pairs(dataset, options.kind, extractor or FaceExtractor()))
+    distorted, clean, skipped = aligned_pairs(dataset, options.kind, extractor or FaceExtractor())
+    distorted, clean = chips_to_tensor(distorted) / 255, chips_to_tensor(clean) / 255
     network = ResidualRestorer(options.width, options.depth)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, options.steps)
@@ -110,8 +118,9 @@ def train_restorer(dataset: IdentityDataset, out: str | Path, options: RestorerO
     torch.onnx.export(network, torch.zeros(1, 3, size, size), str(out), input_names=["chip"], output_names=["restored"],
                       dynamic_axes={"chip": {0: "n", 2: "h", 3: "w"}, "restored": {0: "n", 2: "h", 3: "w"}},
                       opset_version=17, dynamo=False)
-    history = {"options": asdict(options), "pairs": len(clean), "seconds": round(time.perf_counter() - started),
+    history = {"options": asdict(options), "pairs": len(clean), "skipped": [item.reason for item in skipped],
+               "seconds": round(time.perf_counter() - started),
                # Mean L1 (of [0, 1] pixels) over each tenth of training: the curve, in ten points.
-               "loss_by_tenth": [round(float(np.mean(part)), 5) for part in np.array_split(losses, 10)]}
+               "loss_by_tenth": [round(float(np.mean(part)), 5) for part in np.array_split(losses, min(10, len(losses)))]}
     out.with_suffix(".json").write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
-    return history
+    return history, skipped
