@@ -50,7 +50,7 @@ class Embedder(ABC):
             cls.space = cls.name
 
     @abstractmethod
-    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         """Return an ``(len(chips), dim)`` float32 array with L2-normalised rows."""
 
 

@@ -46,10 +46,12 @@ class _DlibPortEmbedder(Embedder):
     # unit norms) would accept two thirds of different-person pairs.
     default_threshold = 0.09
 
-    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         return self.describe(chips, batch_size)[0]
 
-    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 32, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    # Batches of 16: 5.2 ms a chip on one core under ONNX Runtime, against 5.6 at 32 and 7.0 at 1
+    # (the activations of 16 chips stay in cache).
+    def describe(self, chips: Sequence[np.ndarray], batch_size: int = 16, maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(unit embeddings, hidden features) of the chips from one backbone pass
         (``DlibResNet.describe``: pooled hidden stages, and with ``maps`` the last stage's input map)."""
         if not len(chips):
@@ -137,7 +139,7 @@ class DlibEmbedder(Embedder):
     # unit vectors that is cosine distance 0.6**2 / (2 * 1.42**2) = 0.09.
     default_threshold = 0.09
 
-    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def embed(self, chips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         if len(chips) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = _dlib_model()
