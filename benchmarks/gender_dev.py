@@ -3,7 +3,9 @@
     python benchmarks/gender_dev.py folders /tmp/gender_data [--utk-train N] [--utk-dev-stride K]
         Build symlink folders (never copies): train/{male,female} from FACECOM task_a minus dev
         identities plus UTKFace minus dev files (minus train files whose bytes equal a dev file),
-        and dev/facecom/{male,female}, dev/utkface/{male,female}.
+        and dev/facecom/{male,female}, dev/utkface/{male,female}. ``--facecom-task-b`` adds the
+        task_b photos of the FACECOM training identities (their other clean photos and real
+        distorted copies, 6,986; tried in session 9, not in the shipped model's data).
     python benchmarks/gender_dev.py measure /tmp/gender_data MODEL_DIR [MODEL_DIR ...] [--json OUT]
         Accuracy, macro-F1 and female recall on each dev set, and UTKFace accuracy per race,
         gender and age band (<13 / 13-60 / >60), each with a bootstrap 95% interval. Give the
@@ -48,7 +50,32 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def build_folders(out: Path, utk_train: int | None, utk_dev_stride: int = 1, seed: int = 0) -> dict:
+def task_b_links(task_a_train: list[tuple[Path, Path]], out: Path) -> list[tuple[Path, Path]]:
+    """Links under ``out/{male,female}`` to the FACECOM task_b photos of the task_a training faces'
+    identities: their other clean photos and every distorted copy (real blur, fog, rain, low light,
+    noise, overexposure and low resolution), labelled by the task_a photo (``../shared/README.md``:
+    task_a's photos are task_b's clean photos, re-encoded). The clean photo task_a already holds
+    is left out. Each link is named ``facecom_<identity>_9<NNN>.jpg``, so the trainer's identity
+    folds keep it with its identity; ``task_b.json`` in ``out`` maps each name to its source."""
+    task_b = data_root() / "facecom/task_b/train"
+    known = {source.stem for source, _ in task_a_train}
+    labels = {facecom_identity(source.stem): target.parent.name for source, target in task_a_train}
+    links, manifest = [], {}
+    for identity, label in sorted(labels.items()):
+        folder = task_b / identity
+        photos = [p for p in sorted(folder.glob("*.jpg")) if p.stem not in known]
+        photos += sorted((folder / "distortion").glob("*.jpg"))
+        for number, photo in enumerate(photos):
+            target = out / label / f"facecom_{identity}_9{number:03d}.jpg"
+            links.append((photo, target))
+            manifest[target.name] = str(photo.relative_to(task_b))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "task_b.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return links
+
+
+def build_folders(out: Path, utk_train: int | None, utk_dev_stride: int = 1, seed: int = 0,
+                  facecom_task_b: bool = False) -> dict:
     root = data_root()
     dev_ids = read_split(root / "splits/facecom_dev_identities.txt")
     utk_dev = read_split(root / "splits/utkface_dev.txt")
@@ -58,6 +85,8 @@ def build_folders(out: Path, utk_train: int | None, utk_dev_stride: int = 1, see
         for path in sorted((root / "facecom/task_a/train" / label).glob("*.jpg")):
             side = "dev/facecom" if facecom_identity(path.stem) in dev_ids else "train"
             links.append((path, out / side / label / f"facecom_{path.name}"))
+    if facecom_task_b:
+        links += task_b_links([(p, t) for p, t in links if t.parent.parent.name == "train"], out / "train")
     train_utk, dev_hashes = [], set()
     for path in sorted((root / "utkface/images").glob("*.jpg")):
         parsed = utkface_attributes(path.name)
@@ -360,6 +389,8 @@ def main() -> int:
     build.add_argument("out", type=Path)
     build.add_argument("--utk-train", type=int, default=None, help="random subset of UTKFace train files (default: all)")
     build.add_argument("--utk-dev-stride", type=int, default=1, help="keep every k-th UTKFace dev file (default: all)")
+    build.add_argument("--facecom-task-b", action="store_true",
+                       help="also the task_b photos (other clean photos, real distorted copies) of the training identities")
     run = sub.add_parser("measure")
     run.add_argument("folders", type=Path)
     run.add_argument("models", nargs="+")
@@ -388,7 +419,7 @@ def main() -> int:
             print(json.dumps(row))
         return 0
     if args.command == "folders":
-        print(json.dumps(build_folders(args.out, args.utk_train, args.utk_dev_stride), indent=2))
+        print(json.dumps(build_folders(args.out, args.utk_train, args.utk_dev_stride, facecom_task_b=args.facecom_task_b), indent=2))
         return 0
     if args.command == "distorted":
         print(json.dumps(distorted(args.folders, args.models, args.utk_stride), indent=2))

@@ -4,7 +4,7 @@ first result, steady state, where the time goes, and peak memory.
 - **Whole process** (what a user times, disk warm: one untimed ``facesuite analyze`` first): ``facesuite batch embed LIST --workers 1`` and a
   face_recognition script (``load_image_file`` + ``face_locations`` (dlib HOG) + ``face_encodings``
   (dlib ResNet), one image at a time, as its README shows), each a fresh process, detection cache
-  off, wall time and peak RSS from ``/usr/bin/time``; ``--rounds`` (default 2) runs of each,
+  off, wall time and peak RSS from ``/usr/bin/time``; ``--rounds`` (default 3) runs of each,
   interleaved, the fastest counting for both tools alike.
 - **Time to first result**: ``facesuite analyze ONE.jpg --no-cache`` (every model: detection,
   distortion, routes, embedder, gender) and the face_recognition script on the same image.
@@ -16,7 +16,7 @@ first result, steady state, where the time goes, and peak memory.
   landmarks + align + embed (one call there).
 
 Images: ``--n`` (default 300) clean and distorted FACECOM dev-split images, a fixed sample.
-Run: ``python benchmarks/speed.py [--n 300]`` (about three minutes on 2 cores).
+Run: ``python benchmarks/speed.py [--n 300]`` (about five minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def stages(paths: list[str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each whole process and passes of each steady state (the fastest counts)")
     args = parser.parse_args()
     paths = sample(args.n)
