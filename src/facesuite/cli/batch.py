@@ -6,15 +6,14 @@ import argparse
 import sys
 
 from facesuite.cli.detect import add_detector_options, detector_settings
+from facesuite.config import DEFAULT_BATCH_SIZE
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from facesuite.batch import JobSpec, run_job
 
-    # Unset: JobSpec's default (facesuite.batch is not imported to build the parser: it imports pyarrow).
-    chunk = {} if args.batch_size is None else {"batch_size": args.batch_size}
     spec = JobSpec(args.kind, args.embedder, detector_settings(args), routing=not args.no_routing,
-                   use_cache=not args.no_cache, **chunk)
+                   use_cache=not args.no_cache, batch_size=args.batch_size)
     summary = run_job(spec, args.src, args.out, engine=args.engine, ray_address=args.ray_address,
                       workers=args.workers, log=lambda message: print(message, file=sys.stderr))
     _print_results(args.kind, args.out)
@@ -70,7 +69,8 @@ def register(groups: dict) -> None:
         parser.add_argument("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start Ray on this machine)")
         parser.add_argument("--workers", type=int, default=None,
                             help="local processes or Ray actors (default: one per core / per cluster CPU)")
-        parser.add_argument("--batch-size", type=int, help="images per worker call (default 16)")
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                            help=f"images per worker call (default {DEFAULT_BATCH_SIZE})")
         parser.add_argument("--embedder", default="default", help="embedder backend by registered name")
         parser.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
         add_detector_options(parser)
