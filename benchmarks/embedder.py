@@ -1,9 +1,10 @@
-"""Embedding throughput: dlib itself vs our PyTorch and ONNX Runtime ports of its face ResNet.
+"""Embedding throughput: dlib itself vs our PyTorch and ONNX Runtime ports of its face ResNet, and
+the int8 network (``dlib-int8``, the default).
 
 Run: ``python benchmarks/embedder.py [--data DIR] [--n 200]``. The same N chips, aligned by dlib
 (HOG detector, 5-point landmarks, 150 px, padding 0.25) from clean FACECOM photos, go through
-dlib one chip at a time, dlib's batch API (a list of chips), and the ``dlib-torch`` and
-``dlib-onnx`` embedders at batch size 32. Each engine embeds one batch first so one-off start-up
+dlib one chip at a time, dlib's batch API (a list of chips), and the ``dlib-torch``,
+``dlib-onnx`` and ``dlib-int8`` embedders at batch size 32. Each engine embeds one batch first so one-off start-up
 costs (weight loading, ONNX export, allocator warm-up) stay out of the timing. Ratios are against
 dlib one chip at a time, the way the ``dlib`` backend calls it.
 """
@@ -70,6 +71,7 @@ def main() -> None:
     native = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
     torch_embedder = get_embedder("dlib-torch")
     onnx_embedder = get_embedder("dlib-onnx")
+    int8_embedder = get_embedder("dlib-int8")
     engines: dict[str, Engine] = {
         "dlib (one chip at a time)": lambda batch: np.array(
             [np.array(native.compute_face_descriptor(chip)) for chip in batch]
@@ -79,6 +81,7 @@ def main() -> None:
         ),
         f"torch (batch {BATCH_SIZE})": lambda batch: torch_embedder.embed(batch, batch_size=BATCH_SIZE),
         f"onnxruntime (batch {BATCH_SIZE})": lambda batch: onnx_embedder.embed(batch, batch_size=BATCH_SIZE),
+        f"onnxruntime int8 (batch {BATCH_SIZE})": lambda batch: int8_embedder.embed(batch, batch_size=BATCH_SIZE),
     }
     results = {name: faces_per_second(embed, chips) for name, embed in engines.items()}
 
@@ -87,7 +90,8 @@ def main() -> None:
     for name, (speed, vectors) in results.items():
         print(
             f"{name:28s} {speed:8.1f} faces/s   ratio vs dlib {speed / baseline_speed:5.1f}x   "
-            f"max |diff| vs dlib (unit vectors) {np.abs(vectors - reference).max():.1e}"
+            f"max |diff| vs dlib (unit vectors) {np.abs(vectors - reference).max():.1e}   "
+            f"min cosine {np.sum(vectors * reference, axis=1).min():.4f}"
         )
 
 

@@ -14,7 +14,7 @@ from facesuite.route.restore import RESTORERS
 
 
 def test_each_family_lists_what_the_readme_documents() -> None:
-    assert sorted(EMBEDDERS.list()) == ["dlib", "dlib-onnx", "dlib-torch"]
+    assert sorted(EMBEDDERS.list()) == ["dlib", "dlib-int8", "dlib-onnx", "dlib-torch"]
     assert sorted(GENDER_KINDS.list()) == ["backbone", "cnn", "embedding", "finetune"]
     assert {"none", "median5+median5", "switch10-open5", "unsharp", "exposure"} <= set(RESTORERS.list())  # the shipped routes' steps
     assert sorted(BACKENDS.list()) == ["folder", "milvus"]

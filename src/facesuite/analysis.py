@@ -330,16 +330,20 @@ class FaceAnalysis:
         from facesuite.classify.gender_head import DEFAULT_GENDER_DIR, LinearGenderHead
 
         self._gender_folder = None if gender is None else Path(DEFAULT_GENDER_DIR if gender == "default" else gender)
-        self._gender_model = self._gender_head = None
+        self._gender_model = self._gender_head = self._gender_embedder = None
         if self._gender_folder is None:
             return
         self._gender_head = LinearGenderHead.load(self._gender_folder) if self._gender_folder.is_dir() else None
-        if self._gender_head is None or not self._gender_shares_backbone():
-            from facesuite.classify.gender import GenderModel
+        if self._gender_head is not None:
+            # A linear head reads a pass of the space it was trained in: the recognition pass when
+            # the embedder is of that space, else a second network of that space, in NumPy too.
+            shared = self._gender_shares_backbone()
+            self._gender_embedder = self.embedder if shared else get_embedder(self._gender_head.space)
+            return
+        from facesuite.classify.gender import GenderModel
 
-            # Other kinds (and heads the embedder cannot feed) run in PyTorch: loaded, and checked, now.
-            self._gender_head = None
-            self._gender_model = GenderModel.load(self._gender_folder)
+        # Other kinds run in PyTorch: loaded, and checked, now.
+        self._gender_model = GenderModel.load(self._gender_folder)
 
     def _gender_kind(self) -> str | None:
         if self._gender_head is not None:
@@ -347,11 +351,15 @@ class FaceAnalysis:
         return self._gender_model.config.kind if self._gender_model is not None else None
 
     def _gender_shares_backbone(self) -> bool:
-        kind = self._gender_kind()
-        if kind == "embedding":
-            return self.embedder.space in ("dlib", "dlib-torch")
-        # Heads on hidden stages read the describe pass of dlib's port (either runtime).
-        return kind in ("backbone", "finetune") and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
+        """Whether the recognition pass feeds the gender head (one pass, both answers)."""
+        head = self._gender_head
+        if head is not None:
+            if head.kind == "embedding":
+                # dlib itself gives the port's vectors, the only features this kind reads.
+                return self.embedder.space == head.space or {self.embedder.space, head.space} <= {"dlib", "dlib-torch"}
+            return self.embedder.space == head.space and hasattr(self.embedder, "describe")
+        # The fine-tuned branch runs on the float port's trunk map (either runtime).
+        return self._gender_kind() == "finetune" and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
 
     def _gender_reads_maps(self) -> bool:
         """Whether the recognition pass must carry the last stage's input map for gender: a
@@ -408,15 +416,23 @@ class FaceAnalysis:
         if self._gender_folder is None:
             return None
         if self._gender_head is not None:
-            head = self._gender_head
+            head, embedder = self._gender_head, self._gender_embedder
+            if embedder is self.embedder:
+                # The chips the recognition pass read: restored, as routed.
+                def chips(rows: Sequence[int]) -> list[np.ndarray]:
+                    return self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
+            else:
+                # The head's own network reads each face as it is, cut as that network expects.
+                spec = embedder.chip_spec
+
+                def chips(rows: Sequence[int]) -> list[np.ndarray]:
+                    return [crops[i].face.chip(frames[i], spec.size, spec.padding) for i in rows]
+
+                plain, pooled = self._head_pass(embedder, chips(range(len(crops))))
 
             def p_female_mirrored(rows: np.ndarray) -> np.ndarray:
-                # The same chip the head read (restored, as routed), mirrored: one more pass.
-                chips = self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
-                mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
-                if head.kind == "embedding":
-                    return head.p_female(self.embedder.embed(mirrored))
-                return head.p_female(*self.embedder.describe(mirrored, maps=head.reads_maps))
+                # The same chip the head read, mirrored: one more pass.
+                return head.p_female(*self._head_pass(embedder, [np.ascontiguousarray(chip[:, ::-1]) for chip in chips(rows)]))
 
             return mirror_when_unsure(head.p_female(plain, pooled), head.mirror_margin, p_female_mirrored)
         if self._gender_shares_backbone():
@@ -428,6 +444,12 @@ class FaceAnalysis:
                 return torch.softmax(logits, dim=1)[:, 1].numpy()
         spec = self.gender.chip_spec
         return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
+
+    def _head_pass(self, embedder: Embedder, chips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(embeddings, hidden features or None) of the chips: what the linear gender head reads."""
+        if self._gender_head.kind == "embedding":
+            return embedder.embed(chips), None
+        return embedder.describe(chips, maps=self._gender_head.reads_maps)
 
 
 def _release_files(crops: Sequence[Crop]) -> None:

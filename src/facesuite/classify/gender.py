@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesuite.classify.gender_head import mirror_when_unsure
+from facesuite.classify.gender_head import LINEAR_KINDS, LinearGenderHead, mirror_when_unsure
 from facesuite.config import MODELS_DIR
-from facesuite.embed import ChipSpec
+from facesuite.embed import ChipSpec, Embedder
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
@@ -283,10 +283,12 @@ def pick_device() -> torch.device:
 class GenderModel:
     """A saved gender model ready to predict: ``p_female`` per chip and a tuned threshold."""
 
-    def __init__(self, config: GenderConfig, network: nn.Module, device: torch.device | None = None) -> None:
+    def __init__(self, config: GenderConfig, network: nn.Module, device: torch.device | None = None,
+                 onnx_head: tuple[LinearGenderHead, Embedder] | None = None) -> None:
         self.config = config
         self.device = device or pick_device()
         self.network = network.to(self.device).eval()
+        self._onnx_head = onnx_head
 
     @property
     def chip_spec(self) -> ChipSpec:
@@ -303,7 +305,14 @@ class GenderModel:
             raise InputError("no such model folder", folder)
         verify_model_folder(folder)
         config = GenderConfig.load(folder)
-        return cls(config, load_network(config, folder))
+        onnx_head = None
+        if config.kind in LINEAR_KINDS and config.embedder not in (None, "dlib-torch"):
+            # A head trained on a pass PyTorch does not run (the int8 network's) scores chips on
+            # that pass, as the analyzer does; the PyTorch network, its float twin, serves Grad-CAM.
+            from facesuite.embed import get_embedder
+
+            onnx_head = (LinearGenderHead.load(folder), get_embedder(config.embedder))
+        return cls(config, load_network(config, folder), onnx_head=onnx_head)
 
     def p_female(self, chips: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Probability of ``female`` for each chip (chips must have the model's chip size)."""
@@ -316,6 +325,11 @@ class GenderModel:
                                   lambda rows: self._network_p_female([chips[i][:, ::-1] for i in rows], batch_size))
 
     def _network_p_female(self, chips: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+        if self._onnx_head is not None:
+            head, embedder = self._onnx_head
+            if head.kind == "embedding":
+                return head.p_female(embedder.embed(chips))
+            return head.p_female(*embedder.describe(chips, maps=head.reads_maps))
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(chips), batch_size):

@@ -56,6 +56,8 @@ class LinearGenderHead:
     intercept: float
     #: Scores this close to 0.5 are averaged with the mirrored chip's (0: never).
     mirror_margin: float = 0.0
+    #: The embedder space whose pass it reads (heads saved before it was recorded read dlib-torch's).
+    space: str = "dlib-torch"
 
     @classmethod
     def load(cls, folder: Path) -> LinearGenderHead | None:
@@ -73,7 +75,7 @@ class LinearGenderHead:
             arrays = {name: np.asarray(head[name], dtype=np.float64) for name in ("mean", "scale", "coef", "intercept")}
         return cls(record["kind"], float(record.get("threshold", 0.5)), tuple(record.get("labels", ("male", "female"))),
                    arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]),
-                   float(record.get("mirror_margin", 0.0)))
+                   float(record.get("mirror_margin", 0.0)), record.get("embedder") or "dlib-torch")
 
     @property
     def hidden_columns(self) -> int:

@@ -81,5 +81,5 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # The port of dlib's ResNet under ONNX Runtime: the same vectors (max abs difference < 1e-6) many
 # times faster, and no PyTorch import.
-DEFAULT_EMBEDDER = "dlib-onnx"
+DEFAULT_EMBEDDER = "dlib-int8"
 

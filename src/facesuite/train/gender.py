@@ -43,7 +43,6 @@ from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
 from facesuite.train.gender_distill import distillation_loss, load_teacher, teacher_p_female
 
-EMBEDDER = "dlib-torch"  # EmbeddingGenderNet rebuilds exactly this network for inference
 # Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
 HEAD_KINDS = ("embedding", "backbone")
 #: The backbone head averages a score this close to its threshold with the mirrored chip's
@@ -184,7 +183,8 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
     if options.kind in HEAD_KINDS:
         from facesuite.embed import get_embedder
 
-        embedder = get_embedder(EMBEDDER)
+        # The pass analyze runs by default: its head then reads that same pass (one pass, two answers).
+        embedder = get_embedder()
         spec = embedder.chip_spec
     train, skipped = extract_split(train_samples, spec, extractor, "train")
     val, val_skipped = extract_split(val_samples, spec, extractor, "val")
@@ -205,7 +205,7 @@ def train_gender(data_dir: str | Path, out: str | Path, options: TrainOptions, e
 
 
 def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.ndarray, extra: dict,
-                 min_female_recall: float = 0.0, mirror_margin: float = 0.0) -> dict:
+                 min_female_recall: float = 0.0, mirror_margin: float = 0.0, space: str | None = None) -> dict:
     threshold = threshold_with_female_recall(val.labels, p_female, min_female_recall)
     predicted = (p_female >= threshold).astype(int)
     metrics = {
@@ -218,8 +218,7 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
     # would flip that face to the other class.
     config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), metrics={**metrics, **extra},
                           mirror_margin=mirror_margin)
-    if kind in HEAD_KINDS:
-        config.embedder = EMBEDDER
+    config.embedder = space
     config.save(out)
     return {"threshold": config.threshold, **metrics}
 
@@ -280,7 +279,8 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
         coef=classifier.coef_.reshape(-1).astype(np.float32), intercept=np.float32(classifier.intercept_[0]),
     )
     (out / "history.json").write_text(json.dumps({"options": asdict(options), "C_sweep": sweep, "chosen_C": c}, indent=2) + "\n")
-    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c}, options.min_female_recall, mirror_margin)
+    return _save_config(out, options.kind, embedder.chip_spec, val, p_val, {"C": c}, options.min_female_recall, mirror_margin,
+                        embedder.space)
 
 
 # --------------------------------------------------------------------------------------------

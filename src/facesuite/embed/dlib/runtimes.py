@@ -12,10 +12,11 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-from facesuite.config import onnx_session, write_atomically
+from facesuite.config import MODELS_DIR, onnx_session, write_atomically
 from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
 from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH, cache_path, shipped_model_path
 from facesuite.integrity import verify_model_file
@@ -87,6 +88,20 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
             return descriptor.cpu().numpy(), hidden.cpu().numpy()
 
 
+def exported_onnx_path() -> Path:
+    """The port exported to ONNX, in the cache (exported on first use, the one step that imports
+    PyTorch)."""
+    path = shipped_model_path()
+    verify_model_file(path)
+    onnx_path = cache_path(path.read_bytes(), f"-onnx{_ONNX_EXPORT}.onnx")
+    if not onnx_path.exists():
+        from facesuite.embed.dlib.network import export_onnx, load_dlib_resnet
+
+        model = load_dlib_resnet(path)
+        write_atomically(onnx_path, lambda temp: export_onnx(model, temp))
+    return onnx_path
+
+
 @EMBEDDERS.register("dlib-onnx")
 class DlibOnnxEmbedder(_DlibPortEmbedder):
     """dlib's ResNet under ONNX Runtime: the PyTorch port exported once to the cache (keyed by the
@@ -95,19 +110,30 @@ class DlibOnnxEmbedder(_DlibPortEmbedder):
     name = "dlib-onnx"
 
     def __init__(self) -> None:
-        path = shipped_model_path()
-        verify_model_file(path)
-        onnx_path = cache_path(path.read_bytes(), f"-onnx{_ONNX_EXPORT}.onnx")
-        if not onnx_path.exists():
-            from facesuite.embed.dlib.network import export_onnx, load_dlib_resnet
-
-            model = load_dlib_resnet(path)
-            write_atomically(onnx_path, lambda temp: export_onnx(model, temp))
-        self.session = onnx_session(onnx_path)
+        self.session = onnx_session(exported_onnx_path())
 
     def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
         descriptor, hidden = self.session.run(["embedding", "hidden"], {"pixels": pixels})
         return descriptor, hidden if maps else np.ascontiguousarray(hidden[:, :POOLED_WIDTH])
+
+
+#: The int8 network (:mod:`facesuite.embed.dlib.quantize`, model card beside it).
+INT8_MODEL = MODELS_DIR / "embedder" / "dlib-int8.onnx"
+
+
+@EMBEDDERS.register("dlib-int8")
+class DlibInt8Embedder(DlibOnnxEmbedder):
+    """dlib's ResNet with int8 weights and activations under ONNX Runtime: 2.4x faster than
+    ``dlib-onnx`` on one core. Its vectors are within cosine 0.991 of the float network's (mean
+    0.999) on held-out chips, not the same vectors, so it is a space of its own, with its own
+    thresholds and gender head."""
+
+    name = "dlib-int8"
+    space = "dlib-int8"
+
+    def __init__(self) -> None:
+        verify_model_file(INT8_MODEL)
+        self.session = onnx_session(INT8_MODEL)
 
 
 def dlib_model_path(name: str) -> str:

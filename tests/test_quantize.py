@@ -1,0 +1,39 @@
+"""The command that builds the shipped int8 embedder, run small: it samples training images only
+and writes a network close to the float one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime
+
+from facesuite.config import data_root
+from facesuite.data import read_split
+from facesuite.embed.dlib.quantize import MODEL_NAME, build, training_images
+
+
+def test_quantize_samples_training_images_only() -> None:
+    root = data_root()
+    paths = training_images(root, 64, 32)
+    assert len(paths) == len(set(paths)) == 96
+    assert paths == training_images(root, 64, 32)  # a fixed sample
+    facecom_dev = read_split(root / "splits/facecom_dev_identities.txt")
+    utkface_dev = read_split(root / "splits/utkface_dev.txt")
+    for path in map(Path, paths):
+        if "facecom" in path.parts:
+            identity = path.parent.parent.name if path.parent.name == "distortion" else path.parent.name
+            assert identity not in facecom_dev, path
+        else:
+            assert path.name not in utkface_dev, path
+
+
+def test_quantize_writes_an_int8_network_close_to_the_float_one(tmp_path: Path) -> None:
+    record = build(data_root(), tmp_path, facecom=16, utkface=8)
+    model = tmp_path / f"{MODEL_NAME}.onnx"
+    assert record["model"] == model.name and (tmp_path / f"{MODEL_NAME}.json").is_file()
+    assert record["calibration_chips"] == record["held_out"]["chips"] == 12
+    assert record["held_out"]["cosine_min"] > 0.98
+    operators = {node.op_type for node in onnx.load(str(model)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= operators
+    onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])  # loads as shipped
