@@ -1,5 +1,5 @@
 """dlib's 128-D face ResNet: its file format (``reader``), the network in PyTorch (``network``) and
-the embedders that run it (``runtimes``: ``dlib``, ``dlib-torch``, ``dlib-onnx``).
+the embedders that run it (``runtimes``: ``dlib``, ``dlib-torch``, ``dlib-onnx``, ``dlib-int8``).
 
 dlib's ``dlib_face_recognition_resnet_model_v1.dat`` is the reference face embedder, but dlib runs
 it one face at a time on the CPU (~90 ms per face). The PyTorch port gives the same vectors (max
