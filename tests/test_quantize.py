@@ -7,10 +7,12 @@ from pathlib import Path
 
 import onnx
 import onnxruntime
+import pytest
 
 from facesuite.config import data_root
 from facesuite.data import read_split
 from facesuite.embed.dlib.quantize import MODEL_NAME, build, training_images
+from facesuite.errors import InputError
 
 
 def test_quantize_samples_training_images_only() -> None:
@@ -37,3 +39,10 @@ def test_quantize_writes_an_int8_network_close_to_the_float_one(tmp_path: Path) 
     operators = {node.op_type for node in onnx.load(str(model)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators
     onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])  # loads as shipped
+
+
+def test_quantize_sample_sizes_beyond_the_training_images_are_input_errors() -> None:
+    with pytest.raises(InputError, match="--utkface must be between 1 and"):
+        training_images(data_root(), 8, 10**7)
+    with pytest.raises(InputError, match="--facecom must be between 1 and"):
+        training_images(data_root(), 0, 8)

@@ -25,6 +25,7 @@ import numpy as np
 
 from facesuite.data import read_identity_folders, read_split
 from facesuite.embed.dlib.runtimes import chips_to_array, exported_onnx_path
+from facesuite.errors import InputError
 
 MODEL_NAME = "dlib-int8"
 SAMPLE_SEED = 0
@@ -39,6 +40,9 @@ def training_images(data: Path, facecom: int, utkface: int, seed: int = SAMPLE_S
     facecom_paths = [str(p) for p, _ in dataset.clean] + [str(d.path) for d in dataset.distorted]
     utkface_dev = read_split(data / "splits/utkface_dev.txt")
     utkface_paths = [str(p) for p in sorted((data / "utkface/images").iterdir()) if p.name not in utkface_dev]
+    for wanted, pool, option in ((facecom, facecom_paths, "--facecom"), (utkface, utkface_paths, "--utkface")):
+        if not 0 < wanted <= len(pool):
+            raise InputError(f"{option} must be between 1 and {len(pool)} (the training images there), got {wanted}")
     pick = random.Random(seed)
     return sorted(pick.sample(facecom_paths, facecom)) + sorted(pick.sample(utkface_paths, utkface))
 
@@ -128,7 +132,10 @@ def main() -> None:
     parser.add_argument("--facecom", type=int, default=384, help="FACECOM training images sampled (default 384)")
     parser.add_argument("--utkface", type=int, default=192, help="UTKFace training images sampled (default 192)")
     args = parser.parse_args()
-    print(json.dumps(build(args.data, args.out, args.facecom, args.utkface)["held_out"]))
+    try:
+        print(json.dumps(build(args.data, args.out, args.facecom, args.utkface)["held_out"]))
+    except InputError as error:  # a wrong data root: one line, not a traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":
