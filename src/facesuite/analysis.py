@@ -421,6 +421,8 @@ class FaceAnalysis:
                 # The chips the recognition pass read: restored, as routed.
                 def chips(rows: Sequence[int]) -> list[np.ndarray]:
                     return self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
+
+                p_female = head.p_female(plain, pooled)
             else:
                 # The head's own network reads each face as it is, cut as that network expects.
                 spec = embedder.chip_spec
@@ -428,13 +430,10 @@ class FaceAnalysis:
                 def chips(rows: Sequence[int]) -> list[np.ndarray]:
                     return [crops[i].face.chip(frames[i], spec.size, spec.padding) for i in rows]
 
-                plain, pooled = self._head_pass(embedder, chips(range(len(crops))))
-
-            def p_female_mirrored(rows: np.ndarray) -> np.ndarray:
-                # The same chip the head read, mirrored: one more pass.
-                return head.p_female(*self._head_pass(embedder, [np.ascontiguousarray(chip[:, ::-1]) for chip in chips(rows)]))
-
-            return mirror_when_unsure(head.p_female(plain, pooled), head.mirror_margin, p_female_mirrored)
+                p_female = head.p_female_of_chips(embedder, chips(range(len(crops))))
+            # The same chip the head read, mirrored: one more pass, for the unsure faces only.
+            return mirror_when_unsure(p_female, head.mirror_margin, lambda rows: head.p_female_of_chips(
+                embedder, [np.ascontiguousarray(chip[:, ::-1]) for chip in chips(rows)]))
         if self._gender_shares_backbone():
             import torch
 
@@ -444,12 +443,6 @@ class FaceAnalysis:
                 return torch.softmax(logits, dim=1)[:, 1].numpy()
         spec = self.gender.chip_spec
         return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
-
-    def _head_pass(self, embedder: Embedder, chips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(embeddings, hidden features or None) of the chips: what the linear gender head reads."""
-        if self._gender_head.kind == "embedding":
-            return embedder.embed(chips), None
-        return embedder.describe(chips, maps=self._gender_head.reads_maps)
 
 
 def _release_files(crops: Sequence[Crop]) -> None:

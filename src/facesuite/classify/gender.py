@@ -327,9 +327,7 @@ class GenderModel:
     def _network_p_female(self, chips: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         if self._onnx_head is not None:
             head, embedder = self._onnx_head
-            if head.kind == "embedding":
-                return head.p_female(embedder.embed(chips))
-            return head.p_female(*embedder.describe(chips, maps=head.reads_maps))
+            return head.p_female_of_chips(embedder, chips)
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(chips), batch_size):

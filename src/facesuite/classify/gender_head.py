@@ -11,13 +11,14 @@ embedder already computed, so analysing a face never imports PyTorch for gender.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facesuite.config import MODELS_DIR
+from facesuite.embed import Embedder
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.integrity import verify_model_folder
 
@@ -99,6 +100,13 @@ class LinearGenderHead:
             x = np.concatenate([hidden[:, : self.hidden_columns], x], axis=1)
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def p_female_of_chips(self, embedder: Embedder, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Probability of ``female`` for chips, from one pass of ``embedder`` (of :attr:`space`)
+        giving what this kind reads: the embedding, and for ``backbone`` the hidden features."""
+        if self.kind == "embedding":
+            return self.p_female(embedder.embed(chips))
+        return self.p_female(*embedder.describe(chips, maps=self.reads_maps))
 
     def labels_for(self, p_female: np.ndarray) -> list[str]:
         return [self.labels[1] if p >= self.threshold else self.labels[0] for p in p_female]

@@ -216,9 +216,8 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
     }
     # Full precision: the tuned threshold is one validation face's exact score, and rounding it up
     # would flip that face to the other class.
-    config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), metrics={**metrics, **extra},
-                          mirror_margin=mirror_margin)
-    config.embedder = space
+    config = GenderConfig(kind, spec.size, spec.padding, float(threshold), list(LABELS), embedder=space,
+                          metrics={**metrics, **extra}, mirror_margin=mirror_margin)
     config.save(out)
     return {"threshold": config.threshold, **metrics}
 

@@ -89,9 +89,9 @@ def compare(float_model: Path, int8_model: Path, chips: np.ndarray) -> dict:
 
     result: dict = {}
     vectors = []
+    batches = [chips_to_array(chips[start : start + 16]) for start in range(0, len(chips), 16)]
     for name, path in (("float", float_model), ("int8", int8_model)):
         session = onnx_session(path)
-        batches = [chips_to_array(chips[start : start + 16]) for start in range(0, len(chips), 16)]
         session.run(["embedding"], {"pixels": batches[0]})  # warm-up
         start = time.perf_counter()
         vectors.append(l2_normalise(np.concatenate([session.run(["embedding"], {"pixels": b})[0] for b in batches])))
