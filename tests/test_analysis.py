@@ -177,7 +177,8 @@ def test_galleries_are_kept_to_one_vector_space(app: FaceAnalysis, facecom_b: Pa
         (face,) = torch_app.get(_image(facecom_b, "Tom_Ridge", 2))
         assert face.identity == "Tom_Ridge"
     for other in ("dlib", "dlib-int8"):
-        with pytest.raises(InputError, match=f"built with embedder 'dlib-torch', not '{other}'"):
+        with pytest.raises(InputError, match=f"built with embedder 'dlib-torch', not '{other}' "
+                                             r"\(pass --embedder dlib-torch or dlib-onnx\)"):
             FaceAnalysis(other, routes=None, gender=None, gallery=tmp_path / "people")
     with app.open_gallery(tmp_path / "int8", create=True) as gallery:
         for person in PEOPLE:

@@ -377,6 +377,21 @@ def test_tampered_shipped_model_is_refused(models_copy: Path) -> None:
     assert str(weights) in str(error.value)
 
 
+def test_an_intact_model_file_is_hashed_once_and_a_changed_one_again(models_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed = []
+    real_hash = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda path: hashed.append(path) or real_hash(path))
+    weights = models_copy / "gender" / "weights.npz"
+    integrity.verify_model_file(weights)
+    integrity.verify_model_file(weights)  # the gender model and its head both load this folder
+    assert hashed == [weights]
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="does not match its recorded SHA-256"):
+        integrity.verify_model_file(weights)
+
+
 def test_unrecorded_file_in_a_shipped_folder_is_refused(models_copy: Path) -> None:
     from facesuite.classify.gender import GenderModel
 

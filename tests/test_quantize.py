@@ -11,7 +11,7 @@ import pytest
 
 from facesuite.config import data_root
 from facesuite.data import read_split
-from facesuite.embed.dlib.quantize import MODEL_NAME, build, training_images
+from facesuite.embed.dlib.quantize import FLOAT_LAYERS, MODEL_NAME, build, training_images
 from facesuite.errors import InputError
 
 
@@ -36,8 +36,15 @@ def test_quantize_writes_an_int8_network_close_to_the_float_one(tmp_path: Path) 
     assert record["model"] == model.name and (tmp_path / f"{MODEL_NAME}.json").is_file()
     assert record["calibration_chips"] == record["held_out"]["chips"] == 12
     assert record["held_out"]["cosine_min"] > 0.98
-    operators = {node.op_type for node in onnx.load(str(model)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= operators
+    graph = onnx.load(str(model)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    # A quantised convolution reads its weights through DequantizeLinear; the layers kept float read
+    # them as stored.
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    weights_quantized = {node.name: node.input[1] in dequantized for node in graph.node if node.op_type == "Conv"}
+    assert weights_quantized["/stages.1/stages.1.0/conv1/Conv"] and weights_quantized["/stages.4/stages.4.0/conv2/Conv"]
+    kept_float = [name for name in weights_quantized if name.startswith(FLOAT_LAYERS)]
+    assert "/stem_conv/Conv" in kept_float and not any(weights_quantized[name] for name in kept_float)
     onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])  # loads as shipped
 
 

@@ -31,7 +31,7 @@ from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
-from facesuite.embed import Embedder, cosine_distance, get_embedder
+from facesuite.embed import Embedder, cosine_distance, embedders_of_space, get_embedder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
@@ -234,8 +234,10 @@ class FaceAnalysis:
             store = open_gallery(uri)
         if store.embedder != self.embedder.space:
             store.close()
-            raise InputError(f"gallery was built with embedder {store.embedder!r}, not {self.embedder.name!r} "
-                             f"(pass --embedder {store.embedder})", display_uri(uri))
+            names = embedders_of_space(store.embedder)
+            hint = f"pass --embedder {' or '.join(names)}" if names else "no installed embedder gives its vectors: enroll again"
+            raise InputError(f"gallery was built with embedder {store.embedder!r}, not {self.embedder.name!r} ({hint})",
+                             display_uri(uri))
         return Gallery(self, store)
 
     def close(self) -> None:

@@ -123,6 +123,12 @@ def _manifest_name(path: Path) -> str | None:
     return None
 
 
+# Files already found intact in this process, by path, size, modification time and recorded hash:
+# a model folder read by two loaders (the gender model and its head) or a model loaded again is
+# hashed once.
+_verified: set[tuple[Path, int, int, str]] = set()
+
+
 def verify_model_file(path: str | Path) -> None:
     """Check a shipped or packaged model file against the manifest; other files pass unchecked."""
     path = Path(path)
@@ -132,10 +138,15 @@ def verify_model_file(path: str | Path) -> None:
     expected = read_manifest().get(name)
     if expected is None:
         raise ModelIntegrityError("model file is not in the manifest (python -m facesuite.integrity --write)", path)
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _verified:
+        return
     if sha256_file(path) != expected:
         raise ModelIntegrityError(
             "model file does not match its recorded SHA-256 (modified or corrupt: reinstall facesuite)", path
         )
+    _verified.add(key)
 
 
 def verify_model_folder(folder: str | Path) -> None:

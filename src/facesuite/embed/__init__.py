@@ -68,6 +68,11 @@ def get_embedder(name: str = "default") -> Embedder:
     return EMBEDDERS.create(DEFAULT_EMBEDDER if name == "default" else name)
 
 
+def embedders_of_space(space: str) -> list[str]:
+    """Names of the registered embedders that give the vectors of ``space``."""
+    return [name for name in EMBEDDERS.list() if EMBEDDERS[name].space == space]
+
+
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -79,7 +84,7 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - np.sum(np.asarray(a) * np.asarray(b), axis=-1)
 
 
-# dlib's ResNet in int8 under ONNX Runtime: no PyTorch import, 2.4x faster a chip than the float
-# export, vectors within cosine 0.991 of it (models/embedder/MODEL_CARD.md).
+# dlib's ResNet in int8 past its first stage under ONNX Runtime: no PyTorch import, 1.8x faster a
+# chip than the float export, vectors within cosine 0.998 of it (models/embedder/MODEL_CARD.md).
 DEFAULT_EMBEDDER = "dlib-int8"
 
