@@ -31,7 +31,7 @@ from facesuite.classify.gender_head import mirror_when_unsure
 from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
-from facesuite.embed import Embedder, cosine_distance, embedders_of_space, get_embedder
+from facesuite.embed import ChipSpec, Embedder, cosine_distance, embedders_of_space, get_embedder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN, Match
@@ -427,10 +427,8 @@ class FaceAnalysis:
                 p_female = head.p_female(plain, pooled)
             else:
                 # The head's own network reads each face as it is, cut as that network expects.
-                spec = embedder.chip_spec
-
                 def chips(rows: Sequence[int]) -> list[np.ndarray]:
-                    return [crops[i].face.chip(frames[i], spec.size, spec.padding) for i in rows]
+                    return self._chips_of([crops[i] for i in rows], [frames[i] for i in rows], embedder.chip_spec)
 
                 p_female = head.p_female_of_chips(embedder, chips(range(len(crops))))
             # The same chip the head read, mirrored: one more pass, for the unsure faces only.
@@ -443,8 +441,14 @@ class FaceAnalysis:
                 hidden = torch.from_numpy(pooled) if pooled is not None else None
                 logits = self.gender.network.head(torch.from_numpy(plain), hidden)
                 return torch.softmax(logits, dim=1)[:, 1].numpy()
-        spec = self.gender.chip_spec
-        return self.gender.p_female([c.face.chip(f, spec.size, spec.padding) for c, f in zip(crops, frames)])
+        return self.gender.p_female(self._chips_of(crops, frames, self.gender.chip_spec))
+
+    def _chips_of(self, crops: Sequence[Crop], frames: Sequence[np.ndarray], spec: ChipSpec) -> list[np.ndarray]:
+        """The crops' chips in the geometry ``spec``: the chip already cut when the recognition
+        embedder's geometry is the same, else cut again from the frame."""
+        if spec == self.embedder.chip_spec:
+            return [crop.chip for crop in crops]
+        return [crop.face.chip(frame, spec.size, spec.padding) for crop, frame in zip(crops, frames)]
 
 
 def _release_files(crops: Sequence[Crop]) -> None:
