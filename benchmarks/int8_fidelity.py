@@ -1,0 +1,131 @@
+"""Where the default embedder's (``dlib-int8``) dev figures differ from the float network's
+(``dlib-onnx``): the vectors, or the noise of what is measured (issue 18).
+
+Run: ``python benchmarks/int8_fidelity.py [--data DIR] [--json]`` (about 6 minutes on 2 cores).
+
+1. **Training identities**, the data ``facesuite calibrate --per-route`` fits on (cross protocol,
+   alternate clean photos searched too): each route's threshold at FPIR 1% for both embedders, and
+   the bootstrap standard deviation of that threshold over the route's non-mated searches.
+2. **Dev, cross protocol**: coverage at the operating point (wrong identities beside it) for each
+   embedder's vectors under each embedder's shipped thresholds, to tell the vectors' share of a
+   difference from the refitted thresholds'.
+3. **Dev, facecom protocol**: TAR at FAR 0.1% for both, how many impostor pairs that FAR is, and a
+   paired bootstrap 95% interval (resampling probes) of the difference.
+
+Nothing here chooses anything: the thresholds are the shipped calibration files, the pairs and
+protocols those of ``facesuite eval recognition``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from facesuite.analysis import FaceAnalysis
+from facesuite.config import data_root
+from facesuite.data import DistortedImage, IdentityDataset, read_identity_folders, read_split
+from facesuite.embed.calibration import load_route_calibration, load_threshold
+from facesuite.evaluate.open_set import cross_protocol, protocol_dataset, search, threshold_at_fpir
+from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, verification_pairs
+
+EMBEDDERS = ("dlib-onnx", "dlib-int8")
+FPIR = 0.01
+ROUNDS = 1000
+
+
+def training_thresholds(dataset: IdentityDataset, rng: np.random.Generator) -> dict:
+    """Per route, both embedders' thresholds at FPIR 1% and the int8 threshold's bootstrap sd."""
+    cross = cross_protocol(dataset)
+    enrolled = {str(path) for path, _ in cross.clean}
+    clean = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
+    searched = IdentityDataset(cross.root, cross.clean, cross.distorted + clean)
+    non_mated = {}
+    for name in EMBEDDERS:
+        data, _, _ = embed_dataset(FaceAnalysis(name, gender=None), searched, source_match=False)
+        found = search(data.distances(), data.gallery_ids, data.probe_ids)
+        labels = np.asarray(data.probe_labels)
+        non_mated[name] = {kind: found.non_mated[labels == kind] for kind in sorted(set(labels.tolist()))}
+    routes = {}
+    for kind, distances in non_mated["dlib-int8"].items():
+        boot = [threshold_at_fpir(rng.choice(distances, distances.size), FPIR) for _ in range(ROUNDS)]
+        routes[kind] = {"searches": int(distances.size),
+                        **{name: round(threshold_at_fpir(non_mated[name][kind], FPIR), 5) for name in EMBEDDERS},
+                        "int8_bootstrap_sd": round(float(np.std(boot)), 5)}
+    return routes
+
+
+def dev_coverage(dataset: IdentityDataset, source: Path) -> tuple[dict, dict]:
+    """Cross-protocol coverage and wrong-identity rate, each embedder's vectors x each calibration;
+    and the facecom protocol's embedded sets, for TAR."""
+    cross, _ = protocol_dataset(dataset, source, "cross")
+    table = {}
+    for vectors in EMBEDDERS:
+        data, _, _ = embed_dataset(FaceAnalysis(vectors, gender=None), cross)
+        for thresholds in EMBEDDERS:
+            overall = recognition_metrics(data, load_threshold(thresholds, 0.0)[0],
+                                          route_thresholds=load_route_calibration(thresholds)[0])["open_set"]["overall"]
+            table[f"{vectors} vectors, {thresholds} thresholds"] = {
+                "coverage": round(overall["coverage"], 4), "wrong_identity_rate": round(overall["wrong_identity_rate"], 4)}
+    facecom, _ = protocol_dataset(dataset, source, "facecom")
+    sets = {name: embed_dataset(FaceAnalysis(name, gender=None), facecom)[0] for name in EMBEDDERS}
+    return table, sets
+
+
+def tar_at_far(distances: np.ndarray, labels: np.ndarray, far: float = 0.001) -> float:
+    # As facesuite.evaluate.verification reports it.
+    fpr, tpr, _ = roc_curve(labels, -distances)
+    return float(np.interp(far, fpr, tpr))
+
+
+def tar_difference(sets: dict, rng: np.random.Generator) -> dict:
+    (float_d, labels), (int8_d, int8_labels) = (verification_pairs(sets[name]) for name in EMBEDDERS)
+    assert np.array_equal(labels, int8_labels), "the pairs follow the data, not the vectors"
+    probes = labels.size // 2  # one genuine and one impostor pair per probe, in that order
+    diffs = []
+    for _ in range(ROUNDS):
+        picked = rng.integers(0, probes, probes)
+        rows = np.concatenate([2 * picked, 2 * picked + 1])
+        diffs.append(tar_at_far(int8_d[rows], labels[rows]) - tar_at_far(float_d[rows], labels[rows]))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"impostor_pairs": int((labels == 0).sum()), "impostor_pairs_within_far": round(0.001 * (labels == 0).sum(), 1),
+            "dlib-onnx": round(tar_at_far(float_d, labels), 4), "dlib-int8": round(tar_at_far(int8_d, labels), 4),
+            "difference": round(tar_at_far(int8_d, labels) - tar_at_far(float_d, labels), 4),
+            "bootstrap_95": [round(float(low), 4), round(float(high), 4)], "bootstrap_sd": round(float(np.std(diffs)), 4)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: FACESUITE_DATA)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    root = args.data or data_root()
+    source = root / "facecom" / "task_b" / "train"
+    everyone = read_identity_folders(source)
+    dev = read_split(root / "splits" / "facecom_dev_identities.txt") & set(everyone.identities)
+    rng = np.random.default_rng(0)
+    result = {"training_route_thresholds": training_thresholds(everyone.subset(set(everyone.identities) - dev), rng)}
+    result["dev_cross_coverage"], facecom_sets = dev_coverage(everyone.subset(dev), source)
+    result["dev_facecom_tar_at_far_0.1pct"] = tar_difference(facecom_sets, rng)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"training identities, threshold at FPIR {FPIR:.0%} per route (float / int8, int8 bootstrap sd):")
+    for kind, row in result["training_route_thresholds"].items():
+        print(f"  {kind:9s} {row['dlib-onnx']:.4f} / {row['dlib-int8']:.4f}  shift {row['dlib-int8'] - row['dlib-onnx']:+.4f}"
+              f"  sd {row['int8_bootstrap_sd']:.4f}  ({row['searches']} searches)")
+    print("dev, cross protocol, coverage (wrong identity):")
+    for name, row in result["dev_cross_coverage"].items():
+        print(f"  {name:40s} {row['coverage']:.4f} ({row['wrong_identity_rate']:.4f})")
+    tar = result["dev_facecom_tar_at_far_0.1pct"]
+    print(f"dev, facecom protocol, TAR at FAR 0.1% ({tar['impostor_pairs_within_far']} of {tar['impostor_pairs']} impostor pairs): "
+          f"float {tar['dlib-onnx']:.4f}, int8 {tar['dlib-int8']:.4f}, difference {tar['difference']:+.4f}, "
+          f"paired bootstrap 95% {tar['bootstrap_95'][0]:+.4f} to {tar['bootstrap_95'][1]:+.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
