@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
@@ -31,6 +30,7 @@ from facesuite.data import DistortedImage, IdentityDataset, read_identity_folder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.evaluate.open_set import cross_protocol, protocol_dataset, search, threshold_at_fpir
 from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, verification_pairs
+from facesuite.evaluate.verification import tar_at_far
 
 EMBEDDERS = ("dlib-onnx", "dlib-int8")
 FPIR = 0.01
@@ -75,12 +75,6 @@ def dev_coverage(dataset: IdentityDataset, source: Path) -> tuple[dict, dict]:
     return table, sets
 
 
-def tar_at_far(distances: np.ndarray, labels: np.ndarray, far: float = 0.001) -> float:
-    # As facesuite.evaluate.verification reports it.
-    fpr, tpr, _ = roc_curve(labels, -distances)
-    return float(np.interp(far, fpr, tpr))
-
-
 def tar_difference(sets: dict, rng: np.random.Generator) -> dict:
     (float_d, labels), (int8_d, int8_labels) = (verification_pairs(sets[name]) for name in EMBEDDERS)
     assert np.array_equal(labels, int8_labels), "the pairs follow the data, not the vectors"
@@ -89,11 +83,11 @@ def tar_difference(sets: dict, rng: np.random.Generator) -> dict:
     for _ in range(ROUNDS):
         picked = rng.integers(0, probes, probes)
         rows = np.concatenate([2 * picked, 2 * picked + 1])
-        diffs.append(tar_at_far(int8_d[rows], labels[rows]) - tar_at_far(float_d[rows], labels[rows]))
+        diffs.append(tar_at_far(int8_d[rows], labels[rows], 0.001) - tar_at_far(float_d[rows], labels[rows], 0.001))
     low, high = np.percentile(diffs, [2.5, 97.5])
     return {"impostor_pairs": int((labels == 0).sum()), "impostor_pairs_within_far": round(0.001 * (labels == 0).sum(), 1),
-            "dlib-onnx": round(tar_at_far(float_d, labels), 4), "dlib-int8": round(tar_at_far(int8_d, labels), 4),
-            "difference": round(tar_at_far(int8_d, labels) - tar_at_far(float_d, labels), 4),
+            "dlib-onnx": round(tar_at_far(float_d, labels, 0.001), 4), "dlib-int8": round(tar_at_far(int8_d, labels, 0.001), 4),
+            "difference": round(tar_at_far(int8_d, labels, 0.001) - tar_at_far(float_d, labels, 0.001), 4),
             "bootstrap_95": [round(float(low), 4), round(float(high), 4)], "bootstrap_sd": round(float(np.std(diffs)), 4)}
 
 

@@ -114,6 +114,14 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert ident["probes"] == 5 * 2 * 7 and 0.5 < ident["top1"] <= 1.0
     assert ident["source_excluded_probes"] == ident["probes"]  # every identity keeps another clean image
     assert 0.5 < verif["auc"] <= 1.0 and set(verif) >= {"auc", "tar_at_far_1pct", "threshold", "accuracy"}
+    # Each TAR carries a bootstrap interval around it and the number of different-person pairs
+    # its FAR allows (one per probe here): at 0.1% of 70 pairs, fewer than one.
+    for name, far in (("1pct", 0.01), ("0.1pct", 0.001)):
+        low, high = verif[f"tar_at_far_{name}_ci95"]
+        assert 0.0 <= low <= verif[f"tar_at_far_{name}"] <= high <= 1.0
+        assert verif[f"impostors_within_far_{name}"] == round(far * verif["pairs"] / 2, 1)
+    assert "TAR at FAR 0.1%</td><td>" in (out / "report.html").read_text() and "different-person pairs at that FAR" in (out / "report.html").read_text()
+    assert "(95%" in capsys.readouterr().out  # the summary printed gives the interval too
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == ident["probes"] and set(rows[0]) == {
         "path", "true_identity", "predicted_identity", "distance", "decision", "match_kind", "source_photo", "source_agreement",
@@ -242,6 +250,8 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["pairs"], metrics["same_pairs"], metrics["pairs_skipped"]) == (10, 5, 1)
     assert metrics["auc"] == 1.0 and metrics["accuracy_at_threshold"] == 1.0  # these faces are easy
+    # Perfectly separated pairs stay so in every resample: the interval is the point.
+    assert metrics["tar_at_far_0.1pct"] == 1.0 and metrics["tar_at_far_0.1pct_ci95"] == [1.0, 1.0]
     assert metrics["threshold_source"] == "shipped calibration, FAR 1%"
     written = list(csv.DictReader(open(out / "pairs.csv")))
     assert len(written) == 10 and all(r["same"] == r["predicted_same"] for r in written)
@@ -252,3 +262,30 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     shown = re.findall(r'<figure class="face (right|wrong)" data-first="([^"]+)" data-second="([^"]+)"', page)
     assert len(shown) == 10 and {(html.unescape(a), html.unescape(b)) for _, a, b in shown} == {(r["img1"], r["img2"]) for r in written}
     assert str(bad_files["text"]) in capsys.readouterr().err
+
+
+def test_tar_interval_narrows_with_more_pairs(facecom_b: Path) -> None:
+    """On real distances (a clean photo against its distorted copies, and against other people's
+    photos), resampling four copies of the same pairs gives a narrower interval around the same
+    TAR: the interval measures how much the figure rests on."""
+    from facesuite.analysis import FaceAnalysis
+    from facesuite.evaluate.verification import tar_figures
+
+    analysis = FaceAnalysis(gender=None)
+    clean = {person: _images(facecom_b, person)[0] for person in PEOPLE}
+    copies = {person: sorted((facecom_b / person / "distortion").glob(f"{clean[person].stem}_*.jpg")) for person in PEOPLE}
+    vectors, crops, _ = analysis.embed([clean[p] for p in PEOPLE] + [c for p in PEOPLE for c in copies[p]])
+    owner = {str(crop.path): person for person in PEOPLE for crop in crops if crop.path in (clean[person], *copies[person])}
+    anchors = {owner[str(crop.path)]: vectors[row] for row, crop in enumerate(crops) if crop.path == clean[owner[str(crop.path)]]}
+    distances, labels = [], []
+    for row, crop in enumerate(crops):
+        if crop.path != clean[owner[str(crop.path)]]:
+            for person, anchor in anchors.items():
+                distances.append(1 - float(vectors[row] @ anchor))
+                labels.append(int(person == owner[str(crop.path)]))
+    distances, labels = np.array(distances), np.array(labels)
+    once, four = tar_figures(distances, labels), tar_figures(np.tile(distances, 4), np.tile(labels, 4))
+    assert 0.0 < once["tar_at_far_1pct"] < 1.0  # sunny copies are missed: the figure is not trivially 1
+    assert once["tar_at_far_1pct"] == pytest.approx(four["tar_at_far_1pct"])
+    width = {name: r["tar_at_far_1pct_ci95"][1] - r["tar_at_far_1pct_ci95"][0] for name, r in (("once", once), ("four", four))}
+    assert 0.0 < width["four"] < width["once"] and four["impostors_within_far_1pct"] == 4 * once["impostors_within_far_1pct"]

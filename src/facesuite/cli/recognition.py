@@ -113,6 +113,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         recognition_metrics,
         write_recognition_report,
     )
+    from facesuite.evaluate.verification import tar_text
 
     dataset = read_identity_folders(args.dir)
     if args.split:
@@ -144,8 +145,8 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
         ("source matches fired (naming another photo)",
          f"{metrics['source_match']['fired']} ({metrics['source_match']['overall']['fired_elsewhere']})" if metrics["source_match"]["enabled"] else "off"),
         ("top-1, own clean source removed", "n/a" if source_excluded is None else source_excluded),
-        ("verification AUC", verif["auc"]), ("TAR at FAR 1%", verif["tar_at_far_1pct"]),
-        ("FNIR at FPIR 1%", open_set["fnir_at_fpir_0.01"]),
+        ("verification AUC", verif["auc"]), ("TAR at FAR 1%", tar_text(verif, "1pct")),
+        ("TAR at FAR 0.1%", tar_text(verif, "0.1pct")), ("FNIR at FPIR 1%", open_set["fnir_at_fpir_0.01"]),
         ("wrong-identity rate at the operating point", open_set["wrong_identity_rate"]),
         ("coverage (answered with a name)", open_set["coverage"]),
         *((f"top-1, {kind}", value if "per_distortion_with_source" not in ident
@@ -160,6 +161,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     from facesuite.data import read_pairs
     from facesuite.evaluate.verification import (
         pair_distances,
+        tar_text,
         verification_metrics,
         write_verification_report,
     )
@@ -177,7 +179,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
                               chips=chips_of(analysis))
     print_summary(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped)", [
-        ("AUC", metrics["auc"]), ("TAR at FAR 1%", metrics["tar_at_far_1pct"]), ("TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]),
+        ("AUC", metrics["auc"]), ("TAR at FAR 1%", tar_text(metrics, "1pct")), ("TAR at FAR 0.1%", tar_text(metrics, "0.1pct")),
         ("10-fold accuracy", metrics["accuracy_10_fold"]),
         (f"accuracy at {metrics['threshold']:.4f} ({metrics['threshold_source']})", metrics["accuracy_at_threshold"]),
     ])

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import f1_score, roc_auc_score
 
 from facesuite.classify.quality import UNRECOGNISABLE, quality_features
 from facesuite.data import IdentityDataset
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
+from facesuite.evaluate.verification import tar_figures, tar_text
 from facesuite.gallery.base import UNKNOWN
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
@@ -181,7 +182,6 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
     best_ex, _, mask = identification(data, exclude_source=True)
     correct_ex = np.asarray([data.gallery_ids[i] for i in best_ex]) == np.asarray(data.probe_ids)
     distances, labels = verification_pairs(data, seed)
-    fpr, tpr, _ = roc_curve(labels, -distances)
     accepted = distances <= threshold
     return {
         "identification": {
@@ -197,11 +197,10 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
         },
         "verification": {
             "auc": float(roc_auc_score(labels, -distances)),
-            "tar_at_far_1pct": float(np.interp(0.01, fpr, tpr)),
+            **tar_figures(distances, labels, seed),
             "threshold": float(threshold),
             "accuracy": float((accepted == (labels == 1)).mean()),
             "pairs": int(labels.size),
-            "tar_at_far_0.1pct": float(np.interp(0.001, fpr, tpr)),
         },
         "open_set": open_set_metrics(*decisions(data, threshold, route_thresholds),
                                      data.probe_labels or data.probe_types),
@@ -239,8 +238,8 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     summary = table_html(["metric", "value"], [
         ["identification top-1", ident["top1"]], ["identification macro-F1", ident["macro_f1"]],
         ["top-1, own clean source removed", ident["source_excluded"] if ident["source_excluded"] is not None else "n/a"],
-        ["verification AUC", verif["auc"]], ["TAR at FAR 1%", verif["tar_at_far_1pct"]],
-        ["threshold (cosine distance)", verif["threshold"]], ["accuracy at threshold", verif["accuracy"]],
+        ["verification AUC", verif["auc"]], ["TAR at FAR 1%", tar_text(verif, "1pct")],
+        ["TAR at FAR 0.1%", tar_text(verif, "0.1pct")], ["threshold (cosine distance)", verif["threshold"]], ["accuracy at threshold", verif["accuracy"]],
         ["probes / gallery images / identities", f"{ident['probes']} / {ident['gallery_images']} / {ident['identities']}"],
     ], "headline")
     open_set = metrics["open_set"]

@@ -18,6 +18,42 @@ from facesuite.report.html import figure_html, table_html, write_html, write_jso
 from facesuite.text import open_csv
 
 FOLDS = 10
+#: (key suffix, FAR) of the TAR figures every verification reports.
+FAR_TARGETS = (("1pct", 0.01), ("0.1pct", 0.001))
+BOOTSTRAP_ROUNDS = 500
+
+
+def tar_at_far(distances: np.ndarray, labels: np.ndarray, far: float) -> float:
+    """Share of same-person pairs accepted at the distance that accepts ``far`` of the others."""
+    fpr, tpr, _ = roc_curve(labels, -distances)
+    return float(np.interp(far, fpr, tpr))
+
+
+def tar_figures(distances: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """TAR at FAR 1% and 0.1%, each with a bootstrap 95% interval (same-person and
+    different-person pairs resampled separately) and how many different-person pairs that FAR is:
+    at 0.1% of a few thousand pairs the figure rests on a handful of them."""
+    rng = np.random.default_rng(seed)
+    genuine, impostor = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    rounds = np.empty((BOOTSTRAP_ROUNDS, len(FAR_TARGETS)))
+    for row in rounds:
+        picked = np.concatenate([rng.choice(genuine, genuine.size), rng.choice(impostor, impostor.size)])
+        fpr, tpr, _ = roc_curve(labels[picked], -distances[picked])
+        row[:] = np.interp([far for _, far in FAR_TARGETS], fpr, tpr)
+    record = {}
+    for column, (name, far) in enumerate(FAR_TARGETS):
+        low, high = np.percentile(rounds[:, column], [2.5, 97.5])
+        record.update({f"tar_at_far_{name}": tar_at_far(distances, labels, far),
+                       f"tar_at_far_{name}_ci95": [float(low), float(high)],
+                       f"impostors_within_far_{name}": round(far * impostor.size, 1)})
+    return record
+
+
+def tar_text(metrics: dict, name: str) -> str:
+    """A TAR figure of :func:`tar_figures` with its interval and footing, for tables and summaries."""
+    low, high = metrics[f"tar_at_far_{name}_ci95"]
+    return (f"{metrics[f'tar_at_far_{name}']:.4f} (95% {low:.3f}-{high:.3f}; "
+            f"{metrics[f'impostors_within_far_{name}']:g} different-person pairs at that FAR)")
 
 
 def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: bool = True,
@@ -40,12 +76,10 @@ def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: boo
 def verification_metrics(distances: np.ndarray, labels: np.ndarray, threshold: float, seed: int = 0) -> dict:
     if len(set(labels.tolist())) < 2:
         raise InputError("the pair list needs both same-person and different-person pairs")
-    fpr, tpr, _ = roc_curve(labels, -distances)
     return {
         "pairs": int(labels.size), "same_pairs": int(labels.sum()), "different_pairs": int((labels == 0).sum()),
         "auc": float(roc_auc_score(labels, -distances)),
-        "tar_at_far_1pct": float(np.interp(0.01, fpr, tpr)),
-        "tar_at_far_0.1pct": float(np.interp(0.001, fpr, tpr)),
+        **tar_figures(distances, labels, seed),
         "threshold": float(threshold),
         "accuracy_at_threshold": float(((distances <= threshold) == (labels == 1)).mean()),
         "accuracy_10_fold": _fold_accuracy(distances, labels, seed),
@@ -81,7 +115,7 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], d
     figures = [("ROC (same vs different pairs)", plot_roc(distances, labels, out / "roc.png")),
                ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png"))]
     summary = table_html(["metric", "value"], [
-        ["AUC", metrics["auc"]], ["TAR at FAR 1%", metrics["tar_at_far_1pct"]], ["TAR at FAR 0.1%", metrics["tar_at_far_0.1pct"]],
+        ["AUC", metrics["auc"]], ["TAR at FAR 1%", tar_text(metrics, "1pct")], ["TAR at FAR 0.1%", tar_text(metrics, "0.1pct")],
         ["10-fold accuracy (threshold chosen on the other folds)", metrics["accuracy_10_fold"]],
         ["accuracy at the calibrated threshold", metrics["accuracy_at_threshold"]],
         ["threshold (cosine distance)", threshold],
