@@ -289,3 +289,17 @@ def test_tar_interval_narrows_with_more_pairs(facecom_b: Path) -> None:
     assert once["tar_at_far_1pct"] == pytest.approx(four["tar_at_far_1pct"])
     width = {name: r["tar_at_far_1pct_ci95"][1] - r["tar_at_far_1pct_ci95"][0] for name, r in (("once", once), ("four", four))}
     assert 0.0 < width["four"] < width["once"] and four["impostors_within_far_1pct"] == 4 * once["impostors_within_far_1pct"]
+
+
+@pytest.mark.parametrize("protocol", ["facecom", "cross"])
+def test_eval_recognition_of_one_identity_is_bad_input(facecom_b: Path, tmp_path: Path, capsys, protocol: str) -> None:
+    """One enrolled identity leaves no different-person pairs to draw: a one-line error naming the
+    folder, before anything is embedded (it used to search for an impostor forever)."""
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE[:1], per_person=3, distorted=True)
+    assert main(["eval", "recognition", str(data), "--out", str(tmp_path / "eval"), "--protocol", protocol]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"facesuite: error: {data}: a recognition evaluation needs at least two identities in the gallery"]
+    assert not (tmp_path / "eval").exists()
+    # Calibrating on one identity is the same mistake: no different-person pairs.
+    assert main(["calibrate", str(data), "--save-to", str(tmp_path / "calibration")]) == 2
+    assert "at least two identities to calibrate" in capsys.readouterr().err

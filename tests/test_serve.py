@@ -149,6 +149,11 @@ def test_evaluation_job_on_folders_of_plain_photos(client: TestClient, facecom_b
         shutil.rmtree(tmp_path / identity)
     lonely = client.post("/jobs/recognition", json={"folder": str(tmp_path)})
     assert lonely.status_code == 422 and "two or more photos" in lonely.json()["error"]
+    # One identity with distorted copies has probes, but no one else to mistake them for.
+    single = tmp_path / "one_identity"
+    shutil.copytree(facecom_b / "001_frontal", single / "001_frontal")
+    alone = client.post("/jobs/recognition", json={"folder": str(single)})
+    assert alone.status_code == 422 and "at least two identities" in alone.json()["error"]
 
 
 def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from facesuite.data import read_split
 
         dataset = dataset.subset(set(dataset.identities) - read_split(args.split))
+    if len(set(dataset.identities)) < 2:
+        raise InputError("needs images of at least two identities to calibrate (different-person pairs)", args.dir)
     analysis = recognition_analysis(args)
     paths = [p for p, _ in dataset.clean] + ([d.path for d in dataset.distorted] if args.with_distorted else [])
     identity = {str(p): i for p, i in dataset.clean} | {str(d.path): d.identity for d in dataset.distorted}

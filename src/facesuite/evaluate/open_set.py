@@ -54,7 +54,7 @@ def protocol_dataset(dataset: IdentityDataset, source: str | Path, protocol: str
     """The gallery and probes of ``protocol`` (default: ``facecom`` where the identities have
     distorted copies, ``cross`` for folders of plain photos, which have no facecom protocol), and
     the protocol's name; :class:`InputError` naming ``source`` when the data set holds no probes
-    for it."""
+    for it, or fewer than two identities in its gallery."""
     protocol = protocol or ("facecom" if dataset.distorted else "cross")
     if protocol == "facecom" and not dataset.distorted:
         raise InputError("no distorted probes for the facecom protocol (expected <identity>/distortion/<stem>_<type>.jpg); "
@@ -63,6 +63,9 @@ def protocol_dataset(dataset: IdentityDataset, source: str | Path, protocol: str
         dataset = cross_protocol(dataset)
         if not dataset.distorted:
             raise InputError("the cross protocol needs identities with two or more photos", source)
+    if len({identity for _, identity in dataset.clean}) < 2:
+        # One enrolled identity leaves no one to mistake a probe for, and no different-person pairs.
+        raise InputError("a recognition evaluation needs at least two identities in the gallery", source)
     return dataset, protocol
 
 

@@ -20,6 +20,7 @@ from facesuite.data import IdentityDataset
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.evaluate.verification import tar_figures, tar_text
+from facesuite.errors import InputError
 from facesuite.gallery.base import UNKNOWN
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
@@ -80,6 +81,8 @@ def identification(data: EmbeddedSet, exclude_source: bool = False) -> tuple[np.
 def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per probe: one genuine pair (a clean image of its identity, preferring one other than its
     own source) and one impostor pair (a clean image of another identity). Returns (distances, labels)."""
+    if len(set(data.gallery_ids)) < 2:
+        raise InputError("verification pairs need at least two identities in the gallery")
     rng = random.Random(seed)
     all_distances = data.distances()
     by_identity: dict[str, list[int]] = defaultdict(list)
