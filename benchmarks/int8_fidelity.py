@@ -26,9 +26,9 @@ import numpy as np
 
 from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
-from facesuite.data import DistortedImage, IdentityDataset, read_identity_folders, read_split
+from facesuite.data import IdentityDataset, read_identity_folders, read_split
 from facesuite.embed.calibration import load_route_calibration, load_threshold
-from facesuite.evaluate.open_set import cross_protocol, protocol_dataset, search, threshold_at_fpir
+from facesuite.evaluate.open_set import protocol_dataset, route_calibration_protocol, search, threshold_at_fpir
 from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, verification_pairs
 from facesuite.evaluate.verification import tar_at_far
 
@@ -37,15 +37,12 @@ FPIR = 0.01
 ROUNDS = 1000
 
 
-def training_thresholds(dataset: IdentityDataset, rng: np.random.Generator) -> dict:
+def training_thresholds(analyses: dict[str, FaceAnalysis], dataset: IdentityDataset, rng: np.random.Generator) -> dict:
     """Per route, both embedders' thresholds at FPIR 1% and the int8 threshold's bootstrap sd."""
-    cross = cross_protocol(dataset)
-    enrolled = {str(path) for path, _ in cross.clean}
-    clean = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
-    searched = IdentityDataset(cross.root, cross.clean, cross.distorted + clean)
+    searched = route_calibration_protocol(dataset)
     non_mated = {}
-    for name in EMBEDDERS:
-        data, _, _ = embed_dataset(FaceAnalysis(name, gender=None), searched, source_match=False)
+    for name, analysis in analyses.items():
+        data, _, _ = embed_dataset(analysis, searched, source_match=False)
         found = search(data.distances(), data.gallery_ids, data.probe_ids)
         labels = np.asarray(data.probe_labels)
         non_mated[name] = {kind: found.non_mated[labels == kind] for kind in sorted(set(labels.tolist()))}
@@ -58,20 +55,20 @@ def training_thresholds(dataset: IdentityDataset, rng: np.random.Generator) -> d
     return routes
 
 
-def dev_coverage(dataset: IdentityDataset, source: Path) -> tuple[dict, dict]:
+def dev_coverage(analyses: dict[str, FaceAnalysis], dataset: IdentityDataset, source: Path) -> tuple[dict, dict]:
     """Cross-protocol coverage and wrong-identity rate, each embedder's vectors x each calibration;
     and the facecom protocol's embedded sets, for TAR."""
     cross, _ = protocol_dataset(dataset, source, "cross")
     table = {}
-    for vectors in EMBEDDERS:
-        data, _, _ = embed_dataset(FaceAnalysis(vectors, gender=None), cross)
+    for vectors, analysis in analyses.items():
+        data, _, _ = embed_dataset(analysis, cross)
         for thresholds in EMBEDDERS:
             overall = recognition_metrics(data, load_threshold(thresholds, 0.0)[0],
                                           route_thresholds=load_route_calibration(thresholds)[0])["open_set"]["overall"]
             table[f"{vectors} vectors, {thresholds} thresholds"] = {
                 "coverage": round(overall["coverage"], 4), "wrong_identity_rate": round(overall["wrong_identity_rate"], 4)}
     facecom, _ = protocol_dataset(dataset, source, "facecom")
-    sets = {name: embed_dataset(FaceAnalysis(name, gender=None), facecom)[0] for name in EMBEDDERS}
+    sets = {name: embed_dataset(analysis, facecom)[0] for name, analysis in analyses.items()}
     return table, sets
 
 
@@ -101,8 +98,9 @@ def main() -> int:
     everyone = read_identity_folders(source)
     dev = read_split(root / "splits" / "facecom_dev_identities.txt") & set(everyone.identities)
     rng = np.random.default_rng(0)
-    result = {"training_route_thresholds": training_thresholds(everyone.subset(set(everyone.identities) - dev), rng)}
-    result["dev_cross_coverage"], facecom_sets = dev_coverage(everyone.subset(dev), source)
+    analyses = {name: FaceAnalysis(name, gender=None) for name in EMBEDDERS}
+    result = {"training_route_thresholds": training_thresholds(analyses, everyone.subset(set(everyone.identities) - dev), rng)}
+    result["dev_cross_coverage"], facecom_sets = dev_coverage(analyses, everyone.subset(dev), source)
     result["dev_facecom_tar_at_far_0.1pct"] = tar_difference(facecom_sets, rng)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -49,7 +49,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from facesuite.data import read_split
 
         dataset = dataset.subset(set(dataset.identities) - read_split(args.split))
-    if len(set(dataset.identities)) < 2:
+    if len(dataset.identities) < 2:
         raise InputError("needs images of at least two identities to calibrate (different-person pairs)", args.dir)
     analysis = recognition_analysis(args)
     paths = [p for p, _ in dataset.clean] + ([d.path for d in dataset.distorted] if args.with_distorted else [])
@@ -80,19 +80,12 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     import numpy as np
 
     from facesuite.classify.quality import fit_quality
-    from facesuite.evaluate.open_set import cross_protocol, operating_thresholds, search, threshold_at_fpir
+    from facesuite.evaluate.open_set import operating_thresholds, route_calibration_protocol, search, threshold_at_fpir
     from facesuite.evaluate.recognition import embed_dataset
-
-    from facesuite.data import DistortedImage, IdentityDataset
 
     if not analysis.routed:
         raise InputError("--per-route needs the distortion routes (drop --no-routing)")
-    cross = cross_protocol(dataset)
-    # The alternate clean photos are searched too, as themselves: a clean face of a stranger must
-    # be held to a threshold fitted on clean faces.
-    enrolled = {str(path) for path, _ in cross.clean}
-    clean_probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
-    data, _, _ = embed_dataset(analysis, IdentityDataset(cross.root, cross.clean, cross.distorted + clean_probes), source_match=False)
+    data, _, _ = embed_dataset(analysis, route_calibration_protocol(dataset), source_match=False)
     if not data.probe_ids:
         raise InputError("--per-route needs identities with two or more clean images and their distorted copies", dataset.root)
     found = search(data.distances(), data.gallery_ids, data.probe_ids)

@@ -50,6 +50,16 @@ def cross_protocol(dataset: IdentityDataset) -> IdentityDataset:
     return IdentityDataset(dataset.root, enrolled, probes)
 
 
+def route_calibration_protocol(dataset: IdentityDataset) -> IdentityDataset:
+    """What ``facesuite calibrate --per-route`` fits each route's threshold on: the ``cross``
+    protocol, its alternate clean photos searched as well, as themselves (a clean face of a
+    stranger must be held to a threshold fitted on clean faces)."""
+    cross = cross_protocol(dataset)
+    enrolled = {str(path) for path, _ in cross.clean}
+    clean_probes = [DistortedImage(path, identity, "clean", path) for path, identity in dataset.clean if str(path) not in enrolled]
+    return IdentityDataset(cross.root, cross.clean, cross.distorted + clean_probes)
+
+
 def protocol_dataset(dataset: IdentityDataset, source: str | Path, protocol: str | None = None) -> tuple[IdentityDataset, str]:
     """The gallery and probes of ``protocol`` (default: ``facecom`` where the identities have
     distorted copies, ``cross`` for folders of plain photos, which have no facecom protocol), and

@@ -6,6 +6,7 @@ accuracy (the threshold picked on nine folds, counted on the tenth), with plots 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,13 @@ BOOTSTRAP_ROUNDS = 500
 
 def tar_at_far(distances: np.ndarray, labels: np.ndarray, far: float) -> float:
     """Share of same-person pairs accepted at the distance that accepts ``far`` of the others."""
+    return float(_tars(distances, labels, [far])[0])
+
+
+def _tars(distances: np.ndarray, labels: np.ndarray, fars: Sequence[float]) -> np.ndarray:
+    """:func:`tar_at_far` at each of ``fars``, from one ROC curve."""
     fpr, tpr, _ = roc_curve(labels, -distances)
-    return float(np.interp(far, fpr, tpr))
+    return np.interp(fars, fpr, tpr)
 
 
 def tar_figures(distances: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
@@ -34,17 +40,16 @@ def tar_figures(distances: np.ndarray, labels: np.ndarray, seed: int = 0) -> dic
     different-person pairs resampled separately) and how many different-person pairs that FAR is:
     at 0.1% of a few thousand pairs the figure rests on a handful of them."""
     rng = np.random.default_rng(seed)
+    fars = [far for _, far in FAR_TARGETS]
     genuine, impostor = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     rounds = np.empty((BOOTSTRAP_ROUNDS, len(FAR_TARGETS)))
     for row in rounds:
         picked = np.concatenate([rng.choice(genuine, genuine.size), rng.choice(impostor, impostor.size)])
-        fpr, tpr, _ = roc_curve(labels[picked], -distances[picked])
-        row[:] = np.interp([far for _, far in FAR_TARGETS], fpr, tpr)
+        row[:] = _tars(distances[picked], labels[picked], fars)
     record = {}
-    for column, (name, far) in enumerate(FAR_TARGETS):
+    for column, ((name, far), point) in enumerate(zip(FAR_TARGETS, _tars(distances, labels, fars))):
         low, high = np.percentile(rounds[:, column], [2.5, 97.5])
-        record.update({f"tar_at_far_{name}": tar_at_far(distances, labels, far),
-                       f"tar_at_far_{name}_ci95": [float(low), float(high)],
+        record.update({f"tar_at_far_{name}": float(point), f"tar_at_far_{name}_ci95": [float(low), float(high)],
                        f"impostors_within_far_{name}": round(far * impostor.size, 1)})
     return record
 
