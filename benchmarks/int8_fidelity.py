@@ -28,6 +28,7 @@ from facesuite.analysis import FaceAnalysis
 from facesuite.config import data_root
 from facesuite.data import IdentityDataset, read_identity_folders, read_split
 from facesuite.embed.calibration import load_route_calibration, load_threshold
+from facesuite.errors import InputError
 from facesuite.evaluate.open_set import protocol_dataset, route_calibration_protocol, search, threshold_at_fpir
 from facesuite.evaluate.recognition import embed_dataset, recognition_metrics, verification_pairs
 from facesuite.evaluate.verification import tar_at_far
@@ -95,8 +96,11 @@ def main() -> int:
     args = parser.parse_args()
     root = args.data or data_root()
     source = root / "facecom" / "task_b" / "train"
-    everyone = read_identity_folders(source)
-    dev = read_split(root / "splits" / "facecom_dev_identities.txt") & set(everyone.identities)
+    try:
+        everyone = read_identity_folders(source)
+        dev = read_split(root / "splits" / "facecom_dev_identities.txt") & set(everyone.identities)
+    except InputError as error:  # a wrong data root: one line, not a traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     rng = np.random.default_rng(0)
     analyses = {name: FaceAnalysis(name, gender=None) for name in EMBEDDERS}
     result = {"training_route_thresholds": training_thresholds(analyses, everyone.subset(set(everyone.identities) - dev), rng)}

@@ -17,10 +17,10 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from facesuite.classify.quality import UNRECOGNISABLE, quality_features
 from facesuite.data import IdentityDataset
+from facesuite.errors import InputError
 from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
 from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.evaluate.verification import tar_figures, tar_text
-from facesuite.errors import InputError
 from facesuite.gallery.base import UNKNOWN
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
