@@ -45,6 +45,26 @@ def test_landmarks_are_ordered_eyes_nose_mouth(facecom_b: Path) -> None:
     assert max(ly, ry) < ny < min(mly, mry)
 
 
+# LFW-style photos where a bystander cut by the frame's edge has a larger (unclipped) MTCNN box
+# than the subject in the middle: ranked by full box area, these embedded the bystander.
+BYSTANDER_PHOTOS = ("Amanda_Beard/Amanda_Beard_0002.jpg", "Anne_ONeil/Anne_ONeil_0001.jpg",
+                    "Charles_Schumer/Charles_Schumer_0002.jpg")
+
+
+def test_main_face_is_the_subject_not_a_bystander_at_the_edge(facecom_b: Path, tmp_path: Path) -> None:
+    paths = [facecom_b / name for name in BYSTANDER_PHOTOS]
+    for run in range(2):  # the default extractor, with its detection cache: a miss, then hits
+        crops, skipped = FaceExtractor(cache_folder=tmp_path / "cache").crops(paths)
+        assert not skipped and len(crops) == len(paths)
+        for crop in crops:
+            everyone = FaceDetector().detect([load_image(crop.path)])[0]
+            x1, y1, x2, y2 = crop.face.box
+            assert len(everyone) >= 2 and x1 < 112 < x2 and y1 < 112 < y2, (run, crop.path.name, crop.face.box)
+            assert crop.face.box == pytest.approx(everyone[0].box)
+            # The face it was mistaken for reaches past the frame's edge or is not central.
+            assert any(f.box[0] < 0 or f.box[2] > 224 or not f.box[0] < 112 < f.box[2] for f in everyone[1:])
+
+
 def test_aligned_chip_has_requested_size(facecom_b: Path) -> None:
     path = _clean_sample(facecom_b, 1, seed=4)[0]
     [crop] = FaceExtractor(use_cache=False).crops([path], ChipSpec(112, 0.1))[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import subprocess
 import sys
@@ -150,6 +151,10 @@ def _box_area(box: list[float]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
+def _centre_offset(box: list[float], width: float, height: float) -> float:
+    return math.hypot((box[0] + box[2] - width) / 2, (box[1] + box[3] - height) / 2)
+
+
 def test_cli_analyze_folder_processes_everything_and_names_each_bad_file(matrix: Path, capsys) -> None:
     code, rows, err = _analyze(capsys, str(matrix))
     assert code == 0 and "Traceback" not in err
@@ -189,18 +194,23 @@ def test_cli_detect_counts_skips_and_writes_the_rest(matrix: Path, tmp_path: Pat
     assert "Traceback" not in captured.err
 
 
-def test_five_faces_largest_by_default_all_with_flag(matrix: Path, tmp_path: Path, capsys) -> None:
+def test_five_faces_main_one_by_default_all_with_flag(matrix: Path, tmp_path: Path, capsys) -> None:
     group = str(matrix / "five_faces.jpg")
     _, rows, _ = _analyze(capsys, group)
-    [largest] = rows[group]
+    [main_face] = rows[group]
     _, rows, _ = _analyze(capsys, group, "--all-faces")
     faces = rows[group]
     assert [f["face"] for f in faces] == [0, 1, 2, 3, 4]
+    assert main_face["box"] == faces[0]["box"] and not any(f["fallback"] for f in faces)
+    # The third tile is both the largest face and the central one: it comes first.
+    assert 224 * sum(FIVE_SCALES[:2]) < main_face["box"][0] < 224 * sum(FIVE_SCALES[:3])
     areas = [_box_area(f["box"]) for f in faces]
-    assert areas == sorted(areas, reverse=True) and len({round(a) for a in areas}) == 5
-    assert largest["box"] == faces[0]["box"] and not any(f["fallback"] for f in faces)
-    # The largest tile is the third one: its box starts after the first two tiles.
-    assert 224 * sum(FIVE_SCALES[:2]) < largest["box"][0] < 224 * sum(FIVE_SCALES[:3])
+    assert areas[0] == max(areas) and len({round(a) for a in areas}) == 5
+    # All inside the frame, they rank by area less twice the squared distance from the centre.
+    offsets = [_centre_offset(f["box"], 224 * sum(FIVE_SCALES), 224 * max(FIVE_SCALES)) for f in faces]
+    assert offsets[0] == min(offsets)
+    scores = [area - 2 * offset**2 for area, offset in zip(areas, offsets)]
+    assert scores == sorted(scores, reverse=True)
     assert main(["detect", group, "--out", str(tmp_path), "--all-faces"]) == 0
     assert len(list((tmp_path / "crops").glob("five_faces*.png"))) == 5
 

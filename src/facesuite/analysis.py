@@ -63,7 +63,7 @@ class Face:
     source_photo: str | None = None
     source_agreement: float | None = None
     source: str = ""  # the input's path, or the name given to an input in memory
-    index: int = 0  # which face of its image: 0 is the largest
+    index: int = 0  # which face of its image: 0 is the main face (the most prominent)
     _crop: Crop | None = field(default=None, repr=False, compare=False)
 
     def chip(self, size: int = 150, padding: float = 0.25) -> np.ndarray:
@@ -162,7 +162,7 @@ class FaceAnalysis:
     # ------------------------------------------------------------------ the public API
 
     def get(self, image: ImageInput, max_faces: int | None = 1) -> list[Face]:
-        """The faces in one image, largest first (``max_faces=None``: all of them); a flagged
+        """The faces in one image, main face first (``max_faces=None``: all of them); a flagged
         centre-box face when none is found. :class:`InputError` naming the input if it is bad."""
         (result,) = self.get_batch([image], max_faces)
         if isinstance(result, Skipped):
@@ -205,7 +205,7 @@ class FaceAnalysis:
                 [r for r in results if isinstance(r, Skipped)])
 
     def verify(self, first: ImageInput, second: ImageInput) -> Verification:
-        """Same person or not: cosine distance of the two largest faces against the calibrated
+        """Same person or not: cosine distance of the two images' main faces against the calibrated
         threshold; ``unrecognisable`` (and not the same) when either face is below the quality floor."""
         crops, skipped = self.crops([first, second])
         if skipped:
@@ -253,11 +253,11 @@ class FaceAnalysis:
     # ------------------------------------------------------------------ stages, for evaluations
 
     def crops(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
-        """Aligned chips of the largest face of each input, and the inputs that could not be read."""
+        """Aligned chips of the main face of each input, and the inputs that could not be read."""
         return self.extractor.crops(images, self.embedder.chip_spec, progress)
 
     def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
-        """Unit embeddings (through each face's route) of the largest face of each input."""
+        """Unit embeddings (through each face's route) of the main face of each input."""
         def embed_batch(items: list[Crop | Skipped]) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
             crops = [item for item in items if isinstance(item, Crop)]
             vectors = self.embed_crops(crops)
@@ -487,7 +487,7 @@ class Gallery:
         return self.store.embedder
 
     def enroll(self, identity: str, images: Sequence[ImageInput], sources: Sequence[str] | None = None) -> Enrolled:
-        """Add the largest face of each image as ``identity`` (one transaction); ``sources``
+        """Add the main face of each image as ``identity`` (one transaction); ``sources``
         name the images in the gallery (default: their paths or names)."""
         if sources is not None and len(sources) != len(images):
             raise ValueError("sources must name every image")
@@ -546,7 +546,7 @@ class Gallery:
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:
         """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the
-        image's largest face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold).
+        image's main face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold).
         When the image is a processed copy of an enrolled photo, a ``match_kind="source"`` match
         of that photo's identity comes first (its distance is the face's to that identity)."""
         (face,) = self.analysis.get(image)
@@ -568,7 +568,7 @@ class Gallery:
         answered. ``pixels``: the face's image, if already decoded.
 
         A processed copy of an enrolled photo is that photo's identity whatever its face shows (a
-        blown-out sunny face), reported as ``match_kind="source"``; only the largest face of an
+        blown-out sunny face), reported as ``match_kind="source"``; only the main face of an
         image speaks for the whole frame."""
         found = None
         if face.index == 0 and self.analysis.source_match and self.store.keeps_frames:

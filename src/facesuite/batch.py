@@ -12,7 +12,7 @@ loaded once per worker) over batches of paths:
     Ray Data ``map_batches`` over an actor pool (one actor per CPU of the cluster), on a cluster
     given by address or on a Ray instance started here.
 
-The output folder holds ``part-*.parquet`` files with one row per image: its largest face's
+The output folder holds ``part-*.parquet`` files with one row per image: its main face's
 ``box``, ``fallback``, ``score``, ``embedding`` (and, for ``analyze``, ``distortion``,
 ``distortion_probability``, ``route``, ``gender``, ``p_female``), or an ``error`` naming why the
 image could not be read. Parts are written whole under a hidden name and renamed into place, so

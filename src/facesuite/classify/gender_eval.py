@@ -47,7 +47,7 @@ class GenderPrediction:
 
 
 def predict_gender(analysis, images: Sequence, progress: str | None = None) -> tuple[list[GenderPrediction], list[Skipped]]:
-    """The gender of the largest face of each image, from a :class:`~facesuite.analysis.FaceAnalysis`
+    """The gender of the main face of each image, from a :class:`~facesuite.analysis.FaceAnalysis`
     holding a gender model; ``(predictions, skipped)``."""
     if analysis.gender is None:
         raise ValueError("this FaceAnalysis has no gender model")

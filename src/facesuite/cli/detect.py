@@ -30,7 +30,7 @@ def add_all_faces_option(parser: argparse.ArgumentParser) -> None:
     # Only for commands reporting per face: enrolling or verifying several faces of one photo
     # would silently mix people.
     parser.add_argument("--all-faces", action="store_true",
-                        help="every face of each image (default: the largest face only)")
+                        help="every face of each image (default: the main face only)")
 
 
 def detector_settings(args: argparse.Namespace):
@@ -89,7 +89,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def register(groups: dict) -> None:
     detect = groups["root"].add_parser(
         "detect", help="find, align and crop faces; writes crops and detections.csv",
-        description="Detect the largest face in each image (MTCNN), align it on 5 landmarks and write the crop.")
+        description="Detect the main face in each image (MTCNN), align it on 5 landmarks and write the crop.")
     detect.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     detect.add_argument("--out", required=True, help="output folder for crops/ and detections.csv")
     detect.add_argument("--size", type=int, default=150, help="side of the aligned crop in pixels (default 150)")

@@ -40,7 +40,7 @@ class Crop:
     face: Face
     chip: np.ndarray
     image_shape: tuple[int, int]
-    face_index: int = 0  # 0 is the largest face of the image; others only with all_faces
+    face_index: int = 0  # 0 is the main face of the image; others only with all_faces
     scale: tuple[float, float] = (1.0, 1.0)  # loaded pixels -> the file's pixels, per axis
     # The decoded pixels of an input given in memory (a file is read again when needed, so a
     # folder's worth of crops does not hold every image).
@@ -79,7 +79,7 @@ class FaceExtractor:
         self, images: Sequence[ImageInput], work: Callable[[list[Crop | Skipped]], Result], chip: ChipSpec = ChipSpec(),
         progress: str | None = None, max_faces: int | None = None, keep_pixels: bool = False,
     ) -> Iterator[Result]:
-        """``work`` of each batch's crops and skips (in input order, largest face first), yielded
+        """``work`` of each batch's crops and skips (in input order, main face first), yielded
         batch by batch in order; batches run side by side on every core (:mod:`facesuite.parallel`),
         each through extraction and then ``work``. ``progress`` labels a progress bar.
         ``max_faces``: faces per image (default 1, every face with the ``all_faces`` setting;
@@ -97,7 +97,7 @@ class FaceExtractor:
         self, images: Sequence[ImageInput], chip: ChipSpec = ChipSpec(), progress: str | None = None,
         max_faces: int | None = None, keep_pixels: bool = False,
     ) -> Iterator[Crop | Skipped]:
-        """The Crops (largest face first) or a Skipped of each input, in order (arguments as
+        """The Crops (main face first) or a Skipped of each input, in order (arguments as
         :meth:`map_batches`)."""
         for items in self.map_batches(images, list, chip, progress, max_faces, keep_pixels):
             yield from items
@@ -116,7 +116,7 @@ class FaceExtractor:
         key = self.settings.key()
         if max_faces is None:
             max_faces = 0 if self.settings.all_faces else 1  # 0: every face
-        # The cache holds the largest face of each image only, so more faces are detected afresh.
+        # The cache holds the main face of each image only, so more faces are detected afresh.
         use_cache = self._cache is not None and not self.settings.assume_cropped and max_faces == 1
         loaded: list[Decoded | Skipped] = []
         for item in batch:

@@ -112,9 +112,9 @@ def create_app(
 
     @app.post("/analyze")
     def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI"),
-                all_faces: bool = Query(False, description="add `faces`: every face of the image, largest first")) -> dict:
+                all_faces: bool = Query(False, description="add `faces`: every face of the image, main face first")) -> dict:
         """Box, distortion and route, gender, and identity (when the gallery holds anyone) for the
-        largest face; with ``all_faces`` the same for every face, in ``faces``."""
+        main face; with ``all_faces`` the same for every face, in ``faces``."""
         (upload,) = read_uploads([image], max_upload_bytes)
         return service.call(service.analyze, upload, images, all_faces)
 

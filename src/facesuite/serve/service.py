@@ -128,8 +128,8 @@ class ModelService:
             self._analysis.gallery = None
 
     def analyze(self, upload: Decoded, images: bool, all_faces: bool = False) -> dict:
-        """The largest face's record; with ``all_faces`` also ``faces``, every face's record
-        (largest first, the first being the same face)."""
+        """The main face's record; with ``all_faces`` also ``faces``, every face's record
+        (main face first, the first being the same face)."""
         analysis = self._require_analysis()
         self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
         faces = analysis.get(upload, max_faces=None if all_faces else 1)

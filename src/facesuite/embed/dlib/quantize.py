@@ -3,7 +3,7 @@ int8 weights and activations, ONNX Runtime's static quantisation in QDQ form, on
 channel for the weights and activation ranges (min/max) read from face chips. The first
 convolution and the first residual stage stay float (``FLOAT_LAYERS``).
 
-The chips are what the embedder sees in use: the largest face of training images only (FACECOM
+The chips are what the embedder sees in use: the main face of training images only (FACECOM
 identities outside the dev split, clean and distorted, each restored as its route restores it; and
 UTKFace names outside its dev split), aligned as the embedder expects. A further set of such chips,
 not used for the ranges, measures how far the int8 vectors are from the float network's.
@@ -54,7 +54,7 @@ def training_images(data: Path, facecom: int, utkface: int, seed: int = SAMPLE_S
 
 
 def embedder_chips(paths: list[str]) -> np.ndarray:
-    """The chips the default pipeline hands its embedder for these images: largest face, aligned,
+    """The chips the default pipeline hands its embedder for these images: main face, aligned,
     restored as the face's distortion type is routed."""
     from facesuite.analysis import FaceAnalysis
 

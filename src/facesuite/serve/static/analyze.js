@@ -83,7 +83,7 @@ async function showGradcam(file) {
     const response = await postForm("/explain", data);
     cam.src = URL.createObjectURL(await response.blob());
     cam.classList.remove("hidden");
-    note.textContent = `explains: ${response.headers.get("X-Gender")} (the largest face)`;
+    note.textContent = `explains: ${response.headers.get("X-Gender")} (the main face)`;
   } catch (error) {
     cam.classList.add("hidden");
     note.textContent = error.message;
