@@ -166,10 +166,10 @@ class FaceDetector:
         return results
 
     def _detect_into(self, results: list[list[Face]], indices: list[int], images: list[np.ndarray]) -> None:
+        height, width = images[0].shape[:2]  # one batch holds images of one size
         for slot, (boxes, landmarks) in zip(indices, self._model().detect(np.stack(images))):
             faces = [Face(box=tuple(float(v) for v in box[:4]), landmarks=points, score=float(box[4]))  # type: ignore[arg-type]
                      for box, points in zip(boxes, landmarks) if box[4] >= self.settings.min_score]
-            height, width = images[0].shape[:2]
             results[slot] = sorted(faces, key=lambda f: prominence(f.box, width, height), reverse=True)
 
     def detect_main(self, images: Sequence[np.ndarray]) -> list[Face]:
