@@ -310,6 +310,35 @@ def test_eval_on_a_label_list_as_fairface_ships_it(tmp_path, capsys):
     assert "line 2: gender must be male or female" in capsys.readouterr().err
 
 
+CELEBA_ATTRIBUTES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+                     "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
+                     "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard "
+                     "Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair "
+                     "Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+
+
+def test_eval_on_celeba_attribute_list(tmp_path, capsys):
+    """CelebA's list_attr_celeba.txt: a count, 40 attribute names, then per image 40 values of 1 or
+    -1 (space-padded); Male gives the label, the images sit in img_align_celeba/ beside it."""
+    picked = _pick(dev=True, per_class=8)
+    (tmp_path / "img_align_celeba").mkdir()
+    rows = []
+    for number, (label, path) in enumerate(((label, path) for label, paths in picked.items() for path in paths), start=1):
+        name = f"{number:06d}.jpg"
+        (tmp_path / "img_align_celeba" / name).symlink_to(path.resolve())
+        values = ["1" if attribute == "Male" and label == "male" else "-1" for attribute in CELEBA_ATTRIBUTES]
+        rows.append(name + " " + " ".join(f"{value:>2}" for value in values))
+    attributes = tmp_path / "list_attr_celeba.txt"
+    attributes.write_text(f"{len(rows)}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(rows) + "\n")
+    assert main(["eval", "gender", str(attributes), "--out", str(tmp_path / "eval"), "--gradcam", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {label: c["support"] for label, c in metrics["per_class"].items()} == {"male": 8, "female": 8}
+    assert metrics["accuracy"] >= 0.8
+    attributes.write_text(f"1\n{' '.join(CELEBA_ATTRIBUTES)}\n000001.jpg 1 1\n")
+    assert main(["eval", "gender", str(attributes), "--out", str(tmp_path / "e2")]) == 2
+    assert "line 3: expected an image and 40 values of 1 or -1" in capsys.readouterr().err
+
+
 def test_folder_names_as_other_data_sets_spell_them(tmp_path):
     """Kaggle's gender data set: Training/ and Validation/, each with male/ and female/; others
     capitalise (Male/, Female/) or say men/ and women/. Names are matched without case."""

@@ -5,7 +5,8 @@ the suffix), and a file that is not an image is skipped and counted when it is l
 
 Layouts:
 - gender:   ``ROOT/male/*``, ``ROOT/female/*`` (searched recursively), or a folder of UTKFace
-  files, whose names give the gender, or a CSV of labels (``file,gender[,race,age]``, FairFace's)
+  files, whose names give the gender, or a CSV of labels (``file,gender[,race,age]``, FairFace's),
+  or CelebA's ``list_attr_celeba.txt`` (its ``Male`` attribute)
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``; or a list of images and identities (CSV, or
   CelebA's ``image identity`` lines)
@@ -103,12 +104,43 @@ class GenderData:
     left_out: int = 0
 
 
+def read_celeba_attributes(list_path: str | Path) -> list[tuple[Path, str]]:
+    """``(path, label)`` from CelebA's ``list_attr_celeba.txt``: a count, a line of 40 attribute
+    names, then ``image`` and one ``1``/``-1`` per attribute; ``Male`` gives the label. Paths as
+    :func:`read_identity_list` takes them."""
+    list_path = Path(list_path)
+    lines = [line.split() for line in _read_list(list_path, "attribute list").splitlines() if line.strip()]
+    names = lines[1] if len(lines) > 1 else []
+    if "Male" not in names:
+        raise InputError("a CelebA attribute list needs a Male attribute on its second line", list_path)
+    column = names.index("Male") + 1  # each row starts with the image name
+    samples = []
+    for number, row in enumerate(lines[2:], start=3):
+        if len(row) != len(names) + 1 or row[column] not in ("1", "-1"):
+            raise InputError(f"line {number}: expected an image and {len(names)} values of 1 or -1", list_path)
+        samples.append((row[0], "male" if row[column] == "1" else "female"))
+    if not samples:
+        raise InputError("attribute list has no rows", list_path)
+    folder = _image_folder(list_path, samples[0][0])
+    return [(Path(name) if Path(name).is_absolute() else folder / name, label) for name, label in samples]
+
+
+def _is_celeba_attributes(path: Path) -> bool:
+    """CelebA's attribute list starts with the number of images on a line of its own."""
+    first = _read_list(path, "label list").lstrip().split("\n", 1)[0].strip()
+    return first.isdigit()
+
+
 def read_gender_data(source: str | Path) -> GenderData:
     """``male/`` and ``female/`` folders, a folder of UTKFace files (race and children under 13 as
-    groups, from the names) or a label CSV (:func:`read_gender_labels`)."""
+    groups, from the names), a label CSV (:func:`read_gender_labels`) or CelebA's attribute list
+    (:func:`read_celeba_attributes`)."""
     source = Path(source)
     if not source.exists():
         raise InputError("no such folder or label list", source)
+    if source.is_file() and _is_celeba_attributes(source):
+        samples = read_celeba_attributes(source)
+        return GenderData(source, samples, {path: () for path, _ in samples})
     if source.is_file():
         return GenderData(source, *read_gender_labels(source))
     samples = read_gender_folders(source)
@@ -221,6 +253,15 @@ def read_identity_folders(root: str | Path) -> IdentityDataset:
 _IDENTITY_COLUMNS = ("identity", "id", "person", "name", "label")
 
 
+def _image_folder(list_path: Path, first_image: str) -> Path:
+    """Where a list's relative image names point: the list's folder, or its ``img_align_celeba/``
+    when the images are there (CelebA's layout)."""
+    folder = list_path.parent
+    if not (folder / first_image).exists() and (folder / "img_align_celeba" / first_image).exists():
+        return folder / "img_align_celeba"
+    return folder
+
+
 def read_identity_list(list_path: str | Path) -> IdentityDataset:
     """Plain photos and their identities from a list: a CSV whose header has a file column
     (``file``, ``path``, ``image``, ...) and an identity column (``identity``, ``id``, ``person``,
@@ -241,10 +282,7 @@ def read_identity_list(list_path: str | Path) -> IdentityDataset:
                              "or 'image identity' lines)", list_path)
     if not rows:
         raise InputError("identity list has no rows", list_path)
-    folder = list_path.parent
-    first = Path(rows[0][1])
-    if not first.is_absolute() and not (folder / first).exists() and (folder / "img_align_celeba" / first).exists():
-        folder = folder / "img_align_celeba"
+    folder = _image_folder(list_path, rows[0][1])
     clean = [(Path(name) if Path(name).is_absolute() else folder / name, identity) for _, name, identity in rows]
     return IdentityDataset(folder, clean)
 

@@ -153,7 +153,8 @@ def register(groups: dict) -> None:
         description="Write metrics.json, classification_report.txt, confusion_matrix.png, predictions.csv and report.html.")
     evaluate.add_argument("dir", help="folder with male/ and female/ sub-folders, or of UTKFace files "
                                        "(<age>_<gender>_<race>_<date>.jpg: the name gives the gender), or a CSV of "
-                                       "labels with columns file,gender and optionally race,age (FairFace's)")
+                                       "labels with columns file,gender and optionally race,age (FairFace's), "
+                                       "or CelebA's list_attr_celeba.txt (its Male attribute)")
     evaluate.add_argument("--model", default=None, help=model_help)
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--gradcam", type=int, default=8, help="Grad-CAM examples in the report, half right, half wrong (0: none)")
