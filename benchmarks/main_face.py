@@ -23,17 +23,13 @@ from tqdm import tqdm
 
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
-from facesuite.detect import FaceDetector, prominence
+from facesuite.detect import FaceDetector, prominence, visible_area
 from facesuite.errors import InputError
 from facesuite.io import iter_images, load_image
 
 
 def _box_area(box: tuple[float, ...]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _visible_area(box: tuple[float, ...], width: int, height: int) -> float:
-    return max(0.0, min(box[2], width) - max(box[0], 0.0)) * max(0.0, min(box[3], height) - max(box[1], 0.0))
 
 
 def training_photos(root: Path, utk_stride: int) -> list[Path]:
@@ -64,7 +60,7 @@ def main() -> int:
             height, width = image.shape[:2]
             counts["two_or_more_faces"] += 1
             rankings = {"box_area": _box_area,
-                        "visible_area": lambda box: _visible_area(box, width, height),
+                        "visible_area": lambda box: visible_area(box, width, height),
                         "prominence": lambda box: prominence(box, width, height)}
             for name, score in rankings.items():
                 x1, y1, x2, y2 = max((face.box for face in faces), key=score)

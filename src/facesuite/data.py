@@ -126,9 +126,14 @@ def read_celeba_attributes(list_path: str | Path) -> list[tuple[Path, str]]:
 
 
 def _is_celeba_attributes(path: Path) -> bool:
-    """CelebA's attribute list starts with the number of images on a line of its own."""
-    first = _read_list(path, "label list").lstrip().split("\n", 1)[0].strip()
-    return first.isdigit()
+    """CelebA's attribute list starts with the number of images on a line of its own (only the
+    head is read: the list is parsed once, by its reader)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise InputError(f"cannot read label list ({exc})", path) from None
+    return head.split(b"\n", 1)[0].strip().isdigit()
 
 
 def read_gender_data(source: str | Path) -> GenderData:
@@ -139,8 +144,7 @@ def read_gender_data(source: str | Path) -> GenderData:
     if not source.exists():
         raise InputError("no such folder or label list", source)
     if source.is_file() and _is_celeba_attributes(source):
-        samples = read_celeba_attributes(source)
-        return GenderData(source, samples, {path: () for path, _ in samples})
+        return GenderData(source, read_celeba_attributes(source), {})
     if source.is_file():
         return GenderData(source, *read_gender_labels(source))
     samples = read_gender_folders(source)

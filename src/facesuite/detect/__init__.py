@@ -81,6 +81,12 @@ class DetectorSettings:
         return json.dumps({**detection, "ranking": "prominence"}, sort_keys=True)
 
 
+def visible_area(box: tuple[float, float, float, float], width: int, height: int) -> float:
+    """The area of ``box`` inside a ``width`` x ``height`` frame (MTCNN's boxes may reach outside)."""
+    left, top, right, bottom = box
+    return max(0.0, min(right, width) - max(left, 0.0)) * max(0.0, min(bottom, height) - max(top, 0.0))
+
+
 def prominence(box: tuple[float, float, float, float], width: int, height: int) -> float:
     """How much a face is the photo's subject: its box's area inside the frame, less twice the
     squared distance (pixels) of its centre from the frame's centre. MTCNN's boxes of faces cut by
@@ -90,9 +96,8 @@ def prominence(box: tuple[float, float, float, float], width: int, height: int) 
     the FACECOM training identities' clean photos and every 10th UTKFace training file, 2,765
     (``python benchmarks/main_face.py``)."""
     left, top, right, bottom = box
-    visible = max(0.0, min(right, width) - max(left, 0.0)) * max(0.0, min(bottom, height) - max(top, 0.0))
     offset = ((left + right - width) / 2) ** 2 + ((top + bottom - height) / 2) ** 2
-    return visible - 2.0 * offset
+    return visible_area(box, width, height) - 2.0 * offset
 
 
 def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: bool = False) -> Face:
