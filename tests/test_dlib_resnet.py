@@ -163,7 +163,7 @@ def test_registered_embedders_return_unit_rows(
 def test_the_int8_network_stays_close_to_the_float_one(
     chips: tuple[list[np.ndarray], np.ndarray], dlib_vectors: np.ndarray
 ) -> None:
-    """dlib-int8 (the default): unit rows within cosine 0.99 of dlib's own vectors (model card:
+    """dlib-int8 (the faster option): unit rows within cosine 0.99 of dlib's own vectors (model card:
     >= 0.991 on 288 held-out chips), the same person still nearest, and hidden features of the
     float pass's shape and close to them (the gender head reads them)."""
     embedder = get_embedder("dlib-int8")

@@ -12,7 +12,7 @@ from facesuite.errors import InputError
 
 
 def add_embedder_options(parser: argparse.ArgumentParser, routing_flag: bool = True) -> None:
-    parser.add_argument("--embedder", default="default", help="embedder backend by registered name: dlib-int8 (default), dlib-onnx, dlib-torch, dlib")
+    parser.add_argument("--embedder", default="default", help="embedder backend by registered name: dlib-onnx (default), dlib-int8, dlib-torch, dlib")
     if routing_flag:  # eval recognition says --pipeline routed|single instead
         parser.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder (no distortion routing)")
     add_detector_options(parser)

@@ -1,9 +1,9 @@
 """The embedders that run dlib's face ResNet: ``dlib`` (dlib itself, the reference), ``dlib-torch``
 (our PyTorch port: the same vectors, max abs difference < 1e-6, about 15x faster) and
 ``dlib-onnx`` (the port exported to ONNX Runtime: the same vectors again, without importing
-PyTorch, whose import alone takes ~1.8 s of every CLI call), and ``dlib-int8`` (that export
-quantised to int8 past its first stage, shipped: the default, 1.8x faster a chip, vectors within
-cosine 0.998).
+PyTorch, whose import alone takes ~1.8 s of every CLI call; the default), and ``dlib-int8`` (that
+export quantised to int8 past its first stage, shipped as an option: 1.8x faster a chip, vectors
+within cosine 0.998, not the same vectors).
 
 The two float runtimes of the port share one vector space (:attr:`~facesuite.embed.Embedder.space`):
 galleries, calibrations, routes and gender heads made with one serve the other. ``dlib-int8`` is a
@@ -129,7 +129,7 @@ class DlibInt8Embedder(DlibOnnxEmbedder):
     """dlib's ResNet with int8 weights and activations past its first residual stage, under ONNX
     Runtime: 1.8x faster than ``dlib-onnx`` on one core. Its vectors are within cosine 0.998 of the
     float network's (mean 0.9996) on held-out chips, not the same vectors, so it is a space of its
-    own, with its own thresholds and gender head."""
+    own, with its own thresholds; the shipped gender head reads a float pass beside it."""
 
     name = "dlib-int8"
     space = "dlib-int8"
