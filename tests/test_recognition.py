@@ -264,6 +264,32 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     assert str(bad_files["text"]) in capsys.readouterr().err
 
 
+def test_eval_verification_reads_pair_lists_as_data_sets_write_them(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """Pair lists without a header (``img1 img2 1`` lines split on white space, relative paths) and
+    with other column names (tab-separated ``path1 path2 label``) give the same pairs; a line
+    that is not a pair is one error line naming it, exit 2."""
+    for person in PEOPLE:
+        (tmp_path / person).symlink_to((facecom_b / person).resolve(), target_is_directory=True)
+    same = [(_images(tmp_path, p)[0], _images(tmp_path, p)[1], "1") for p in PEOPLE]
+    different = [(_images(tmp_path, a)[0], _images(tmp_path, b)[1], "0") for a, b in zip(PEOPLE, PEOPLE[1:] + PEOPLE[:1])]
+    relative = [(a.relative_to(tmp_path), b.relative_to(tmp_path), label) for a, b, label in same + different]
+    listings = {"pairs.txt": "\n".join(f"{a} {b} {label}" for a, b, label in relative),
+                "pairs.tsv": "path1\tpath2\tlabel\n" + "\n".join(f"{a}\t{b}\t{label}" for a, b, label in same + different)}
+    results = []
+    for name, text in listings.items():
+        (tmp_path / name).write_text(text + "\n")
+        out = tmp_path / name.replace(".", "_")
+        assert main(["eval", "verification", str(tmp_path / name), "--out", str(out)]) == 0
+        results.append(json.loads((out / "metrics.json").read_text()))
+        assert (results[-1]["pairs"], results[-1]["same_pairs"], results[-1]["pairs_skipped"]) == (10, 5, 0)
+    assert results[0]["auc"] == results[1]["auc"] and results[0]["accuracy_at_threshold"] == results[1]["accuracy_at_threshold"]
+    (tmp_path / "bad.txt").write_text(listings["pairs.txt"] + f"\n{relative[0][0]} {relative[0][1]} maybe\n")
+    capsys.readouterr()
+    assert main(["eval", "verification", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "line 11: expected two images and same" in error[0] and "bad.txt" in error[0]
+
+
 def test_tar_interval_narrows_with_more_pairs(facecom_b: Path) -> None:
     """On real distances (a clean photo against its distorted copies, and against other people's
     photos), resampling four copies of the same pairs gives a narrower interval around the same

@@ -10,8 +10,9 @@ Layouts:
 - identity: ``ROOT/<identity>/*.jpg`` clean images, and distorted copies in
   ``ROOT/<identity>/distortion/<stem>_<type>.jpg``; or a list of images and identities (CSV, or
   CelebA's ``image identity`` lines)
-- pairs:    CSV with header ``img1,img2,same`` (same is 1/0 or true/false); relative paths are
-  taken relative to the CSV's folder. Or LFW's ``pairs.txt``.
+- pairs:    ``img1,img2,same`` rows (same is 1/0 or true/false), comma-, tab-, semicolon- or space-separated,
+  with or without a header; relative paths are taken relative to the list's folder. Or LFW's
+  ``pairs.txt``.
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ def read_identity_list(list_path: str | Path) -> IdentityDataset:
 
 
 def read_pairs(list_path: str | Path, images: str | Path | None = None) -> list[tuple[Path, Path, bool]]:
-    """Rows of a pair list: a CSV ``img1,img2,same`` (paths relative to it), or LFW's
+    """Rows of a pair list: ``img1,img2,same`` rows (:func:`_csv_pairs`; paths relative to it), or LFW's
     ``pairs.txt`` (a first line of counts, then ``name i j`` for a pair of one person and
     ``name1 i name2 j`` for two people), whose images are ``IMAGES/<name>/<name>_<i:04d>.jpg``;
     IMAGES defaults to the list's folder, or its ``lfw/`` sub-folder when the names are there."""
@@ -330,19 +331,46 @@ def _lfw_pairs(list_path: Path, lines: list[str], images: str | Path | None) -> 
             for _, f in rows]
 
 
+# Column names pair lists use for the two images and the label, and the label's values.
+_PAIR_COLUMNS = (("img1", "image1", "path1", "file1", "left", "first", "a"),
+                 ("img2", "image2", "path2", "file2", "right", "second", "b"),
+                 ("same", "label", "is_same", "issame", "match", "genuine", "target"))
+_SAME_VALUES = {"1": True, "true": True, "yes": True, "same": True, "genuine": True,
+                "0": False, "false": False, "no": False, "different": False, "impostor": False, "-1": False}
+
+
+def _pair_rows(text: str) -> tuple[list[list[str]], int]:
+    """The rows of a pair list and the line number of the first, as many data sets write them:
+    comma-, tab- or semicolon-separated (a spreadsheet's export), or ``img1 img2 same`` lines
+    split on white space."""
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    delimiter = next((d for d in (",", "\t", ";") if d in first), None)
+    rows = list(csv.reader(lines, delimiter=delimiter)) if delimiter else [line.split() for line in lines]
+    numbered = [(number, [field.strip() for field in row]) for number, row in enumerate(rows, start=1) if any(f.strip() for f in row)]
+    return [row for _, row in numbered], numbered[0][0] if numbered else 1
+
+
 def _csv_pairs(list_path: Path, text: str) -> list[tuple[Path, Path, bool]]:
-    truthy = {"1", "true", "yes", "same"}
-    falsy = {"0", "false", "no", "different"}
+    """``img1,img2,same`` rows under a header naming them (any of :data:`_PAIR_COLUMNS`), or the
+    same three fields without a header."""
+    rows, first_line = _pair_rows(text)
+    header = {name.lower(): position for position, name in enumerate(rows[0])} if rows else {}
+    columns = [_column(header, aliases) for aliases in _PAIR_COLUMNS]
+    if None not in columns:
+        rows, first_line = rows[1:], first_line + 1
+    elif rows and len(rows[0]) == 3 and rows[0][2].lower() in _SAME_VALUES:
+        columns = None  # no header: image, image, label on every line
+    else:
+        raise InputError("pair list needs img1,img2,same columns, under a header or not (or LFW's pairs.txt layout)", list_path)
     pairs: list[tuple[Path, Path, bool]] = []
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or not {"img1", "img2", "same"} <= set(reader.fieldnames):
-        raise InputError("pair list needs a header with columns img1,img2,same (or LFW's pairs.txt layout)", list_path)
-    for line, row in enumerate(reader, start=2):
-        same = (row["same"] or "").strip().lower()
-        if same not in truthy | falsy:
-            raise InputError(f"line {line}: 'same' must be 1/0 or true/false, got {row['same']!r}", list_path)
-        a, b = (Path(row[k]) if Path(row[k]).is_absolute() else list_path.parent / row[k] for k in ("img1", "img2"))
-        pairs.append((a, b, same in truthy))
+    for line, row in enumerate(rows, start=first_line):
+        fields = row if columns is None else [row[c] if c < len(row) else "" for c in columns]
+        same = _SAME_VALUES.get(fields[2].lower()) if len(fields) == 3 else None
+        if same is None or not fields[0] or not fields[1]:
+            raise InputError(f"line {line}: expected two images and same (1/0 or true/false), got {', '.join(row)!r}", list_path)
+        a, b = (Path(name) if Path(name).is_absolute() else list_path.parent / name for name in fields[:2])
+        pairs.append((a, b, same))
     return pairs
 
 
