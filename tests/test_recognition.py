@@ -290,6 +290,51 @@ def test_eval_verification_reads_pair_lists_as_data_sets_write_them(facecom_b: P
     assert len(error) == 1 and "line 11: expected two images and same" in error[0] and "bad.txt" in error[0]
 
 
+class _RunsCode:
+    """What a hostile pickle carries: unpickling it would create ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_eval_verification_reads_a_pair_bin(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """A verification .bin as the field ships LFW or AgeDB-30 (a pickle of the encoded images, two
+    per pair, and the labels): its images are written to OUT/images and evaluated; a .bin that
+    would run code, or that is not (images, labels), is one line, exit 2."""
+    import pickle
+
+    same = [(_images(facecom_b, p)[0], _images(facecom_b, p)[1], True) for p in PEOPLE]
+    different = [(_images(facecom_b, a)[0], _images(facecom_b, b)[1], False) for a, b in zip(PEOPLE, PEOPLE[1:] + PEOPLE[:1])]
+    encoded = [path.read_bytes() for a, b, _ in same + different for path in (a, b)]
+    labels = [label for _, _, label in same + different]
+    results = []
+    # Python 2's pickle protocol (the field's older files) and Python 3's newest.
+    for name, content, protocol in (("protocol2.bin", (encoded, labels), 2), ("protocol5.bin", (encoded, labels), 5)):
+        (tmp_path / name).write_bytes(pickle.dumps(content, protocol=protocol))
+        out = tmp_path / name.replace(".", "_")
+        assert main(["eval", "verification", str(tmp_path / name), "--out", str(out)]) == 0
+        results.append(json.loads((out / "metrics.json").read_text()))
+        assert (results[-1]["pairs"], results[-1]["same_pairs"], results[-1]["pairs_skipped"]) == (10, 5, 0)
+        assert sorted(p.read_bytes() for p in (out / "images" / Path(name).stem).iterdir()) == sorted(encoded)
+    assert results[0]["auc"] == results[1]["auc"] >= 0.9
+    hostile = tmp_path / "ran"
+    (tmp_path / "hostile.bin").write_bytes(pickle.dumps((encoded[:2], [_RunsCode(hostile)]), protocol=2))
+    (tmp_path / "array.bin").write_bytes(pickle.dumps((encoded[:2], np.array([True])), protocol=2))
+    (tmp_path / "odd.bin").write_bytes(pickle.dumps((encoded[:3], [True]), protocol=2))
+    (tmp_path / "text_labels.bin").write_bytes(pickle.dumps((encoded[:2], ["0"]), protocol=2))
+    for name, message in (("hostile.bin", "it holds __builtin__.getattr"), ("array.bin", "it holds numpy"),
+                          ("odd.bin", "two images per label: 3 images, 1 labels"),
+                          ("text_labels.bin", "encoded images and True/False labels")):
+        capsys.readouterr()
+        assert main(["eval", "verification", str(tmp_path / name), "--out", str(tmp_path / "bad")]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0] and name in error[0], error
+    assert not hostile.exists()
+
+
 def test_tar_interval_narrows_with_more_pairs(facecom_b: Path) -> None:
     """On real distances (a clean photo against its distorted copies, and against other people's
     photos), resampling four copies of the same pairs gives a narrower interval around the same

@@ -12,12 +12,17 @@ Layouts:
   CelebA's ``image identity`` lines)
 - pairs:    ``img1,img2,same`` rows (same is 1/0 or true/false), comma-, tab-, semicolon- or space-separated,
   with or without a header; relative paths are taken relative to the list's folder. Or LFW's
-  ``pairs.txt``.
+  ``pairs.txt``, or a verification ``.bin`` as the face recognition field ships LFW, CFP-FP,
+  AgeDB-30, CALFW and CPLFW (images and labels in one file).
+
+One module, a little over ~400 lines: every reader shares the list helpers (column aliases, the
+list's folder, one-line errors naming the line), and a user's data set is read by one of them.
 """
 
 from __future__ import annotations
 
 import csv
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +377,56 @@ def _csv_pairs(list_path: Path, text: str) -> list[tuple[Path, Path, bool]]:
         a, b = (Path(name) if Path(name).is_absolute() else list_path.parent / name for name in fields[:2])
         pairs.append((a, b, same))
     return pairs
+
+
+def is_pair_bin(path: str | Path) -> bool:
+    """Whether ``path`` is a verification ``.bin``: a pickle (its first byte is the protocol
+    opcode) named ``.bin``."""
+    path = Path(path)
+    if path.suffix.lower() != ".bin" or not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
+class _PairBinUnpickler(pickle.Unpickler):
+    """Reads only what a verification ``.bin`` holds (lists of image bytes and of labels): any
+    class or callable in the file is refused, so the file cannot run code. NumPy arrays are
+    refused too: rebuilding one from a damaged pickle can crash the interpreter."""
+
+    def find_class(self, module: str, name: str):
+        # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1").
+        if (module, name) != ("_codecs", "encode"):
+            raise pickle.UnpicklingError(f"it holds {module}.{name}, which a pair .bin does not")
+        return super().find_class(module, name)
+
+
+def read_pair_bin(bin_path: str | Path, images: str | Path) -> list[tuple[Path, Path, bool]]:
+    """The pairs of a verification ``.bin`` (a pickle of ``(images, same)``: the encoded images,
+    two per pair, and one label per pair), each image written into ``images/<bin's stem>/``
+    (``<index>.jpg``, replacing what a file of that name held) so that reports can show it."""
+    bin_path, images = Path(bin_path), Path(images)
+    try:
+        with bin_path.open("rb") as handle:
+            content = _PairBinUnpickler(handle, encoding="bytes").load()
+    except OSError as exc:
+        raise InputError(f"cannot read the .bin ({exc})", bin_path) from None
+    except Exception as exc:  # a damaged pickle fails in many ways (UnicodeDecodeError, MemoryError, ...), each bad input
+        raise InputError(f"not a verification .bin of (images, labels) ({exc})", bin_path) from None
+    try:
+        encoded, same = (list(part) for part in content)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"not a verification .bin of (images, labels) ({exc})", bin_path) from None
+    if not all(isinstance(image, (bytes, bytearray)) for image in encoded) or not all(label in (0, 1) for label in same):
+        raise InputError("a verification .bin holds encoded images and True/False labels, this one other values", bin_path)
+    if not same or len(encoded) != 2 * len(same):
+        raise InputError(f"a verification .bin holds two images per label: {len(encoded)} images, {len(same)} labels", bin_path)
+    folder = images / bin_path.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{index:05d}.jpg" for index in range(len(encoded))]
+    for path, image in zip(paths, encoded):
+        path.write_bytes(image)  # the suffix is a name: the decoder goes by the content
+    return [(paths[2 * i], paths[2 * i + 1], bool(label)) for i, label in enumerate(same)]
 
 
 def read_split(path: str | Path) -> set[str]:

@@ -153,7 +153,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_verification(args: argparse.Namespace) -> int:
-    from facesuite.data import read_pairs
+    from facesuite.data import is_pair_bin, read_pair_bin, read_pairs
     from facesuite.evaluate.verification import (
         pair_distances,
         tar_text,
@@ -161,14 +161,15 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
         write_verification_report,
     )
 
-    pairs = read_pairs(args.pairs, args.images)
+    out = Path(args.out)
+    # A .bin carries its images: they are written out once, for the report to show.
+    pairs = read_pair_bin(args.pairs, args.images or out / "images") if is_pair_bin(args.pairs) else read_pairs(args.pairs, args.images)
     analysis = recognition_analysis(args)
     distances, labels, kept, skipped = pair_distances(analysis, pairs, source=args.pairs)
     print_skips(skipped)
     metrics = verification_metrics(distances, labels, analysis.threshold, seed=args.seed)
     metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,
                    pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
-    out = Path(args.out)
     from facesuite.report.faces import chips_of
 
     write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
@@ -228,12 +229,16 @@ def register(groups: dict) -> None:
     evaluate.set_defaults(handler=cmd_eval_recognition)
 
     pairs = groups["eval"].add_parser("verification", help="same person or not on a list of image pairs (LFW-style)",
-                                      description="PAIRS is a CSV with columns img1,img2,same (paths relative to it), or "
-                                                  "LFW's pairs.txt (images IMAGES/<name>/<name>_<i:04d>.jpg). Writes "
+                                      description="PAIRS is a list of img1,img2,same rows (comma-, tab-, semicolon- or "
+                                                  "space-separated, header optional; paths relative to it), LFW's pairs.txt "
+                                                  "(images IMAGES/<name>/<name>_<i:04d>.jpg), or a verification .bin (LFW, "
+                                                  "CFP-FP, AgeDB-30, CALFW, CPLFW as the field ships them; its images are "
+                                                  "written to IMAGES/<its name>/, IMAGES by default OUT/images). Writes "
                                                   "metrics.json (AUC, TAR at FAR 1% and 0.1%, 10-fold and calibrated-threshold "
                                                   "accuracy), pairs.csv, roc.png, distances.png and report.html.")
-    pairs.add_argument("pairs", help="CSV with columns img1,img2,same, or LFW's pairs.txt")
-    pairs.add_argument("--images", help="LFW's image folder, <name>/<name>_<i:04d>.jpg (default: beside pairs.txt, or its lfw/)")
+    pairs.add_argument("pairs", help="img1,img2,same rows, LFW's pairs.txt, or a verification .bin")
+    pairs.add_argument("--images", help="LFW's image folder, <name>/<name>_<i:04d>.jpg (default: beside pairs.txt, or its lfw/); "
+                                        "for a .bin, where its images are written, in a folder named after it (default: OUT/images)")
     pairs.add_argument("--out", required=True)
     pairs.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the 10-fold split")
