@@ -131,15 +131,19 @@ def read_celeba_attributes(list_path: str | Path) -> list[tuple[Path, str]]:
     return [(Path(name) if Path(name).is_absolute() else folder / name, label) for name, label in samples]
 
 
-def _is_celeba_attributes(path: Path) -> bool:
-    """CelebA's attribute list starts with the number of images on a line of its own (only the
-    head is read: the list is parsed once, by its reader)."""
+def _read_head(path: Path, size: int, what: str) -> bytes:
+    """The first ``size`` bytes of a file, to tell its format before one reader parses it; as
+    InputError naming ``what`` when it cannot be read."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(64)
+            return handle.read(size)
     except OSError as exc:
-        raise InputError(f"cannot read label list ({exc})", path) from None
-    return head.split(b"\n", 1)[0].strip().isdigit()
+        raise InputError(f"cannot read {what} ({exc})", path) from None
+
+
+def _is_celeba_attributes(path: Path) -> bool:
+    """CelebA's attribute list starts with the number of images on a line of its own."""
+    return _read_head(path, 64, "label list").split(b"\n", 1)[0].strip().isdigit()
 
 
 def read_gender_data(source: str | Path) -> GenderData:
@@ -383,10 +387,7 @@ def is_pair_bin(path: str | Path) -> bool:
     """Whether ``path`` is a verification ``.bin``: a pickle (its first byte is the protocol
     opcode) named ``.bin``."""
     path = Path(path)
-    if path.suffix.lower() != ".bin" or not path.is_file():
-        return False
-    with path.open("rb") as handle:
-        return handle.read(1) == b"\x80"
+    return path.suffix.lower() == ".bin" and path.is_file() and _read_head(path, 1, "pair list") == b"\x80"
 
 
 class _PairBinUnpickler(pickle.Unpickler):
