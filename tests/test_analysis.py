@@ -53,7 +53,7 @@ def test_faces_come_largest_first_and_chips_on_demand(app: FaceAnalysis, facecom
     assert len(app.get(np.asarray(group))) == 1  # max_faces=1 by default
     assert faces[1].chip().shape == (150, 150, 3) and faces[1].chip(size=112).shape == (112, 112, 3)
     record = faces[0].to_dict()
-    assert set(record) == {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route",
+    assert set(record) == {"path", "box", "fallback", "score", "no_face", "face_probability", "turn", "distortion", "distortion_probability", "route",
                            "gender", "p_female", "quality", "identity", "distance", "match_kind", "source_photo",
                            "source_agreement", "face"}
     json.dumps(record)  # JSON-ready

@@ -139,6 +139,22 @@ def test_pair_page_shows_the_verdict(page, server: str, facecom_b: Path, tmp_pat
     _screenshot(page, "dashboard-pair", tmp_path)
 
 
+def test_pair_page_says_when_an_image_holds_no_face(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from facesuite.io import write_image
+
+    blank = tmp_path / "blank.png"
+    write_image(blank, np.full((224, 224, 3), 128, np.uint8))
+    page.goto(f"{server}/pair")
+    page.set_input_files("#image1", str(blank))
+    page.set_input_files("#image2", _face(facecom_b, "Colin_Powell", 0))
+    page.click("#submit")
+    page.wait_for_selector("#result:not(.hidden)")
+    assert page.inner_text("#verdict") == "No face found in image 1"
+    assert "undecided" in page.get_attribute("#verdict", "class")
+
+
 def test_bad_file_shows_an_error(page, server: str, bad_files: dict[str, Path], tmp_path: Path) -> None:
     page.goto(f"{server}/")
     page.set_input_files("#image", str(bad_files["text"]))

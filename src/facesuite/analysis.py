@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.classify.gender_head import mirror_when_unsure
+from facesuite.classify.presence import NO_FACE, PresenceHead
 from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
@@ -47,7 +48,12 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     landmarks: np.ndarray = field(repr=False)  # (5, 2): eyes, nose, mouth corners
     det_score: float
-    fallback: bool  # no face was found: the box is the configured centre box
+    fallback: bool  # the detector found no face: the box is the configured centre box
+    # How likely the box is to hold a face at all (facesuite.classify.presence); a box that does
+    # not (no_face) gets no distortion, route, gender, quality or identity.
+    face_probability: float | None = None
+    no_face: bool = False
+    turn: int = 0  # degrees the photo was turned (counter-clockwise) to find the face upright
     distortion: str | None = None  # clean, blurred, foggy, lowlight, noisy, rainy, resized, sunny
     distortion_probability: float | None = None
     route: str | None = None  # how it was embedded: plain, or its restoration step
@@ -55,7 +61,7 @@ class Face:
     gender: str | None = None
     p_female: float | None = None
     quality: float | None = None  # 0-1: the chance this face can be recognised (facesuite.classify.quality)
-    identity: str | None = None  # with a gallery: the enrolled identity, "unknown" or "unrecognisable"
+    identity: str | None = None  # with a gallery: the enrolled identity, "unknown", "unrecognisable" or "no face"
     distance: float | None = None  # with a gallery: cosine distance to the nearest identity
     # With a gallery: what named the identity: "face" (the face embedding) or "source" (the image is
     # a processed copy of the enrolled photo source_photo; source_agreement is the evidence).
@@ -79,7 +85,8 @@ class Face:
 
         return {
             "path": self.source, "box": [round(float(v), 1) for v in self.box], "fallback": self.fallback,
-            "score": rounded(self.det_score), "distortion": self.distortion,
+            "score": rounded(self.det_score), "no_face": self.no_face, "face_probability": rounded(self.face_probability),
+            "turn": self.turn, "distortion": self.distortion,
             "distortion_probability": rounded(self.distortion_probability), "route": self.route,
             "gender": self.gender, "p_female": rounded(self.p_female), "quality": rounded(self.quality), "identity": self.identity,
             "distance": rounded(self.distance), "match_kind": self.match_kind, "source_photo": self.source_photo,
@@ -94,10 +101,11 @@ class Verification:
     threshold: float
     threshold_source: str
     fallback: tuple[bool, bool]
-    # "same", "different", or "unrecognisable" when either face is below the quality floor:
-    # no face there to compare, so the distance says nothing either way.
+    # "same", "different", "unrecognisable" when either face is below the quality floor, or
+    # "no face" when either image holds none: nothing to compare, the distance says nothing.
     decision: str = "different"
     quality: tuple[float | None, float | None] = (None, None)
+    no_face: tuple[bool, bool] = (False, False)  # which image holds no face
 
     def to_dict(self) -> dict:
         return {
@@ -108,6 +116,7 @@ class Verification:
             "threshold": round(self.threshold, 6),
             "threshold_source": self.threshold_source,
             "fallback": list(self.fallback),
+            "no_face": list(self.no_face),
         }
 
 
@@ -136,6 +145,7 @@ class FaceAnalysis:
         batch_size: int = 32,
         source_match: bool = True,
     ) -> None:
+        from facesuite.classify.presence import DEFAULT_PRESENCE_DIR, PresenceHead
         from facesuite.route.routes import DEFAULT_ROUTES, Router
 
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
@@ -143,6 +153,12 @@ class FaceAnalysis:
         self.routed = routes is not None
         self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
         self._distortion = None
+        # Whether a box holds a face reads the recognition pass's hidden features; an embedder
+        # without them (another space, no hidden outputs) has no presence head, and then only
+        # faces the detector found count as faces.
+        presence = PresenceHead.load(DEFAULT_PRESENCE_DIR)
+        readable = presence.space == self.embedder.space and hasattr(self.embedder, "describe")
+        self.presence: PresenceHead | None = presence if readable else None
         self._load_gender(gender)
         if threshold is None:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
@@ -170,9 +186,10 @@ class FaceAnalysis:
         return result
 
     def get_batch(self, images: Sequence[ImageInput], max_faces: int | None = 1,
-                  progress: str | None = None) -> list[list[Face] | Skipped]:
+                  progress: str | None = None, identify: bool = True) -> list[list[Face] | Skipped]:
         """:meth:`get` for many images, batched through every stage: per input, in order, its
-        faces or a :class:`Skipped` saying why it could not be read."""
+        faces or a :class:`Skipped` saying why it could not be read. ``identify=False`` leaves
+        out the gallery lookup (faces being enrolled)."""
         def analyse(items: list[Crop | Skipped]) -> tuple[list[list[Face] | Skipped], list[np.ndarray]]:
             per_input: list[list[Crop] | Skipped] = []
             for item in items:
@@ -193,7 +210,8 @@ class FaceAnalysis:
         for per_input, frames in self.extractor.map_batches(images, analyse, self.embedder.chip_spec, progress,
                                                             max_faces or 0, keep_pixels=True):
             # Identified here, on the calling thread: the gallery's store is not shared between threads.
-            self._identify([face for entry in per_input if not isinstance(entry, Skipped) for face in entry], frames)
+            if identify:
+                self._identify([face for entry in per_input if not isinstance(entry, Skipped) for face in entry], frames)
             results += per_input
         return results
 
@@ -210,8 +228,8 @@ class FaceAnalysis:
         crops, skipped = self.crops([first, second])
         if skipped:
             raise skipped[0].error
-        # One distortion pass per face serves both its route and its quality.
-        (a, b), _, kinds, _ = self.route_crops(crops, [crop.pixels() for crop in crops])
+        # One distortion pass per face serves its route, its quality and whether it is a face.
+        (a, b), _, kinds, pooled = self.route_crops(crops, [crop.pixels() for crop in crops], hidden=self.presence is not None)
         crop_a, crop_b = crops
         distance = float(cosine_distance(a, b))
         quality = (None, None)
@@ -221,8 +239,12 @@ class FaceAnalysis:
             quality = (float(scores[0]), float(scores[1]))
             if min(quality) < self.quality.floor:
                 decision = UNRECOGNISABLE
+        is_face = self._present(crops, pooled)[1]
+        if not is_face.all():
+            decision = NO_FACE
         return Verification(distance, decision == "same", self.threshold, self.threshold_source,
-                            (crop_a.face.fallback, crop_b.face.fallback), decision, quality)
+                            (crop_a.face.fallback, crop_b.face.fallback), decision, quality,
+                            (not is_face[0], not is_face[1]))
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
@@ -381,7 +403,9 @@ class FaceAnalysis:
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         shared = self._gender_shares_backbone()
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared, maps=self._gender_reads_maps())
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared or self.presence is not None,
+                                                        maps=self._gender_reads_maps())
+        p_face, is_face = self._present(crops, pooled)
         p_female = self._p_female(crops, frames, kinds, plain, pooled if shared else None)
         quality = self._quality(crops, kinds)
         faces = []
@@ -389,10 +413,14 @@ class FaceAnalysis:
             shown = crop.input_face
             faces.append(Face(
                 box=tuple(float(v) for v in shown.box), landmarks=np.asarray(shown.landmarks, dtype=np.float64),
-                det_score=float(crop.face.score), fallback=crop.face.fallback, distortion=kind.label,
-                distortion_probability=float(kind.probability), route=self.router.route(kind.label).describe(),
+                det_score=float(crop.face.score), fallback=crop.face.fallback,
+                face_probability=None if p_face is None else float(p_face[i]), no_face=not is_face[i], turn=crop.face.turn,
                 embedding=routed[i], source=str(crop.path), index=crop.face_index, _crop=crop,
             ))
+            if not is_face[i]:
+                continue  # nothing is decided on a box that holds no face
+            faces[-1].distortion, faces[-1].distortion_probability = kind.label, float(kind.probability)
+            faces[-1].route = self.router.route(kind.label).describe()
             if quality is not None:
                 faces[-1].quality = float(quality[i])
             if p_female is not None:
@@ -405,6 +433,15 @@ class FaceAnalysis:
         if self.gallery is not None and len(self.gallery) and faces:
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
+
+    def _present(self, crops: Sequence[Crop], pooled: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(probability that each crop's box holds a face, or None without a presence head;
+        whether it is a face). Without a head, only a face the detector found is one."""
+        detected = np.array([crop.face.detected for crop in crops], dtype=bool)
+        if self.presence is None:
+            return None, detected
+        p_face = self.presence.p_face(pooled)
+        return p_face, self.presence.is_face(p_face, detected)
 
     def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
         """Each face's chance of being recognised (None without a quality model)."""
@@ -525,8 +562,15 @@ class Gallery:
                     owners.append(identity)
                 except InputError as error:
                     skipped[identity].append(Skipped.of(image, error))
-        # One crop per decoded input, in order (decoded inputs cannot fail again).
-        vectors, _, _ = self.analysis.embed(inputs)
+        # One face per decoded input, in order (decoded inputs cannot fail again); a photo with no
+        # face is skipped, with its reason.
+        faces = [result[0] for result in self.analysis.get_batch(inputs, identify=False)]
+        for index in [i for i, face in enumerate(faces) if face.no_face]:
+            skipped[owners[index]].append(Skipped.of(inputs[index].path or inputs[index].name,
+                                                     InputError("no face found", inputs[index].name)))
+        keep = [i for i, face in enumerate(faces) if not face.no_face]
+        inputs, owners = [inputs[i] for i in keep], [owners[i] for i in keep]
+        vectors = np.stack([faces[i].embedding for i in keep]) if keep else np.zeros((0, self.analysis.embedder.dim), np.float32)
         frames = None
         if self.store.keeps_frames:
             from facesuite.gallery.source_match import frame_of, frame_to_bytes
@@ -571,6 +615,9 @@ class Gallery:
         blown-out sunny face), reported as ``match_kind="source"``; only the main face of an
         image speaks for the whole frame."""
         found = None
+        # A processed copy of an enrolled photo is named even where its face is blown out past
+        # being judged one (no_face): the evidence is the whole frame, and every enrolled photo
+        # held a face.
         if face.index == 0 and self.analysis.source_match and self.store.keeps_frames:
             if pixels is None and face._crop is not None:
                 pixels = face._crop.pixels()
@@ -616,6 +663,8 @@ class Gallery:
         within the threshold for the face's distortion, else ``unknown``."""
         if match.match_kind == "source":
             return match.identity
+        if face is not None and face.no_face:
+            return NO_FACE
         quality = self.analysis.quality
         if face is not None and face.quality is not None and quality is not None and face.quality < quality.floor:
             return UNRECOGNISABLE

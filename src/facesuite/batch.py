@@ -58,6 +58,7 @@ _FACE_COLUMNS = [
     ("score", pa.float32()),
 ]
 _ANALYSIS_COLUMNS = [
+    ("no_face", pa.bool_()),
     ("distortion", pa.string()),
     ("distortion_probability", pa.float32()),
     ("route", pa.string()),
@@ -152,7 +153,7 @@ class ImageWorker:
             faces, skipped = self._analysis.faces(list(paths))
             for face in faces:
                 rows[face.source] = {"path": face.source, "box": list(face.box), "fallback": face.fallback,
-                                     "score": face.det_score, "distortion": face.distortion,
+                                     "score": face.det_score, "no_face": face.no_face, "distortion": face.distortion,
                                      "distortion_probability": face.distortion_probability, "route": face.route,
                                      "gender": face.gender, "p_female": face.p_female, "embedding": face.embedding.tolist()}
         else:

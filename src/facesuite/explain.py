@@ -89,12 +89,15 @@ def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
     (a :class:`~facesuite.analysis.FaceAnalysis` holding a gender model)."""
     from facesuite.classify.gender import LABELS
     from facesuite.classify.gender_eval import predict_gender
+    from facesuite.errors import InputError
 
     model = analysis.gender
     predictions, skipped = predict_gender(analysis, [image])
     if skipped:
         raise skipped[0].error
     prediction = predictions[0]
+    if prediction.face.no_face:
+        raise InputError("no face found: there is no gender decision to explain", prediction.path)
     heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
     info = {"path": prediction.path, "gender": prediction.label, "p_female": round(prediction.p_female, 4),
             "fallback": prediction.fallback, "explained_class": LABELS[target]}

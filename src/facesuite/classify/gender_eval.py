@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.classify.gender import LABELS, GenderModel
+from facesuite.classify.presence import NO_FACE
 from facesuite.data import GenderData, read_gender_data
 from facesuite.errors import InputError, Skipped
 from facesuite.text import open_csv
@@ -30,10 +31,11 @@ class GenderPrediction:
 
     @property
     def label(self) -> str:
-        return self.face.gender
+        """The gender, or ``no face`` where the image holds none (nothing decided)."""
+        return NO_FACE if self.face.no_face else self.face.gender
 
     @property
-    def p_female(self) -> float:
+    def p_female(self) -> float | None:
         return self.face.p_female
 
     @property
@@ -77,7 +79,7 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
         for p in predictions:
             # Full precision: the label is p_female >= threshold, and a rounded value can sit on the
             # threshold's other side from the one it was decided on.
-            writer.writerow([str(p.path), truth[p.path], p.label, repr(float(p.p_female))])
+            writer.writerow([str(p.path), truth[p.path], p.label, "" if p.p_female is None else repr(float(p.p_female))])
     y_true = [truth[p.path] for p in predictions]
     y_pred = [p.label for p in predictions]
     extra = {
@@ -88,9 +90,12 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
     extra["groups"] = groups
     images = [("Accuracy per group", plot_group_accuracy(groups, out / "groups.png"))]
     cams = GradcamCache(model)  # the error grid and the figure share their faces' Grad-CAMs
-    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(cams, predictions, truth))]
+    # A face not judged a face counts as wrong above; it has no gender to explain.
+    decided = [p for p in predictions if p.label != NO_FACE]
+    extra["no_face"] = len(predictions) - len(decided)
+    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(cams, decided, truth))]
     if gradcam_samples > 0:
-        figure = _gradcam_figure(cams, predictions, truth, gradcam_samples, out / "gradcam.png")
+        figure = _gradcam_figure(cams, decided, truth, gradcam_samples, out / "gradcam.png")
         images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
     metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images, pictures)
     return metrics, skipped

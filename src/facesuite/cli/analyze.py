@@ -34,8 +34,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
             writer.writeheader()
             writer.writerows(rows)
-        images, no_face = len({row["path"] for row in rows}), sum(row["fallback"] for row in rows)
-        print(f"analysed {images} images ({len(rows)} faces, {no_face} with no face found: centre-box fallback), "
+        images, no_face = len({row["path"] for row in rows}), sum(row["no_face"] for row in rows)
+        print(f"analysed {images} images ({len(rows)} faces, {no_face} with no face found), "
               f"{len(skipped)} skipped; wrote {args.csv}")
     else:
         json.dump(rows, sys.stdout, indent=None if args.json else 2)

@@ -37,7 +37,7 @@ def _print_results(kind: str, out: str) -> None:
     from facesuite.batch import output_schema
     from facesuite.cli.summary import print_summary
 
-    columns = [c for c in ("error", "fallback", "distortion", "gender") if c in output_schema(kind).names]
+    columns = [c for c in ("error", "fallback", "no_face", "distortion", "gender") if c in output_schema(kind).names]
     rows_read = []
     for part in sorted(Path(out).glob("part-*.parquet")):
         with pq.ParquetFile(part) as parquet:  # pq.read_table would import pandas (0.3 s)
@@ -45,7 +45,9 @@ def _print_results(kind: str, out: str) -> None:
     readable = [row for row in rows_read if row["error"] is None]
     found = sum(not row["fallback"] for row in readable)
     rows: list[tuple[str, object]] = [("rows in the output", len(rows_read)), ("could not be read", len(rows_read) - len(readable)),
-                                      ("face found", f"{found} of {len(readable)}"), ("centre box (no face found)", len(readable) - found)]
+                                      ("face found", f"{found} of {len(readable)}"), ("centre box (detector found none)", len(readable) - found)]
+    if "no_face" in columns:
+        rows.append(("no face at all (nothing decided)", sum(bool(row["no_face"]) for row in readable)))
     for column in ("distortion", "gender"):
         counts = Counter(row[column] for row in readable if row.get(column) is not None)
         if counts:

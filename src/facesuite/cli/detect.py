@@ -86,6 +86,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return exit_status(args.paths, summary.skipped)
 
 
+def cmd_train_presence(args: argparse.Namespace) -> int:
+    from facesuite.train.presence import train_presence
+
+    record = train_presence(Path(args.facecom), Path(args.utkface) if args.utkface else None,
+                            Path(args.exclude) if args.exclude else None, Path(args.out), args.seed)
+    for group, figures in record["out_of_fold"].items():
+        print(f"{group:28s} {figures['images']:5d} images, judged a face (out of fold): {figures['judged_face']:.3f}")
+    print(f"C {record['C']}, threshold {record['threshold']:.4f}, veto {record['veto']:.4f}; model in {args.out}")
+    return 0
+
+
 def register(groups: dict) -> None:
     detect = groups["root"].add_parser(
         "detect", help="find, align and crop faces; writes crops and detections.csv",
@@ -98,3 +109,14 @@ def register(groups: dict) -> None:
     add_all_faces_option(detect)
     add_detector_options(detect)
     detect.set_defaults(handler=cmd_detect)
+
+    presence = groups["train"].add_parser(
+        "presence", help="train the face-presence head (is there a face in the box at all)",
+        description="Fit the face-presence head on FACECOM identity folders (and UTKFace crops) against "
+                    "non-face images made on the fly; thresholds chosen out of fold.")
+    presence.add_argument("facecom", help="FACECOM task_b train folder (identity sub-folders)")
+    presence.add_argument("--utkface", help="UTKFace images folder (its dev files are left out)")
+    presence.add_argument("--exclude", help="identities to leave out (the dev split)")
+    presence.add_argument("--out", required=True, help="model folder to write")
+    presence.add_argument("--seed", type=int, default=0)
+    presence.set_defaults(handler=cmd_train_presence)

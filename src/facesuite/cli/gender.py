@@ -90,7 +90,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer = csv.writer(handle)
         writer.writerow(["path", "gender", "p_female", "fallback"])
         for p in predictions:
-            writer.writerow([p.path, p.label, f"{p.p_female:.6f}", int(p.fallback)])
+            writer.writerow([p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)])
     print_skips(skipped)
     print(f"{len(predictions)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
     return 0

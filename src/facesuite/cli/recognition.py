@@ -29,10 +29,16 @@ def recognition_analysis(args: argparse.Namespace, gallery: str | None = None):
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from facesuite.classify.presence import NO_FACE
+
     result = recognition_analysis(args).verify(args.first, args.second)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        if result.decision == NO_FACE:
+            missing = " and ".join(name for name, none in zip((args.first, args.second), result.no_face) if none)
+            print(f"no face: none found in {missing} (no decision)")
+            return 0
         verdict = {"same": "same person", "different": "different people",
                    "unrecognisable": "unrecognisable (a face below the quality floor: no decision)"}[result.decision]
         print(f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold:.4f}, {result.threshold_source})")

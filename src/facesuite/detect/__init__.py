@@ -6,13 +6,18 @@
 
 MTCNN's P/R/O-net weights ship inside ``facenet-pytorch``, so nothing is downloaded; the cascade
 itself is ours (:mod:`facesuite.detect.mtcnn`), batched over same-size images.
+
+However the photo was framed: a face that fills the frame (an ID photo, a data-set crop) is looked
+for again on the photo with a black border, and a photo where no face is found, or only a weak
+one, is looked at turned by 90, 180 and 270 degrees. Boxes and landmarks are always in the
+photo's own pixels; :attr:`Face.turn` says which turn found the face.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -30,6 +35,14 @@ class Face:
     landmarks: np.ndarray = field(repr=False)
     score: float
     fallback: bool = False
+    # Degrees (counter-clockwise) the photo was turned for the face to stand upright; the
+    # landmarks are the upright face's, so the chip aligned on them is upright too.
+    turn: int = 0
+
+    @property
+    def detected(self) -> bool:
+        """Whether the detector found this face (not a centre box or an assumed crop)."""
+        return not self.fallback and self.score > 0.0
 
     def chip(self, image: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
         """The aligned face crop of this face in ``image``."""
@@ -49,6 +62,7 @@ class Face:
             landmarks=np.asarray(record["landmarks"], dtype=np.float64),
             score=float(record["score"]),
             fallback=bool(record["fallback"]),
+            turn=int(record.get("turn", 0)),
         )
 
 
@@ -77,8 +91,9 @@ class DetectorSettings:
     def key(self) -> str:
         """Cache key: only what changes the detection itself (fallback is applied afterwards)."""
         detection = {k: v for k, v in asdict(self).items() if k not in ("fallback_box", "assume_cropped", "all_faces")}
-        # The cache keeps an image's first face only, so how faces are ranked is part of the key.
-        return json.dumps({**detection, "ranking": "prominence"}, sort_keys=True)
+        # The cache keeps an image's first face only, so how faces are ranked, and the second
+        # looks (a border, turns), are part of the key.
+        return json.dumps({**detection, "ranking": "prominence", "framing": "border-and-turns"}, sort_keys=True)
 
 
 def visible_area(box: tuple[float, float, float, float], width: int, height: int) -> float:
@@ -129,6 +144,72 @@ def _exposure_corrected(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+# A face whose box is this much of the frame's shorter side, or reaches outside the frame, is
+# looked for again on the photo with a border (FACECOM's LFW-style frames: about 0.4, never
+# outside, so they are detected once).
+FILLING_SHARE = 0.6
+BORDER_SHARE = 0.25  # border on each side, as a share of the photo's longer side
+# A best face scoring below this is also looked for in the turned photo; a turn wins only when
+# its best face scores this much higher (upright faces score 0.99 or more; an upside-down
+# face, when found at all, about 0.95).
+TURN_CHECK_SCORE = 0.99
+TURN_MARGIN = 0.005
+ALWAYS = -1.0  # a replace margin no score difference fails
+
+# A view of a photo for the detector: its pixels, and how a face found there maps back.
+View = Callable[[np.ndarray], tuple[np.ndarray, Callable[[Face], Face]]]
+
+
+def fills_frame(box: tuple[float, float, float, float], width: int, height: int) -> bool:
+    """Whether a face box reaches outside a ``width`` x ``height`` frame or nearly fills it."""
+    left, top, right, bottom = box
+    outside = left < 0 or top < 0 or right > width or bottom > height
+    return outside or max(right - left, bottom - top) > FILLING_SHARE * min(width, height)
+
+
+def _moved(face: Face, points: Callable[[np.ndarray], np.ndarray], turn: int = 0) -> Face:
+    """``face`` with its box corners and landmarks passed through ``points`` ((n, 2) -> (n, 2))."""
+    x1, y1, x2, y2 = face.box
+    corners = points(np.array([[x1, y1], [x2, y2]], dtype=np.float64))
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    return replace(face, box=(float(low[0]), float(low[1]), float(high[0]), float(high[1])),
+                   landmarks=points(np.asarray(face.landmarks, dtype=np.float64)), turn=turn)
+
+
+def _as_is(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+    return image, lambda face: face
+
+
+def _bordered(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+    import cv2
+
+    border = int(round(BORDER_SHARE * max(image.shape[:2])))
+    framed = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return framed, lambda face: _moved(face, lambda p: p - border, face.turn)
+
+
+def _enhanced(enhance: Callable[[np.ndarray], np.ndarray]) -> View:
+    return lambda image: (enhance(image), lambda face: face)
+
+
+def _turned(turn: int) -> View:
+    """The photo turned ``turn`` degrees counter-clockwise (with a border, so a face filling the
+    frame is found too); faces map back to the photo's own pixels."""
+    def view(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+        height, width = image.shape[:2]
+        framed, unframe = _bordered(np.ascontiguousarray(np.rot90(image, turn // 90)))
+
+        def back(points: np.ndarray) -> np.ndarray:
+            x, y = points[:, 0], points[:, 1]
+            if turn == 90:
+                return np.column_stack([width - y, x])
+            if turn == 180:
+                return np.column_stack([width - x, height - y])
+            return np.column_stack([y, height - x])
+        return framed, lambda face: _moved(unframe(face), back, turn)
+    return view
+
+
 class FaceDetector:
     """MTCNN face detector returning :class:`Face` objects; batched over same-size images."""
 
@@ -155,27 +236,53 @@ class FaceDetector:
         # MTCNN's pyramid starts at faces of min_face_size pixels: an image smaller than that has
         # no pyramid level and cannot hold a face.
         detectable = [i for i, image in enumerate(images) if min(image.shape[:2]) >= self.settings.min_face_size]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index in detectable:
-            by_shape.setdefault(images[index].shape, []).append(index)
-        for indices in by_shape.values():
-            self._detect_into(results, indices, [images[i] for i in indices])
+        self._look(results, images, detectable, _as_is)
+        # A face that fills the frame: MTCNN's later stages see only the part of a box inside the
+        # image, stretched, so its box reaches above the frame and the eyes land on the forehead.
+        # On the photo with a black border the same face is found where it is.
+        filling = [i for i in detectable if not results[i] or fills_frame(results[i][0].box, *images[i].shape[1::-1])]
+        self._look(results, images, filling, _bordered, replace_margin=ALWAYS)
         # Second chances for images where nothing was found, on cleaned-up copies: a 5x5 median
         # removes salt-and-pepper noise and rain streaks; CLAHE after a gamma that pulls the mean
         # to mid-grey recovers some washed-out faces. Landmarks carry over to the original.
         for enhance in (_median_filtered, _exposure_corrected) if self.settings.retry_enhanced else ():
-            missing = [i for i in detectable if not results[i]]
-            for shape in {images[i].shape for i in missing}:
-                indices = [i for i in missing if images[i].shape == shape]
-                self._detect_into(results, indices, [enhance(images[i]) for i in indices])
+            self._look(results, images, [i for i in detectable if not results[i]], _enhanced(enhance))
+        # A photo on its side or upside down: MTCNN finds no face, or a weak one with the eyes
+        # still placed above the mouth. The turn whose best face scores highest wins.
+        doubtful = [i for i in detectable if not results[i] or results[i][0].score < TURN_CHECK_SCORE]
+        for turn in (90, 180, 270):
+            self._look(results, images, doubtful, _turned(turn), replace_margin=TURN_MARGIN)
         return results
 
-    def _detect_into(self, results: list[list[Face]], indices: list[int], images: list[np.ndarray]) -> None:
-        height, width = images[0].shape[:2]  # one batch holds images of one size
-        for slot, (boxes, landmarks) in zip(indices, self._model().detect(np.stack(images))):
+    def _look(self, results: list[list[Face]], images: Sequence[np.ndarray], indices: list[int], view: View,
+              replace_margin: float | None = None) -> None:
+        """Detect on ``view`` of the images at ``indices`` (batched by size) and keep its faces, in
+        the original pixels, where the image had none, or where the view's best face scores more
+        than ``replace_margin`` above the best face found so far (``ALWAYS``: whenever it finds one)."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index in indices:
+            by_shape.setdefault(images[index].shape, []).append(index)
+        for same_size in by_shape.values():
+            views = [view(images[i]) for i in same_size]
+            found = self._detect_batch(np.stack([pixels for pixels, _ in views]))
+            height, width = images[same_size[0]].shape[:2]
+            for slot, (_, to_original), faces in zip(same_size, views, found):
+                if not faces:
+                    continue
+                current = results[slot]
+                if current and (replace_margin is None or faces[0].score <= current[0].score + replace_margin):
+                    continue
+                faces = [to_original(face) for face in faces]
+                results[slot] = sorted(faces, key=lambda f: prominence(f.box, width, height), reverse=True)
+
+    def _detect_batch(self, images: np.ndarray) -> list[list[Face]]:
+        """MTCNN's faces above ``min_score`` per image of one size, best score first."""
+        found = []
+        for boxes, landmarks in self._model().detect(images):
             faces = [Face(box=tuple(float(v) for v in box[:4]), landmarks=points, score=float(box[4]))  # type: ignore[arg-type]
                      for box, points in zip(boxes, landmarks) if box[4] >= self.settings.min_score]
-            results[slot] = sorted(faces, key=lambda f: prominence(f.box, width, height), reverse=True)
+            found.append(sorted(faces, key=lambda f: f.score, reverse=True))
+        return found
 
     def detect_main(self, images: Sequence[np.ndarray]) -> list[Face]:
         """Per image, the most prominent face, or the flagged fallback box when none is found."""

@@ -70,7 +70,7 @@ class DetectionCache:
         if face is None:
             return "null"
         return json.dumps({"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, dtype=float).tolist(),
-                           "score": float(face.score), "fallback": face.fallback})
+                           "score": float(face.score), "fallback": face.fallback, "turn": face.turn})
 
     def put_many(self, entries: list[tuple[str, str, Face | None]]) -> None:
         if not entries:

@@ -22,6 +22,8 @@ from typing import Protocol, Self
 
 import numpy as np
 
+from facesuite.classify.presence import NO_FACE
+from facesuite.classify.quality import UNRECOGNISABLE
 from facesuite.errors import InputError
 from facesuite.registry import Registry
 
@@ -187,5 +189,5 @@ def check_identity(identity: str, folder: str | Path) -> None:
         raise InputError(f"identity name {identity!r} contains control characters", folder)
     if identity != identity.strip():
         raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
-    if identity == UNKNOWN:
-        raise InputError(f"{UNKNOWN!r} is reserved for faces that match nobody", folder)
+    if identity in (UNKNOWN, UNRECOGNISABLE, NO_FACE):
+        raise InputError(f"{identity!r} is reserved: it is a decision, not a name", folder)

@@ -157,6 +157,8 @@ class ModelService:
         if model is None:
             raise ApiError(503, self.analyzer_error or "no gender model loaded")
         (prediction,), _ = predict_gender(analysis, [upload])
+        if prediction.face.no_face:
+            raise ApiError(422, "no face found in the image: no gender decision to explain")
         heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
         info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
         return png_bytes(overlay(prediction.chip, heat)), info
@@ -186,6 +188,7 @@ class ModelService:
         return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
                 "match_kind": answer.match_kind, "source_photo": face.source_photo,
                 "nearest": best.identity, "threshold": round(gallery.threshold_for(face.distortion), 6), "fallback": face.fallback,
+                "no_face": face.no_face,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:

@@ -24,8 +24,11 @@ function drawBoxes(file, faces) {
     ctx.font = "bold 14px system-ui, sans-serif";
     faces.forEach((face, index) => {
       const [x1, y1, x2, y2] = face.box.map((v) => v * scale);
-      ctx.strokeStyle = ctx.fillStyle = BOX_COLOURS[index % BOX_COLOURS.length];
+      ctx.strokeStyle = ctx.fillStyle = face.no_face ? "#9a9a9a" : BOX_COLOURS[index % BOX_COLOURS.length];
+      // A box that holds no face is drawn dashed and says so: it is where a face was looked for.
+      ctx.setLineDash(face.no_face ? [6, 4] : []);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      if (face.no_face) ctx.fillText("no face", x1 + 3, Math.max(14, y1 - 4));
       if (faces.length > 1) ctx.fillText(String(index + 1), x1 + 3, Math.max(14, y1 - 4));
     });
     URL.revokeObjectURL(image.src);
@@ -35,6 +38,12 @@ function drawBoxes(file, faces) {
 }
 
 function describe(face) {
+  if (face.no_face) {
+    return [
+      ["face", `no face found (face probability ${face.face_probability === null ? "n/a" : face.face_probability.toFixed(3)}): nothing is decided`],
+      ["box", face.box.join(", ")],
+    ];
+  }
   const gender = face.gender === null ? null : `${face.gender} (p_female ${face.p_female.toFixed(3)})`;
   const identity = face.identity === null ? "no gallery" : `${face.identity} (distance ${face.distance.toFixed(3)})`;
   // The route is chosen by the distortion detector: its verdict and confidence are the evidence.
@@ -49,7 +58,8 @@ function describe(face) {
   if (face.quality !== null && face.quality !== undefined) rows.push(["quality", face.quality.toFixed(3)]);
   rows.push(["identity", identity]);
   if (face.match_kind) rows.push(["match", face.match_kind]);
-  rows.push(["detector score", face.fallback ? "no face found: centre box used" : face.score.toFixed(3)]);
+  rows.push(["detector score", face.fallback ? "detector found none: centre box, judged a face" : face.score.toFixed(3)]);
+  if (face.turn) rows.push(["turned", `photo turned ${face.turn}° to find the face upright`]);
   rows.push(["box", face.box.join(", ")]);
   return rows;
 }

@@ -59,13 +59,21 @@ document.getElementById("form").addEventListener("submit", async (event) => {
     document.getElementById("crop1").src = result.crops[0];
     document.getElementById("crop2").src = result.crops[1];
     const verdict = document.getElementById("verdict");
-    verdict.textContent = result.same ? "Same person" : "Different people";
-    verdict.className = `verdict ${result.same ? "same" : "different"}`;
+    // Each decision as itself: a pair with no face, or a face too poor to tell, is no "different".
+    const VERDICTS = {
+      same: ["Same person", "same"],
+      different: ["Different people", "different"],
+      unrecognisable: ["Cannot tell: a face is too poor to recognise", "undecided"],
+      "no face": [`No face found in ${result.no_face.map((none, i) => (none ? `image ${i + 1}` : null)).filter(Boolean).join(" and ")}`, "undecided"],
+    };
+    const [text, style] = VERDICTS[result.decision] ?? [result.decision, "undecided"];
+    verdict.textContent = text;
+    verdict.className = `verdict ${style}`;
     drawScale(result);
     fillTable(document.getElementById("fields"), [
       ["distance", result.distance.toFixed(4)],
       ["threshold", `${result.threshold.toFixed(4)} (${result.threshold_source})`],
-      ["face found", result.fallback.map((f) => (f ? "no (centre box)" : "yes")).join(" / ")],
+      ["face found", result.no_face.map((none, i) => (none ? "no" : result.fallback[i] ? "yes (centre box judged a face)" : "yes")).join(" / ")],
     ]);
     document.getElementById("result").classList.remove("hidden");
   } catch (error) {

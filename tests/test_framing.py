@@ -1,0 +1,150 @@
+"""Finding the face however the photo is framed, and only a face: tight crops, turned photos, and
+images with no face at all, through the Python API, the CLI and the REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facesuite import FaceAnalysis
+from facesuite.cli import main
+from facesuite.detect import FaceDetector
+from facesuite.io import load_image, write_image
+
+
+def _photo(facecom_b: Path, identity: str = "Colin_Powell", index: int = 0) -> Path:
+    return sorted((facecom_b / identity).glob("*.jpg"))[index]
+
+
+def _non_faces() -> dict[str, np.ndarray]:
+    """Images with no face, made here: blank, noise, a flat colour, a drawn rectangle, a gradient."""
+    rng = np.random.default_rng(7)
+    rectangle = np.full((224, 224, 3), 235, np.uint8)
+    cv2.rectangle(rectangle, (60, 50), (170, 180), (30, 60, 200), -1)
+    ramp = np.linspace(0, 255, 224, dtype=np.float32)
+    return {
+        "blank": np.full((224, 224, 3), 128, np.uint8),
+        "noise": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        "flat colour": np.full((300, 200, 3), (222, 200, 170), np.uint8),
+        "rectangle": rectangle,
+        "gradient": np.repeat(np.repeat(ramp[None, :, None], 224, 0), 3, 2).astype(np.uint8),
+    }
+
+
+@pytest.fixture(scope="module")
+def app() -> FaceAnalysis:
+    return FaceAnalysis()
+
+
+def _eye_error(found: np.ndarray, reference: np.ndarray) -> float:
+    """Largest landmark distance as a share of the reference's distance between the eyes."""
+    return float(np.abs(np.asarray(found) - reference).max() / np.linalg.norm(reference[0] - reference[1]))
+
+
+def test_a_tight_crop_is_found_where_the_face_is(facecom_b: Path) -> None:
+    detector = FaceDetector()
+    for identity in ("Colin_Powell", "Aaron_Patterson", "Naomi_Watts", "Hugo_Chavez"):
+        image = load_image(_photo(facecom_b, identity))
+        (face, *_) = detector.detect([image])[0]
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        crop = np.ascontiguousarray(image[max(0, y1):y2, max(0, x1):x2])
+        (in_crop, *_) = detector.detect([crop])[0]
+        # The crop's landmarks, moved back into the photo, fall on the photo's own eyes and mouth.
+        assert _eye_error(in_crop.landmarks + [max(0, x1), max(0, y1)], face.landmarks) < 0.15, identity
+        assert in_crop.box[1] > -0.1 * crop.shape[0], "the box must not reach far above the frame"
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_a_turned_photo_is_found_upright_in_its_own_pixels(facecom_b: Path, app: FaceAnalysis, quarter_turns: int) -> None:
+    image = load_image(_photo(facecom_b))
+    (upright,) = app.get(image)
+    (turned,) = app.get(np.ascontiguousarray(np.rot90(image, quarter_turns)))
+    assert turned.turn == (360 - 90 * quarter_turns) % 360 and not turned.no_face
+    # The upright landmarks carried into the turned photo's pixels, computed here independently.
+    height, width = image.shape[:2]
+    x, y = upright.landmarks[:, 0], upright.landmarks[:, 1]
+    expected = {1: np.column_stack([y, width - x]), 2: np.column_stack([width - x, height - y]),
+                3: np.column_stack([height - y, x])}[quarter_turns]
+    assert _eye_error(turned.landmarks, expected) < 0.15
+    assert turned.gender == upright.gender
+    # The chip is upright: it looks like the upright photo's chip.
+    assert float(np.dot(turned.embedding, upright.embedding)) > 0.9
+
+
+def test_non_faces_get_no_decision_in_the_python_api(app: FaceAnalysis) -> None:
+    for name, image in _non_faces().items():
+        (face,) = app.get(image)
+        assert face.no_face, name
+        assert face.gender is None and face.distortion is None and face.route is None, name
+        assert face.to_dict()["no_face"] is True
+    blank, other = _non_faces()["blank"], _non_faces()["flat colour"]
+    result = app.verify(blank, other)
+    assert result.decision == "no face" and not result.same and result.no_face == (True, True)
+
+
+def test_a_face_the_detector_misses_is_still_a_face(facecom_b: Path, app: FaceAnalysis) -> None:
+    # Overexposed copies: MTCNN finds no face in most; the centre box holds one.
+    sunny = sorted(facecom_b.glob("*/distortion/*_sunny.jpg"))[::40]  # about 50, across the identities
+    faces = [app.get(path)[0] for path in sunny]
+    missed = [face for face in faces if face.fallback]
+    assert len(missed) >= 10
+    assert np.mean([not face.no_face for face in missed]) >= 0.9
+
+
+def test_a_real_face_and_a_non_face_are_no_pair(facecom_b: Path, app: FaceAnalysis) -> None:
+    result = app.verify(_photo(facecom_b), _non_faces()["rectangle"])
+    assert result.decision == "no face" and result.no_face == (False, True) and not result.same
+
+
+def test_cli_verify_says_no_face(tmp_path: Path, facecom_b: Path, capsys: pytest.CaptureFixture) -> None:
+    blank, beige = tmp_path / "gray.png", tmp_path / "beige.png"
+    write_image(blank, _non_faces()["blank"])
+    write_image(beige, _non_faces()["flat colour"])
+    assert main(["verify", str(blank), str(beige)]) == 0
+    assert capsys.readouterr().out.strip() == f"no face: none found in {blank} and {beige} (no decision)"
+    assert main(["verify", str(_photo(facecom_b)), str(beige)]) == 0
+    assert capsys.readouterr().out.strip() == f"no face: none found in {beige} (no decision)"
+
+
+def test_gallery_never_enrols_or_names_a_non_face(tmp_path: Path, facecom_b: Path, capsys: pytest.CaptureFixture) -> None:
+    people = tmp_path / "people"
+    for identity in ("Colin_Powell", "Aaron_Patterson"):
+        (people / identity).mkdir(parents=True)
+        write_image(people / identity / "face.png", load_image(_photo(facecom_b, identity)))
+    write_image(people / "Colin_Powell" / "blank.png", _non_faces()["blank"])
+    gallery = tmp_path / "gallery"
+    main(["gallery", "enroll", str(people), "--gallery", str(gallery)])
+    out = capsys.readouterr()
+    assert "no face found" in out.err and "blank.png" in out.err
+    probe = tmp_path / "probe.png"
+    write_image(probe, _non_faces()["noise"])
+    csv_path = tmp_path / "who.csv"
+    main(["gallery", "identify", str(probe), str(_photo(facecom_b, "Colin_Powell", 1)), "--gallery", str(gallery), "--csv", str(csv_path)])
+    rows = {line.split(",")[0]: line.split(",")[1] for line in csv_path.read_text().splitlines()[1:]}
+    assert rows[str(probe)] == "no face"
+    assert rows[str(_photo(facecom_b, "Colin_Powell", 1))] == "Colin_Powell"
+    with FaceAnalysis(gallery=gallery) as app:
+        assert dict(app.gallery.list())["Colin_Powell"] == 1  # the blank photo was not enrolled
+
+
+def test_rest_api_says_no_face(tmp_path: Path, facecom_b: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from facesuite.serve import create_app
+    from facesuite.serve.service import png_bytes
+
+    blank = ("blank.png", png_bytes(_non_faces()["blank"]), "image/png")
+    face = _photo(facecom_b).read_bytes()
+    with TestClient(create_app(gallery=tmp_path / "gallery", work_dir=tmp_path, eval_roots=[tmp_path])) as client:
+        pair = client.post("/verify", files=[("image1", blank), ("image2", ("face.jpg", face, "image/jpeg"))]).json()
+        assert pair["decision"] == "no face" and pair["same"] is False and pair["no_face"] == [True, False]
+        refused = client.post("/gallery/enroll", data={"identity": "Nobody"}, files=[("image", blank)])
+        assert refused.status_code == 422
+        client.post("/gallery/enroll", data={"identity": "Colin"}, files=[("image", ("face.jpg", face, "image/jpeg"))])
+        answer = client.post("/gallery/identify", files=[("image", blank)]).json()
+        assert answer["identity"] == "no face" and answer["no_face"] is True
+        analysed = client.post("/analyze", files=[("image", blank)]).json()
+        assert analysed["no_face"] is True and analysed["gender"] is None
