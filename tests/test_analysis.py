@@ -45,7 +45,7 @@ def test_the_same_face_from_a_path_bytes_an_array_and_a_pil_image(app: FaceAnaly
         assert face.p_female == pytest.approx(reference.p_female, abs=1e-5)
 
 
-def test_faces_come_largest_first_and_chips_on_demand(app: FaceAnalysis, samples: Path) -> None:
+def test_faces_come_most_prominent_first_and_chips_on_demand(app: FaceAnalysis, samples: Path) -> None:
     small = Image.open(_sample(samples, "Hugo_Chavez")).convert("RGB").resize((150, 150))
     large = Image.open(_sample(samples, "Colin_Powell")).convert("RGB").resize((300, 300))
     group = Image.new("RGB", (460, 300), (90, 90, 90))
