@@ -1,6 +1,6 @@
-"""The layout stays what the README says it is: no import cycles between facesuite's modules, no
-module past ~400 lines without a reason at its top, and the README's "How it fits together"
-table naming every package and module at the top of the source tree."""
+"""The layout stays what the docs say it is: no import cycles between facesuite's modules, no
+module past ~400 lines without a reason at its top, and docs/architecture.md's table naming
+every package and module at the top of the source tree."""
 
 from __future__ import annotations
 
