@@ -1,10 +1,11 @@
-# Two commands for a fresh machine: `make demo` and `make test` (both set up .venv first).
+# Commands for a fresh machine: `make demo`, `make test` (everything: needs the data at
+# $FACESUITE_DATA) and `make test-fast` (no data needed); each sets up .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export FACESUITE_DATA ?= ../shared/data
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The fast tier: the sample photos in samples/ and images made in the tests, no data folder.
+test-fast: setup
+	$(PY) -m pytest -m "not data"
 
 clean:
 	rm -rf $(VENV) demo-out

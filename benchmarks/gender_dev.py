@@ -5,7 +5,7 @@
         identities plus UTKFace minus dev files (minus train files whose bytes equal a dev file),
         and dev/facecom/{male,female}, dev/utkface/{male,female}. ``--facecom-task-b`` adds the
         task_b photos of the FACECOM training identities (their other clean photos and real
-        distorted copies, 6,986; tried in session 9, not in the shipped model's data).
+        distorted copies, 6,986; tried, not in the shipped model's data).
     python benchmarks/gender_dev.py measure /tmp/gender_data MODEL_DIR [MODEL_DIR ...] [--json OUT]
         Accuracy, macro-F1 and female recall on each dev set, and UTKFace accuracy per race,
         gender and age band (<13 / 13-60 / >60), each with a bootstrap 95% interval. Give the

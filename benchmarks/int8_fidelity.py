@@ -1,6 +1,5 @@
-"""Where the int8 embedder's (``dlib-int8``, the default in sessions 10-13) dev figures differ from
-the float network's (``dlib-onnx``, the default): the vectors, or the noise of what is measured
-(issue 18).
+"""Where the int8 embedder's (``dlib-int8``, an option) dev figures differ from the float
+network's (``dlib-onnx``, the default): the vectors, or the noise of what is measured.
 
 Run: ``python benchmarks/int8_fidelity.py [--data DIR] [--json]`` (about 6 minutes on 2 cores).
 

@@ -7,7 +7,7 @@ k-th UTKFace file outside ``splits/utkface_dev.txt``. On the photos where MTCNN 
 faces, it counts how often the face each ranking puts first does not contain the frame's centre
 (in these LFW-style and UTKFace crops the subject is always in the middle):
 
-- ``box_area``: the face with the largest MTCNN box (the ranking before session 13);
+- ``box_area``: the face with the largest MTCNN box (the earlier ranking);
 - ``visible_area``: the largest box area inside the frame;
 - ``prominence``: visible area less twice the squared distance from the centre (the shipped one,
   :func:`facesuite.detect.prominence`).

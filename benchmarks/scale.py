@@ -11,7 +11,7 @@ on FAISS and Milvus as the gallery grows.
 
 Ray probes outside addresses when it starts; run the batch part in a loopback-only namespace
 (as root). On a busy machine FAISS's idle OpenMP threads add milliseconds to single-probe
-searches, so the README's identify figures come from a separate run with one OpenMP thread:
+searches, so docs/scale-out.md's identify figures come from a separate run with one OpenMP thread:
 
     unshare --net --pid --fork --mount-proc sh -c \
         'ip link set lo up && .venv/bin/python benchmarks/scale.py --skip-gallery'

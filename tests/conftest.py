@@ -1,4 +1,9 @@
-"""Shared fixtures: the real FACECOM data (skipped with a reason when absent) and bad files.
+"""Shared fixtures: the sample photos in the repository, the real FACECOM data (skipped with a
+reason when absent) and bad files.
+
+Two tiers: every test that uses the shared data (the ``facecom_a`` / ``facecom_b`` fixtures, or a
+module marked ``data``) is marked ``data``; ``pytest -m "not data"`` (``make test-fast``) runs the
+rest, which need only ``samples/`` and images made in the test.
 
 With ``FACESUITE_NO_SKIPS=1`` (set by ``.ci/run``) every skip is a failure: in CI the data, the
 browser, Ray and the network namespaces all exist, so a test that skips there is a test that did
@@ -15,6 +20,16 @@ import pytest
 from facesuite.config import data_root
 
 NO_SKIPS = os.environ.get("FACESUITE_NO_SKIPS") == "1"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+DATA_FIXTURES = {"facecom_a", "facecom_b"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One rule instead of a marker on every test: a test that reaches for the shared data, through
+    # any fixture it depends on, belongs to the data tier.
+    for item in items:
+        if DATA_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.data)
 
 
 def _fail_if_skipped(report: pytest.TestReport | pytest.CollectReport) -> None:
@@ -60,10 +75,17 @@ def facecom_a() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The sample photos shipped in the repository (samples/README.md lists them): identity folders
+    in ``people/`` (two photos each) and other photos in ``photos/``."""
+    return SAMPLES
+
+
 @pytest.fixture()
-def bad_files(tmp_path: Path, facecom_b: Path) -> dict[str, Path]:
+def bad_files(tmp_path: Path, samples: Path) -> dict[str, Path]:
     """A zero-byte file, a text file named .jpg, and a truncated JPEG."""
-    good = next(iter(sorted((facecom_b / "Colin_Powell").glob("*.jpg"))))
+    good = samples / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg"
     files = {
         "empty": tmp_path / "empty.jpg",
         "text": tmp_path / "notes.jpg",

@@ -1,4 +1,4 @@
-"""`analyze` and distortion routing on real FACECOM images (shipped models)."""
+"""`analyze` and distortion routing on real photos (the sample photos and FACECOM; shipped models)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_routes_follow_the_detected_distortion(facecom_b: Path, capsys) -> None:
         assert row["route"] == ROUTE_OF[row["distortion"]], row
 
 
-def test_analyze_reports_every_field(facecom_b: Path, capsys) -> None:
-    image = sorted((facecom_b / PERSON).glob("*.jpg"))[0]
+def test_analyze_reports_every_field(samples: Path, capsys) -> None:
+    image = sorted((samples / "people" / PERSON).glob("*.jpg"))[0]
     assert main(["analyze", str(image), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert set(row) >= {"path", "box", "fallback", "distortion", "distortion_probability", "route", "gender", "p_female"}
@@ -72,12 +72,12 @@ def test_analyze_with_gallery_names_the_person(facecom_b: Path, tmp_path: Path, 
     assert rows[heavy.name]["identity"] in (PERSON, "unknown")
 
 
-def test_analyze_bad_input(tmp_path: Path, bad_files, facecom_b: Path, capsys) -> None:
+def test_analyze_bad_input(tmp_path: Path, bad_files, samples: Path, capsys) -> None:
     assert main(["analyze", str(tmp_path / "missing.jpg")]) == 2
     assert "missing.jpg" in capsys.readouterr().err
     folder = tmp_path / "mixed"
     folder.mkdir()
-    (folder / "good.jpg").write_bytes(sorted((facecom_b / PERSON).glob("*.jpg"))[0].read_bytes())
+    (folder / "good.jpg").write_bytes(sorted((samples / "people" / PERSON).glob("*.jpg"))[0].read_bytes())
     (folder / "bad.jpg").write_bytes(bad_files["truncated"].read_bytes())
     out = tmp_path / "rows.csv"
     assert main(["analyze", str(folder), "--csv", str(out)]) == 0

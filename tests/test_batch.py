@@ -33,9 +33,9 @@ from facesuite.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def images(facecom_b: Path) -> list[Path]:
-    """Eight real FACECOM images from four identities."""
-    folders = [d for d in sorted(facecom_b.resolve().iterdir()) if len(list(d.glob("*.jpg"))) >= 2][:4]
+def images(samples: Path) -> list[Path]:
+    """Eight real photos (the samples) of four people."""
+    folders = sorted((samples / "people").iterdir())[:4]
     return [p for d in folders for p in sorted(d.glob("*.jpg"))[:2]]
 
 

@@ -1,4 +1,5 @@
-"""Detection, alignment, fallback, cache and the `detect` command on real FACECOM images."""
+"""Detection, alignment, fallback, cache and the `detect` command on real photos: the sample photos,
+and FACECOM's training images for rates and the reference implementation."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def _clean_sample(root: Path, n: int, seed: int = 0) -> list[Path]:
     return random.Random(seed).sample(paths, n)
 
 
+def _portraits(samples: Path) -> list[Path]:
+    """The sample photos of one person each (LFW-style frames, the subject in the middle)."""
+    return sorted((samples / "people").glob("*/*.jpg"))
+
+
 def test_detects_faces_in_clean_facecom_images(facecom_b: Path) -> None:
     sample = _clean_sample(facecom_b, 200)
     crops, skipped = FaceExtractor(use_cache=False).crops(sample)
@@ -37,22 +43,21 @@ def test_detects_faces_in_clean_facecom_images(facecom_b: Path) -> None:
     assert 60 < np.median(sizes) < 120
 
 
-def test_landmarks_are_ordered_eyes_nose_mouth(facecom_b: Path) -> None:
-    image = load_image(_clean_sample(facecom_b, 1, seed=3)[0])
-    face = FaceDetector().detect_one(image)
-    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
-    assert lx < nx < rx and mlx < mrx
-    assert max(ly, ry) < ny < min(mly, mry)
+def test_landmarks_are_ordered_eyes_nose_mouth(samples: Path) -> None:
+    for path in _portraits(samples):
+        face = FaceDetector().detect_one(load_image(path))
+        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
+        assert lx < nx < rx and mlx < mrx, path.name
+        assert max(ly, ry) < ny < min(mly, mry), path.name
 
 
 # LFW-style photos where a bystander cut by the frame's edge has a larger (unclipped) MTCNN box
 # than the subject in the middle: ranked by full box area, these embedded the bystander.
-BYSTANDER_PHOTOS = ("Amanda_Beard/Amanda_Beard_0002.jpg", "Anne_ONeil/Anne_ONeil_0001.jpg",
-                    "Charles_Schumer/Charles_Schumer_0002.jpg")
+BYSTANDER_PHOTOS = ("Amanda_Beard_0002.jpg", "Anne_ONeil_0001.jpg", "Charles_Schumer_0002.jpg")
 
 
-def test_main_face_is_the_subject_not_a_bystander_at_the_edge(facecom_b: Path, tmp_path: Path) -> None:
-    paths = [facecom_b / name for name in BYSTANDER_PHOTOS]
+def test_main_face_is_the_subject_not_a_bystander_at_the_edge(samples: Path, tmp_path: Path) -> None:
+    paths = [samples / "photos" / name for name in BYSTANDER_PHOTOS]
     everyone_of = {path: faces for path, faces in zip(paths, FaceDetector().detect([load_image(p) for p in paths]))}
     for run in range(2):  # the default extractor, with its detection cache: a miss, then hits
         crops, skipped = FaceExtractor(cache_folder=tmp_path / "cache").crops(paths)
@@ -66,8 +71,8 @@ def test_main_face_is_the_subject_not_a_bystander_at_the_edge(facecom_b: Path, t
             assert any(f.box[0] < 0 or f.box[2] > 224 or not f.box[0] < 112 < f.box[2] for f in everyone[1:])
 
 
-def test_aligned_chip_has_requested_size(facecom_b: Path) -> None:
-    path = _clean_sample(facecom_b, 1, seed=4)[0]
+def test_aligned_chip_has_requested_size(samples: Path) -> None:
+    path = _portraits(samples)[0]
     [crop] = FaceExtractor(use_cache=False).crops([path], ChipSpec(112, 0.1))[0]
     assert crop.chip.shape == (112, 112, 3) and crop.chip.dtype == np.uint8
     assert crop.chip.std() > 10  # a real face, not a constant border
@@ -85,14 +90,14 @@ def test_no_face_falls_back_to_flagged_centre_box(tmp_path: Path) -> None:
     assert (x2 - x1, y2 - y1) == pytest.approx((0.37 * 224, 0.49 * 224)) and abs((x1 + x2) / 2 - 112) < 1
 
 
-def test_assume_cropped_uses_whole_image(facecom_b: Path) -> None:
-    path = _clean_sample(facecom_b, 1)[0]
+def test_assume_cropped_uses_whole_image(samples: Path) -> None:
+    path = _portraits(samples)[0]
     [crop] = FaceExtractor(DetectorSettings(assume_cropped=True), use_cache=False).crops([path])[0]
     assert not crop.face.fallback and crop.face.box == pytest.approx((22.4, 22.4, 201.6, 201.6))
 
 
-def test_cache_returns_same_faces_and_is_faster(facecom_b: Path, tmp_path: Path) -> None:
-    sample = _clean_sample(facecom_b, 24, seed=1)
+def test_cache_returns_same_faces_and_is_faster(samples: Path, tmp_path: Path) -> None:
+    sample = sorted(samples.glob("*/*.jpg")) + _portraits(samples)
     timings, results = [], []
     for _ in range(2):
         extractor = FaceExtractor(cache_folder=tmp_path / "cache")
@@ -106,8 +111,8 @@ def test_cache_returns_same_faces_and_is_faster(facecom_b: Path, tmp_path: Path)
     assert timings[1] < timings[0]
 
 
-def test_bad_files_are_skipped_and_counted(bad_files: dict[str, Path], facecom_b: Path) -> None:
-    good = _clean_sample(facecom_b, 1)[0]
+def test_bad_files_are_skipped_and_counted(bad_files: dict[str, Path], samples: Path) -> None:
+    good = _portraits(samples)[0]
     items = list(FaceExtractor(use_cache=False).iter_crops([good, *bad_files.values()]))
     assert isinstance(items[0], Crop)
     skipped = [i for i in items if isinstance(i, Skipped)]
@@ -116,10 +121,10 @@ def test_bad_files_are_skipped_and_counted(bad_files: dict[str, Path], facecom_b
         assert str(path) in item.reason
 
 
-def test_detect_command_writes_crops_and_csv(facecom_b: Path, tmp_path: Path, bad_files, capsys) -> None:
+def test_detect_command_writes_crops_and_csv(samples: Path, tmp_path: Path, bad_files, capsys) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    for path in _clean_sample(facecom_b, 3, seed=2):
+    for path in _portraits(samples)[:3]:
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "broken.jpg").write_bytes(bad_files["truncated"].read_bytes())
     assert main(["detect", str(folder), "--out", str(tmp_path / "out"), "--json"]) == 0
@@ -136,14 +141,14 @@ def test_detect_missing_path_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 0 and "nope" in err and "Traceback" not in err
 
 
-def test_boxes_of_a_large_photo_are_in_its_own_pixels(facecom_b: Path, tmp_path: Path, capsys) -> None:
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(samples: Path, tmp_path: Path, capsys) -> None:
     # A 5000 x 3000 photo is analysed shrunk to 4096 px; every output must still be in the
     # photo's own pixels. Expected: the face found in a 4096 px copy, scaled up by 5000/4096.
     import json
 
     from PIL import Image
 
-    face = Image.open(sorted((facecom_b / "Colin_Powell").glob("*.jpg"))[0]).resize((448, 448), Image.Resampling.BICUBIC)
+    face = Image.open(_portraits(samples)[0]).resize((448, 448), Image.Resampling.BICUBIC)
     gradient = np.linspace(90, 170, 5000, dtype=np.uint8)[None, :, None].repeat(3000, axis=0).repeat(3, axis=2)
     photo = Image.fromarray(gradient)
     photo.paste(face, (3300, 1700))
@@ -226,11 +231,11 @@ def test_rewritten_prelu_and_pooling_give_the_textbook_networks_bit_for_bit(face
                 assert torch.equal(got[2], expected[1])
 
 
-def test_analyze_imports_only_what_it_needs(facecom_b: Path) -> None:
+def test_analyze_imports_only_what_it_needs(samples: Path) -> None:
     import subprocess
     import sys
 
-    path = _clean_sample(facecom_b, 1)[0]
+    path = _portraits(samples)[0]
     heavy = ("torchvision", "facenet_pytorch", "ray", "pymilvus", "fastapi", "matplotlib", "sklearn")
     code = ("import sys; from facesuite.cli import main; code = main(['analyze', sys.argv[1], '--no-cache', '--json']); "
             f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr); sys.exit(code)")

@@ -19,12 +19,7 @@ from facesuite.config import data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.distortion import LABELS
 
-FACECOM = data_root() / "facecom" / "task_b" / "train"
 DEV_SPLIT = data_root() / "splits" / "facecom_dev_identities.txt"
-needs_data = pytest.mark.skipif(
-    not FACECOM.is_dir() or not DEV_SPLIT.is_file(),
-    reason=f"FACECOM task_b or the dev split not found under {data_root()} (set FACESUITE_DATA)",
-)
 PER_CLASS = 10  # images per class sampled from dev identities
 
 
@@ -39,8 +34,10 @@ def single_thread():
 
 
 @pytest.fixture(scope="module")
-def dev():
-    return read_identity_folders(FACECOM).subset(read_split(DEV_SPLIT))
+def dev(facecom_b: Path):
+    if not DEV_SPLIT.is_file():
+        pytest.skip(f"the dev split is not at {DEV_SPLIT} (set FACESUITE_DATA)")
+    return read_identity_folders(facecom_b).subset(read_split(DEV_SPLIT))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,6 @@ def _sample(dev, label: str, n: int, seed: int = 0) -> list[Path]:
     return random.Random(seed).sample(paths, n)
 
 
-@needs_data
 def test_shipped_detector_names_real_dev_distortions(dev, detector):
     correct, total = 0, 0
     for label in LABELS:
@@ -71,7 +67,6 @@ def test_shipped_detector_names_real_dev_distortions(dev, detector):
     assert correct / total >= 0.85
 
 
-@needs_data
 def test_predict_output_shape(dev, detector):
     paths = _sample(dev, "sunny", 2)
     from facesuite.io import load_image
@@ -84,7 +79,6 @@ def test_predict_output_shape(dev, detector):
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
 
 
-@needs_data
 def test_onnx_runtime_gives_the_pytorch_networks_probabilities(dev, detector):
     """The shipped detector runs its ONNX export; the PyTorch network it came from agrees."""
     from facesuite.classify.distortion import DEFAULT_MODEL_DIR, WEIGHTS_FILE, DistortionDetector, OnnxDistortionNet
@@ -111,7 +105,6 @@ def tiny_tree(tmp_path_factory, dev):
     return root
 
 
-@needs_data
 def test_synthesis_writes_all_types_and_detector_recognises_sunny_noisy(tiny_tree, tmp_path, detector):
     out = tmp_path / "synth"
     assert main(["distort", str(tiny_tree), "--out", str(out), "--seed", "1"]) == 0
@@ -127,7 +120,6 @@ def test_synthesis_writes_all_types_and_detector_recognises_sunny_noisy(tiny_tre
         assert hits / len(paths) >= 0.6, f"synthetic {kind}: {hits}/{len(paths)} recognised"
 
 
-@needs_data
 def test_synthesis_is_deterministic(tiny_tree):
     from facesuite.distortion.synth import Synthesizer
     from facesuite.io import load_image
@@ -152,7 +144,6 @@ def test_predict_missing_path_is_input_error(tmp_path, capsys):
     assert "nope.jpg" in capsys.readouterr().err
 
 
-@needs_data
 def test_predict_folder_skips_corrupt_file(dev, tmp_path, capsys):
     folder = tmp_path / "images" / "nested"
     folder.mkdir(parents=True)
@@ -167,7 +158,6 @@ def test_predict_folder_skips_corrupt_file(dev, tmp_path, capsys):
     assert "broken.jpg" in err and "1 file(s) skipped" in err
 
 
-@needs_data
 def test_train_and_eval_end_to_end_on_tiny_subset(dev, tmp_path):
     # 2 identities for training, 1 for validation; one image each plus its 7 copies
     root = tmp_path / "data"

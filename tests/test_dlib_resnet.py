@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from facesuite.config import data_root
 from facesuite.embed import cosine_distance, get_embedder
 from facesuite.embed.dlib.network import (
     DlibResNet,
@@ -34,13 +33,6 @@ SAME_PERSON = "Colin_Powell"  # the identity with the most photos in FACECOM tas
 SAME_COUNT = 8
 OTHER_COUNT = 8  # one photo each from other identities
 TOLERANCE = 1e-4
-
-
-def _facecom_train() -> Path:
-    folder = data_root() / "facecom" / "task_b" / "train"
-    if not (folder / SAME_PERSON).is_dir():
-        pytest.skip(f"FACECOM task B not found at {folder} (set FACESUITE_DATA to the data root)")
-    return folder
 
 
 def _align(path: Path, detector, predictor) -> np.ndarray | None:
@@ -61,9 +53,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def chips() -> tuple[list[np.ndarray], np.ndarray]:
+def chips(facecom_b: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """16 aligned chips and their identity labels: 8 of one person, then 8 different people."""
-    train = _facecom_train()
+    train = facecom_b
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
     found: list[np.ndarray] = []

@@ -19,10 +19,10 @@ from facesuite.config import data_root
 TASK_A = data_root() / "facecom" / "task_a" / "train"
 DEV_IDS = data_root() / "splits" / "facecom_dev_identities.txt"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.data, pytest.mark.skipif(
     not (TASK_A.is_dir() and DEV_IDS.is_file()),
     reason=f"FACECOM task_a or the dev split is absent under {data_root()} (set FACESUITE_DATA)",
-)
+)]
 
 
 def _identity(path: Path) -> str:

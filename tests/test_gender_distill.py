@@ -21,10 +21,10 @@ from facesuite.train.gender_distill import distillation_loss
 TASK_A = data_root() / "facecom" / "task_a" / "train"
 SPLITS = data_root() / "splits"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.data, pytest.mark.skipif(
     not (TASK_A.is_dir() and (SPLITS / "facecom_dev_identities.txt").is_file()),
     reason=f"FACECOM task_a or the dev split is absent under {data_root()} (set FACESUITE_DATA)",
-)
+)]
 
 
 def _data(root: Path, per_class: int = 6) -> Path:

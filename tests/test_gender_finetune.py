@@ -19,10 +19,10 @@ TASK_A = data_root() / "facecom" / "task_a" / "train"
 UTK = data_root() / "utkface" / "images"
 SPLITS = data_root() / "splits"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.data, pytest.mark.skipif(
     not (TASK_A.is_dir() and UTK.is_dir() and (SPLITS / "utkface_dev.txt").is_file()),
     reason=f"FACECOM task_a, UTKFace or the dev splits are absent under {data_root()} (set FACESUITE_DATA)",
-)
+)]
 
 
 def _train_folder(root: Path, per_class: int = 10) -> Path:

@@ -1,6 +1,6 @@
 """The input matrix: whatever people keep on their disks, through the CLI and the API.
 
-One folder holds every kind of input, built from a real FACECOM face. Each is run through
+One folder holds every kind of input, built from a real face (the sample photos). Each is run through
 `facesuite analyze` and `facesuite detect` (as a folder, so bad files are skipped and counted,
 and named explicitly, so the run exits 2 while the rest of the batch is still processed) and
 through ``POST /analyze``. A bad file always gets one line naming it: never a traceback.
@@ -59,7 +59,8 @@ MATRIX = {
     "ring_b.jpg": ("broken or looping symbolic link", None),
 }
 BAD = sorted(name for name, (outcome, _) in MATRIX.items() if outcome not in ("face", "fallback"))
-FIVE = ("Colin_Powell", "Hugo_Chavez", "Kofi_Annan", "Naomi_Watts", "Tiger_Woods")
+FIVE = ("people/Colin_Powell/Colin_Powell_0001.jpg", "people/Hugo_Chavez/Hugo_Chavez_0001.jpg",
+        "people/Kofi_Annan/Kofi_Annan_0001.jpg", "photos/Naomi_Watts_0001.jpg", "people/Tiger_Woods/Tiger_Woods_0001.jpg")
 FIVE_SCALES = (1.0, 0.9, 1.4, 0.8, 1.1)  # the third face is the largest
 
 
@@ -75,8 +76,8 @@ def bomb_png(side: int = 30000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def build_matrix(folder: Path, facecom: Path) -> None:
-    source = min((facecom / "Colin_Powell").glob("*.jpg"))
+def build_matrix(folder: Path, samples: Path) -> None:
+    source = samples / FIVE[0]
     face = Image.open(source).convert("RGB")
     face.save(folder / "clean.jpg", quality=95)
     jpeg = bytearray(source.read_bytes())
@@ -116,7 +117,7 @@ def build_matrix(folder: Path, facecom: Path) -> None:
     huge.paste(face.resize((2240, 2240)), (5000, 2500))
     huge.save(folder / "huge_12000x8000.jpg", quality=85)
     Image.new("RGB", (224, 224), (128, 128, 128)).save(folder / "no_face.jpg")
-    tiles = [Image.open(min((facecom / p).glob("*.jpg"))).convert("RGB") for p in FIVE]
+    tiles = [Image.open(samples / p).convert("RGB") for p in FIVE]
     tiles = [t.resize((round(224 * s), round(224 * s))) for t, s in zip(tiles, FIVE_SCALES)]
     group = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), (90, 90, 90))
     x = 0
@@ -132,9 +133,9 @@ def build_matrix(folder: Path, facecom: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Path:
+def matrix(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Path:
     folder = tmp_path_factory.mktemp("matrix")
-    build_matrix(folder, facecom_b)
+    build_matrix(folder, samples)
     return folder
 
 
@@ -260,7 +261,7 @@ def test_api_analyze_matrix(client: TestClient, matrix: Path, name: str) -> None
         assert "Traceback" not in response.text and "facesuite-upload" not in body["error"]
 
 
-def test_file_and_folder_names_that_are_not_utf8(matrix: Path, facecom_b: Path, tmp_path: Path,
+def test_file_and_folder_names_that_are_not_utf8(matrix: Path, samples: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """Names in Latin-1 (an old camera card, a zip from Windows) are valid on Linux but not UTF-8:
     each command reads them, writes their files under the same bytes, and writes the name into
@@ -300,7 +301,7 @@ def test_file_and_folder_names_that_are_not_utf8(matrix: Path, facecom_b: Path, 
 
     # An evaluation whose identity folder has such a name: its report and predictions name it.
     people = tmp_path / "people"
-    for name, source in zip((latin1, "b", "c"), sorted(d for d in facecom_b.iterdir() if d.is_dir())):
+    for name, source in zip((latin1, "b", "c"), sorted((samples / "people").iterdir())):
         shutil.copytree(source, people / name)
     assert main(["eval", "recognition", str(people), "--out", str(tmp_path / "eval")]) == 0
     assert shown in (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")

@@ -14,6 +14,11 @@ from facesuite.data import read_split
 from facesuite.embed.dlib.quantize import FLOAT_LAYERS, MODEL_NAME, build, training_images
 from facesuite.errors import InputError
 
+pytestmark = [pytest.mark.data, pytest.mark.skipif(
+    not (data_root() / "splits" / "utkface_dev.txt").is_file(),
+    reason=f"FACECOM, UTKFace or the dev splits are absent under {data_root()} (set FACESUITE_DATA)",
+)]
+
 
 def test_quantize_samples_training_images_only() -> None:
     root = data_root()

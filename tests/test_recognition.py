@@ -28,17 +28,17 @@ def _run_json(capsys, argv: list[str]) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_verify_same_and_different_people(facecom_b: Path, capsys) -> None:
-    powell = _images(facecom_b, "Colin_Powell")
-    chavez = _images(facecom_b, "Hugo_Chavez")
+def test_verify_same_and_different_people(samples: Path, capsys) -> None:
+    powell = _images(samples / "people", "Colin_Powell")
+    chavez = _images(samples / "people", "Hugo_Chavez")
     same = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json"])
     different = _run_json(capsys, ["verify", str(powell[0]), str(chavez[0]), "--json"])
     assert same["same"] and not different["same"]
     assert same["distance"] < same["threshold"] < different["distance"]
 
 
-def test_verify_bad_input_is_one_line_error(facecom_b: Path, bad_files, capsys) -> None:
-    powell = _images(facecom_b, "Colin_Powell")[0]
+def test_verify_bad_input_is_one_line_error(samples: Path, bad_files, capsys) -> None:
+    powell = _images(samples / "people", "Colin_Powell")[0]
     assert main(["verify", str(powell), str(bad_files["text"])]) == 2
     err = capsys.readouterr().err
     assert str(bad_files["text"]) in err and "Traceback" not in err and err.count("\n") == 1
@@ -74,15 +74,15 @@ def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Pa
     assert result["threshold_source"] == "user calibration, FAR 5%"  # what it is, never a server path
 
 
-def test_gallery_enroll_identify_list_remove(facecom_b: Path, tmp_path: Path, bad_files, capsys) -> None:
-    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=2)
+def test_gallery_enroll_identify_list_remove(samples: Path, tmp_path: Path, bad_files, capsys) -> None:
+    data = samples / "people"  # PEOPLE, two photos each
     gallery = str(tmp_path / "gallery")
     assert main(["gallery", "enroll", str(data), "--gallery", gallery]) == 0
     listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
     assert [e["identity"] for e in listing["identities"]] == sorted(PEOPLE)
 
-    known = _images(facecom_b, "Colin_Powell")[5]  # not enrolled: images 0 and 1 were
-    stranger = _images(facecom_b, STRANGER)[0]
+    known = samples / "photos" / "Colin_Powell_0003.jpg"  # not enrolled: 0001 and 0002 were
+    stranger = samples / "photos" / f"{STRANGER}_0001.jpg"
     out = tmp_path / "who.csv"
     argv = ["gallery", "identify", str(known), str(stranger), str(bad_files["empty"]), "--gallery", gallery, "--csv", str(out), "--top-k", "3"]
     assert main(argv) == 0
@@ -97,8 +97,8 @@ def test_gallery_enroll_identify_list_remove(facecom_b: Path, tmp_path: Path, ba
     assert "Colin_Powell" not in [e["identity"] for e in listing["identities"]]
 
 
-def test_gallery_errors(tmp_path: Path, facecom_b: Path, capsys) -> None:
-    image = _images(facecom_b, "Colin_Powell")[0]
+def test_gallery_errors(tmp_path: Path, samples: Path, capsys) -> None:
+    image = _images(samples / "people", "Colin_Powell")[0]
     assert main(["gallery", "identify", str(image), "--gallery", str(tmp_path / "none")]) == 2
     assert "no gallery" in capsys.readouterr().err
     assert main(["gallery", "remove", "Nobody", "--gallery", str(tmp_path / "none")]) == 2

@@ -1,4 +1,5 @@
-"""REST API on real FACECOM faces through FastAPI's TestClient (models loaded once per module)."""
+"""REST API on real faces (the sample photos; FACECOM for evaluation jobs) through FastAPI's
+TestClient (models loaded once per module)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ LIMIT = 2 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path):
+def client(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("serve")
     # Evaluations may read the test's temporary folders (and nothing else: see test_api_safety.py).
     app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work,
@@ -47,9 +48,10 @@ def test_health(client: TestClient) -> None:
     assert response.json()["status"] == "ok"
 
 
-def test_verify_same_and_different(client: TestClient, facecom_b: Path) -> None:
-    a, b = _image(facecom_b, "Colin_Powell", 0), _image(facecom_b, "Colin_Powell", 1)
-    other = _image(facecom_b, "Aaron_Patterson")
+def test_verify_same_and_different(client: TestClient, samples: Path) -> None:
+    people = samples / "people"
+    a, b = _image(people, "Colin_Powell", 0), _image(people, "Colin_Powell", 1)
+    other = _image(people, "Hugo_Chavez")
     same = client.post("/verify", files=[_upload(a, "image1"), _upload(b, "image2")])
     assert same.status_code == 200, same.text
     assert same.json()["same"] is True and same.json()["distance"] <= same.json()["threshold"]
@@ -62,8 +64,8 @@ def test_verify_same_and_different(client: TestClient, facecom_b: Path) -> None:
 
 
 @needs_models
-def test_analyze_fields(client: TestClient, facecom_b: Path) -> None:
-    response = client.post("/analyze?images=true", files=[_upload(_image(facecom_b, "Colin_Powell"))])
+def test_analyze_fields(client: TestClient, samples: Path) -> None:
+    response = client.post("/analyze?images=true", files=[_upload(_image(samples / "people", "Colin_Powell"))])
     assert response.status_code == 200, response.text
     body = response.json()
     assert {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route", "gender", "p_female"} <= body.keys()
@@ -73,8 +75,8 @@ def test_analyze_fields(client: TestClient, facecom_b: Path) -> None:
 
 
 @needs_models
-def test_explain_returns_png(client: TestClient, facecom_b: Path) -> None:
-    response = client.post("/explain", files=[_upload(_image(facecom_b, "Colin_Powell"))])
+def test_explain_returns_png(client: TestClient, samples: Path) -> None:
+    response = client.post("/explain", files=[_upload(_image(samples / "people", "Colin_Powell"))])
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png" and response.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert response.headers["x-gender"] in ("male", "female")
@@ -99,13 +101,13 @@ def test_too_large_upload_is_413(client: TestClient) -> None:
     assert "too large" in response.json()["error"]
 
 
-def test_enroll_then_identify(client: TestClient, facecom_b: Path) -> None:
-    colin = [_upload(_image(facecom_b, "Colin_Powell", i)) for i in (0, 2)]
+def test_enroll_then_identify(client: TestClient, samples: Path) -> None:
+    colin = [_upload(path) for path in (_image(samples / "people", "Colin_Powell", 0), samples / "photos" / "Colin_Powell_0003.jpg")]
     assert client.post("/gallery/enroll", data={"identity": "Colin Powell"}, files=colin).json()["enrolled"] == 2
-    client.post("/gallery/enroll", data={"identity": "Aaron"}, files=[_upload(_image(facecom_b, "Aaron_Patterson"))])
+    client.post("/gallery/enroll", data={"identity": "Hugo"}, files=[_upload(_image(samples / "people", "Hugo_Chavez"))])
     listing = client.get("/gallery").json()
-    assert {e["identity"] for e in listing["identities"]} == {"Colin Powell", "Aaron"}
-    response = client.post("/gallery/identify", files=[_upload(_image(facecom_b, "Colin_Powell", 1))])
+    assert {e["identity"] for e in listing["identities"]} == {"Colin Powell", "Hugo"}
+    response = client.post("/gallery/identify", files=[_upload(_image(samples / "people", "Colin_Powell", 1))])
     assert response.status_code == 200, response.text
     assert response.json()["identity"] == "Colin Powell"
     bad_name = client.post("/gallery/enroll", data={"identity": "unknown"}, files=[colin[0]])

@@ -1,6 +1,6 @@
 """The ``embedding`` and ``backbone`` gender kinds' head in NumPy: a logistic regression on the
 recognition pass's unit embedding (and, for ``backbone``, its hidden features: the pooled hidden
-stages, and in models trained since issue 17 also the last stage's 256x4x4 input map), read from
+stages, and in newer models also the last stage's 256x4x4 input map), read from
 the model folder's ``weights.npz``.
 
 :class:`~facesuite.classify.gender.EmbeddingGenderNet` is the same head in PyTorch, with its own

@@ -51,7 +51,7 @@ def register(groups: dict) -> None:
     analyze.add_argument("paths", nargs="+", help="images or folders (recursive)")
     analyze.add_argument("--gallery", metavar="URI", help="gallery to identify against: a folder, NAME.db or milvus://HOST:PORT/COLLECTION")
     analyze.add_argument("--csv", help="write one row per image here")
-    analyze.add_argument("--json", action="store_true", help="compact JSON on stdout (the default output, one line)")
+    analyze.add_argument("--json", action="store_true", help="JSON on one line (without it, the same JSON is printed indented)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
     analyze.add_argument("--no-source-match", action="store_true",
                          help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")

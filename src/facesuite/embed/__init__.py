@@ -86,7 +86,7 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # dlib's float ResNet under ONNX Runtime (no PyTorch import after its one-time export). The int8
 # network (``dlib-int8``) is 1.5 ms a face faster but its vectors are not the same: it moved dev
-# recognition figures by 0.006, past the 0.003 issue 18 allows for speed work, while the float
-# network alone already meets that issue's speed targets (models/embedder/MODEL_CARD.md).
+# recognition figures by 0.006, past the 0.003 allowed to speed work, while the float network
+# alone already meets the speed targets (models/embedder/MODEL_CARD.md).
 DEFAULT_EMBEDDER = "dlib-onnx"
 
