@@ -622,6 +622,9 @@ class Gallery:
             if pixels is None and face._crop is not None:
                 pixels = face._crop.pixels()
             found = self.source_of(pixels) if pixels is not None else None
+        if found is None and face.no_face:
+            face.identity = NO_FACE  # no distance or match: nothing was compared
+            return best
         face.distance = best.distance
         if found is None:
             face.identity, face.match_kind = self.decide(best, face), "face"

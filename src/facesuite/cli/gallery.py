@@ -39,12 +39,14 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
         rows = []
         for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
             best = candidates[0]
-            # face.identity and face.match_kind were decided with the face (a source match or the face's own).
+            # face.identity and face.match_kind were decided with the face (a source match or the
+            # face's own); a box with no face was compared with nobody.
+            compared = face.match_kind is not None
             rows.append({
-                "path": face.source, "identity": face.identity, "distance": round(best.distance, 6),
-                "nearest": best.identity, "match_kind": face.match_kind, "source_photo": face.source_photo or "",
-                "fallback": int(face.fallback),
-                "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates),
+                "path": face.source, "identity": face.identity, "distance": round(best.distance, 6) if compared else "",
+                "nearest": best.identity if compared else "", "match_kind": face.match_kind or "",
+                "source_photo": face.source_photo or "", "fallback": int(face.fallback),
+                "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates) if compared else "",
             })
     print_skips(skipped)
     _write_rows(rows, args.csv)

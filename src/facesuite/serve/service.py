@@ -185,6 +185,10 @@ class ModelService:
         candidates = gallery.candidates([face], top_k=top_k)[0]
         best = candidates[0]
         answer = gallery.answer(face, best)
+        if face.no_face and answer.match_kind != "source":
+            return {"path": upload.name, "identity": face.identity, "no_face": True, "fallback": face.fallback,
+                    "distance": None, "match_kind": None, "source_photo": None, "nearest": None, "threshold": None,
+                    "candidates": []}
         return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
                 "match_kind": answer.match_kind, "source_photo": face.source_photo,
                 "nearest": best.identity, "threshold": round(gallery.threshold_for(face.distortion), 6), "fallback": face.fallback,
