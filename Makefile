@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # Rebuild the ONNX networks shipped in src/facesuite/models from their sources, and SHA256SUMS.
 models: setup
-	$(PY) -m facesuite.export
+	$(PY) -m facesuite.train.export
 
 demo: setup
 	$(VENV)/bin/facesuite demo --data $(FACESUITE_DATA) --out demo-out

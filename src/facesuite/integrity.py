@@ -1,9 +1,9 @@
 """SHA-256 checks of model files before they are loaded.
 
 ``facesuite/models/SHA256SUMS`` (``sha256sum`` format) records every model file shipped under
-``facesuite/models/`` and the third-party weights ``python -m facesuite.export`` converts them from,
-the latter as ``package:<module>/<path>`` (packages a maintainer installs, absent from a plain
-install; the dlib reference embedder reads the ``.dat`` too). Loaders call :func:`verify_model_file` (one file) or
+``facesuite/models/`` and the third-party weights ``python -m facesuite.train.export`` converts
+them from, the latter as ``package:<module>/<path>`` (packages a maintainer installs, absent from a
+plain install; the dlib reference embedder reads the ``.dat`` too). Loaders call :func:`verify_model_file` (one file) or
 :func:`verify_model_folder` (a model folder) first; a file that differs from its record, or a
 model file in a shipped folder that has no record, raises :class:`ModelIntegrityError` naming it.
 

@@ -88,9 +88,9 @@ class LogitsRunner(Protocol):
 
 class OnnxDistortionNet:
     """The network under ONNX Runtime: the model folder's ``model.onnx`` (the shipped model carries
-    one, made by ``python -m facesuite.export``), else, for a folder ``facesuite train distortion``
-    wrote, exported once from its weights to the cache (keyed by the weights' and the config's hash
-    and the export's version), the one step that imports PyTorch."""
+    one, made by ``python -m facesuite.train.export``), else, for a folder ``facesuite train
+    distortion`` wrote, exported once from its weights to the cache (keyed by the weights' and the
+    config's hash and the export's version), the one step that imports PyTorch."""
 
     def __init__(self, folder: Path, spec: InputSpec, classes: int) -> None:
         exported = folder / ONNX_FILE
@@ -142,8 +142,8 @@ class DistortionDetector:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.net.state_dict(), folder / WEIGHTS_FILE)
-        # An export of earlier weights would be loaded in place of these: python -m facesuite.export
-        # writes the shipped model's again.
+        # An export of earlier weights would be loaded in place of these (python -m
+        # facesuite.train.export writes the shipped model's again).
         (folder / ONNX_FILE).unlink(missing_ok=True)
         config = {"labels": list(self.labels), "input": asdict(self.spec), **(extra or {})}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

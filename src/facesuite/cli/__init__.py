@@ -13,8 +13,7 @@ import importlib
 import sys
 
 from facesuite import __version__
-from facesuite.errors import Fault, InputError, describe_fault, log_fault
-from facesuite.extras import missing_extra
+from facesuite.errors import Fault, InputError, describe_fault, log_fault, missing_extra
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "gender", "distortion", "serve", "batch")

@@ -2,9 +2,9 @@
 batched over same-size images.
 
 The three networks ship inside facesuite as ONNX files (``facesuite/models/mtcnn``, hash-checked,
-model card beside them), exported by ``python -m facesuite.export`` from the P/R/O-Net weights of
-``facenet-pytorch`` (MIT licence) through :mod:`facesuite.detect.mtcnn_nets`: detecting never
-imports PyTorch or facenet-pytorch. The cascade follows the same published algorithm and constants
+model card beside them), exported by ``python -m facesuite.train.export`` from the P/R/O-Net
+weights of ``facenet-pytorch`` (MIT licence) through :mod:`facesuite.detect.mtcnn_nets`: detecting
+never imports PyTorch or facenet-pytorch. The cascade follows the same published algorithm and constants
 as facenet-pytorch's (pyramid factor 0.709, NMS at 0.5 within a scale and 0.7 after each stage,
 "area" resampling, O-Net boxes merged by intersection over the smaller box), so boxes and landmarks
 agree with it (``tests/test_detect.py`` compares them on real images).

@@ -1,6 +1,6 @@
 """MTCNN's P-, R- and O-Net in PyTorch, with facenet-pytorch's weights: the source of the ONNX files
-:mod:`facesuite.detect.mtcnn` runs, exported by ``python -m facesuite.export`` (the cascade itself
-never runs these, so detecting never imports PyTorch)."""
+:mod:`facesuite.detect.mtcnn` runs, exported by ``python -m facesuite.train.export`` (the cascade
+itself never runs these, so detecting never imports PyTorch)."""
 
 from __future__ import annotations
 
@@ -127,4 +127,5 @@ def export(network: nn.Module, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on constant shapes
         torch.onnx.export(network, (torch.zeros(2, 3, side, side),), path, input_names=["pixels"],
+                          output_names=["probability", "offsets", "landmarks"][: 3 if isinstance(network, ONet) else 2],
                           dynamic_axes=axes, dynamo=False, opset_version=17)

