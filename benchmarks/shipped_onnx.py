@@ -76,7 +76,9 @@ def _float16_copy(source: Path, out: Path) -> None:
             half = numpy_helper.from_array(numpy_helper.to_array(initializer).astype(np.float16), initializer.name + "_fp16")
             initializer.CopyFrom(half)
             casts.append(helper.make_node("Cast", [half.name], [half.name[:-5]], to=onnx.TensorProto.FLOAT))
-    graph.node[:0] = casts
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     onnx.save(model, str(out))
 
 
