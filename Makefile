@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export FACESUITE_DATA ?= ../shared/data
 
-.PHONY: setup models demo test clean
+.PHONY: setup demo test clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # Rebuild the ONNX networks shipped in src/facesuite/models from their sources, and SHA256SUMS.
+.PHONY: models
 models: setup
 	$(PY) -m facesuite.train.export
 
