@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from facesuite.config import DEFAULT_BATCH_SIZE
 from facesuite.detect import DetectorSettings
-from facesuite.errors import Fault, InputError, describe_fault
+from facesuite.errors import Fault, InputError, describe_fault, require
 from facesuite.io import iter_images
 from facesuite.parallel import ordered_map
 from facesuite.text import ESCAPE, utf8_path
@@ -341,6 +341,8 @@ def run_job(
         raise InputError(f"--workers must be at least 1, got {workers}")
     if ray_address and engine != "ray":
         raise InputError("--ray-address needs --engine ray")
+    if engine == "ray":
+        require("ray")  # before any work, not as a fault of the job
     _check_embedder(spec.embedder)
     out = Path(out)
     paths = list_images(source)

@@ -5,10 +5,16 @@ as :class:`InputError`: the CLI prints its one-line message and exits with code 
 folder the file is skipped and counted. Everything else is a fault of facesuite's own: it is never
 recorded as if the input were bad; the run stops with exit code 1 and one line, and the full
 traceback goes to a log file that line names (:func:`log_fault`).
+
+A plain ``pip install facesuite`` runs everything that reads the shipped ONNX networks (analysis,
+verification, galleries, evaluations, reports, local batch jobs, the web service). What runs
+PyTorch, a Ray cluster or a Milvus gallery needs a pip extra; reaching one without it is a
+:class:`MissingExtra`, one line naming the extra, exit 2.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 import traceback
@@ -47,6 +53,55 @@ class Skipped:
     def reason(self) -> str:
         """One line naming the input and the problem."""
         return str(self.error)
+
+
+#: What each extra is for, as the error names it.
+EXTRAS = {
+    "train": "PyTorch: training, explain, the dlib-torch and dlib runtimes, model exports",
+    "scale": "Ray and Milvus: batch jobs on a cluster, Milvus galleries",
+    "dev": "the test suite",
+}
+#: Top-level module -> the extra that installs it (pyproject.toml's optional-dependencies).
+EXTRA_OF_MODULE = {
+    "torch": "train",
+    "torchvision": "train",
+    "albumentations": "train",
+    "pytorch_grad_cam": "train",
+    "onnx": "train",
+    "dlib": "train",
+    "face_recognition_models": "train",
+    "ray": "scale",
+    "pymilvus": "scale",
+    "milvus_lite": "scale",
+    "pytest": "dev",
+    "hypothesis": "dev",
+    "httpx": "dev",
+    "playwright": "dev",
+}
+
+
+class MissingExtra(InputError):
+    """Something the user asked for needs an extra that is not installed."""
+
+
+def _missing(module: str) -> MissingExtra:
+    extra = EXTRA_OF_MODULE[module]
+    return MissingExtra(f"this needs facesuite[{extra}] ({EXTRAS[extra]}), and {module} is not installed: "
+                        f"pip install 'facesuite[{extra}]'")
+
+
+def require(module: str) -> None:
+    """Raise :class:`MissingExtra` now when ``module`` (one an extra installs) is not installed: for
+    work that would otherwise find out halfway through."""
+    if importlib.util.find_spec(module) is None:
+        raise _missing(module)
+
+
+def missing_extra(error: ModuleNotFoundError) -> MissingExtra | None:
+    """The one-line error for a module an extra installs; None for any other missing module (a
+    fault of the installation, not a choice of the user's)."""
+    module = (error.name or "").partition(".")[0]
+    return _missing(module) if module in EXTRA_OF_MODULE else None
 
 
 class Fault(Exception):

@@ -1,8 +1,9 @@
 """SHA-256 checks of model files before they are loaded.
 
 ``facesuite/models/SHA256SUMS`` (``sha256sum`` format) records every model file shipped under
-``facesuite/models/`` and the third-party weights facesuite loads from installed packages, the
-latter as ``package:<module>/<path>``. Loaders call :func:`verify_model_file` (one file) or
+``facesuite/models/`` and the third-party weights ``python -m facesuite.train.export`` converts
+them from, the latter as ``package:<module>/<path>`` (packages a maintainer installs, absent from a
+plain install; the dlib reference embedder reads the ``.dat`` too). Loaders call :func:`verify_model_file` (one file) or
 :func:`verify_model_folder` (a model folder) first; a file that differs from its record, or a
 model file in a shipped folder that has no record, raises :class:`ModelIntegrityError` naming it.
 
@@ -30,7 +31,8 @@ from facesuite.errors import InputError
 MANIFEST_NAME = "SHA256SUMS"
 # Files a loader reads. Model cards and plots are documentation and may change freely.
 MODEL_SUFFIXES = frozenset({".pt", ".pth", ".npz", ".json", ".onnx", ".dat"})
-# Third-party weights read from installed packages (versions pinned in requirements.txt).
+# Third-party weights read from installed packages (versions pinned in requirements.txt and the
+# Makefile): the sources of shipped exports.
 PACKAGE_FILES = (
     "facenet_pytorch/data/pnet.pt",
     "facenet_pytorch/data/rnet.pt",
@@ -173,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_manifest()}")
         return 0
     recorded, actual = read_manifest(), current_entries()
-    problems = sorted(name for name in recorded.keys() | actual.keys() if recorded.get(name) != actual.get(name))
+    # A source package that is not installed is no problem: only the export reads it.
+    absent = {name for name in recorded if name.startswith(_PACKAGE_PREFIX) and name not in actual}
+    problems = sorted(name for name in (recorded.keys() | actual.keys()) - absent if recorded.get(name) != actual.get(name))
     for name in problems:
         state = "unrecorded" if name not in recorded else "missing" if name not in actual else "changed"
         print(f"{state}: {name}", file=sys.stderr)

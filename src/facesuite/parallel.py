@@ -22,7 +22,8 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 # Held while a model that loads on first use is built: two batches must not build it twice, and
-# the first use of a model exports it to ONNX, which PyTorch's exporter cannot do on two threads.
+# a distortion model folder the user trained is exported to ONNX on its first use, which PyTorch's
+# exporter cannot do on two threads (the shipped networks are ONNX files already).
 model_loading = threading.RLock()
 
 _pool: ThreadPoolExecutor | None = None

@@ -37,6 +37,7 @@ from facesuite.parallel import ordered_map
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
+ONNX_FILE = "model.onnx"  # the network exported from WEIGHTS_FILE, what loading runs
 # Bumped whenever the ONNX export (distortion_net.export_onnx) changes, so stale cached files are not used.
 _ONNX_EXPORT = 1
 
@@ -86,16 +87,21 @@ class LogitsRunner(Protocol):
 
 
 class OnnxDistortionNet:
-    """The network under ONNX Runtime, exported once from its PyTorch weights to the cache (keyed by
-    the weights' and the config's hash and the export's version); only that export imports PyTorch."""
+    """The network under ONNX Runtime: the model folder's ``model.onnx`` (the shipped model carries
+    one, made by ``python -m facesuite.train.export``), else, for a folder ``facesuite train
+    distortion`` wrote, exported once from its weights to the cache (keyed by the weights' and the
+    config's hash and the export's version), the one step that imports PyTorch."""
 
-    def __init__(self, weights: Path, config_path: Path, spec: InputSpec, classes: int) -> None:
-        digest = hashlib.sha1(weights.read_bytes() + config_path.read_bytes()).hexdigest()[:16]
-        exported = cache_dir() / "distortion" / f"{digest}-onnx{_ONNX_EXPORT}.onnx"
+    def __init__(self, folder: Path, spec: InputSpec, classes: int) -> None:
+        exported = folder / ONNX_FILE
         if not exported.is_file():
-            from facesuite.classify.distortion_net import export_onnx, load_net
+            weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+            digest = hashlib.sha1(weights.read_bytes() + config_path.read_bytes()).hexdigest()[:16]
+            exported = cache_dir() / "distortion" / f"{digest}-onnx{_ONNX_EXPORT}.onnx"
+            if not exported.is_file():
+                from facesuite.classify.distortion_net import export_onnx, load_net
 
-            write_atomically(exported, lambda temp: export_onnx(load_net(weights, spec, classes), spec, temp))
+                write_atomically(exported, lambda temp: export_onnx(load_net(weights, spec, classes), spec, temp))
         self.session = onnx_session(exported)
         self.inputs = [item.name for item in self.session.get_inputs()]
 
@@ -126,7 +132,7 @@ class DistortionDetector:
         verify_model_folder(folder)
         config = json.loads(config_path.read_text(encoding="utf-8"))
         spec = InputSpec(**config["input"])
-        return cls(OnnxDistortionNet(weights, config_path, spec, len(config["labels"])), spec, config["labels"])
+        return cls(OnnxDistortionNet(folder, spec, len(config["labels"])), spec, config["labels"])
 
     def save(self, folder: str | Path, extra: dict | None = None) -> None:
         """Write ``weights.pt`` (state dict only) and ``config.json`` into ``folder``; the detector
@@ -136,6 +142,9 @@ class DistortionDetector:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.net.state_dict(), folder / WEIGHTS_FILE)
+        # An export of earlier weights would be loaded in place of these (python -m
+        # facesuite.train.export writes the shipped model's again).
+        (folder / ONNX_FILE).unlink(missing_ok=True)
         config = {"labels": list(self.labels), "input": asdict(self.spec), **(extra or {})}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from facesuite import __version__
-from facesuite.errors import Fault, InputError, describe_fault, log_fault
+from facesuite.errors import Fault, InputError, describe_fault, log_fault, missing_extra
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "gender", "distortion", "serve", "batch")
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        except ModuleNotFoundError as error:
+            # A module an extra installs is the user's to add: one line naming the extra.
+            raise missing_extra(error) or error
     except InputError as error:
         _close_progress_bars()
         print(f"facesuite: error: {error}", file=sys.stderr)

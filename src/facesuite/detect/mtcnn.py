@@ -1,62 +1,48 @@
 """MTCNN's three-stage cascade (P-Net proposals, R-Net refinement, O-Net boxes and landmarks),
 batched over same-size images.
 
-The weights are the P/R/O-Net ``.pt`` files that ship inside ``facenet-pytorch`` (MIT licence),
-read from its installed package folder and hash-checked; the package itself is never imported,
-because it imports torchvision, and torchvision imports ``torch._dynamo``: over a second of every
-CLI call for three networks of a few hundred kilobytes. The cascade follows the same published
-algorithm and constants as facenet-pytorch's (pyramid factor 0.709, NMS at 0.5 within a scale and
-0.7 after each stage, "area" resampling, O-Net boxes merged by intersection over the smaller box),
-so boxes and landmarks agree with it (``tests/test_detect.py`` compares them on real images).
+The three networks ship inside facesuite as ONNX files (``facesuite/models/mtcnn``, hash-checked,
+model card beside them), exported by ``python -m facesuite.train.export`` from the P/R/O-Net
+weights of ``facenet-pytorch`` (MIT licence) through :mod:`facesuite.detect.mtcnn_nets`: detecting
+never imports PyTorch or facenet-pytorch. The cascade follows the same published algorithm and constants
+as facenet-pytorch's (pyramid factor 0.709, NMS at 0.5 within a scale and 0.7 after each stage,
+"area" resampling, O-Net boxes merged by intersection over the smaller box), so boxes and landmarks
+agree with it (``tests/test_detect.py`` compares them on real images).
 
-What differs is how the work is laid out: the three networks run under ONNX Runtime (exported
-once from the PyTorch modules of :mod:`facesuite.detect.mtcnn_nets` to the cache), and every resampling (the pyramid levels, and each
-candidate box to 24 or 48 px) is read from one summed-area table per batch, all boxes of a stage
-at once, instead of one pooling call per candidate box.
+What differs is how the work is laid out: the three networks run under ONNX Runtime, and every
+resampling (the pyramid levels, and each candidate box to 24 or 48 px) is read from one
+summed-area table per batch, all boxes of a stage at once, instead of one pooling call per
+candidate box.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from facesuite.config import cache_dir, onnx_session, write_atomically
-from facesuite.integrity import package_file, verify_model_file
+from facesuite.config import MODELS_DIR, onnx_session
+from facesuite.integrity import verify_model_file
 
 PYRAMID_FACTOR = 0.709  # each pyramid level is this fraction of the previous one
 WINDOW = 12  # P-Net's receptive field: a face of min_face_size px is scaled to 12 px
 STRIDE = 2  # P-Net's output grid step, in pixels of the scaled image
-WEIGHTS = {"pnet": "facenet_pytorch/data/pnet.pt", "rnet": "facenet_pytorch/data/rnet.pt",
-           "onet": "facenet_pytorch/data/onet.pt"}
-
-
+NETWORK_NAMES = ("pnet", "rnet", "onet")
 _RUN_SIZE = 16  # crops per network run
-_ONNX_FORMAT = 2  # bump when the export (mtcnn_nets.export) changes, so stale cached files are not reused
 
 
-def weights_file(name: str) -> Path:
-    """The installed ``.pt`` of ``pnet``, ``rnet`` or ``onet``, hash-checked."""
-    path = package_file(WEIGHTS[name])
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"MTCNN weights {WEIGHTS[name]} not found: is facenet-pytorch installed?")
-    verify_model_file(path)
-    return path
+def network_file(name: str) -> Path:
+    """The shipped ONNX file of ``pnet``, ``rnet`` or ``onet``."""
+    return MODELS_DIR / "mtcnn" / f"{name}.onnx"
 
 
 def _onnx_runner(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The network under ONNX Runtime, exported once to the cache (keyed by the weights' hash); only
-    that first export imports PyTorch."""
-    digest = hashlib.sha1(weights_file(name).read_bytes()).hexdigest()[:16]
-    exported = cache_dir() / "mtcnn" / f"{name}-{digest}-v{_ONNX_FORMAT}.onnx"
-    if not exported.is_file():
-        from facesuite.detect.mtcnn_nets import export, load_network
-
-        write_atomically(exported, lambda temp: export(load_network(name), temp))
-    session = onnx_session(exported)
+    """The shipped network under ONNX Runtime, hash-checked first."""
+    path = network_file(name)
+    verify_model_file(path)
+    session = onnx_session(path)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
         # R- and O-Net see a hundred or more crops per detection batch; in runs of 16 their
@@ -172,7 +158,7 @@ class MTCNNRunner:
     def __init__(self, min_face_size: int = 40, thresholds: Sequence[float] = (0.6, 0.7, 0.7)) -> None:
         self.min_face_size = min_face_size
         self.thresholds = tuple(thresholds)
-        self.pnet, self.rnet, self.onet = (_onnx_runner(name) for name in ("pnet", "rnet", "onet"))
+        self.pnet, self.rnet, self.onet = (_onnx_runner(name) for name in NETWORK_NAMES)
 
     def scales(self, height: int, width: int) -> list[float]:
         """The pyramid for one image size: from the scale that makes a ``min_face_size`` face

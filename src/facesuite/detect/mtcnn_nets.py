@@ -1,14 +1,31 @@
-"""MTCNN's P-, R- and O-Net in PyTorch, with facenet-pytorch's weights: what :mod:`facesuite.detect.mtcnn`
-exports once to ONNX (the cascade itself never runs them, so detecting never imports PyTorch)."""
+"""MTCNN's P-, R- and O-Net in PyTorch, with facenet-pytorch's weights: the source of the ONNX files
+:mod:`facesuite.detect.mtcnn` runs, exported by ``python -m facesuite.train.export`` (the cascade
+itself never runs these, so detecting never imports PyTorch)."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from facesuite.detect.mtcnn import weights_file
+from facesuite.errors import InputError
+from facesuite.integrity import package_file, verify_model_file
+
+# facenet-pytorch's converted weights (MIT licence), read from its installed package folder without
+# importing it (it imports torchvision); recorded in the model manifest.
+WEIGHTS = {"pnet": "facenet_pytorch/data/pnet.pt", "rnet": "facenet_pytorch/data/rnet.pt",
+           "onet": "facenet_pytorch/data/onet.pt"}
+
+
+def weights_file(name: str) -> Path:
+    """The installed ``.pt`` of ``pnet``, ``rnet`` or ``onet``, hash-checked."""
+    path = package_file(WEIGHTS[name])
+    if path is None or not path.is_file():
+        raise InputError(f"MTCNN weights {WEIGHTS[name]} not found: pip install --no-deps facenet-pytorch==2.6.0")
+    verify_model_file(path)
+    return path
 
 
 def _prelu(x: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
@@ -110,4 +127,5 @@ def export(network: nn.Module, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on constant shapes
         torch.onnx.export(network, (torch.zeros(2, 3, side, side),), path, input_names=["pixels"],
+                          output_names=["probability", "offsets", "landmarks"][: 3 if isinstance(network, ONet) else 2],
                           dynamic_axes=axes, dynamo=False, opset_version=17)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from facesuite.config import user_home
-from facesuite.errors import InputError
+from facesuite.errors import InputError, missing_extra
 from facesuite.io import Decoded
 from facesuite.serve.thumbnails import ThumbnailStore
 
@@ -148,9 +148,16 @@ class ModelService:
         return record
 
     def explain(self, upload: Decoded) -> tuple[bytes, dict]:
-        from facesuite.classify.gender import LABELS
-        from facesuite.classify.gender_eval import predict_gender
-        from facesuite.explain import gradcam, overlay
+        try:
+            from facesuite.classify.gender import LABELS
+            from facesuite.classify.gender_eval import predict_gender
+            from facesuite.explain import gradcam, overlay
+        except ModuleNotFoundError as error:
+            # Grad-CAM runs in PyTorch, an extra: the dashboard shows the line that names it.
+            missing = missing_extra(error)
+            if missing is None:
+                raise
+            raise ApiError(503, str(missing)) from None
 
         analysis = self._require_analysis()
         model = analysis.gender

