@@ -4,8 +4,9 @@
     face = detector.detect_one(image)          # the main face, or a flagged centre-box fallback
     chip = face.chip(image, size=150, padding=0.25)
 
-MTCNN's P/R/O-net weights ship inside ``facenet-pytorch``, so nothing is downloaded; the cascade
-itself is ours (:mod:`facesuite.detect.mtcnn`), batched over same-size images.
+MTCNN's P/R/O-nets ship inside facesuite as ONNX files (``models/mtcnn``), so nothing is
+downloaded; the cascade itself is ours (:mod:`facesuite.detect.mtcnn`), batched over same-size
+images.
 
 However the photo was framed: a face that fills the frame (an ID photo, a data-set crop) is looked
 for again on the photo with a black border, and a photo where no face is found, or only a weak
