@@ -57,6 +57,7 @@ class ClusterFace:
     distance: float | None = None  # cosine distance to its cluster's centre
     reason: str | None = None
     identity: str | None = None  # with a gallery: what the gallery decided for this face
+    distortion: str | None = None  # the distortion type named for it (its identification threshold)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Clusters:
                      distance=np.asarray([np.nan if f.distance is None else f.distance for f in self.faces]),
                      reason=np.asarray([f.reason or "" for f in self.faces], dtype=str),
                      identity=np.asarray([f.identity or "" for f in self.faces], dtype=str),
+                     distortion=np.asarray([f.distortion or "" for f in self.faces], dtype=str),
                      thumbnails=np.frombuffer(b"".join(self.thumbnails), np.uint8), offsets=offsets,
                      threshold=np.float64(self.threshold), embedder=np.asarray(self.embedder))
         return path
@@ -147,9 +149,10 @@ class Clusters:
             return None if np.isnan(value) else float(value)
 
         faces = [ClusterFace(str(p), int(i), tuple(float(v) for v in b), optional(q), None if c < 0 else int(c),
-                             optional(d), r or None, n or None)
-                 for p, i, b, q, c, d, r, n in zip(stored["path"], stored["index"], stored["box"], stored["quality"],
-                                                    stored["cluster"], stored["distance"], stored["reason"], stored["identity"])]
+                             optional(d), r or None, n or None, k or None)
+                 for p, i, b, q, c, d, r, n, k in zip(stored["path"], stored["index"], stored["box"], stored["quality"],
+                                                       stored["cluster"], stored["distance"], stored["reason"],
+                                                       stored["identity"], stored["distortion"])]
         buffer, offsets = stored["thumbnails"].tobytes(), stored["offsets"]
         thumbnails = [buffer[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
         return cls(faces, stored["embeddings"], float(stored["threshold"]), str(stored["embedder"]), thumbnails)
@@ -268,7 +271,8 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
                     reason = NO_FACE
                 elif floor is not None and face.quality is not None and face.quality < floor:
                     reason = f"{UNRECOGNISABLE} (quality {face.quality:.3f} below the floor {floor:.2f})"
-                faces.append(ClusterFace(face.source, face.index, face.box, face.quality, None, None, reason, face.identity))
+                faces.append(ClusterFace(face.source, face.index, face.box, face.quality, None, None, reason,
+                                         face.identity, face.distortion))
                 vectors.append(face.embedding[None, :].astype(np.float32))
                 thumbnails.append(_thumbnail(face.chip(THUMBNAIL)))
         bar.update(len(images[start : start + STEP]))
@@ -283,5 +287,66 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
     for row, face in enumerate(faces):
         face.cluster = None if row not in fixed else face.cluster
     _assign(clusters, eligible, fixed)
-    _name_clusters(clusters)
+    if analysis.gallery is not None:
+        if previous is not None and previous.faces and len(analysis.gallery):
+            # The earlier faces, decided again from their stored embeddings: the gallery may have
+            # grown since (by the gallery's own rule, which reads a face's quality and distortion).
+            matches = analysis.gallery.store.identify(previous.embeddings)
+            for face, found in zip(faces, matches):
+                face.identity = analysis.gallery.decide(found[0], face)
+        _name_clusters(clusters)
     return clusters
+
+
+CSV_COLUMNS = ("path", "face", "x1", "y1", "x2", "y2", "cluster", "name", "distance", "quality", "reason")
+
+
+def write_clusters(clusters: Clusters, out: Path, title: str = "Who is in these photos") -> None:
+    """``out/clusters.csv`` (one row per face), ``clusters.json``, ``report.html`` (a strip of
+    faces per cluster) and ``clusters.npz`` (what ``--update`` reads)."""
+    import csv
+
+    from facesuite.report.clusters import write_clusters_report
+    from facesuite.report.html import write_json
+    from facesuite.text import open_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open_csv(out / "clusters.csv") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for face in clusters.faces:
+            writer.writerow([face.path, face.index, *(round(v, 1) for v in face.box),
+                             "" if face.cluster is None else face.cluster, clusters.names.get(face.cluster, ""),
+                             "" if face.distance is None else round(face.distance, 6),
+                             "" if face.quality is None else round(face.quality, 4), face.reason or ""])
+    write_json(out / "clusters.json", clusters.to_dict())
+    write_clusters_report(clusters, out / "report.html", title)
+    clusters.save(out)
+
+
+def parse_cluster_names(pairs: Sequence[str], clusters: Clusters) -> dict[int, str]:
+    """``CLUSTER=NAME`` arguments as ``{cluster id: name}``; :class:`InputError` naming a bad one."""
+    names: dict[int, str] = {}
+    known = set(clusters.ids())
+    for pair in pairs:
+        cluster, sep, name = pair.partition("=")
+        if not sep or not cluster.strip().isdigit() or not name.strip():
+            raise InputError(f"expected CLUSTER=NAME (a cluster id from clusters.json and a name), got {pair!r}")
+        if int(cluster) not in known:
+            raise InputError(f"no cluster {int(cluster)} in these clusters (ids 0 to {max(known, default=-1)})")
+        names[int(cluster)] = name.strip()
+    return names
+
+
+def enroll_clusters(gallery, clusters: Clusters, names: dict[int, str]) -> dict[str, int]:
+    """Enrol each named cluster's faces under its name (``gallery``: a
+    :class:`facesuite.analysis.Gallery`), from the stored embeddings: no photo is read again.
+    Returns the faces added per name."""
+    if clusters.embedder != gallery.analysis.embedder.name:
+        raise InputError(f"the clusters were made with embedder {clusters.embedder!r}: pass --embedder {clusters.embedder}")
+    added = {}
+    for cluster, name in names.items():
+        rows = clusters.members(cluster)
+        added[name] = added.get(name, 0) + gallery.store.enroll(name, clusters.embeddings[rows],
+                                                                [clusters.faces[row].path for row in rows])
+    return added

@@ -14,9 +14,12 @@ leaving faces out never raises a score; ``unclustered`` says how many were.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics.cluster import contingency_matrix
+
+from facesuite.errors import InputError
 
 
 def _f(precision: float, recall: float) -> float:
@@ -56,3 +59,57 @@ def clustering_metrics(truth: Sequence[str], clusters: Sequence[int | None]) -> 
         "bcubed": {"precision": b_p, "recall": b_r, "f": _f(b_p, b_r)},
         "impurity": (clustered - majority) / clustered if clustered else 0.0,
     }
+
+
+def evaluate_clustering(analysis, dataset, with_distorted: bool = True) -> tuple:
+    """Cluster every face of the dataset's photos (``analysis``: a FaceAnalysis) and score the
+    main face of each photo against its identity (a bystander has no label). Returns the
+    clusters, each scored face's person by row, and :func:`clustering_metrics` of them."""
+    photos = [(path, identity) for path, identity in dataset.clean]
+    if with_distorted:
+        photos += [(d.path, d.identity) for d in dataset.distorted]
+    person = {str(path): identity for path, identity in photos}
+    clusters = analysis.cluster([path for path, _ in photos], progress="cluster")
+    truth = {row: person[face.path] for row, face in enumerate(clusters.faces) if face.index == 0}
+    if not truth:
+        raise InputError("no photo could be read", dataset.root)
+    rows = sorted(truth)
+    metrics = clustering_metrics([truth[row] for row in rows], [clusters.faces[row].cluster for row in rows])
+    metrics.update(photos=len(photos), skipped=len(clusters.skipped), bystanders=len(clusters.faces) - len(rows),
+                   edge_threshold=clusters.threshold, embedder=clusters.embedder,
+                   clustered_faces_all=len(clusters.faces) - len(clusters.unclustered()))
+    return clusters, truth, metrics
+
+
+def write_clustering_report(out: Path, clusters, truth: dict[int, str], metrics: dict, title: str) -> Path:
+    """metrics.json, clusters.csv / clusters.json, and report.html: the figures, then the mixed
+    clusters and the largest ones as strips of faces (faces not of the cluster's person in red)."""
+    from facesuite.cluster import write_clusters
+    from facesuite.report.clusters import cluster_rows_html, unclustered_html
+    from facesuite.report.html import table_html, write_html, write_json
+
+    write_clusters(clusters, out, title)  # its report.html is replaced below
+    write_json(out / "metrics.json", metrics)
+    figures = table_html(["", "value"], [
+        ("faces scored (main face of each photo)", metrics["faces"]), ("people", metrics["people"]),
+        ("clusters", metrics["clusters"]), ("BCubed precision", metrics["bcubed"]["precision"]),
+        ("BCubed recall", metrics["bcubed"]["recall"]), ("BCubed F", metrics["bcubed"]["f"]),
+        ("pairwise precision", metrics["pairwise"]["precision"]), ("pairwise recall", metrics["pairwise"]["recall"]),
+        ("pairwise F1", metrics["pairwise"]["f1"]), ("impurity", metrics["impurity"]),
+        ("share left unclustered", metrics["unclustered_share"]), ("files skipped", metrics["skipped"])])
+    mixed = [c for c in clusters.ids() if len({truth[r] for r in clusters.members(c) if r in truth}) > 1]
+    mixed_view = clusters if not mixed else _only(clusters, mixed)
+    sections = [("Figures", figures),
+                ("Clusters that mix people", cluster_rows_html(mixed_view, truth) if mixed else '<p class="muted">none</p>'),
+                ("Largest clusters", cluster_rows_html(clusters, truth, limit=20)),
+                ("Unclustered faces", unclustered_html(clusters))]
+    return write_html(out / "report.html", title, sections)
+
+
+def _only(clusters, ids: Sequence[int]):
+    """A view of ``clusters`` in which only the clusters ``ids`` have members."""
+    from dataclasses import replace
+
+    keep = set(ids)
+    faces = [face if face.cluster in keep else replace(face, cluster=None) for face in clusters.faces]
+    return replace(clusters, faces=faces)
