@@ -30,16 +30,28 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from facesuite.cluster import EDGE_SCALE, NEIGHBOURS, cluster_embeddings, unclustered_reason
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
+from facesuite.evaluate.clustering import clustering_metrics
 
 TRAIN_DISTORTED_IDENTITIES = 120
+# Selection: random draws of as many training identities as the dev split has.
+DRAWS, DRAW_SIZE = 5, 198
+SCALES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+# The goal is impurity <= 1%; a draw of 198 people can reach twice the mean, so every draw must
+# also stay under 1.5%.
+MAX_IMPURITY, MAX_IMPURITY_ANY_DRAW = 0.01, 0.015
 
 
 # ------------------------------------------------------------------------------ photos and embeddings
@@ -116,13 +128,225 @@ def embed_all(data: Path, cache: Path) -> None:
     face_recognition_encodings([p for p, _ in sets["dev_distorted"]], cache / "face_recognition-dev_distorted.npz")
 
 
+# ------------------------------------------------------------------------------ clustering rules
+
+def facesuite_labels(faces: dict[str, np.ndarray], scale: float = EDGE_SCALE,
+                     algorithm: Callable[[np.ndarray, float], np.ndarray] = cluster_embeddings) -> list[int | None]:
+    """The library's rule: faces with no face or below the quality floor unclustered, the others
+    grouped at ``scale`` times the calibrated threshold."""
+    eligible = np.asarray([unclustered_reason(bool(f), float(q), float(faces["floor"])) is None
+                           for f, q in zip(faces["fallback"], faces["quality"])])
+    labels: list[int | None] = [None] * len(eligible)
+    rows = np.flatnonzero(eligible)
+    for row, label in zip(rows, algorithm(faces["embedding"][rows], scale * float(faces["threshold"]))):
+        labels[row] = int(label)
+    return labels
+
+
+def components(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+    """Selection candidate: connected components of the same k-NN graph (single linkage)."""
+    import faiss
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(embeddings)
+    similarity, nearest = index.search(embeddings, min(NEIGHBOURS + 1, len(embeddings)))
+    rows = np.repeat(np.arange(len(embeddings)), nearest.shape[1])
+    keep = (nearest.ravel() >= 0) & (1 - similarity.ravel() <= threshold)
+    graph = coo_matrix((np.ones(keep.sum()), (rows[keep], nearest.ravel()[keep])), shape=(len(embeddings),) * 2)
+    return connected_components(graph, directed=False)[1]
+
+
+def average_linkage(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+    """Selection candidate: average-linkage agglomeration along the k-NN graph."""
+    import faiss
+    from scipy.sparse import csr_matrix
+    from sklearn.cluster import AgglomerativeClustering
+
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(embeddings)
+    _, nearest = index.search(embeddings, min(NEIGHBOURS + 1, len(embeddings)))
+    rows = np.repeat(np.arange(len(embeddings)), nearest.shape[1])
+    graph = csr_matrix((np.ones(rows.size), (rows, nearest.ravel())), shape=(len(embeddings),) * 2)
+    return AgglomerativeClustering(n_clusters=None, distance_threshold=threshold, metric="cosine", linkage="average",
+                                   connectivity=graph).fit_predict(embeddings)
+
+
+def chinese_whispers_anchor(encodings: dict[str, np.ndarray]) -> list[int | None]:
+    """face_recognition users' recipe: dlib.chinese_whispers_clustering(descriptors, 0.5)."""
+    import dlib
+
+    rows = np.flatnonzero(encodings["found"])
+    labels: list[int | None] = [None] * len(encodings["found"])
+    found = dlib.chinese_whispers_clustering([dlib.vector(v.tolist()) for v in encodings["encoding"][rows]], 0.5)
+    for row, label in zip(rows, found):
+        labels[row] = int(label)
+    return labels
+
+
+def dbscan_anchor(encodings: dict[str, np.ndarray]) -> list[int | None]:
+    """scikit-learn DBSCAN(eps=0.5, min_samples=1) on the encodings (Euclidean), as users post it."""
+    from sklearn.cluster import DBSCAN
+
+    rows = np.flatnonzero(encodings["found"])
+    labels: list[int | None] = [None] * len(encodings["found"])
+    for row, label in zip(rows, DBSCAN(eps=0.5, min_samples=1).fit_predict(encodings["encoding"][rows])):
+        labels[row] = int(label)
+    return labels
+
+
+def _people(paths: np.ndarray, person: dict[str, str]) -> list[str]:
+    return [person[str(p)] for p in paths]
+
+
+# ------------------------------------------------------------------------------ selection (training)
+
+def select(data: Path, cache: Path) -> None:
+    sets = photo_sets(data)
+    clean, distorted = (facesuite_faces([p for p, _ in sets[name]], cache / f"facesuite-{name}.npz")
+                        for name in ("train_clean", "train_distorted"))
+    person = {str(p): i for name in ("train_clean", "train_distorted") for p, i in sets[name]}
+    ids = sorted({i for _, i in sets["train_clean"]})
+    truth_clean = np.asarray(_people(clean["path"], person))
+    evaluations = {"distorted (120 ids)": (distorted, _people(distorted["path"], person))}
+    for draw in range(DRAWS):
+        keep = set(random.Random(draw).sample(ids, DRAW_SIZE))
+        rows = np.flatnonzero([t in keep for t in truth_clean])
+        evaluations[f"clean draw {draw}"] = ({k: (v[rows] if v.ndim else v) for k, v in clean.items()}, list(truth_clean[rows]))
+    candidates = {"chinese whispers": cluster_embeddings, "components": components, "average linkage": average_linkage}
+    print(f"Selection on training identities: {DRAWS} draws of {DRAW_SIZE} identities' clean photos and the distorted "
+          f"copies of {TRAIN_DISTORTED_IDENTITIES}; mean BCubed F, mean and max impurity")
+    print(f"| algorithm | scale | threshold | BCubed F clean | BCubed F distorted | impurity mean | impurity max |")
+    print("|---|---|---|---|---|---|---|")
+    best = None
+    for name, algorithm in candidates.items():
+        for scale in SCALES:
+            scores = {label: clustering_metrics(truth, facesuite_labels(faces, scale, algorithm))
+                      for label, (faces, truth) in evaluations.items()}
+            f_clean = np.mean([m["bcubed"]["f"] for label, m in scores.items() if label.startswith("clean")])
+            f_distorted = scores["distorted (120 ids)"]["bcubed"]["f"]
+            impurity = [m["impurity"] for m in scores.values()]
+            print(f"| {name} | {scale:.2f} | {scale * float(clean['threshold']):.4f} | {f_clean:.4f} | {f_distorted:.4f} | "
+                  f"{np.mean(impurity):.4f} | {max(impurity):.4f} |")
+            if np.mean(impurity) <= MAX_IMPURITY and max(impurity) <= MAX_IMPURITY_ANY_DRAW and (best is None or f_clean + f_distorted > best[0]):
+                best = (f_clean + f_distorted, name, scale)
+    print(f"chosen (highest BCubed F, clean + distorted, at impurity <= {MAX_IMPURITY:.0%} in the mean and "
+          f"<= {MAX_IMPURITY_ANY_DRAW:.1%} in every evaluation): {best[1]} at scale {best[2]}")
+
+
+# ------------------------------------------------------------------------------ quality (dev)
+
+def quality(data: Path, cache: Path) -> list[dict]:
+    sets = photo_sets(data)
+    results = []
+    for name in ("dev_clean", "dev_distorted"):
+        photos = [p for p, _ in sets[name]]
+        person = {str(p): i for p, i in sets[name]}
+        faces = facesuite_faces(photos, cache / f"facesuite-{name}.npz")
+        encodings = face_recognition_encodings(photos, cache / f"face_recognition-{name}.npz")
+        # Both sides score the same photos, in the same order.
+        order = {str(p): row for row, p in enumerate(faces["path"])}
+        rows = np.asarray([order[str(p)] for p in encodings["path"]])
+        faces = {k: (v[rows] if v.ndim else v) for k, v in faces.items()}
+        truth = _people(encodings["path"], person)
+        for method, labels in (("facesuite", facesuite_labels(faces)),
+                               ("dlib chinese_whispers_clustering 0.5", chinese_whispers_anchor(encodings)),
+                               ("sklearn DBSCAN eps 0.5", dbscan_anchor(encodings))):
+            results.append({"set": name, "method": method} | clustering_metrics(truth, labels))
+    print("| photos | method | BCubed F | BCubed P | BCubed R | pairwise F1 | pairwise P | pairwise R | clusters / people | impurity | unclustered |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['set']} ({r['faces']}) | {r['method']} | {r['bcubed']['f']:.4f} | {r['bcubed']['precision']:.4f} | "
+              f"{r['bcubed']['recall']:.4f} | {r['pairwise']['f1']:.4f} | {r['pairwise']['precision']:.4f} | "
+              f"{r['pairwise']['recall']:.4f} | {r['clusters']} / {r['people']} | {r['impurity']:.4f} | {r['unclustered_share']:.3f} |")
+    return results
+
+
+# ------------------------------------------------------------------------------ scale (synthetic)
+
+def synthetic(count: int, seed: int = 0) -> np.ndarray:
+    """``count`` unit 128-D vectors of people with 1 to 40 faces each, spread like dlib embeddings
+    of FACECOM: about 0.04 cosine distance between faces of one person, about 0.17 between people."""
+    rng = np.random.default_rng(seed)
+    dim = 128
+    mean = rng.normal(size=dim)
+    mean /= np.linalg.norm(mean)
+    sizes = []
+    while sum(sizes) < count:
+        sizes.append(int(min(40, rng.geometric(0.25))))
+    centres = 2.21 * mean + rng.normal(size=(len(sizes), dim)) / np.sqrt(dim)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    owner = np.repeat(np.arange(len(sizes)), sizes)[:count]
+    vectors = centres[owner] + 0.204 * rng.normal(size=(count, dim)) / np.sqrt(dim)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def scale_one(method: str, count: int, threshold: float) -> dict:
+    """Time and peak resident memory of one clustering run, in this (fresh) process."""
+    vectors = synthetic(count)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if method == "facesuite":
+        cluster_embeddings(vectors, EDGE_SCALE * threshold)
+    elif method == "dlib chinese_whispers_clustering":
+        import dlib
+
+        dlib.chinese_whispers_clustering([dlib.vector(v.tolist()) for v in vectors], 0.5)
+    else:
+        from sklearn.cluster import DBSCAN
+
+        DBSCAN(eps=0.5, min_samples=1).fit_predict(vectors)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": method, "faces": count, "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1024, 1),
+            "added_rss_mb": round((peak - base) / 1024, 1)}
+
+
+def scale(threshold: float, sizes: tuple[int, ...], anchors_up_to: int) -> list[dict]:
+    results = []
+    for count in sizes:
+        for method in ("facesuite", "dlib chinese_whispers_clustering", "sklearn DBSCAN"):
+            if method != "facesuite" and count > anchors_up_to:
+                continue
+            out = subprocess.run([sys.executable, __file__, "--scale-one", method, str(count), str(threshold)],
+                                 capture_output=True, text=True, check=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print("| faces (synthetic) | method | seconds | peak RSS MB | added by clustering MB |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['faces']} | {r['method']} | {r['seconds']} | {r['peak_rss_mb']} | {r['added_rss_mb']} |")
+    return results
+
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root(), help="data root (default: FACESUITE_DATA)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/facesuite-cluster-bench"), help="embedding cache folder")
     parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
+    parser.add_argument("--select", action="store_true", help="print the selection table on training identities and stop")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="synthetic sizes to time")
+    parser.add_argument("--anchors-up-to", type=int, default=10_000,
+                        help="time the anchors up to this size (both compare every pair: 100k would take hours)")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--scale-one", nargs=3, metavar=("METHOD", "COUNT", "THRESHOLD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    embed_all(args.data, args.cache)
+    if args.scale_one:
+        method, count, threshold = args.scale_one
+        print(json.dumps(scale_one(method, int(count), float(threshold))))
+        return 0
+    if args.embed_only:
+        embed_all(args.data, args.cache)
+        return 0
+    if args.select:
+        select(args.data, args.cache)
+        return 0
+    results = quality(args.data, args.cache)
+    threshold = float(facesuite_faces([], args.cache / "facesuite-dev_clean.npz")["threshold"])
+    timings = scale(threshold, tuple(args.sizes), args.anchors_up_to)
+    if args.json:
+        args.json.write_text(json.dumps({"quality": results, "scale": timings}, indent=2))
     return 0
 
 

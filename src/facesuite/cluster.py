@@ -222,6 +222,16 @@ def _assign(clusters: Clusters, eligible: np.ndarray, fixed: dict[int, int]) -> 
             clusters.faces[row].distance = float(max(distance, 0.0))
 
 
+def unclustered_reason(fallback: bool, quality: float | None, floor: float | None) -> str | None:
+    """Why a face is left out of every cluster, or None: no face found (the centre-box fallback's
+    vector is of no one), or a quality below the floor (it cannot be told who it is)."""
+    if fallback:
+        return NO_FACE
+    if floor is not None and quality is not None and quality < floor:
+        return f"{UNRECOGNISABLE} (quality {quality:.3f} below the floor {floor:.2f})"
+    return None
+
+
 def _name_clusters(clusters: Clusters) -> None:
     """A cluster takes a gallery identity when most of its identified faces (neither unknown nor
     unrecognisable) were given that identity by the gallery's own decision."""
@@ -266,11 +276,7 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
                 skipped.append(result)
                 continue
             for face in result:
-                reason = None
-                if face.fallback:
-                    reason = NO_FACE
-                elif floor is not None and face.quality is not None and face.quality < floor:
-                    reason = f"{UNRECOGNISABLE} (quality {face.quality:.3f} below the floor {floor:.2f})"
+                reason = unclustered_reason(face.fallback, face.quality, floor)
                 faces.append(ClusterFace(face.source, face.index, face.box, face.quality, None, None, reason,
                                          face.identity, face.distortion))
                 vectors.append(face.embedding[None, :].astype(np.float32))
@@ -282,7 +288,6 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
                         skipped=skipped)
     fixed = {row: face.cluster for row, face in enumerate(faces[: len(previous.faces)]) if face.cluster is not None} \
         if previous is not None else {}
-    # No face, or below the floor: never in a group (a fallback box's vector is of no one).
     eligible = np.asarray([face.reason is None for face in faces], bool)
     for row, face in enumerate(faces):
         face.cluster = None if row not in fixed else face.cluster
