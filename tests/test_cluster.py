@@ -242,3 +242,29 @@ def test_eval_clustering_scores_identity_folders(facecom_b: Path, tmp_path: Path
     assert metrics["bcubed"]["recall"] == pytest.approx(expected["br"])
     assert metrics["pairwise"]["precision"] == pytest.approx(expected["pair_p"])
     assert (out / "report.html").read_text().count("<figure") >= 15
+
+
+def test_dashboard_groups_uploaded_photos(facecom_b: Path, tmp_path: Path, bad_files: dict[str, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from facesuite.serve import create_app
+
+    photos = [*_photos(facecom_b, "Colin_Powell", 0, 3), *_photos(facecom_b, "Hugo_Chavez", 0, 3)]
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(blank)
+    files = [("image", (p.name, p.read_bytes(), "image/jpeg")) for p in [*photos, blank]]
+    with TestClient(create_app(gallery=tmp_path / "gallery", work_dir=tmp_path / "work")) as client:
+        page = client.get("/cluster-page")
+        assert page.status_code == 200 and "/static/cluster.js" in page.text
+        answer = client.post("/cluster", files=files)
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        # Each person's photos in one cluster of their own; the blank photo unclustered.
+        cluster_of = {f["photo"]: c["id"] for c in result["clusters"] for f in c["faces"] if f["face"] == 0}
+        assert len({cluster_of[p.name] for p in photos[:3]}) == 1 and len({cluster_of[p.name] for p in photos[3:]}) == 1
+        assert cluster_of[photos[0].name] != cluster_of[photos[3].name]
+        assert [(f["photo"], f["reason"]) for f in result["unclustered"]] == [("blank.png", "no face found")]
+        assert all(f["thumbnail"].startswith("data:image/jpeg;base64,") for c in result["clusters"] for f in c["faces"])
+        bad = client.post("/cluster", files=[*files[:1], ("image", ("notes.jpg", bad_files["text"].read_bytes(), "image/jpeg"))])
+        assert bad.status_code == 415 and "notes.jpg" in bad.json()["error"]
+        assert client.post("/cluster").status_code == 400
