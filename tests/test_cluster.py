@@ -75,12 +75,21 @@ def test_three_people_make_three_groups(facecom_b: Path, tmp_path: Path, capsys)
         assert sorted(cluster["photos"]) == sorted({r["path"] for r in members})
         # The representative is the member nearest the centre.
         nearest = min(members, key=lambda r: float(r["distance"]))
-        assert float(nearest["distance"]) == min(float(r["distance"]) for r in members)
         assert cluster["representative"]["path"] == nearest["path"]
+    # Distances to the centre, computed again from the stored embeddings.
+    stored = np.load(out / "clusters.npz")
+    for cluster in record["clusters"]:
+        rows = np.flatnonzero(stored["cluster"] == cluster["id"])
+        centre = stored["embeddings"][rows].astype(np.float64).mean(axis=0)
+        expected = 1 - stored["embeddings"][rows] @ (centre / np.linalg.norm(centre))
+        assert np.allclose(stored["distance"][rows], np.maximum(expected, 0), atol=1e-5)
     page = (out / "report.html").read_text()
-    assert page.count('<div class="cluster"') == len(record["clusters"])
-    first = page.index(f'data-cluster="{record["clusters"][0]["id"]}"')
-    assert all(first <= page.index(f'data-cluster="{c["id"]}"') for c in record["clusters"])
+    # A strip per cluster of two or more faces, in the order of clusters.json (largest first);
+    # every face of every cluster on the page.
+    several = [c["id"] for c in record["clusters"] if c["size"] > 1]
+    strips = [page.index(f'<div class="cluster" data-cluster="{c}"') for c in several]
+    assert strips == sorted(strips)
+    assert page.count('<figure class="face') == len(_rows(out))
 
 
 def test_group_photo_faces_land_in_different_clusters(facecom_b: Path, tmp_path: Path, analysis) -> None:
