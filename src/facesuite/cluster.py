@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,19 +75,29 @@ class Clusters:
     thumbnails: list[bytes] = field(repr=False, default_factory=list)  # a JPEG of each face's chip
     names: dict[int, str] = field(default_factory=dict)  # clusters named by the gallery
     skipped: list[Skipped] = field(default_factory=list)
+    # Rows of each cluster, nearest the centre first: built on first use (faces are not changed after).
+    _groups: dict[int, list[int]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _grouped(self) -> dict[int, list[int]]:
+        if self._groups is None:
+            groups: dict[int, list[int]] = {}
+            for row, face in enumerate(self.faces):
+                if face.cluster is not None:
+                    groups.setdefault(face.cluster, []).append(row)
+            self._groups = {c: sorted(rows, key=lambda i: (self.faces[i].distance, i)) for c, rows in groups.items()}
+        return self._groups
 
     def ids(self) -> list[int]:
         """Cluster ids, largest cluster first (ties: lower id first)."""
-        sizes = Counter(face.cluster for face in self.faces if face.cluster is not None)
-        return sorted(sizes, key=lambda c: (-sizes[c], c))
+        groups = self._grouped()
+        return sorted(groups, key=lambda c: (-len(groups[c]), c))
 
     def members(self, cluster: int) -> list[int]:
         """Rows of :attr:`faces` in ``cluster``, nearest the centre first."""
-        rows = [i for i, face in enumerate(self.faces) if face.cluster == cluster]
-        return sorted(rows, key=lambda i: (self.faces[i].distance, i))
+        return self._grouped().get(cluster, [])
 
     def size(self, cluster: int) -> int:
-        return sum(face.cluster == cluster for face in self.faces)
+        return len(self.members(cluster))
 
     def photos(self, cluster: int) -> list[str]:
         return sorted({self.faces[i].path for i in self.members(cluster)})
@@ -197,29 +207,41 @@ def cluster_embeddings(embeddings: np.ndarray, threshold: float, neighbours: int
     return rank[inverse]
 
 
-def _assign(clusters: Clusters, eligible: np.ndarray, fixed: dict[int, int]) -> None:
-    """Cluster the eligible faces and set each one's cluster and distance to its centre.
-    ``fixed``: faces (by row) whose cluster id must not change (kept from an earlier run); a new
-    group takes the id most of its fixed faces hold, or a new one."""
+def group_faces(embeddings: np.ndarray, eligible: np.ndarray, threshold: float,
+                fixed: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Everything after embedding: per face its cluster id (-1 where not ``eligible``) and its
+    cosine distance to its cluster's centre (NaN there). ``fixed``: faces (by row) whose cluster
+    id must not change (kept from an earlier run); a new group takes the id most of its fixed faces
+    hold, or a new one after every kept id, larger groups first."""
+    fixed = fixed or {}
+    ids = np.full(len(embeddings), -1, np.int64)
     rows = np.flatnonzero(eligible)
-    labels = cluster_embeddings(clusters.embeddings[rows], clusters.threshold)
+    labels = cluster_embeddings(embeddings[rows], threshold)
+    label_of = dict(zip(rows.tolist(), labels.tolist()))
+    votes: dict[int, Counter] = {}
+    for row, cluster in fixed.items():
+        if row in label_of:
+            votes.setdefault(label_of[row], Counter())[cluster] += 1
     next_id = max(fixed.values(), default=-1) + 1
-    for label in range(labels.max() + 1 if len(labels) else 0):
-        group = rows[labels == label]
-        kept = Counter(fixed[row] for row in group.tolist() if row in fixed)
-        if kept:
-            target = kept.most_common(1)[0][0]
+    target = np.empty(labels.max() + 1 if len(labels) else 0, np.int64)
+    for label in range(len(target)):  # labels run from the largest group down
+        if label in votes:
+            target[label] = votes[label].most_common(1)[0][0]
         else:
-            target, next_id = next_id, next_id + 1
-        for row in group.tolist():
-            clusters.faces[row].cluster = fixed.get(row, target)
-    ids = np.asarray([-1 if face.cluster is None else face.cluster for face in clusters.faces])
-    for cluster in set(ids[ids >= 0].tolist()):
-        members = np.flatnonzero(ids == cluster)
-        centre = clusters.embeddings[members].mean(axis=0)
-        centre /= np.linalg.norm(centre) or 1.0
-        for row, distance in zip(members, 1.0 - clusters.embeddings[members] @ centre):
-            clusters.faces[row].distance = float(max(distance, 0.0))
+            target[label], next_id = next_id, next_id + 1
+    ids[rows] = target[labels]
+    for row, cluster in fixed.items():
+        ids[row] = cluster
+    distance = np.full(len(embeddings), np.nan)
+    clustered = np.flatnonzero(ids >= 0)
+    if len(clustered):
+        _, inverse = np.unique(ids[clustered], return_inverse=True)
+        centres = np.zeros((inverse.max() + 1, embeddings.shape[1]))
+        np.add.at(centres, inverse, embeddings[clustered])
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+        similarity = np.einsum("ij,ij->i", embeddings[clustered], centres[inverse])
+        distance[clustered] = np.maximum(1.0 - similarity, 0.0)
+    return ids, distance
 
 
 def unclustered_reason(fallback: bool, quality: float | None, floor: float | None) -> str | None:
@@ -265,7 +287,7 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
         raise InputError(f"these clusters were made with embedder {previous.embedder!r}, not {analysis.embedder.name!r}")
     known = {face.path for face in previous.faces} if previous is not None else set()
     images = [image for image in images if not isinstance(image, (str, Path)) or str(image) not in known]
-    faces: list[ClusterFace] = list(previous.faces) if previous is not None else []
+    faces = [replace(face) for face in previous.faces] if previous is not None else []
     vectors = [previous.embeddings] if previous is not None else []
     thumbnails = list(previous.thumbnails) if previous is not None else []
     skipped: list[Skipped] = []
@@ -284,14 +306,13 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
         bar.update(len(images[start : start + STEP]))
     bar.close()
     embeddings = np.concatenate(vectors) if vectors else np.zeros((0, analysis.embedder.dim), np.float32)
+    fixed = {row: face.cluster for row, face in enumerate(faces) if face.cluster is not None}  # the earlier run's
+    ids, distances = group_faces(embeddings, np.asarray([face.reason is None for face in faces], bool),
+                                 EDGE_SCALE * analysis.threshold, fixed)
+    for face, cluster, distance in zip(faces, ids.tolist(), distances.tolist()):
+        face.cluster, face.distance = (None, None) if cluster < 0 else (cluster, distance)
     clusters = Clusters(faces, embeddings, EDGE_SCALE * analysis.threshold, analysis.embedder.name, thumbnails,
                         skipped=skipped)
-    fixed = {row: face.cluster for row, face in enumerate(faces[: len(previous.faces)]) if face.cluster is not None} \
-        if previous is not None else {}
-    eligible = np.asarray([face.reason is None for face in faces], bool)
-    for row, face in enumerate(faces):
-        face.cluster = None if row not in fixed else face.cluster
-    _assign(clusters, eligible, fixed)
     if analysis.gallery is not None:
         if previous is not None and previous.faces and len(analysis.gallery):
             # The earlier faces, decided again from their stored embeddings: the gallery may have
