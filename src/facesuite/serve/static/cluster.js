@@ -47,7 +47,7 @@ document.getElementById("form").addEventListener("submit", async (event) => {
   try {
     const result = await (await postForm("/cluster", form)).json();
     document.getElementById("summary").textContent =
-      `${result.photos} photos, ${result.faces} faces: ${result.clusters.length} people, ` +
+      `${result.photos} photos, ${result.faces} faces: ${result.clusters.length} ${result.clusters.length === 1 ? "person" : "people"}, ` +
       `${result.unclustered.length} faces left unclustered`;
     const blocks = result.clusters.map((cluster) => strip(
       `${cluster.name || `person ${cluster.id + 1}`}: ${cluster.size} ${cluster.size === 1 ? "face" : "faces"}`,
