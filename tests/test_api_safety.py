@@ -32,7 +32,7 @@ LIMIT = 256 * 1024
 KEY = "correct horse battery staple"
 # POST routes that only compute an answer from the uploaded images; every other POST must be in
 # MUTATING_ROUTES, so a new route cannot slip past the API key unclassified.
-READ_ONLY_POSTS = {"/analyze", "/verify", "/explain", "/gallery/identify"}
+READ_ONLY_POSTS = {"/analyze", "/verify", "/explain", "/gallery/identify", "/cluster"}
 
 
 def png(width: int = 32, height: int = 32) -> bytes:

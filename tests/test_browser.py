@@ -200,6 +200,26 @@ def test_gallery_page_shows_a_face_per_identity_and_removes_one(page, server: st
     assert page.request.get(f"{server}/gallery/thumbnail?identity=Colin%20Powell").status == 200
 
 
+def test_cluster_page_shows_a_strip_per_person(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
+    people = {"Colin_Powell": [_face(facecom_b, "Colin_Powell", i) for i in range(3)],
+              "Hugo_Chavez": [_face(facecom_b, "Hugo_Chavez", i) for i in range(3)]}
+    page.goto(f"{server}/cluster-page")
+    page.set_input_files("#images", [photo for photos in people.values() for photo in photos])
+    page.click("#submit")
+    page.wait_for_selector("section.cluster figure.person img.thumb")
+    strips = page.locator("section.cluster[data-cluster]")
+    # Each person's main faces in one strip of their own (a bystander may add a strip).
+    strip_of = {}
+    for i in range(strips.count()):
+        for name in strips.nth(i).locator("figure.person").evaluate_all("cards => cards.map(c => c.dataset.photo)"):
+            strip_of.setdefault(name, set()).add(i)
+    for photos in people.values():
+        assert len({i for photo in photos for i in strip_of[Path(photo).name]}) == 1, strip_of
+    assert strip_of[Path(people["Colin_Powell"][0]).name] != strip_of[Path(people["Hugo_Chavez"][0]).name]
+    assert "6 photos" in page.inner_text("#summary")
+    _screenshot(page, "dashboard-cluster", tmp_path)
+
+
 @pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
 def test_demo_report_opens_from_disk_with_its_plots_and_faces(browser, facecom_b: Path, tmp_path: Path) -> None:
     from facesuite import FaceAnalysis

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +40,9 @@ from facesuite.gallery.base import UNKNOWN, Match
 from facesuite.io import ImageInput, decode
 from facesuite.parallel import model_loading, ordered_map
 from facesuite.text import utf8_path
+
+if TYPE_CHECKING:
+    from facesuite.cluster import Clusters
 
 
 @dataclass
@@ -221,6 +225,13 @@ class FaceAnalysis:
         results = self.get_batch(images, max_faces, progress)
         return ([face for r in results if not isinstance(r, Skipped) for face in r],
                 [r for r in results if isinstance(r, Skipped)])
+
+    def cluster(self, images: Sequence[ImageInput], progress: str | None = None, previous: Clusters | None = None) -> Clusters:
+        """Every face of ``images`` grouped by person (:mod:`facesuite.cluster`); ``previous``: an
+        earlier result to add these to, its faces kept in their clusters and not embedded again."""
+        from facesuite.cluster import cluster_faces
+
+        return cluster_faces(self, images, progress, previous)
 
     def verify(self, first: ImageInput, second: ImageInput) -> Verification:
         """Same person or not: cosine distance of the two images' main faces against the calibrated

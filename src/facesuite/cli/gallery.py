@@ -10,11 +10,16 @@ from pathlib import Path
 
 from facesuite.cli.detect import print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
+from facesuite.errors import InputError
 
 
 def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
 
+    if args.from_clusters:
+        return _enroll_clusters(args)
+    if args.dir is None or args.names:
+        raise InputError("give identity folders DIR, or --from-clusters OUT with --name CLUSTER=NAME")
     dataset = read_identity_folders(args.dir)
     analysis = recognition_analysis(args)
     by_identity: dict[str, list[Path]] = {}
@@ -27,6 +32,21 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
     print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
+    return 0
+
+
+def _enroll_clusters(args: argparse.Namespace) -> int:
+    from facesuite.cluster import Clusters, enroll_clusters, parse_cluster_names
+
+    if args.dir is not None or not args.names:
+        raise InputError("--from-clusters enrols named clusters: give --name CLUSTER=NAME and no DIR")
+    clusters = Clusters.load(args.from_clusters)
+    names = parse_cluster_names(args.names, clusters)
+    with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
+        added = enroll_clusters(gallery, clusters, names)
+    for name, faces in added.items():
+        print(f"enrolled {name}: {faces} faces")
+    print(f"enrolled {len(added)} identities ({sum(added.values())} faces) from {args.from_clusters} into {args.gallery}")
     return 0
 
 
@@ -98,7 +118,11 @@ def register(groups: dict) -> None:
                                           "milvus://HOST:PORT/COLLECTION (Milvus) or NAME.db (Milvus Lite).")
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
     enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg")
-    enroll.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
+    enroll.add_argument("dir", nargs="?", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
+    enroll.add_argument("--from-clusters", metavar="OUT", help="enrol clusters found by facesuite cluster --out OUT "
+                        "(their stored embeddings: no photo is read again); name each with --name")
+    enroll.add_argument("--name", dest="names", action="append", default=[], metavar="CLUSTER=NAME",
+                        help="with --from-clusters: enrol cluster CLUSTER (its id in clusters.json) as NAME; repeatable")
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=int, default=1)

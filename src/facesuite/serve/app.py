@@ -30,6 +30,7 @@ from facesuite.serve.service import ApiError, ModelService, default_gallery, log
 from facesuite.serve.thumbnails import ThumbnailStore
 from facesuite.serve.uploads import (
     DEFAULT_MAX_UPLOAD_BYTES,
+    MAX_CLUSTER_FILES,
     MAX_ENROLL_FILES,
     Upload,
     Uploads,
@@ -146,6 +147,16 @@ def create_app(
         (upload,) = read_uploads([image], max_upload_bytes)
         return service.call(service.identify, upload, top_k)
 
+    @app.post("/cluster")
+    def cluster(image: Uploads = None) -> dict:
+        """Every face of the uploaded photos grouped by person: clusters largest first (named from
+        the gallery when most of a cluster's identified faces are one identity), then the faces
+        left unclustered (no face found, or below the quality floor) with their reason."""
+        uploads = image or [None]
+        if len(uploads) > MAX_CLUSTER_FILES:
+            raise ApiError(422, f"at most {MAX_CLUSTER_FILES} images per request (use facesuite cluster for more)")
+        return service.call(service.cluster, read_uploads(uploads, max_upload_bytes))
+
     @app.get("/gallery")
     def gallery_listing() -> dict:
         """Enrolled identities, their face counts and whether the server has a picture of each."""
@@ -180,7 +191,8 @@ def create_app(
             raise ApiError(409, f"job {job_id} is {job.state}")
         return FileResponse(job.out / "report.html", media_type="text/html")
 
-    for route, page in (("/", "analyze.html"), ("/pair", "pair.html"), ("/evaluate", "evaluate.html"), ("/gallery-page", "gallery.html")):
+    for route, page in (("/", "analyze.html"), ("/pair", "pair.html"), ("/evaluate", "evaluate.html"), ("/gallery-page", "gallery.html"),
+                        ("/cluster-page", "cluster.html")):
         app.add_api_route(route, _page(page), methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

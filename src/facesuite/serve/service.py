@@ -227,6 +227,27 @@ class ModelService:
             self.thumbnails.remove(identity)
         return {"identity": identity, "removed": removed, "identities": len(gallery.list()), "faces": len(gallery)}
 
+    def cluster(self, uploads: Sequence[Decoded]) -> dict:
+        """Every face of the uploaded photos grouped by person (named from the gallery when it
+        holds anyone): clusters largest first, each face with its thumbnail."""
+        import base64
+
+        analysis = self._require_analysis()
+        self._open_gallery(create=False)
+        clusters = analysis.cluster(uploads)
+
+        def face(row: int) -> dict:
+            entry = clusters.faces[row]
+            return {"photo": entry.path, "face": entry.index, "box": [round(v, 1) for v in entry.box],
+                    "distance": None if entry.distance is None else round(entry.distance, 4),
+                    "quality": None if entry.quality is None else round(entry.quality, 4), "reason": entry.reason,
+                    "thumbnail": "data:image/jpeg;base64," + base64.b64encode(clusters.thumbnails[row]).decode("ascii")}
+
+        return {"photos": len(uploads), "faces": len(clusters.faces), "edge_threshold": round(clusters.threshold, 6),
+                "clusters": [{"id": c, "name": clusters.names.get(c), "size": clusters.size(c),
+                              "faces": [face(row) for row in clusters.members(c)]} for c in clusters.ids()],
+                "unclustered": [face(row) for row in clusters.unclustered()]}
+
     def embed_slice(self, dataset):
         """Embeddings (routed when the models allow) of one slice of an evaluation data set."""
         from facesuite.evaluate.recognition import embed_dataset

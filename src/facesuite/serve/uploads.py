@@ -14,6 +14,8 @@ from facesuite.serve.service import ApiError
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Enrolling more faces than this in one request is better done with `facesuite gallery enroll`.
 MAX_ENROLL_FILES = 20
+# Sorting a larger collection by person is `facesuite cluster`'s work (progress bar, --update).
+MAX_CLUSTER_FILES = 100
 
 
 def _describe_upload(error: InputError, name: str) -> ApiError:

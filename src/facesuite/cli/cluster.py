@@ -1,0 +1,90 @@
+"""`facesuite cluster` (who is in these photos) and `facesuite eval clustering`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facesuite.cli.detect import exit_status, print_skips
+from facesuite.cli.recognition import add_embedder_options, recognition_analysis
+from facesuite.cli.summary import print_summary
+from facesuite.errors import InputError
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from facesuite.cluster import Clusters, write_clusters
+    from facesuite.io import expand_paths
+
+    if args.out is None and args.update is None:
+        raise InputError("say where to write: --out OUT, or --update OUT to add to earlier clusters")
+    previous = Clusters.load(args.update) if args.update else None
+    out = Path(args.out or args.update)
+    paths = expand_paths(args.paths)
+    with recognition_analysis(args, gallery=args.gallery) as analysis:
+        clusters = analysis.cluster(paths, progress="cluster", previous=previous)
+    print_skips(clusters.skipped)
+    write_clusters(clusters, out, f"Who is in these photos: {', '.join(args.paths)}")
+    ids = clusters.ids()
+    added = len(clusters.faces) - (len(previous.faces) if previous else 0)
+    print(f"{len(clusters.faces)} faces ({added} new) in {len({f.path for f in clusters.faces})} photos: {len(ids)} clusters "
+          f"({sum(clusters.size(c) > 1 for c in ids)} of two or more faces"
+          + (f", {len(clusters.names)} named from the gallery" if args.gallery else "")
+          + f"), {len(clusters.unclustered())} faces unclustered; {len(clusters.skipped)} files skipped")
+    print(f"wrote clusters.csv, clusters.json and report.html to {out}")
+    return exit_status(args.paths, clusters.skipped)
+
+
+def cmd_eval_clustering(args: argparse.Namespace) -> int:
+    from facesuite.data import read_identity_folders, read_split
+    from facesuite.evaluate.clustering import evaluate_clustering, write_clustering_report
+
+    dataset = read_identity_folders(args.dir)
+    if args.split:
+        keep = read_split(args.split) & set(dataset.identities)
+        if not keep:
+            raise InputError("no identity of the split is in the data folder", args.split)
+        dataset = dataset.subset(keep)
+    with recognition_analysis(args) as analysis:
+        clusters, truth, metrics = evaluate_clustering(analysis, dataset, with_distorted=not args.clean_only)
+    print_skips(clusters.skipped)
+    out = Path(args.out)
+    write_clustering_report(out, clusters, truth, metrics, f"Clustering: {args.dir}")
+    print_summary(f"{metrics['faces']} faces of {metrics['people']} people (main face of each photo)", [
+        ("BCubed F", metrics["bcubed"]["f"]), ("BCubed precision", metrics["bcubed"]["precision"]),
+        ("BCubed recall", metrics["bcubed"]["recall"]), ("pairwise F1", metrics["pairwise"]["f1"]),
+        ("pairwise precision", metrics["pairwise"]["precision"]), ("pairwise recall", metrics["pairwise"]["recall"]),
+        ("clusters / people", f"{metrics['clusters']} / {metrics['people']}"),
+        ("impurity (faces not of their cluster's person)", metrics["impurity"]),
+        ("share left unclustered", metrics["unclustered_share"]), ("files skipped", len(clusters.skipped)),
+    ])
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def register(groups: dict) -> None:
+    cluster = groups["root"].add_parser(
+        "cluster", help="group every face of a photo collection by person",
+        description="Every face of every photo, grouped by person with no gallery needed. Writes clusters.csv (one row "
+                    "per face), clusters.json (per cluster: size, representative face, photos), report.html (a strip "
+                    "of faces per cluster, largest first, then the faces left unclustered) and clusters.npz.")
+    cluster.add_argument("paths", nargs="+", help="images or folders (recursive)")
+    cluster.add_argument("--out", help="output folder")
+    cluster.add_argument("--update", metavar="OUT",
+                         help="add the photos to the clusters in OUT (written by an earlier run): its faces keep their "
+                              "clusters and are not embedded again; results go back to OUT unless --out is given")
+    cluster.add_argument("--gallery", metavar="URI",
+                         help="name clusters whose identified faces are mostly one enrolled identity")
+    add_embedder_options(cluster)
+    cluster.set_defaults(handler=cmd_cluster)
+
+    evaluate = groups["eval"].add_parser(
+        "clustering", help="cluster identity folders and score the groups against the people",
+        description="Clusters every photo of DIR/<identity>/ (with its distortion/ copies) and scores the main face of "
+                    "each: pairwise and BCubed precision/recall/F, clusters against people, impurity, the share left "
+                    "unclustered. Writes metrics.json, clusters.csv and report.html.")
+    evaluate.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
+    evaluate.add_argument("--clean-only", action="store_true", help="leave out the distortion/ copies")
+    add_embedder_options(evaluate)
+    evaluate.set_defaults(handler=cmd_eval_clustering)
