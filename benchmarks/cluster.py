@@ -75,23 +75,23 @@ def photo_sets(data: Path) -> dict[str, list[tuple[Path, str]]]:
 
 def facesuite_faces(photos: list[Path], cache: Path) -> dict[str, np.ndarray]:
     """Main face of each photo through the default FaceAnalysis (no gender): embedding, quality,
-    whether it is the centre-box fallback; a photo that cannot be read has no row (none here)."""
+    whether it holds no face; a photo that cannot be read has no row (none here)."""
     if cache.is_file():
         return dict(np.load(cache))
     from facesuite.analysis import FaceAnalysis
 
     analysis = FaceAnalysis(gender=None)
-    embeddings, quality, fallback, paths, distortion = [], [], [], [], []
+    embeddings, quality, no_face, paths, distortion = [], [], [], [], []
     for start in tqdm(range(0, len(photos), 256), desc=f"facesuite {cache.stem}", unit="batch"):
         faces, _ = analysis.faces(photos[start : start + 256])
         for face in faces:
             embeddings.append(face.embedding)
-            quality.append(face.quality)
-            fallback.append(face.fallback)
+            quality.append(np.nan if face.quality is None else face.quality)  # None: no face
+            no_face.append(face.no_face)
             paths.append(face.source)
             distortion.append(face.distortion)
     arrays = {"embedding": np.asarray(embeddings, np.float32), "quality": np.asarray(quality, np.float64),
-              "fallback": np.asarray(fallback, bool), "path": np.asarray(paths), "distortion": np.asarray(distortion),
+              "no_face": np.asarray(no_face, bool), "path": np.asarray(paths), "distortion": np.asarray(distortion),
               "floor": np.float64(analysis.quality.floor),
               "threshold": np.float64(analysis.threshold)}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def facesuite_labels(faces: dict[str, np.ndarray], scale: float = EDGE_SCALE,
     """The library's rule: faces with no face or below the quality floor unclustered, the others
     grouped at ``scale`` times the calibrated threshold."""
     eligible = np.asarray([unclustered_reason(bool(f), float(q), float(faces["floor"])) is None
-                           for f, q in zip(faces["fallback"], faces["quality"])])
+                           for f, q in zip(faces["no_face"], faces["quality"])])
     labels: list[int | None] = [None] * len(eligible)
     rows = np.flatnonzero(eligible)
     for row, label in zip(rows, algorithm(faces["embedding"][rows], scale * float(faces["threshold"]))):

@@ -122,7 +122,7 @@ def test_no_face_and_unrecognisable_faces_stay_unclustered(facecom_b: Path, tmp_
     photos = _photos(facecom_b, "Colin_Powell", 0, 3)
     clusters = analysis.cluster([*photos, blank, sunny])
     by_path = {f.path: f for f in clusters.faces if f.index == 0}
-    assert by_path[str(blank)].cluster is None and by_path[str(blank)].reason == "no face found"
+    assert by_path[str(blank)].cluster is None and by_path[str(blank)].reason == "no face"
     assert by_path[str(sunny)].cluster is None and by_path[str(sunny)].reason.startswith("unrecognisable")
     assert all(by_path[str(p)].cluster is not None for p in photos)
     assert {by_path[str(p)].cluster for p in photos} == {by_path[str(photos[0])].cluster}
@@ -272,7 +272,7 @@ def test_dashboard_groups_uploaded_photos(facecom_b: Path, tmp_path: Path, bad_f
         cluster_of = {f["photo"]: c["id"] for c in result["clusters"] for f in c["faces"] if f["face"] == 0}
         assert len({cluster_of[p.name] for p in photos[:3]}) == 1 and len({cluster_of[p.name] for p in photos[3:]}) == 1
         assert cluster_of[photos[0].name] != cluster_of[photos[3].name]
-        assert [(f["photo"], f["reason"]) for f in result["unclustered"]] == [("blank.png", "no face found")]
+        assert [(f["photo"], f["reason"]) for f in result["unclustered"]] == [("blank.png", "no face")]
         assert all(f["thumbnail"].startswith("data:image/jpeg;base64,") for c in result["clusters"] for f in c["faces"])
         bad = client.post("/cluster", files=[*files[:1], ("image", ("notes.jpg", bad_files["text"].read_bytes(), "image/jpeg"))])
         assert bad.status_code == 415 and "notes.jpg" in bad.json()["error"]

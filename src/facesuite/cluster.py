@@ -15,7 +15,7 @@ and the algorithm were chosen on the FACECOM training identities (``benchmarks/c
 --select``): the verification threshold is fitted on one pair at a time, and a collection holds
 many people, so the nearest stranger of a face is often inside it.
 
-A face with no face found (the centre-box fallback) or below the quality floor
+A box with no face (:mod:`facesuite.classify.presence`) or a face below the quality floor
 (:mod:`facesuite.classify.quality`) is left unclustered with its reason, never forced into a group.
 """
 
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facesuite.classify.presence import NO_FACE
 from facesuite.classify.quality import UNRECOGNISABLE
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import UNKNOWN
@@ -38,7 +39,6 @@ from facesuite.gallery.base import UNKNOWN
 EDGE_SCALE = 0.55
 #: Nearest neighbours searched per face: more than a person usually has faces in one query.
 NEIGHBOURS = 30
-NO_FACE = "no face found"
 #: Photos analysed per step: their faces' crops are let go of before the next step.
 STEP = 256
 THUMBNAIL = 80
@@ -58,6 +58,11 @@ class ClusterFace:
     reason: str | None = None
     identity: str | None = None  # with a gallery: what the gallery decided for this face
     distortion: str | None = None  # the distortion type named for it (its identification threshold)
+
+    @property
+    def no_face(self) -> bool:
+        """Whether the box holds no face (what the gallery's decision reads, as of a :class:`Face`)."""
+        return self.reason == NO_FACE
 
 
 @dataclass
@@ -244,10 +249,10 @@ def group_faces(embeddings: np.ndarray, eligible: np.ndarray, threshold: float,
     return ids, distance
 
 
-def unclustered_reason(fallback: bool, quality: float | None, floor: float | None) -> str | None:
-    """Why a face is left out of every cluster, or None: no face found (the centre-box fallback's
-    vector is of no one), or a quality below the floor (it cannot be told who it is)."""
-    if fallback:
+def unclustered_reason(no_face: bool, quality: float | None, floor: float | None) -> str | None:
+    """Why a face is left out of every cluster, or None: no face (its vector is of no one), or a
+    quality below the floor (it cannot be told who it is)."""
+    if no_face:
         return NO_FACE
     if floor is not None and quality is not None and quality < floor:
         return f"{UNRECOGNISABLE} (quality {quality:.3f} below the floor {floor:.2f})"
@@ -260,7 +265,7 @@ def _name_clusters(clusters: Clusters) -> None:
     clusters.names = {}
     for cluster in clusters.ids():
         named = Counter(clusters.faces[row].identity for row in clusters.members(cluster)
-                        if clusters.faces[row].identity not in (None, UNKNOWN, UNRECOGNISABLE))
+                        if clusters.faces[row].identity not in (None, UNKNOWN, UNRECOGNISABLE, NO_FACE))
         if named:
             identity, votes = named.most_common(1)[0]
             if votes * 2 > sum(named.values()):
@@ -298,7 +303,7 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
                 skipped.append(result)
                 continue
             for face in result:
-                reason = unclustered_reason(face.fallback, face.quality, floor)
+                reason = unclustered_reason(face.no_face, face.quality, floor)
                 faces.append(ClusterFace(face.source, face.index, face.box, face.quality, None, None, reason,
                                          face.identity, face.distortion))
                 vectors.append(face.embedding[None, :].astype(np.float32))
