@@ -220,7 +220,7 @@ def select(data: Path, cache: Path) -> None:
     candidates = {"chinese whispers": cluster_embeddings, "components": components, "average linkage": average_linkage}
     print(f"Selection on training identities: {DRAWS} draws of {DRAW_SIZE} identities' clean photos and the distorted "
           f"copies of {TRAIN_DISTORTED_IDENTITIES}; mean BCubed F, mean and max impurity")
-    print(f"| algorithm | scale | threshold | BCubed F clean | BCubed F distorted | impurity mean | impurity max |")
+    print("| algorithm | scale | threshold | BCubed F clean | BCubed F distorted | impurity mean | impurity max |")
     print("|---|---|---|---|---|---|---|")
     best = None
     for name, algorithm in candidates.items():

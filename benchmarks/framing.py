@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.classify.gender_head import mirror_when_unsure
-from facesuite.classify.presence import NO_FACE, PresenceHead
+from facesuite.classify.presence import NO_FACE
 from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor

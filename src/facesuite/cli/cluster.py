@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from facesuite.cli.detect import exit_status, print_skips
-from facesuite.cli.recognition import add_embedder_options, recognition_analysis
+from facesuite.cli.recognition import add_embedder_options, identities_in_split, recognition_analysis
 from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
 
@@ -35,15 +35,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_clustering(args: argparse.Namespace) -> int:
-    from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.clustering import evaluate_clustering, write_clustering_report
 
-    dataset = read_identity_folders(args.dir)
-    if args.split:
-        keep = read_split(args.split) & set(dataset.identities)
-        if not keep:
-            raise InputError("no identity of the split is in the data folder", args.split)
-        dataset = dataset.subset(keep)
+    dataset = identities_in_split(args.dir, args.split)
     with recognition_analysis(args) as analysis:
         clusters, truth, metrics = evaluate_clustering(analysis, dataset, with_distorted=not args.clean_only)
     print_skips(clusters.skipped)

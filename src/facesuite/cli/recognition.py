@@ -28,6 +28,19 @@ def recognition_analysis(args: argparse.Namespace, gallery: str | None = None):
                         threshold=getattr(args, "threshold", None), source_match=not getattr(args, "no_source_match", False))
 
 
+def identities_in_split(folder: str, split: str | None):
+    """The identity folders under ``folder``, only those listed in ``split`` when one is given."""
+    from facesuite.data import read_identity_folders, read_split
+
+    dataset = read_identity_folders(folder)
+    if split:
+        keep = read_split(split) & set(dataset.identities)
+        if not keep:
+            raise InputError("no identity of the split is in the data folder", split)
+        dataset = dataset.subset(keep)
+    return dataset
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from facesuite.classify.presence import NO_FACE
 
@@ -107,7 +120,6 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
 
 
 def cmd_eval_recognition(args: argparse.Namespace) -> int:
-    from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.open_set import protocol_dataset
     from facesuite.evaluate.recognition import (
         embed_dataset,
@@ -116,13 +128,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     )
     from facesuite.evaluate.verification import tar_text
 
-    dataset = read_identity_folders(args.dir)
-    if args.split:
-        keep = read_split(args.split) & set(dataset.identities)
-        if not keep:
-            raise InputError("no identity of the split is in the data folder", args.split)
-        dataset = dataset.subset(keep)
-    dataset, protocol = protocol_dataset(dataset, args.dir, args.protocol)
+    dataset, protocol = protocol_dataset(identities_in_split(args.dir, args.split), args.dir, args.protocol)
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
