@@ -95,7 +95,7 @@ def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
     if skipped:
         raise skipped[0].error
     prediction = predictions[0]
-    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
     info = {"path": prediction.path, "gender": prediction.label, "p_female": round(prediction.p_female, 4),
             "fallback": prediction.fallback, "explained_class": LABELS[target]}
     return overlay(prediction.chip, heat), info

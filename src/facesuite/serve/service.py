@@ -157,7 +157,7 @@ class ModelService:
         if model is None:
             raise ApiError(503, self.analyzer_error or "no gender model loaded")
         (prediction,), _ = predict_gender(analysis, [upload])
-        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
         info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
         return png_bytes(overlay(prediction.chip, heat)), info
 
