@@ -104,7 +104,7 @@ def test_age_on_hard_inputs(app, spread):
     faces = app.get(group, max_faces=None)
     assert len(faces) == 2 and all(f.age is not None and f.age_range is not None for f in faces)
     ages = sorted(f.age for f in faces)
-    assert ages[0] < 40 < ages[1]  # a person in their thirties and one over 60
+    assert ages[0] < 40 < ages[1]  # a face aged 20-39 and one over 60
 
 
 def test_gender_says_uncertain_for_babies_and_answers_adults(app):

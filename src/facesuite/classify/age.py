@@ -51,6 +51,9 @@ class AgeHead:
     high: np.ndarray
     coverage: float
     space: str
+    #: Monotone map of the head's output onto ``log(1 + age)`` (isotonic, fitted out of fold):
+    #: ``(knots in, knots out)``; it undoes the regression's pull towards the middle ages.
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> AgeHead:
@@ -65,10 +68,12 @@ class AgeHead:
             with np.load(folder / "weights.npz", allow_pickle=False) as stored:
                 arrays = {name: np.asarray(stored[name], dtype=np.float32) for name in stored.files}
             layers = int(record["layers"])
+            calibration = ((arrays["calibration_in"].astype(np.float64), arrays["calibration_out"].astype(np.float64))
+                           if "calibration_in" in arrays else None)
             return cls(int(record["hidden_columns"]), arrays["mean"], arrays["scale"],
                        tuple(arrays[f"w{i}"] for i in range(layers)), tuple(arrays[f"b{i}"] for i in range(layers)),
                        np.asarray(interval["band_edges"], dtype=np.float64), np.asarray(interval["low"], dtype=np.float64),
-                       np.asarray(interval["high"], dtype=np.float64), float(interval["coverage"]), record["embedder"])
+                       np.asarray(interval["high"], dtype=np.float64), float(interval["coverage"]), record["embedder"], calibration)
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
             raise InputError(f"unreadable age model ({type(error).__name__}: {error})", folder) from None
 
@@ -78,7 +83,8 @@ class AgeHead:
         return self.hidden_columns > POOLED_WIDTH
 
     def log_age(self, embedding: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
-        """The head's output, ``log(1 + age)``, from a pass's descriptors (unit or raw) and hidden features."""
+        """``log(1 + age)`` from a pass's descriptors (unit or raw) and hidden features: the head's
+        output through its calibration."""
         x = np.asarray(embedding, dtype=np.float32)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if self.hidden_columns:
@@ -93,7 +99,8 @@ class AgeHead:
             x = x @ w + b
             if layer < len(self.weights) - 1:
                 x = np.maximum(x, 0.0)
-        return x.reshape(-1).astype(np.float64)
+        z = x.reshape(-1).astype(np.float64)
+        return z if self.calibration is None else np.interp(z, *self.calibration)
 
     def predict(self, embedding: np.ndarray, hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(age, interval low, interval high) in years for each face."""

@@ -103,13 +103,39 @@ def summarise(answered: np.ndarray, right: np.ndarray, groups: dict[str, np.ndar
     return {"all": one(np.ones_like(answered)), "13+": one(adult), **{name: one(mask) for name, mask in groups.items()}}
 
 
+def out_of_fold_p_female(features, female: np.ndarray, fold_of: np.ndarray, c: float, mirror_margin: float, seed: int,
+                         cache: Path | None = None) -> np.ndarray:
+    """Each face's ``p_female`` from the gender recipe (standardised logistic regression with C
+    ``c``, class-balanced, on the plain, mirrored and distorted passes; the mirror rule) fitted on
+    the other folds. Kept in ``cache`` when given."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    key = hashlib.sha1(repr((c, mirror_margin, seed, fold_of.tolist(), features.paths)).encode("utf-8")).hexdigest()[:16]
+    stored = cache / f"oof-gender-{key}.npy" if cache is not None else None
+    if stored is not None and stored.is_file():
+        return np.load(stored)
+    p_female = np.zeros(len(female))
+    variants = len(features.features)
+    for fold in tqdm(np.unique(fold_of), desc="folds (gender head refitted)", unit="fold"):
+        train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        x = training_rows(features, train)
+        scaler = StandardScaler().fit(x)
+        head = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
+        head.fit(scaler.transform(x), np.tile(female[train], variants).astype(int))
+        del x
+        score = head.predict_proba(scaler.transform(features.of("plain", held)))[:, 1]
+        mirrored = head.predict_proba(scaler.transform(features.of("mirrored", held)))[:, 1]
+        p_female[held] = mirror_when_unsure(score, mirror_margin, lambda rows: mirrored[rows])
+    if stored is not None:
+        np.save(stored, p_female)
+    return p_female
+
+
 def train_abstention(folder: str | Path, gender_model: str | Path, age_model: str | Path, cache: str | Path | None = None,
                      folds: int = 3, seed: int = 0, extractor=None, write: bool = True) -> dict:
     """Select the abstention rule and floor for ``gender_model`` and (``write``) record it in its
     ``model.json``; returns the nested out-of-fold figures of both rules."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from facesuite.detect.extract import FaceExtractor
     from facesuite.embed import get_embedder
     from facesuite.train.backbone_features import pass_features
@@ -136,25 +162,24 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     groups_of = [facecom_identity(p.stem.removeprefix("facecom_")) if a is None else hashlib.sha1(p.read_bytes()).hexdigest()
                  for p, a in zip(paths, parsed)]
     fold_of = folds_of(groups_of, folds, seed)
+    from facesuite.classify.age import AgeHead
+
+    shipped_age = AgeHead.load(age_model)
     metrics = age_record["metrics"]
     age_candidate = Candidate(metrics["candidate"], age_record["inputs"], float(metrics["alpha"]),
                               tuple(metrics["hidden_units"]), metrics["components"])
     threshold, margin_rule, c = float(record.get("threshold", 0.5)), float(record.get("mirror_margin", 0.0)), float(record["metrics"]["C"])
-    p_female, predicted_age = np.zeros(len(paths)), np.zeros(len(paths))
+    p_female = out_of_fold_p_female(features, female, fold_of, c, margin_rule, seed, Path(cache) if cache else None)
+    predicted_age = np.zeros(len(paths))
     variants = len(features.features)
-    for fold in tqdm(range(folds), desc="folds (gender and age heads refitted)", unit="fold"):
+    for fold in tqdm(range(folds), desc="folds (age head refitted)", unit="fold"):
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        x = training_rows(features, train)
-        scaler = StandardScaler().fit(x)
-        head = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
-        head.fit(scaler.transform(x), np.tile(female[train], variants).astype(int))
-        del x
-        score = head.predict_proba(scaler.transform(features.of("plain", held)))[:, 1]
-        mirrored = head.predict_proba(scaler.transform(features.of("mirrored", held)))[:, 1]
-        p_female[held] = mirror_when_unsure(score, margin_rule, lambda rows: mirrored[rows])
         aged = train[true_age[train] >= 0]
         age_head = fit_head(age_candidate, training_rows(features, aged), np.tile(np.log1p(true_age[aged]), variants), seed)
-        predicted_age[held] = np.clip(np.expm1(head_of_columns(age_head, features.of("plain", held), age_candidate.inputs)), 0, None)
+        z = head_of_columns(age_head, features.of("plain", held), age_candidate.inputs)
+        # Through the shipped model's calibration map, as the analyzer's ages are.
+        z = z if shipped_age.calibration is None else np.interp(z, *shipped_age.calibration)
+        predicted_age[held] = np.clip(np.expm1(z), 0, None)
     right = (p_female >= threshold) == female
     margin = _margin(p_female, threshold)
     groups = group_masks(races, true_age, facecom)
