@@ -57,7 +57,7 @@ def _head_by_hand(folder: Path, embedding: np.ndarray, hidden: np.ndarray) -> tu
         h = h @ weights[f"w{layer}"] + weights[f"b{layer}"]
         if layer < record["layers"] - 1:
             h = np.maximum(h, 0)
-    z = float(h[0])
+    z = float(np.interp(h[0], weights["calibration_in"], weights["calibration_out"]))  # the isotonic map
     age = np.expm1(z)
     interval = record["interval"]
     row = min(int(np.searchsorted(interval["band_edges"], age, side="right")), len(interval["low"]) - 1)
@@ -71,8 +71,10 @@ def test_default_analyzer_gives_age_and_interval_from_its_own_pass(app, spread):
         assert 0 <= low <= face.age <= high, (path.name, face.age, face.age_range)
         record = face.to_dict()
         assert record["age"] == pytest.approx(face.age, abs=0.05) and record["age_range"] == pytest.approx([low, high], abs=0.05)
-        # The same figure from the face's chip passed through the network here and the model's files by hand.
-        unit, hidden = app.embedder.describe([face.chip()], maps=True)
+        # The same figure from the face's chip passed through the network here and the model's files by hand
+        # (the chip as the pass read it: restored first on a restoring route).
+        chip = app.router.restored([face.chip()], [face.distortion])[0]
+        unit, hidden = app.embedder.describe([chip], maps=True)
         expected = _head_by_hand(DEFAULT_AGE_DIR, unit[0], hidden[0])
         assert (face.age, low, high) == pytest.approx(expected, rel=1e-3, abs=0.05)
 

@@ -52,9 +52,9 @@ class Abstention:
     The confidence is the chance that the answer is right, ``sigmoid(slope * m + offset)`` of the
     margin ``m = |logit(p_female) - logit(threshold)|``, fitted out of fold on the training faces
     (:mod:`facesuite.train.gender_abstention`). With a predicted age each predicted age band has
-    its own slope and offset (below ``band_edges[i]`` years: row i): a child's face carries less
-    gender signal than an adult's at the same margin, and is said to be less sure. Without an
-    age, the age-blind row ``slope``/``offset`` (with its own floor) applies.
+    its own slope, offset and floor (below ``band_edges[i]`` years: row i): a child's face carries
+    less gender signal than an adult's at the same margin, and is said to be less sure. Without an
+    age, the age-blind row ``slope``/``offset`` with its own :attr:`floor` applies.
     """
 
     floor: float
@@ -63,8 +63,9 @@ class Abstention:
     band_edges: tuple[float, ...] = ()
     band_slopes: tuple[float, ...] = ()
     band_offsets: tuple[float, ...] = ()
-    #: The floor when ``band_*`` rows are used (the age-conditioned rule).
-    band_floor: float | None = None
+    #: The floor of each predicted band when ``band_*`` rows are used (the age-conditioned rule;
+    #: 1.0: that band never answers).
+    band_floors: tuple[float, ...] = ()
 
     @classmethod
     def from_dict(cls, record: dict | None) -> Abstention | None:
@@ -73,7 +74,7 @@ class Abstention:
         by_age = record.get("by_age") or {}
         return cls(float(record["floor"]), float(record["slope"]), float(record["offset"]),
                    tuple(float(v) for v in by_age.get("band_edges", ())), tuple(float(v) for v in by_age.get("slopes", ())),
-                   tuple(float(v) for v in by_age.get("offsets", ())), float(by_age["floor"]) if by_age else None)
+                   tuple(float(v) for v in by_age.get("offsets", ())), tuple(float(v) for v in by_age.get("floors", ())))
 
     @property
     def uses_age(self) -> bool:
@@ -85,15 +86,20 @@ class Abstention:
         if ages is None or not self.uses_age:
             z = self.slope * margin + self.offset
         else:
-            row = np.minimum(np.searchsorted(np.asarray(self.band_edges), np.asarray(ages, dtype=np.float64), side="right"),
-                             len(self.band_slopes) - 1)
+            row = self._band(ages)
             z = np.asarray(self.band_slopes)[row] * margin + np.asarray(self.band_offsets)[row]
         return 1.0 / (1.0 + np.exp(-z))
 
     def answers(self, p_female: np.ndarray, threshold: float, ages: np.ndarray | None = None) -> np.ndarray:
         """Which faces get an answer (True) rather than ``uncertain``."""
-        floor = self.band_floor if ages is not None and self.uses_age else self.floor
-        return self.confidence(p_female, threshold, ages) >= floor
+        confidence = self.confidence(p_female, threshold, ages)
+        if ages is None or not self.uses_age:
+            return confidence >= self.floor
+        return confidence >= np.asarray(self.band_floors)[self._band(ages)]
+
+    def _band(self, ages: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(np.asarray(self.band_edges), np.asarray(ages, dtype=np.float64), side="right"),
+                          len(self.band_slopes) - 1)
 
 
 def logit(p: np.ndarray) -> np.ndarray:

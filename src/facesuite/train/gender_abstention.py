@@ -10,8 +10,8 @@ faces they never saw.
 
 Two rules turn them into a confidence (:class:`~facesuite.classify.gender_head.Abstention`):
 ``age-blind`` (one logistic calibration of the margin) and ``by-age`` (one per predicted age
-band). The floor is the lowest confidence at which the answered faces of every group (race, true
-age band, FACECOM) are right at least :data:`TARGET` of the time. Each rule is judged nested: its
+band, each band with its own floor). A floor is the lowest confidence at which the answered faces
+of every group (race, true age band, FACECOM) are right at least :data:`TARGET` of the time. Each rule is judged nested: its
 calibration and floor fitted on the other folds' faces and applied to the held-out fold. The rule
 with the higher nested coverage of faces aged 13 and over, among those meeting the target in
 every group, is written into the gender model's ``model.json``; the other is kept beside it.
@@ -38,8 +38,9 @@ TARGET = 0.965
 #: Groups smaller than this do not constrain the floor (their accuracy is mostly noise).
 MIN_GROUP = 30
 #: Predicted-age bands of the by-age rule (upper edges, years).
-BAND_EDGES = (3.0, 13.0, 20.0)
-FLOORS = np.round(np.arange(0.50, 0.995, 0.0025), 4)
+BAND_EDGES = (3.0, 13.0, 20.0, 60.0)
+#: Floors tried; 1.0 never answers (a band where no floor meets the target).
+FLOORS = np.append(np.round(np.arange(0.50, 0.9976, 0.0025), 4), 1.0)
 
 
 def _margin(p_female: np.ndarray, threshold: float) -> np.ndarray:
@@ -76,7 +77,8 @@ def confidence(calibration: dict, margin: np.ndarray, predicted_age: np.ndarray)
 
 
 def group_masks(races: np.ndarray, true_age: np.ndarray, facecom: np.ndarray) -> dict[str, np.ndarray]:
-    """The groups the floor must serve: every race and true age band (UTKFace), and FACECOM."""
+    """The groups reported: every race and true age band (UTKFace), and FACECOM. FACECOM does not
+    constrain a floor (:func:`constraints`)."""
     groups = {f"race {r}": races == r for r in sorted(set(races) - {""})}
     bands = np.array([age_band(a) if a >= 0 else "" for a in true_age])
     groups.update({f"age {name}": bands == name for name, _, _ in AGE_BANDS})
@@ -84,13 +86,68 @@ def group_masks(races: np.ndarray, true_age: np.ndarray, facecom: np.ndarray) ->
     return {name: mask for name, mask in groups.items() if mask.sum() >= MIN_GROUP}
 
 
+def constraints(groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The groups a floor must serve: UTKFace's races and age bands. FACECOM's gender folders are
+    wrong for about 3% of its faces (gender model card), so its answered faces cannot be held to
+    the target; it is reported beside them."""
+    return {name: mask for name, mask in groups.items() if name != "facecom"}
+
+
 def lowest_floor(conf: np.ndarray, right: np.ndarray, groups: dict[str, np.ndarray], target: float = TARGET) -> float:
-    """The lowest floor at which every group's answered faces are right ``target`` of the time."""
+    """The lowest floor at which every group's answered faces are right ``target`` of the time
+    (:func:`_failing`)."""
     for floor in FLOORS:
-        answered = conf >= floor
-        if all(not np.any(answered & mask) or right[answered & mask].mean() >= target for mask in groups.values()):
+        if not _failing(conf >= floor, right, groups, target):
             return float(floor)
-    return float(FLOORS[-1])
+    return 1.0
+
+
+def _failing(answered: np.ndarray, right: np.ndarray, groups: dict[str, np.ndarray], target: float) -> list[np.ndarray]:
+    """The groups whose answered faces miss the target. A group with fewer than ``MIN_GROUP``
+    answered faces does not count: the children the age head takes for adults (a few dozen of
+    13,489 training faces) would otherwise hold every adult to a floor that answers half of them."""
+    return [mask for mask in groups.values()
+            if np.sum(answered & mask) >= MIN_GROUP and right[answered & mask].mean() < target]
+
+
+def band_floors(conf: np.ndarray, right: np.ndarray, groups: dict[str, np.ndarray], band: np.ndarray, bands: int,
+                target: float = TARGET) -> list[float]:
+    """The age-conditioned rule's floor per predicted band. Each band starts at the lowest floor
+    at which its own answered faces, and each race's within it, meet the target; then, while a
+    group (race, true age band) misses the target over all bands, the band holding most of that
+    group's wrong answers raises its floor one step (an old face the age head calls 45 is held to
+    the old faces' target through the band it falls in)."""
+    races = {n: m for n, m in groups.items() if n.startswith("race ")}
+    steps = [int(np.searchsorted(FLOORS, lowest_floor(conf[band == b], right[band == b],
+                                                      {"band": np.ones(int(np.sum(band == b)), bool),
+                                                       **{n: m[band == b] for n, m in races.items()}}, target)))
+             for b in range(bands)]
+    while True:
+        answered = conf >= FLOORS[steps][np.minimum(band, bands - 1)]
+        failing = _failing(answered, right, groups, target)
+        if not failing:
+            return [float(FLOORS[i]) for i in steps]
+        wrong = answered & ~right & failing[0]
+        counts = [np.sum(wrong & (band == b)) if steps[b] < len(FLOORS) - 1 else -1 for b in range(bands)]
+        worst = int(np.argmax(counts))
+        if counts[worst] < 0:
+            return [float(FLOORS[i]) for i in steps]
+        steps[worst] += 1
+
+
+def floors_for(rule: str, calibration: dict, margin: np.ndarray, right: np.ndarray, predicted_age: np.ndarray,
+               groups: dict[str, np.ndarray]) -> list[float]:
+    """One floor (age-blind) or one per predicted band (by-age), fitted on these faces."""
+    conf = confidence(calibration, margin, predicted_age)
+    if rule == "age-blind":
+        return [lowest_floor(conf, right, groups)]
+    band = np.searchsorted(np.array(calibration["band_edges"]), predicted_age, side="right")
+    return band_floors(conf, right, groups, band, len(calibration["slopes"]))
+
+
+def answers(calibration: dict, floors: list[float], margin: np.ndarray, predicted_age: np.ndarray) -> np.ndarray:
+    band = np.minimum(np.searchsorted(np.array(calibration["band_edges"]), predicted_age, side="right"), len(floors) - 1)
+    return confidence(calibration, margin, predicted_age) >= np.array(floors)[band]
 
 
 def summarise(answered: np.ndarray, right: np.ndarray, groups: dict[str, np.ndarray], adult: np.ndarray) -> dict:
@@ -172,7 +229,10 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     p_female = out_of_fold_p_female(features, female, fold_of, c, margin_rule, seed, Path(cache) if cache else None)
     predicted_age = np.zeros(len(paths))
     variants = len(features.features)
-    for fold in tqdm(range(folds), desc="folds (age head refitted)", unit="fold"):
+    key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.paths, shipped_age.calibration is None or
+                             shipped_age.calibration[1].tolist())).encode("utf-8")).hexdigest()[:16]
+    stored = Path(cache) / f"oof-age-{key}.npy" if cache else None
+    for fold in tqdm(range(folds) if stored is None or not stored.is_file() else (), desc="folds (age head refitted)", unit="fold"):
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         aged = train[true_age[train] >= 0]
         age_head = fit_head(age_candidate, training_rows(features, aged), np.tile(np.log1p(true_age[aged]), variants), seed)
@@ -180,6 +240,11 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
         # Through the shipped model's calibration map, as the analyzer's ages are.
         z = z if shipped_age.calibration is None else np.interp(z, *shipped_age.calibration)
         predicted_age[held] = np.clip(np.expm1(z), 0, None)
+    if stored is not None:
+        if stored.is_file():
+            predicted_age = np.load(stored)
+        else:
+            np.save(stored, predicted_age)
     right = (p_female >= threshold) == female
     margin = _margin(p_female, threshold)
     groups = group_masks(races, true_age, facecom)
@@ -190,14 +255,14 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
         for fold in range(folds):
             fit_rows, held = fold_of != fold, fold_of == fold
             calibration = fit_rule(rule, margin[fit_rows], right[fit_rows], predicted_age[fit_rows])
-            floor = lowest_floor(confidence(calibration, margin[fit_rows], predicted_age[fit_rows]), right[fit_rows],
-                                 {n: m[fit_rows] for n, m in groups.items()})
-            answered[held] = confidence(calibration, margin[held], predicted_age[held]) >= floor
+            floors = floors_for(rule, calibration, margin[fit_rows], right[fit_rows], predicted_age[fit_rows],
+                                {n: m[fit_rows] for n, m in constraints(groups).items()})
+            answered[held] = answers(calibration, floors, margin[held], predicted_age[held])
         nested[rule] = summarise(answered, right, groups, adult)
     final = {}
     for rule in ("age-blind", "by-age"):
         calibration = fit_rule(rule, margin, right, predicted_age)
-        final[rule] = {**calibration, "floor": lowest_floor(confidence(calibration, margin, predicted_age), right, groups)}
+        final[rule] = {**calibration, "floors": floors_for(rule, calibration, margin, right, predicted_age, constraints(groups))}
 
     def worst(rule: str) -> float:
         return min(v["answered_accuracy"] or 1.0 for k, v in nested[rule].items() if k not in ("all", "13+"))
@@ -205,11 +270,11 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     meets = [rule for rule in nested if worst(rule) >= 0.95]
     chosen = max(meets or list(nested), key=lambda rule: (nested[rule]["13+"]["coverage"], worst(rule)))
     blind = final["age-blind"]
-    abstention = {"floor": blind["floor"], "slope": blind["slopes"][0], "offset": blind["offsets"][0], "target": TARGET,
+    abstention = {"floor": blind["floors"][0], "slope": blind["slopes"][0], "offset": blind["offsets"][0], "target": TARGET,
                   "rule": chosen, "selected_on": f"{folds} training folds, {len(paths)} faces (nested out of fold)"}
     if chosen == "by-age":
         by_age = final["by-age"]
-        abstention["by_age"] = {"floor": by_age["floor"], "band_edges": by_age["band_edges"],
+        abstention["by_age"] = {"floors": by_age["floors"], "band_edges": by_age["band_edges"],
                                 "slopes": by_age["slopes"], "offsets": by_age["offsets"]}
     if write:
         record["abstention"] = abstention
