@@ -102,7 +102,8 @@ def test_age_on_hard_inputs(app, spread):
     (original,) = app.get(image)
     for variant in (gray, small, rotated):
         (face,) = app.get(variant)
-        assert face.age is not None and abs(face.age - original.age) < 12
+        # Loose on purpose: a grey, 64 px or tilted copy moves the estimate by up to ~15 years (model card).
+        assert face.age is not None and face.age_range[0] <= face.age <= face.age_range[1] and abs(face.age - original.age) < 20
     faces = app.get(group, max_faces=None)
     assert len(faces) == 2 and all(f.age is not None and f.age_range is not None for f in faces)
     ages = sorted(f.age for f in faces)
@@ -124,14 +125,14 @@ def test_gender_says_uncertain_for_babies_and_answers_adults(app):
         if "by_age" in rule:
             by_age = rule["by_age"]
             row = min(int(np.searchsorted(by_age["band_edges"], face.age, side="right")), len(by_age["slopes"]) - 1)
-            confidence, floor = 1 / (1 + np.exp(-(by_age["slopes"][row] * margin + by_age["offsets"][row]))), by_age["floor"]
+            confidence, floor = 1 / (1 + np.exp(-(by_age["slopes"][row] * margin + by_age["offsets"][row]))), by_age["floors"][row]
         else:
             confidence, floor = 1 / (1 + np.exp(-(rule["slope"] * margin + rule["offset"]))), rule["floor"]
         assert (face.gender == UNCERTAIN) == (confidence < floor), (face.source, confidence)
         if face.gender != UNCERTAIN:
             assert face.gender == plain.gender
     uncertain = [f.gender == UNCERTAIN for f in faces]
-    assert sum(uncertain[:12]) >= 6 and sum(uncertain[12:]) <= 3, uncertain
+    assert sum(uncertain[:12]) >= 9 and sum(uncertain[12:]) <= 6, uncertain
 
 
 def test_analyze_cli_json_and_csv_carry_age_and_no_abstain(spread, tmp_path, capsys):

@@ -130,7 +130,7 @@ def abstention_figures(predictions: list[GenderPrediction], truth: dict, tags: d
     counts: dict[str, list[int]] = {}
     for p in predictions:
         parsed = utkface_attributes(Path(p.path).name)
-        bands = (f"age {age_band(parsed[0])}", "age 13+" if parsed[0] >= 13 else "age under 13") if parsed else ()
+        bands = (f"age {age_band(parsed[0])}", *(("age 13+",) if parsed[0] >= 13 else ())) if parsed else ()
         for group in ("all", f"true {truth[p.path]}", *tags.get(p.path, ()), *bands):
             c = counts.setdefault(group, [0, 0, 0, 0])  # faces, answered, right answered, right forced
             c[0] += 1
