@@ -60,7 +60,7 @@ def test_faces_come_most_prominent_first_and_chips_on_demand(app: FaceAnalysis, 
     record = faces[0].to_dict()
     assert set(record) == {"path", "box", "fallback", "score", "no_face", "face_probability", "turn", "distortion", "distortion_probability", "route",
                            "gender", "p_female", "quality", "identity", "distance", "match_kind", "source_photo",
-                           "source_agreement", "face"}
+                           "source_agreement", "face", "age", "age_range"}
     json.dumps(record)  # JSON-ready
 
 

@@ -193,7 +193,9 @@ def test_evaluation_numbers_match_a_recount(shipped_eval, dev_folder):
     metrics = json.loads((shipped_eval / "metrics.json").read_text())
     with open(shipped_eval / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "true", "predicted", "p_female"]
+    # predicted: the answer-everything label; answer: the same, or uncertain below the confidence floor.
+    assert list(rows[0]) == ["path", "true", "predicted", "p_female", "answer"]
+    assert all(r["answer"] in (r["predicted"], "uncertain") for r in rows)
     # The truth is the folder the test linked each face into, not the CSV's own `true` column.
     linked = {str(path): path.parent.name for path in dev_folder.glob("*/*.jpg")}
     assert len(linked) == 40 and len(rows) + metrics["skipped"] == len(linked)

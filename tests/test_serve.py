@@ -71,6 +71,7 @@ def test_analyze_fields(client: TestClient, samples: Path) -> None:
     assert {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route", "gender", "p_female"} <= body.keys()
     assert body["path"] == "Colin_Powell_0001.jpg" and len(body["box"]) == 4
     assert body["gender"] in ("male", "female") and 0.0 <= body["p_female"] <= 1.0
+    assert 30 < body["age"] < 90 and body["age_range"][0] <= body["age"] <= body["age_range"][1]  # a man in his sixties
     assert body["crop"].startswith("data:image/png;base64,")
 
 

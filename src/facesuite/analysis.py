@@ -62,8 +62,10 @@ class Face:
     distortion_probability: float | None = None
     route: str | None = None  # how it was embedded: plain, or its restoration step
     embedding: np.ndarray | None = field(default=None, repr=False)  # unit vector
-    gender: str | None = None
+    gender: str | None = None  # male, female, or uncertain (below the model's confidence floor)
     p_female: float | None = None
+    age: float | None = None  # years
+    age_range: tuple[float, float] | None = None  # calibrated 80% interval, years
     quality: float | None = None  # 0-1: the chance this face can be recognised (facesuite.classify.quality)
     identity: str | None = None  # with a gallery: the enrolled identity, "unknown", "unrecognisable" or "no face"
     distance: float | None = None  # with a gallery: cosine distance to the nearest identity
@@ -95,6 +97,7 @@ class Face:
             "gender": self.gender, "p_female": rounded(self.p_female), "quality": rounded(self.quality), "identity": self.identity,
             "distance": rounded(self.distance), "match_kind": self.match_kind, "source_photo": self.source_photo,
             "source_agreement": rounded(self.source_agreement), "face": self.index,
+            "age": rounded(self.age, 1), "age_range": None if self.age_range is None else [rounded(v, 1) for v in self.age_range],
         }
 
 
@@ -133,7 +136,9 @@ class FaceAnalysis:
     ``NAME.db``, ``milvus://HOST:PORT/COLLECTION``) to identify every face against; it is then
     :attr:`gallery`. ``threshold`` overrides the calibrated verification threshold.
     ``source_match``: with a gallery, also say when an image is a processed copy of an enrolled
-    photo (``match_kind: source``, :mod:`facesuite.gallery.source_match`).
+    photo (``match_kind: source``, :mod:`facesuite.gallery.source_match`). ``age``: ``"default"``, an
+    age model folder, or ``None`` for no age. ``abstain``: gender says ``uncertain`` below its
+    model's confidence floor (False: male or female for every face).
     """
 
     def __init__(
@@ -148,6 +153,8 @@ class FaceAnalysis:
         threshold: float | None = None,
         batch_size: int = 32,
         source_match: bool = True,
+        age: str | Path | None = "default",
+        abstain: bool = True,
     ) -> None:
         from facesuite.classify.presence import DEFAULT_PRESENCE_DIR, PresenceHead
         from facesuite.route.routes import DEFAULT_ROUTES, Router
@@ -164,6 +171,8 @@ class FaceAnalysis:
         readable = presence.space == self.embedder.space and hasattr(self.embedder, "describe")
         self.presence: PresenceHead | None = presence if readable else None
         self._load_gender(gender)
+        self.abstain = abstain
+        self._load_age(age)
         if threshold is None:
             self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
@@ -380,6 +389,29 @@ class FaceAnalysis:
         # Other kinds run in PyTorch: loaded, and checked, now.
         self._gender_model = GenderModel.load(self._gender_folder)
 
+    def _load_age(self, age: str | Path | None) -> None:
+        """The age head, and the pass it reads: the recognition pass when it is of the head's space."""
+        from facesuite.classify.age import AgeHead
+
+        self.age = None if age is None else AgeHead.load(None if age == "default" else age)
+        self._age_embedder = None
+        if self.age is not None:
+            # A pass of the head's space: the recognition pass, else the gender head's second pass, else its own.
+            passes = [e for e in (self.embedder, self._gender_embedder) if e is not None]
+            self._age_embedder = next((e for e in passes if e.space == self.age.space and hasattr(e, "describe")), None) \
+                or get_embedder(self.age.space)
+
+    def _ages(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray,
+              hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(age, interval low, interval high) of each crop, from the recognition pass's features
+        (``hidden``) when it feeds the age head, else from a pass of the head's own space."""
+        if self.age is None:
+            return None
+        if hidden is None:
+            embedder = self._age_embedder
+            plain, hidden = embedder.describe(self._chips_of(crops, frames, embedder.chip_spec), maps=self.age.reads_maps)
+        return self.age.predict(plain, hidden)
+
     def _gender_kind(self) -> str | None:
         if self._gender_head is not None:
             return self._gender_head.kind
@@ -413,11 +445,13 @@ class FaceAnalysis:
         decoded = {key: crop.pixels() for key, crop in frames_of.items()}
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         shared = self._gender_shares_backbone()
+        age_shared = self.age is not None and self._age_embedder is self.embedder
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared or self.presence is not None,
-                                                        maps=self._gender_reads_maps())
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared or age_shared or self.presence is not None,
+                                                        maps=self._gender_reads_maps() or (age_shared and self.age.reads_maps))
         p_face, is_face = self._present(crops, pooled)
         p_female = self._p_female(crops, frames, kinds, plain, pooled if shared else None)
+        ages = self._ages(crops, frames, plain, pooled if age_shared else None)
         quality = self._quality(crops, kinds)
         faces = []
         for i, (crop, kind) in enumerate(zip(crops, kinds)):
@@ -434,9 +468,12 @@ class FaceAnalysis:
             faces[-1].route = self.router.route(kind.label).describe()
             if quality is not None:
                 faces[-1].quality = float(quality[i])
+            if ages is not None:
+                faces[-1].age, faces[-1].age_range = float(ages[0][i]), (float(ages[1][i]), float(ages[2][i]))
             if p_female is not None:
                 faces[-1].p_female = float(p_female[i])
-                faces[-1].gender = (self._gender_head or self.gender).labels_for(p_female[i : i + 1])[0]
+                faces[-1].gender = (self._gender_head or self.gender).labels_for(
+                    p_female[i : i + 1], self.abstain, ages[0][i : i + 1] if ages is not None else None)[0]
         return faces, frames
 
     def _identify(self, faces: list[Face], frames: list[np.ndarray]) -> None:

@@ -14,7 +14,7 @@ loaded once per worker) over batches of paths:
 
 The output folder holds ``part-*.parquet`` files with one row per image: its main face's
 ``box``, ``fallback``, ``score``, ``embedding`` (and, for ``analyze``, ``distortion``,
-``distortion_probability``, ``route``, ``gender``, ``p_female``), or an ``error`` naming why the
+``distortion_probability``, ``route``, ``gender``, ``p_female``, ``age``, ``age_range``), or an ``error`` naming why the
 image could not be read. Parts are written whole under a hidden name and renamed into place, so
 an interrupted job leaves only complete files; rerunning it skips every image already there.
 
@@ -64,6 +64,8 @@ _ANALYSIS_COLUMNS = [
     ("route", pa.string()),
     ("gender", pa.string()),
     ("p_female", pa.float32()),
+    ("age", pa.float32()),
+    ("age_range", pa.list_(pa.float32(), 2)),
 ]
 
 
@@ -132,7 +134,8 @@ class ImageWorker:
         self.schema = output_schema(spec.kind)
         self._analysis = FaceAnalysis(spec.embedder, spec.detector, use_cache=spec.use_cache,
                                       routes="default" if spec.routing else None,
-                                      gender="default" if spec.kind == "analyze" else None, batch_size=spec.batch_size)
+                                      gender="default" if spec.kind == "analyze" else None,
+                                      age="default" if spec.kind == "analyze" else None, batch_size=spec.batch_size)
 
     def __call__(self, batch: dict) -> pa.Table:
         # Ray Data hands over a batch of chunks (see _run_ray); each chunk is processed whole.
@@ -155,7 +158,9 @@ class ImageWorker:
                 rows[face.source] = {"path": face.source, "box": list(face.box), "fallback": face.fallback,
                                      "score": face.det_score, "no_face": face.no_face, "distortion": face.distortion,
                                      "distortion_probability": face.distortion_probability, "route": face.route,
-                                     "gender": face.gender, "p_female": face.p_female, "embedding": face.embedding.tolist()}
+                                     "gender": face.gender, "p_female": face.p_female, "age": face.age,
+                                     "age_range": None if face.age_range is None else list(face.age_range),
+                                     "embedding": face.embedding.tolist()}
         else:
             vectors, crops, skipped = self._analysis.embed(list(paths))
             for crop, vector in zip(crops, vectors):

@@ -224,7 +224,7 @@ def _write_demo_report(out: Path, data: Path, rows: list[dict], headline: list[t
              "<a href='gender/report.html'>gender</a>; <a href='analysis.csv'>analysis.csv</a> holds one row per analysed face. "
              f"Open the dashboard on this gallery: <code>facesuite serve --gallery {html.escape(display_uri(gallery_uri))}</code>, "
              "then <code>http://127.0.0.1:8000/</code>.</p>")
-    columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female"]
+    columns = ["path", "true_identity", "identity", "distance", "true_distortion", "distortion", "route", "gender", "p_female", "age"]
     analysis = table_html(columns, [[Path(r["path"]).name if c == "path" else r[c] for c in columns] for r in rows])
     sections = [
         ("Headline", f"<div class='hero'>{summary}<div><p class='muted'>A typical probe of each distortion type (its "

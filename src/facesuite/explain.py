@@ -98,7 +98,7 @@ def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
     prediction = predictions[0]
     if prediction.face.no_face:
         raise InputError("no face found: there is no gender decision to explain", prediction.path)
-    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
     info = {"path": prediction.path, "gender": prediction.label, "p_female": round(prediction.p_female, 4),
             "fallback": prediction.fallback, "explained_class": LABELS[target]}
     return overlay(prediction.chip, heat), info

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesuite.classify.gender_head import LINEAR_KINDS, LinearGenderHead, mirror_when_unsure
+from facesuite.classify.gender_head import LINEAR_KINDS, Abstention, LinearGenderHead, gender_labels, mirror_when_unsure
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec, Embedder
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
@@ -75,6 +75,9 @@ class GenderConfig:
     #: Scores this close to 0.5 are averaged with the mirrored chip's score (0: never;
     #: :func:`~facesuite.classify.gender_head.mirror_when_unsure`).
     mirror_margin: float = 0.0
+    #: When the model says ``uncertain`` (:class:`~facesuite.classify.gender_head.Abstention`;
+    #: empty: it always answers).
+    abstention: dict = field(default_factory=dict)
 
     @property
     def chip_spec(self) -> ChipSpec:
@@ -335,8 +338,10 @@ class GenderModel:
                 out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    def labels_for(self, p_female: np.ndarray) -> list[str]:
-        return [LABELS[1] if p >= self.threshold else LABELS[0] for p in p_female]
+    def labels_for(self, p_female: np.ndarray, abstain: bool = True, ages: np.ndarray | None = None) -> list[str]:
+        """The answers for scores ``p_female``; ``abstain=False``: male or female for every face."""
+        abstention = Abstention.from_dict(self.config.abstention) if abstain else None
+        return gender_labels(p_female, self.threshold, LABELS, abstention, ages)
 
 
 #: How each kind's network is built from its model folder (``facesuite.registry``).

@@ -11,6 +11,7 @@ import numpy as np
 
 from facesuite.classify.gender import LABELS, GenderModel
 from facesuite.classify.presence import NO_FACE
+from facesuite.classify.gender_head import UNCERTAIN
 from facesuite.data import GenderData, read_gender_data
 from facesuite.errors import InputError, Skipped
 from facesuite.text import open_csv
@@ -37,6 +38,13 @@ class GenderPrediction:
     @property
     def p_female(self) -> float | None:
         return self.face.p_female
+
+    @property
+    def forced(self) -> str:
+        """The answer with no abstention: male or female (``no face`` where there is none)."""
+        if self.face.no_face:
+            return NO_FACE
+        return LABELS[1] if self.p_female >= self.model.threshold else LABELS[0]
 
     @property
     def fallback(self) -> bool:
@@ -75,20 +83,29 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "true", "predicted", "p_female"])
+        writer.writerow(["path", "true", "predicted", "p_female", "answer"])
         for p in predictions:
             # Full precision: the label is p_female >= threshold, and a rounded value can sit on the
             # threshold's other side from the one it was decided on.
-            writer.writerow([str(p.path), truth[p.path], p.label, "" if p.p_female is None else repr(float(p.p_female))])
+            writer.writerow([str(p.path), truth[p.path], p.forced, "" if p.p_female is None else repr(float(p.p_female)), p.label])
+    # The classification figures are the answer-everything ones (every face male or female), the
+    # figures earlier models are compared by; the abstention's are beside them.
     y_true = [truth[p.path] for p in predictions]
-    y_pred = [p.label for p in predictions]
+    y_pred = [p.forced for p in predictions]
     extra = {
         "model_kind": model.config.kind, "threshold": model.threshold, "skipped": len(skipped),
         "fallback_faces": int(sum(p.fallback for p in predictions)),
     }
-    groups = group_accuracy(_groups(predictions, truth, {str(path): tags for path, tags in data.groups.items()}))
+    tags = {str(path): tags for path, tags in data.groups.items()}
+    groups = group_accuracy(_groups(predictions, truth, tags))
     extra["groups"] = groups
-    images = [("Accuracy per group", plot_group_accuracy(groups, out / "groups.png"))]
+    images = [("Accuracy per group, every face answered", plot_group_accuracy(groups, out / "groups.png"))]
+    abstaining = any(p.label == UNCERTAIN for p in predictions) or (analysis.abstain and model.config.abstention)
+    if abstaining:
+        extra["abstention"] = abstention_figures(predictions, truth, tags)
+        answered = {name: g["answered"] for name, g in extra["abstention"].items() if g["answered"]}
+        images.append(("Accuracy on answered faces per group (coverage in the table)",
+                       plot_group_accuracy(answered, out / "answered.png")))
     cams = GradcamCache(model)  # the error grid and the figure share their faces' Grad-CAMs
     # A face not judged a face counts as wrong above; it has no gender to explain.
     decided = [p for p in predictions if p.label != NO_FACE]
@@ -97,8 +114,39 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
     if gradcam_samples > 0:
         figure = _gradcam_figure(cams, decided, truth, gradcam_samples, out / "gradcam.png")
         images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
+    if abstaining:
+        from facesuite.report.html import table_html
+
+        rows = [[name, g["faces"], f"{g['coverage']:.3f}", "-" if not g["answered"] else
+                 f"{g['answered']['accuracy']:.3f} ({g['answered']['ci95'][0]:.3f}-{g['answered']['ci95'][1]:.3f})",
+                 f"{g['all_accuracy']:.3f}"] for name, g in extra["abstention"].items()]
+        pictures.append(("Abstention: coverage and accuracy on answered faces (uncertain faces left out)",
+                         table_html(["group", "faces", "coverage", "accuracy answered (95%)", "accuracy, every face answered"], rows)))
     metrics = write_classification_report(out, y_true, y_pred, LABELS, f"Gender: {model.config.kind} model", extra, images, pictures)
     return metrics, skipped
+
+
+def abstention_figures(predictions: list[GenderPrediction], truth: dict, tags: dict[str, tuple[str, ...]]) -> dict[str, dict]:
+    """Per group (all faces, the data set's groups, and the age bands of UTKFace names): faces,
+    coverage (the share answered male or female), accuracy on the answered faces with its 95%
+    Wilson interval, and the answer-everything accuracy."""
+    from facesuite.classify.age import age_band
+    from facesuite.data import utkface_attributes
+    from facesuite.evaluate.classification import group_accuracy
+
+    counts: dict[str, list[int]] = {}
+    for p in predictions:
+        parsed = utkface_attributes(Path(p.path).name)
+        bands = (f"age {age_band(parsed[0])}", *(("age 13+",) if parsed[0] >= 13 else ())) if parsed else ()
+        for group in ("all", f"true {truth[p.path]}", *tags.get(p.path, ()), *bands):
+            c = counts.setdefault(group, [0, 0, 0, 0])  # faces, answered, right answered, right forced
+            c[0] += 1
+            c[1] += p.label in LABELS
+            c[2] += p.label == truth[p.path]
+            c[3] += p.forced == truth[p.path]
+    answered = group_accuracy({name: (c[2], c[1]) for name, c in counts.items()})
+    return {name: {"faces": c[0], "coverage": c[1] / c[0], "answered": answered.get(name), "all_accuracy": c[3] / c[0]}
+            for name, c in sorted(counts.items(), key=lambda item: (item[0] != "all", item[0]))}
 
 
 def _groups(predictions: list[GenderPrediction], truth: dict, tags: dict[str, tuple[str, ...]]) -> dict[str, tuple[int, int]]:
@@ -108,7 +156,7 @@ def _groups(predictions: list[GenderPrediction], truth: dict, tags: dict[str, tu
     for p in predictions:
         for group in (f"true {truth[p.path]}", "no face (centre box)" if p.fallback else "face found", *tags.get(p.path, ())):
             right, total = groups.get(group, (0, 0))
-            groups[group] = (right + (p.label == truth[p.path]), total + 1)
+            groups[group] = (right + (p.forced == truth[p.path]), total + 1)
     first = [f"true {label}" for label in LABELS] + ["face found", "no face (centre box)"]
     return {name: groups[name] for name in first + sorted(set(groups) - set(first)) if name in groups}
 
@@ -125,7 +173,7 @@ class GradcamCache:
 
         if prediction.path not in self._done:
             chip = prediction.chip
-            heat, _ = gradcam(self.model.network, self.model.network.cam_layer(), chip, LABELS.index(prediction.label))
+            heat, _ = gradcam(self.model.network, self.model.network.cam_layer(), chip, LABELS.index(prediction.forced))
             self._done[prediction.path] = chip, overlay(chip, heat)
         return self._done[prediction.path]
 
@@ -135,7 +183,7 @@ def _error_grid(cams: GradcamCache, predictions: list[GenderPrediction], truth: 
     predicted class, p(female)."""
     from facesuite.report.faces import Card, cards_html
 
-    wrong = sorted((p for p in predictions if p.label != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
+    wrong = sorted((p for p in predictions if p.forced != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
     if not wrong:
         return '<p class="muted">no errors</p>'
     chips, overlays, cards = {}, {}, []
@@ -154,8 +202,8 @@ def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], tru
 
     per_row = max(count // 2, 1)
     # Evenly spaced picks, so the sample is fixed for a given data set (no randomness).
-    right = [p for p in predictions if p.label == truth[p.path]]
-    wrong = [p for p in predictions if p.label != truth[p.path]]
+    right = [p for p in predictions if p.forced == truth[p.path]]
+    wrong = [p for p in predictions if p.forced != truth[p.path]]
     rows = [[group[int(i)] for i in np.linspace(0, len(group) - 1, min(per_row, len(group)))] if group else [] for group in (right, wrong)]
     fig, axes = plt.subplots(2, per_row, figsize=(2.2 * per_row, 5), squeeze=False)
     for r, row in enumerate(rows):

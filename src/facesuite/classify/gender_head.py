@@ -23,6 +23,8 @@ from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.integrity import verify_model_folder
 
 DEFAULT_GENDER_DIR = MODELS_DIR / "gender"
+#: The answer when the head's calibrated confidence is below the model's floor.
+UNCERTAIN = "uncertain"
 #: The kinds whose whole head is this logistic regression.
 LINEAR_KINDS = ("embedding", "backbone")
 
@@ -44,6 +46,78 @@ def mirror_when_unsure(p_female: np.ndarray, margin: float, p_female_mirrored: C
 
 
 @dataclass(frozen=True)
+class Abstention:
+    """When a gender head says ``uncertain``: its calibrated confidence is below :attr:`floor`.
+
+    The confidence is the chance that the answer is right, ``sigmoid(slope * m + offset)`` of the
+    margin ``m = |logit(p_female) - logit(threshold)|``, fitted out of fold on the training faces
+    (:mod:`facesuite.train.gender_abstention`). With a predicted age each predicted age band has
+    its own slope, offset and floor (below ``band_edges[i]`` years: row i): a child's face carries
+    less gender signal than an adult's at the same margin, and is said to be less sure. Without an
+    age, the age-blind row ``slope``/``offset`` with its own :attr:`floor` applies.
+    """
+
+    floor: float
+    slope: float
+    offset: float
+    band_edges: tuple[float, ...] = ()
+    band_slopes: tuple[float, ...] = ()
+    band_offsets: tuple[float, ...] = ()
+    #: The floor of each predicted band when ``band_*`` rows are used (the age-conditioned rule;
+    #: 1.0: that band never answers).
+    band_floors: tuple[float, ...] = ()
+
+    @classmethod
+    def from_dict(cls, record: dict | None) -> Abstention | None:
+        if not record:
+            return None
+        by_age = record.get("by_age") or {}
+        return cls(float(record["floor"]), float(record["slope"]), float(record["offset"]),
+                   tuple(float(v) for v in by_age.get("band_edges", ())), tuple(float(v) for v in by_age.get("slopes", ())),
+                   tuple(float(v) for v in by_age.get("offsets", ())), tuple(float(v) for v in by_age.get("floors", ())))
+
+    @property
+    def uses_age(self) -> bool:
+        return bool(self.band_slopes)
+
+    def confidence(self, p_female: np.ndarray, threshold: float, ages: np.ndarray | None = None) -> np.ndarray:
+        """The calibrated chance that the answer ``p_female >= threshold`` is right, per face."""
+        margin = np.abs(logit(p_female) - logit(np.full(1, threshold)))
+        if ages is None or not self.uses_age:
+            z = self.slope * margin + self.offset
+        else:
+            row = self._band(ages)
+            z = np.asarray(self.band_slopes)[row] * margin + np.asarray(self.band_offsets)[row]
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def answers(self, p_female: np.ndarray, threshold: float, ages: np.ndarray | None = None) -> np.ndarray:
+        """Which faces get an answer (True) rather than ``uncertain``."""
+        confidence = self.confidence(p_female, threshold, ages)
+        if ages is None or not self.uses_age:
+            return confidence >= self.floor
+        return confidence >= np.asarray(self.band_floors)[self._band(ages)]
+
+    def _band(self, ages: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(np.asarray(self.band_edges), np.asarray(ages, dtype=np.float64), side="right"),
+                          len(self.band_slopes) - 1)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def gender_labels(p_female: np.ndarray, threshold: float, labels: Sequence[str], abstention: Abstention | None = None,
+                  ages: np.ndarray | None = None) -> list[str]:
+    """``labels[1]`` (female) where ``p_female >= threshold``, else ``labels[0]``; ``uncertain``
+    where ``abstention`` is given and the calibrated confidence is below its floor (``ages``:
+    each face's predicted age, for the age-conditioned rule)."""
+    p_female = np.asarray(p_female, dtype=np.float64).reshape(-1)
+    answered = abstention.answers(p_female, threshold, ages) if abstention is not None else np.ones(len(p_female), bool)
+    return [(labels[1] if p >= threshold else labels[0]) if ok else UNCERTAIN for p, ok in zip(p_female, answered)]
+
+
+@dataclass(frozen=True)
 class LinearGenderHead:
     """``p_female = sigmoid(((x - mean) / scale) . coef + intercept)`` with ``x`` the unit embedding,
     after the first :attr:`hidden_columns` hidden features for the ``backbone`` kind."""
@@ -59,6 +133,8 @@ class LinearGenderHead:
     mirror_margin: float = 0.0
     #: The embedder space whose pass it reads (heads saved before it was recorded read dlib-torch's).
     space: str = "dlib-torch"
+    #: When it says ``uncertain`` (None: it always answers).
+    abstention: Abstention | None = None
 
     @classmethod
     def load(cls, folder: Path) -> LinearGenderHead | None:
@@ -76,7 +152,8 @@ class LinearGenderHead:
             arrays = {name: np.asarray(head[name], dtype=np.float64) for name in ("mean", "scale", "coef", "intercept")}
         return cls(record["kind"], float(record.get("threshold", 0.5)), tuple(record.get("labels", ("male", "female"))),
                    arrays["mean"], arrays["scale"], arrays["coef"].reshape(-1), float(arrays["intercept"]),
-                   float(record.get("mirror_margin", 0.0)), record.get("embedder") or "dlib-torch")
+                   float(record.get("mirror_margin", 0.0)), record.get("embedder") or "dlib-torch",
+                   Abstention.from_dict(record.get("abstention")))
 
     @property
     def hidden_columns(self) -> int:
@@ -108,5 +185,6 @@ class LinearGenderHead:
             return self.p_female(embedder.embed(chips))
         return self.p_female(*embedder.describe(chips, maps=self.reads_maps))
 
-    def labels_for(self, p_female: np.ndarray) -> list[str]:
-        return [self.labels[1] if p >= self.threshold else self.labels[0] for p in p_female]
+    def labels_for(self, p_female: np.ndarray, abstain: bool = True, ages: np.ndarray | None = None) -> list[str]:
+        """The answers for scores ``p_female``; ``abstain=False``: male or female for every face."""
+        return gender_labels(p_female, self.threshold, self.labels, self.abstention if abstain else None, ages)

@@ -16,7 +16,7 @@ from facesuite import __version__
 from facesuite.errors import Fault, InputError, describe_fault, log_fault, missing_extra
 
 # Modules registering commands, in the order their commands are listed in --help.
-COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "cluster", "gender", "distortion", "serve", "batch")
+COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "cluster", "gender", "age", "distortion", "serve", "batch")
 VERBS = {
     "train": "train a model on your folders",
     "eval": "evaluate a model and write metrics.json, plots and report.html",

@@ -1,4 +1,4 @@
-"""`facesuite analyze`: detection, distortion, route, gender and identity for each image."""
+"""`facesuite analyze`: detection, distortion, route, gender, age and identity for each image."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
                       routes=None if args.no_routing else "default", gallery=args.gallery,
-                      source_match=not args.no_source_match) as analysis:
+                      source_match=not args.no_source_match, abstain=not args.no_abstain) as analysis:
         results, skipped = analysis.faces(paths, max_faces=None if args.all_faces else 1,
                                           progress="analyze" if len(paths) > 1 else None)
     print_skips(skipped)
@@ -45,9 +45,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def register(groups: dict) -> None:
     analyze = groups["root"].add_parser(
-        "analyze", help="face box, distortion, route, gender and identity per image",
+        "analyze", help="face box, distortion, route, gender, age and identity per image",
         description="Run the whole pipeline: detect, name the distortion, route to the recogniser that suits it, "
-                    "gender, and identity when --gallery is given. Prints JSON unless --csv is given.")
+                    "gender (male, female or uncertain), age with its 80%% interval, and identity when --gallery is given. Prints JSON unless --csv is given.")
     analyze.add_argument("paths", nargs="+", help="images or folders (recursive)")
     analyze.add_argument("--gallery", metavar="URI", help="gallery to identify against: a folder, NAME.db or milvus://HOST:PORT/COLLECTION")
     analyze.add_argument("--csv", help="write one row per image here")
@@ -55,6 +55,8 @@ def register(groups: dict) -> None:
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
     analyze.add_argument("--no-source-match", action="store_true",
                          help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
+    analyze.add_argument("--no-abstain", action="store_true",
+                         help="gender male or female for every face (no uncertain below the model's confidence floor)")
     analyze.add_argument("--embedder", default="default", help="embedder backend by registered name")
     add_all_faces_option(analyze)
     add_detector_options(analyze)

@@ -21,7 +21,7 @@ def _analysis(args: argparse.Namespace):
     from facesuite.analysis import FaceAnalysis
 
     return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, routes=None,
-                        gender=args.model or "default")
+                        gender=args.model or "default", abstain=not getattr(args, "no_abstain", False))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -68,11 +68,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.cli.summary import print_summary
 
     per_class = metrics["per_class"]
-    print_summary(f"gender on {args.dir}", [
-        ("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
-        ("female recall", per_class["female"]["recall"]), ("male recall", per_class["male"]["recall"]),
-        ("files skipped", len(skipped)),
-    ])
+    rows = [("accuracy, every face answered", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
+            ("female recall", per_class["female"]["recall"]), ("male recall", per_class["male"]["recall"])]
+    if "abstention" in metrics:
+        overall = metrics["abstention"]["all"]
+        rows += [("coverage (answered male or female)", overall["coverage"]),
+                 ("accuracy on answered faces", overall["answered"]["accuracy"] if overall["answered"] else "-")]
+    print_summary(f"gender on {args.dir}", [*rows, ("files skipped", len(skipped))])
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -88,7 +90,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open_csv(out) as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "gender", "p_female", "fallback"])
+        writer.writerow(["path", "gender", "p_female", "fallback"])  # gender: male, female or uncertain
         for p in predictions:
             writer.writerow([p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)])
     print_skips(skipped)
@@ -157,6 +159,8 @@ def register(groups: dict) -> None:
                                        "or CelebA's list_attr_celeba.txt (its Male attribute)")
     evaluate.add_argument("--model", default=None, help=model_help)
     evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--no-abstain", action="store_true",
+                          help="answer male or female for every face (no uncertain below the model's confidence floor)")
     evaluate.add_argument("--gradcam", type=int, default=8, help="Grad-CAM examples in the report, half right, half wrong (0: none)")
     add_detector_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
@@ -166,6 +170,8 @@ def register(groups: dict) -> None:
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--csv", required=True, help="CSV file to write")
     predict.add_argument("--model", default=None, help=model_help)
+    predict.add_argument("--no-abstain", action="store_true",
+                         help="answer male or female for every face (no uncertain below the model's confidence floor)")
     add_detector_options(predict)
     predict.set_defaults(handler=cmd_predict)
 

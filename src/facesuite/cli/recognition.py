@@ -24,7 +24,7 @@ def recognition_analysis(args: argparse.Namespace, gallery: str | None = None):
 
     routed = args.pipeline == "routed" if hasattr(args, "pipeline") else not args.no_routing
     return FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
-                        routes="default" if routed else None, gender=None, gallery=gallery,
+                        routes="default" if routed else None, gender=None, age=None, gallery=gallery,
                         threshold=getattr(args, "threshold", None), source_match=not getattr(args, "no_source_match", False))
 
 

@@ -88,15 +88,15 @@ class ModelService:
             self._analysis.distortion  # noqa: B018 - loaded now, so a missing model degrades here
             self._can_analyse = True
         except InputError as error:
-            # Degrade step by step: analysis without gender, then verification and gallery only.
+            # Degrade step by step: analysis without gender and age, then verification and gallery only.
             self.analyzer_error = f"analysis models unavailable ({error})"
             log.warning(self.analyzer_error)
             try:
-                self._analysis = FaceAnalysis(self._embedder_name, gender=None, **options)
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, age=None, **options)
                 self._analysis.distortion  # noqa: B018
                 self._can_analyse = True
             except InputError:
-                self._analysis = FaceAnalysis(self._embedder_name, gender=None, routes=None, **options)
+                self._analysis = FaceAnalysis(self._embedder_name, gender=None, age=None, routes=None, **options)
         self.loaded = True
 
     @property
@@ -166,7 +166,7 @@ class ModelService:
         (prediction,), _ = predict_gender(analysis, [upload])
         if prediction.face.no_face:
             raise ApiError(422, "no face found in the image: no gender decision to explain")
-        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.label))
+        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
         info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
         return png_bytes(overlay(prediction.chip, heat)), info
 

@@ -49,8 +49,11 @@ function describe(face) {
   // The route is chosen by the distortion detector: its verdict and confidence are the evidence.
   const evidence = face.distortion === null ? null
     : `detector says ${face.distortion} (p ${face.distortion_probability.toFixed(3)}), so ${face.route}`;
+  const age = face.age === null || face.age === undefined ? null
+    : `${face.age.toFixed(0)} (80% interval ${face.age_range[0].toFixed(0)}-${face.age_range[1].toFixed(0)})`;
   const rows = [
     ["gender", gender],
+    ["age", age],
     ["distortion", face.distortion === null ? null : `${face.distortion} (p ${face.distortion_probability.toFixed(3)})`],
     ["route", face.route],
     ["why this route", evidence],

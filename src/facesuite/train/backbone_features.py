@@ -1,0 +1,108 @@
+"""The recognition pass's features of a set of training faces, computed once and cached.
+
+The age head and the gender abstention rule are both fitted on what ``facesuite analyze`` reads
+for every face: the unit embedding and the hidden features of the same pass
+(``describe(maps=True)``: 640 pooled stage channels and the last stage's 256x4x4 input map). Each
+face is passed three times, as the gender head is trained: the chip, its mirror image and one
+synthesised distortion (:func:`facesuite.distortion.synth.one_type_each`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from facesuite.detect.extract import FaceExtractor
+from facesuite.embed import Embedder
+from facesuite.errors import InputError, Skipped
+
+#: The passes cached per face, in this order.
+VARIANTS = ("plain", "mirrored", "distorted")
+
+
+@dataclass
+class PassFeatures:
+    """Per face (rows in :attr:`paths` order) and per variant, ``[hidden, unit embedding]``: the
+    columns in the order the gender head concatenates them."""
+
+    paths: list[str]
+    features: dict[str, np.ndarray]  # variant -> (N, hidden + 128) float16
+
+    def of(self, variant: str, rows: np.ndarray | None = None) -> np.ndarray:
+        x = self.features[variant]
+        return np.asarray(x if rows is None else x[rows], dtype=np.float32)
+
+
+def _cache_key(paths: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(paths).encode("utf-8")).hexdigest()[:16]
+
+
+def _from_cache(names: Sequence[str], cache: Path, space: str) -> PassFeatures | None:
+    """The rows of ``names`` from a cached file holding all of them (matched by resolved path:
+    a folder of links and the files they point to share a cache)."""
+    wanted = [str(Path(name).resolve()) for name in names]
+    for cached in sorted(cache.glob(f"features-{space}-*.npz")):
+        with np.load(cached, allow_pickle=False) as stored:
+            row_of = {str(Path(name).resolve()): i for i, name in enumerate(stored["paths"])}
+            rows = [row_of.get(name) for name in wanted]
+            present = [i for i, row in enumerate(rows) if row is not None]
+            # Faces the cache skipped as unreadable stay skipped; most must be there.
+            if len(present) < 0.99 * len(wanted):
+                continue
+            index = np.array([rows[i] for i in present])
+            return PassFeatures([names[i] for i in present], {v: stored[v][index] for v in VARIANTS})
+    return None
+
+
+def pass_features(paths: Sequence[Path], extractor: FaceExtractor, embedder: Embedder, cache: Path | None = None,
+                  seed: int = 0, step: int = 128) -> tuple[PassFeatures, list[Skipped]]:
+    """Features of the main face of each image (``cache``: a folder where they are kept, keyed by
+    the paths and the embedder's space). Unreadable images are skipped and returned."""
+    from facesuite.distortion.synth import one_type_each
+
+    if not hasattr(embedder, "describe"):
+        raise InputError(f"embedder {embedder.name!r} gives no hidden features to train a head on")
+    names = [str(p) for p in paths]
+    if cache is not None:
+        found = _from_cache(names, cache, embedder.space)
+        if found is not None:
+            return found, []
+    cached = cache / f"features-{embedder.space}-{_cache_key(names)}.npz" if cache is not None else None
+    rows: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
+    kept: list[str] = []
+    skipped: list[Skipped] = []
+    batch: list = []
+
+    def flush() -> None:
+        # A batch of chips at a time: the whole set's chips would not need to sit in memory.
+        chips = np.stack([c.chip for c in batch])
+        inputs = {
+            "plain": chips,
+            "mirrored": np.ascontiguousarray(chips[:, :, ::-1]),
+            "distorted": one_type_each(chips, [str(c.path) for c in batch], seed),
+        }
+        for variant, pixels in inputs.items():
+            unit, hidden = embedder.describe(list(pixels), maps=True)
+            rows[variant].append(np.hstack([hidden, unit]).astype(np.float16))
+        kept.extend(str(c.path) for c in batch)
+        batch.clear()
+
+    for item in extractor.iter_crops(list(paths), embedder.chip_spec, progress="faces and backbone pass"):
+        if isinstance(item, Skipped):
+            skipped.append(item)
+            continue
+        batch.append(item)
+        if len(batch) == step:
+            flush()
+    if batch:
+        flush()
+    if not kept:
+        raise InputError("no readable images")
+    features = PassFeatures(kept, {v: np.concatenate(rows[v]) for v in VARIANTS})
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, paths=np.array(features.paths), **features.features)
+    return features, skipped
