@@ -301,7 +301,8 @@ class FaceAnalysis:
     def _route_part(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None, hidden: bool,
                     maps: bool) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
         kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
-        routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden, maps)
+        routed, plain, pooled = self.router.embed([c.chip for c in crops], [self.distortion.route_label(k) for k in kinds],
+                                                  hidden, maps)
         return routed, plain, kinds, pooled
 
     @property
@@ -390,7 +391,8 @@ class FaceAnalysis:
             faces.append(Face(
                 box=tuple(float(v) for v in shown.box), landmarks=np.asarray(shown.landmarks, dtype=np.float64),
                 det_score=float(crop.face.score), fallback=crop.face.fallback, distortion=kind.label,
-                distortion_probability=float(kind.probability), route=self.router.route(kind.label).describe(),
+                distortion_probability=float(kind.probability),
+                route=self.router.route(self.distortion.route_label(kind)).describe(),
                 embedding=routed[i], source=str(crop.path), index=crop.face_index, _crop=crop,
             ))
             if quality is not None:
@@ -422,7 +424,8 @@ class FaceAnalysis:
             if embedder is self.embedder:
                 # The chips the recognition pass read: restored, as routed.
                 def chips(rows: Sequence[int]) -> list[np.ndarray]:
-                    return self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
+                    return self.router.restored([crops[i].chip for i in rows],
+                                                [self.distortion.route_label(kinds[i]) for i in rows])
 
                 p_female = head.p_female(plain, pooled)
             else:

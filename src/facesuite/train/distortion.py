@@ -171,7 +171,7 @@ def variant_views(
     complete = sorted(path for path, _ in dataset.clean if len(copies.get(path, ())) == len(DISTORTIONS))
     rng = np.random.default_rng(seed)
     chosen = {kind: [complete[i] for i in rng.permutation(len(complete))[:per_variant]] for kind in VARIANTS}
-    boxes = _face_boxes(chosen["tight_crop"]) if "tight_crop" in chosen else {}
+    boxes = _face_boxes(chosen["tight_crop"], progress and f"face boxes ({progress})")
     wide = _margin_spec(spec, margin)
     views, labels, skipped = [], [], []
     groups = [(kind, path) for kind in VARIANTS for path in chosen[kind]]
@@ -191,13 +191,13 @@ def variant_views(
     return _stack_views(views, labels, spec), skipped
 
 
-def _face_boxes(paths: Sequence[Path]) -> dict[Path, tuple[float, float, float, float]]:
+def _face_boxes(paths: Sequence[Path], progress: str | None = None) -> dict[Path, tuple[float, float, float, float]]:
     """The detected face box of each readable image in which a face was found."""
     from facesuite.detect import FaceDetector
 
     detector = FaceDetector()
     boxes = {}
-    for path in paths:
+    for path in tqdm(paths, desc=progress, unit="img", disable=progress is None, leave=False):
         try:
             face = detector.detect_one(load_image(path))
         except InputError:
