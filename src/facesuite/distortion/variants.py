@@ -26,6 +26,10 @@ import cv2
 import numpy as np
 
 VARIANTS: tuple[str, ...] = ("grayscale", "phone", "low_resolution", "tight_crop")
+# A photo whose face fills the frame has no known native resolution: a down-and-up scaled copy of
+# it looks like another clean photo taken at lower resolution, so such photos are not trained on as
+# ``resized`` (FACECOM's frames, 224 px with the face ~90 px, are).
+RESOLUTION_UNKNOWN: frozenset[str] = frozenset({"tight_crop"})
 LOW_RESOLUTION_SCALES = (0.80, 0.95)
 TRAIN_CROP_MARGINS = (0.0, 0.25)  # of the box side, added on each side
 

@@ -32,7 +32,7 @@ from facesuite.classify.distortion import DistortionDetector, InputSpec, make_vi
 from facesuite.classify.distortion_net import DistortionNet, to_tensor
 from facesuite.data import DISTORTIONS, DistortedImage, IdentityDataset
 from facesuite.distortion import LABELS
-from facesuite.distortion.variants import VARIANTS, sample_variant
+from facesuite.distortion.variants import RESOLUTION_UNKNOWN, VARIANTS, sample_variant
 from facesuite.errors import InputError, Skipped
 from facesuite.io import load_image
 
@@ -68,7 +68,7 @@ class CleanVariety:
 
     ``per_variant``: clean training frames (each with its seven real copies) given each variant of
     :data:`~facesuite.distortion.variants.VARIANTS`; ``photos``: other clean face photos, each with
-    one synthetic copy per distortion type; ``calibration_share``: the share of training identities
+    one synthetic copy per distortion type but ``resized``; ``calibration_share``: the share of training identities
     (and of ``photos``) held out to choose the route floor on, 0 for none.
     """
 
@@ -163,7 +163,9 @@ def variant_views(
 ) -> tuple[Views, list[Skipped]]:
     """For each variant, ``per_variant`` clean frames of ``dataset`` (seeded choice) and their
     real distorted copies, all through one sampled instance of that variant; views and labels.
-    Frames without all seven copies are not chosen; ``tight_crop`` skips frames with no detected face."""
+    Frames without all seven copies are not chosen; ``tight_crop`` skips frames with no detected face
+    and, like every variant in :data:`~facesuite.distortion.variants.RESOLUTION_UNKNOWN`, the
+    ``resized`` copy."""
     copies: dict[Path, list[DistortedImage]] = {}
     for item in dataset.distorted:
         if item.distortion in DISTORTIONS:
@@ -179,7 +181,8 @@ def variant_views(
         if kind == "tight_crop" and path not in boxes:
             continue
         transform = sample_variant(kind, rng, boxes.get(path))
-        members = [(path, "clean"), *sorted((d.path, d.distortion) for d in copies[path])]
+        members = [(path, "clean"), *sorted((d.path, d.distortion) for d in copies[path]
+                                            if not (kind in RESOLUTION_UNKNOWN and d.distortion == "resized"))]
         try:
             images = [(load_image(member), label) for member, label in members]
         except InputError as error:
@@ -210,11 +213,12 @@ def _face_boxes(paths: Sequence[Path], progress: str | None = None) -> dict[Path
 def photo_views(
     photos: Sequence[Path], spec: InputSpec, seed: int, margin: int = JITTER, progress: str | None = None
 ) -> tuple[Views, list[Skipped]]:
-    """Clean photos as ``clean`` and one synthetic copy of each of the seven types (keyed by file
-    name, as ``facesuite distort`` makes them) as that type."""
+    """Clean photos as ``clean`` and one synthetic copy of each distortion type (keyed by file name,
+    as ``facesuite distort`` makes them) as that type -- except ``resized``: these are face crops of
+    unknown native resolution (see :data:`~facesuite.distortion.variants.RESOLUTION_UNKNOWN`)."""
     from facesuite.distortion.synth import Synthesizer
 
-    synthesizer = Synthesizer(seed=seed)
+    synthesizer = Synthesizer(seed=seed, types=[kind for kind in DISTORTIONS if kind != "resized"])
     wide = _margin_spec(spec, margin)
     views, labels, skipped = [], [], []
     for path in tqdm(photos, desc=progress, unit="img", disable=progress is None, leave=False):
@@ -308,9 +312,13 @@ def fit(train: Views, settings: TrainSettings, val: Views | None = None, progres
     net = DistortionNet(spec)
     optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps = settings.epochs * -(-len(train) // settings.batch_size)
+    # A short warm-up then cosine decay: stable with BatchNorm from scratch at this learning rate.
+    # torch's schedule divides by zero when the warm-up ends exactly one step in (10 steps at 10%),
+    # so tiny runs warm up for half a step.
+    warm_up = 0.1 if steps > 10 else 0.5 / steps
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.lr, total_steps=steps, pct_start=0.1, anneal_strategy="cos"
-    )  # a short warm-up then cosine decay: stable with BatchNorm from scratch at this learning rate
+        optimiser, max_lr=settings.lr, total_steps=steps, pct_start=warm_up, anneal_strategy="cos"
+    )
     history: list[dict] = []
     for epoch in range(1, settings.epochs + 1):
         net.train()
