@@ -163,7 +163,8 @@ def register(groups: dict) -> None:
                             "measured on them only when there is no calibration fold")
     train.add_argument("--variants", type=int, default=400, metavar="N",
                        help="clean training frames given each clean variant (grayscale, phone colour/JPEG, mild low "
-                            "resolution, tight crop), each with its seven real copies alike (default 400; 0: none)")
+                            "resolution, tight crop), each with its seven real copies alike (default 400; 0: none; "
+                            "not made with --synthetic)")
     train.add_argument("--photos", metavar="DIR",
                        help="other clean face photos (e.g. UTKFace crops), trained on as clean plus one synthetic "
                             "copy of each distortion type")

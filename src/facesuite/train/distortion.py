@@ -406,7 +406,7 @@ def train_detector(
         else:
             base, skipped = load_views(distortion_samples(part), settings.spec, progress=f"load {name}")
         parts = [base]
-        if per_variant:
+        if per_variant and not synthetic:  # the variants are made of the real distorted copies
             varied, more = variant_views(part, per_variant, settings.spec, settings.seed, progress=f"variants {name}")
             parts.append(varied)
             skipped += more
