@@ -12,6 +12,9 @@ frames (:mod:`facesuite.distortion.variants`) applied alike to a clean frame and
 copies, and other clean face photos (e.g. UTKFace crops) with seven synthetic copies each. A share
 of the training identities (and of the other photos) is held out as a calibration fold, on which
 the confidence below which a face takes the plain route is chosen (:func:`route_floor`).
+
+One module, a little over ~400 lines: every data source's views and the training loop share the
+:class:`Views` layout and the crop's jitter margin.
 """
 
 from __future__ import annotations
