@@ -21,7 +21,7 @@ from facesuite.config import data_root
 
 NO_SKIPS = os.environ.get("FACESUITE_NO_SKIPS") == "1"
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-DATA_FIXTURES = {"facecom_a", "facecom_b"}
+DATA_FIXTURES = {"facecom_a", "facecom_b", "utkface"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,6 +64,15 @@ def facecom_b() -> Path:
     root = data_root() / "facecom" / "task_b" / "train"
     if not root.is_dir():
         pytest.skip(f"FACECOM task_b not found at {root} (set FACESUITE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def utkface() -> Path:
+    """UTKFace's images folder; its dev split is ``data_root()/splits/utkface_dev.txt``."""
+    root = data_root() / "utkface" / "images"
+    if not root.is_dir() or not (data_root() / "splits" / "utkface_dev.txt").is_file():
+        pytest.skip(f"UTKFace or its dev split not found under {data_root()} (set FACESUITE_DATA)")
     return root
 
 

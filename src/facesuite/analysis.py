@@ -343,7 +343,8 @@ class FaceAnalysis:
     def _route_part(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None, hidden: bool,
                     maps: bool) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
         kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
-        routed, plain, pooled = self.router.embed([c.chip for c in crops], [k.label for k in kinds], hidden, maps)
+        routed, plain, pooled = self.router.embed([c.chip for c in crops], [self.distortion.route_label(k) for k in kinds],
+                                                  hidden, maps)
         return routed, plain, kinds, pooled
 
     @property
@@ -465,7 +466,7 @@ class FaceAnalysis:
             if not is_face[i]:
                 continue  # nothing is decided on a box that holds no face
             faces[-1].distortion, faces[-1].distortion_probability = kind.label, float(kind.probability)
-            faces[-1].route = self.router.route(kind.label).describe()
+            faces[-1].route = self.router.route(self.distortion.route_label(kind)).describe()
             if quality is not None:
                 faces[-1].quality = float(quality[i])
             if ages is not None:
@@ -507,7 +508,8 @@ class FaceAnalysis:
             if embedder is self.embedder:
                 # The chips the recognition pass read: restored, as routed.
                 def chips(rows: Sequence[int]) -> list[np.ndarray]:
-                    return self.router.restored([crops[i].chip for i in rows], [kinds[i].label for i in rows])
+                    return self.router.restored([crops[i].chip for i in rows],
+                                                [self.distortion.route_label(kinds[i]) for i in rows])
 
                 p_female = head.p_female(plain, pooled)
             else:

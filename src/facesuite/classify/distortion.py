@@ -13,6 +13,10 @@ No face detection is needed: the centre crop covers the face in this framing, an
 distortions are applied to whole frames anyway (measured against the aligned chip in the model
 card). Pixels are only scaled to [-0.5, 0.5]; per-image normalisation would remove the brightness
 cues of ``lowlight`` and ``sunny``.
+
+A face is routed by its predicted type only when the detector is sure enough of it
+(:meth:`DistortionDetector.route_label`); the floor is chosen on a calibration fold of the
+training data and saved in ``config.json`` as ``route_floor``.
 """
 
 from __future__ import annotations
@@ -114,11 +118,19 @@ class DistortionDetector:
     """A trained distortion network (:class:`OnnxDistortionNet` when loaded, the PyTorch
     :class:`~facesuite.classify.distortion_net.DistortionNet` while training) with its input spec and labels."""
 
-    def __init__(self, net: LogitsRunner, spec: InputSpec, labels: Sequence[str] = LABELS, batch_size: int = 64) -> None:
+    def __init__(self, net: LogitsRunner, spec: InputSpec, labels: Sequence[str] = LABELS, batch_size: int = 64,
+                 route_floor: float = 0.0) -> None:
         self.net = net
         self.spec = spec
         self.labels = tuple(labels)
         self.batch_size = batch_size
+        self.route_floor = route_floor
+
+    def route_label(self, prediction: Prediction) -> str:
+        """The label a face is routed by: its predicted type when the detector is at least
+        ``route_floor`` sure of it, else ``clean``, whose route is the plain embedder. A restoration
+        step meant for one distortion can only hurt a face that does not have it."""
+        return prediction.label if prediction.probability >= self.route_floor else "clean"
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> DistortionDetector:
@@ -132,7 +144,8 @@ class DistortionDetector:
         verify_model_folder(folder)
         config = json.loads(config_path.read_text(encoding="utf-8"))
         spec = InputSpec(**config["input"])
-        return cls(OnnxDistortionNet(folder, spec, len(config["labels"])), spec, config["labels"])
+        return cls(OnnxDistortionNet(folder, spec, len(config["labels"])), spec, config["labels"],
+                   route_floor=float(config.get("route_floor", 0.0)))
 
     def save(self, folder: str | Path, extra: dict | None = None) -> None:
         """Write ``weights.pt`` (state dict only) and ``config.json`` into ``folder``; the detector

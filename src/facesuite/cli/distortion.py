@@ -20,19 +20,38 @@ def _print_skips(skipped) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from facesuite.data import read_identity_folders, read_split
-    from facesuite.train.distortion import TrainSettings, train_detector
+    import numpy as np
 
+    from facesuite.data import read_identity_folders, read_split
+    from facesuite.errors import InputError
+    from facesuite.io import iter_images
+    from facesuite.train.distortion import CleanVariety, TrainSettings, train_detector
+
+    if args.variants < 0 or args.photos_count < 0 or not 0 <= args.calibration_share < 1:
+        raise InputError("--variants and --photos-count must be >= 0 and --calibration-share in [0, 1)")
     dataset = read_identity_folders(args.dir)
     val = read_split(args.val_identities) if args.val_identities else None
+    photos: list[Path] = []
+    if args.photos:
+        left_out = read_split(args.exclude_photos) if args.exclude_photos else set()
+        candidates = sorted(p for p in iter_images(args.photos) if p.name not in left_out)
+        if not candidates:
+            raise InputError("no clean photos to train on in this folder", args.photos)
+        chosen = np.random.default_rng(args.seed).permutation(len(candidates))[: args.photos_count]
+        photos = [candidates[i] for i in sorted(chosen)]
     settings = TrainSettings(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    variety = CleanVariety(args.variants, photos, args.calibration_share)
     command = "facesuite " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    result = train_detector(dataset, args.out, settings, val, synthetic=args.synthetic, command=command)
+    result = train_detector(dataset, args.out, settings, val, synthetic=args.synthetic, command=command, variety=variety)
     _print_skips(result["skipped_files"])
     last = result["history"][-1]
     scores = f"train accuracy {last['train_accuracy']:.4f}"
     if "val_accuracy" in last:
-        scores += f", validation accuracy {last['val_accuracy']:.4f} ({result['val_images']} images)"
+        scores += f", held-out accuracy {last['val_accuracy']:.4f}"
+    if result["calibration"] is not None:
+        floor = result["calibration"]
+        scores += (f"; route floor {floor['route_floor']:.3f} (routed precision {floor['routed_precision']:.3f} on "
+                   f"{floor['images']} calibration images)")
     print(f"trained on {result['train_images']} images: {scores}. Model in {args.out}")
     return 0
 
@@ -140,7 +159,22 @@ def register(groups: dict) -> None:
     train.add_argument("--synthetic", action="store_true",
                        help="use only the clean images and synthesise the 7 distortions from them")
     train.add_argument("--val-identities", metavar="FILE",
-                       help="identities (one per line) held out of training and used for validation curves")
+                       help="identities (one per line) held out of training (e.g. the dev split); the curves are "
+                            "measured on them only when there is no calibration fold")
+    train.add_argument("--variants", type=int, default=400, metavar="N",
+                       help="clean training frames given each clean variant (grayscale, phone colour/JPEG, mild low "
+                            "resolution, tight crop), each with its seven real copies alike (default 400; 0: none; "
+                            "not made with --synthetic)")
+    train.add_argument("--photos", metavar="DIR",
+                       help="other clean face photos (e.g. UTKFace crops), trained on as clean plus one synthetic "
+                            "copy of each distortion type")
+    train.add_argument("--exclude-photos", metavar="FILE", help="file names (one per line) under --photos to leave out, "
+                                                               "e.g. splits/utkface_dev.txt")
+    train.add_argument("--photos-count", type=int, default=1200, metavar="N",
+                       help="photos drawn from --photos (seeded; default 1200)")
+    train.add_argument("--calibration-share", type=float, default=0.15, metavar="S",
+                       help="share of the training identities and photos held out to choose the confidence below which "
+                            "a face takes the plain route (default 0.15; 0: no floor)")
     train.set_defaults(handler=cmd_train)
 
     restorer = groups["train"].add_parser(

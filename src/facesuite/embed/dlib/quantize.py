@@ -61,7 +61,7 @@ def embedder_chips(paths: list[str]) -> np.ndarray:
     with FaceAnalysis(embedder="dlib-onnx", use_cache=False, gender=None) as analysis:
         crops, _ = analysis.crops(paths, progress="chips")
         kinds = analysis.distortion.predict([crop.pixels() for crop in crops])
-        return np.stack(analysis.router.restored([crop.chip for crop in crops], [kind.label for kind in kinds]))
+        return np.stack(analysis.router.restored([crop.chip for crop in crops], [analysis.distortion.route_label(kind) for kind in kinds]))
 
 
 def quantize(float_model: Path, chips: np.ndarray, out: Path) -> None:
