@@ -7,7 +7,8 @@ Run: ``python benchmarks/framing.py [--data DIR] [--turned 200]``. On the FACECO
   different-person pair, and gender accuracy on the task_a dev faces (cut the same way);
 - turned photos: ``--turned`` dev photos turned 90, 180 and 270 degrees: share where a face is
   found with the right turn, and where gender is the same as on the upright photo.
-Everything goes through ``FaceAnalysis`` with its defaults (cache, routes, gender on).
+Everything goes through ``FaceAnalysis`` with its defaults (cache, routes, gender on), except that
+gender answers every face (``abstain=False``): the figure compared is the answer-everything one.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     dev = read_split(root / "splits/facecom_dev_identities.txt")
     people = root / "facecom/task_b/train"
     photos = sorted(p for identity in sorted(dev) for p in (people / identity).glob("*.jpg"))
-    app = FaceAnalysis()
+    app = FaceAnalysis(abstain=False)
 
     def cut(paths: list[Path]) -> tuple[list, list[np.ndarray]]:
         faces = [app.get(path)[0] for path in paths]
