@@ -21,8 +21,8 @@ from facesuite.data import utkface_attributes
 UTK = data_root() / "utkface" / "images"
 DEV = data_root() / "splits" / "utkface_dev.txt"
 
-pytestmark = pytest.mark.skipif(not (UTK.is_dir() and DEV.is_file()),
-                                reason=f"UTKFace or its dev split is absent under {data_root()} (set FACESUITE_DATA)")
+pytestmark = [pytest.mark.data, pytest.mark.skipif(
+    not (UTK.is_dir() and DEV.is_file()), reason=f"UTKFace or its dev split is absent under {data_root()} (set FACESUITE_DATA)")]
 
 
 def _dev_files(first: int, last: int, count: int) -> list[Path]:
