@@ -148,3 +148,16 @@ def test_rest_api_says_no_face(tmp_path: Path, facecom_b: Path) -> None:
         assert answer["identity"] == "no face" and answer["no_face"] is True
         analysed = client.post("/analyze", files=[("image", blank)]).json()
         assert analysed["no_face"] is True and analysed["gender"] is None
+
+
+def test_predict_age_and_gender_leave_a_non_face_empty(tmp_path: Path, facecom_b: Path) -> None:
+    blank = tmp_path / "blank.png"
+    write_image(blank, _non_faces()["blank"])
+    photo = _photo(facecom_b)
+    for task, empty in (("age", ["", "", ""]), ("gender", ["", ""])):
+        out = tmp_path / f"{task}.csv"
+        assert main(["predict", task, str(photo), str(blank), "--csv", str(out)]) == 0
+        rows = {line.split(",")[0]: line.split(",") for line in out.read_text().splitlines()[1:]}
+        assert rows[str(photo)][1] not in ("", "no face")
+        cells = rows[str(blank)][1:1 + len(empty)]
+        assert cells == empty or cells[0] == "no face", cells

@@ -75,8 +75,11 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
 
     out = Path(out)
     faces, skipped = predict_ages(analysis, [s.path for s in samples], progress="age")
+    # A box judged no face has no age: counted (``no_face``), not scored.
+    no_face = sum(face.no_face for face in faces)
+    faces = [face for face in faces if not face.no_face]
     if not faces:
-        raise InputError("no readable images to evaluate", out)
+        raise InputError("no readable images with a face to evaluate", out)
     by_path = {str(s.path): s for s in samples}
     truth = [by_path[face.source] for face in faces]
     true_age = np.array([s.age for s in truth], dtype=np.float64)
@@ -97,7 +100,7 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
         values = np.array(values)
         for value in sorted(set(values)):
             groups[f"{key} {value}"] = values == value
-    metrics = {"overall": age_figures(true_age, age, low, high), "skipped": len(skipped),
+    metrics = {"overall": age_figures(true_age, age, low, high), "skipped": len(skipped), "no_face": no_face,
                "fallback_faces": int(sum(f.fallback for f in faces)), "interval_target": analysis.age.coverage,
                "groups": {name: age_figures(true_age[mask], age[mask], low[mask], high[mask])
                           for name, mask in groups.items() if mask.any()}}

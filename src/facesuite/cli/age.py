@@ -68,9 +68,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open_csv(out) as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "age", "age_low", "age_high", "fallback"])
-        for face in faces:
-            writer.writerow([face.source, f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}", int(face.fallback)])
+        writer.writerow(["path", "age", "age_low", "age_high", "fallback", "no_face"])
+        for face in faces:  # a box with no face has no age: empty cells
+            ages = ["", "", ""] if face.age is None else [f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}"]
+            writer.writerow([face.source, *ages, int(face.fallback), int(face.no_face)])
     print_skips(skipped)
     print(f"{len(faces)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
     return 0
