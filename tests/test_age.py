@@ -165,7 +165,7 @@ def test_predict_age_csv_skips_a_corrupt_file(spread, tmp_path, capsys):
     out = tmp_path / "ages.csv"
     assert main(["predict", "age", str(folder), "--csv", str(out)]) == 0
     rows = list(csv.DictReader(open(out, newline="")))
-    assert list(rows[0]) == ["path", "age", "age_low", "age_high", "fallback"] and len(rows) == 4
+    assert list(rows[0]) == ["path", "age", "age_low", "age_high", "fallback", "no_face"] and len(rows) == 4
     assert all(float(r["age_low"]) <= float(r["age"]) <= float(r["age_high"]) for r in rows)
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "1 skipped" in err
