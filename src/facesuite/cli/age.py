@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, detector_settings, make_extractor, print_skips
+from facesuite.cli.detect import add_detector_options, detector_settings, make_extractor, print_skips, write_predictions
 
 
 def _analysis(args: argparse.Namespace):
@@ -60,20 +59,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.age_eval import predict_ages
     from facesuite.io import expand_paths
-    from facesuite.text import open_csv
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
     faces, skipped = predict_ages(_analysis(args), paths, progress="age")
-    out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open_csv(out) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "age", "age_low", "age_high", "fallback", "no_face"])
-        for face in faces:  # a box with no face has no age: empty cells
-            ages = ["", "", ""] if face.age is None else [f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}"]
-            writer.writerow([face.source, *ages, int(face.fallback), int(face.no_face)])
-    print_skips(skipped)
-    print(f"{len(faces)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
+    rows = []
+    for face in faces:  # a box with no face has no age: empty cells
+        ages = ["", "", ""] if face.age is None else [f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}"]
+        rows.append([face.source, *ages, int(face.fallback), int(face.no_face)])
+    write_predictions(args.csv, ["path", "age", "age_low", "age_high", "fallback", "no_face"], rows, skipped)
     return 0
 
 

@@ -58,6 +58,22 @@ def print_skips(skipped) -> None:
         print(f"skipped: {item.reason}", file=sys.stderr)
 
 
+def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Sequence[object]], skipped) -> None:
+    """The CSV of a ``predict`` command (one row per image), its skips, and the line saying so."""
+    import csv
+
+    from facesuite.text import open_csv
+
+    out = Path(csv_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open_csv(out) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    print_skips(skipped)
+    print(f"{len(rows)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
+
+
 def exit_status(named: Sequence[str], skipped) -> int:
     """2 when a file named on the command line could not be read, as for any user error; bad files
     found inside a named folder are skipped and counted without failing the run."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from facesuite.cli.detect import (
     detector_settings,
     make_extractor,
     print_skips,
+    write_predictions,
 )
 
 
@@ -82,19 +82,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import predict_gender
     from facesuite.io import expand_paths
-    from facesuite.text import open_csv
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
     predictions, skipped = predict_gender(_analysis(args), paths, progress="gender")
-    out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open_csv(out) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "gender", "p_female", "fallback"])  # gender: male, female or uncertain
-        for p in predictions:
-            writer.writerow([p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)])
-    print_skips(skipped)
-    print(f"{len(predictions)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
+    # gender: male, female, uncertain, or no face (then no p_female)
+    rows = [[p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)] for p in predictions]
+    write_predictions(args.csv, ["path", "gender", "p_female", "fallback"], rows, skipped)
     return 0
 
 
