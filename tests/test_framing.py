@@ -161,3 +161,14 @@ def test_predict_age_and_gender_leave_a_non_face_empty(tmp_path: Path, facecom_b
         assert rows[str(photo)][1] not in ("", "no face")
         cells = rows[str(blank)][1:1 + len(empty)]
         assert cells == empty or cells[0] == "no face", cells
+
+
+def test_predict_exits_2_for_a_bad_file_it_was_named_after_writing_the_rest(tmp_path: Path, facecom_b: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    for task in ("age", "gender"):
+        out = tmp_path / f"{task}.csv"
+        assert main(["predict", task, str(bad), str(_photo(facecom_b)), "--csv", str(out)]) == 2
+        assert len(out.read_text().splitlines()) == 2  # the header and the good photo
+        assert f"skipped: {bad}: not an image file" in capsys.readouterr().err

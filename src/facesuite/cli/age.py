@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, detector_settings, make_extractor, print_skips, write_predictions
+from facesuite.cli.detect import add_detector_options, detector_settings, exit_status, make_extractor, print_skips, write_predictions
 
 
 def _analysis(args: argparse.Namespace):
@@ -67,7 +67,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ages = ["", "", ""] if face.age is None else [f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}"]
         rows.append([face.source, *ages, int(face.fallback), int(face.no_face)])
     write_predictions(args.csv, ["path", "age", "age_low", "age_high", "fallback", "no_face"], rows, skipped)
-    return 0
+    return exit_status(args.paths, skipped)
 
 
 def register(groups: dict) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from facesuite.cli.detect import (
     add_detector_options,
     detector_settings,
+    exit_status,
     make_extractor,
     print_skips,
     write_predictions,
@@ -88,7 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # gender: male, female, uncertain, or no face (then no p_female)
     rows = [[p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)] for p in predictions]
     write_predictions(args.csv, ["path", "gender", "p_female", "fallback"], rows, skipped)
-    return 0
+    return exit_status(args.paths, skipped)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
