@@ -88,9 +88,9 @@ def _val_scores(model: GenderModel, val_dir: Path) -> tuple[dict[str, float], di
 
 
 # A tuned threshold sits exactly on one validation face's score, and scores recomputed here may
-# differ from training's in the last float bits: counting from just below it gives that face the
-# `>=` the threshold was chosen with.
-BELOW = 1e-6
+# differ from training's in the float bits (by 4e-6 on one CI machine's CPU): counting from just
+# below it gives that face the `>=` the threshold was chosen with.
+BELOW = 5e-5
 
 
 def _assert_balanced_threshold(model: GenderModel, val_dir: Path) -> dict[str, float]:
