@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,9 @@ def dev_coverage(analyses: dict[str, FaceAnalysis], dataset: IdentityDataset, so
     for vectors, analysis in analyses.items():
         data, _, _ = embed_dataset(analysis, cross)
         for thresholds in EMBEDDERS:
-            overall = recognition_metrics(data, load_threshold(thresholds, 0.0)[0],
-                                          route_thresholds=load_route_calibration(thresholds)[0])["open_set"]["overall"]
+            point = replace(analysis.operating_point, threshold=load_threshold(thresholds, 0.0)[0],
+                            route_thresholds=load_route_calibration(thresholds)[0])
+            overall = recognition_metrics(data, point)["open_set"]["overall"]
             table[f"{vectors} vectors, {thresholds} thresholds"] = {
                 "coverage": round(overall["coverage"], 4), "wrong_identity_rate": round(overall["wrong_identity_rate"], 4)}
     facecom, _ = protocol_dataset(dataset, source, "facecom")

@@ -59,7 +59,7 @@ def test_faces_come_most_prominent_first_and_chips_on_demand(app: FaceAnalysis, 
     assert faces[1].chip().shape == (150, 150, 3) and faces[1].chip(size=112).shape == (112, 112, 3)
     record = faces[0].to_dict()
     assert set(record) == {"path", "box", "fallback", "score", "no_face", "face_probability", "turn", "distortion", "distortion_probability", "route",
-                           "gender", "p_female", "quality", "identity", "distance", "match_kind", "source_photo",
+                           "gender", "p_female", "quality", "identity", "distance", "threshold", "held_to", "match_kind", "source_photo",
                            "source_agreement", "face", "age", "age_range"}
     json.dumps(record)  # JSON-ready
 

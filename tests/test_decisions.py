@@ -13,7 +13,6 @@ import pytest
 
 from facesuite import FaceAnalysis
 from facesuite.cli import main
-from facesuite.gallery.base import Match
 from facesuite.gallery.source_match import FRAME_BYTES, SourceIndex, agreement, frame_from_bytes, frame_of
 from facesuite.io import load_image
 
@@ -73,7 +72,6 @@ def test_each_decision_kind_and_source_matches(facecom_b: Path, enrolled: Path) 
     with FaceAnalysis(gender=None, gallery=enrolled) as app:
         matches = app.gallery.identify(_copy(powell, "sunny"), top_k=2)
         assert matches[0].match_kind == "source" and matches[0].identity == "Colin_Powell"
-        assert app.gallery.decide(matches[0]) == "Colin_Powell"
         # With one candidate asked for, the source match still carries the face's own distance to
         # that identity (found over every identity when the face's nearest is someone else).
         (face,) = app.get(_copy(powell, "sunny"))
@@ -116,20 +114,30 @@ def test_source_evidence_separates_copies_from_other_photos(facecom_b: Path) -> 
 
 
 def test_shipped_route_thresholds_are_loaded_and_decide(facecom_b: Path, tmp_path: Path) -> None:
+    from facesuite.config import MODELS_DIR
+
+    shipped = json.loads((MODELS_DIR / "calibration" / "dlib-onnx.json").read_text())["route_thresholds"]
     with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
-        assert app.route_thresholds and all(0 < t < 2 for t in app.route_thresholds.values())
-        for kind, t in app.route_thresholds.items():  # never looser than the gallery's
-            assert gallery.threshold_for(kind) == min(t, gallery.threshold)
-        (face,) = app.get(_copy(_photo(facecom_b, "Colin_Powell", 0), "noisy"))
-        face.quality = 1.0  # the threshold, not the quality floor, is under test here
-        strict = gallery.threshold_for("noisy")
-        assert strict == app.route_thresholds["noisy"] < gallery.threshold
-        face.distortion = "noisy"
+        point = gallery.operating_point
+        assert dict(point.route_thresholds) == shipped and point.threshold == gallery.threshold
+        for kind, t in shipped.items():  # never looser than the gallery's
+            assert point.search_threshold(kind) == min(t, gallery.threshold)
+        strict = point.search_threshold("noisy")
+        assert strict == shipped["noisy"] < gallery.threshold
         between = (strict + gallery.threshold) / 2
-        assert gallery.decide(Match("Colin_Powell", between, "x"), face) == "unknown"
-        assert gallery.decide(Match("Colin_Powell", strict, "x"), face) == "Colin_Powell"
-        face.distortion = "no such type"  # no route threshold: the gallery's
-        assert gallery.decide(Match("Colin_Powell", between, "x"), face) == "Colin_Powell"
+        # quality 1.0: the threshold, not the quality floor, is under test here
+        assert point.search("Colin_Powell", between, "noisy", 1.0).answer == "unknown"
+        decided = point.search("Colin_Powell", strict, "noisy", 1.0)  # inclusive bound
+        assert (decided.answer, decided.threshold, decided.held_to) == ("Colin_Powell", strict, "threshold for noisy faces")
+        assert point.search("Colin_Powell", between, "no such type", 1.0).answer == "Colin_Powell"  # the gallery's
+        assert point.search("Colin_Powell", 0.0, "clean", point.quality_floor / 2).answer == "unrecognisable"
+        assert point.search("Colin_Powell", 0.0, "clean", 1.0, no_face=True).answer == "no face"
+        # A face decided through the gallery carries what it was held to.
+        app.gallery = gallery
+        gallery.enroll("Colin_Powell", [_photo(facecom_b, "Colin_Powell", 1)])
+        (face,) = app.get(_photo(facecom_b, "Colin_Powell", 4))
+        assert face.threshold == point.search_threshold(face.distortion) and face.identity == "Colin_Powell"
+        app.gallery = None
 
 
 def test_verify_answers_unrecognisable_below_the_quality_floor(facecom_b: Path, capsys) -> None:

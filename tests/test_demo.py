@@ -16,7 +16,7 @@ def test_demo_default_path_writes_a_report_with_right_answers(tmp_path: Path, fa
     printed = capsys.readouterr().out
     assert f"demo report: {(out / 'report.html').resolve()}" in printed
     # It ends with the headline results, then where the report is.
-    assert printed.index("recognition top-1, routed") < printed.index("demo report:")
+    assert printed.index("nearest identity right by face alone") < printed.index("(FPIR)") < printed.index("demo report:")
     assert "6/6 (100.0%)" in printed  # the enrolled clean faces, named back
     rows = list(csv.DictReader(open(out / "analysis.csv")))
     clean = [r for r in rows if r["true_distortion"] == "clean"]

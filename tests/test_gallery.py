@@ -22,8 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from facesuite.decide import OperatingPoint
 from facesuite.errors import InputError
-from facesuite.gallery import INDEX_NAME, Gallery, Match, faiss_sqlite
+from facesuite.gallery import INDEX_NAME, Gallery, faiss_sqlite
 
 DIM = 32
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -99,10 +100,11 @@ def test_decide_unknown_beyond_threshold(tmp_path: Path) -> None:
     close = enrolled["person0"][0] + 0.05 * unit(np.random.default_rng(5), 1)[0]
     with Gallery.open(tmp_path / "g") as gallery:
         (far,), (near,) = gallery.identify(np.vstack([stranger, close]))
+        point = OperatingPoint(gallery.threshold)
         assert far.distance > gallery.threshold
-        assert gallery.decide(far) == "unknown"
-        assert gallery.decide(near) == "person0"
-        assert gallery.decide(Match("x", gallery.threshold, "s")) == "x"  # inclusive bound
+        assert point.search(far.identity, far.distance, None, None).answer == "unknown"
+        assert point.search(near.identity, near.distance, None, None).answer == "person0"
+        assert point.search("x", gallery.threshold, None, None).answer == "x"  # inclusive bound
 
 
 @settings(max_examples=25, deadline=None)

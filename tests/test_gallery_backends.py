@@ -25,7 +25,6 @@ import pytest
 from facesuite.errors import InputError
 from facesuite.gallery import (
     Gallery,
-    Match,
     create_gallery,
     is_milvus_uri,
     open_gallery,
@@ -146,12 +145,9 @@ def test_threshold_is_stored_and_applied_the_same_way(new_uri: Callable[[], str]
     enroll_random(uri, {"person0": 2}, threshold=0.4)
     with create_gallery(uri, "test", DIM, 0.9) as gallery:  # existing gallery keeps its threshold
         assert gallery.threshold == pytest.approx(0.4)
-        assert gallery.decide(Match("x", 0.4, "s")) == "x"  # inclusive bound
-        assert gallery.decide(Match("x", 0.4001, "s")) == "unknown"
         gallery.set_threshold(0.25)
     with open_gallery(uri) as gallery:
         assert gallery.threshold == pytest.approx(0.25)
-        assert gallery.decide(Match("x", 0.3, "s")) == "unknown"
         with pytest.raises(InputError, match="threshold"):
             gallery.set_threshold(2.5)
 
@@ -222,9 +218,9 @@ def test_backends_return_identical_results(tmp_path: Path, milvus_server: str) -
     for uri in uris:
         with open_gallery(uri) as gallery:
             results = gallery.identify(probes, top_k=3)
-        answers.append([[(m.identity, m.source, gallery.decide(m)) for m in row] for row in results])
+        answers.append([[(m.identity, m.source) for m in row] for row in results])
         distances.append([[m.distance for m in row] for row in results])
-    assert answers[0][0][0] == ("p5", "p5/0.jpg", "p5")
+    assert answers[0][0][0] == ("p5", "p5/0.jpg")
     assert answers[0] == answers[1] == answers[2]
     np.testing.assert_allclose(distances[1], distances[0], atol=1e-5)
     np.testing.assert_allclose(distances[2], distances[0], atol=1e-5)

@@ -26,7 +26,7 @@ def test_searches_and_rates_on_a_hand_made_matrix() -> None:
     assert found.nearest.tolist() == ["ann", "ann", "cy"] and found.correct.tolist() == [True, False, True]
     np.testing.assert_allclose(found.distance, [0.05, 0.08, 0.35])
     np.testing.assert_allclose(found.non_mated, [0.40, 0.08, 0.70])
-    rates = open_set_metrics(found, np.full(3, 0.10), np.ones(3, dtype=bool), ["clean", "noisy", "clean"])
+    rates = open_set_metrics(found, np.full(3, 0.10), np.ones(3, dtype=bool), np.zeros(3, dtype=bool), ["clean", "noisy", "clean"])
     overall = rates["overall"]
     # At 0.10: ann named right, bob named wrongly (ann at 0.08), cy unknown (0.35).
     assert overall["coverage"] == pytest.approx(2 / 3) and overall["wrong_identity_rate"] == pytest.approx(1 / 3)
@@ -72,7 +72,7 @@ def test_eval_cross_protocol_and_per_route_thresholds(facecom_b: Path, tmp_path:
     out = tmp_path / "eval"
     assert main(["eval", "recognition", str(data), "--protocol", "cross", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["protocol"] == "cross" and metrics["route_thresholds"] == thresholds
+    assert metrics["protocol"] == "cross" and metrics["operating_point"]["route_thresholds"] == thresholds
     assert metrics["identification"]["source_excluded_probes"] == metrics["identification"]["probes"]
     overall = metrics["open_set"]["overall"]
     second_photos = sum(len(sorted((data / p).glob("*.jpg"))[1::2]) for p in people)  # the 2nd and 4th of each
@@ -101,7 +101,7 @@ def test_eval_cross_protocol_and_per_route_thresholds(facecom_b: Path, tmp_path:
     from facesuite.analysis import FaceAnalysis
 
     with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
-        assert app.route_thresholds == thresholds
+        assert gallery.operating_point.route_thresholds == thresholds
         for kind, t in thresholds.items():
-            assert gallery.threshold_for(kind) == min(gallery.threshold, t)
-        assert gallery.threshold_for("no such type") == gallery.threshold
+            assert gallery.operating_point.search_threshold(kind) == min(gallery.threshold, t)
+        assert gallery.operating_point.search_threshold("no such type") == gallery.threshold

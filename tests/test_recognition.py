@@ -124,7 +124,7 @@ def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: P
     assert "(95%" in capsys.readouterr().out  # the summary printed gives the interval too
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == ident["probes"] and set(rows[0]) == {
-        "path", "true_identity", "predicted_identity", "distance", "decision", "match_kind", "source_photo", "source_agreement",
+        "path", "true_identity", "predicted_identity", "distance", "decision", "threshold", "held_to", "match_kind", "source_photo", "source_agreement",
         "route", "quality", "distortion", "gallery_path", "mate_path", "mate_distance"}
     # Every probe here is a processed copy of an enrolled photo: source matching names it, and
     # top-1 is given with and without it.

@@ -29,14 +29,14 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.classify.gender_head import mirror_when_unsure
-from facesuite.classify.presence import NO_FACE
-from facesuite.classify.quality import UNRECOGNISABLE, QualityModel, quality_features
+from facesuite.classify.quality import QualityModel, quality_features
+from facesuite.decide import SAME, OperatingPoint
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import ChipSpec, Embedder, cosine_distance, embedders_of_space, get_embedder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import UNKNOWN, Match
+from facesuite.gallery.base import Match
 from facesuite.io import ImageInput, decode
 from facesuite.parallel import model_loading, ordered_map
 from facesuite.text import utf8_path
@@ -69,6 +69,9 @@ class Face:
     quality: float | None = None  # 0-1: the chance this face can be recognised (facesuite.classify.quality)
     identity: str | None = None  # with a gallery: the enrolled identity, "unknown", "unrecognisable" or "no face"
     distance: float | None = None  # with a gallery: cosine distance to the nearest identity
+    # With a gallery: the distance the face was held to, and why that one (or why none was used).
+    threshold: float | None = None
+    held_to: str | None = None
     # With a gallery: what named the identity: "face" (the face embedding) or "source" (the image is
     # a processed copy of the enrolled photo source_photo; source_agreement is the evidence).
     match_kind: str | None = None
@@ -95,7 +98,8 @@ class Face:
             "turn": self.turn, "distortion": self.distortion,
             "distortion_probability": rounded(self.distortion_probability), "route": self.route,
             "gender": self.gender, "p_female": rounded(self.p_female), "quality": rounded(self.quality), "identity": self.identity,
-            "distance": rounded(self.distance), "match_kind": self.match_kind, "source_photo": self.source_photo,
+            "distance": rounded(self.distance), "threshold": rounded(self.threshold, 6), "held_to": self.held_to,
+            "match_kind": self.match_kind, "source_photo": self.source_photo,
             "source_agreement": rounded(self.source_agreement), "face": self.index,
             "age": rounded(self.age, 1), "age_range": None if self.age_range is None else [rounded(v, 1) for v in self.age_range],
         }
@@ -113,6 +117,10 @@ class Verification:
     decision: str = "different"
     quality: tuple[float | None, float | None] = (None, None)
     no_face: tuple[bool, bool] = (False, False)  # which image holds no face
+    held_to: str = ""  # why this threshold, or why no comparison (facesuite.decide)
+    # The threshold a gallery search holds the stricter of the two faces to: a pair within
+    # `threshold` but beyond this is `same` here and `unknown` to `gallery identify`.
+    search_threshold: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -124,6 +132,8 @@ class Verification:
             "threshold_source": self.threshold_source,
             "fallback": list(self.fallback),
             "no_face": list(self.no_face),
+            "held_to": self.held_to,
+            "search_threshold": None if self.search_threshold is None else round(self.search_threshold, 6),
         }
 
 
@@ -174,19 +184,27 @@ class FaceAnalysis:
         self.abstain = abstain
         self._load_age(age)
         if threshold is None:
-            self.threshold, self.threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
+            threshold, threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
-            self.threshold, self.threshold_source = threshold, "given threshold"
-        # Identification thresholds per distortion type, fitted on routed embeddings at the target
-        # FPIR: a type whose impostors come closer (noisy, rainy, blurred) is decided more strictly.
-        self.route_thresholds, quality = load_route_calibration(self.embedder.name) if self.routed else ({}, None)
+            threshold_source = "given threshold"
+        # Search thresholds per distortion type, fitted on routed embeddings at the target FPIR: a
+        # type whose impostors come closer (noisy, rainy, blurred) is decided more strictly.
+        route_thresholds, quality = load_route_calibration(self.embedder.name) if self.routed else ({}, None)
         # How likely each face is to be recognised at all; below its floor a face is unrecognisable.
         self.quality = QualityModel.from_dict(quality) if quality else None
+        #: The thresholds and quality floor every decision reads (facesuite.decide).
+        self.operating_point = OperatingPoint(threshold, threshold_source, route_thresholds,
+                                              self.quality.floor if self.quality is not None else None)
         self.batch_size = batch_size
         self.source_match = source_match
         self.gallery: Gallery | None = None
         if gallery is not None:
             self.gallery = self.open_gallery(gallery)
+
+    @property
+    def threshold(self) -> float:
+        """The verification threshold (cosine distance): :attr:`operating_point`'s."""
+        return self.operating_point.threshold
 
     # ------------------------------------------------------------------ the public API
 
@@ -252,19 +270,18 @@ class FaceAnalysis:
         (a, b), _, kinds, pooled = self.route_crops(crops, [crop.pixels() for crop in crops], hidden=self.presence is not None)
         crop_a, crop_b = crops
         distance = float(cosine_distance(a, b))
-        quality = (None, None)
-        decision = "same" if distance <= self.threshold else "different"
         scores = self._quality(crops, kinds)
-        if scores is not None:
-            quality = (float(scores[0]), float(scores[1]))
-            if min(quality) < self.quality.floor:
-                decision = UNRECOGNISABLE
-        is_face = self._present(crops, pooled)[1]
-        if not is_face.all():
-            decision = NO_FACE
-        return Verification(distance, decision == "same", self.threshold, self.threshold_source,
-                            (crop_a.face.fallback, crop_b.face.fallback), decision, quality,
-                            (not is_face[0], not is_face[1]))
+        quality = (None, None) if scores is None else (float(scores[0]), float(scores[1]))
+        is_face = self.present(crops, pooled)[1]
+        no_face = (not is_face[0], not is_face[1])
+        point = self.operating_point
+        decision = point.pair(distance, quality, no_face)
+        # What a gallery search would hold the stricter of the two faces to (verify tells the user
+        # when a search would leave this pair unknown).
+        search = min(point.search_threshold(kind.label if face else None) for kind, face in zip(kinds, is_face))
+        return Verification(distance, decision.answer == SAME, point.threshold, point.source,
+                            (crop_a.face.fallback, crop_b.face.fallback), decision.answer, quality, no_face,
+                            decision.held_to, search)
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
@@ -450,7 +467,7 @@ class FaceAnalysis:
         # Without routes the router holds none: the type is still named, every face embeds plain.
         routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared or age_shared or self.presence is not None,
                                                         maps=self._gender_reads_maps() or (age_shared and self.age.reads_maps))
-        p_face, is_face = self._present(crops, pooled)
+        p_face, is_face = self.present(crops, pooled)
         p_female = self._p_female(crops, frames, kinds, plain, pooled if shared else None)
         ages = self._ages(crops, frames, plain, pooled if age_shared else None)
         quality = self._quality(crops, kinds)
@@ -483,7 +500,7 @@ class FaceAnalysis:
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
 
-    def _present(self, crops: Sequence[Crop], pooled: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+    def present(self, crops: Sequence[Crop], pooled: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
         """(probability that each crop's box holds a face, or None without a presence head;
         whether it is a face). Without a head, only a face the detector found is one."""
         detected = np.array([crop.face.detected for crop in crops], dtype=bool)
@@ -570,6 +587,11 @@ class Gallery:
         return self.store.threshold
 
     @property
+    def operating_point(self) -> OperatingPoint:
+        """The analysis's operating point with this gallery's threshold as the ceiling."""
+        return self.analysis.operating_point.for_gallery(self.store.threshold)
+
+    @property
     def embedder(self) -> str:
         return self.store.embedder
 
@@ -640,7 +662,7 @@ class Gallery:
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:
         """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the
-        image's main face; ``decide(matches[0])`` gives the answer (``unknown`` beyond the threshold).
+        image's main face (the answer, by the one rule, is ``FaceAnalysis(gallery=...).get(image)[0].identity``).
         When the image is a processed copy of an enrolled photo, a ``match_kind="source"`` match
         of that photo's identity comes first (its distance is the face's to that identity)."""
         (face,) = self.analysis.get(image)
@@ -657,7 +679,8 @@ class Gallery:
         return matches
 
     def answer(self, face: Face, best: Match, pixels: np.ndarray | None = None) -> Match:
-        """Decide ``face`` given its nearest identity ``best``: sets its ``identity``, ``distance``,
+        """Decide ``face`` given its nearest identity ``best`` by the one rule
+        (:mod:`facesuite.decide`): sets its ``identity``, ``distance``, ``threshold``, ``held_to``,
         ``match_kind`` (and ``source_photo``, ``source_agreement``) and returns the match that
         answered. ``pixels``: the face's image, if already decoded.
 
@@ -672,15 +695,16 @@ class Gallery:
             if pixels is None and face._crop is not None:
                 pixels = face._crop.pixels()
             found = self.source_of(pixels) if pixels is not None else None
+        decision = self.operating_point.search(best.identity, best.distance, face.distortion, face.quality, face.no_face,
+                                               found.identity if found is not None else None)
+        face.identity, face.threshold, face.held_to = decision.answer, decision.threshold, decision.held_to
         if found is None and face.no_face:
-            face.identity = NO_FACE  # no distance or match: nothing was compared
-            return best
+            return best  # no distance or match: nothing was compared
         face.distance = best.distance
         if found is None:
-            face.identity, face.match_kind = self.decide(best, face), "face"
+            face.match_kind = "face"
             return best
-        face.identity, face.match_kind = found.identity, "source"
-        face.source_photo, face.source_agreement = found.source, found.agreement
+        face.match_kind, face.source_photo, face.source_agreement = "source", found.source, found.agreement
         # The face's distance to that identity is known only when it is also the nearest.
         return Match(found.identity, best.distance if best.identity == found.identity else float("inf"),
                      found.source, "source", found.agreement)
@@ -705,23 +729,6 @@ class Gallery:
         if not faces:
             return []
         return self.store.identify(np.stack([face.embedding for face in faces]), top_k=top_k)
-
-    def threshold_for(self, distortion: str | None) -> float:
-        """The threshold a face of that distortion is decided with: its route's own where one was
-        fitted (``facesuite calibrate --per-route``), never looser than the gallery's."""
-        return min(self.store.threshold, self.analysis.route_thresholds.get(distortion, self.store.threshold))
-
-    def decide(self, match, face: Face | None = None) -> str:
-        """``unrecognisable`` for a face below the quality floor; else the match's identity if it is
-        within the threshold for the face's distortion, else ``unknown``."""
-        if match.match_kind == "source":
-            return match.identity
-        if face is not None and face.no_face:
-            return NO_FACE
-        quality = self.analysis.quality
-        if face is not None and face.quality is not None and quality is not None and face.quality < quality.floor:
-            return UNRECOGNISABLE
-        return match.identity if match.distance <= self.threshold_for(face.distortion if face else None) else UNKNOWN
 
     def remove(self, identity: str) -> int:
         return self.store.remove(identity)

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from facesuite.classify.presence import NO_FACE
 from facesuite.classify.quality import UNRECOGNISABLE
+from facesuite.decide import UNKNOWN, OperatingPoint
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import UNKNOWN
 
 #: Edges are kept up to this share of the calibrated verification threshold (chosen on training).
 EDGE_SCALE = 0.55
@@ -249,14 +249,14 @@ def group_faces(embeddings: np.ndarray, eligible: np.ndarray, threshold: float,
     return ids, distance
 
 
-def unclustered_reason(no_face: bool, quality: float | None, floor: float | None) -> str | None:
-    """Why a face is left out of every cluster, or None: no face (its vector is of no one), or a
-    quality below the floor (it cannot be told who it is)."""
-    if no_face:
-        return NO_FACE
-    if floor is not None and quality is not None and quality < floor:
-        return f"{UNRECOGNISABLE} (quality {quality:.3f} below the floor {floor:.2f})"
-    return None
+def unclustered_reason(point: OperatingPoint, no_face: bool, quality: float | None) -> str | None:
+    """Why a face is left out of every cluster, or None: it is compared with no one by the one
+    rule (facesuite.decide): no face (its vector is of no one), or a quality below the floor (it
+    cannot be told who it is)."""
+    undecided = point.undecided(quality, no_face)
+    if undecided is None:
+        return None
+    return NO_FACE if undecided.answer == NO_FACE else f"{UNRECOGNISABLE} ({undecided.held_to})"
 
 
 def _name_clusters(clusters: Clusters) -> None:
@@ -287,7 +287,6 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
     clustered by person. ``previous``: clusters of an earlier run; its faces are not embedded
     again and keep their cluster ids, the new faces join them or form new clusters. Photos
     already in ``previous`` (by path) are not read again."""
-    floor = analysis.quality.floor if analysis.quality is not None else None
     if previous is not None and previous.embedder != analysis.embedder.name:
         raise InputError(f"these clusters were made with embedder {previous.embedder!r}, not {analysis.embedder.name!r}")
     known = {face.path for face in previous.faces} if previous is not None else set()
@@ -303,7 +302,7 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
                 skipped.append(result)
                 continue
             for face in result:
-                reason = unclustered_reason(face.no_face, face.quality, floor)
+                reason = unclustered_reason(analysis.operating_point, face.no_face, face.quality)
                 faces.append(ClusterFace(face.source, face.index, face.box, face.quality, None, None, reason,
                                          face.identity, face.distortion))
                 vectors.append(face.embedding[None, :].astype(np.float32))
@@ -323,8 +322,10 @@ def cluster_faces(analysis, images: Sequence, progress: str | None = None, previ
             # The earlier faces, decided again from their stored embeddings: the gallery may have
             # grown since (by the gallery's own rule, which reads a face's quality and distortion).
             matches = analysis.gallery.store.identify(previous.embeddings)
+            point = analysis.gallery.operating_point
             for face, found in zip(faces, matches):
-                face.identity = analysis.gallery.decide(found[0], face)
+                face.identity = point.search(found[0].identity, found[0].distance, face.distortion, face.quality,
+                                             face.no_face).answer
         _name_clusters(clusters)
     return clusters
 

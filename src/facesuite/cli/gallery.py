@@ -66,6 +66,10 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
                 "path": face.source, "identity": face.identity, "distance": round(best.distance, 6) if compared else "",
                 "nearest": best.identity if compared else "", "match_kind": face.match_kind or "",
                 "source_photo": face.source_photo or "", "fallback": int(face.fallback),
+                # What the face was held to, and why (facesuite.decide): its type's threshold, the
+                # gallery's, or no comparison (no face, quality below the floor, a source match).
+                "distortion": face.distortion or "", "quality": "" if face.quality is None else round(face.quality, 4),
+                "threshold": "" if face.threshold is None else round(face.threshold, 6), "held_to": face.held_to or "",
                 "candidates": ";".join(f"{m.identity}:{m.distance:.4f}" for m in candidates) if compared else "",
             })
     print_skips(skipped)

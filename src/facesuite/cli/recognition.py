@@ -43,6 +43,8 @@ def identities_in_split(folder: str, split: str | None):
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from facesuite.classify.presence import NO_FACE
+    from facesuite.classify.quality import UNRECOGNISABLE
+    from facesuite.decide import DIFFERENT, SAME
 
     result = recognition_analysis(args).verify(args.first, args.second)
     if args.json:
@@ -52,9 +54,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             missing = " and ".join(name for name, none in zip((args.first, args.second), result.no_face) if none)
             print(f"no face: none found in {missing} (no decision)")
             return 0
-        verdict = {"same": "same person", "different": "different people",
-                   "unrecognisable": "unrecognisable (a face below the quality floor: no decision)"}[result.decision]
+        if result.decision == UNRECOGNISABLE:
+            print(f"unrecognisable: {result.held_to} (no decision; distance {result.distance:.4f})")
+            return 0
+        verdict = {SAME: "same person", DIFFERENT: "different people"}[result.decision]
         print(f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold:.4f}, {result.threshold_source})")
+        if result.same and result.distance > result.search_threshold:
+            # One rule, two questions (facesuite.decide): a search gives a stranger one chance per
+            # enrolled identity, so it is held tighter than a pair.
+            print(f"  gallery identify would answer unknown: a search holds these faces to {result.search_threshold:.4f}")
     return 0
 
 
@@ -99,7 +107,8 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     import numpy as np
 
     from facesuite.classify.quality import fit_quality
-    from facesuite.evaluate.open_set import operating_thresholds, route_calibration_protocol, search, threshold_at_fpir
+    from facesuite.decide import OperatingPoint
+    from facesuite.evaluate.open_set import route_calibration_protocol, search, threshold_at_fpir
     from facesuite.evaluate.recognition import embed_dataset
 
     if not analysis.routed:
@@ -113,7 +122,7 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     # A threshold needs enough non-mated searches to put one in 1/fpir beyond it.
     thresholds = {kind: threshold_at_fpir(found.non_mated[labels == kind], fpir) for kind, n in counts.items() if n * fpir >= 1}
     # Face quality: how likely each face is to be named right at its route's threshold.
-    limits = operating_thresholds(labels.tolist(), analysis.threshold, thresholds)
+    limits = OperatingPoint(analysis.threshold, route_thresholds=thresholds).search_thresholds(labels.tolist())
     quality = fit_quality(data.probe_features, found.correct & (found.distance <= limits))
     return {"route_thresholds": thresholds, "quality": quality.to_dict(), "route_target_fpir": fpir, "route_probes": counts,
             "route_protocol": "cross (alternate clean images enrolled; the others and their distorted copies searched)"}
@@ -132,18 +141,16 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
-    metrics = recognition_metrics(data, analysis.threshold, seed=args.seed, route_thresholds=analysis.route_thresholds)
+    metrics = recognition_metrics(data, analysis.operating_point, seed=args.seed)
     metrics.update(embedder=analysis.embedder.name, pipeline=args.pipeline, protocol=protocol, skipped=len(skipped),
-                   source_matching=analysis.source_match,
-                   route_thresholds=analysis.route_thresholds)
+                   source_matching=analysis.source_match)
     if routing:
         metrics["routing"] = routing
     out = Path(args.out)
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
     from facesuite.report.faces import chips_of
 
-    write_recognition_report(out, data, metrics, title, seed=args.seed, route_thresholds=analysis.route_thresholds,
-                             chips=chips_of(analysis))
+    write_recognition_report(out, data, metrics, title, analysis.operating_point, seed=args.seed, chips=chips_of(analysis))
     ident, verif, open_set = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
     source_excluded = ident["source_excluded"]
     print_summary(f"{ident['probes']} probes, {ident['identities']} identities ({args.pipeline}, {protocol} protocol)", [
@@ -180,7 +187,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     distances, labels, kept, skipped = pair_distances(analysis, pairs, source=args.pairs)
     print_skips(skipped)
     metrics = verification_metrics(distances, labels, analysis.threshold, seed=args.seed)
-    metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.threshold_source,
+    metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.operating_point.source,
                    pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
     from facesuite.report.faces import chips_of
 

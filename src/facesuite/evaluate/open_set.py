@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,14 +116,16 @@ def threshold_at_fpir(non_mated: np.ndarray, fpir: float) -> float:
     return float((ordered[allowed - 1] + ordered[allowed]) / 2) if allowed < ordered.size else float(ordered[-1])
 
 
-def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.ndarray, groups: Sequence[str]) -> dict:
+def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.ndarray, no_face: np.ndarray,
+                     groups: Sequence[str]) -> dict:
     """Overall and per group (the detector's distortion label): top-1, FNIR at FPIR 1% and 0.1%,
     and at the operating point (one threshold per probe; faces below the quality floor answered
-    ``unrecognisable``) FPIR, coverage, correct, wrong-identity and unrecognisable rates."""
+    ``unrecognisable``, boxes with no face ``no face``) FPIR, coverage, correct, wrong-identity,
+    unrecognisable and no-face rates."""
 
     def figures(rows: np.ndarray) -> dict:
         distance, correct, non_mated, limit = found.distance[rows], found.correct[rows], found.non_mated[rows], thresholds[rows]
-        told = recognisable[rows]
+        told = recognisable[rows] & ~no_face[rows]
         record = {"probes": int(rows.sum()), "top1": float(correct.mean())}
         for target in FPIR_TARGETS:
             t = threshold_at_fpir(non_mated, target)
@@ -131,7 +133,7 @@ def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.n
         accepted = (distance <= limit) & told
         record.update(
             fpir=float(((non_mated <= limit) & told).mean()), coverage=float(accepted.mean()),
-            unrecognisable_rate=float((~told).mean()),
+            unrecognisable_rate=float((~recognisable[rows] & ~no_face[rows]).mean()), no_face_rate=float(no_face[rows].mean()),
             correct_identity_rate=float((accepted & correct).mean()),
             wrong_identity_rate=float((accepted & ~correct).mean()),
         )
@@ -140,12 +142,6 @@ def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.n
     groups = np.asarray(groups)
     everything = np.ones(len(groups), dtype=bool)
     return {"overall": figures(everything), "per_distortion": {g: figures(groups == g) for g in sorted(set(groups.tolist()))}}
-
-
-def operating_thresholds(labels: Sequence[str], threshold: float, route_thresholds: Mapping[str, float]) -> np.ndarray:
-    """Each probe's decision threshold: its route's own (fitted at the target FPIR) where there is
-    one, never looser than ``threshold``."""
-    return np.array([min(threshold, route_thresholds.get(label, threshold)) for label in labels])
 
 
 def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: Path) -> Path:

@@ -8,20 +8,20 @@ from __future__ import annotations
 import csv
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from facesuite.classify.quality import UNRECOGNISABLE, quality_features
+from facesuite.classify.quality import quality_features
 from facesuite.data import IdentityDataset
-from facesuite.errors import InputError
-from facesuite.evaluate.open_set import Searches, open_set_metrics, operating_thresholds, plot_det, plot_edc, search
+from facesuite.decide import OperatingPoint
+from facesuite.errors import InputError, Skipped
+from facesuite.evaluate.open_set import Searches, open_set_metrics, plot_det, plot_edc, search
 from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.evaluate.verification import tar_figures, tar_text
-from facesuite.gallery.base import UNKNOWN
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
 from facesuite.text import open_csv
@@ -45,7 +45,8 @@ class EmbeddedSet:
     # Per probe, the face-quality features (facesuite.classify.quality) and, with a quality model, its score.
     probe_features: np.ndarray | None = None
     probe_quality: np.ndarray | None = None
-    quality_floor: float | None = None
+    # Per probe, whether its box holds no face (facesuite.classify.presence): answered "no face".
+    probe_no_face: np.ndarray | None = None
     # Source-photo matching (facesuite.gallery.source_match), when on: per probe, the gallery
     # image it was found to be a processed copy of (-1: none) and the evidence.
     source_rows: np.ndarray | None = None
@@ -104,17 +105,16 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
     return np.asarray(distances), np.asarray(labels)
 
 
-def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None = None,
-              with_source: bool = False) -> tuple[Searches, np.ndarray, np.ndarray]:
-    """The open-set searches of every probe, the threshold each is decided with, and which probes
-    are recognisable (at or above the quality floor). ``with_source``: a probe found to be a
-    processed copy of a gallery image is answered with that image's identity whatever its face
-    (accepted, and recognisable); its non-mated search is left as the face's."""
+def decisions(data: EmbeddedSet, point: OperatingPoint, with_source: bool = False) -> tuple[Searches, np.ndarray, np.ndarray, np.ndarray]:
+    """The open-set searches of every probe and, by the one rule (:mod:`facesuite.decide`), the
+    threshold each is held to, which probes are recognisable (at or above the quality floor) and
+    which hold no face. ``with_source``: a probe found to be a processed copy of a gallery image is
+    answered with that image's identity whatever its face (accepted, recognisable, a face); its
+    non-mated search is left as the face's."""
     found = search(data.distances(), data.gallery_ids, data.probe_ids)
-    labels = data.probe_labels or ["clean"] * len(data.probe_ids)
-    recognisable = np.ones(len(labels), dtype=bool)
-    if data.probe_quality is not None and data.quality_floor is not None:
-        recognisable = data.probe_quality >= data.quality_floor
+    labels = data.probe_labels or [None] * len(data.probe_ids)
+    recognisable = point.recognisable(data.probe_quality, len(labels))
+    no_face = data.probe_no_face if data.probe_no_face is not None else np.zeros(len(labels), dtype=bool)
     if with_source and data.source_rows is not None:
         fired = data.source_rows >= 0
         named = np.asarray([data.gallery_ids[row] for row in data.source_rows[fired]], dtype=object)
@@ -123,8 +123,8 @@ def decisions(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str
         found.distance = np.where(fired, -np.inf, found.distance)
         found.correct = found.correct.copy()
         found.correct[fired] = named == np.asarray(data.probe_ids, dtype=object)[fired]
-        recognisable = recognisable | fired
-    return found, operating_thresholds(labels, threshold, route_thresholds or {}), recognisable
+        recognisable, no_face = recognisable | fired, no_face & ~fired
+    return found, point.search_thresholds(labels), recognisable, no_face
 
 
 def source_matches(data: EmbeddedSet, gallery_frames: Sequence[np.ndarray], probe_frames: Sequence[np.ndarray],
@@ -167,8 +167,10 @@ def source_match_metrics(data: EmbeddedSet) -> dict:
             "per_distortion": {kind: figures(types == kind) for kind in sorted(set(types.tolist()))}}
 
 
-def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
-                        route_thresholds: Mapping[str, float] | None = None) -> dict:
+def recognition_metrics(data: EmbeddedSet, point: OperatingPoint, seed: int = 0) -> dict:
+    """Identification (closed set), verification pairs at ``point``'s threshold and the open-set
+    decisions at ``point`` (the one rule: each face's type threshold, the quality floor, no face)."""
+    threshold = point.threshold
     best, _, _ = identification(data)
     predicted = [data.gallery_ids[i] for i in best]
     correct = np.asarray(predicted) == np.asarray(data.probe_ids)
@@ -205,28 +207,28 @@ def recognition_metrics(data: EmbeddedSet, threshold: float, seed: int = 0,
             "accuracy": float((accepted == (labels == 1)).mean()),
             "pairs": int(labels.size),
         },
-        "open_set": open_set_metrics(*decisions(data, threshold, route_thresholds),
-                                     data.probe_labels or data.probe_types),
-        **({"open_set_with_source": open_set_metrics(*decisions(data, threshold, route_thresholds, with_source=True),
+        "open_set": open_set_metrics(*decisions(data, point), data.probe_labels or data.probe_types),
+        **({"open_set_with_source": open_set_metrics(*decisions(data, point, with_source=True),
                                                      data.probe_labels or data.probe_types)} if data.source_rows is not None else {}),
+        "operating_point": {"threshold": point.threshold, "threshold_source": point.source,
+                            "route_thresholds": dict(point.route_thresholds), "quality_floor": point.quality_floor},
         "source_match": source_match_metrics(data),
     }
 
 
-def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, seed: int = 0,
-                             route_thresholds: Mapping[str, float] | None = None,
-                             chips: ChipSource | None = None) -> list[Section]:
+def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title: str, point: OperatingPoint,
+                             seed: int = 0, chips: ChipSource | None = None) -> list[Section]:
     """metrics.json, predictions.csv, roc.png, det.png, distances.png, per_distortion.png and report.html;
     returns the report's sections. With ``chips`` (:func:`facesuite.report.faces.chips_of`) the
     report shows faces: a strip per distortion type and the worst errors."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    rows = _prediction_rows(data, metrics["verification"]["threshold"], route_thresholds)
+    rows = _prediction_rows(data, point)
     with open_csv(out / "predictions.csv") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
         writer.writeheader()
         writer.writerows(rows)
-    found, limits, _ = decisions(data, metrics["verification"]["threshold"], route_thresholds)
+    found, limits, _, _ = decisions(data, point)
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]
     figures = [
@@ -263,28 +265,33 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     return sections
 
 
-def _prediction_rows(data: EmbeddedSet, threshold: float, route_thresholds: Mapping[str, float] | None) -> list[dict[str, str]]:
-    """predictions.csv: per probe its nearest gallery face (``gallery_path``), the decision at the
-    operating point, and its own identity's nearest gallery face (``mate_path``, ``mate_distance``)."""
+def _prediction_rows(data: EmbeddedSet, point: OperatingPoint) -> list[dict[str, str]]:
+    """predictions.csv: per probe its nearest gallery face (``gallery_path``), the decision by the
+    one rule (:mod:`facesuite.decide`) with the threshold it was held to and why, and its own
+    identity's nearest gallery face (``mate_path``, ``mate_distance``)."""
     distances = data.distances()
     best = distances.argmin(axis=1)
-    _, limits, recognisable = decisions(data, threshold, route_thresholds)
+    labels = data.probe_labels or [None] * len(data.probe_ids)
     routes = data.probe_routes or ["plain"] * len(data.probe_ids)
     quality = data.probe_quality if data.probe_quality is not None else [None] * len(data.probe_ids)
+    no_face = data.probe_no_face if data.probe_no_face is not None else np.zeros(len(data.probe_ids), dtype=bool)
     source_rows = data.source_rows if data.source_rows is not None else np.full(len(data.probe_ids), -1)
     gallery_ids = np.asarray(data.gallery_ids)
     rows = []
     for row, (path, identity, index) in enumerate(zip(data.probe_paths, data.probe_ids, best)):
         distance = float(distances[row, index])
-        if source_rows[row] >= 0:  # a processed copy of an enrolled photo: named by the photo, not the face
-            decision, kind, photo = data.gallery_ids[source_rows[row]], "source", str(data.gallery_paths[source_rows[row]])
-        else:
-            decision = (UNRECOGNISABLE if not recognisable[row] else data.gallery_ids[index] if distance <= limits[row] else UNKNOWN)
-            kind, photo = "face", ""
+        source = source_rows[row] if source_rows[row] >= 0 else None  # a processed copy of an enrolled photo
+        decision = point.search(data.gallery_ids[index], distance, labels[row],
+                                None if quality[row] is None else float(quality[row]), bool(no_face[row]),
+                                None if source is None else data.gallery_ids[source])
+        kind = "" if source is None and no_face[row] else "face" if source is None else "source"
+        photo = "" if source is None else str(data.gallery_paths[source])
         own = np.flatnonzero(gallery_ids == identity)
         mate = own[distances[row, own].argmin()] if own.size else None
         rows.append({"path": str(path), "true_identity": identity, "predicted_identity": data.gallery_ids[index],
-                     "distance": f"{distance:.6f}", "decision": decision, "match_kind": kind, "source_photo": photo,
+                     "distance": f"{distance:.6f}", "decision": decision.answer,
+                     "threshold": "" if decision.threshold is None else f"{decision.threshold:.6f}", "held_to": decision.held_to,
+                     "match_kind": kind, "source_photo": photo,
                      "source_agreement": "" if data.source_agreement is None else f"{data.source_agreement[row]:.3f}",
                      "route": routes[row],
                      "quality": "" if quality[row] is None else f"{quality[row]:.4f}",
@@ -307,20 +314,23 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
     identity_of = {str(p): i for p, i in dataset.clean}
     routed = analysis.routed
     g_crops, skipped = analysis.crops(clean_paths, progress="gallery" if progress else None)
-    gallery = analysis.embed_crops(g_crops)
+    gallery, _, _, g_pooled = analysis.route_crops(g_crops, hidden=analysis.presence is not None)
+    # A gallery photo with no face is not enrolled, as `gallery enroll` skips it.
+    g_face = analysis.present(g_crops, g_pooled)[1]
+    skipped += [Skipped.of(c.path, InputError("no face found", c.path)) for c, face in zip(g_crops, g_face) if not face]
+    g_crops, gallery = [c for c, face in zip(g_crops, g_face) if face], gallery[g_face]
     probe_info = {str(d.path): d for d in dataset.distorted}
     p_crops, p_skipped = analysis.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     features = None
+    probes, _, kinds, p_pooled = analysis.route_crops(p_crops, hidden=analysis.presence is not None)
+    p_face = analysis.present(p_crops, p_pooled)[1]
     if routed:
-        probes, _, kinds, _ = analysis.route_crops(p_crops)
         labels = [k.label for k in kinds]
         features = quality_features([k.probs for k in kinds], [c.face.score for c in p_crops], [c.face.fallback for c in p_crops])
         routing = {"detector_accuracy": float(np.mean([k == d.distortion for k, d in zip(labels, probe_items)])) if labels else None,
                    "routes": {kind: analysis.router.route(kind).describe() for kind in sorted(set(labels))}}
-    else:
-        probes = analysis.embedder.embed([c.chip for c in p_crops])
     data = EmbeddedSet(
         gallery_paths=[c.path for c in g_crops],
         gallery_ids=[identity_of[str(c.path)] for c in g_crops],
@@ -334,7 +344,7 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
         probe_routes=[analysis.router.route(analysis.distortion.route_label(k)).describe() for k in kinds] if routed else None,
         probe_features=features,
         probe_quality=analysis.quality.score(features) if routed and analysis.quality is not None else None,
-        quality_floor=analysis.quality.floor if routed and analysis.quality is not None else None,
+        probe_no_face=~p_face,
     )
     if analysis.source_match if source_match is None else source_match:
         from facesuite.gallery.source_match import frame_of

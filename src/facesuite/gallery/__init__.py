@@ -4,15 +4,17 @@
 
     with create_gallery("people/", "dlib-torch", 128, 0.09) as gallery:   # or NAME.db, milvus://...
         gallery.enroll("alice", vectors, sources)
-        print(gallery.decide(gallery.identify(probe)[0][0]))
+        nearest = gallery.identify(probe)[0][0]   # a Match: identity, distance, source
 
 ``base`` (the protocol and the URI rules), ``faiss_sqlite`` (a folder), ``milvus`` (Milvus and
-Milvus Lite). Most callers use a gallery through
-:meth:`facesuite.FaceAnalysis.open_gallery`, which takes images instead of vectors.
+Milvus Lite). A store says who is nearest; what facesuite answers (a name, ``unknown``,
+``unrecognisable``) is decided by :mod:`facesuite.decide`, which reads each face's distortion type
+and quality: use a gallery through :meth:`facesuite.FaceAnalysis.open_gallery`, which takes images
+and decides by that rule.
 """
 
+from facesuite.decide import UNKNOWN
 from facesuite.gallery.base import (
-    UNKNOWN,
     GalleryStore,
     Match,
     create_gallery,

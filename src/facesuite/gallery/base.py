@@ -24,14 +24,13 @@ import numpy as np
 
 from facesuite.classify.presence import NO_FACE
 from facesuite.classify.quality import UNRECOGNISABLE
+from facesuite.decide import UNKNOWN
 from facesuite.errors import InputError
 from facesuite.registry import Registry
 
 # 2: rendered views of each face were rows of the one store. 3: no views (the sunny gallery view
 # was removed); a schema-2 gallery drops its view rows when first opened.
 SCHEMA_VERSION = 3
-#: What :meth:`Gallery.decide` answers for a match beyond the threshold; reserved as a name.
-UNKNOWN = "unknown"
 MAX_IDENTITY_LENGTH = 200
 
 @dataclass(frozen=True)
@@ -53,7 +52,9 @@ class Match:
 class GalleryStore(Protocol):
     """What every gallery backend offers; see :class:`Gallery` for the meaning of each call.
 
-    Backends subclass it to share the threshold decision and the context-manager methods.
+    Backends subclass it to share the context-manager methods. A store answers "who is nearest";
+    what facesuite answers (a name, ``unknown``...) is decided by :mod:`facesuite.decide`, through
+    :meth:`facesuite.FaceAnalysis.open_gallery`.
     """
 
     embedder: str
@@ -77,10 +78,6 @@ class GalleryStore(Protocol):
         a store that keeps none."""
         return 0, None if since == 0 else []
     def close(self) -> None: ...
-
-    def decide(self, match: Match) -> str:
-        """The match's identity if its distance is within the threshold (inclusive), else ``"unknown"``."""
-        return match.identity if match.distance <= self.threshold else UNKNOWN
 
     def __enter__(self) -> Self:
         return self

@@ -21,7 +21,7 @@ A gallery is a folder holding two files:
     with Gallery.create("people/", "dlib", 128, 0.5) as gallery:   # opens it if it exists
         gallery.enroll("alice", vectors, sources)
         for best in gallery.identify(probes):
-            print(gallery.decide(best[0]))
+            print(best[0].identity, best[0].distance)   # decisions: facesuite.decide
 
 Distances are cosine distances (``1 - dot``) between L2-normalised vectors, as everywhere in
 facesuite. Several processes may use one gallery at once: SQLite serialises writers, and

@@ -104,15 +104,18 @@ class JobRunner:
                 job.done += len(subset.clean) + len(subset.distorted)
             data, skipped, routing = merge_embedded(parts)
             job.message = "computing metrics and plots"
-            metrics = recognition_metrics(data, self.service.call(self.service.threshold))
+            point = self.service.call(self.service.operating_point)
+            metrics = recognition_metrics(data, point)
             metrics.update(pipeline="routed" if routing else "single", skipped=len(skipped))
             if routing:
                 metrics["routing"] = routing
-            write_recognition_report(job.out, data, metrics, f"Recognition: {job.folder}",
+            write_recognition_report(job.out, data, metrics, f"Recognition: {job.folder}", point,
                                      chips=lambda paths: self.service.call(self.service.face_chips, paths))
-            ident, verif = metrics["identification"], metrics["verification"]
+            ident, verif, decided = metrics["identification"], metrics["verification"], metrics["open_set"]["overall"]
             job.metrics = {"top1": round(ident["top1"], 4), "auc": round(verif["auc"], 4),
-                           "tar_at_far_1pct": round(verif["tar_at_far_1pct"], 4), "probes": ident["probes"],
+                           "tar_at_far_1pct": round(verif["tar_at_far_1pct"], 4),
+                           "coverage": round(decided["coverage"], 4), "fpir": round(decided["fpir"], 4),
+                           "wrong_identity_rate": round(decided["wrong_identity_rate"], 4), "probes": ident["probes"],
                            "identities": ident["identities"], "skipped": len(skipped)}
             job.state, job.message = "done", "finished"
         except (InputError, ApiError) as error:
@@ -142,7 +145,7 @@ def merge_embedded(parts: Sequence[tuple]) -> tuple:
         probe_routes=None if sets[0].probe_routes is None else [x for s in sets for x in s.probe_routes or []],
         probe_features=None if sets[0].probe_features is None else np.concatenate([s.probe_features for s in sets]),
         probe_quality=None if sets[0].probe_quality is None else np.concatenate([s.probe_quality for s in sets]),
-        quality_floor=sets[0].quality_floor,
+        probe_no_face=None if sets[0].probe_no_face is None else np.concatenate([s.probe_no_face for s in sets]),
     )
     skipped = [x for p in parts for x in p[1]]
     routing: dict = {}

@@ -195,11 +195,11 @@ class ModelService:
         if face.no_face and answer.match_kind != "source":
             return {"path": upload.name, "identity": face.identity, "no_face": True, "fallback": face.fallback,
                     "distance": None, "match_kind": None, "source_photo": None, "nearest": None, "threshold": None,
-                    "candidates": []}
+                    "held_to": face.held_to, "candidates": []}
         return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
                 "match_kind": answer.match_kind, "source_photo": face.source_photo,
-                "nearest": best.identity, "threshold": round(gallery.threshold_for(face.distortion), 6), "fallback": face.fallback,
-                "no_face": face.no_face,
+                "nearest": best.identity, "threshold": None if face.threshold is None else round(face.threshold, 6),
+                "held_to": face.held_to, "fallback": face.fallback, "no_face": face.no_face,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:
@@ -260,8 +260,9 @@ class ModelService:
 
         return chips_of(self.analysis)(paths)
 
-    def threshold(self) -> float:
-        return self.analysis.threshold
+    def operating_point(self):
+        """The thresholds and quality floor every decision reads (facesuite.decide)."""
+        return self.analysis.operating_point
 
 
 def png_bytes(image: np.ndarray) -> bytes:
