@@ -146,7 +146,7 @@ class ModelService:
         height, width = upload.pixels.shape[:2]
         shown = {"preview": jpeg_data_uri(upload.pixels, PREVIEW_SIDE),
                  "size": [round(width * upload.scale[0]), round(height * upload.scale[1])]} if preview else {}
-        return records[0] | ({"faces": records} if all_faces else {}) | shown
+        return records[0] | ({"faces": records} if all_faces else {}) | shown | {"quality_floor": self._quality_floor()}
 
     def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
         from facesuite.embed.calibration import load_far_marks
@@ -154,10 +154,16 @@ class ModelService:
         record = self.analysis.verify(first, second).to_dict()
         # Where the distance sits on the calibrated scale: the thresholds at FAR 1% and 0.1%.
         record["far_marks"] = [{"far": far, "threshold": round(t, 6)} for far, t in sorted(load_far_marks(self.analysis.embedder.name).items())]
+        record["quality_floor"] = self._quality_floor()
         if images:
             crops, _ = self.analysis.crops([first, second])
             record["crops"] = [png_data_uri(crop.chip) for crop in crops]
         return record
+
+    def _quality_floor(self) -> float | None:
+        """The quality below which a face is unrecognisable; None without a quality model."""
+        quality = self.analysis.quality
+        return None if quality is None else quality.floor
 
     def explain(self, upload: Decoded) -> tuple[bytes, dict]:
         try:
