@@ -339,14 +339,19 @@ def test_gallery_page_shows_a_face_per_identity_and_removes_one(page, server: st
 
 def test_gallery_page_shows_a_face_for_identities_enrolled_by_the_cli(page, server: str, server_home: Path, samples: Path,
                                                                     analysis, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
     from facesuite.cli import main
 
     people = tmp_path / "people"
     for name in ("Kofi_Annan", "Tiger_Woods"):
         shutil.copytree(samples / "people" / name, people / name)
     assert main(["gallery", "enroll", str(people), "--gallery", str(server_home / "gallery")]) == 0
-    # Tiger Woods's photos are gone: his picture comes from the frame the gallery keeps of his first one.
-    shutil.rmtree(people / "Tiger_Woods")
+    # Tiger Woods's files now hold another man's photo: his picture comes from the frame the gallery
+    # keeps of his first photo, never from a file that is no longer the photo enrolled.
+    for photo in (people / "Tiger_Woods").iterdir():
+        shutil.copy(samples / "people" / "Kofi_Annan" / "Kofi_Annan_0001.jpg", photo)
     page.goto(f"{server}/gallery-page")
     for name in ("Kofi_Annan", "Tiger_Woods"):
         card = f'figure.person[data-identity="{name}"]'
@@ -355,6 +360,10 @@ def test_gallery_page_shows_a_face_for_identities_enrolled_by_the_cli(page, serv
         tile.write_bytes(page.request.get(f"{server}/gallery/thumbnail?identity={name}").body())
         # ... and the picture is that person's face: the library takes it for the same person as their photo.
         assert analysis.verify(tile, sorted((samples / "people" / name).glob("*.jpg"))[0]).decision == "same", name
+        # In colour where it was cut from the photo's file, grey where only the kept frame was left.
+        pixels = np.asarray(Image.open(tile).convert("RGB"), dtype=int)
+        colour_spread = (pixels.max(axis=2) - pixels.min(axis=2)).mean()
+        assert colour_spread > 10 if name == "Kofi_Annan" else colour_spread < 3, (name, colour_spread)
 
 
 def test_cluster_page_shows_a_strip_per_person(page, server: str, facecom_b: Path, tmp_path: Path) -> None:

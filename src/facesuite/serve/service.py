@@ -26,6 +26,9 @@ T = TypeVar("T")
 # The longest side of the upload preview the dashboard draws boxes on: its canvas is 420 px
 # wide, so twice that stays sharp on a high-density screen.
 PREVIEW_SIDE = 840
+# Mean grey-level difference under which a file's frame is the kept frame of the photo enrolled
+# (the same file gives 0; another photo differs by tens of levels).
+SAME_PHOTO_FRAME_DIFFERENCE = 1.0
 
 
 def default_gallery() -> str:
@@ -259,17 +262,36 @@ class ModelService:
         photo = self._enrolled_photos().get(identity)
         if photo is None:
             return None
-        from pathlib import Path
-
         from facesuite.gallery.source_match import frame_from_bytes
 
         source, frame = photo
-        crops, _ = self.analysis.crops([source]) if Path(source).is_file() else ([], [])
+        kept = frame_from_bytes(frame)
+        enrolled = self._enrolled_file(source, kept)
+        crops, _ = self.analysis.crops([enrolled]) if enrolled is not None else ([], [])
         if crops:
             self.thumbnails.put(identity, crops[0].chip)
         else:
-            self.thumbnails.put(identity, np.repeat(frame_from_bytes(frame)[..., None], 3, axis=2))
+            self.thumbnails.put(identity, np.repeat(kept[..., None], 3, axis=2))
         return self.thumbnails.get(identity)
+
+    @staticmethod
+    def _enrolled_file(source: str, kept: np.ndarray) -> Decoded | None:
+        """The file ``source`` decoded if it is still the photo enrolled (its frame is the ``kept``
+        one), else None: a stored source is only a name -- an upload's file name, or a file since
+        replaced -- and the server shows no file but the very photo enrolled."""
+        from pathlib import Path
+
+        from facesuite.gallery.source_match import frame_of
+        from facesuite.io import decode
+
+        if not Path(source).is_file():
+            return None
+        try:
+            decoded = decode(source)
+        except InputError:
+            return None
+        difference = np.abs(frame_of(decoded.pixels).astype(int) - kept.astype(int)).mean()
+        return decoded if difference <= SAME_PHOTO_FRAME_DIFFERENCE else None
 
     def remove(self, identity: str) -> dict:
         gallery = self._open_gallery(create=False)
