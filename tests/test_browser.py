@@ -8,6 +8,7 @@ there (that is how ``docs/*.png`` are made).
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import os
@@ -27,6 +28,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HAVE_ANALYSIS_MODELS = (MODELS_DIR / "distortion" / "weights.pt").is_file() and (MODELS_DIR / "gender" / "model.json").is_file()
 TIMEOUT_MS = 60_000
+# Matplotlib's first line colour (tab:blue), the EDC curve's.
+MATPLOTLIB_FIRST_COLOUR = (31, 119, 180)
 # The CLI entry point run by this interpreter, so the test needs no console script on PATH.
 SERVE = "import sys; from facesuite.cli import main; sys.exit(main())"
 
@@ -36,10 +39,15 @@ if not CHROMIUM.is_file():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterator[str]:
+def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's FACESUITE_HOME: its gallery is the folder ``gallery`` in it."""
+    return tmp_path_factory.mktemp("browser-home")
+
+
+@pytest.fixture(scope="module")
+def server(server_home: Path, tmp_path_factory: pytest.TempPathFactory, facecom_b: Path) -> Iterator[str]:
     port = free_port()
-    home = tmp_path_factory.mktemp("browser-home")
-    env = os.environ | {"FACESUITE_HOME": str(home)}
+    env = os.environ | {"FACESUITE_HOME": str(server_home)}
     # Evaluations may only read folders under --eval-root; the test builds its own under the temp root.
     process = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port), "--eval-root", str(tmp_path_factory.getbasetemp())], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -82,6 +90,38 @@ def _screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> None
 
 def _face(facecom_b: Path, identity: str, index: int = 0) -> str:
     return str(sorted((facecom_b / identity).glob("*.jpg"))[index])
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    """The library's own answers, to check what the pages show against."""
+    from facesuite import FaceAnalysis
+
+    with FaceAnalysis() as analysis:
+        yield analysis
+
+
+def _unrecognisable_face(analysis, samples: Path, folder: Path) -> Path:
+    """A sample face overexposed until the library finds it still a face, but below the quality floor."""
+    import numpy as np
+    from PIL import Image
+
+    photo = np.asarray(Image.open(samples / "photos" / "Naomi_Watts_0001.jpg").convert("RGB"), dtype=float)
+    for gain in (1.5, 2.0, 2.5, 3.0, 4.0, 5.0):
+        path = folder / f"overexposed-{gain}.png"
+        Image.fromarray(np.clip(photo * gain + 60, 0, 255).astype(np.uint8)).save(path)
+        if analysis.verify(path, samples / "photos" / "Hugo_Chavez_0005.jpg").decision == "unrecognisable":
+            return path
+    pytest.fail("no overexposure of the sample photo made its face unrecognisable")
+
+
+def _colour(page, selector: str) -> str:
+    return page.eval_on_selector(selector, "element => getComputedStyle(element).color")
+
+
+def _legend(page) -> dict[str, str]:
+    """The page's legend: each entry's term and its colour."""
+    return dict(page.eval_on_selector_all("#legend dt", "terms => terms.map((dt) => [dt.innerText, getComputedStyle(dt).color])"))
 
 
 @pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
@@ -139,20 +179,104 @@ def test_pair_page_shows_the_verdict(page, server: str, facecom_b: Path, tmp_pat
     _screenshot(page, "dashboard-pair", tmp_path)
 
 
-def test_pair_page_says_when_an_image_holds_no_face(page, server: str, facecom_b: Path, tmp_path: Path) -> None:
+def test_pair_page_shows_each_decision_as_itself(page, server: str, samples: Path, analysis, tmp_path: Path) -> None:
+    photos, other = samples / "photos", samples / "photos" / "Hugo_Chavez_0005.jpg"
+    pairs = [(photos / "Colin_Powell_0003.jpg", samples / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg"),
+             (photos / "Colin_Powell_0003.jpg", other), (_unrecognisable_face(analysis, samples, tmp_path), other),
+             (photos / "no_face.png", other)]
+    shown = {}
+    for first, second in pairs:
+        expected = analysis.verify(first, second)
+        page.goto(f"{server}/pair")
+        page.set_input_files("#image1", str(first))
+        page.set_input_files("#image2", str(second))
+        page.click("#submit")
+        page.wait_for_selector("#result:not(.hidden)")
+        assert page.get_attribute("#verdict", "data-decision") == expected.decision
+        text = page.inner_text("#verdict")
+        shown[expected.decision] = (text, _colour(page, "#verdict"))
+        if expected.decision == "unrecognisable":  # names the image whose face is below the floor
+            poor = [i + 1 for i, q in enumerate(expected.quality) if q < analysis.quality.floor]
+            assert poor and all(f"image {i}" in text for i in poor), text
+        if expected.decision == "no face":  # nothing was compared: no distance on the scale
+            assert "image 1" in text and page.locator("#distance-mark").count() == 0
+    assert set(shown) == {"same", "different", "unrecognisable", "no face"}
+    # Each its own words and its own colour, and the legend explains each in that colour.
+    assert len({text for text, _ in shown.values()}) == len({colour for _, colour in shown.values()}) == 4
+    legend = _legend(page)
+    assert {colour for _, colour in shown.values()} <= set(legend.values()) and "quality" in legend
+    assert page.is_visible("#legend")
+
+
+@pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
+def test_analyze_page_shows_each_identity_decision_as_itself(page, server: str, server_home: Path, samples: Path,
+                                                              analysis, tmp_path: Path) -> None:
     import numpy as np
+    from PIL import Image
 
-    from facesuite.io import write_image
+    from facesuite import FaceAnalysis
 
-    blank = tmp_path / "blank.png"
-    write_image(blank, np.full((224, 224, 3), 128, np.uint8))
-    page.goto(f"{server}/pair")
-    page.set_input_files("#image1", str(blank))
-    page.set_input_files("#image2", _face(facecom_b, "Colin_Powell", 0))
+    enrolled = sorted((samples / "people" / "Tom_Ridge").glob("*.jpg"))
+    for photo in enrolled:
+        response = page.request.post(f"{server}/gallery/enroll", multipart={
+            "identity": "Tom Ridge", "image": {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}})
+        assert response.ok, response.text()
+    # A processed copy (darkened, noised) of an enrolled photo: a source-photo match.
+    pixels = np.asarray(Image.open(enrolled[0]).convert("RGB"), dtype=float)
+    copy = tmp_path / "darkened_copy.jpg"
+    Image.fromarray(np.clip(pixels * 0.45 + np.random.default_rng(0).normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)).save(copy)
+    probes = [samples / "photos" / "Tom_Ridge_0004.jpg", copy, samples / "photos" / "Naomi_Watts_0001.jpg",
+              _unrecognisable_face(analysis, samples, tmp_path), samples / "photos" / "no_face.png"]
+    # What the library answers with the server's own gallery.
+    with FaceAnalysis(gallery=server_home / "gallery") as library:
+        expected = {probe: library.get(probe)[0] for probe in probes}
+    kinds = {"unknown": "unknown", "unrecognisable": "unrecognisable", "no face": "no-face"}
+    shown = {}
+    for probe, face in expected.items():
+        page.goto(f"{server}/")
+        page.set_input_files("#image", str(probe))
+        page.click("#submit")
+        page.wait_for_function("document.querySelectorAll('#result .panel.loading').length === 0")
+        kind = "source" if face.match_kind == "source" else kinds.get(face.identity, "named")
+        assert page.get_attribute("#identity", "data-decision") == kind, probe
+        text = page.inner_text("#identity")
+        if kind in ("named", "source"):
+            assert face.identity in text
+        shown[kind] = (text, _colour(page, "#identity"))
+    assert set(shown) == {"named", "source", "unknown", "unrecognisable", "no-face"}
+    assert len({text for text, _ in shown.values()}) == len({colour for _, colour in shown.values()}) == 5
+    # A line for route and quality, and one per decision in its colour.
+    legend = _legend(page)
+    assert {"route", "quality"} <= set(legend) and {colour for _, colour in shown.values()} <= set(legend.values())
+    assert page.is_visible("#legend")
+
+
+@pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")
+def test_analyze_page_previews_a_format_the_browser_cannot_decode(page, server: str, samples: Path, analysis, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    grey = Image.open(samples / "photos" / "Colin_Powell_0003.jpg").convert("L")
+    photo = tmp_path / "colin.pgm"
+    grey.save(photo)
+    assert photo.read_bytes()[:2] == b"P5"
+    page.goto(f"{server}/")
+    page.set_input_files("#image", str(photo))
     page.click("#submit")
-    page.wait_for_selector("#result:not(.hidden)")
-    assert page.inner_text("#verdict") == "No face found in image 1"
-    assert "undecided" in page.get_attribute("#verdict", "class")
+    page.wait_for_function("document.querySelectorAll('#result .panel.loading').length === 0")
+    assert page.is_hidden("#error") and page.inner_text("#canvas-note") == ""
+    width, height, rgba = page.eval_on_selector("#canvas", """canvas => [canvas.width, canvas.height,
+        Array.from(canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data)]""")
+    drawn = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3].astype(int)
+    assert (width, height) == grey.size  # a 224-pixel photo is drawn at its own size
+    # The photo itself (grey) ...
+    photo_pixels = np.asarray(grey, dtype=int)
+    is_grey = (drawn.max(axis=2) - drawn.min(axis=2)) < 12
+    assert np.abs(drawn[..., 0] - photo_pixels)[is_grey].mean() < 8
+    # ... with the main face's box drawn on it, where the library finds the face.
+    x1, y1, x2, y2 = (round(v) for v in analysis.get(photo)[0].box)
+    top_edge = drawn[y1 - 1 : y1 + 2, x1 + 5 : x2 - 5]
+    assert ((top_edge[..., 1] > 150) & (top_edge[..., 0] < 80)).mean() > 0.5  # the first box's green
 
 
 def test_bad_file_shows_an_error(page, server: str, bad_files: dict[str, Path], tmp_path: Path) -> None:
@@ -173,8 +297,21 @@ def test_evaluate_page_runs_a_job(page, server: str, facecom_b: Path, tmp_path: 
     page.fill("#folder", str(data))
     page.click("#submit")
     page.wait_for_selector("#report-link:not(.hidden)")
-    assert "top1" in page.inner_text("#metrics")
-    page.frame_locator("#report").locator("h1").wait_for()
+    # Every figure in words, none by its key.
+    metrics = page.inner_text("#metrics")
+    assert "accepted genuine pairs at 1% false accepts" in metrics and "right person" in metrics
+    assert not any(key in metrics for key in ("top1", "tar_at_far_1pct", "auc"))
+    report = page.frame_locator("#report")
+    report.locator("h1").wait_for()
+    # The EDC plot holds its curve, drawn whole (every face is named right here: a curve at zero,
+    # which the axis used to hide), about 3 pixels thick wherever it runs.
+    import numpy as np
+    from PIL import Image
+
+    edc = report.locator("figure.plot img[alt^='EDC']").get_attribute("src")
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(edc.split(",", 1)[1]))).convert("RGB"), dtype=int)
+    curve = np.abs(pixels - MATPLOTLIB_FIRST_COLOUR).max(axis=2) < 40
+    assert curve.any(axis=0).sum() > pixels.shape[1] / 2 and curve.sum() >= 2.5 * curve.any(axis=0).sum()
     _screenshot(page, "dashboard-evaluate", tmp_path)
 
 
@@ -198,6 +335,35 @@ def test_gallery_page_shows_a_face_per_identity_and_removes_one(page, server: st
     assert page.locator('figure.person[data-identity="Colin Powell"] img.thumb').count() == 1
     assert page.request.get(f"{server}/gallery/thumbnail?identity=Hugo%20Chavez").status == 404
     assert page.request.get(f"{server}/gallery/thumbnail?identity=Colin%20Powell").status == 200
+
+
+def test_gallery_page_shows_a_face_for_identities_enrolled_by_the_cli(page, server: str, server_home: Path, samples: Path,
+                                                                    analysis, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from facesuite.cli import main
+
+    people = tmp_path / "people"
+    for name in ("Kofi_Annan", "Tiger_Woods"):
+        shutil.copytree(samples / "people" / name, people / name)
+    assert main(["gallery", "enroll", str(people), "--gallery", str(server_home / "gallery")]) == 0
+    # Tiger Woods's files now hold another man's photo: his picture comes from the frame the gallery
+    # keeps of his first photo, never from a file that is no longer the photo enrolled.
+    for photo in (people / "Tiger_Woods").iterdir():
+        shutil.copy(samples / "people" / "Kofi_Annan" / "Kofi_Annan_0001.jpg", photo)
+    page.goto(f"{server}/gallery-page")
+    for name in ("Kofi_Annan", "Tiger_Woods"):
+        card = f'figure.person[data-identity="{name}"]'
+        page.wait_for_function(f"(() => {{ const img = document.querySelector('{card} img.thumb'); return img && img.complete && img.naturalWidth === 112; }})()")
+        tile = tmp_path / f"{name}.jpg"
+        tile.write_bytes(page.request.get(f"{server}/gallery/thumbnail?identity={name}").body())
+        # ... and the picture is that person's face: the library takes it for the same person as their photo.
+        assert analysis.verify(tile, sorted((samples / "people" / name).glob("*.jpg"))[0]).decision == "same", name
+        # In colour where it was cut from the photo's file, grey where only the kept frame was left.
+        pixels = np.asarray(Image.open(tile).convert("RGB"), dtype=int)
+        colour_spread = (pixels.max(axis=2) - pixels.min(axis=2)).mean()
+        assert colour_spread > 10 if name == "Kofi_Annan" else colour_spread < 3, (name, colour_spread)
 
 
 def test_cluster_page_shows_a_strip_per_person(page, server: str, facecom_b: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ TestClient (models loaded once per module)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -76,6 +77,26 @@ def test_analyze_fields(client: TestClient, samples: Path) -> None:
 
 
 @needs_models
+def test_analyze_preview_of_a_format_browsers_cannot_draw(client: TestClient, samples: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    grey = Image.open(samples / "photos" / "Colin_Powell_0003.jpg").convert("L")
+    pgm = io.BytesIO()
+    grey.save(pgm, format="PPM")
+    response = client.post("/analyze?preview=true", files=[("image", ("colin.pgm", pgm.getvalue(), "image/x-portable-graymap"))])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["size"] == list(grey.size) and body["preview"].startswith("data:image/jpeg;base64,")
+    preview = Image.open(io.BytesIO(base64.b64decode(body["preview"].split(",", 1)[1])))
+    assert preview.size == grey.size  # small photos are not enlarged
+    assert np.abs(np.asarray(preview.convert("L"), dtype=int) - np.asarray(grey, dtype=int)).mean() < 4
+    assert "preview" not in client.post("/analyze", files=[("image", ("colin.pgm", pgm.getvalue(), "image/x-portable-graymap"))]).json()
+
+
+@needs_models
 def test_explain_returns_png(client: TestClient, samples: Path) -> None:
     response = client.post("/explain", files=[_upload(_image(samples / "people", "Colin_Powell"))])
     assert response.status_code == 200, response.text
@@ -135,6 +156,14 @@ def test_evaluation_job_runs_to_a_report(client: TestClient, facecom_b: Path, tm
     report = client.get(status["report_url"])
     assert report.status_code == 200 and "<img src=\"data:image/png;base64," in report.text
     assert report.text.count('class="strip"') == 7 and 'class="probe" src="data:image/jpeg;base64,' in report.text  # faces, cut on the model thread
+    # The job embeds one slice at a time: a probe found to be a processed copy names its own
+    # clean photo (FACECOM's <identity>/distortion/<stem>_<type>.jpg comes from <identity>/<stem>.jpg).
+    out = client.app.state.jobs.get(status["id"]).out
+    assert json.loads((out / "metrics.json").read_text())["source_match"]["enabled"]
+    rows = list(csv.DictReader(open(out / "predictions.csv", newline="", encoding="utf-8")))
+    sourced = [row for row in rows if row["match_kind"] == "source"]
+    assert sourced and all(Path(row["source_photo"]) == Path(row["path"]).parent.parent / (Path(row["path"]).stem.rsplit("_", 1)[0] + ".jpg")
+                           for row in sourced)
 
 
 def test_evaluation_job_on_folders_of_plain_photos(client: TestClient, facecom_b: Path, tmp_path: Path) -> None:

@@ -158,9 +158,13 @@ def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: 
     errors = [1.0 - named[order[int(s * len(order)):]].mean() for s in shares]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(shares, errors, lw=2)
+    if not any(errors):
+        # A curve at zero lies on the axis, where it reads as an empty plot: say what it means.
+        ax.text(0.4, 0.08, "every face kept is named right (FNIR 0)", ha="center")
     ax.set_xlabel("share of lowest-quality faces discarded")
     ax.set_ylabel("FNIR of the faces kept")
-    ax.set_ylim(0, 1)
+    # A little below zero, so a curve at zero is drawn above the axis, not hidden under it.
+    ax.set_ylim(-0.03, 1)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -183,7 +187,7 @@ def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
         ax.plot(fpir, fnir, lw=2.2 if name == "all" else 1.1, label=name)
     ax.set_xscale("log")
     ax.set_xlim(1e-3, 0.5)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.03, 1)  # as plot_edc's: a curve at FNIR 0 stays visible
     ax.set_xlabel("FPIR (non-mated searches accepted)")
     ax.set_ylabel("FNIR (mated searches not named right)")
     ax.legend(fontsize=7, ncol=2)

@@ -113,11 +113,13 @@ def create_app(
 
     @app.post("/analyze")
     def analyze(image: Upload = None, images: bool = Query(False, description="add the aligned crop as a data URI"),
-                all_faces: bool = Query(False, description="add `faces`: every face of the image, main face first")) -> dict:
+                all_faces: bool = Query(False, description="add `faces`: every face of the image, main face first"),
+                preview: bool = Query(False, description="add `preview`: the decoded image as a JPEG data URI "
+                                                         "(any upload format), and `size`: its own width and height")) -> dict:
         """Box, distortion and route, gender, and identity (when the gallery holds anyone) for the
         main face; with ``all_faces`` the same for every face, in ``faces``."""
         (upload,) = read_uploads([image], max_upload_bytes)
-        return service.call(service.analyze, upload, images, all_faces)
+        return service.call(service.analyze, upload, images, all_faces, preview)
 
     @app.post("/verify")
     def verify(image1: Upload = None, image2: Upload = None,
@@ -169,10 +171,11 @@ def create_app(
 
     @app.get("/gallery/thumbnail", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def gallery_thumbnail(identity: str = Query(..., min_length=1)) -> Response:
-        """The aligned face of ``identity``'s first face enrolled through this server (JPEG)."""
-        picture = service.thumbnails.get(identity)
+        """``identity``'s face (JPEG): its first face enrolled through this server, else its first
+        enrolled photo's (the CLI's enrolments)."""
+        picture = service.call(service.thumbnail, identity)
         if picture is None:
-            raise ApiError(404, f"no picture of {identity!r} (enrolled elsewhere, or not enrolled)")
+            raise ApiError(404, f"no picture of {identity!r} (not enrolled, or its gallery keeps no photo)")
         return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.post("/jobs/recognition", status_code=202)

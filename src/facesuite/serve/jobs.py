@@ -127,6 +127,11 @@ class JobRunner:
             job.finished = time.time()
 
 
+def _offsets(sets: Sequence) -> list[int]:
+    """Where each slice's gallery images start in the merged gallery."""
+    return np.cumsum([0] + [len(s.gallery_ids) for s in sets[:-1]]).tolist()
+
+
 def merge_embedded(parts: Sequence[tuple]) -> tuple:
     """Join the ``embed_dataset`` results of several slices into one (data, skipped, routing)."""
     from facesuite.evaluate.recognition import EmbeddedSet
@@ -146,6 +151,10 @@ def merge_embedded(parts: Sequence[tuple]) -> tuple:
         probe_features=None if sets[0].probe_features is None else np.concatenate([s.probe_features for s in sets]),
         probe_quality=None if sets[0].probe_quality is None else np.concatenate([s.probe_quality for s in sets]),
         probe_no_face=None if sets[0].probe_no_face is None else np.concatenate([s.probe_no_face for s in sets]),
+        # Each slice searched its own gallery images: its rows move down by the slices before it.
+        source_rows=None if sets[0].source_rows is None else np.concatenate(
+            [np.where(s.source_rows >= 0, s.source_rows + offset, -1) for s, offset in zip(sets, _offsets(sets))]),
+        source_agreement=None if sets[0].source_agreement is None else np.concatenate([s.source_agreement for s in sets]),
     )
     skipped = [x for p in parts for x in p[1]]
     routing: dict = {}

@@ -23,6 +23,12 @@ from facesuite.serve.thumbnails import ThumbnailStore
 
 log = logging.getLogger("facesuite.serve")
 T = TypeVar("T")
+# The longest side of the upload preview the dashboard draws boxes on: its canvas is 420 px
+# wide, so twice that stays sharp on a high-density screen.
+PREVIEW_SIDE = 840
+# Mean grey-level difference under which a file's frame is the kept frame of the photo enrolled
+# (the same file gives 0; another photo differs by tens of levels).
+SAME_PHOTO_FRAME_DIFFERENCE = 1.0
 
 
 def default_gallery() -> str:
@@ -56,6 +62,10 @@ class ModelService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
         self._analysis = None
         self._gallery = None
+        # Per identity, its first enrolled photo as the gallery keeps it: (source path, frame),
+        # read again only when the gallery's stamp changes.
+        self._first_photos: dict[str, tuple[str, bytes]] = {}
+        self._photos_stamp: int | None = None
         # Why /analyze and /explain cannot work (models not shipped yet, say); None when they can.
         self.analyzer_error: str | None = None
         self._can_analyse = False
@@ -127,14 +137,19 @@ class ModelService:
             self._gallery = None
             self._analysis.gallery = None
 
-    def analyze(self, upload: Decoded, images: bool, all_faces: bool = False) -> dict:
+    def analyze(self, upload: Decoded, images: bool, all_faces: bool = False, preview: bool = False) -> dict:
         """The main face's record; with ``all_faces`` also ``faces``, every face's record
-        (main face first, the first being the same face)."""
+        (main face first, the first being the same face); with ``preview`` also ``preview``, the
+        decoded upload as a JPEG data URI a browser can draw whatever the upload's format, and
+        ``size``, the upload's own width and height (the boxes' coordinates)."""
         analysis = self._require_analysis()
         self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
         faces = analysis.get(upload, max_faces=None if all_faces else 1)
         records = [face.to_dict() | ({"crop": png_data_uri(face.chip())} if images else {}) for face in faces]
-        return records[0] | ({"faces": records} if all_faces else {})
+        height, width = upload.pixels.shape[:2]
+        shown = {"preview": jpeg_data_uri(upload.pixels, PREVIEW_SIDE),
+                 "size": [round(width * upload.scale[0]), round(height * upload.scale[1])]} if preview else {}
+        return records[0] | ({"faces": records} if all_faces else {}) | shown | {"quality_floor": self._quality_floor()}
 
     def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
         from facesuite.embed.calibration import load_far_marks
@@ -142,10 +157,16 @@ class ModelService:
         record = self.analysis.verify(first, second).to_dict()
         # Where the distance sits on the calibrated scale: the thresholds at FAR 1% and 0.1%.
         record["far_marks"] = [{"far": far, "threshold": round(t, 6)} for far, t in sorted(load_far_marks(self.analysis.embedder.name).items())]
+        record["quality_floor"] = self._quality_floor()
         if images:
             crops, _ = self.analysis.crops([first, second])
             record["crops"] = [png_data_uri(crop.chip) for crop in crops]
         return record
+
+    def _quality_floor(self) -> float | None:
+        """The quality below which a face is unrecognisable; None without a quality model."""
+        quality = self.analysis.quality
+        return None if quality is None else quality.floor
 
     def explain(self, upload: Decoded) -> tuple[bytes, dict]:
         try:
@@ -209,10 +230,68 @@ class ModelService:
         where = display_uri(self.gallery_uri)
         if gallery is None:
             return {"path": where, "exists": False, "identities": [], "faces": 0}
+        photos = self._enrolled_photos()
         return {"path": where, "exists": True, "embedder": gallery.embedder,
                 "threshold": round(gallery.threshold, 6), "faces": len(gallery),
-                "identities": [{"identity": i, "faces": n, "thumbnail": self.thumbnails is not None and self.thumbnails.has(i)}
+                "identities": [{"identity": i, "faces": n,
+                                "thumbnail": self.thumbnails is not None and (self.thumbnails.has(i) or i in photos)}
                                for i, n in gallery.list()]}
+
+    def _enrolled_photos(self) -> dict[str, tuple[str, bytes]]:
+        """Each identity's first enrolled photo the gallery keeps a frame of: (source, frame)."""
+        gallery = self._open_gallery(create=False)
+        if gallery is None:
+            return {}
+        stamp, rows = gallery.store.frames(since=self._photos_stamp)
+        if rows is not None:
+            self._first_photos, self._photos_stamp = {}, stamp
+            for identity, source, frame in rows:
+                self._first_photos.setdefault(identity, (source, frame))
+        return self._first_photos
+
+    def thumbnail(self, identity: str) -> bytes | None:
+        """``identity``'s picture (JPEG): the face stored when it was enrolled through this server;
+        for one enrolled elsewhere (the CLI) made once from its first enrolled photo -- the face
+        cut from the file when it is still there, else the photo's frame the gallery keeps for
+        source matching (grey, whole photo) -- and stored; None when neither is there."""
+        if self.thumbnails is None:
+            return None
+        picture = self.thumbnails.get(identity)
+        if picture is not None:
+            return picture
+        photo = self._enrolled_photos().get(identity)
+        if photo is None:
+            return None
+        from facesuite.gallery.source_match import frame_from_bytes
+
+        source, frame = photo
+        kept = frame_from_bytes(frame)
+        enrolled = self._enrolled_file(source, kept)
+        crops, _ = self.analysis.crops([enrolled]) if enrolled is not None else ([], [])
+        if crops:
+            self.thumbnails.put(identity, crops[0].chip)
+        else:
+            self.thumbnails.put(identity, np.repeat(kept[..., None], 3, axis=2))
+        return self.thumbnails.get(identity)
+
+    @staticmethod
+    def _enrolled_file(source: str, kept: np.ndarray) -> Decoded | None:
+        """The file ``source`` decoded if it is still the photo enrolled (its frame is the ``kept``
+        one), else None: a stored source is only a name -- an upload's file name, or a file since
+        replaced -- and the server shows no file but the very photo enrolled."""
+        from pathlib import Path
+
+        from facesuite.gallery.source_match import frame_of
+        from facesuite.io import decode
+
+        if not Path(source).is_file():
+            return None
+        try:
+            decoded = decode(source)
+        except InputError:
+            return None
+        difference = np.abs(frame_of(decoded.pixels).astype(int) - kept.astype(int)).mean()
+        return decoded if difference <= SAME_PHOTO_FRAME_DIFFERENCE else None
 
     def remove(self, identity: str) -> dict:
         gallery = self._open_gallery(create=False)
@@ -271,6 +350,19 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def jpeg_data_uri(image: np.ndarray, longest_side: int) -> str:
+    """``image`` (RGB) shrunk to at most ``longest_side`` pixels a side, as a JPEG data URI."""
+    import base64
+
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def png_data_uri(image: np.ndarray) -> str:

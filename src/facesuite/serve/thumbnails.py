@@ -3,8 +3,9 @@
 Galleries hold vectors and source names, not pictures (an upload is never kept), so the server
 keeps its own: the aligned chip of an identity's first enrolled face, as a JPEG of about 3 KB,
 under ``WORK_DIR/thumbnails/<gallery>/``, one file per identity named by a hash (identity names
-are data, never paths). Removing the identity removes its file. Identities enrolled elsewhere
-(the CLI, the demo) have none until they are enrolled through the server.
+are data, never paths). Removing the identity removes its file. An identity enrolled elsewhere
+(the CLI, the demo) gets its file the first time its picture is asked for, made from its first
+enrolled photo (:meth:`facesuite.serve.service.ModelService.thumbnail`).
 """
 
 from __future__ import annotations

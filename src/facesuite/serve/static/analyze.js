@@ -1,4 +1,4 @@
-// Analyze page: /analyze (every face) for the fields and crops, /explain for the Grad-CAM overlay;
+// Analyze page: /analyze (every face, and the decoded image to draw them on) for the fields and crops, /explain for the Grad-CAM overlay;
 // both asked at once, each panel showing a spinner until its answer is in.
 "use strict";
 
@@ -10,42 +10,76 @@ function loading(id, on) {
   document.getElementById(id).classList.toggle("loading", on);
 }
 
-function drawBoxes(file, faces) {
-  // The browser decodes the file itself, so only the boxes travel back from the server.
+function drawBoxes(result) {
+  // The server sends the image it decoded (any format it reads: PGM, TIFF, ...), so the browser
+  // never has to decode the upload itself; boxes are in the upload's own pixels (result.size).
   const canvas = document.getElementById("canvas");
+  const note = document.getElementById("canvas-note");
   const image = new Image();
   image.onload = () => {
-    const scale = Math.min(1, 420 / image.naturalWidth);
-    canvas.width = image.naturalWidth * scale;
-    canvas.height = image.naturalHeight * scale;
+    canvas.width = Math.min(420, image.naturalWidth);
+    canvas.height = image.naturalHeight * canvas.width / image.naturalWidth;
+    const scale = canvas.width / result.size[0];
     const ctx = canvas.getContext("2d");
     ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
     ctx.lineWidth = 3;
     ctx.font = "bold 14px system-ui, sans-serif";
-    faces.forEach((face, index) => {
+    result.faces.forEach((face, index) => {
       const [x1, y1, x2, y2] = face.box.map((v) => v * scale);
       ctx.strokeStyle = ctx.fillStyle = face.no_face ? "#9a9a9a" : BOX_COLOURS[index % BOX_COLOURS.length];
       // A box that holds no face is drawn dashed and says so: it is where a face was looked for.
       ctx.setLineDash(face.no_face ? [6, 4] : []);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       if (face.no_face) ctx.fillText("no face", x1 + 3, Math.max(14, y1 - 4));
-      if (faces.length > 1) ctx.fillText(String(index + 1), x1 + 3, Math.max(14, y1 - 4));
+      if (result.faces.length > 1) ctx.fillText(String(index + 1), x1 + 3, Math.max(14, y1 - 4));
     });
-    URL.revokeObjectURL(image.src);
+    canvas.classList.remove("hidden");
     loading("panel-face", false);
   };
-  image.src = URL.createObjectURL(file);
+  image.onerror = () => {
+    canvas.classList.add("hidden");
+    note.textContent = "the preview of this image could not be drawn";
+    loading("panel-face", false);
+  };
+  image.src = result.preview;
+}
+
+// Each identity decision as itself: its style.css class (colour) and its words; null without a gallery.
+function identityDecision(face) {
+  if (face.identity === null) return null;
+  const distance = face.distance === null ? "" : ` (distance ${face.distance.toFixed(3)})`;
+  if (face.match_kind === "source") {
+    const photo = (face.source_photo || "").split(/[\\/]/).pop();
+    return ["source", `${face.identity}: a processed copy of their enrolled photo ${photo}`];
+  }
+  switch (face.identity) {
+    case "unknown": return ["unknown", `unknown: nobody in the gallery is close enough${distance}`];
+    case "unrecognisable": return ["unrecognisable", "unrecognisable: the face is too poor to recognise"];
+    case "no face": return ["no-face", "no face: nothing to recognise"];
+    default: return ["named", `${face.identity}${distance}`];
+  }
+}
+
+function showIdentity(face) {
+  const line = document.getElementById("identity");
+  const decision = identityDecision(face);
+  line.classList.toggle("hidden", decision === null);
+  if (decision === null) return;
+  line.className = `verdict decision ${decision[0]}`;
+  line.dataset.decision = decision[0];
+  line.textContent = decision[1];
 }
 
 function describe(face) {
+  const identity = identityDecision(face)?.[1] ?? "no gallery";
   if (face.no_face) {
     return [
       ["face", `no face found (face probability ${face.face_probability === null ? "n/a" : face.face_probability.toFixed(3)}): nothing is decided`],
+      ["identity", identity],
       ["box", face.box.join(", ")],
     ];
   }
   const gender = face.gender === null ? null : `${face.gender} (p_female ${face.p_female.toFixed(3)})`;
-  const identity = face.identity === null ? "no gallery" : `${face.identity} (distance ${face.distance.toFixed(3)})`;
   // The route is chosen by the distortion detector: its verdict and confidence are the evidence.
   const evidence = face.distortion === null ? null
     : `detector says ${face.distortion} (p ${face.distortion_probability.toFixed(3)}), so ${face.route}`;
@@ -60,7 +94,7 @@ function describe(face) {
   ];
   if (face.quality !== null && face.quality !== undefined) rows.push(["quality", face.quality.toFixed(3)]);
   rows.push(["identity", identity]);
-  if (face.match_kind) rows.push(["match", face.match_kind]);
+  if (face.match_kind) rows.push(["matched by", face.match_kind === "source" ? "the source photo (the whole frame)" : "the face"]);
   rows.push(["detector score", face.fallback ? "detector found none: centre box, judged a face" : face.score.toFixed(3)]);
   if (face.turn) rows.push(["turned", `photo turned ${face.turn}° to find the face upright`]);
   rows.push(["box", face.box.join(", ")]);
@@ -80,8 +114,15 @@ function showFaces(faces) {
     img.alt = `face ${index + 1}`;
     img.style.outline = `3px solid ${BOX_COLOURS[index % BOX_COLOURS.length]}`;
     const caption = document.createElement("figcaption");
-    const who = face.identity === null ? "" : ` · ${face.identity}`;
-    caption.textContent = `${index + 1}: ${face.gender ?? "?"}${who} · ${face.distortion} → ${face.route}`;
+    caption.textContent = `${index + 1}: ${face.gender ?? "?"} · ${face.distortion} → ${face.route}`;
+    const decision = identityDecision(face);
+    if (decision !== null) {
+      const who = document.createElement("span");
+      who.className = `decision ${decision[0]}`;
+      who.dataset.decision = decision[0];
+      who.textContent = face.match_kind === "source" ? `${face.identity} (source photo)` : face.identity;
+      caption.append(document.createElement("br"), who);
+    }
     card.append(img, caption);
     return card;
   }));
@@ -108,11 +149,13 @@ async function showGradcam(file) {
 async function showAnalysis(file) {
   const data = new FormData();
   data.append("image", file);
-  const result = await (await postForm("/analyze?images=true&all_faces=true", data)).json();
-  drawBoxes(file, result.faces);
+  const result = await (await postForm("/analyze?images=true&all_faces=true&preview=true", data)).json();
+  drawBoxes(result);
   document.getElementById("crop").src = result.crop;
   loading("panel-crop", false);
+  showIdentity(result);
   fillTable(document.getElementById("fields"), describe(result));
+  document.getElementById("quality-floor").textContent = result.quality_floor === null ? "" : ` (${result.quality_floor})`;
   loading("panel-result", false);
   showFaces(result.faces);
 }
@@ -134,6 +177,8 @@ form.addEventListener("submit", async (event) => {
   document.getElementById("crop").removeAttribute("src");
   document.getElementById("cam").removeAttribute("src");
   document.getElementById("cam-note").textContent = "";
+  document.getElementById("canvas-note").textContent = "";
+  document.getElementById("identity").classList.add("hidden");
   document.getElementById("fields").replaceChildren();
   document.getElementById("panel-faces").classList.add("hidden");
   document.getElementById("result").classList.remove("hidden");

@@ -2,6 +2,23 @@
 "use strict";
 
 const POLL_MS = 500;
+// Each figure of a job (its key in job.metrics) as a user reads it, and how its value is shown.
+const percent = (value) => `${(100 * value).toFixed(1)}%`;
+const FIGURES = [
+  ["top1", "identification: searches whose nearest gallery face is the right person", percent],
+  ["tar_at_far_1pct", "verification: accepted genuine pairs at 1% false accepts", percent],
+  ["auc", "verification: area under the ROC curve (1 = genuine and impostor pairs fully apart)", (value) => value.toFixed(4)],
+  ["coverage", "at the operating point: searches answered with a name", percent],
+  ["wrong_identity_rate", "at the operating point: searches answered with a wrong name", percent],
+  ["fpir", "at the operating point: strangers (own identity left out) answered with a name (FPIR)", percent],
+  ["probes", "probe images searched", String],
+  ["identities", "identities in the gallery", String],
+  ["skipped", "images skipped (could not be read)", String],
+];
+
+function describeMetrics(metrics) {
+  return FIGURES.filter(([key]) => key in metrics).map(([key, label, format]) => [label, format(metrics[key])]);
+}
 
 async function poll(id) {
   const response = await fetch(`/jobs/${id}`);
@@ -18,7 +35,7 @@ async function poll(id) {
     return;
   }
   bar.value = bar.max;
-  fillTable(document.getElementById("metrics"), Object.entries(job.metrics));
+  fillTable(document.getElementById("metrics"), describeMetrics(job.metrics));
   const link = document.getElementById("report-link");
   link.href = job.report_url;
   link.classList.remove("hidden");

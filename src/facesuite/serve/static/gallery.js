@@ -9,18 +9,20 @@ function personCard(entry) {
   const card = document.createElement("figure");
   card.className = "person";
   card.dataset.identity = entry.identity;
+  // Initials where the server has no picture: enrolled elsewhere into a gallery that keeps no photos.
+  const none = document.createElement("div");
+  none.className = "thumb placeholder";
+  none.title = "no picture: this gallery keeps no photo of this identity";
+  none.textContent = initials(entry.identity);
   if (entry.thumbnail) {
     const img = document.createElement("img");
     img.className = "thumb";
     img.alt = `face of ${entry.identity}`;
+    img.loading = "lazy";  // a picture not made yet is made when it is first asked for
+    img.addEventListener("error", () => img.replaceWith(none));
     img.src = `/gallery/thumbnail?identity=${encodeURIComponent(entry.identity)}`;
     card.appendChild(img);
   } else {
-    // Enrolled elsewhere (CLI, demo): the server keeps no picture of it.
-    const none = document.createElement("div");
-    none.className = "thumb placeholder";
-    none.title = "no picture: enrolled outside the dashboard";
-    none.textContent = initials(entry.identity);
     card.appendChild(none);
   }
   const caption = document.createElement("figcaption");

@@ -34,10 +34,35 @@ function drawScale(result) {
     mark(scale, at(m.threshold), side, `FAR ${(m.far * 100).toLocaleString()}%`).dataset.far = m.far;
   });
   mark(scale, at(result.threshold), "threshold", null);
-  mark(scale, at(result.distance), `pair ${result.same ? "same" : "different"}`, result.distance.toFixed(3)).id = "distance-mark";
+  // Without a face on both sides nothing was compared: no distance to place.
+  if (result.decision !== "no face") mark(scale, at(result.distance), `pair ${decisionClass(result.decision)}`, result.distance.toFixed(3)).id = "distance-mark";
   const farNote = marks.length ? ` Grey marks: the distance at which ${marks.map((m) => `${m.far * 100}%`).join(" / ")} of different people would be accepted.` : "";
   document.getElementById("scale-note").textContent =
     `cosine distance, 0 to ${end.toFixed(2)}; green: accepted as the same person (threshold ${result.threshold.toFixed(3)}).${farNote}`;
+}
+
+// Which images a per-image flag names, in words: "image 1", "image 1 and image 2".
+function whichImages(flags) {
+  return flags.map((on, i) => (on ? `image ${i + 1}` : null)).filter(Boolean).join(" and ");
+}
+
+// Each decision of /verify as itself: its own colour (style.css) ...
+function decisionClass(decision) {
+  return { same: "same", different: "different", unrecognisable: "unrecognisable", "no face": "no-face" }[decision] ?? "undecided";
+}
+
+// ... and its own words.
+function verdictText(result) {
+  switch (result.decision) {
+    case "same": return "Same person";
+    case "different": return "Different people";
+    case "unrecognisable": {
+      const poor = whichImages(result.quality.map((q) => q !== null && q < result.quality_floor));
+      return `Cannot tell: the face in ${poor} is too poor to recognise`;
+    }
+    case "no face": return `No face found in ${whichImages(result.no_face)}`;
+    default: return result.decision;
+  }
 }
 
 document.getElementById("form").addEventListener("submit", async (event) => {
@@ -59,19 +84,13 @@ document.getElementById("form").addEventListener("submit", async (event) => {
     document.getElementById("crop1").src = result.crops[0];
     document.getElementById("crop2").src = result.crops[1];
     const verdict = document.getElementById("verdict");
-    // Each decision as itself: a pair with no face, or a face too poor to tell, is no "different".
-    const VERDICTS = {
-      same: ["Same person", "same"],
-      different: ["Different people", "different"],
-      unrecognisable: ["Cannot tell: a face is too poor to recognise", "undecided"],
-      "no face": [`No face found in ${result.no_face.map((none, i) => (none ? `image ${i + 1}` : null)).filter(Boolean).join(" and ")}`, "undecided"],
-    };
-    const [text, style] = VERDICTS[result.decision] ?? [result.decision, "undecided"];
-    verdict.textContent = text;
-    verdict.className = `verdict ${style}`;
+    verdict.textContent = verdictText(result);
+    verdict.className = `verdict decision ${decisionClass(result.decision)}`;
+    verdict.dataset.decision = result.decision;
     drawScale(result);
     fillTable(document.getElementById("fields"), [
-      ["distance", result.distance.toFixed(4)],
+      ["distance", result.decision === "no face" ? "— (nothing compared)" : result.distance.toFixed(4)],
+      ["quality", result.quality.map((q) => (q === null ? "—" : q.toFixed(3))).join(" / ")],
       ["threshold", `${result.threshold.toFixed(4)} (${result.threshold_source})`],
       ["face found", result.no_face.map((none, i) => (none ? "no" : result.fallback[i] ? "yes (centre box judged a face)" : "yes")).join(" / ")],
     ]);
