@@ -551,7 +551,7 @@ class Enrolled:
     identity: str
     faces: int  # faces added
     skipped: list[Skipped]
-    already: int = 0  # photos this identity already held (by content), not added again
+    already: int = 0  # photos the identity already held (by content) or given twice: not added again
 
 
 class Gallery:

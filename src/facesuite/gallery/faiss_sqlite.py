@@ -5,9 +5,9 @@ A gallery is a folder holding two files:
 ``gallery.sqlite``
     The source of truth (SQLite in WAL mode): a ``meta`` table (embedder name, vector size,
     threshold, schema version, gallery id, generation counter) and a ``faces`` table (id,
-    identity, source path, float32 vector as a BLOB, the image's content hash). A ``frames`` table keeps, per face, the
-    whole image's frame for source-photo matching (:mod:`facesuite.gallery.source_match`),
-    written in the same transaction and deleted with it. Every enroll or remove is one
+    identity, source path, float32 vector as a BLOB, the image's content hash). A ``frames``
+    table keeps, per face, the whole image's frame for source-photo matching
+    (:mod:`facesuite.gallery.source_match`), written in the same transaction and deleted with it. Every enroll or remove is one
     transaction, so a crash -- even SIGKILL -- loses nothing already committed and never exposes
     half an identity. Each write transaction bumps the generation counter. Galleries of older
     schemas are brought up to date when opened (:func:`_upgrade`).

@@ -60,6 +60,8 @@ _FIRST_PASS_WIDTH = 64
 _IDENTITY_BYTES = 4 * MAX_IDENTITY_LENGTH
 _SOURCE_BYTES = 65_535
 _HASH_BYTES = 64  # a SHA-1 in hex is 40
+# Hashes looked up per query: keeps the filter expression far below the server's request limit.
+_HASHES_PER_QUERY = 1_000
 # A collection being rewritten in the current schema, under its name with this suffix.
 _UPGRADING = "__upgrading"
 _CONNECT_TIMEOUT_S = 10.0
@@ -182,8 +184,8 @@ class MilvusGallery(GalleryStore):
         """Those of ``hashes`` that images enrolled for ``identity`` have."""
         wanted = sorted(set(hashes))
         held: set[str] = set()
-        for start in range(0, len(wanted), _MAX_LIMIT):
-            part = wanted[start : start + _MAX_LIMIT]
+        for start in range(0, len(wanted), _HASHES_PER_QUERY):
+            part = wanted[start : start + _HASHES_PER_QUERY]
             where = f"identity == {_quote(identity)} and hash in {json.dumps(part)}"
             held.update(row["hash"] for row in self._client.query(self._collection, filter=where,
                                                                      output_fields=["hash"], limit=_MAX_LIMIT))
@@ -339,7 +341,9 @@ def _upgrade(client: Any, collection: str, properties: dict[str, str]) -> None:
     -- and that collection takes the old one's name. Schema 2's view rows (rendered views of
     each face, since removed) are not copied, so every row left is a face. The old collection is
     dropped only once the copy is whole; a run stopped after that finishes the rename when the
-    gallery is next opened (:func:`_finish_upgrade`), and one stopped before starts again."""
+    gallery is next opened (:func:`_finish_upgrade`), and one stopped before starts again. Open
+    an older gallery from one client first: a second client opening it during the copy would
+    start the copy again under the first."""
     from pymilvus import MilvusException
 
     target = collection + _UPGRADING
