@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, identities_in_split, recognition_analysis

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from pathlib import Path
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
@@ -14,7 +13,7 @@ from facesuite.errors import InputError
 
 def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
-    from facesuite.io import expand_paths
+    from facesuite.io import expand_paths, is_image_file
 
     if args.from_clusters:
         return _enroll_clusters(args)
@@ -24,7 +23,7 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     if args.identity is not None:
         by_identity = {args.identity: expand_paths(args.paths)}
     else:
-        photo = next((path for path in args.paths if _is_image_file(path)), None)
+        photo = next((path for path in args.paths if is_image_file(path)), None)
         if photo is not None:
             raise InputError("a photo is enrolled under a name: add --identity NAME", photo)
         if len(args.paths) > 1:
@@ -42,19 +41,6 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; "
           f"{sum(r.already for r in results)} photos already enrolled, {len(skipped_all)} files skipped")
     return exit_status(args.paths, skipped_all)
-
-
-def _is_image_file(path: str) -> bool:
-    """Whether ``path`` is a file an image decoder recognises (a photo, not a list of images)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():
-        return False
-    try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, OSError):
-        return False
 
 
 def _enroll_clusters(args: argparse.Namespace) -> int:
