@@ -75,6 +75,8 @@ def output_folder(path: str | Path) -> Path:
     from facesuite.errors import InputError
 
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError("the output folder is a file", folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -19,7 +19,10 @@ def _analysis(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.age import train_age
+
+    output_folder(args.out)  # before the training, not after
 
     summary = train_age(args.dir, args.out, args.exclude, args.cache, args.folds, args.seed, make_extractor(args))
     for reason in summary.pop("skipped"):

@@ -104,7 +104,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_train_presence(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.presence import train_presence
+
+    output_folder(args.out)  # before the training, not after
 
     record = train_presence(Path(args.facecom), Path(args.utkface) if args.utkface else None,
                             Path(args.exclude) if args.exclude else None, Path(args.out), args.seed)

@@ -25,10 +25,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
     from facesuite.errors import InputError
     from facesuite.io import iter_images
+    from facesuite.text import output_folder
     from facesuite.train.distortion import CleanVariety, TrainSettings, train_detector
 
     if args.variants < 0 or args.photos_count < 0 or not 0 <= args.calibration_share < 1:
         raise InputError("--variants and --photos-count must be >= 0 and --calibration-share in [0, 1)")
+    output_folder(args.out)  # before the training, not after
     dataset = read_identity_folders(args.dir)
     val = read_split(args.val_identities) if args.val_identities else None
     photos: list[Path] = []
@@ -59,11 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_restorer(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
     from facesuite.errors import InputError
+    from facesuite.text import output_folder
     from facesuite.train.restorer import RestorerOptions, train_restorer
 
     for name, least in (("steps", 1), ("width", 1), ("depth", 2)):  # depth 2: the first and last convolutions
         if getattr(args, name) < least:
             raise InputError(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    output_folder(Path(args.out).parent)  # the network is a file: its folder, before the training
     dataset = read_identity_folders(args.dir)
     if args.holdout:
         dataset = dataset.subset(set(dataset.identities) - read_split(args.holdout))

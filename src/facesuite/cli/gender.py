@@ -26,7 +26,10 @@ def _analysis(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.gender import TrainOptions, train_gender
+
+    output_folder(args.out)  # before hours of training, not after
 
     if args.teacher is not None and args.kind != "cnn":
         from facesuite.errors import InputError
