@@ -388,13 +388,72 @@ def test_a_schema_2_gallery_drops_its_view_rows_and_works(new_uri: Callable[[], 
         client = MilvusClient(address)
         properties = client.describe_collection(collection)["properties"]
         client.close()
-        assert properties["facesuite.schema_version"] == "3" and "facesuite.views" not in properties
+        assert properties["facesuite.schema_version"] == "4" and "facesuite.views" not in properties
     else:
         import sqlite3
 
         with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
             assert "view" not in {row[1] for row in db.execute("PRAGMA table_info(faces)")}
-            assert dict(db.execute("SELECT key, value FROM meta"))["schema_version"] == "3"
+            assert dict(db.execute("SELECT key, value FROM meta"))["schema_version"] == "4"
+
+
+def _schema_3_gallery(uri: str, enrolled: dict[str, np.ndarray]) -> None:
+    """Write what facesuite wrote at schema 3: face rows without a content hash."""
+    rows = [(name, f"{name}/{j}.jpg", vector) for name, block in enrolled.items() for j, vector in enumerate(block)]
+    if not is_milvus_uri(uri):
+        import sqlite3
+
+        with create_gallery(uri, "test", DIM, 0.4):
+            pass
+        with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
+            db.execute("ALTER TABLE faces DROP COLUMN hash")
+            db.executemany("INSERT INTO faces (identity, source, vector) VALUES (?, ?, ?)",
+                           [(name, source, vector.astype("<f4").tobytes()) for name, source, vector in rows])
+            db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        return
+    from pymilvus import DataType, MilvusClient
+
+    from facesuite.gallery.milvus import parse_uri
+
+    address, collection = parse_uri(uri)
+    client = MilvusClient(address)
+    schema = client.create_schema(auto_id=True, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, size in (("identity", 800), ("source", 65_535)):
+        schema.add_field(name, DataType.VARCHAR, max_length=size)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong", properties={
+        "facesuite.schema_version": "3", "facesuite.embedder": "test", "facesuite.dim": str(DIM),
+        "facesuite.threshold": "0.4"})
+    client.insert(collection, [{"identity": name, "source": source, "vector": vector.tolist()} for name, source, vector in rows])
+    client.flush(collection)
+    client.close()
+
+
+def test_a_gallery_without_hashes_keeps_its_faces_and_enrols_each_photo_once(new_uri: Callable[[], str]) -> None:
+    """A schema-3 gallery (no content hashes) opens with every face kept and searchable; from then
+    on a photo enrolled twice for one identity is stored once."""
+    uri = new_uri()
+    rng = np.random.default_rng(5)
+    old = {"ann": unit(rng, 2), "bob": unit(rng, 3)}
+    _schema_3_gallery(uri, old)
+    new = unit(rng, 2)
+    with open_gallery(uri) as gallery:
+        assert gallery.identities() == [("ann", 2), ("bob", 3)]
+        best = gallery.identify(old["bob"][2])[0][0]
+        assert (best.identity, best.source) == ("bob", "bob/2.jpg") and best.distance < 1e-5
+        # The same photo twice in one call, then again: stored once.
+        assert gallery.enroll("ann", np.stack([new[0], new[0]]), ["n.jpg", "n.jpg"], ["h-new", "h-new"]) == 1
+        assert gallery.enroll("ann", new[:1], ["n.jpg"], ["h-new"]) == 0
+        assert gallery.held_hashes("ann", ["h-new", "h-other"]) == {"h-new"}
+        # Per identity: another person may hold the same photo; no hash, no check.
+        assert gallery.enroll("bob", new[:1], ["n.jpg"], ["h-new"]) == 1
+        assert gallery.enroll("bob", new[1:], ["m.jpg"]) == 1 and gallery.enroll("bob", new[1:], ["m.jpg"]) == 1
+    with open_gallery(uri) as gallery:  # upgraded once: opening again changes nothing
+        assert gallery.identities() == [("ann", 3), ("bob", 6)]
+        assert gallery.identify(old["ann"][1])[0][0].source == "ann/1.jpg"
 
 
 def test_a_schema_1_gallery_opens_and_gains_the_frames_table(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import ChipSpec, Embedder, cosine_distance, embedders_of_space, get_embedder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import Match
+from facesuite.gallery.base import Match, rows_to_add
 from facesuite.io import ImageInput, decode
 from facesuite.parallel import model_loading, ordered_map
 from facesuite.text import utf8_path
@@ -568,6 +568,7 @@ class Enrolled:
     identity: str
     faces: int  # faces added
     skipped: list[Skipped]
+    already: int = 0  # photos the identity already held (by content) or given twice: not added again
 
 
 class Gallery:
@@ -597,7 +598,11 @@ class Gallery:
 
     def enroll(self, identity: str, images: Sequence[ImageInput], sources: Sequence[str] | None = None) -> Enrolled:
         """Add the main face of each image as ``identity`` (one transaction); ``sources``
-        name the images in the gallery (default: their paths or names)."""
+        name the images in the gallery (default: a file's absolute path, else the input's name).
+
+        A photo the identity already holds is not added again, and is counted in
+        :attr:`Enrolled.already`: the same file bytes (the same bytes given in memory), or for an
+        array or PIL image the same decoded pixels. Enrolling a folder twice adds nothing."""
         if sources is not None and len(sources) != len(images):
             raise ValueError("sources must name every image")
         named = list(zip(images, sources)) if sources is not None else [(image, None) for image in images]
@@ -625,15 +630,27 @@ class Gallery:
         return results
 
     def _enroll_chunk(self, people: dict[str, list[tuple[ImageInput, str | None]]]) -> list[Enrolled]:
-        inputs, owners = [], []
+        inputs, owners, sources = [], [], []
         skipped: dict[str, list[Skipped]] = {identity: [] for identity in people}
+        already = dict.fromkeys(people, 0)
         for identity, items in people.items():
+            decoded = []
             for image, name in items:
                 try:
-                    inputs.append(decode(image, name))
-                    owners.append(identity)
+                    decoded.append((decode(image, name), name))
                 except InputError as error:
                     skipped[identity].append(Skipped.of(image, error))
+            # Photos the identity holds are left out before the costly detection and embedding;
+            # the store checks again as it writes (another enroll may have added one meanwhile).
+            new = rows_to_add([entry.digest for entry, _ in decoded],
+                              self.store.held_hashes(utf8_path(identity), [entry.digest for entry, _ in decoded]))
+            already[identity] = len(decoded) - len(new)
+            for entry, name in (decoded[i] for i in new):
+                inputs.append(entry)
+                owners.append(identity)
+                # A file is named by its absolute path: a relative one means nothing to a later
+                # reader of the gallery run from another folder.
+                sources.append(str(entry.path.resolve()) if name is None and entry.path is not None else entry.name)
         # One face per decoded input, in order (decoded inputs cannot fail again); a photo with no
         # face is skipped, with its reason.
         faces = [result[0] for result in self.analysis.get_batch(inputs, identify=False)]
@@ -641,7 +658,7 @@ class Gallery:
             skipped[owners[index]].append(Skipped.of(inputs[index].path or inputs[index].name,
                                                      InputError("no face found", inputs[index].name)))
         keep = [i for i, face in enumerate(faces) if not face.no_face]
-        inputs, owners = [inputs[i] for i in keep], [owners[i] for i in keep]
+        inputs, owners, sources = [inputs[i] for i in keep], [owners[i] for i in keep], [sources[i] for i in keep]
         vectors = np.stack([faces[i].embedding for i in keep]) if keep else np.zeros((0, self.analysis.embedder.dim), np.float32)
         frames = None
         if self.store.keeps_frames:
@@ -655,9 +672,10 @@ class Gallery:
             # The store's text is UTF-8: a folder or file name that is not is kept with \xNN escapes.
             name, added = utf8_path(identity), 0
             if rows:
-                added = self.store.enroll(name, vectors[rows], [utf8_path(inputs[i].name) for i in rows],
+                added = self.store.enroll(name, vectors[rows], [utf8_path(sources[i]) for i in rows],
+                                          [inputs[i].digest for i in rows],
                                           **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
-            results.append(Enrolled(name, added, skipped[identity]))
+            results.append(Enrolled(name, added, skipped[identity], already[identity] + len(rows) - added))
         return results
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:

@@ -107,7 +107,9 @@ def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
 def save_rgb(image: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
+    from facesuite.text import open_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    with open_output(path, binary=True) as handle:
+        Image.fromarray(image).save(handle, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     return path

@@ -254,6 +254,18 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file an image decoder recognises by its header (a photo, not a list
+    of photos); nothing is decoded."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
+
+
 def is_candidate_file(path: Path) -> bool:
     """A file a folder walk hands to the loader: every regular file but hidden ones.
 

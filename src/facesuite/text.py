@@ -1,4 +1,10 @@
-"""Text outputs (CSV, HTML, Parquet strings, the gallery's database, fault logs) are UTF-8, and file
+"""Output files and folders, and the text written to them.
+
+Where a command writes is opened here, once: :func:`open_csv` for a file (``-`` is standard
+output) and :func:`output_folder` for an ``--out`` folder. One that cannot be written is the
+user's to fix, an :class:`~facesuite.errors.InputError` naming it (exit 2), not a fault of ours.
+
+Text outputs (CSV, HTML, Parquet strings, the gallery's database, fault logs) are UTF-8, and file
 and folder names need not be: Linux hands a name's bytes that are not UTF-8 to Python as
 surrogates (PEP 383), which a UTF-8 encoder refuses. Everything facesuite writes as text goes
 through the ``facesuite-escape`` error handler registered here, which writes such a byte as
@@ -7,8 +13,15 @@ through the ``facesuite-escape`` error handler registered here, which writes suc
 from __future__ import annotations
 
 import codecs
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
+
+#: The output name that means standard output, wherever a file is asked for.
+STDOUT = "-"
 
 ESCAPE = "facesuite-escape"  # the codec error handler: pass as errors= when writing text
 
@@ -25,10 +38,52 @@ def _escape_undecoded_bytes(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error(ESCAPE, _escape_undecoded_bytes)
 
 
-def open_csv(path: str | Path) -> TextIO:
-    """A CSV output file, UTF-8: the bytes of a file name that are not UTF-8 are written as
-    ``\\xNN`` escapes instead of stopping the run."""
-    return open(path, "w", newline="", encoding="utf-8", errors=ESCAPE)
+@contextmanager
+def open_output(path: str | Path, binary: bool = False, newline: str | None = None) -> Iterator[IO]:
+    """An output file, text in UTF-8 unless ``binary``; ``-`` is standard output (left open). The
+    bytes of a file name that are not UTF-8 are written as ``\\xNN`` escapes instead of stopping
+    the run. A file that cannot be created is an :class:`InputError` naming it; no folder is made
+    for it."""
+    from facesuite.errors import InputError
+
+    if is_stdout(path):
+        stream = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    try:
+        handle = open(path, "wb") if binary else open(path, "w", newline=newline, encoding="utf-8", errors=ESCAPE)
+    except OSError as error:
+        raise InputError(f"cannot write this file ({error.strerror})", path) from None
+    with handle:
+        yield handle
+
+
+def open_csv(path: str | Path) -> AbstractContextManager[TextIO]:
+    """:func:`open_output` for a CSV file (the csv module writes its own line ends)."""
+    return open_output(path, newline="")
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether an output named ``path`` is standard output."""
+    return path is not None and os.fspath(path) == STDOUT
+
+
+def output_folder(path: str | Path) -> Path:
+    """The output folder ``path``, made (with its parents) if absent; an :class:`InputError` naming
+    it when it cannot be made or written into, before any work is done."""
+    from facesuite.errors import InputError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError("the output folder is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder ({error.strerror or error})", folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError("cannot write into the output folder (permission denied)", folder)
+    return folder
 
 
 def utf8_path(path: str | Path) -> str:

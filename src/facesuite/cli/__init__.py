@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from facesuite import __version__
@@ -43,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         try:
-            return args.handler(args)
+            status = args.handler(args)
+            sys.stdout.flush()  # inside the try: a reader that went away is answered below
+            return status
         except ModuleNotFoundError as error:
             # A module an extra installs is the user's to add: one line naming the extra.
             raise missing_extra(error) or error
+    except BrokenPipeError:
+        # The reader of our output closed it (`| head`): what it wanted it has, so end quietly.
+        # Standard output goes to devnull, or the interpreter's flush at exit raises again.
+        _close_progress_bars()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as error:
         _close_progress_bars()
         print(f"facesuite: error: {error}", file=sys.stderr)

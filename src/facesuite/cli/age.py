@@ -19,7 +19,10 @@ def _analysis(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.age import train_age
+
+    output_folder(args.out)  # before the training, not after
 
     summary = train_age(args.dir, args.out, args.exclude, args.cache, args.folds, args.seed, make_extractor(args))
     for reason in summary.pop("skipped"):
@@ -43,6 +46,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.age_eval import evaluate_age, read_age_data
     from facesuite.cli.summary import print_summary
 
+    from facesuite.text import output_folder
+
+    output_folder(args.out)
     samples = read_age_data(args.dir, args.split)  # a wrong folder or list is reported before the model is loaded
     metrics, skipped = evaluate_age(samples, _analysis(args), args.out)
     print_skips(skipped)
@@ -116,7 +122,7 @@ def register(groups: dict) -> None:
     predict = groups["predict"].add_parser(
         "age", help="predict age for images or folders", description="Write path,age,age_low,age_high,fallback per image.")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="CSV file to write")
+    predict.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
     predict.add_argument("--model", default=None, help=model_help)
     add_detector_options(predict)
     predict.set_defaults(handler=cmd_predict)

@@ -19,7 +19,7 @@ from facesuite.cli.detect import (
 def cmd_analyze(args: argparse.Namespace) -> int:
     from facesuite.analysis import FaceAnalysis
     from facesuite.io import expand_paths
-    from facesuite.text import open_csv
+    from facesuite.text import is_stdout, open_csv
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
@@ -35,8 +35,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
         images, no_face = len({row["path"] for row in rows}), sum(row["no_face"] for row in rows)
+        # Beside a CSV on standard output, the summary goes to standard error.
         print(f"analysed {images} images ({len(rows)} faces, {no_face} with no face found), "
-              f"{len(skipped)} skipped; wrote {args.csv}")
+              f"{len(skipped)} skipped; wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
     else:
         json.dump(rows, sys.stdout, indent=None if args.json else 2)
         print()
@@ -50,7 +51,7 @@ def register(groups: dict) -> None:
                     "gender (male, female or uncertain), age with its 80%% interval, and identity when --gallery is given. Prints JSON unless --csv is given.")
     analyze.add_argument("paths", nargs="+", help="images or folders (recursive)")
     analyze.add_argument("--gallery", metavar="URI", help="gallery to identify against: a folder, NAME.db or milvus://HOST:PORT/COLLECTION")
-    analyze.add_argument("--csv", help="write one row per image here")
+    analyze.add_argument("--csv", help="write one row per image here (-: standard output)")
     analyze.add_argument("--json", action="store_true", help="JSON on one line (without it, the same JSON is printed indented)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
     analyze.add_argument("--no-source-match", action="store_true",

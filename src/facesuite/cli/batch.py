@@ -11,7 +11,9 @@ from facesuite.config import DEFAULT_BATCH_SIZE
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from facesuite.batch import JobSpec, run_job
+    from facesuite.text import output_folder
 
+    output_folder(args.out)
     spec = JobSpec(args.kind, args.embedder, detector_settings(args), routing=not args.no_routing,
                    use_cache=not args.no_cache, batch_size=args.batch_size)
     summary = run_job(spec, args.src, args.out, engine=args.engine, ray_address=args.ray_address,

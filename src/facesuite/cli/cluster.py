@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, identities_in_split, recognition_analysis
 from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
+from facesuite.text import output_folder
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.out is None and args.update is None:
         raise InputError("say where to write: --out OUT, or --update OUT to add to earlier clusters")
     previous = Clusters.load(args.update) if args.update else None
-    out = Path(args.out or args.update)
+    out = output_folder(args.out or args.update)
     paths = expand_paths(args.paths)
     with recognition_analysis(args, gallery=args.gallery) as analysis:
         clusters = analysis.cluster(paths, progress="cluster", previous=previous)
@@ -37,11 +37,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_eval_clustering(args: argparse.Namespace) -> int:
     from facesuite.evaluate.clustering import evaluate_clustering, write_clustering_report
 
+    out = output_folder(args.out)
     dataset = identities_in_split(args.dir, args.split)
     with recognition_analysis(args) as analysis:
         clusters, truth, metrics = evaluate_clustering(analysis, dataset, with_distorted=not args.clean_only)
     print_skips(clusters.skipped)
-    out = Path(args.out)
     write_clustering_report(out, clusters, truth, metrics, f"Clustering: {args.dir}")
     print_summary(f"{metrics['faces']} faces of {metrics['people']} people (main face of each photo)", [
         ("BCubed F", metrics["bcubed"]["f"]), ("BCubed precision", metrics["bcubed"]["precision"]),

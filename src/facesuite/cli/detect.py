@@ -64,19 +64,19 @@ def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Seque
 
     from facesuite.text import open_csv
 
-    out = Path(csv_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open_csv(out) as handle:
+    with open_csv(csv_path) as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
     print_skips(skipped)
-    print(f"{len(rows)} images predicted, {len(skipped)} skipped; CSV in {out}", file=sys.stderr)
+    print(f"{len(rows)} images predicted, {len(skipped)} skipped; CSV in {csv_path}", file=sys.stderr)
 
 
 def exit_status(named: Sequence[str], skipped) -> int:
-    """2 when a file named on the command line could not be read, as for any user error; bad files
-    found inside a named folder are skipped and counted without failing the run."""
+    """The exit status of a command that read the files or folders ``named`` on its command line:
+    2 when a named file could not be read (or held nothing to use), as for any user error, after
+    the rest was done; bad files found inside a named folder are skipped and counted without
+    failing the run. Every command taking files ends with it."""
     explicit = {Path(p) for p in named if not Path(p).is_dir()}
     return 2 if any(item.path in explicit for item in skipped) else 0
 
@@ -85,10 +85,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from facesuite.detect.extract import export_crops
     from facesuite.embed import ChipSpec
     from facesuite.io import expand_paths
+    from facesuite.text import output_folder
 
     paths = expand_paths(args.paths)
     root = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
-    summary = export_crops(make_extractor(args), paths, Path(args.out), ChipSpec(args.size, args.padding), root)
+    summary = export_crops(make_extractor(args), paths, output_folder(args.out), ChipSpec(args.size, args.padding), root)
     print_skips(summary.skipped)
     report = summary.to_dict()
     if args.json:
@@ -103,7 +104,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_train_presence(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.presence import train_presence
+
+    output_folder(args.out)  # before the training, not after
 
     record = train_presence(Path(args.facecom), Path(args.utkface) if args.utkface else None,
                             Path(args.exclude) if args.exclude else None, Path(args.out), args.seed)

@@ -25,10 +25,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
     from facesuite.errors import InputError
     from facesuite.io import iter_images
+    from facesuite.text import output_folder
     from facesuite.train.distortion import CleanVariety, TrainSettings, train_detector
 
     if args.variants < 0 or args.photos_count < 0 or not 0 <= args.calibration_share < 1:
         raise InputError("--variants and --photos-count must be >= 0 and --calibration-share in [0, 1)")
+    output_folder(args.out)  # before the training, not after
     dataset = read_identity_folders(args.dir)
     val = read_split(args.val_identities) if args.val_identities else None
     photos: list[Path] = []
@@ -59,11 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_restorer(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
     from facesuite.errors import InputError
+    from facesuite.text import output_folder
     from facesuite.train.restorer import RestorerOptions, train_restorer
 
     for name, least in (("steps", 1), ("width", 1), ("depth", 2)):  # depth 2: the first and last convolutions
         if getattr(args, name) < least:
             raise InputError(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    output_folder(Path(args.out).parent)  # the network is a file: its folder, before the training
     dataset = read_identity_folders(args.dir)
     if args.holdout:
         dataset = dataset.subset(set(dataset.identities) - read_split(args.holdout))
@@ -77,34 +81,35 @@ def cmd_train_restorer(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
+    from facesuite.cli.detect import exit_status
     from facesuite.io import expand_paths
-    from facesuite.text import open_csv
+    from facesuite.text import is_stdout, open_csv
 
     paths = expand_paths(args.paths)
     detector = DistortionDetector.load(args.model)
     started = time.perf_counter()
     done, skipped = detector.predict_paths(paths)
     seconds = time.perf_counter() - started
-    out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open_csv(out) as handle:
+    with open_csv(args.csv) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "distortion", "probability"])
         for path, prediction in done:
             writer.writerow([str(path), prediction.label, f"{prediction.probability:.4f}"])
     _print_skips(skipped)
-    print(f"{len(done)} images classified, {len(skipped)} skipped ({1000 * seconds / max(len(paths), 1):.1f} ms/image); wrote {out}")
-    return 0
+    print(f"{len(done)} images classified, {len(skipped)} skipped ({1000 * seconds / max(len(paths), 1):.1f} ms/image); "
+          f"wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
+    return exit_status(args.paths, skipped)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
     from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
-    from facesuite.text import open_csv
     from facesuite.report.faces import classification_examples
+    from facesuite.text import open_csv, output_folder
     from facesuite.train.distortion import distortion_samples
 
+    out = output_folder(args.out)
     dataset = read_identity_folders(args.dir)
     if args.identities:
         dataset = dataset.subset(read_split(args.identities))
@@ -115,8 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     truth = dict(samples)
     rows = [(str(path), truth[path], prediction.label, prediction.probability) for path, prediction in done]
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open_csv(Path(args.out) / "predictions.csv") as handle:
+    with open_csv(out / "predictions.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "probability"])
         writer.writerows([path, true, predicted, f"{probability:.4f}"] for path, true, predicted, probability in rows)
@@ -137,8 +141,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_distort(args: argparse.Namespace) -> int:
     from facesuite.distortion.synth import write_distorted
+    from facesuite.text import output_folder
 
-    summary = write_distorted(args.dir, args.out, args.types, args.seed)
+    summary = write_distorted(args.dir, output_folder(args.out), args.types, args.seed)
     _print_skips(summary.skipped)
     print(f"{summary.clean} clean images: wrote {summary.written} distorted copies under {args.out}")
     return 0
@@ -195,7 +200,7 @@ def register(groups: dict) -> None:
         "distortion", help="name the distortion of each image (clean or one of 7 types)",
         description="Classify images as clean or " + ", ".join(DISTORTIONS) + "; writes path,distortion,probability.")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="output CSV")
+    predict.add_argument("--csv", required=True, help="output CSV (-: standard output)")
     predict.add_argument("--model", help=model_help)
     predict.set_defaults(handler=cmd_predict)
 

@@ -5,41 +5,49 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
-from pathlib import Path
 
-from facesuite.cli.detect import print_skips
+from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
 from facesuite.errors import InputError
 
 
 def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
+    from facesuite.io import expand_paths, is_image_file
 
     if args.from_clusters:
         return _enroll_clusters(args)
-    if args.dir is None or args.names:
-        raise InputError("give identity folders DIR, or --from-clusters OUT with --name CLUSTER=NAME")
-    dataset = read_identity_folders(args.dir)
-    analysis = recognition_analysis(args)
-    by_identity: dict[str, list[Path]] = {}
-    for path, identity in dataset.clean:
-        by_identity.setdefault(identity, []).append(path)
-    with analysis.open_gallery(args.gallery, create=True) as gallery:
+    if not args.paths or args.names:
+        raise InputError("give identity folders DIR, photos with --identity NAME, "
+                         "or --from-clusters OUT with --name CLUSTER=NAME")
+    if args.identity is not None:
+        by_identity = {args.identity: expand_paths(args.paths)}
+    else:
+        photo = next((path for path in args.paths if is_image_file(path)), None)
+        if photo is not None:
+            raise InputError("a photo is enrolled under a name: add --identity NAME", photo)
+        if len(args.paths) > 1:
+            raise InputError("give one DIR of identity folders (or one list of images and identities), "
+                             "or photos with --identity NAME")
+        by_identity = {}
+        for path, identity in read_identity_folders(args.paths[0]).clean:
+            by_identity.setdefault(identity, []).append(path)
+    with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
         # One transaction per identity: a crash never leaves half an identity.
         results = gallery.enroll_many(by_identity, progress="enroll")
     skipped_all = [item for result in results for item in result.skipped]
     enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
-    print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; {len(skipped_all)} files skipped")
-    return 0
+    print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; "
+          f"{sum(r.already for r in results)} photos already enrolled, {len(skipped_all)} files skipped")
+    return exit_status(args.paths, skipped_all)
 
 
 def _enroll_clusters(args: argparse.Namespace) -> int:
     from facesuite.cluster import Clusters, enroll_clusters, parse_cluster_names
 
-    if args.dir is not None or not args.names:
-        raise InputError("--from-clusters enrols named clusters: give --name CLUSTER=NAME and no DIR")
+    if args.paths or args.identity is not None or not args.names:
+        raise InputError("--from-clusters enrols named clusters: give --name CLUSTER=NAME and no DIR or --identity")
     clusters = Clusters.load(args.from_clusters)
     names = parse_cluster_names(args.names, clusters)
     with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
@@ -74,20 +82,19 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
             })
     print_skips(skipped)
     _write_rows(rows, args.csv)
-    return 0
+    return exit_status(args.paths, skipped)
 
 
-def _write_rows(rows: list[dict], csv_path: str | None) -> None:
-    from facesuite.text import open_csv
+def _write_rows(rows: list[dict], csv_path: str) -> None:
+    from facesuite.text import is_stdout, open_csv
 
     if not rows:
         return
-    handle = open_csv(csv_path) if csv_path else sys.stdout
-    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    if csv_path:
-        handle.close()
+    with open_csv(csv_path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if not is_stdout(csv_path):
         print(f"wrote {len(rows)} rows to {csv_path}")
 
 
@@ -121,8 +128,15 @@ def register(groups: dict) -> None:
                               description="A persistent gallery of enrolled identities: a folder (FAISS + SQLite), "
                                           "milvus://HOST:PORT/COLLECTION (Milvus) or NAME.db (Milvus Lite).")
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
-    enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg")
-    enroll.add_argument("dir", nargs="?", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
+    enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg, or photos under one name",
+                                description="Enrol identity folders, photos under one name (--identity), or named "
+                                            "clusters. A photo an identity already holds (the same file content) is "
+                                            "not enrolled again: a re-run says how many were already there.")
+    enroll.add_argument("paths", nargs="*", metavar="DIR|PHOTO",
+                        help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file "
+                             "and identity columns, or CelebA's 'image identity' lines); with --identity: photos or "
+                             "folders of photos of that one person")
+    enroll.add_argument("--identity", metavar="NAME", help="enrol the photos given under this name")
     enroll.add_argument("--from-clusters", metavar="OUT", help="enrol clusters found by facesuite cluster --out OUT "
                         "(their stored embeddings: no photo is read again); name each with --name")
     enroll.add_argument("--name", dest="names", action="append", default=[], metavar="CLUSTER=NAME",
@@ -130,7 +144,7 @@ def register(groups: dict) -> None:
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=int, default=1)
-    identify.add_argument("--csv", help="write results here (default: stdout)")
+    identify.add_argument("--csv", default="-", help="write results here (default -: stdout)")
     identify.add_argument("--no-source-match", action="store_true",
                           help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
     listing = actions.add_parser("list", help="enrolled identities")

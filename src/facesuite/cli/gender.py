@@ -26,7 +26,10 @@ def _analysis(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from facesuite.text import output_folder
     from facesuite.train.gender import TrainOptions, train_gender
+
+    output_folder(args.out)  # before hours of training, not after
 
     if args.teacher is not None and args.kind != "cnn":
         from facesuite.errors import InputError
@@ -59,7 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.classify.gender_eval import evaluate_gender
     from facesuite.data import read_gender_data
+    from facesuite.text import output_folder
 
+    output_folder(args.out)
     data = read_gender_data(args.dir)  # a wrong folder or list is reported before the model is loaded
     if data.left_out:
         print(f"{data.left_out} files in {args.dir} have no male/ or female/ folder or UTKFace name giving their gender: "
@@ -162,7 +167,7 @@ def register(groups: dict) -> None:
     predict = groups["predict"].add_parser(
         "gender", help="predict gender for images or folders", description="Write path,gender,p_female,fallback per image.")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="CSV file to write")
+    predict.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
     predict.add_argument("--model", default=None, help=model_help)
     predict.add_argument("--no-abstain", action="store_true",
                          help="answer male or female for every face (no uncertain below the model's confidence floor)")

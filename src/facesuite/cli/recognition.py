@@ -9,6 +9,7 @@ from pathlib import Path
 from facesuite.cli.detect import add_detector_options, detector_settings, print_skips
 from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
+from facesuite.text import output_folder
 
 
 def add_embedder_options(parser: argparse.ArgumentParser, routing_flag: bool = True) -> None:
@@ -137,6 +138,7 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     )
     from facesuite.evaluate.verification import tar_text
 
+    out = output_folder(args.out)
     dataset, protocol = protocol_dataset(identities_in_split(args.dir, args.split), args.dir, args.protocol)
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
@@ -146,7 +148,6 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
                    source_matching=analysis.source_match)
     if routing:
         metrics["routing"] = routing
-    out = Path(args.out)
     title = f"Recognition: {args.dir} ({analysis.embedder.name}, {args.pipeline} pipeline)"
     from facesuite.report.faces import chips_of
 
@@ -180,7 +181,7 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
         write_verification_report,
     )
 
-    out = Path(args.out)
+    out = output_folder(args.out)
     # A .bin carries its images: they are written out once, for the report to show.
     pairs = read_pair_bin(args.pairs, args.images or out / "images") if is_pair_bin(args.pairs) else read_pairs(args.pairs, args.images)
     analysis = recognition_analysis(args)

@@ -64,6 +64,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from facesuite.config import data_root
     from facesuite.demo import run_demo
 
+    from facesuite.text import output_folder
+
+    output_folder(args.out)
     data = Path(args.data) if args.data else data_root()
     gallery = args.gallery or str(Path(args.out) / "gallery")
     from facesuite.cli.summary import print_summary

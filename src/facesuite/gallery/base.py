@@ -29,8 +29,10 @@ from facesuite.errors import InputError
 from facesuite.registry import Registry
 
 # 2: rendered views of each face were rows of the one store. 3: no views (the sunny gallery view
-# was removed); a schema-2 gallery drops its view rows when first opened.
-SCHEMA_VERSION = 3
+# was removed); a schema-2 gallery drops its view rows when first opened. 4: each face row holds
+# its image's content hash, so the same photo is not enrolled twice for one identity; rows of
+# older galleries keep an empty hash.
+SCHEMA_VERSION = 4
 MAX_IDENTITY_LENGTH = 200
 
 @dataclass(frozen=True)
@@ -66,7 +68,15 @@ class GalleryStore(Protocol):
     @property
     def threshold(self) -> float: ...
     def set_threshold(self, threshold: float) -> None: ...
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int: ...
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
+               hashes: Sequence[str | None] | None = None) -> int:
+        """Add faces of ``identity``; return how many were added. ``hashes`` (optional) holds each
+        face's image content hash (:attr:`facesuite.io.Decoded.digest`): a face whose hash the
+        identity already holds, or that repeats one earlier in the call, is left out."""
+        ...
+    def held_hashes(self, identity: str, hashes: Sequence[str]) -> set[str]:
+        """Those of ``hashes`` that images enrolled for ``identity`` have."""
+        ...
     def remove(self, identity: str) -> int: ...
     def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]: ...
     def identities(self) -> list[tuple[str, int]]: ...
@@ -188,3 +198,16 @@ def check_identity(identity: str, folder: str | Path) -> None:
         raise InputError(f"identity name {identity!r} has leading or trailing spaces", folder)
     if identity in (UNKNOWN, UNRECOGNISABLE, NO_FACE):
         raise InputError(f"{identity!r} is reserved: it is a decision, not a name", folder)
+
+
+def rows_to_add(hashes: Sequence[str | None], held: set[str]) -> list[int]:
+    """The rows of an enroll to store: all but those whose content hash is in ``held`` (already
+    enrolled for the identity) or repeats an earlier row's; a row without a hash is always stored."""
+    seen = set(held)
+    rows = []
+    for row, digest in enumerate(hashes):
+        if digest is None or digest not in seen:
+            rows.append(row)
+        if digest is not None:
+            seen.add(digest)
+    return rows

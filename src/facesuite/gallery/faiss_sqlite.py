@@ -5,9 +5,9 @@ A gallery is a folder holding two files:
 ``gallery.sqlite``
     The source of truth (SQLite in WAL mode): a ``meta`` table (embedder name, vector size,
     threshold, schema version, gallery id, generation counter) and a ``faces`` table (id,
-    identity, source path, float32 vector as a BLOB). A ``frames`` table keeps, per face, the
-    whole image's frame for source-photo matching (:mod:`facesuite.gallery.source_match`),
-    written in the same transaction and deleted with it. Every enroll or remove is one
+    identity, source path, float32 vector as a BLOB, the image's content hash). A ``frames``
+    table keeps, per face, the whole image's frame for source-photo matching
+    (:mod:`facesuite.gallery.source_match`), written in the same transaction and deleted with it. Every enroll or remove is one
     transaction, so a crash -- even SIGKILL -- loses nothing already committed and never exposes
     half an identity. Each write transaction bumps the generation counter. Galleries of older
     schemas are brought up to date when opened (:func:`_upgrade`).
@@ -56,6 +56,7 @@ from facesuite.gallery.base import (
     Match,
     check_identity,
     check_threshold,
+    rows_to_add,
     unit_rows,
 )
 
@@ -142,7 +143,7 @@ class Gallery(GalleryStore):
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS faces ("
                     " id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
-                    " source TEXT NOT NULL, vector BLOB NOT NULL)"
+                    " source TEXT NOT NULL, vector BLOB NOT NULL, hash TEXT)"
                 )
                 conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity)")
                 conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
@@ -191,12 +192,14 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ writing
 
     def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
-               frames: Sequence[bytes] | None = None) -> int:
-        """Add faces of ``identity`` (new or existing) in one transaction; return how many.
+               hashes: Sequence[str | None] | None = None, frames: Sequence[bytes] | None = None) -> int:
+        """Add faces of ``identity`` (new or existing) in one transaction; return how many were added.
 
         ``vectors`` is ``(n, dim)`` with one row per face (re-normalised to unit length),
-        ``sources`` names the image each came from and ``frames`` (optional) holds each image's
-        source-matching frame. Either all of it is stored or none.
+        ``sources`` names the image each came from, ``hashes`` (optional) each image's content
+        hash and ``frames`` (optional) each image's source-matching frame. A face whose hash the
+        identity already holds, or that repeats an earlier one, is left out; the rest is stored
+        whole or not at all.
         """
         check_identity(identity, self.path)
         vectors = self._check_vectors(vectors, "enrolled")
@@ -207,15 +210,24 @@ class Gallery(GalleryStore):
             raise InputError(f"no faces to enroll for {identity!r}", self.path)
         if frames is not None and len(frames) != len(vectors):
             raise ValueError(f"{len(frames)} frames for {len(vectors)} faces")
-        # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours.
+        hashes = [None] * len(vectors) if hashes is None else list(hashes)
+        if len(hashes) != len(vectors):
+            raise ValueError(f"{len(hashes)} hashes for {len(vectors)} faces")
+        # IMMEDIATE takes the write lock up front, so the id range chosen below stays ours and no
+        # other writer adds the same photo between the check and the insert.
         with _transaction(self._conn, "IMMEDIATE"):
+            keep = rows_to_add(hashes, self._held_hashes(identity))
+            if not keep:
+                return 0
+            vectors, sources, hashes = vectors[keep], [sources[i] for i in keep], [hashes[i] for i in keep]
+            frames = None if frames is None else [frames[i] for i in keep]
             generation = self._read_generation()
             (first_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()
             ids = np.arange(first_id, first_id + len(vectors), dtype=np.int64)
             self._conn.executemany(
-                "INSERT INTO faces (id, identity, source, vector) VALUES (?, ?, ?, ?)",
-                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes())
-                 for face_id, source, vector in zip(ids, sources, vectors)),
+                "INSERT INTO faces (id, identity, source, vector, hash) VALUES (?, ?, ?, ?, ?)",
+                ((int(face_id), identity, source, vector.astype("<f4", copy=False).tobytes(), digest)
+                 for face_id, source, vector, digest in zip(ids, sources, vectors, hashes)),
             )
             if frames is not None:
                 self._conn.executemany("INSERT INTO frames (face_id, frame) VALUES (?, ?)",
@@ -230,6 +242,15 @@ class Gallery(GalleryStore):
             self._counts[identity] += len(vectors)
             self._generation = generation + 1
         return len(vectors)
+
+    def held_hashes(self, identity: str, hashes: Sequence[str]) -> set[str]:
+        """Those of ``hashes`` that images enrolled for ``identity`` have."""
+        return self._held_hashes(identity) & set(hashes)
+
+    def _held_hashes(self, identity: str) -> set[str]:
+        # An identity holds a handful of faces: read through the identity index, compared here.
+        rows = self._conn.execute("SELECT hash FROM faces WHERE identity = ? AND hash IS NOT NULL", (identity,))
+        return {digest for (digest,) in rows}
 
     def remove(self, identity: str) -> int:
         """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
@@ -437,6 +458,9 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     by face only). Schema 2 kept rendered views of each face (the sunny gallery view, since
     removed) as rows of ``faces`` with a non-empty ``view``: those rows go, and the column with
     them, so every row left is a face; the generation moves on so any cached index is rebuilt.
+    Schemas 1-3 lack the ``hash`` column: it is added, NULL in every existing row, and those rows
+    are kept as they are (their photos are not known by content, so enrolling one of them again
+    adds it once more, with its hash from then on).
     """
     (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if int(version) >= SCHEMA_VERSION:
@@ -446,7 +470,10 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         if int(version) >= SCHEMA_VERSION:  # another process upgraded it meanwhile
             return
         conn.execute("CREATE TABLE IF NOT EXISTS frames (face_id INTEGER PRIMARY KEY, frame BLOB NOT NULL)")
-        if "view" in {row[1] for row in conn.execute("PRAGMA table_info(faces)")}:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
+        if "hash" not in columns:
+            conn.execute("ALTER TABLE faces ADD COLUMN hash TEXT")
+        if "view" in columns:
             conn.execute("DELETE FROM frames WHERE face_id IN (SELECT id FROM faces WHERE view != '')")
             conn.execute("DELETE FROM faces WHERE view != ''")
             conn.execute("ALTER TABLE faces DROP COLUMN view")

@@ -1,12 +1,11 @@
 """A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.Gallery`, for millions of faces.
 
 A gallery is one Milvus collection with fields ``id`` (assigned by Milvus), ``identity``,
-``source`` and the unit ``vector``, searched by inner product on a FLAT index: an exact search,
-so results match the embedded FAISS gallery's. The embedder name, vector size, threshold and
-schema version are stored as collection properties, so every client applies the same
-calibrated threshold. Collections of schema 2 also have a ``view`` field (rendered views of each
-face, since removed): their view rows are deleted when the gallery is first opened, and the
-field, which Milvus cannot drop, is written empty from then on.
+``source``, ``hash`` (the image's content hash, so a photo is enrolled once per identity) and the
+unit ``vector``, searched by inner product on a FLAT index: an exact search, so results match the
+embedded FAISS gallery's. The embedder name, vector size, threshold and schema version are stored
+as collection properties, so every client applies the same calibrated threshold. A collection of
+an older schema is rewritten in the current one when first opened (:func:`_upgrade`).
 
 Where it lives is given by a URI:
 
@@ -43,6 +42,7 @@ from facesuite.gallery.base import (
     Match,
     check_identity,
     check_threshold,
+    rows_to_add,
     unit_rows,
 )
 
@@ -59,6 +59,11 @@ _FIRST_PASS_WIDTH = 64
 # Milvus measures VARCHAR limits in bytes; identities are capped at 200 characters of UTF-8.
 _IDENTITY_BYTES = 4 * MAX_IDENTITY_LENGTH
 _SOURCE_BYTES = 65_535
+_HASH_BYTES = 64  # a SHA-1 in hex is 40
+# Hashes looked up per query: keeps the filter expression far below the server's request limit.
+_HASHES_PER_QUERY = 1_000
+# A collection being rewritten in the current schema, under its name with this suffix.
+_UPGRADING = "__upgrading"
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -74,9 +79,6 @@ class MilvusGallery(GalleryStore):
         self._collection = collection
         self.embedder: str = properties[_PREFIX + "embedder"]
         self.dim: int = int(properties[_PREFIX + "dim"])
-        # Collections made by schema 2 have a view field, required on insert (see the module docstring).
-        fields = {field["name"] for field in client.describe_collection(collection).get("fields", [])}
-        self._view_field = "view" in fields
         self._threshold = float(properties[_PREFIX + "threshold"])
         self._written = False  # since opening, so close() knows to flush
 
@@ -95,6 +97,7 @@ class MilvusGallery(GalleryStore):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         threshold = check_threshold(threshold, uri)
         client, collection = _connect(uri, create=True)
+        _finish_upgrade(client, collection)
         if not client.has_collection(collection):
             _create_collection(client, collection, embedder, dim, threshold)
         gallery = cls._validated(uri, client, collection)
@@ -111,6 +114,7 @@ class MilvusGallery(GalleryStore):
     def open(cls, uri: str) -> MilvusGallery:
         """Open an existing gallery; :class:`InputError` ("no gallery here") if there is none."""
         client, collection = _connect(uri, create=False)
+        _finish_upgrade(client, collection)
         if not client.has_collection(collection):
             client.close()
             raise InputError(f"no gallery here (no collection {collection!r})", uri)
@@ -130,9 +134,10 @@ class MilvusGallery(GalleryStore):
                 f"facesuite supports ({SCHEMA_VERSION}); upgrade facesuite",
                 uri,
             )
-        client.load_collection(collection)  # a no-op when loaded; needed after a server restart
         if int(properties[_PREFIX + "schema_version"]) < SCHEMA_VERSION:
             _upgrade(client, collection, properties)
+            properties = client.describe_collection(collection).get("properties", {})
+        client.load_collection(collection)  # a no-op when loaded; needed after a server restart
         return cls(uri, client, collection, properties)
 
     # ------------------------------------------------------------------ settings
@@ -150,8 +155,12 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ writing
 
-    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str]) -> int:
-        """Add faces of ``identity`` in one insert request; return how many."""
+    def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
+               hashes: Sequence[str | None] | None = None) -> int:
+        """Add faces of ``identity`` in one insert request; return how many were added. A face
+        whose content hash (``hashes``, optional) the identity already holds, or that repeats an
+        earlier one, is left out. Milvus has no transactions: two clients enrolling the same photo
+        at the same moment may both add it."""
         check_identity(identity, self.uri)
         vectors = unit_rows(vectors, self.dim, self.embedder, "enrolled", self.uri)
         sources = [os.fspath(source) for source in sources]
@@ -159,13 +168,28 @@ class MilvusGallery(GalleryStore):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources")
         if len(vectors) == 0:
             raise InputError(f"no faces to enroll for {identity!r}", self.uri)
-        rows = [
-            {"identity": identity, "source": source, "vector": vector, **({"view": ""} if self._view_field else {})}
-            for source, vector in zip(sources, vectors.tolist())
-        ]
-        self._client.insert(self._collection, rows)
+        hashes = [None] * len(vectors) if hashes is None else list(hashes)
+        if len(hashes) != len(vectors):
+            raise ValueError(f"{len(hashes)} hashes for {len(vectors)} faces")
+        keep = rows_to_add(hashes, self.held_hashes(identity, [h for h in hashes if h is not None]))
+        if not keep:
+            return 0
+        vectors = vectors.tolist()
+        self._client.insert(self._collection, [{"identity": identity, "source": sources[i], "hash": hashes[i],
+                                                "vector": vectors[i]} for i in keep])
         self._written = True
-        return len(vectors)
+        return len(keep)
+
+    def held_hashes(self, identity: str, hashes: Sequence[str]) -> set[str]:
+        """Those of ``hashes`` that images enrolled for ``identity`` have."""
+        wanted = sorted(set(hashes))
+        held: set[str] = set()
+        for start in range(0, len(wanted), _HASHES_PER_QUERY):
+            part = wanted[start : start + _HASHES_PER_QUERY]
+            where = f"identity == {_quote(identity)} and hash in {json.dumps(part)}"
+            held.update(row["hash"] for row in self._client.query(self._collection, filter=where,
+                                                                     output_fields=["hash"], limit=_MAX_LIMIT))
+        return held
 
     def remove(self, identity: str) -> int:
         """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""
@@ -290,6 +314,8 @@ def _create_collection(client: Any, collection: str, embedder: str, dim: int, th
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("identity", DataType.VARCHAR, max_length=_IDENTITY_BYTES)
     schema.add_field("source", DataType.VARCHAR, max_length=_SOURCE_BYTES)
+    # Nullable: faces enrolled from stored embeddings (clusters) have no image to hash.
+    schema.add_field("hash", DataType.VARCHAR, max_length=_HASH_BYTES, nullable=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
@@ -308,15 +334,56 @@ def _create_collection(client: Any, collection: str, embedder: str, dim: int, th
 
 
 def _upgrade(client: Any, collection: str, properties: dict[str, str]) -> None:
-    """Bring an older collection to the current schema: schema 2's view rows (rendered views of
-    each face, since removed) are deleted, so every row left is a face. Repeating it is harmless,
-    so two clients upgrading at once agree."""
+    """Rewrite an older collection in the current schema. Schemas 2-3 lack the ``hash`` field and
+    Milvus Lite cannot add a field to a collection, so the faces are copied into a new collection
+    (``COLLECTION__upgrading``) with an empty hash each -- kept as they are, though their photos
+    are not known by content (enrolling one again adds it once more, with its hash from then on)
+    -- and that collection takes the old one's name. Schema 2's view rows (rendered views of
+    each face, since removed) are not copied, so every row left is a face. The old collection is
+    dropped only once the copy is whole; a run stopped after that finishes the rename when the
+    gallery is next opened (:func:`_finish_upgrade`), and one stopped before starts again. Open
+    an older gallery from one client first: a second client opening it during the copy would
+    start the copy again under the first."""
+    from pymilvus import MilvusException
+
+    target = collection + _UPGRADING
     fields = {field["name"] for field in client.describe_collection(collection).get("fields", [])}
-    if "view" in fields:
-        client.delete(collection, filter='view != ""')
-    client.alter_collection_properties(collection, properties={_PREFIX + "schema_version": str(SCHEMA_VERSION)})
-    if _PREFIX + "views" in properties:
-        client.drop_collection_properties(collection, property_keys=[_PREFIX + "views"])
+    if client.has_collection(target):
+        client.drop_collection(target)  # an earlier upgrade stopped halfway: the old collection is whole
+    _create_collection(client, target, properties[_PREFIX + "embedder"], int(properties[_PREFIX + "dim"]),
+                       float(properties[_PREFIX + "threshold"]))
+    client.load_collection(collection)
+    _quiet_lite_iterator_warning()
+    iterator = client.query_iterator(collection, batch_size=1_000, filter='view == ""' if "view" in fields else "",
+                                     output_fields=["identity", "source", "vector"])
+    try:
+        while batch := iterator.next():
+            client.insert(target, [{"identity": row["identity"], "source": row["source"], "hash": None,
+                                    "vector": row["vector"]} for row in batch])
+    finally:
+        iterator.close()
+    client.flush(target)
+    try:
+        client.drop_collection(collection)
+    except MilvusException:
+        if client.has_collection(collection):  # not another client upgrading it at the same time
+            raise
+    _finish_upgrade(client, collection)
+
+
+def _finish_upgrade(client: Any, collection: str) -> None:
+    """Give an upgraded copy its collection's name when the old one is gone (an upgrade stopped
+    between dropping it and the rename, or another client's upgrade just now)."""
+    from pymilvus import MilvusException
+
+    target = collection + _UPGRADING
+    if client.has_collection(collection) or not client.has_collection(target):
+        return
+    try:
+        client.rename_collection(target, collection)
+    except MilvusException:
+        if not client.has_collection(collection):  # not another client renaming it at the same time
+            raise
 
 
 def _quiet_lite_iterator_warning() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesuite.text import ESCAPE
+from facesuite.text import open_output
 
 Section = tuple[str, str]  # (heading, html body)
 
@@ -74,7 +74,8 @@ def write_html(out: str | Path, title: str, sections: Sequence[Section]) -> Path
         for heading, content in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
             f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
-    Path(out).write_text(page, encoding="utf-8", errors=ESCAPE)
+    with open_output(out) as handle:
+        handle.write(page)
     return Path(out)
 
 
@@ -88,5 +89,6 @@ def read_sections(page: str | Path) -> list[Section]:
 
 
 def write_json(out: str | Path, data: dict) -> Path:
-    Path(out).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    with open_output(out) as handle:
+        handle.write(json.dumps(data, indent=2))
     return Path(out)

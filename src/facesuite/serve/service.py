@@ -194,14 +194,16 @@ class ModelService:
     def enroll(self, identity: str, uploads: Sequence[Decoded]) -> dict:
         gallery = self._open_gallery(create=True)
         result = gallery.enroll(identity, uploads)
-        if not result.faces:
+        if not result.faces and not result.already:
             raise ApiError(422, "no usable face in the uploaded images")
         if self.thumbnails is not None and not self.thumbnails.has(identity):
             # Uploads arrive decoded, so none is skipped: the first one's face is the picture.
             crops, _ = self._analysis.crops(uploads[:1])
             if crops:
                 self.thumbnails.put(identity, crops[0].chip)
-        return {"identity": identity, "enrolled": result.faces, "skipped": [str(s.source) for s in result.skipped],
+        # already_enrolled: uploads this identity already held (the same file content), not added again.
+        return {"identity": identity, "enrolled": result.faces, "already_enrolled": result.already,
+                "skipped": [str(s.source) for s in result.skipped],
                 "identities": len(gallery.list()), "faces": len(gallery)}
 
     def identify(self, upload: Decoded, top_k: int) -> dict:

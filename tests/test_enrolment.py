@@ -1,0 +1,121 @@
+"""Enrolment can be re-run: a photo an identity already holds is counted, not enrolled again, through
+the CLI, the Python API and the REST API; single photos are enrolled under a name (--identity).
+Real photos from samples/ (and a PGM copy of one)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facesuite.cli import main
+from facesuite.gallery import DB_NAME
+
+
+def _stored_rows(gallery: Path) -> list[tuple[str, str, str | None]]:
+    """``(identity, source, hash)`` of every face row, read from the database itself."""
+    with sqlite3.connect(gallery / DB_NAME) as db:
+        return db.execute("SELECT identity, source, hash FROM faces ORDER BY id").fetchall()
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_enrolling_a_folder_twice_adds_nothing_the_second_time(samples: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    people = tmp_path / "people"
+    for name in ("Colin_Powell", "Hugo_Chavez"):
+        shutil.copytree(samples / "people" / name, people / name)
+    photos = sorted(people.glob("*/*.jpg"))
+    monkeypatch.chdir(tmp_path)  # relative paths on the command line, as a user types them
+    assert main(["gallery", "enroll", "people", "--gallery", "g"]) == 0
+    first = capsys.readouterr().out
+    assert main(["gallery", "enroll", "people", "--gallery", "g"]) == 0
+    second = capsys.readouterr().out
+    assert f"({len(photos)} faces)" in first and "0 photos already enrolled" in first
+    assert "(0 faces)" in second and f"{len(photos)} photos already enrolled" in second
+    rows = _stored_rows(tmp_path / "g")
+    # One row per photo, each under its own absolute path and the hash of its bytes.
+    assert sorted(rows) == sorted((p.parent.name, str(p.resolve()), _sha1(p)) for p in photos)
+
+
+def test_a_photo_needs_a_name_and_is_enrolled_once_under_it(samples: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "colin.pgm"  # the user's case: a single photo, not even a JPEG
+    Image.open(samples / "photos" / "Colin_Powell_0003.jpg").convert("L").save(photo)
+    gallery = tmp_path / "g"
+    assert main(["gallery", "enroll", str(photo), "--gallery", str(gallery)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(photo) in error and "--identity" in error
+    assert not (gallery / DB_NAME).exists()
+
+    assert main(["gallery", "enroll", str(photo), "--identity", "Colin Powell", "--gallery", str(gallery)]) == 0
+    assert "(1 faces)" in capsys.readouterr().out
+    other = samples / "photos" / "Colin_Powell_0003_noisy.jpg"
+    assert main(["gallery", "enroll", str(photo), str(other), "--identity", "Colin Powell", "--gallery", str(gallery)]) == 0
+    assert "(1 faces)" in capsys.readouterr().out.replace("1 photos already enrolled", "")
+    assert _stored_rows(gallery) == [("Colin Powell", str(photo.resolve()), _sha1(photo)),
+                                     ("Colin Powell", str(other.resolve()), _sha1(other))]
+    # Another person may hold the same photo: the rule is per identity.
+    assert main(["gallery", "enroll", str(photo), "--identity", "someone else", "--gallery", str(gallery)]) == 0
+    assert [row[0] for row in _stored_rows(gallery)].count("someone else") == 1
+
+
+def test_a_bad_photo_named_for_enrolment_exits_2_after_the_rest(samples: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    good = samples / "photos" / "Tom_Ridge_0004.jpg"
+    assert main(["gallery", "enroll", str(good), str(bad), "--identity", "Tom", "--gallery", str(tmp_path / "g")]) == 2
+    assert f"skipped: {bad}" in capsys.readouterr().err
+    assert [row[1] for row in _stored_rows(tmp_path / "g")] == [str(good.resolve())]
+
+
+def test_python_api_counts_photos_already_enrolled(samples: Path, tmp_path: Path) -> None:
+    from facesuite import FaceAnalysis
+
+    path = samples / "photos" / "Naomi_Watts_0001.jpg"
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    with FaceAnalysis(routes=None, gender=None, age=None) as analysis, \
+            analysis.open_gallery(tmp_path / "g", create=True) as gallery:
+        # The same file twice in one call, then again: one face, the rest counted as already there.
+        first = gallery.enroll("Naomi", [path, path])
+        again = gallery.enroll("Naomi", [str(path)])
+        # In memory, a photo is known by its decoded pixels.
+        from_pixels = gallery.enroll("Naomi", [pixels])
+        pixels_again = gallery.enroll("Naomi", [pixels.copy()])
+        assert len(gallery) == 2
+    assert (first.faces, first.already) == (1, 1)
+    assert (again.faces, again.already) == (0, 1)
+    assert (from_pixels.faces, from_pixels.already) == (1, 0)
+    assert (pixels_again.faces, pixels_again.already) == (0, 1)
+    rows = _stored_rows(tmp_path / "g")
+    assert rows[0] == ("Naomi", str(path.resolve()), _sha1(path))
+
+
+def test_rest_enroll_says_what_was_already_enrolled(samples: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="fastapi is not installed")
+    from fastapi.testclient import TestClient
+
+    from facesuite.serve import create_app
+
+    photo = samples / "photos" / "Hugo_Chavez_0005.jpg"
+    other = samples / "photos" / "Hugo_Chavez_0005_tight.jpg"
+    upload = ("image", (photo.name, photo.read_bytes(), "image/jpeg"))
+    with TestClient(create_app(gallery=str(tmp_path / "g")), base_url="http://127.0.0.1:8000") as client:
+        first = client.post("/gallery/enroll", data={"identity": "Hugo"}, files=[upload])
+        second = client.post("/gallery/enroll", data={"identity": "Hugo"},
+                             files=[upload, ("image", (other.name, other.read_bytes(), "image/jpeg"))])
+        third = client.post("/gallery/enroll", data={"identity": "Hugo"}, files=[upload])
+    assert first.status_code == 200 and (first.json()["enrolled"], first.json()["already_enrolled"]) == (1, 0)
+    assert second.status_code == 200 and (second.json()["enrolled"], second.json()["already_enrolled"]) == (1, 1)
+    assert third.status_code == 200, third.text
+    assert (third.json()["enrolled"], third.json()["already_enrolled"], third.json()["faces"]) == (0, 1, 2)
+    assert [row[2] for row in _stored_rows(tmp_path / "g")] == [_sha1(photo), _sha1(other)]
