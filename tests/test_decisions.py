@@ -154,7 +154,8 @@ def test_identify_cli_reports_match_kind_and_bad_input(facecom_b: Path, enrolled
     powell = _photo(facecom_b, "Colin_Powell", 0)
     out = tmp_path / "who.csv"
     probes = [_copy(powell, "sunny"), _photo(facecom_b, "Colin_Powell", 4), bad_files["truncated"]]
-    assert main(["gallery", "identify", *map(str, probes), "--gallery", str(enrolled), "--csv", str(out)]) == 0
+    # A bad file named on the command line: the rest answered, then exit 2.
+    assert main(["gallery", "identify", *map(str, probes), "--gallery", str(enrolled), "--csv", str(out)]) == 2
     rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out))}
     assert (rows[probes[0].name]["match_kind"], rows[probes[0].name]["identity"]) == ("source", "Colin_Powell")
     assert rows[probes[0].name]["source_photo"].endswith(powell.name)

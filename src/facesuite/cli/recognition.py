@@ -138,8 +138,8 @@ def cmd_eval_recognition(args: argparse.Namespace) -> int:
     )
     from facesuite.evaluate.verification import tar_text
 
-    out = output_folder(args.out)
     dataset, protocol = protocol_dataset(identities_in_split(args.dir, args.split), args.dir, args.protocol)
+    out = output_folder(args.out)  # after the input is read (a bad one leaves no folder), before the work
     analysis = recognition_analysis(args)
     data, skipped, routing = embed_dataset(analysis, dataset)
     print_skips(skipped)
