@@ -93,7 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from facesuite.explain import explain_gender, save_rgb
+    from facesuite.classify.gender_eval import explain_gender
+    from facesuite.explain import save_rgb
 
     heat, info = explain_gender(args.image, _analysis(args))
     save_rgb(heat, args.out)
