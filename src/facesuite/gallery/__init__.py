@@ -6,23 +6,15 @@
         gallery.enroll("alice", vectors, sources)
         print(gallery.decide(gallery.identify(probe)[0][0]))
 
-``base`` (the protocol and the URI rules), ``faiss_sqlite`` (a folder), ``milvus`` (Milvus and
-Milvus Lite). Most callers use a gallery through
+``base`` (the protocol, the URI rules and the backend registry), ``faiss_sqlite`` (a folder),
+``milvus`` (Milvus and Milvus Lite), ``backends`` (imports both; opens and creates by URI). Most callers use a gallery through
 :meth:`facesuite.FaceAnalysis.open_gallery`, which takes images instead of vectors.
 """
 
-from facesuite.gallery.base import (
-    UNKNOWN,
-    GalleryStore,
-    Match,
-    create_gallery,
-    display_uri,
-    gallery_exists,
-    is_milvus_uri,
-    open_gallery,
-)
+from facesuite.gallery.base import DB_NAME, UNKNOWN, GalleryStore, Match, display_uri, gallery_exists, is_milvus_uri
 
-_FOLDER_BACKEND = ("DB_NAME", "INDEX_NAME", "Gallery")
+_FOLDER_BACKEND = ("INDEX_NAME", "Gallery")
+_BACKENDS = ("create_gallery", "open_gallery")
 
 
 def __getattr__(name: str):
@@ -31,6 +23,10 @@ def __getattr__(name: str):
         from facesuite.gallery import faiss_sqlite
 
         return getattr(faiss_sqlite, name)
+    if name in _BACKENDS:
+        from facesuite.gallery import backends
+
+        return getattr(backends, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from facesuite.errors import InputError
 from facesuite.gallery.base import (
     BACKENDS,
+    DB_NAME,
     SCHEMA_VERSION,
     GalleryStore,
     Match,
@@ -59,7 +60,6 @@ from facesuite.gallery.base import (
     unit_rows,
 )
 
-DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
 # Index file header: magic, gallery id (uuid bytes), generation, payload length, payload CRC-32.
 # The gallery id stops an index copied from another gallery at the same generation being trusted;

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facesuite.classify.distortion import DistortionDetector, InputSpec, make_views
+from facesuite.classify.distortion import DistortionDetector
+from facesuite.classify.distortion_input import InputSpec, make_views
 from facesuite.classify.distortion_net import DistortionNet, to_tensor
 from facesuite.data import DISTORTIONS, DistortedImage, IdentityDataset
 from facesuite.distortion import LABELS
