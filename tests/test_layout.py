@@ -1,5 +1,5 @@
 """The layout stays what the docs say it is: no import cycles between facesuite's modules, no
-module past ~400 lines without a reason at its top, and docs/architecture.md's table naming
+module past 420 lines without a reason at its top, and docs/architecture.md's table naming
 every package and module at the top of the source tree."""
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "facesuite"
-LONG = 420  # "~400 lines"
-REASON = re.compile(r"~400 lines")  # the docstring says why the module is longer
+LONG = 420  # modules keep to about 400 lines
+# A long module's docstring has a paragraph that starts "Long because" and gives the reason in
+# words: at least 8 of them, 6 different, so neither a bare phrase nor filler passes.
+REASON = re.compile(r"(?:^|\n\n)Long because (?P<reason>[^\n].*?)(?:\n\n|$)", re.DOTALL)
+REASON_WORDS, REASON_DISTINCT_WORDS = 8, 6
 
 
 def module_name(path: Path, root: Path = SRC) -> str:
@@ -84,10 +87,28 @@ def test_no_import_cycles() -> None:
     assert import_cycles(import_graph(SRC)) == []
 
 
+def reason_for_length(docstring: str | None) -> str | None:
+    """The reason a module's docstring gives for its length, or None when it gives none."""
+    match = REASON.search(docstring or "")
+    if match is None:
+        return None
+    words = re.findall(r"[a-z]{2,}(?:[-'][a-z]+)*", match["reason"].lower())
+    return match["reason"] if len(words) >= REASON_WORDS and len(set(words)) >= REASON_DISTINCT_WORDS else None
+
+
 def test_long_modules_say_why() -> None:
-    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > LONG}
-    unexplained = {name: n for name, n in long.items() if not REASON.search(ast.get_docstring(ast.parse((SRC / name).read_text())) or "")}
-    assert unexplained == {}
+    long = [p for p in SRC.rglob("*.py") if len(p.read_text(encoding="utf-8").splitlines()) > LONG]
+    unexplained = [str(p.relative_to(SRC)) for p in long if reason_for_length(ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))) is None]
+    assert long and unexplained == []
+
+
+def test_a_reason_is_a_sentence_of_words() -> None:
+    given = "Does one thing.\n\nLong because the readers share one set of list helpers and one error rule."
+    assert reason_for_length(given) == "the readers share one set of list helpers and one error rule."
+    assert reason_for_length("Does one thing, a little over ~400 lines.") is None  # no reason given
+    assert reason_for_length("Does one thing.\n\nLong because it is long.") is None  # too few words
+    assert reason_for_length("Long because TODO TODO TODO TODO TODO TODO TODO TODO.") is None  # the same word
+    assert reason_for_length("Long because 1 2 3 4 5 6 7 8 9 10 11 12 ... !!!") is None  # no words
 
 
 def test_architecture_table_names_every_package_and_module() -> None:

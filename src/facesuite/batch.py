@@ -18,8 +18,8 @@ The output folder holds ``part-*.parquet`` files with one row per image: its mai
 image could not be read. Parts are written whole under a hidden name and renamed into place, so
 an interrupted job leaves only complete files; rerunning it skips every image already there.
 
-One module, longer than the ~400 lines the others keep to: the row contract (schema, worker,
-Parquet parts, resuming) and the two engines that honour it are one argument, read together.
+Long because the row contract (schema, worker, Parquet parts, resuming) and the two engines that
+honour it are one argument, read together.
 """
 
 from __future__ import annotations

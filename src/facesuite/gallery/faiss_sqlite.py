@@ -28,8 +28,8 @@ facesuite. Several processes may use one gallery at once: SQLite serialises writ
 :meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
 reloads the index when another process changed the gallery.
 
-One class and the SQLite and index-file helpers only it uses, past ~400 lines on purpose: the
-crash-safety argument (transactions, generations, the index cache) reads top to bottom.
+Long because the crash-safety argument (transactions, generations, the index cache) reads top to
+bottom: one class and the SQLite and index-file helpers only it uses.
 """
 
 from __future__ import annotations

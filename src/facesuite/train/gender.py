@@ -11,8 +11,8 @@ plus the hard labels (:mod:`facesuite.train.gender_distill`).
 Both tune the decision threshold on validation so male and female recall are balanced, and
 write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
 
-One module (a little over ~400 lines): both stages, the three kinds and the threshold rule share
-one training loop and one saved-model contract.
+Long because both stages, the three kinds and the threshold rule share one training loop and one
+saved-model contract.
 """
 
 from __future__ import annotations
