@@ -84,3 +84,20 @@ def test_questions_about_a_gallery_uri_load_no_backend(tmp_path: Path) -> None:
                                                 check=True).stdout)
     assert answers == [True, False, True, "milvus://host:19530/faces"]
     assert loaded == ["facesuite.gallery.base"]
+
+
+def test_cli_choices_come_from_the_registries_with_one_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """``train gender --kind`` offers the gender kinds registry's names (an unknown one is exit 2
+    naming each), and a run without ``--kind`` trains the kind the trainer itself defaults to."""
+    from facesuite.cli import build_parser, main
+    from facesuite.train.gender import TrainOptions
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "gender", "photos", "--out", "model", "--kind", "resnet"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'resnet'" in error and all(f"'{kind}'" in error for kind in GENDER_KINDS)
+    assert build_parser().parse_args(["train", "gender", "photos", "--out", "model"]).kind == TrainOptions().kind
+    with pytest.raises(SystemExit):
+        main(["eval", "recognition", "faces", "--out", "report", "--protocol", "closed"])
+    assert "invalid choice: 'closed' (choose from 'facecom', 'cross')" in capsys.readouterr().err
