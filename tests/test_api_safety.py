@@ -358,6 +358,12 @@ def test_manifest_matches_the_shipped_model_files() -> None:
     assert integrity.main([]) == 0
 
 
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 @pytest.fixture()
 def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the shipped models folder, with its own manifest, standing in for the real one."""
@@ -373,12 +379,46 @@ def test_tampered_shipped_model_is_refused(models_copy: Path) -> None:
 
     DistortionDetector.load(models_copy / "distortion")  # intact: loads
     weights = models_copy / "distortion" / "weights.pt"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
+    _flip_one_byte(weights)
     with pytest.raises(ModelIntegrityError, match="does not match its recorded SHA-256") as error:
         DistortionDetector.load(models_copy / "distortion")
     assert str(weights) in str(error.value)
+
+
+def test_a_tampered_model_stops_the_cli_with_one_line_naming_it(models_copy: Path, samples: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged installation is neither bad input (exit 2, a skip) nor a bug (a fault log): exit 1, one line."""
+    monkeypatch.setenv("FACESUITE_HOME", str(tmp_path / "home"))
+    weights = models_copy / "gender" / "weights.npz"
+    _flip_one_byte(weights)
+    photo = samples / "photos" / "Colin_Powell_0003.jpg"
+    code = main(["predict", "gender", str(photo), "--model", str(models_copy / "gender"), "--csv", str(tmp_path / "g.csv")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"facesuite: error: {weights}: ") and "SHA-256" in lines[0]
+    assert not (config.user_home() / "logs").exists()  # no fault logged: nothing in facesuite went wrong
+
+
+def test_serve_refuses_to_start_on_a_tampered_model(models_copy: Path, tmp_path: Path) -> None:
+    """The server would load its models after it started listening; a changed file stops it before."""
+    import subprocess
+    import sys
+
+    from facesuite.serve.launch import free_port
+
+    weights = models_copy / "distortion" / "model.onnx"
+    _flip_one_byte(weights)
+    # The models_copy fixture's way, in a process of its own: config.MODELS_DIR pointed at the copy.
+    serve = ("import sys\nfrom pathlib import Path\nfrom facesuite import config\n"
+             f"config.MODELS_DIR = Path({str(models_copy)!r})\n"
+             "from facesuite.cli import main\n"
+             f"sys.exit(main(['serve', '--port', '{free_port()}', '--gallery', {str(tmp_path / 'g')!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", serve], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"facesuite: error: {weights}: model file changed: it differs from the manifest (modified or corrupt: reinstall facesuite)"]
+    assert "dashboard:" not in result.stdout
 
 
 def test_an_intact_model_file_is_hashed_once_and_a_changed_one_again(models_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -389,9 +429,7 @@ def test_an_intact_model_file_is_hashed_once_and_a_changed_one_again(models_copy
     integrity.verify_model_file(weights)
     integrity.verify_model_file(weights)  # the gender model and its head both load this folder
     assert hashed == [weights]
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
+    _flip_one_byte(weights)
     with pytest.raises(ModelIntegrityError, match="does not match its recorded SHA-256"):
         integrity.verify_model_file(weights)
 

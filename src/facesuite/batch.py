@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from facesuite.config import DEFAULT_BATCH_SIZE
 from facesuite.detect import DetectorSettings
-from facesuite.errors import Fault, InputError, describe_fault, require
+from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, require
 from facesuite.io import iter_images
 from facesuite.parallel import ordered_map
 from facesuite.text import ESCAPE, utf8_path
@@ -364,7 +364,7 @@ def run_job(
                 if nodes is not None:
                     nodes.update(table.column("node").to_pylist())
                 writer.add(table)
-        except (InputError, KeyboardInterrupt):
+        except (InputError, ModelIntegrityError, KeyboardInterrupt):
             raise
         except Exception as error:
             writer.flush()
