@@ -14,8 +14,8 @@ Each face goes ``decode -> detect/align -> name its distortion -> embed through 
 route -> gender -> identity``. Every caller (CLI, REST API, batch jobs, demo, evaluations) goes
 through this class; they only parse and format.
 
-Longer than the ~400 lines other modules keep to, on purpose: :class:`FaceAnalysis`, the
-:class:`Face` it returns and the :class:`Gallery` seen through it are one contract, read together.
+Long because :class:`FaceAnalysis`, the :class:`Face` it returns and the :class:`Gallery` seen
+through it are one contract, read together.
 """
 
 from __future__ import annotations

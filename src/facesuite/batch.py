@@ -18,8 +18,8 @@ The output folder holds ``part-*.parquet`` files with one row per image: its mai
 image could not be read. Parts are written whole under a hidden name and renamed into place, so
 an interrupted job leaves only complete files; rerunning it skips every image already there.
 
-One module, longer than the ~400 lines the others keep to: the row contract (schema, worker,
-Parquet parts, resuming) and the two engines that honour it are one argument, read together.
+Long because the row contract (schema, worker, Parquet parts, resuming) and the two engines that
+honour it are one argument, read together.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from facesuite.config import DEFAULT_BATCH_SIZE
 from facesuite.detect import DetectorSettings
-from facesuite.errors import Fault, InputError, describe_fault, require
+from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, require
 from facesuite.io import iter_images
 from facesuite.parallel import ordered_map
 from facesuite.text import ESCAPE, utf8_path
@@ -364,7 +364,7 @@ def run_job(
                 if nodes is not None:
                     nodes.update(table.column("node").to_pylist())
                 writer.add(table)
-        except (InputError, KeyboardInterrupt):
+        except (InputError, ModelIntegrityError, KeyboardInterrupt):
             raise
         except Exception as error:
             writer.flush()

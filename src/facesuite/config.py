@@ -47,6 +47,10 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
 # images and 2 cores (5.7 against 5.2 s): the threads' work evened out less at the end of the job.
 # Here, not in facesuite.batch, so the CLI's parser can show it without importing pyarrow.
 DEFAULT_BATCH_SIZE = 16
+# The gender kind `facesuite train gender` trains unless told (the kinds are
+# facesuite.classify.gender.GENDER_KINDS): the one the shipped model is. Here for the same reason:
+# the registry's module imports PyTorch.
+DEFAULT_GENDER_KIND = "backbone"
 
 def inference_threads() -> int:
     """Threads inference may use (:mod:`facesuite.parallel` runs that many batches at once):

@@ -15,8 +15,8 @@ Layouts:
   ``pairs.txt``, or a verification ``.bin`` as the face recognition field ships LFW, CFP-FP,
   AgeDB-30, CALFW and CPLFW (images and labels in one file).
 
-One module, a little over ~400 lines: every reader shares the list helpers (column aliases, the
-list's folder, one-line errors naming the line), and a user's data set is read by one of them.
+Long because every reader shares the list helpers (column aliases, the list's folder, one-line
+errors naming the line), and a user's data set is read by one of them.
 """
 
 from __future__ import annotations

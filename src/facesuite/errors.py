@@ -4,7 +4,9 @@ Anything the user can fix (a wrong path, a corrupt image, a folder in the wrong 
 as :class:`InputError`: the CLI prints its one-line message and exits with code 2, and inside a
 folder the file is skipped and counted. Everything else is a fault of facesuite's own: it is never
 recorded as if the input were bad; the run stops with exit code 1 and one line, and the full
-traceback goes to a log file that line names (:func:`log_fault`).
+traceback goes to a log file that line names (:func:`log_fault`). A shipped model file that does
+not match its recorded hash is neither: the installation is damaged (:class:`ModelIntegrityError`,
+one line naming the file, exit 1; ``facesuite serve`` refuses to start).
 
 A plain ``pip install facesuite`` runs everything that reads the shipped ONNX networks (analysis,
 verification, galleries, evaluations, reports, local batch jobs, the web service). What runs
@@ -21,16 +23,25 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from facesuite.text import ESCAPE
 
 
-class InputError(Exception):
-    """A problem with user input, described in one line that names the offending path."""
+class PathError(Exception):
+    """An error described in one line that starts with the path it is about, when there is one."""
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         self.message = message  # without the path, for callers that name the input their own way
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(PathError):
+    """A problem with user input, described in one line that names the offending path."""
+
+
+class ModelIntegrityError(PathError):
+    """A shipped model file (or the manifest recording them) differs from its record: modified,
+    corrupt, missing or unrecorded. Not the user's input, so never a skip or exit 2: whatever
+    needs the models stops (:mod:`facesuite.integrity`)."""
 
 
 @dataclass
@@ -135,5 +146,6 @@ def log_fault(error: BaseException, command: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"fault-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = "".join(traceback.format_exception(error))
-    path.write_text(f"facesuite {' '.join(command)}\n\n{text}", encoding="utf-8", errors=ESCAPE)
+    # Python's own escape for undecodable names: text.py (ours) imports this module's errors.
+    path.write_text(f"facesuite {' '.join(command)}\n\n{text}", encoding="utf-8", errors="backslashreplace")
     return path

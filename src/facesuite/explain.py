@@ -84,26 +84,6 @@ def overlay(chip: np.ndarray, heat: np.ndarray, weight: float = 0.45) -> np.ndar
     return show_cam_on_image(chip.astype(np.float32) / 255.0, heat, use_rgb=True, image_weight=1.0 - weight)
 
 
-def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
-    """Grad-CAM overlay on the aligned face of ``image`` for the gender decision of ``analysis``
-    (a :class:`~facesuite.analysis.FaceAnalysis` holding a gender model)."""
-    from facesuite.classify.gender import LABELS
-    from facesuite.classify.gender_eval import predict_gender
-    from facesuite.errors import InputError
-
-    model = analysis.gender
-    predictions, skipped = predict_gender(analysis, [image])
-    if skipped:
-        raise skipped[0].error
-    prediction = predictions[0]
-    if prediction.face.no_face:
-        raise InputError("no face found: there is no gender decision to explain", prediction.path)
-    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
-    info = {"path": prediction.path, "gender": prediction.label, "p_female": round(prediction.p_female, 4),
-            "fallback": prediction.fallback, "explained_class": LABELS[target]}
-    return overlay(prediction.chip, heat), info
-
-
 def save_rgb(image: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 

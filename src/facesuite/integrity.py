@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from facesuite import config
-from facesuite.errors import InputError
+from facesuite.errors import ModelIntegrityError
 
 MANIFEST_NAME = "SHA256SUMS"
 # Files a loader reads. Model cards and plots are documentation and may change freely.
@@ -44,10 +44,6 @@ _PACKAGE_PREFIX = "package:"
 # (resolved path, size, mtime_ns) -> SHA-256 of files already hashed by this process: the dlib
 # model is 22 MB and is loaded by several objects.
 _digests: dict[tuple[str, int, int], str] = {}
-
-
-class ModelIntegrityError(InputError):
-    """A model file does not match the manifest (modified, corrupt or unrecorded)."""
 
 
 def models_dir() -> Path:
@@ -167,6 +163,26 @@ def verify_package(module: str) -> None:
             verify_model_file(path)
 
 
+def differences() -> dict[str, str]:
+    """``{name: "changed" | "missing" | "unrecorded"}`` of every model file that differs from the
+    manifest, by manifest name, in order."""
+    recorded, actual = read_manifest(), current_entries()
+    # A source package that is not installed is no problem: only the export reads it.
+    absent = {name for name in recorded if name.startswith(_PACKAGE_PREFIX) and name not in actual}
+    return {name: "unrecorded" if name not in recorded else "missing" if name not in actual else "changed"
+            for name in sorted((recorded.keys() | actual.keys()) - absent) if recorded.get(name) != actual.get(name)}
+
+
+def verify_installation() -> None:
+    """Check every model file facesuite ships (and the packaged weights it records) at once, for a
+    process that must not start on a damaged installation: :class:`ModelIntegrityError` naming the
+    first file that differs."""
+    for name, state in differences().items():
+        path = package_file(name.removeprefix(_PACKAGE_PREFIX)) if name.startswith(_PACKAGE_PREFIX) else models_dir() / name
+        raise ModelIntegrityError(f"model file {state}: it differs from the manifest (modified or corrupt: reinstall facesuite)",
+                                  path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facesuite.integrity", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="record the current model files in the manifest")
@@ -174,14 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         print(f"wrote {write_manifest()}")
         return 0
-    recorded, actual = read_manifest(), current_entries()
-    # A source package that is not installed is no problem: only the export reads it.
-    absent = {name for name in recorded if name.startswith(_PACKAGE_PREFIX) and name not in actual}
-    problems = sorted(name for name in (recorded.keys() | actual.keys()) - absent if recorded.get(name) != actual.get(name))
-    for name in problems:
-        state = "unrecorded" if name not in recorded else "missing" if name not in actual else "changed"
+    problems = differences()
+    for name, state in problems.items():
         print(f"{state}: {name}", file=sys.stderr)
-    print(f"{len(actual)} model files, {len(problems)} problems")
+    print(f"{len(current_entries())} model files, {len(problems)} problems")
     return 1 if problems else 0
 
 

@@ -9,6 +9,13 @@ gallery backends (the ``register`` / ``create`` / ``list`` of timm's model regis
     EMBEDDERS.create("dlib-torch")        # an instance; InputError naming the choices if unknown
     EMBEDDERS.list()                      # ["dlib", "dlib-onnx", "dlib-torch"]
     EMBEDDERS["dlib-torch"]               # the registered factory itself
+
+Where a family's entries live in other modules (timm's ``_registry.py`` and ``models/__init__.py``),
+the registry sits in a module that imports none of them (``embed/base.py``, ``gallery/base.py``),
+each backend imports it and registers, and one loader module imports every backend
+(``facesuite.embed``, ``facesuite.gallery.backends``): callers list and create through the loader,
+so the registry they see is complete, and no import runs in a circle. A loader whose import fails
+(a backend's dependency missing) is not left half-done: importing it again tries again.
 """
 
 from __future__ import annotations
@@ -22,16 +29,11 @@ T = TypeVar("T")
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    """Named factories (classes or functions) of one kind, in registration order.
+    """Named factories (classes or functions) of one kind, in registration order."""
 
-    ``load`` is called once before the first lookup: it imports the modules that register
-    themselves, so importing facesuite does not import every backend.
-    """
-
-    def __init__(self, kind: str, load: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
-        self._load = load
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator (or call on a value): make ``entry`` known as ``name``."""
@@ -46,28 +48,18 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the factory registered as ``name``; :class:`InputError` naming the choices if none is."""
-        self._ensure_loaded()
         if name not in self._entries:
             raise InputError(f"unknown {self.kind} {name!r}; choose from {', '.join(self._entries)}")
         return self._entries[name](*args, **kwargs)
 
     def list(self) -> list[str]:
-        self._ensure_loaded()
         return list(self._entries)
 
     def __getitem__(self, name: str) -> T:
-        self._ensure_loaded()
         return self._entries[name]
 
     def __iter__(self) -> Iterator[str]:
-        self._ensure_loaded()
         return iter(self._entries)
 
     def __len__(self) -> int:
-        self._ensure_loaded()
         return len(self._entries)
-
-    def _ensure_loaded(self) -> None:
-        if self._load is not None:
-            load, self._load = self._load, None
-            load()

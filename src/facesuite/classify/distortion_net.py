@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facesuite.classify.distortion import InputSpec
+from facesuite.classify.distortion_input import InputSpec
 from facesuite.distortion import LABELS
 
 

@@ -65,6 +65,24 @@ def predict_gender(analysis, images: Sequence, progress: str | None = None) -> t
     return [GenderPrediction(face, analysis.gender) for face in faces], skipped
 
 
+def explain_gender(image, analysis) -> tuple[np.ndarray, dict]:
+    """Grad-CAM overlay on the aligned face of ``image`` for the gender decision of ``analysis``
+    (a :class:`~facesuite.analysis.FaceAnalysis` holding a gender model)."""
+    from facesuite.explain import gradcam, overlay
+
+    model = analysis.gender
+    predictions, skipped = predict_gender(analysis, [image])
+    if skipped:
+        raise skipped[0].error
+    prediction = predictions[0]
+    if prediction.face.no_face:
+        raise InputError("no face found: there is no gender decision to explain", prediction.path)
+    heat, target = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
+    info = {"path": prediction.path, "gender": prediction.label, "p_female": round(prediction.p_female, 4),
+            "fallback": prediction.fallback, "explained_class": LABELS[target]}
+    return overlay(prediction.chip, heat), info
+
+
 def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gradcam_samples: int = 8) -> tuple[dict, list]:
     """Evaluate the gender model of ``analysis`` on a gender data set, read or where to read it
     (:func:`~facesuite.data.read_gender_data`: ``male/`` and ``female/`` folders, UTKFace files

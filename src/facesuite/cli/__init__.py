@@ -14,7 +14,7 @@ import os
 import sys
 
 from facesuite import __version__
-from facesuite.errors import Fault, InputError, describe_fault, log_fault, missing_extra
+from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, log_fault, missing_extra
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "cluster", "gender", "age", "distortion", "serve", "batch")
@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"facesuite: error: {error}", file=sys.stderr)
         return 2
+    except ModelIntegrityError as error:
+        # Not the input and not a bug: the installed models were changed. One line, no fault log.
+        _close_progress_bars()
+        print(f"facesuite: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         _close_progress_bars()
         print("facesuite: interrupted", file=sys.stderr)

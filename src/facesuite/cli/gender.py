@@ -15,6 +15,24 @@ from facesuite.cli.detect import (
     print_skips,
     write_predictions,
 )
+from facesuite.config import DEFAULT_GENDER_KIND
+
+
+class GenderKindChoices:
+    """``--kind``'s choices: the gender kinds registry's names, read when argparse checks a
+    ``--kind`` or shows them, since the registry's module imports PyTorch and building the parser
+    for every command must not."""
+
+    def _names(self) -> list[str]:
+        from facesuite.classify.gender import GENDER_KINDS
+
+        return GENDER_KINDS.list()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def _analysis(args: argparse.Namespace):
@@ -98,7 +116,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from facesuite.explain import explain_gender, save_rgb
+    from facesuite.classify.gender_eval import explain_gender
+    from facesuite.explain import save_rgb
 
     heat, info = explain_gender(args.image, _analysis(args))
     save_rgb(heat, args.out)
@@ -116,8 +135,8 @@ def register(groups: dict) -> None:
     train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/), or train/ (and val/) "
                                     "of UTKFace files")
     train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
-    train.add_argument("--kind", choices=("backbone", "embedding", "cnn", "finetune"), default="backbone",
-                       help="backbone (default): logistic regression on the recognition pass's embedding + pooled hidden "
+    train.add_argument("--kind", choices=GenderKindChoices(), default=DEFAULT_GENDER_KIND, metavar="KIND",
+                       help="%(choices)s (default %(default)s). backbone: logistic regression on the recognition pass's embedding + pooled hidden "
                             "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head; finetune: "
                             "a gender branch fine-tuned on the face ResNet, selected by identity-disjoint k-fold CV")
     train.add_argument("--epochs", type=int, default=None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from facesuite.cli.detect import add_detector_options, detector_settings, print_skips
 from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
+from facesuite.evaluate.open_set import PROTOCOLS
 from facesuite.text import output_folder
 
 
@@ -236,7 +237,7 @@ def register(groups: dict) -> None:
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
     evaluate.add_argument("--threshold", type=float, default=None)
-    evaluate.add_argument("--protocol", choices=("facecom", "cross"), default=None,
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default=None,
                           help="facecom: every clean image enrolled, every distorted copy a probe; cross: alternate clean "
                                "images enrolled, the distorted copies of the others probes (a new photo of an enrolled "
                                "person), or the other photos themselves where there are no distorted copies (default: "

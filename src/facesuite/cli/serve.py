@@ -15,6 +15,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from facesuite.config import data_root
+    from facesuite.integrity import verify_installation
     from facesuite.serve import create_app
     from facesuite.serve.security import API_KEY_ENV, LOOPBACK_HOSTS
 
@@ -30,6 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not Path(root).is_dir():
             raise InputError("no such folder for --eval-root", root)
     eval_roots = [Path(root) for root in args.eval_root] if args.eval_root else [data_root()]
+    # The models load after the server starts; a changed model file stops it here instead, rather
+    # than leaving a server that analyses without gender or routes.
+    verify_installation()
     if args.gallery and args.gallery.startswith("milvus://"):
         from facesuite.gallery.milvus import parse_uri
 

@@ -26,6 +26,7 @@ import numpy as np
 from facesuite.data import DistortedImage, IdentityDataset
 from facesuite.errors import InputError
 
+#: The recognition protocols (``facesuite eval recognition --protocol``): see :func:`protocol_dataset`.
 PROTOCOLS = ("facecom", "cross")
 FPIR_TARGETS = (0.01, 0.001)
 
@@ -66,6 +67,8 @@ def protocol_dataset(dataset: IdentityDataset, source: str | Path, protocol: str
     the protocol's name; :class:`InputError` naming ``source`` when the data set holds no probes
     for it, or fewer than two identities in its gallery."""
     protocol = protocol or ("facecom" if dataset.distorted else "cross")
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if protocol == "facecom" and not dataset.distorted:
         raise InputError("no distorted probes for the facecom protocol (expected <identity>/distortion/<stem>_<type>.jpg); "
                          "--protocol cross searches each identity's other photos instead", source)

@@ -6,25 +6,18 @@
         gallery.enroll("alice", vectors, sources)
         nearest = gallery.identify(probe)[0][0]   # a Match: identity, distance, source
 
-``base`` (the protocol and the URI rules), ``faiss_sqlite`` (a folder), ``milvus`` (Milvus and
-Milvus Lite). A store says who is nearest; what facesuite answers (a name, ``unknown``,
-``unrecognisable``) is decided by :mod:`facesuite.decide`, which reads each face's distortion type
-and quality: use a gallery through :meth:`facesuite.FaceAnalysis.open_gallery`, which takes images
-and decides by that rule.
+``base`` (the protocol, the URI rules and the backend registry), ``faiss_sqlite`` (a folder),
+``milvus`` (Milvus and Milvus Lite), ``backends`` (imports both; opens and creates by URI). A store
+says who is nearest; what facesuite answers (a name, ``unknown``, ``unrecognisable``) is decided by
+:mod:`facesuite.decide`, which reads each face's distortion type and quality: use a gallery through
+:meth:`facesuite.FaceAnalysis.open_gallery`, which takes images and decides by that rule.
 """
 
 from facesuite.decide import UNKNOWN
-from facesuite.gallery.base import (
-    GalleryStore,
-    Match,
-    create_gallery,
-    display_uri,
-    gallery_exists,
-    is_milvus_uri,
-    open_gallery,
-)
+from facesuite.gallery.base import DB_NAME, GalleryStore, Match, display_uri, gallery_exists, is_milvus_uri
 
-_FOLDER_BACKEND = ("DB_NAME", "INDEX_NAME", "Gallery")
+_FOLDER_BACKEND = ("INDEX_NAME", "Gallery")
+_BACKENDS = ("create_gallery", "open_gallery")
 
 
 def __getattr__(name: str):
@@ -33,6 +26,10 @@ def __getattr__(name: str):
         from facesuite.gallery import faiss_sqlite
 
         return getattr(faiss_sqlite, name)
+    if name in _BACKENDS:
+        from facesuite.gallery import backends
+
+        return getattr(backends, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -2,11 +2,15 @@
 
 A gallery holds enrolled identities and answers "who is this" by face embedding. Distances are
 cosine distances (``1 - dot``) between L2-normalised vectors, as everywhere in facesuite. Where a
-gallery lives is a URI, and :func:`open_gallery` / :func:`create_gallery` pick the backend from it:
+gallery lives is a URI, and the backend is picked from it (:func:`backend_of`; opening and
+creating are :mod:`facesuite.gallery.backends`, which imports every backend):
 
 - a folder: the embedded FAISS + SQLite gallery (:mod:`facesuite.gallery.faiss_sqlite`);
 - ``milvus://HOST:PORT/COLLECTION``: a Milvus server (:mod:`facesuite.gallery.milvus`);
 - ``NAME.db``: Milvus Lite, embedded and offline (same module).
+
+Questions about a URI (which backend, is a gallery there, how to show it) are answered here without
+importing a backend, so naming a gallery never loads FAISS or pymilvus.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from facesuite.registry import Registry
 # older galleries keep an empty hash.
 SCHEMA_VERSION = 4
 MAX_IDENTITY_LENGTH = 200
+#: The SQLite file a folder gallery keeps (:mod:`facesuite.gallery.faiss_sqlite`): its presence is
+#: what makes a folder a gallery.
+DB_NAME = "gallery.sqlite"
 
 @dataclass(frozen=True)
 class Match:
@@ -98,13 +105,9 @@ class GalleryStore(Protocol):
         self.close()
 
 
-def _import_backends() -> None:
-    # Each backend registers itself; pymilvus is imported only when a Milvus gallery is used.
-    from facesuite.gallery import faiss_sqlite, milvus  # noqa: F401
-
-
-#: Gallery classes by backend name (``facesuite.registry``): ``folder`` and ``milvus``.
-BACKENDS: Registry[type[GalleryStore]] = Registry("gallery backend", _import_backends)
+#: Gallery classes by backend name (``facesuite.registry``): ``folder`` and ``milvus``, registered
+#: when :mod:`facesuite.gallery.backends` imports them.
+BACKENDS: Registry[type[GalleryStore]] = Registry("gallery backend")
 
 
 def backend_of(uri: str | Path) -> str:
@@ -125,8 +128,6 @@ def gallery_exists(uri: str | Path) -> bool:
     text = os.fspath(uri)
     if text.startswith("milvus://"):
         return True
-    from facesuite.gallery.faiss_sqlite import DB_NAME
-
     return Path(text).exists() if is_milvus_uri(text) else (Path(text) / DB_NAME).is_file()
 
 
@@ -138,17 +139,6 @@ def display_uri(uri: str | Path) -> str:
         scheme_host[2] = scheme_host[2].rsplit("@", 1)[1]
         return "/".join(scheme_host)
     return text
-
-
-def open_gallery(uri: str | Path) -> GalleryStore:
-    """Open an existing gallery of any backend; :class:`InputError` if there is none."""
-    return BACKENDS[backend_of(uri)].open(os.fspath(uri))
-
-
-def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
-    """Open the gallery at ``uri``, creating it first if needed (rules of
-    :meth:`~facesuite.gallery.faiss_sqlite.Gallery.create`)."""
-    return BACKENDS[backend_of(uri)].create(os.fspath(uri), embedder, dim, threshold)
 
 
 def unit_rows(vectors: np.ndarray, dim: int, embedder: str, what: str, where: str | Path) -> np.ndarray:

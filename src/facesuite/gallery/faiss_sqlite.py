@@ -28,8 +28,8 @@ facesuite. Several processes may use one gallery at once: SQLite serialises writ
 :meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
 reloads the index when another process changed the gallery.
 
-One class and the SQLite and index-file helpers only it uses, past ~400 lines on purpose: the
-crash-safety argument (transactions, generations, the index cache) reads top to bottom.
+Long because the crash-safety argument (transactions, generations, the index cache) reads top to
+bottom: one class and the SQLite and index-file helpers only it uses.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import numpy as np
 from facesuite.errors import InputError
 from facesuite.gallery.base import (
     BACKENDS,
+    DB_NAME,
     SCHEMA_VERSION,
     GalleryStore,
     Match,
@@ -60,7 +61,6 @@ from facesuite.gallery.base import (
     unit_rows,
 )
 
-DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
 # Index file header: magic, gallery id (uuid bytes), generation, payload length, payload CRC-32.
 # The gallery id stops an index copied from another gallery at the same generation being trusted;

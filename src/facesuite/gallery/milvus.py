@@ -15,9 +15,11 @@ Where it lives is given by a URI:
     a Milvus Lite folder, embedded in this process and fully offline (collection ``faces``).
 
 Milvus has no multi-statement transactions: an enroll is one insert request, which Milvus
-accepts or rejects as a whole, and a remove is one
-delete by identity. Collections are created
+accepts or rejects as a whole, and a remove is one delete by identity. Collections are created
 with Strong consistency so a search sees every enroll acknowledged before it.
+
+Long because the URI parsing, the connection, the schema upgrade and the store's calls all speak
+the same collection layout, and splitting them would spread that layout over several files.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ copies, and other clean face photos (e.g. UTKFace crops) with seven synthetic co
 of the training identities (and of the other photos) is held out as a calibration fold, on which
 the confidence below which a face takes the plain route is chosen (:func:`route_floor`).
 
-One module, a little over ~400 lines: every data source's views and the training loop share the
-:class:`Views` layout and the crop's jitter margin.
+Long because every data source's views and the training loop share the :class:`Views` layout and
+the crop's jitter margin.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facesuite.classify.distortion import DistortionDetector, InputSpec, make_views
+from facesuite.classify.distortion import DistortionDetector
+from facesuite.classify.distortion_input import InputSpec, make_views
 from facesuite.classify.distortion_net import DistortionNet, to_tensor
 from facesuite.data import DISTORTIONS, DistortedImage, IdentityDataset
 from facesuite.distortion import LABELS

@@ -118,7 +118,8 @@ def export_distortion(root: Path) -> list[str]:
 
     import torch
 
-    from facesuite.classify.distortion import CONFIG_FILE, DEFAULT_MODEL_DIR, ONNX_FILE, WEIGHTS_FILE, InputSpec
+    from facesuite.classify.distortion import CONFIG_FILE, DEFAULT_MODEL_DIR, ONNX_FILE, WEIGHTS_FILE
+    from facesuite.classify.distortion_input import InputSpec
     from facesuite.classify.distortion_net import export_onnx, load_net, to_tensor
 
     weights, config_path = DEFAULT_MODEL_DIR / WEIGHTS_FILE, DEFAULT_MODEL_DIR / CONFIG_FILE

@@ -11,8 +11,8 @@ plus the hard labels (:mod:`facesuite.train.gender_distill`).
 Both tune the decision threshold on validation so male and female recall are balanced, and
 write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
 
-One module (a little over ~400 lines): both stages, the three kinds and the threshold rule share
-one training loop and one saved-model contract.
+Long because both stages, the three kinds and the threshold rule share one training loop and one
+saved-model contract.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from facesuite.classify.gender import (
     pick_device,
 )
 from facesuite.classify.gender_head import mirror_when_unsure
+from facesuite.config import DEFAULT_GENDER_KIND
 from facesuite.data import find_subfolder, read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
@@ -55,7 +56,7 @@ KINDS = (*HEAD_KINDS, "cnn")
 
 @dataclass
 class TrainOptions:
-    kind: str = "cnn"
+    kind: str = DEFAULT_GENDER_KIND
     epochs: int = 12
     #: Heads-only epochs before the whole network trains; None: 0 from scratch (frozen random
     #: features teach the head nothing), 1 from a PATH init.

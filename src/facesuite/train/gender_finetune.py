@@ -19,8 +19,8 @@ the same data as the anchor (``OUT/anchor``), so a benchmark measures both in on
 
 Every run checkpoints each epoch under ``OUT/runs``; ``--resume`` continues where it stopped.
 
-A little over ~400 lines on purpose: the cache, the runs, the fold selection and the anchor share
-one set of cached tensors and one saved-model contract.
+Long because the cache, the runs, the fold selection and the anchor share one set of cached
+tensors and one saved-model contract.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def quantize(float_model: Path, chips: np.ndarray, out: Path) -> None:
 def compare(float_model: Path, int8_model: Path, chips: np.ndarray) -> dict:
     """Cosine between the two networks' vectors, and each one's milliseconds a chip on one thread."""
     from facesuite.config import onnx_session
-    from facesuite.embed import l2_normalise
+    from facesuite.embed.base import l2_normalise
 
     result: dict = {}
     vectors = []

@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from facesuite.config import MODELS_DIR, onnx_session
-from facesuite.embed import EMBEDDERS, ChipSpec, Embedder, l2_normalise
+from facesuite.embed.base import EMBEDDERS, ChipSpec, Embedder, l2_normalise
 from facesuite.embed.dlib.reader import CHIP_SIZE, EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.integrity import verify_model_file
 from facesuite.parallel import ordered_map
