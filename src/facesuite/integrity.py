@@ -159,14 +159,6 @@ def verify_model_folder(folder: str | Path) -> None:
             verify_model_file(path)
 
 
-def verify_package(module: str) -> None:
-    """Check the weights of ``module`` listed in :data:`PACKAGE_FILES` before the package loads them."""
-    for entry in PACKAGE_FILES:
-        path = package_file(entry) if entry.startswith(module + "/") else None
-        if path is not None:
-            verify_model_file(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facesuite.integrity", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="record the current model files in the manifest")

@@ -26,9 +26,6 @@ from facesuite.errors import InputError
 # handler prints them beside our one-line message when the application configured no logging.
 logging.getLogger("PIL").addHandler(logging.NullHandler())
 
-# Suffixes kept on uploaded files' temporary copies; the format itself is read from the content.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                            ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".avif"})
 # Pillow's own bomb guard warns at ~89 Mpx and raises at twice that; we refuse at 100 Mpx so a
 # tiny compressed file cannot make us allocate gigabytes.
 MAX_PIXELS = 100_000_000
