@@ -323,7 +323,7 @@ def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fr
     ``fraction`` and compare the drop in p(predicted class). ``layer``: the model's own
     ``cam_layer()``, or (fine-tuned kind) ``branch-output``, the fine-tuned stage's 2x2 output."""
     from facesuite.classify.gender import GenderModel
-    from facesuite.explain import deletion_drops
+    from gradcam_deletion import deletion_drops
 
     chips, _, _, _ = _dev_chips(folders, 1)
     picked = np.random.default_rng(0).permutation(len(chips))[:faces]
