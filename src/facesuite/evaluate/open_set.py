@@ -151,10 +151,7 @@ def operating_thresholds(labels: Sequence[str], threshold: float, route_threshol
 def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: Path) -> Path:
     """Error-versus-discard: FNIR at the operating point of the faces kept, as the lowest-quality
     share is discarded (a falling curve means the quality score ranks faces by how recognisable they are)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     order = np.argsort(quality)
     named = found.correct & (found.distance <= thresholds)
@@ -165,18 +162,12 @@ def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: 
     ax.set_xlabel("share of lowest-quality faces discarded")
     ax.set_ylabel("FNIR of the faces kept")
     ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
     """DET curves (FNIR against FPIR, log scale), overall and per group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     groups = np.asarray(groups)
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -191,7 +182,4 @@ def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
     ax.set_xlabel("FPIR (non-mated searches accepted)")
     ax.set_ylabel("FNIR (mated searches not named right)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

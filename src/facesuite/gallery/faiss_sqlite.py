@@ -49,15 +49,8 @@ import faiss
 import numpy as np
 
 from facesuite.errors import InputError
-from facesuite.gallery.base import (
-    BACKENDS,
-    SCHEMA_VERSION,
-    GalleryStore,
-    Match,
-    check_identity,
-    check_threshold,
-    unit_rows,
-)
+from facesuite.gallery.base import (BACKENDS, SCHEMA_VERSION, GalleryStore, Match,
+                                   check_identity, check_threshold, unit_rows)
 
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
@@ -175,11 +168,6 @@ class Gallery(GalleryStore):
         except BaseException:
             conn.close()
             raise
-
-    @property
-    def threshold(self) -> float:
-        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
-        return self._threshold
 
     def set_threshold(self, threshold: float) -> None:
         """Change the decision threshold and store it in the gallery."""

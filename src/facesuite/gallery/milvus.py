@@ -35,16 +35,8 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from facesuite.errors import InputError
-from facesuite.gallery.base import (
-    BACKENDS,
-    MAX_IDENTITY_LENGTH,
-    SCHEMA_VERSION,
-    GalleryStore,
-    Match,
-    check_identity,
-    check_threshold,
-    unit_rows,
-)
+from facesuite.gallery.base import (BACKENDS, MAX_IDENTITY_LENGTH, SCHEMA_VERSION, GalleryStore,
+                                   Match, check_identity, check_threshold, unit_rows)
 
 #: Collection used inside a Milvus Lite ``.db`` folder.
 LITE_COLLECTION = "faces"
@@ -136,11 +128,6 @@ class MilvusGallery(GalleryStore):
         return cls(uri, client, collection, properties)
 
     # ------------------------------------------------------------------ settings
-
-    @property
-    def threshold(self) -> float:
-        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
-        return self._threshold
 
     def set_threshold(self, threshold: float) -> None:
         """Change the decision threshold and store it with the collection."""
