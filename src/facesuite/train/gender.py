@@ -234,7 +234,7 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
                 # Pooled stages and the last stage's input map: the map keeps where on the face each
                 # channel fired, which pooling throws away (out of fold 0.906 -> 0.915, model card).
                 unit, hidden = embedder.describe(batch, maps=True)
-                rows.append(np.hstack([hidden, unit]))  # the order EmbeddingGenderNet.head concatenates them
+                rows.append(np.hstack([hidden, unit]))  # the order LinearGenderHead reads them
         return np.concatenate(rows)
 
     # Mirrored faces are equally valid examples: embedding both doubles the training set for
