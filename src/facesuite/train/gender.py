@@ -6,9 +6,11 @@ early stopping on validation macro-F1, a checkpoint per epoch (``--resume`` cont
 With ``--teacher MODEL_DIR`` it is trained by distillation: soft labels from a trained gender model
 plus the hard labels (:mod:`facesuite.train.gender_distill`).
 
-``embedding``: logistic regression on dlib's 128-D embedding, its C picked on validation.
+``embedding`` and ``backbone``: logistic regression (scikit-learn) on dlib's 128-D embedding (and,
+for ``backbone``, the same pass's hidden features), its C picked on validation, saved as plain
+arrays for the NumPy head that scores them (:mod:`facesuite.classify.gender_head`).
 
-Both tune the decision threshold on validation so male and female recall are balanced, and
+All three tune the decision threshold on validation so male and female recall are balanced, and
 write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
 
 One module (a little over ~400 lines): both stages, the three kinds and the threshold rule share
