@@ -95,6 +95,9 @@ def library(client: TestClient):
     client's server reads: what the API must answer."""
     from facesuite.analysis import FaceAnalysis
 
+    # After the server's own load: registries fill on first use, and two threads filling one at
+    # once can see it empty (registry.py).
+    client.app.state.service.call(lambda: None)
     analysis = FaceAnalysis(use_cache=False)
     yield analysis
     if analysis.gallery is not None:
@@ -139,6 +142,10 @@ def test_explain_overlays_a_heatmap_on_the_face_the_library_sees(client: TestCli
     assert np.abs(change).mean() > 10 and (change[..., 0] - change[..., 2]).std() > 30
     # ...and it is still this face under it.
     assert np.corrcoef(overlay.mean(axis=2).ravel(), chip.mean(axis=2).ravel())[0, 1] > 0.3
+    # A photo with no face has no gender decision to explain: a JSON 422 naming the upload.
+    blank = samples / "photos" / "no_face.png"
+    refused = client.post("/explain", files=[("image", (blank.name, blank.read_bytes(), "image/png"))])
+    assert refused.status_code == 422 and refused.json()["error"] == "no_face.png: no face found: there is no gender decision to explain"
 
 
 @pytest.mark.parametrize("kind", ["text", "truncated"])
