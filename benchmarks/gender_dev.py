@@ -238,10 +238,10 @@ def branch_cost(model_dir: str, faces: int = 64, repeats: int = 5) -> dict:
             times.append(time.perf_counter() - started)
         return round(1000 * float(np.median(times)) / faces, 2)
 
+    head, maps = _head_on_pass(model, Path(model_dir))
+
     def shared() -> None:
-        plain, hidden = embedder.describe(chips, maps=True)
-        with torch.inference_mode():
-            model.network.head(torch.from_numpy(plain), torch.from_numpy(hidden))
+        head(*embedder.describe(chips, maps=maps))
 
     identity = per_face(lambda: embedder.describe(chips))
     with_branch = per_face(shared)
@@ -249,6 +249,25 @@ def branch_cost(model_dir: str, faces: int = 64, repeats: int = 5) -> dict:
     return {"faces": faces, "threads": torch.get_num_threads(), "identity_pass_ms": identity,
             "identity_pass_plus_branch_ms": with_branch, "identity_pass_plus_second_network_ms": second,
             "branch_ms": round(with_branch - identity, 2), "second_network_ms": round(second - identity, 2)}
+
+
+def _head_on_pass(model, model_dir: Path):
+    """(what the analyzer runs on the identity pass's embedding and hidden features for this model:
+    the NumPy head of the linear kinds, the fine-tuned branch of the ``finetune`` kind; whether
+    that pass must carry the last stage's input map)."""
+    import torch
+
+    from facesuite.classify.gender_head import LINEAR_KINDS, LinearGenderHead
+
+    if model.config.kind in LINEAR_KINDS:
+        head = LinearGenderHead.load(model_dir)
+        return head.p_female, head.reads_maps
+
+    def branch(plain: np.ndarray, hidden: np.ndarray) -> None:
+        with torch.inference_mode():
+            model.network.head(torch.from_numpy(plain), torch.from_numpy(hidden))
+
+    return branch, True
 
 
 def _per_face(work, faces: int, repeats: int) -> float:
@@ -305,10 +324,10 @@ def speed(model_dirs: list[str], faces: int = 64, repeats: int = 3) -> dict:
             "alone": both_batches(lambda c: model.p_female(c, batch_size=64), random_chips(model.config.chip_size)),
         }
         if kind in HEAD_KINDS:
-            def on_pass(c: list[np.ndarray], maps: bool = kind == "finetune") -> None:
-                plain, hidden = embedder.describe(c, batch_size=64, maps=maps)
-                with torch.inference_mode():
-                    model.network.head(torch.from_numpy(plain), torch.from_numpy(hidden))
+            head, maps = _head_on_pass(model, Path(model_dir))
+
+            def on_pass(c: list[np.ndarray], head=head, maps: bool = maps) -> None:
+                head(*embedder.describe(c, batch_size=64, maps=maps))
 
             with_head = both_batches(on_pass, identity_chips)  # the head reads the identity pass itself
             record["added_to_identity_pass"] = {k: round(with_head[k] - identity[k], 2) for k in identity}
@@ -323,7 +342,7 @@ def deletion(folders: Path, model_dir: str, faces: int, layer: str = "model", fr
     ``fraction`` and compare the drop in p(predicted class). ``layer``: the model's own
     ``cam_layer()``, or (fine-tuned kind) ``branch-output``, the fine-tuned stage's 2x2 output."""
     from facesuite.classify.gender import GenderModel
-    from facesuite.explain import deletion_drops
+    from gradcam_deletion import deletion_drops
 
     chips, _, _, _ = _dev_chips(folders, 1)
     picked = np.random.default_rng(0).permutation(len(chips))[:faces]

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from facesuite.config import data_root
-from facesuite.serve.launch import free_port, wait_until_ready
+from serve_process import free_port, wait_until_ready
 
 SERVE = "import sys; from facesuite.cli import main; sys.exit(main())"
 

@@ -1,13 +1,14 @@
 """Distortion routing on the dev split: which recogniser suits each distortion type.
 
 Candidates per type: a restoration step on the chip (``facesuite.route.restore``), and an
-embedding adapter trained on the other identities (``facesuite.embed.adapter``). Reports top-1
+embedding adapter trained on the other identities (:class:`EmbeddingAdapter` below: lost on
+held-out identities, so no shipped route has one; routing model card). Reports top-1
 per type for: the single clean model, a single adapter trained on all types ("mixed"), routing by
 the true type (the ceiling of routing) and routing by the distortion detector's prediction.
 Gallery = clean images of the dev identities; probes = their distorted copies.
 
 Run: ``python benchmarks/routing_dev.py [--out DIR]``; with ``--save-routes`` it writes the
-chosen routes and adapters into the package (``facesuite/models/routing``).
+chosen restorations into the package (``facesuite/models/routing``).
 """
 
 from __future__ import annotations
@@ -18,15 +19,75 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from facesuite.analysis import FaceAnalysis
 from facesuite.config import MODELS_DIR, data_root
 from facesuite.data import DISTORTIONS, read_identity_folders, read_split
 from facesuite.detect.extract import Crop
-from facesuite.embed.adapter import train_adapter
 from facesuite.io import load_image
 from facesuite.route.restore import RESTORERS
+
+
+class EmbeddingAdapter(nn.Module):
+    """``normalise(x + MLP(x))``; the last layer starts at zero, so training starts from identity."""
+
+    def __init__(self, dim: int = 128, hidden: int = 512) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(dim, hidden)
+        self.out = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x + self.out(F.gelu(self.hidden(x))), dim=-1)
+
+    def apply_numpy(self, vectors: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
+
+
+def train_adapter(
+    distorted: np.ndarray,
+    clean: np.ndarray,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    temperature: float = 0.05,
+    seed: int = 0,
+    progress: str | None = None,
+) -> EmbeddingAdapter:
+    """Fit an adapter mapping rows of ``distorted`` to the matching rows of ``clean`` (unit vectors).
+
+    AdamW with cosine decay; pairs are shuffled with ``seed`` so a run is reproducible.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.from_numpy(np.asarray(distorted, dtype=np.float32))
+    target = torch.from_numpy(np.asarray(clean, dtype=np.float32))
+    adapter = EmbeddingAdapter(source.shape[1])
+    optimiser = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * max(1, (len(source) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    adapter.train()
+    for _ in tqdm(range(epochs), desc=progress, disable=progress is None, leave=False):
+        order = torch.randperm(len(source), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            adapted = adapter(source[batch])
+            logits = adapted @ target[batch].T / temperature
+            # Duplicate clean targets (several copies of one source) are not negatives of each other.
+            same_target = (target[batch] @ target[batch].T) > 0.9999
+            logits = logits.masked_fill(same_target & ~torch.eye(len(batch), dtype=torch.bool), -1e4)
+            loss = F.cross_entropy(logits, torch.arange(len(batch)))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return adapter.eval()
 
 
 def _top1(vectors: np.ndarray, truth: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
@@ -40,12 +101,9 @@ def main() -> None:
     parser.add_argument("--embedder", default="default")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default="runs/routing", help="folder for routing.json")
-    parser.add_argument("--save-routes", action="store_true", help="write routes + adapters into the package")
+    parser.add_argument("--save-routes", action="store_true", help="write the chosen restorations into the package")
     parser.add_argument("--restorers", nargs="+", default=list(RESTORERS), choices=list(RESTORERS),
                         help="restoration candidates to compare (default: all)")
-    parser.add_argument("--save-adapters", action="store_true",
-                        help="also ship adapters that win on top-1; off by default: they shift the distance scale "
-                             "of their type, so one verification threshold no longer fits (pooled AUC 0.93 -> 0.75)")
     parser.add_argument("--margin", type=float, default=0.01,
                         help="a step is kept for a type only if it beats the plain route by this much top-1")
     args = parser.parse_args()
@@ -128,14 +186,8 @@ def main() -> None:
     if args.save_routes:
         folder = MODELS_DIR / "routing"
         folder.mkdir(parents=True, exist_ok=True)
-        routes = {}
-        for kind in kinds:
-            use_adapter = args.save_adapters and (
-                table["restore + type adapter"][kind] >= table[f"restore:{best_restorer[kind]}"][kind] + args.margin)
-            if use_adapter:
-                adapters[kind].save(folder / f"adapter_{kind}.npz")
-            routes[kind] = {"restore": best_restorer[kind], "adapter": f"adapter_{kind}.npz" if use_adapter else None}
-        routes["clean"] = {"restore": "none", "adapter": None}
+        routes = {kind: {"restore": best_restorer[kind]} for kind in kinds}
+        routes["clean"] = {"restore": "none"}
         (folder / "routes.json").write_text(json.dumps({"embedder": pipeline.embedder.name, "routes": routes}, indent=2))
         print(f"routes written to {folder}")
 

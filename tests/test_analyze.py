@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from facesuite.cli import main
 from facesuite.config import MODELS_DIR
+from facesuite.errors import InputError
 
 PERSON = "Colin_Powell"
 
@@ -15,14 +18,19 @@ def _distorted(root: Path, kind: str, n: int = 4) -> list[Path]:
     return sorted((root / PERSON / "distortion").glob(f"*_{kind}.jpg"))[:n]
 
 
-# What each type's route does, written down from the routing model card (MODEL_CARD.md beside
-# routes.json) rather than read from the code: noisy, rainy and blurred faces go through their
-# learned restoration networks, foggy ones a gamma + CLAHE exposure correction, every distorted
-# face but a sunny one is also embedded mirrored, and clean and sunny faces take the plain embedder.
-ROUTE_OF = {
-    "clean": "plain", "blurred": "cnn-blurred+mirror", "foggy": "exposure+mirror", "lowlight": "mirror",
-    "resized": "mirror", "noisy": "cnn-noisy+mirror", "rainy": "cnn-rainy+mirror", "sunny": "plain",
-}
+def _route_names() -> dict[str, str]:
+    """What each type's route is called in `analyze`'s output, from the shipped table itself
+    (models/routing/routes.json): its restoration step, then `mirror` when the face is also
+    embedded mirrored, joined by `+`; `plain` for neither."""
+    table = json.loads((MODELS_DIR / "routing" / "routes.json").read_text(encoding="utf-8"))["routes"]
+    names = {}
+    for kind, spec in table.items():
+        steps = ([spec["restore"]] if spec["restore"] != "none" else []) + (["mirror"] if spec.get("mirror") else [])
+        names[kind] = "+".join(steps) or "plain"
+    return names
+
+
+ROUTE_OF = _route_names()
 
 
 def _true_type(path: Path) -> str:
@@ -111,3 +119,16 @@ def test_a_mirrored_route_averages_the_face_and_its_mirror_image(facecom_b: Path
     # The mirror moves the embedding (it is not a no-op), but not far: the same face.
     unmirrored = analysis.embedder.embed([noisy_chip])[0]
     assert 1e-4 < 1.0 - float(unmirrored @ routed[0]) < 0.05
+
+
+def test_a_routing_table_naming_an_embedding_adapter_is_refused(tmp_path: Path) -> None:
+    from facesuite.embed import get_embedder
+    from facesuite.route.routes import Router
+
+    table = {"routes": {"noisy": {"restore": "cnn-noisy", "adapter": "adapter_noisy.npz"}, "clean": {"restore": "none"}}}
+    (tmp_path / "routes.json").write_text(json.dumps(table), encoding="utf-8")
+    with pytest.raises(InputError, match="embedding adapters are not supported .routes noisy."):
+        Router.load(get_embedder("default"), tmp_path)
+    table["routes"]["noisy"]["adapter"] = None  # as the shipped table still spells "no adapter"
+    (tmp_path / "routes.json").write_text(json.dumps(table), encoding="utf-8")
+    assert Router.load(get_embedder("default"), tmp_path).route("noisy").describe() == "cnn-noisy"

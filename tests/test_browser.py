@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from facesuite.config import MODELS_DIR
-from facesuite.serve.launch import free_port, wait_until_ready
+from serve_process import free_port, wait_until_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -29,7 +29,7 @@ from facesuite.gallery import (
     is_milvus_uri,
     open_gallery,
 )
-from facesuite.serve.launch import free_port
+from serve_process import free_port
 
 DIM = 32
 BACKENDS = ("faiss", "milvus-lite", "milvus-server")

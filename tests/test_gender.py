@@ -77,7 +77,7 @@ def _recalls(p_female: dict[str, float], truth: dict[str, str], threshold: float
 
 
 def _val_scores(model: GenderModel, val_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """p_female per validation face, from the model's own network on chips cut here, and the
+    """p_female per validation face, from the standalone model on chips cut here, and the
     truth from the folder names."""
     from facesuite.detect.extract import FaceExtractor
 
@@ -143,7 +143,7 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     assert model.config.kind == "backbone"
     images = sorted((data / "train" / "female").iterdir())[:3] + sorted((data / "train" / "male").iterdir())[:3]
     crops, _ = FaceExtractor().crops(images, model.chip_spec)
-    alone = model.p_female([c.chip for c in crops]).tolist()  # the model's own network, on its own chips
+    alone = model.p_female([c.chip for c in crops]).tolist()  # the standalone model: a pass of its own, on its own chips
     # FaceAnalysis takes gender from its own embedding pass: same numbers, no second network run.
     analysis = FaceAnalysis(routes=None, gender=model_dir)
     assert analysis._gender_shares_backbone()

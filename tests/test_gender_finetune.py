@@ -152,7 +152,7 @@ def test_shipped_model_gender_in_analyze_equals_the_standalone_model():
 
 def test_deletion_drops_compare_hottest_and_random_pixels_on_real_faces():
     from facesuite.detect.extract import FaceExtractor
-    from facesuite.explain import deletion_drops
+    from gradcam_deletion import deletion_drops
 
     model = GenderModel.load()
     images = sorted((TASK_A / "female").glob("*.jpg"))[:3] + sorted((TASK_A / "male").glob("*.jpg"))[:3]

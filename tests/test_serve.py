@@ -3,7 +3,9 @@ TestClient (models loaded once per module)."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import shutil
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="fastapi is not installed")
 from fastapi.testclient import TestClient
@@ -43,10 +46,33 @@ def _upload(path: Path, field: str = "image") -> tuple[str, tuple[str, bytes, st
     return field, (path.name, path.read_bytes(), "image/jpeg")
 
 
-def test_health(client: TestClient) -> None:
-    response = client.get("/health")
-    assert response.status_code == 200
-    assert response.json()["status"] == "ok"
+def _health_once_loaded(client: TestClient) -> dict:
+    """/health after the service's background load has finished (it runs on the worker thread
+    before anything handed to it later)."""
+    service = client.app.state.service
+    service.call(lambda: None)
+    return client.get("/health").json()
+
+
+def test_health_reports_the_models_the_service_loaded(client: TestClient) -> None:
+    from facesuite import __version__
+
+    body = _health_once_loaded(client)
+    assert body == {"status": "ok", "version": __version__, "models_loaded": True, "analysis": "ready",
+                    "gallery": client.app.state.service.gallery_uri}
+    analysis = client.app.state.service.call(lambda: client.app.state.service.analysis)
+    assert analysis.gender is not None and analysis.age is not None and analysis.router.routes  # what "ready" stands for
+
+
+def test_health_says_what_is_missing_when_a_model_is_not_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facesuite.classify import gender_head
+
+    monkeypatch.setattr(gender_head, "DEFAULT_GENDER_DIR", tmp_path / "no-gender-model")
+    with TestClient(create_app(gallery=tmp_path / "gallery", work_dir=tmp_path)) as degraded:
+        body = _health_once_loaded(degraded)
+        assert body["models_loaded"] is True
+        assert body["analysis"].startswith("analysis models unavailable") and "no-gender-model" in body["analysis"]
+        assert degraded.app.state.service.call(lambda: degraded.app.state.service.analysis).gender is None
 
 
 def test_verify_same_and_different(client: TestClient, samples: Path) -> None:
@@ -64,25 +90,42 @@ def test_verify_same_and_different(client: TestClient, samples: Path) -> None:
     assert all(crop.startswith("data:image/png;base64,") for crop in body["crops"])
 
 
+@pytest.fixture(scope="module")
+def library(client: TestClient):
+    """The library's own FaceAnalysis (default models, detection cache off), reading the gallery the
+    client's server reads: what the API must answer."""
+    from facesuite.analysis import FaceAnalysis
+
+    # After the server's own load: registries fill on first use, and two threads filling one at
+    # once can see it empty (registry.py).
+    client.app.state.service.call(lambda: None)
+    analysis = FaceAnalysis(use_cache=False)
+    yield analysis
+    if analysis.gallery is not None:
+        analysis.gallery.close()
+
+
 @needs_models
-def test_analyze_fields(client: TestClient, samples: Path) -> None:
-    response = client.post("/analyze?images=true", files=[_upload(_image(samples / "people", "Colin_Powell"))])
+def test_analyze_answers_what_the_library_answers(client: TestClient, library, samples: Path) -> None:
+    enrolled = _image(samples / "people", "Colin_Powell", 1)
+    assert client.post("/gallery/enroll", data={"identity": "Colin Powell"}, files=[_upload(enrolled)]).status_code == 200
+    library.gallery = library.open_gallery(client.app.state.service.gallery_uri)
+    photo = _image(samples / "people", "Colin_Powell")
+    response = client.post("/analyze?images=true", files=[_upload(photo)])
     assert response.status_code == 200, response.text
     body = response.json()
-    assert {"path", "box", "fallback", "score", "distortion", "distortion_probability", "route", "gender", "p_female"} <= body.keys()
-    assert body["path"] == "Colin_Powell_0001.jpg" and len(body["box"]) == 4
-    assert body["gender"] in ("male", "female") and 0.0 <= body["p_female"] <= 1.0
-    assert 30 < body["age"] < 90 and body["age_range"][0] <= body["age"] <= body["age_range"][1]  # a man in his sixties
-    assert body["crop"].startswith("data:image/png;base64,")
+    [face] = library.get(photo)
+    assert body["path"] == photo.name and body["box"] == pytest.approx(list(face.box), abs=0.051)
+    assert (body["gender"], body["identity"], body["distortion"], body["route"]) == (face.gender, face.identity, face.distortion, face.route)
+    assert face.identity == "Colin Powell"  # another photo of him: the distance is a real match's
+    assert body["distance"] == pytest.approx(face.distance, abs=1e-4) and body["p_female"] == pytest.approx(face.p_female, abs=1e-4)
+    assert body["age"] == pytest.approx(face.age, abs=0.051)
+    crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["crop"].split(",", 1)[1]))).convert("RGB"))
+    assert np.array_equal(crop, face.chip())
 
 
 @needs_models
 def test_analyze_preview_of_a_format_browsers_cannot_draw(client: TestClient, samples: Path) -> None:
-    import base64
-    import io
-
-    from PIL import Image
-
     grey = Image.open(samples / "photos" / "Colin_Powell_0003.jpg").convert("L")
     pgm = io.BytesIO()
     grey.save(pgm, format="PPM")
@@ -97,11 +140,28 @@ def test_analyze_preview_of_a_format_browsers_cannot_draw(client: TestClient, sa
 
 
 @needs_models
-def test_explain_returns_png(client: TestClient, samples: Path) -> None:
-    response = client.post("/explain", files=[_upload(_image(samples / "people", "Colin_Powell"))])
+def test_explain_overlays_a_heatmap_on_the_face_the_library_sees(client: TestClient, library, samples: Path) -> None:
+    photo = _image(samples / "people", "Colin_Powell")
+    response = client.post("/explain", files=[_upload(photo)])
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "image/png" and response.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert response.headers["x-gender"] in ("male", "female")
+    assert response.headers["content-type"] == "image/png"
+    [face] = library.get(photo)
+    assert response.headers["x-gender"] == face.gender
+    assert float(response.headers["x-p-female"]) == pytest.approx(face.p_female, abs=1e-4)
+    size = library.gender.chip_spec.size
+    overlay = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=np.float64)
+    chip = face.chip(size, library.gender.chip_spec.padding).astype(np.float64)
+    assert overlay.shape == chip.shape == (size, size, 3)
+    # The heatmap changes the picture, from blue (cold) to red (hot) across the face, not a uniform
+    # tint (one would move red minus blue by under half the chip's own spread, 16 levels here)...
+    change = overlay - chip
+    assert np.abs(change).mean() > 10 and (change[..., 0] - change[..., 2]).std() > 30
+    # ...and it is still this face under it.
+    assert np.corrcoef(overlay.mean(axis=2).ravel(), chip.mean(axis=2).ravel())[0, 1] > 0.3
+    # A photo with no face has no gender decision to explain: a JSON 422 naming the upload.
+    blank = samples / "photos" / "no_face.png"
+    refused = client.post("/explain", files=[("image", (blank.name, blank.read_bytes(), "image/png"))])
+    assert refused.status_code == 422 and refused.json()["error"] == "no_face.png: no face found: there is no gender decision to explain"
 
 
 @pytest.mark.parametrize("kind", ["text", "truncated"])

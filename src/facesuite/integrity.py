@@ -155,14 +155,6 @@ def verify_model_folder(folder: str | Path) -> None:
             verify_model_file(path)
 
 
-def verify_package(module: str) -> None:
-    """Check the weights of ``module`` listed in :data:`PACKAGE_FILES` before the package loads them."""
-    for entry in PACKAGE_FILES:
-        path = package_file(entry) if entry.startswith(module + "/") else None
-        if path is not None:
-            verify_model_file(path)
-
-
 def differences() -> dict[str, str]:
     """``{name: "changed" | "missing" | "unrecorded"}`` of every model file that differs from the
     manifest, by manifest name, in order."""

@@ -20,15 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facesuite.errors import InputError
+from facesuite.errors import InputError, Skipped
 
 # Pillow logs some decoder failures (as well as raising them); without this, Python's last-resort
 # handler prints them beside our one-line message when the application configured no logging.
 logging.getLogger("PIL").addHandler(logging.NullHandler())
 
-# Suffixes kept on uploaded files' temporary copies; the format itself is read from the content.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                            ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".avif"})
 # Pillow's own bomb guard warns at ~89 Mpx and raises at twice that; we refuse at 100 Mpx so a
 # tiny compressed file cannot make us allocate gigabytes.
 MAX_PIXELS = 100_000_000
@@ -225,6 +222,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def readable_images(paths: Iterable[str | Path], skipped: list[Skipped]) -> Iterator[tuple[Path, np.ndarray]]:
+    """``(path, image)`` for each file that :func:`load_image` reads, in order; a file it cannot
+    read is added to ``skipped`` and passed over."""
+    for path in paths:
+        try:
+            yield Path(path), load_image(path)
+        except InputError as error:
+            skipped.append(Skipped(path, error))
 
 
 def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:

@@ -126,10 +126,7 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
 
 
 def _plot_predicted_vs_true(true_age: np.ndarray, age: np.ndarray, low: np.ndarray, high: np.ndarray, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5, 5))
     every = slice(None, None, 10)
@@ -142,17 +139,11 @@ def _plot_predicted_vs_true(true_age: np.ndarray, age: np.ndarray, low: np.ndarr
     ax.set_ylim(0, top)
     ax.set_xlabel("true age (years)")
     ax.set_ylabel("predicted age (years)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 def _plot_group_mae(groups: dict[str, dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     names = list(groups)
     mae = np.array([groups[n]["mae"] for n in names])
@@ -161,7 +152,4 @@ def _plot_group_mae(groups: dict[str, dict], out: Path) -> Path:
     ax.bar(names, mae, yerr=errors, capsize=3, color="#4a7ab5")
     ax.set_ylabel("MAE, years (95% bootstrap interval)")
     ax.tick_params(axis="x", rotation=40)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -35,7 +35,7 @@ from facesuite.config import MODELS_DIR, cache_dir, onnx_session, write_atomical
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
 from facesuite.integrity import verify_model_folder
-from facesuite.io import load_image
+from facesuite.io import load_image, readable_images
 from facesuite.parallel import ordered_map
 
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
@@ -163,12 +163,7 @@ class DistortionDetector:
         done: list[tuple[Path, Prediction]] = []
         skipped: list[Skipped] = []
         for start in range(0, len(paths), self.batch_size):
-            readable: list[tuple[Path, np.ndarray]] = []
-            for path in paths[start : start + self.batch_size]:
-                try:
-                    readable.append((path, load_image(path)))
-                except InputError as error:
-                    skipped.append(Skipped(path, error))
+            readable = list(readable_images(paths[start : start + self.batch_size], skipped))
             if readable:
                 done.extend(zip([p for p, _ in readable], self.predict([image for _, image in readable])))
         return done, skipped

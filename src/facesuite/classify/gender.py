@@ -1,17 +1,18 @@
 """Gender classifiers on aligned face chips, and the saved-model format they share.
 
-Two kinds, behind one interface (:class:`GenderModel`):
+Four kinds, behind one interface (:class:`GenderModel`):
 
 ``cnn``
     MobileNetV3-Small (torchvision's architecture) with a Squeeze-and-Excitation block on its
     576-channel head, trained on gender alone.
 ``embedding``
-    Logistic regression on dlib's 128-D face embedding (the PyTorch port), so one backbone pass
-    gives both the identity vector and the gender.
+    Logistic regression on dlib's 128-D face embedding, so one backbone pass gives both the
+    identity vector and the gender; it runs in NumPy (:class:`~facesuite.classify.gender_head.LinearGenderHead`).
 ``backbone``
     Logistic regression on the same pass's 128-D embedding plus the 640 pooled channels of its
     last three hidden stages (``DlibResNet.describe``): the identity embedding was trained to
-    ignore attributes such as gender, its hidden stages were not. Still one backbone pass.
+    ignore attributes such as gender, its hidden stages were not. Still one backbone pass, and
+    the same NumPy head.
 ``finetune``
     A gender branch: a fine-tuned copy of the ResNet's last stage on the shared, frozen trunk,
     plus a linear head on the pooled trunk stages and the branch's output
@@ -42,7 +43,7 @@ from torch import nn
 from facesuite.classify.gender_head import LINEAR_KINDS, Abstention, LinearGenderHead, gender_labels, mirror_when_unsure
 from facesuite.config import MODELS_DIR
 from facesuite.embed import ChipSpec, Embedder
-from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
+from facesuite.embed.dlib.reader import POOLED_WIDTH
 from facesuite.errors import InputError
 from facesuite.integrity import verify_model_folder
 from facesuite.registry import Registry
@@ -173,35 +174,27 @@ class GenderNet(nn.Module):
 
 
 class EmbeddingGenderNet(nn.Module):
-    """dlib's ResNet -> unit vector [+ hidden features] -> standardise -> linear.
-
-    ``hidden=False`` is the ``embedding`` kind, ``hidden=True`` the ``backbone`` kind, which reads the
-    first ``len(mean) - 128`` hidden features of ``describe(maps=True)``: the 640 pooled stages, and
-    with a map-trained head also the last stage's 256x4x4 input map.
+    """dlib's ResNet under a linear head (the ``embedding`` and ``backbone`` kinds), in PyTorch for
+    Grad-CAM only: the gradients need the whole path in one framework. The answers are the NumPy
+    head's (:class:`~facesuite.classify.gender_head.LinearGenderHead`), whose weights this network
+    takes as they are (:meth:`~facesuite.classify.gender_head.LinearGenderHead.folded`).
     """
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, hidden: bool = False) -> None:
+    def __init__(self, head: LinearGenderHead) -> None:
         super().__init__()
         from facesuite.embed.dlib.network import load_dlib_resnet
 
         self.backbone = load_dlib_resnet()
-        self.hidden = hidden
-        self.hidden_columns = len(mean) - EMBEDDING_DIM if hidden else 0
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-        self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float32).reshape(-1))
-        self.register_buffer("intercept", torch.tensor(float(intercept)))
+        self.hidden_columns, self.reads_maps = head.hidden_columns, head.reads_maps
+        weights, bias = head.folded()
+        self.linear = nn.Linear(len(weights), 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.as_tensor(weights, dtype=torch.float32)[None])
+            self.linear.bias.fill_(bias)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        descriptor, pooled = self.backbone.describe(pixels, maps=self.hidden_columns > POOLED_WIDTH)
-        return self.head(descriptor, pooled)
-
-    def head(self, embedding: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits from a pass's descriptor (unit or raw) and, for the backbone kind, its hidden features."""
-        x = F.normalize(embedding, dim=1)
-        if self.hidden:
-            x = torch.cat([pooled[:, : self.hidden_columns], x], dim=1)
-        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        descriptor, hidden = self.backbone.describe(pixels, maps=self.reads_maps)
+        z = self.linear(torch.cat([hidden[:, : self.hidden_columns], F.normalize(descriptor, dim=1)], dim=1))[:, 0]
         # Two logits whose softmax is (1 - sigmoid(z), sigmoid(z)): same contract as the CNN.
         return torch.stack([-z / 2, z / 2], dim=1)
 
@@ -287,11 +280,12 @@ class GenderModel:
     """A saved gender model ready to predict: ``p_female`` per chip and a tuned threshold."""
 
     def __init__(self, config: GenderConfig, network: nn.Module, device: torch.device | None = None,
-                 onnx_head: tuple[LinearGenderHead, Embedder] | None = None) -> None:
+                 linear_head: tuple[LinearGenderHead, Embedder] | None = None) -> None:
         self.config = config
         self.device = device or pick_device()
         self.network = network.to(self.device).eval()
-        self._onnx_head = onnx_head
+        # The linear kinds' head and a pass of its embedder space: their only scoring path.
+        self._linear_head = linear_head
 
     @property
     def chip_spec(self) -> ChipSpec:
@@ -308,14 +302,16 @@ class GenderModel:
             raise InputError("no such model folder", folder)
         verify_model_folder(folder)
         config = GenderConfig.load(folder)
-        onnx_head = None
-        if config.kind in LINEAR_KINDS and config.embedder not in (None, "dlib-torch"):
-            # A head trained on a pass PyTorch does not run (the int8 network's) scores chips on
-            # that pass, as the analyzer does; the PyTorch network, its float twin, serves Grad-CAM.
-            from facesuite.embed import get_embedder
+        network = load_network(config, folder)
+        if config.kind not in LINEAR_KINDS:
+            return cls(config, network)
+        # Chips are scored as the analyzer scores them: the NumPy head on a pass of its space (for a
+        # head of the int8 network's space, that network; the PyTorch network here, its float
+        # twin, serves Grad-CAM).
+        from facesuite.embed import get_embedder
 
-            onnx_head = (LinearGenderHead.load(folder), get_embedder(config.embedder))
-        return cls(config, load_network(config, folder), onnx_head=onnx_head)
+        head = LinearGenderHead.load(folder)
+        return cls(config, network, linear_head=(head, get_embedder(head.space)))
 
     def p_female(self, chips: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Probability of ``female`` for each chip (chips must have the model's chip size)."""
@@ -328,8 +324,8 @@ class GenderModel:
                                   lambda rows: self._network_p_female([chips[i][:, ::-1] for i in rows], batch_size))
 
     def _network_p_female(self, chips: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        if self._onnx_head is not None:
-            head, embedder = self._onnx_head
+        if self._linear_head is not None:
+            head, embedder = self._linear_head
             return head.p_female_of_chips(embedder, chips)
         out: list[np.ndarray] = []
         with torch.inference_mode():
@@ -366,8 +362,8 @@ def _load_cnn(config: GenderConfig, folder: Path) -> nn.Module:
 @GENDER_KINDS.register("embedding")
 @GENDER_KINDS.register("backbone")
 def _load_head(config: GenderConfig, folder: Path) -> nn.Module:
-    with np.load(_weights(folder, "weights.npz"), allow_pickle=False) as head:
-        return EmbeddingGenderNet(head["mean"], head["scale"], head["coef"], float(head["intercept"]), hidden=config.kind == "backbone")
+    _weights(folder, "weights.npz")
+    return EmbeddingGenderNet(LinearGenderHead.load(folder))
 
 
 @GENDER_KINDS.register("finetune")

@@ -213,10 +213,7 @@ def _error_grid(cams: GradcamCache, predictions: list[GenderPrediction], truth: 
 
 
 def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     per_row = max(count // 2, 1)
     # Evenly spaced picks, so the sample is fixed for a given data set (no randomness).
@@ -233,7 +230,4 @@ def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], tru
             p = row[c]
             ax.imshow(cams(p)[1])
             ax.set_title(f"{truth[p.path]}→{p.label}\np_f={p.p_female:.2f}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=60)  # small: the report embeds it
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=60)  # small: the report embeds it

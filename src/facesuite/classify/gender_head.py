@@ -3,9 +3,11 @@ recognition pass's unit embedding (and, for ``backbone``, its hidden features: t
 stages, and in newer models also the last stage's 256x4x4 input map), read from
 the model folder's ``weights.npz``.
 
-:class:`~facesuite.classify.gender.EmbeddingGenderNet` is the same head in PyTorch, with its own
-backbone, for standalone chips and Grad-CAM. The analyzer runs this one on the features its
-embedder already computed, so analysing a face never imports PyTorch for gender.
+It is the only place these kinds' answers are computed: the analyzer runs it on the features its
+embedder already computed (so analysing a face never imports PyTorch for gender), and
+:class:`~facesuite.classify.gender.GenderModel` on a pass of its own for standalone chips.
+Grad-CAM needs gradients, so :class:`~facesuite.classify.gender.EmbeddingGenderNet` puts the
+weights of :meth:`LinearGenderHead.folded` on the PyTorch network; it explains, it never answers.
 """
 
 from __future__ import annotations
@@ -164,6 +166,12 @@ class LinearGenderHead:
     def reads_maps(self) -> bool:
         """Whether the pass must include the last stage's input map (``describe(maps=True)``)."""
         return self.hidden_columns > POOLED_WIDTH
+
+    def folded(self) -> tuple[np.ndarray, float]:
+        """``(weights, bias)`` with ``z = x . weights + bias`` on the head's input ``x`` (the hidden
+        features read, then the unit embedding): the standardisation folded into the linear map."""
+        weights = self.coef / self.scale
+        return weights, float(self.intercept - self.mean @ weights)
 
     def p_female(self, embedding: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
         """Probability of ``female`` from a pass's descriptors (unit or raw) and, for the backbone

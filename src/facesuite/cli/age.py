@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, detector_settings, exit_status, make_extractor, print_skips, write_predictions
+from facesuite.cli.detect import (add_detector_options, add_prediction_arguments, detector_settings, exit_status,
+                                  make_extractor, print_skips, write_predictions)
 
 
 def _analysis(args: argparse.Namespace):
@@ -121,8 +122,6 @@ def register(groups: dict) -> None:
 
     predict = groups["predict"].add_parser(
         "age", help="predict age for images or folders", description="Write path,age,age_low,age_high,fallback per image.")
-    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
-    predict.add_argument("--model", default=None, help=model_help)
+    add_prediction_arguments(predict, model_help)
     add_detector_options(predict)
     predict.set_defaults(handler=cmd_predict)

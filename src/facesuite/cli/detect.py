@@ -58,6 +58,13 @@ def print_skips(skipped) -> None:
         print(f"skipped: {item.reason}", file=sys.stderr)
 
 
+def add_prediction_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """What a ``predict`` command reads and writes: images or folders, one CSV, a model folder."""
+    parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
+    parser.add_argument("--model", default=None, help=model_help)
+
+
 def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Sequence[object]], skipped) -> None:
     """The CSV of a ``predict`` command (one row per image), its skips, and the line saying so."""
     import csv

@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+from facesuite.cli.detect import add_prediction_arguments, print_skips
 from facesuite.data import DISTORTIONS
 
 
 def _print_skips(skipped) -> None:
-    for item in skipped:
-        print(f"skipped: {item.reason}", file=sys.stderr)
+    print_skips(skipped)
     if skipped:
         print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
 
@@ -199,9 +199,7 @@ def register(groups: dict) -> None:
     predict = groups["predict"].add_parser(
         "distortion", help="name the distortion of each image (clean or one of 7 types)",
         description="Classify images as clean or " + ", ".join(DISTORTIONS) + "; writes path,distortion,probability.")
-    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="output CSV (-: standard output)")
-    predict.add_argument("--model", help=model_help)
+    add_prediction_arguments(predict, model_help)
     predict.set_defaults(handler=cmd_predict)
 
     evaluate = groups["eval"].add_parser(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from facesuite.cli.detect import (
     add_detector_options,
+    add_prediction_arguments,
     detector_settings,
     exit_status,
     make_extractor,
@@ -185,9 +186,7 @@ def register(groups: dict) -> None:
 
     predict = groups["predict"].add_parser(
         "gender", help="predict gender for images or folders", description="Write path,gender,p_female,fallback per image.")
-    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
-    predict.add_argument("--model", default=None, help=model_help)
+    add_prediction_arguments(predict, model_help)
     predict.add_argument("--no-abstain", action="store_true",
                          help="answer male or female for every face (no uncertain below the model's confidence floor)")
     add_detector_options(predict)

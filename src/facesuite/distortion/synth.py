@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from facesuite.data import DISTORTIONS, read_identity_folders
 from facesuite.errors import InputError, Skipped
-from facesuite.io import load_image, write_image
+from facesuite.io import readable_images, write_image
 
 
 def _pipelines() -> dict[str, A.Compose]:
@@ -138,12 +138,9 @@ def write_distorted(
     out = Path(out)
     synthesizer = Synthesizer(seed, types)
     written, skipped = 0, []
-    for path, identity in tqdm(dataset.clean, desc="distort", unit="img", leave=False):
-        try:
-            image = load_image(path)
-        except InputError as error:
-            skipped.append(Skipped(path, error))
-            continue
+    identity_of = dict(dataset.clean)
+    for path, image in readable_images(tqdm(identity_of, desc="distort", unit="img", leave=False), skipped):
+        identity = identity_of[path]
         folder = out / identity
         (folder / "distortion").mkdir(parents=True, exist_ok=True)
         _place_clean(path, folder / path.name)

@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -18,6 +14,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from facesuite.evaluate.plots import plt, save_figure
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
 
 
@@ -51,10 +48,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if normalised[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_classification_report(
@@ -115,7 +109,4 @@ def plot_group_accuracy(groups: dict[str, dict], out: Path, ylabel: str = "accur
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{ylabel} (95% Wilson interval)")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -150,10 +150,7 @@ def open_set_metrics(found: Searches, thresholds: np.ndarray, recognisable: np.n
 def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: Path) -> Path:
     """Error-versus-discard: FNIR at the operating point of the faces kept, as the lowest-quality
     share is discarded (a falling curve means the quality score ranks faces by how recognisable they are)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     order = np.argsort(quality)
     named = found.correct & (found.distance <= thresholds)
@@ -168,18 +165,12 @@ def plot_edc(found: Searches, thresholds: np.ndarray, quality: np.ndarray, out: 
     ax.set_ylabel("FNIR of the faces kept")
     # A little below zero, so a curve at zero is drawn above the axis, not hidden under it.
     ax.set_ylim(-0.03, 1)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
     """DET curves (FNIR against FPIR, log scale), overall and per group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     groups = np.asarray(groups)
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -194,7 +185,4 @@ def plot_det(found: Searches, groups: Sequence[str], out: Path) -> Path:
     ax.set_xlabel("FPIR (non-mated searches accepted)")
     ax.set_ylabel("FNIR (mated searches not named right)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

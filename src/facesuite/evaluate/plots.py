@@ -1,4 +1,5 @@
-"""Plots shared by the recognition and verification evaluations (matplotlib, written as PNG)."""
+"""Plots shared by the evaluations and the trainers (matplotlib, written as PNG), and
+:func:`save_figure`, how every figure of facesuite is written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,33 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def save_figure(fig: Figure, out: Path, dpi: int = 110) -> Path:
+    """Lay ``fig`` out, write it to ``out`` as PNG and close it (pyplot holds every open figure)."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def plot_curves(history: list[dict], out: Path) -> Path:
+    """A training run's loss and accuracy per epoch: ``train_loss``, ``train_accuracy`` and, where
+    the records have them, ``val_loss`` and ``val_accuracy``."""
+    epochs = [record["epoch"] for record in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "val"):
+            key = f"{split}_{metric}"
+            if key in history[0]:
+                axis.plot(epochs, [record[key] for record in history], marker="o", label=split)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return save_figure(fig, out, dpi=100)
 
 
 def plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
@@ -23,10 +50,7 @@ def plot_roc(distances: np.ndarray, labels: np.ndarray, out: Path) -> Path:
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float, out: Path) -> Path:
@@ -39,10 +63,7 @@ def plot_histograms(distances: np.ndarray, labels: np.ndarray, threshold: float,
     ax.set_xlabel("cosine distance")
     ax.set_ylabel("pairs")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Path:
@@ -55,7 +76,4 @@ def plot_bars(values: dict[str, float], out: Path, ylabel: str = "top-1") -> Pat
     ax.set_ylim(0, 1.08)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -72,8 +72,14 @@ class GalleryStore(Protocol):
     #: (``facesuite.gallery.source_match``); a store that does not is searched by face only.
     keeps_frames: bool = False
 
+    #: The cosine-distance threshold as stored in the gallery, read when it was opened.
+    _threshold: float
+
     @property
-    def threshold(self) -> float: ...
+    def threshold(self) -> float:
+        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
+        return self._threshold
+
     def set_threshold(self, threshold: float) -> None: ...
     def enroll(self, identity: str, vectors: np.ndarray, sources: Sequence[str],
                hashes: Sequence[str | None] | None = None) -> int:

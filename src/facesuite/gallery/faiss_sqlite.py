@@ -177,11 +177,6 @@ class Gallery(GalleryStore):
             conn.close()
             raise
 
-    @property
-    def threshold(self) -> float:
-        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
-        return self._threshold
-
     def set_threshold(self, threshold: float) -> None:
         """Change the decision threshold and store it in the gallery."""
         threshold = check_threshold(threshold, self.path)

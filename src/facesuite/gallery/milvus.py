@@ -144,11 +144,6 @@ class MilvusGallery(GalleryStore):
 
     # ------------------------------------------------------------------ settings
 
-    @property
-    def threshold(self) -> float:
-        """Cosine-distance threshold used by :meth:`decide` (read when the gallery was opened)."""
-        return self._threshold
-
     def set_threshold(self, threshold: float) -> None:
         """Change the decision threshold and store it with the collection."""
         threshold = check_threshold(threshold, self.uri)

@@ -170,9 +170,8 @@ class ModelService:
 
     def explain(self, upload: Decoded) -> tuple[bytes, dict]:
         try:
-            from facesuite.classify.gender import LABELS
-            from facesuite.classify.gender_eval import predict_gender
-            from facesuite.explain import gradcam, overlay
+            import facesuite.explain  # noqa: F401 - Grad-CAM's PyTorch: missing without the extra
+            from facesuite.classify.gender_eval import explain_gender
         except ModuleNotFoundError as error:
             # Grad-CAM runs in PyTorch, an extra: the dashboard shows the line that names it.
             missing = missing_extra(error)
@@ -181,15 +180,10 @@ class ModelService:
             raise ApiError(503, str(missing)) from None
 
         analysis = self._require_analysis()
-        model = analysis.gender
-        if model is None:
+        if analysis.gender is None:
             raise ApiError(503, self.analyzer_error or "no gender model loaded")
-        (prediction,), _ = predict_gender(analysis, [upload])
-        if prediction.face.no_face:
-            raise ApiError(422, "no face found in the image: no gender decision to explain")
-        heat, _ = gradcam(model.network, model.network.cam_layer(), prediction.chip, LABELS.index(prediction.forced))
-        info = {"gender": prediction.label, "p_female": round(prediction.p_female, 4)}
-        return png_bytes(overlay(prediction.chip, heat)), info
+        heatmap, info = explain_gender(upload, analysis)  # no face: an InputError, answered 422
+        return png_bytes(heatmap), {"gender": info["gender"], "p_female": info["p_female"]}
 
     def enroll(self, identity: str, uploads: Sequence[Decoded]) -> dict:
         gallery = self._open_gallery(create=True)

@@ -20,7 +20,6 @@ the crop's jitter margin.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,9 @@ from facesuite.data import DISTORTIONS, DistortedImage, IdentityDataset
 from facesuite.distortion import LABELS
 from facesuite.distortion.variants import RESOLUTION_UNKNOWN, VARIANTS, sample_variant
 from facesuite.errors import InputError, Skipped
-from facesuite.io import load_image
+from facesuite.evaluate.plots import plot_curves
+from facesuite.io import load_image, readable_images
+from facesuite.train import seed_everything
 
 # Training crops are taken this many pixels larger on each side and cut at a random offset, so
 # the network does not learn the exact position of the face.
@@ -133,12 +134,7 @@ def synthetic_views(
     synthesizer = Synthesizer(seed=seed)
     wide = _margin_spec(spec, margin)
     crops, frames, labels, skipped = [], [], [], []
-    for path in tqdm(clean_paths, desc=progress, unit="img", disable=progress is None, leave=False):
-        try:
-            image = load_image(path)
-        except InputError as error:
-            skipped.append(Skipped(path, error))
-            continue
+    for path, image in readable_images(tqdm(clean_paths, desc=progress, unit="img", disable=progress is None, leave=False), skipped):
         for label, version in [("clean", image), *synthesizer.all_types(image).items()]:
             crop, frame = make_views(version, wide)
             crops.append(crop)
@@ -225,12 +221,7 @@ def photo_views(
     synthesizer = Synthesizer(seed=seed, types=[kind for kind in DISTORTIONS if kind != "resized"])
     wide = _margin_spec(spec, margin)
     views, labels, skipped = [], [], []
-    for path in tqdm(photos, desc=progress, unit="img", disable=progress is None, leave=False):
-        try:
-            image = load_image(path)
-        except InputError as error:
-            skipped.append(Skipped(path, error))
-            continue
+    for path, image in readable_images(tqdm(photos, desc=progress, unit="img", disable=progress is None, leave=False), skipped):
         for label, version in [("clean", image), *synthesizer.all_types(image, key=Path(path).name).items()]:
             views.append(make_views(version, wide))
             labels.append(label)
@@ -302,12 +293,6 @@ def evaluate_views(net: nn.Module, views: Views, spec: InputSpec, batch_size: in
     return sum(losses) / len(views), np.concatenate(predictions)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def fit(train: Views, settings: TrainSettings, val: Views | None = None, progress: bool = True) -> tuple[DistortionDetector, list[dict]]:
     """Train a fresh network on ``train``; history has loss/accuracy per epoch (and on ``val``)."""
     seed_everything(settings.seed)
@@ -351,29 +336,6 @@ def fit(train: Views, settings: TrainSettings, val: Views | None = None, progres
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     return DistortionDetector(net.eval(), spec), history
-
-
-def plot_curves(history: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for split in ("train", "val"):
-            key = f"{split}_{metric}"
-            if key in history[0]:
-                axis.plot(epochs, [h[key] for h in history], marker="o", label=split)
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def train_detector(

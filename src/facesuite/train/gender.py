@@ -6,9 +6,11 @@ early stopping on validation macro-F1, a checkpoint per epoch (``--resume`` cont
 With ``--teacher MODEL_DIR`` it is trained by distillation: soft labels from a trained gender model
 plus the hard labels (:mod:`facesuite.train.gender_distill`).
 
-``embedding``: logistic regression on dlib's 128-D embedding, its C picked on validation.
+``embedding`` and ``backbone``: logistic regression (scikit-learn) on dlib's 128-D embedding (and,
+for ``backbone``, the same pass's hidden features), its C picked on validation, saved as plain
+arrays for the NumPy head that scores them (:mod:`facesuite.classify.gender_head`).
 
-Both tune the decision threshold on validation so male and female recall are balanced, and
+All three tune the decision threshold on validation so male and female recall are balanced, and
 write a model folder that :class:`facesuite.classify.gender.GenderModel` loads.
 
 Long because both stages, the three kinds and the threshold rule share one training loop and one
@@ -18,7 +20,6 @@ saved-model contract.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from facesuite.data import find_subfolder, read_gender_folders
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
+from facesuite.evaluate.plots import plot_curves
+from facesuite.train import seed_everything
 from facesuite.train.gender_distill import distillation_loss, load_teacher, teacher_p_female
 
 # Kinds trained here; ``finetune`` has its own trainer (facesuite.train.gender_finetune).
@@ -88,14 +91,6 @@ class Split:
     chips: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) int: index into LABELS
     paths: list[Path]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    # warn_only: a few CUDA kernels have no deterministic version; CPU runs are exact.
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def read_train_val(data_dir: Path, val_fraction: float, seed: int) -> tuple[list, list, str]:
@@ -242,7 +237,7 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
                 # Pooled stages and the last stage's input map: the map keeps where on the face each
                 # channel fired, which pooling throws away (out of fold 0.906 -> 0.915, model card).
                 unit, hidden = embedder.describe(batch, maps=True)
-                rows.append(np.hstack([hidden, unit]))  # the order EmbeddingGenderNet.head concatenates them
+                rows.append(np.hstack([hidden, unit]))  # the order LinearGenderHead reads them
         return np.concatenate(rows)
 
     # Mirrored faces are equally valid examples: embedding both doubles the training set for
@@ -441,23 +436,3 @@ def _fit_cnn(train: Split, val: Split, out: Path, options: TrainOptions, soft: n
 
 def _stage_steps(stage: int, head_epochs: int, epochs: int, steps_per_epoch: int) -> int:
     return steps_per_epoch * (head_epochs if stage == 1 else epochs - head_epochs)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train vs validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="val")
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -422,10 +422,7 @@ def fit_anchor(faces: Faces, features: dict, folds: list[np.ndarray], out: Path,
 
 def plot_selection(table: list[dict], path: Path) -> None:
     """Out-of-fold accuracy and worst race group per epoch, one line per learning rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from facesuite.evaluate.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, key in zip(axes, ("val_accuracy", "val_worst_race")):
@@ -435,6 +432,4 @@ def plot_selection(table: list[dict], path: Path) -> None:
         ax.set_xlabel("epochs")
         ax.set_title(key.replace("val_", "out-of-fold "))
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

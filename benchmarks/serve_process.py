@@ -1,6 +1,8 @@
-"""Run ``facesuite serve`` as a child process: a free loopback port, and waiting until it is ready.
+"""Helpers for running ``facesuite serve`` as a child process: a free loopback port, and waiting
+until the server is ready.
 
-Used by the benchmarks and tests that talk to a real server; handy for scripts that do the same.
+Used by the benchmarks that talk to a real server (``load.py``, ``api_latency.py``) and by the
+tests that do the same (pytest puts this folder on ``sys.path``: ``pyproject.toml``).
 """
 
 from __future__ import annotations
