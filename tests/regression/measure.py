@@ -28,10 +28,10 @@ a UTKFace file is an identity of its own) of each figure, from the command's pre
 checked to give the figure of metrics.json. The tolerance is twice its standard error, and never
 under 1.5 faces' worth (1.5 / the faces the figure counts): the figures are exact on a fixed
 slice, up to float differences on another CPU, which can flip a face sitting on a threshold; one
-flipped face passes, two fail. The wrong-identity rate is 0 on this slice, so its bootstrap
-error is 0 and the floor decides: one wrong name passes, two fail (today the nearest wrong
-identity of any probe is about 0.02 in cosine distance beyond its threshold, far past float
-noise, so even one wrong name means the decision changed).
+flipped face passes, two fail. A wrong-identity rate of 0 (as when this was written) has a
+bootstrap error of 0, so the floor decides: one wrong name passes, two fail (when this was
+written, the nearest wrong identity of any probe lay about 0.02 in cosine distance beyond its
+threshold, far past float noise, so even one wrong name means the decision changed).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import tempfile
 import warnings
 from datetime import date
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from scipy.stats import DegenerateDataWarning, bootstrap
@@ -100,6 +101,12 @@ def _run(argv: list[str]) -> None:
 
 def run_commands(root: Path, work: Path) -> dict[str, Path]:
     """Runs the three evaluations of the slice under ``work``; their output folders by name."""
+    # An empty home: the shipped calibrations only, whatever this machine or an earlier test stored.
+    with patch.dict(os.environ, {"FACESUITE_HOME": str(work / "home")}):
+        return _run_commands(root, work)
+
+
+def _run_commands(root: Path, work: Path) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
     split = work / "identities.txt"
     split.write_text("\n".join(recognition_identities(root)) + "\n", encoding="utf-8")
@@ -188,7 +195,7 @@ def measure(root: Path, work: Path) -> dict:
         "about": (f"Figures on a fixed slice of the dev splits, read from each command's metrics.json; tolerance = "
                   f"max({STANDARD_ERRORS} x the standard error of a bootstrap over identities, {FLOOR_FACES} faces / faces "
                   "counted): one face flipped by float differences on another CPU passes, two fail. The wrong-identity "
-                  "rate is 0 here, its bootstrap error 0, so the floor holds it: one wrong name passes, two fail. "
+                  "rate of 0 has a bootstrap error of 0, so the floor holds it: one wrong name passes, two fail. "
                   "tests/regression/measure.py says why; tests/regression/test_regression_slice.py re-measures and compares."),
         "command": COMMAND,
         "date": date.today().isoformat(),
@@ -211,9 +218,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=PIN, help=f"JSON file to write (default {PIN})")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        # Shipped calibrations only, as the tests see them (conftest gives each session an empty home).
-        os.environ["FACESUITE_HOME"] = str(Path(work) / "home")
-        pin = measure(data_root(), Path(work) / "runs")
+        pin = measure(data_root(), Path(work))
     args.out.write_text(json.dumps(pin, indent=1) + "\n", encoding="utf-8")
     for name, figure in pin["figures"].items():
         print(f"{name}: {figure['value']:.4f} +- {figure['tolerance']:.4f} (SE {figure['standard_error']:.4f}, "
