@@ -1,7 +1,7 @@
 """Benchmark the on-disk gallery against a face_recognition-style linear scan.
 
 Enrolls 1,000 identities x 10 random 128-D unit vectors, then times, one probe at a time:
-  * Gallery.identify (FAISS flat inner-product index, generation check included);
+  * FolderGallery.identify (FAISS flat inner-product index, generation check included);
   * the face_recognition way: ``np.linalg.norm(known - probe, axis=1)`` (what
     face_recognition.face_distance computes) followed by an argmin, on float64 encodings,
     once with the encodings pre-stacked into an array and once passed as the usual Python list;
@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facesuite.gallery import INDEX_NAME, Gallery
+from facesuite.gallery import INDEX_NAME, FolderGallery
 
 IDENTITIES = 1_000
 FACES_PER_IDENTITY = 10
@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gallery"
         start = time.perf_counter()
-        with Gallery.create(folder, "bench", DIM, 0.4) as gallery:
+        with FolderGallery.create(folder, "bench", DIM, 0.4) as gallery:
             for i in range(IDENTITIES):
                 rows = slice(i * FACES_PER_IDENTITY, (i + 1) * FACES_PER_IDENTITY)
                 sources = [f"img{j}.jpg" for j in range(rows.start, rows.stop)]
@@ -81,17 +81,17 @@ def main() -> None:
         print(f"enroll: {IDENTITIES} identities x {FACES_PER_IDENTITY} faces in {enroll_s:.2f} s "
               f"({enroll_s / IDENTITIES * 1000:.2f} ms per identity, one transaction each)")
 
-        open_ms = median_ms(lambda: Gallery.open(folder).close(), OPEN_REPEATS)
+        open_ms = median_ms(lambda: FolderGallery.open(folder).close(), OPEN_REPEATS)
 
         def open_with_rebuild() -> None:
             (folder / INDEX_NAME).unlink()
-            Gallery.open(folder).close()
+            FolderGallery.open(folder).close()
 
         rebuild_ms = median_ms(open_with_rebuild, OPEN_REPEATS)
         print(f"open 10k-face gallery: {open_ms:.1f} ms from index file, "
               f"{rebuild_ms:.1f} ms with rebuild from SQLite")
 
-        with Gallery.open(folder) as gallery:
+        with FolderGallery.open(folder) as gallery:
             gallery_times, gallery_answers = per_call_ms(lambda p: gallery.identify(p)[0][0].identity, probes)
 
     known_array = vectors.astype(np.float64)  # face_recognition encodings are float64
@@ -112,7 +112,7 @@ def main() -> None:
     g50, g95 = percentiles(gallery_times)
     a50, a95 = percentiles(array_times)
     l50, l95 = percentiles(list_times)
-    print(f"Gallery.identify (10k faces): p50 {g50:.3f} / p95 {g95:.3f} ms per probe")
+    print(f"FolderGallery.identify (10k faces): p50 {g50:.3f} / p95 {g95:.3f} ms per probe")
     print(f"numpy norm scan, stacked array: p50 {a50:.3f} / p95 {a95:.3f} ms per probe")
     print(f"numpy norm scan, list of encodings (face_distance as usually called): "
           f"p50 {l50:.3f} / p95 {l95:.3f} ms per probe")

@@ -162,11 +162,11 @@ def stages(paths: list[str]) -> dict[str, float]:
     def embed():
         # The pass analyze runs (with the last stage's map when gender reads it); the mirrored
         # routes embed their chip a second time, mirrored.
-        described = analysis.embedder.describe(restored, maps=analysis._gender_reads_maps())
+        described = analysis.embedder.describe(restored, maps=analysis.gender_stage.reads_maps)
         analysis.embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c, r in zip(restored, routes) if r.mirror])
         return described
     plain, pooled = lap("embed", embed)
-    lap("gender", lambda: analysis._gender_head.p_female(plain, pooled))  # the NumPy head analyze runs
+    lap("gender", lambda: analysis.gender_stage.head.p_female(plain, pooled))  # the NumPy head analyze runs
     return clock
 
 

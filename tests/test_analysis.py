@@ -154,11 +154,11 @@ def test_default_analyze_runs_without_torch_and_matches_the_torch_port(app: Face
     assert done.stderr.strip().splitlines()[-1] == "[]"
     (row,) = json.loads(done.stdout)
     (face,) = app.get(path)
-    assert app.embedder.name == "dlib-onnx" and app._gender_embedder is app.embedder  # one pass for both
+    assert app.embedder.name == "dlib-onnx" and app.gender_stage.embedder is app.embedder  # one pass for both
     with FaceAnalysis("dlib-torch") as torch_port, FaceAnalysis("dlib-int8") as int8:
         (reference,) = torch_port.get(path)
         (fast,) = int8.get(path)
-        assert torch_port._gender_embedder is torch_port.embedder and int8._gender_embedder is not int8.embedder
+        assert torch_port.gender_stage.embedder is torch_port.embedder and int8.gender_stage.embedder is not int8.embedder
     np.testing.assert_allclose(face.embedding, reference.embedding, atol=1e-5)
     assert float(face.embedding @ fast.embedding) > 0.99  # model card: cosine >= 0.998 on held-out chips
     assert (row["distortion"], row["route"], row["gender"]) == (face.distortion, face.route, face.gender) == (

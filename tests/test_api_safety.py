@@ -22,7 +22,7 @@ from PIL import Image
 from test_inputs import bomb_png
 
 from facesuite import config, integrity
-from facesuite.analysis import Gallery
+from facesuite.gallery.images import Gallery
 from facesuite.cli import build_parser, main
 from facesuite.gallery import create_gallery, open_gallery
 from facesuite.integrity import ModelIntegrityError

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from facesuite.decide import OperatingPoint
 from facesuite.errors import InputError
-from facesuite.gallery import INDEX_NAME, Gallery, faiss_sqlite
+from facesuite.gallery import INDEX_NAME, FolderGallery, faiss_sqlite
 
 DIM = 32
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -54,7 +54,7 @@ def make_gallery(path: Path, identities: int = 5, faces: int = 3, seed: int = 0)
     """Create a gallery of ``identities`` x ``faces`` random vectors; return them by identity."""
     rng = np.random.default_rng(seed)
     enrolled = {f"person{i}": unit(rng, faces) for i in range(identities)}
-    with Gallery.create(path, "test", DIM, 0.4) as gallery:
+    with FolderGallery.create(path, "test", DIM, 0.4) as gallery:
         for name, vectors in enrolled.items():
             gallery.enroll(name, vectors, [f"{name}/{j}.jpg" for j in range(faces)])
     return enrolled
@@ -65,7 +65,7 @@ def make_gallery(path: Path, identities: int = 5, faces: int = 3, seed: int = 0)
 
 def test_identify_returns_enrolled_identity_and_source(tmp_path: Path) -> None:
     enrolled = make_gallery(tmp_path / "g")
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         probes = np.stack([enrolled[name][1] for name in enrolled])
         results = gallery.identify(probes)
     for name, matches in zip(enrolled, results):
@@ -78,7 +78,7 @@ def test_identify_returns_enrolled_identity_and_source(tmp_path: Path) -> None:
 def test_top_k_is_distinct_identities_best_first(tmp_path: Path) -> None:
     enrolled = make_gallery(tmp_path / "g", identities=6, faces=4)
     probe = enrolled["person2"][0] + 0.3 * unit(np.random.default_rng(9), 1)[0]
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         (matches,) = gallery.identify(probe, top_k=4)
         (everyone,) = gallery.identify(probe, top_k=50)
     assert matches[0].identity == "person2"
@@ -98,7 +98,7 @@ def test_decide_unknown_beyond_threshold(tmp_path: Path) -> None:
     enrolled = make_gallery(tmp_path / "g")
     stranger = unit(np.random.default_rng(123), 1)
     close = enrolled["person0"][0] + 0.05 * unit(np.random.default_rng(5), 1)[0]
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         (far,), (near,) = gallery.identify(np.vstack([stranger, close]))
         point = OperatingPoint(gallery.threshold)
         assert far.distance > gallery.threshold
@@ -119,7 +119,7 @@ def test_identify_matches_brute_force(counts: list[int], top_k: int, seed: int) 
     probes = unit(rng, 3)
     # A tiny first pass forces the widening path that large identities would take.
     with tempfile.TemporaryDirectory() as folder, mock.patch.object(faiss_sqlite, "_FIRST_PASS_WIDTH", 1):
-        with Gallery.create(folder, "test", DIM, 0.5) as gallery:
+        with FolderGallery.create(folder, "test", DIM, 0.5) as gallery:
             for name, vectors in enrolled.items():
                 gallery.enroll(name, vectors, [name] * len(vectors))
             results = gallery.identify(probes, top_k=top_k)
@@ -136,7 +136,7 @@ def test_identify_matches_brute_force(counts: list[int], top_k: int, seed: int) 
 
 def test_identities_len_and_remove(tmp_path: Path) -> None:
     make_gallery(tmp_path / "g", identities=3, faces=2)
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         gallery.enroll("person1", unit(np.random.default_rng(7), 3), ["x", "y", "z"])  # adds to existing
         assert gallery.identities() == [("person0", 2), ("person1", 5), ("person2", 2)]
         assert len(gallery) == 9
@@ -144,13 +144,13 @@ def test_identities_len_and_remove(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="no identity 'person1'"):
             gallery.remove("person1")
         assert all(m[0].identity != "person1" for m in gallery.identify(unit(np.random.default_rng(7), 3)))
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         assert gallery.identities() == [("person0", 2), ("person2", 2)]
         assert len(gallery) == 4
 
 
 def test_empty_gallery_is_an_input_error(tmp_path: Path) -> None:
-    with Gallery.create(tmp_path / "g", "test", DIM, 0.4) as gallery:
+    with FolderGallery.create(tmp_path / "g", "test", DIM, 0.4) as gallery:
         with pytest.raises(InputError, match="gallery is empty") as error:
             gallery.identify(unit(np.random.default_rng(0), 1))
         assert str(tmp_path / "g") in str(error.value)
@@ -162,7 +162,7 @@ def test_empty_gallery_is_an_input_error(tmp_path: Path) -> None:
 
 def test_wrong_dim_is_an_input_error(tmp_path: Path) -> None:
     make_gallery(tmp_path / "g")
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         with pytest.raises(InputError, match="dimension 16"):
             gallery.enroll("new", unit(np.random.default_rng(0), 2, dim=16), ["a", "b"])
         with pytest.raises(InputError, match="dimension 16"):
@@ -174,7 +174,7 @@ def test_wrong_dim_is_an_input_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["", "a\nb", "tab\there", "x" * 201, " padded", "unknown", "a\u2028b"])
 def test_bad_identity_names_are_rejected(tmp_path: Path, name: str) -> None:
-    with Gallery.create(tmp_path / "g", "test", DIM, 0.4) as gallery:
+    with FolderGallery.create(tmp_path / "g", "test", DIM, 0.4) as gallery:
         with pytest.raises(InputError):
             gallery.enroll(name, unit(np.random.default_rng(0), 1), ["a"])
         assert len(gallery) == 0
@@ -183,38 +183,38 @@ def test_bad_identity_names_are_rejected(tmp_path: Path, name: str) -> None:
 
 def test_open_non_gallery_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no gallery here"):
-        Gallery.open(tmp_path / "missing")
+        FolderGallery.open(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no gallery here") as error:
-        Gallery.open(empty)
+        FolderGallery.open(empty)
     assert str(empty) in str(error.value)
     assert list(empty.iterdir()) == []  # opening must not create anything
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "gallery.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(InputError, match="no gallery here"):
-        Gallery.open(junk)
+        FolderGallery.open(junk)
     other = tmp_path / "other"
     other.mkdir()
     with sqlite3.connect(other / "gallery.sqlite") as conn:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(InputError, match="no gallery here"):
-        Gallery.open(other)
+        FolderGallery.open(other)
 
 
 def test_create_checks_embedder_and_dim_and_keeps_threshold(tmp_path: Path) -> None:
-    Gallery.create(tmp_path / "g", "test", DIM, 0.4).close()
+    FolderGallery.create(tmp_path / "g", "test", DIM, 0.4).close()
     with pytest.raises(InputError, match="'test'"):
-        Gallery.create(tmp_path / "g", "other", DIM, 0.4)
+        FolderGallery.create(tmp_path / "g", "other", DIM, 0.4)
     with pytest.raises(InputError, match="dim"):
-        Gallery.create(tmp_path / "g", "test", 64, 0.4)
-    with Gallery.create(tmp_path / "g", "test", DIM, 0.9) as gallery:
+        FolderGallery.create(tmp_path / "g", "test", 64, 0.4)
+    with FolderGallery.create(tmp_path / "g", "test", DIM, 0.9) as gallery:
         assert (gallery.embedder, gallery.dim, gallery.threshold) == ("test", DIM, 0.4)
         gallery.set_threshold(0.55)
         with pytest.raises(InputError, match="threshold"):
             gallery.set_threshold(float("nan"))
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         assert gallery.threshold == 0.55
 
 
@@ -227,13 +227,13 @@ def test_persistence_across_processes(tmp_path: Path) -> None:
         import sys
         from test_gallery import DIM, unit
         import numpy as np
-        from facesuite.gallery import Gallery
-        with Gallery.create(sys.argv[1], "test", DIM, 0.4) as gallery:
+        from facesuite.gallery import FolderGallery
+        with FolderGallery.create(sys.argv[1], "test", DIM, 0.4) as gallery:
             for i, name in enumerate(["ann", "bo", "cy"]):
                 gallery.enroll(name, unit(np.random.default_rng(i), 4), [f"{name}{j}" for j in range(4)])
     """
     assert run_python(code, str(folder)).wait(timeout=60) == 0
-    with Gallery.open(folder) as gallery:
+    with FolderGallery.open(folder) as gallery:
         assert gallery.identities() == [("ann", 4), ("bo", 4), ("cy", 4)]
         results = gallery.identify(np.vstack([unit(np.random.default_rng(i), 4)[3] for i in range(3)]))
     assert [(m[0].identity, m[0].source) for m in results] == [("ann", "ann3"), ("bo", "bo3"), ("cy", "cy3")]
@@ -242,14 +242,14 @@ def test_persistence_across_processes(tmp_path: Path) -> None:
 def test_reader_sees_changes_from_other_writers(tmp_path: Path) -> None:
     enrolled = make_gallery(tmp_path / "g", identities=2)
     newcomer = unit(np.random.default_rng(77), 2)
-    with Gallery.open(tmp_path / "g") as reader:
+    with FolderGallery.open(tmp_path / "g") as reader:
         assert reader.identify(newcomer[0])[0][0].identity != "newcomer"
         code = """
             import sys
             from test_gallery import DIM, unit
             import numpy as np
-            from facesuite.gallery import Gallery
-            with Gallery.open(sys.argv[1]) as gallery:
+            from facesuite.gallery import FolderGallery
+            with FolderGallery.open(sys.argv[1]) as gallery:
                 gallery.enroll("newcomer", unit(np.random.default_rng(77), 2), ["n0", "n1"])
                 gallery.remove("person0")
         """
@@ -260,7 +260,7 @@ def test_reader_sees_changes_from_other_writers(tmp_path: Path) -> None:
         reader.enroll("late", unit(np.random.default_rng(78), 1), ["l"])
         assert reader.identify(unit(np.random.default_rng(78), 1))[0][0].identity == "late"
         assert reader.identities() == [("late", 1), ("newcomer", 2), ("person1", 3)]
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         assert gallery.identify(unit(np.random.default_rng(78), 1))[0][0].identity == "late"
 
 
@@ -281,7 +281,7 @@ def test_damaged_index_is_rebuilt_on_open(tmp_path: Path, damage: str) -> None:
         index_file.write_bytes(os.urandom(len(original)))
     else:
         index_file.write_bytes(b"")
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         results = gallery.identify(np.stack([vectors[0] for vectors in enrolled.values()]))
     assert [m[0].identity for m in results] == list(enrolled)
     assert index_file.read_bytes() == original  # the rebuilt cache was saved again
@@ -291,10 +291,10 @@ def test_stale_index_is_rebuilt(tmp_path: Path) -> None:
     make_gallery(tmp_path / "g")
     index_file = tmp_path / "g" / INDEX_NAME
     old = index_file.read_bytes()
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         gallery.enroll("extra", unit(np.random.default_rng(42), 1), ["e"])
     index_file.write_bytes(old)  # e.g. a backup restored over a newer index
-    with Gallery.open(tmp_path / "g") as gallery:
+    with FolderGallery.open(tmp_path / "g") as gallery:
         assert gallery.identify(unit(np.random.default_rng(42), 1))[0][0].identity == "extra"
     assert index_file.read_bytes() != old
 
@@ -303,7 +303,7 @@ def test_index_from_another_gallery_is_not_trusted(tmp_path: Path) -> None:
     enrolled = make_gallery(tmp_path / "a", seed=1)
     make_gallery(tmp_path / "b", seed=2)  # same shape, so the same generation counter
     (tmp_path / "a" / INDEX_NAME).write_bytes((tmp_path / "b" / INDEX_NAME).read_bytes())
-    with Gallery.open(tmp_path / "a") as gallery:
+    with FolderGallery.open(tmp_path / "a") as gallery:
         [[match]] = gallery.identify(enrolled["person3"][2])
     assert match.identity == "person3" and match.distance == pytest.approx(0.0, abs=1e-5)
 
@@ -314,8 +314,8 @@ def test_index_from_another_gallery_is_not_trusted(tmp_path: Path) -> None:
 CRASH_ENROLLER = """
     import sys
     from test_gallery import DIM, crash_face_count, crash_faces
-    from facesuite.gallery import Gallery
-    gallery = Gallery.create(sys.argv[1], "test", DIM, 0.4)
+    from facesuite.gallery import FolderGallery
+    gallery = FolderGallery.create(sys.argv[1], "test", DIM, 0.4)
     for i in range(100_000):
         name = f"id{i:05d}"
         gallery.enroll(name, crash_faces(i), [f"{name}/{j}.jpg" for j in range(crash_face_count(i))])
@@ -344,7 +344,7 @@ def test_sigkill_during_enroll_loses_nothing_committed(tmp_path: Path, seed: int
     assert process.returncode == -signal.SIGKILL
     printed += rest.split()
 
-    with Gallery.open(folder) as gallery:
+    with FolderGallery.open(folder) as gallery:
         listed = dict(gallery.identities())
         # Every committed identity is there; at most one more (committed, killed before print).
         assert set(printed) <= listed.keys()
@@ -366,8 +366,8 @@ def test_sigkill_during_enroll_loses_nothing_committed(tmp_path: Path, seed: int
 ENROLLER = """
     import sys
     from test_gallery import DIM, crash_face_count, crash_faces
-    from facesuite.gallery import Gallery
-    with Gallery.open(sys.argv[1]) as gallery:
+    from facesuite.gallery import FolderGallery
+    with FolderGallery.open(sys.argv[1]) as gallery:
         for i in range(int(sys.argv[2])):
             name = f"id{i:05d}"
             gallery.enroll(name, crash_faces(i), [f"{name}/{j}.jpg" for j in range(crash_face_count(i))])
@@ -379,11 +379,11 @@ def test_identify_during_enroll_sees_only_whole_identities(tmp_path: Path) -> No
     """A reader searching while another process enrolls sees each identity complete or not at all,
     and finds every identity it can list (as `facesuite serve` does while `gallery enroll` runs)."""
     folder = tmp_path / "g"
-    Gallery.create(folder, "test", DIM, 0.4).close()
+    FolderGallery.create(folder, "test", DIM, 0.4).close()
     total = 60
     process = run_python(ENROLLER, str(folder), str(total), stdout=subprocess.PIPE, text=True)
     searches_during_enroll = 0
-    with Gallery.open(folder) as gallery:
+    with FolderGallery.open(folder) as gallery:
         while True:
             running = process.poll() is None
             listed = dict(gallery.identities())

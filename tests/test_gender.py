@@ -146,9 +146,9 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     alone = model.p_female([c.chip for c in crops]).tolist()  # the standalone model: a pass of its own, on its own chips
     # FaceAnalysis takes gender from its own embedding pass: same numbers, no second network run.
     analysis = FaceAnalysis(routes=None, gender=model_dir)
-    assert analysis._gender_shares_backbone()
+    assert analysis.gender_stage.reads_hidden
     # The head reads the pooled stages and the last stage's input map of that same pass.
-    assert analysis._gender_head.hidden_columns == 640 + 256 * 4 * 4 and analysis._gender_head.reads_maps
+    assert analysis.gender_stage.head.hidden_columns == 640 + 256 * 4 * 4 and analysis.gender_stage.head.reads_maps
     shared = [face.p_female for face in analysis.faces(images)[0]]
     assert shared == pytest.approx(alone, abs=1e-4)
     # Fitted on these faces, the head must tell them apart.
@@ -175,7 +175,7 @@ def test_shipped_head_mirrors_only_the_faces_it_is_unsure_of(dev_folder):
     from facesuite.analysis import FaceAnalysis
 
     analysis = FaceAnalysis(routes=None)
-    head = analysis._gender_head
+    head = analysis.gender_stage.head
     assert head is not None and head.mirror_margin == 0.2
     faces = analysis.faces(sorted(dev_folder.glob("*/*.jpg")))[0]
     chips = [face.chip() for face in faces]

@@ -117,7 +117,7 @@ def test_analysis_runs_the_trunk_once_and_agrees_with_the_standalone_model(train
     # The branch was fine-tuned on the float trunk: the float runtimes' pass feeds it (the default
     # int8 embedder's does not, and the branch then runs its own trunk).
     analysis, faces = _faces_and_chips(model_dir, images, "dlib-onnx")
-    assert analysis._gender_shares_backbone()
+    assert analysis.gender_stage.reads_hidden
     alone = analysis.gender.p_female([face.chip() for face in faces])  # its own trunk, on the same chips
     assert [face.p_female for face in faces] == pytest.approx(alone.tolist(), abs=1e-4)
     assert [face.gender for face in faces] == analysis.gender.labels_for(alone)
@@ -145,7 +145,7 @@ def test_shipped_model_gender_in_analyze_equals_the_standalone_model():
     images = [p for label in ("female", "male") for p in sorted((TASK_A / label).glob("*.jpg"))
               if facecom_identity(p.stem) in dev_ids][::20]
     analysis, faces = _faces_and_chips(default_model_dir(), images)
-    assert analysis._gender_shares_backbone() == (config["kind"] in ("backbone", "finetune"))
+    assert analysis.gender_stage.reads_hidden == (config["kind"] in ("backbone", "finetune"))
     alone = analysis.gender.p_female([face.chip() for face in faces])
     assert [face.p_female for face in faces] == pytest.approx(alone.tolist(), abs=1e-4)
 

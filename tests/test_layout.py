@@ -32,7 +32,7 @@ def imported_modules(path: Path, modules: set[str], root: Path = SRC) -> set[str
     own = module_name(path, root)
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -42,6 +42,21 @@ def imported_modules(path: Path, modules: set[str], root: Path = SRC) -> set[str
                 base = ".".join([*parents, *([base] if base else [])])
             names |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
     return (names & modules) - {own}
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:``: those imports never run, so
+    they cannot tie two modules together at run time (type hints read them, nothing else)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in _runtime_nodes_of(child))
+            continue
+        yield from _runtime_nodes_of(node)
+
+
+def _runtime_nodes_of(node: ast.AST):
+    yield node
+    yield from _runtime_nodes(node)
 
 
 def import_graph(root: Path) -> dict[str, list[str]]:
@@ -135,3 +150,8 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert import_cycles(graph) == [["toy.a", "toy.c", "toy.sub.b"]]
     (package / "c.py").write_text("import os\n")
     assert import_cycles(import_graph(package)) == []
+    # A type-checking-only import never runs: no cycle, however the hints go; its else branch runs.
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from toy import a\n")
+    assert import_cycles(import_graph(package)) == []
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    pass\nelse:\n    from toy import a\n")
+    assert import_cycles(import_graph(package)) == [["toy.a", "toy.c", "toy.sub.b"]]

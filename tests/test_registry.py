@@ -68,9 +68,9 @@ def test_a_loader_that_failed_once_loads_when_imported_again(tmp_path: Path, mon
 
 
 def test_questions_about_a_gallery_uri_load_no_backend(tmp_path: Path) -> None:
-    from facesuite.gallery import Gallery
+    from facesuite.gallery import FolderGallery
 
-    with Gallery.create(tmp_path / "people", "test", 4, 0.4) as gallery:
+    with FolderGallery.create(tmp_path / "people", "test", 4, 0.4) as gallery:
         gallery.enroll("alice", np.eye(4, dtype=np.float32)[:1], ["alice.jpg"])
     question = (
         "import json, sys\n"

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from facesuite.cli import main
 from facesuite.config import data_root

@@ -14,8 +14,11 @@ Each face goes ``decode -> detect/align -> name its distortion -> embed through 
 route -> gender -> identity``. Every caller (CLI, REST API, batch jobs, demo, evaluations) goes
 through this class; they only parse and format.
 
-Long because :class:`FaceAnalysis`, the :class:`Face` it returns and the :class:`Gallery` seen
-through it are one contract, read together.
+The attribute stages (age, gender) are objects in :mod:`facesuite.classify.stages`; the gallery
+seen through this class is :mod:`facesuite.gallery.images`; every decision is :mod:`facesuite.decide`.
+
+Long because the one pass over a batch (detection, presence, distortion, route, quality, the
+stages) and the result types every caller reads are the public contract, kept in one place.
 """
 
 from __future__ import annotations
@@ -26,20 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
-from facesuite.classify.gender_head import mirror_when_unsure
+from facesuite.classify.age import AgeHead
 from facesuite.classify.quality import QualityModel, quality_features
+from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
 from facesuite.decide import SAME, OperatingPoint
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import ChipSpec, Embedder, cosine_distance, embedders_of_space, get_embedder
 from facesuite.embed.calibration import load_route_calibration, load_threshold
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import Match, rows_to_add
-from facesuite.io import ImageInput, decode
+from facesuite.gallery.images import Gallery
+from facesuite.io import ImageInput
 from facesuite.parallel import model_loading, ordered_map
-from facesuite.text import utf8_path
 
 if TYPE_CHECKING:
     from facesuite.cluster import Clusters
@@ -180,9 +182,11 @@ class FaceAnalysis:
         presence = PresenceHead.load(DEFAULT_PRESENCE_DIR)
         readable = presence.space == self.embedder.space and hasattr(self.embedder, "describe")
         self.presence: PresenceHead | None = presence if readable else None
-        self._load_gender(gender)
-        self.abstain = abstain
-        self._load_age(age)
+        # The attribute stages, in the order they answer (gender reads the age band).
+        self.gender_stage = None if gender is None else GenderStage(gender, self.embedder, abstain)
+        gender_pass = [self.gender_stage.embedder] if self.gender_stage is not None and self.gender_stage.embedder else []
+        self.age_stage = None if age is None else AgeStage(AgeHead.load(None if age == "default" else age), self.embedder, gender_pass)
+        self.stages: list[Stage] = [stage for stage in (self.age_stage, self.gender_stage) if stage is not None]
         if threshold is None:
             threshold, threshold_source = load_threshold(self.embedder.name, self.embedder.default_threshold)
         else:
@@ -379,79 +383,22 @@ class FaceAnalysis:
         """The gender model (:class:`~facesuite.classify.gender.GenderModel`, PyTorch: standalone
         chips, Grad-CAM), or None without gender. When the analyzer's own pass feeds a linear head
         it is loaded on first use only: analysing runs that head in NumPy."""
+        if self.gender_stage is None:
+            return None
         with model_loading:
-            if self._gender_model is None and self._gender_folder is not None:
-                from facesuite.classify.gender import GenderModel
+            return self.gender_stage.model
 
-                self._gender_model = GenderModel.load(self._gender_folder)
-        return self._gender_model
+    @property
+    def age(self) -> AgeHead | None:
+        """The age head, or None without age."""
+        return None if self.age_stage is None else self.age_stage.head
+
+    @property
+    def abstain(self) -> bool:
+        """Whether gender says ``uncertain`` below its confidence floor."""
+        return self.gender_stage is not None and self.gender_stage.abstain
 
     # ------------------------------------------------------------------ internals
-
-    def _load_gender(self, gender: str | Path | None) -> None:
-        from facesuite.classify.gender_head import DEFAULT_GENDER_DIR, LinearGenderHead
-
-        self._gender_folder = None if gender is None else Path(DEFAULT_GENDER_DIR if gender == "default" else gender)
-        self._gender_model = self._gender_head = self._gender_embedder = None
-        if self._gender_folder is None:
-            return
-        self._gender_head = LinearGenderHead.load(self._gender_folder) if self._gender_folder.is_dir() else None
-        if self._gender_head is not None:
-            # A linear head reads a pass of the space it was trained in: the recognition pass when
-            # the embedder is of that space, else a second network of that space, in NumPy too.
-            shared = self._gender_shares_backbone()
-            self._gender_embedder = self.embedder if shared else get_embedder(self._gender_head.space)
-            return
-        from facesuite.classify.gender import GenderModel
-
-        # Other kinds run in PyTorch: loaded, and checked, now.
-        self._gender_model = GenderModel.load(self._gender_folder)
-
-    def _load_age(self, age: str | Path | None) -> None:
-        """The age head, and the pass it reads: the recognition pass when it is of the head's space."""
-        from facesuite.classify.age import AgeHead
-
-        self.age = None if age is None else AgeHead.load(None if age == "default" else age)
-        self._age_embedder = None
-        if self.age is not None:
-            # A pass of the head's space: the recognition pass, else the gender head's second pass, else its own.
-            passes = [e for e in (self.embedder, self._gender_embedder) if e is not None]
-            self._age_embedder = next((e for e in passes if e.space == self.age.space and hasattr(e, "describe")), None) \
-                or get_embedder(self.age.space)
-
-    def _ages(self, crops: list[Crop], frames: list[np.ndarray], plain: np.ndarray,
-              hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(age, interval low, interval high) of each crop, from the recognition pass's features
-        (``hidden``) when it feeds the age head, else from a pass of the head's own space."""
-        if self.age is None:
-            return None
-        if hidden is None:
-            embedder = self._age_embedder
-            plain, hidden = embedder.describe(self._chips_of(crops, frames, embedder.chip_spec), maps=self.age.reads_maps)
-        return self.age.predict(plain, hidden)
-
-    def _gender_kind(self) -> str | None:
-        if self._gender_head is not None:
-            return self._gender_head.kind
-        return self._gender_model.config.kind if self._gender_model is not None else None
-
-    def _gender_shares_backbone(self) -> bool:
-        """Whether the recognition pass feeds the gender head (one pass, both answers)."""
-        head = self._gender_head
-        if head is not None:
-            if head.kind == "embedding":
-                # dlib itself gives the port's vectors, the only features this kind reads.
-                return self.embedder.space == head.space or {self.embedder.space, head.space} <= {"dlib", "dlib-torch"}
-            return self.embedder.space == head.space and hasattr(self.embedder, "describe")
-        # The fine-tuned branch runs on the float port's trunk map (either runtime).
-        return self._gender_kind() == "finetune" and self.embedder.space == "dlib-torch" and hasattr(self.embedder, "describe")
-
-    def _gender_reads_maps(self) -> bool:
-        """Whether the recognition pass must carry the last stage's input map for gender: a
-        fine-tuned branch, and a backbone head trained on the map, read it from that same pass."""
-        if not self._gender_shares_backbone():
-            return False
-        return self._gender_kind() == "finetune" or (self._gender_head is not None and self._gender_head.reads_maps)
 
     def _analyse(self, crops: list[Crop]) -> tuple[list[Face], list[np.ndarray]]:
         """Distortion, route, embedding and gender of each crop, one pass per stage; and the
@@ -462,15 +409,18 @@ class FaceAnalysis:
         frames_of = {id(c.image) if c.image is not None else str(c.path): c for c in crops}
         decoded = {key: crop.pixels() for key, crop in frames_of.items()}
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
-        shared = self._gender_shares_backbone()
-        age_shared = self.age is not None and self._age_embedder is self.embedder
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden=shared or age_shared or self.presence is not None,
-                                                        maps=self._gender_reads_maps() or (age_shared and self.age.reads_maps))
+        routed, plain, kinds, pooled = self.route_crops(
+            crops, frames, hidden=self.presence is not None or any(stage.reads_hidden for stage in self.stages),
+            maps=any(stage.reads_maps for stage in self.stages))
         p_face, is_face = self.present(crops, pooled)
-        p_female = self._p_female(crops, frames, kinds, plain, pooled if shared else None)
-        ages = self._ages(crops, frames, plain, pooled if age_shared else None)
         quality = self._quality(crops, kinds)
+        batch = SharedPass(
+            len(crops), kinds, plain, pooled, self.embedder,
+            restored=lambda rows: self.router.restored([crops[i].chip for i in rows],
+                                                       [self.distortion.route_label(kinds[i]) for i in rows]),
+            cut=lambda spec, rows: self._chips_of([crops[i] for i in rows], [frames[i] for i in rows], spec))
+        answers = [stage.run(batch) for stage in self.stages]
         faces = []
         for i, (crop, kind) in enumerate(zip(crops, kinds)):
             shown = crop.input_face
@@ -486,12 +436,8 @@ class FaceAnalysis:
             faces[-1].route = self.router.route(self.distortion.route_label(kind)).describe()
             if quality is not None:
                 faces[-1].quality = float(quality[i])
-            if ages is not None:
-                faces[-1].age, faces[-1].age_range = float(ages[0][i]), (float(ages[1][i]), float(ages[2][i]))
-            if p_female is not None:
-                faces[-1].p_female = float(p_female[i])
-                faces[-1].gender = (self._gender_head or self.gender).labels_for(
-                    p_female[i : i + 1], self.abstain, ages[0][i : i + 1] if ages is not None else None)[0]
+            for stage, answer in zip(self.stages, answers):
+                stage.apply(faces[-1], answer, i)
         return faces, frames
 
     def _identify(self, faces: list[Face], frames: list[np.ndarray]) -> None:
@@ -516,37 +462,6 @@ class FaceAnalysis:
         return self.quality.score(quality_features([k.probs for k in kinds], [c.face.score for c in crops],
                                                    [c.face.fallback for c in crops]))
 
-    def _p_female(self, crops: list[Crop], frames: list[np.ndarray], kinds: list, plain: np.ndarray,
-                  pooled: np.ndarray | None) -> np.ndarray | None:
-        if self._gender_folder is None:
-            return None
-        if self._gender_head is not None:
-            head, embedder = self._gender_head, self._gender_embedder
-            if embedder is self.embedder:
-                # The chips the recognition pass read: restored, as routed.
-                def chips(rows: Sequence[int]) -> list[np.ndarray]:
-                    return self.router.restored([crops[i].chip for i in rows],
-                                                [self.distortion.route_label(kinds[i]) for i in rows])
-
-                p_female = head.p_female(plain, pooled)
-            else:
-                # The head's own network reads each face as it is, cut as that network expects.
-                def chips(rows: Sequence[int]) -> list[np.ndarray]:
-                    return self._chips_of([crops[i] for i in rows], [frames[i] for i in rows], embedder.chip_spec)
-
-                p_female = head.p_female_of_chips(embedder, chips(range(len(crops))))
-            # The same chip the head read, mirrored: one more pass, for the unsure faces only.
-            return mirror_when_unsure(p_female, head.mirror_margin, lambda rows: head.p_female_of_chips(
-                embedder, [np.ascontiguousarray(chip[:, ::-1]) for chip in chips(rows)]))
-        if self._gender_shares_backbone():
-            import torch
-
-            with torch.inference_mode():
-                hidden = torch.from_numpy(pooled) if pooled is not None else None
-                logits = self.gender.network.head(torch.from_numpy(plain), hidden)
-                return torch.softmax(logits, dim=1)[:, 1].numpy()
-        return self.gender.p_female(self._chips_of(crops, frames, self.gender.chip_spec))
-
     def _chips_of(self, crops: Sequence[Crop], frames: Sequence[np.ndarray], spec: ChipSpec) -> list[np.ndarray]:
         """The crops' chips in the geometry ``spec``: the chip already cut when the recognition
         embedder's geometry is the same, else cut again from the frame."""
@@ -561,208 +476,3 @@ def _release_files(crops: Sequence[Crop]) -> None:
     for crop in crops:
         if isinstance(crop.path, Path):
             crop.image = None
-
-
-@dataclass
-class Enrolled:
-    identity: str
-    faces: int  # faces added
-    skipped: list[Skipped]
-    already: int = 0  # photos the identity already held (by content) or given twice: not added again
-
-
-class Gallery:
-    """A stored gallery seen through one :class:`FaceAnalysis`: images in, identities out.
-
-    Faces are embedded the way :meth:`FaceAnalysis.get` embeds them (each through its route).
-    """
-
-    def __init__(self, analysis: FaceAnalysis, store) -> None:
-        self.analysis = analysis
-        self.store = store  # a facesuite.gallery.GalleryStore
-        self._sources = None  # the enrolled frames (SourceIndex), loaded on first use
-        self._sources_stamp: int | None = None
-
-    @property
-    def threshold(self) -> float:
-        return self.store.threshold
-
-    @property
-    def operating_point(self) -> OperatingPoint:
-        """The analysis's operating point with this gallery's threshold as the ceiling."""
-        return self.analysis.operating_point.for_gallery(self.store.threshold)
-
-    @property
-    def embedder(self) -> str:
-        return self.store.embedder
-
-    def enroll(self, identity: str, images: Sequence[ImageInput], sources: Sequence[str] | None = None) -> Enrolled:
-        """Add the main face of each image as ``identity`` (one transaction); ``sources``
-        name the images in the gallery (default: a file's absolute path, else the input's name).
-
-        A photo the identity already holds is not added again, and is counted in
-        :attr:`Enrolled.already`: the same file bytes (the same bytes given in memory), or for an
-        array or PIL image the same decoded pixels. Enrolling a folder twice adds nothing."""
-        if sources is not None and len(sources) != len(images):
-            raise ValueError("sources must name every image")
-        named = list(zip(images, sources)) if sources is not None else [(image, None) for image in images]
-        return self.enroll_many({identity: named})[0]
-
-    def enroll_many(self, people: dict[str, Sequence[ImageInput] | Sequence[tuple[ImageInput, str | None]]],
-                    progress: str | None = None) -> list[Enrolled]:
-        """:meth:`enroll` for many identities, each in its own transaction, with faces detected
-        and embedded in full batches across identities (most have one or two photos)."""
-        people = {identity: [item if isinstance(item, tuple) else (item, None) for item in items]
-                  for identity, items in people.items()}
-        results: list[Enrolled] = []
-        bar = tqdm(total=len(people), desc=progress, disable=progress is None, unit="id")
-        chunk: list[str] = []
-        for identity in people:
-            chunk.append(identity)
-            if sum(len(people[i]) for i in chunk) >= self.analysis.batch_size:
-                results += self._enroll_chunk({i: people[i] for i in chunk})
-                bar.update(len(chunk))
-                chunk = []
-        if chunk:
-            results += self._enroll_chunk({i: people[i] for i in chunk})
-            bar.update(len(chunk))
-        bar.close()
-        return results
-
-    def _enroll_chunk(self, people: dict[str, list[tuple[ImageInput, str | None]]]) -> list[Enrolled]:
-        inputs, owners, sources = [], [], []
-        skipped: dict[str, list[Skipped]] = {identity: [] for identity in people}
-        already = dict.fromkeys(people, 0)
-        for identity, items in people.items():
-            decoded = []
-            for image, name in items:
-                try:
-                    decoded.append((decode(image, name), name))
-                except InputError as error:
-                    skipped[identity].append(Skipped.of(image, error))
-            # Photos the identity holds are left out before the costly detection and embedding;
-            # the store checks again as it writes (another enroll may have added one meanwhile).
-            new = rows_to_add([entry.digest for entry, _ in decoded],
-                              self.store.held_hashes(utf8_path(identity), [entry.digest for entry, _ in decoded]))
-            already[identity] = len(decoded) - len(new)
-            for entry, name in (decoded[i] for i in new):
-                inputs.append(entry)
-                owners.append(identity)
-                # A file is named by its absolute path: a relative one means nothing to a later
-                # reader of the gallery run from another folder.
-                sources.append(str(entry.path.resolve()) if name is None and entry.path is not None else entry.name)
-        # One face per decoded input, in order (decoded inputs cannot fail again); a photo with no
-        # face is skipped, with its reason.
-        faces = [result[0] for result in self.analysis.get_batch(inputs, identify=False)]
-        for index in [i for i, face in enumerate(faces) if face.no_face]:
-            skipped[owners[index]].append(Skipped.of(inputs[index].path or inputs[index].name,
-                                                     InputError("no face found", inputs[index].name)))
-        keep = [i for i, face in enumerate(faces) if not face.no_face]
-        inputs, owners, sources = [inputs[i] for i in keep], [owners[i] for i in keep], [sources[i] for i in keep]
-        vectors = np.stack([faces[i].embedding for i in keep]) if keep else np.zeros((0, self.analysis.embedder.dim), np.float32)
-        frames = None
-        if self.store.keeps_frames:
-            from facesuite.gallery.source_match import frame_of, frame_to_bytes
-
-            # The chunk's decoded inputs, not crop.pixels(): that reads each file from disk again.
-            frames = [frame_to_bytes(frame_of(entry.pixels)) for entry in inputs]
-        results = []
-        for identity in people:
-            rows = [i for i, owner in enumerate(owners) if owner == identity]
-            # The store's text is UTF-8: a folder or file name that is not is kept with \xNN escapes.
-            name, added = utf8_path(identity), 0
-            if rows:
-                added = self.store.enroll(name, vectors[rows], [utf8_path(sources[i]) for i in rows],
-                                          [inputs[i].digest for i in rows],
-                                          **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
-            results.append(Enrolled(name, added, skipped[identity], already[identity] + len(rows) - added))
-        return results
-
-    def identify(self, image: ImageInput, top_k: int = 1) -> list:
-        """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the
-        image's main face (the answer, by the one rule, is ``FaceAnalysis(gallery=...).get(image)[0].identity``).
-        When the image is a processed copy of an enrolled photo, a ``match_kind="source"`` match
-        of that photo's identity comes first (its distance is the face's to that identity)."""
-        (face,) = self.analysis.get(image)
-        matches = self.candidates([face], top_k)[0]
-        answer = self.answer(face, matches[0])
-        if answer.match_kind == "source":
-            if all(m.identity != answer.identity for m in matches):
-                # The photo's identity is not among the face's nearest: rank every identity once to
-                # give the face's own distance to it (only when a source match fires).
-                matches = self.candidates([face], len(self))[0]
-            distance = next(m.distance for m in matches if m.identity == answer.identity)
-            answer = Match(answer.identity, distance, answer.source, "source", answer.agreement)
-            matches = [answer, *[m for m in matches if m.identity != answer.identity]][:top_k]
-        return matches
-
-    def answer(self, face: Face, best: Match, pixels: np.ndarray | None = None) -> Match:
-        """Decide ``face`` given its nearest identity ``best`` by the one rule
-        (:mod:`facesuite.decide`): sets its ``identity``, ``distance``, ``threshold``, ``held_to``,
-        ``match_kind`` (and ``source_photo``, ``source_agreement``) and returns the match that
-        answered. ``pixels``: the face's image, if already decoded.
-
-        A processed copy of an enrolled photo is that photo's identity whatever its face shows (a
-        blown-out sunny face), reported as ``match_kind="source"``; only the main face of an
-        image speaks for the whole frame."""
-        found = None
-        # A processed copy of an enrolled photo is named even where its face is blown out past
-        # being judged one (no_face): the evidence is the whole frame, and every enrolled photo
-        # held a face.
-        if face.index == 0 and self.analysis.source_match and self.store.keeps_frames:
-            if pixels is None and face._crop is not None:
-                pixels = face._crop.pixels()
-            found = self.source_of(pixels) if pixels is not None else None
-        decision = self.operating_point.search(best.identity, best.distance, face.distortion, face.quality, face.no_face,
-                                               found.identity if found is not None else None)
-        face.identity, face.threshold, face.held_to = decision.answer, decision.threshold, decision.held_to
-        if found is None and face.no_face:
-            return best  # no distance or match: nothing was compared
-        face.distance = best.distance
-        if found is None:
-            face.match_kind = "face"
-            return best
-        face.match_kind, face.source_photo, face.source_agreement = "source", found.source, found.agreement
-        # The face's distance to that identity is known only when it is also the nearest.
-        return Match(found.identity, best.distance if best.identity == found.identity else float("inf"),
-                     found.source, "source", found.agreement)
-
-    def source_of(self, pixels: np.ndarray):
-        """The enrolled photo the image ``pixels`` (RGB) is a processed copy of
-        (:class:`~facesuite.gallery.source_match.SourceMatch`), or None; always None with source
-        matching off or in a store that keeps no frames."""
-        if not self.analysis.source_match or not self.store.keeps_frames:
-            return None
-        from facesuite.gallery.source_match import SourceIndex, frame_from_bytes, frame_of
-
-        stamp, rows = self.store.frames(since=self._sources_stamp)
-        if rows is not None:
-            self._sources = SourceIndex([frame_from_bytes(frame) for _, _, frame in rows],
-                                        [identity for identity, _, _ in rows], [source for _, source, _ in rows])
-            self._sources_stamp = stamp
-        return self._sources.match(frame_of(pixels)) if self._sources else None
-
-    def candidates(self, faces: Sequence[Face], top_k: int = 1) -> list[list]:
-        """The one gallery lookup: per face, its ``top_k`` nearest identities."""
-        if not faces:
-            return []
-        return self.store.identify(np.stack([face.embedding for face in faces]), top_k=top_k)
-
-    def remove(self, identity: str) -> int:
-        return self.store.remove(identity)
-
-    def list(self) -> list[tuple[str, int]]:
-        """``(identity, faces)`` for every enrolled identity, sorted by name."""
-        return self.store.identities()
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def __enter__(self) -> Gallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

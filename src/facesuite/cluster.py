@@ -372,7 +372,7 @@ def parse_cluster_names(pairs: Sequence[str], clusters: Clusters) -> dict[int, s
 
 def enroll_clusters(gallery, clusters: Clusters, names: dict[int, str]) -> dict[str, int]:
     """Enrol each named cluster's faces under its name (``gallery``: a
-    :class:`facesuite.analysis.Gallery`), from the stored embeddings: no photo is read again.
+    :class:`facesuite.gallery.images.Gallery`), from the stored embeddings: no photo is read again.
     Returns the faces added per name."""
     if clusters.embedder != gallery.analysis.embedder.name:
         raise InputError(f"the clusters were made with embedder {clusters.embedder!r}: pass --embedder {clusters.embedder}")

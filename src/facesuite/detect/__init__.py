@@ -11,7 +11,7 @@ images.
 However the photo was framed: a face that fills the frame (an ID photo, a data-set crop) is looked
 for again on the photo with a black border, and a photo where no face is found, or only a weak
 one, is looked at turned by 90, 180 and 270 degrees. Boxes and landmarks are always in the
-photo's own pixels; :attr:`Face.turn` says which turn found the face.
+photo's own pixels; :attr:`Detection.turn` says which turn found the face.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from facesuite.detect.align import align, landmarks_in_box
 
 
 @dataclass(frozen=True)
-class Face:
+class Detection:
     """One face in an image: box ``(x1, y1, x2, y2)``, five landmarks, detector score.
 
     ``fallback`` is true when no face was detected and the box is the configured centre box.
@@ -57,7 +57,7 @@ class Face:
         return record
 
     @classmethod
-    def from_dict(cls, record: dict) -> Face:
+    def from_dict(cls, record: dict) -> Detection:
         return cls(
             box=tuple(float(v) for v in record["box"]),  # type: ignore[arg-type]
             landmarks=np.asarray(record["landmarks"], dtype=np.float64),
@@ -116,7 +116,7 @@ def prominence(box: tuple[float, float, float, float], width: int, height: int) 
     return visible_area(box, width, height) - 2.0 * offset
 
 
-def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: bool = False) -> Face:
+def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: bool = False) -> Detection:
     """The centre box (or, for pre-cropped faces, the inner face region) with template landmarks."""
     height, width = shape[:2]
     if cropped:
@@ -125,7 +125,7 @@ def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: b
     else:
         cx, cy, box_w, box_h = settings.fallback_box
         box = ((cx - box_w / 2) * width, (cy - box_h / 2) * height, (cx + box_w / 2) * width, (cy + box_h / 2) * height)
-    return Face(box=box, landmarks=landmarks_in_box(box), score=0.0, fallback=not cropped)
+    return Detection(box=box, landmarks=landmarks_in_box(box), score=0.0, fallback=not cropped)
 
 
 def _median_filtered(image: np.ndarray) -> np.ndarray:
@@ -159,7 +159,7 @@ TURN_MARGIN = 0.005
 ALWAYS = -1.0  # a replace margin no score difference fails
 
 # A view of a photo for the detector: its pixels, and how a face found there maps back.
-View = Callable[[np.ndarray], tuple[np.ndarray, Callable[[Face], Face]]]
+View = Callable[[np.ndarray], tuple[np.ndarray, Callable[[Detection], Detection]]]
 
 
 def fills_frame(box: tuple[float, float, float, float], width: int, height: int) -> bool:
@@ -169,7 +169,7 @@ def fills_frame(box: tuple[float, float, float, float], width: int, height: int)
     return outside or max(right - left, bottom - top) > FILLING_SHARE * min(width, height)
 
 
-def _moved(face: Face, points: Callable[[np.ndarray], np.ndarray], turn: int = 0) -> Face:
+def _moved(face: Detection, points: Callable[[np.ndarray], np.ndarray], turn: int = 0) -> Detection:
     """``face`` with its box corners and landmarks passed through ``points`` ((n, 2) -> (n, 2))."""
     x1, y1, x2, y2 = face.box
     corners = points(np.array([[x1, y1], [x2, y2]], dtype=np.float64))
@@ -178,11 +178,11 @@ def _moved(face: Face, points: Callable[[np.ndarray], np.ndarray], turn: int = 0
                    landmarks=points(np.asarray(face.landmarks, dtype=np.float64)), turn=turn)
 
 
-def _as_is(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+def _as_is(image: np.ndarray) -> tuple[np.ndarray, Callable[[Detection], Detection]]:
     return image, lambda face: face
 
 
-def _bordered(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+def _bordered(image: np.ndarray) -> tuple[np.ndarray, Callable[[Detection], Detection]]:
     import cv2
 
     border = int(round(BORDER_SHARE * max(image.shape[:2])))
@@ -197,7 +197,7 @@ def _enhanced(enhance: Callable[[np.ndarray], np.ndarray]) -> View:
 def _turned(turn: int) -> View:
     """The photo turned ``turn`` degrees counter-clockwise (with a border, so a face filling the
     frame is found too); faces map back to the photo's own pixels."""
-    def view(image: np.ndarray) -> tuple[np.ndarray, Callable[[Face], Face]]:
+    def view(image: np.ndarray) -> tuple[np.ndarray, Callable[[Detection], Detection]]:
         height, width = image.shape[:2]
         framed, unframe = _bordered(np.ascontiguousarray(np.rot90(image, turn // 90)))
 
@@ -213,7 +213,7 @@ def _turned(turn: int) -> View:
 
 
 class FaceDetector:
-    """MTCNN face detector returning :class:`Face` objects; batched over same-size images."""
+    """MTCNN face detector returning :class:`Detection` objects; batched over same-size images."""
 
     def __init__(self, settings: DetectorSettings | None = None) -> None:
         self.settings = settings or DetectorSettings()
@@ -229,12 +229,12 @@ class FaceDetector:
                 self._mtcnn = MTCNNRunner(self.settings.min_face_size, self.settings.thresholds)
         return self._mtcnn
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """All faces per image, most prominent first (:func:`prominence`: the largest visible
         face, favouring the centre); an empty list where none passed ``min_score``."""
         if self.settings.assume_cropped:
             return [[fallback_face(image.shape, self.settings, cropped=True)] for image in images]
-        results: list[list[Face]] = [[] for _ in images]
+        results: list[list[Detection]] = [[] for _ in images]
         # MTCNN's pyramid starts at faces of min_face_size pixels: an image smaller than that has
         # no pyramid level and cannot hold a face.
         detectable = [i for i, image in enumerate(images) if min(image.shape[:2]) >= self.settings.min_face_size]
@@ -257,7 +257,7 @@ class FaceDetector:
             self._look(results, images, doubtful, _turned(turn), replace_margin=TURN_MARGIN)
         return results
 
-    def _look(self, results: list[list[Face]], images: Sequence[np.ndarray], indices: list[int], view: View,
+    def _look(self, results: list[list[Detection]], images: Sequence[np.ndarray], indices: list[int], view: View,
               replace_margin: float | None = None) -> None:
         """Detect on ``view`` of the images at ``indices`` (batched by size) and keep its faces, in
         the original pixels, where the image had none, or where the view's best face scores more
@@ -278,20 +278,20 @@ class FaceDetector:
                 faces = [to_original(face) for face in faces]
                 results[slot] = sorted(faces, key=lambda f: prominence(f.box, width, height), reverse=True)
 
-    def _detect_batch(self, images: np.ndarray) -> list[list[Face]]:
+    def _detect_batch(self, images: np.ndarray) -> list[list[Detection]]:
         """MTCNN's faces above ``min_score`` per image of one size, best score first."""
         found = []
         for boxes, landmarks in self._model().detect(images):
-            faces = [Face(box=tuple(float(v) for v in box[:4]), landmarks=points, score=float(box[4]))  # type: ignore[arg-type]
+            faces = [Detection(box=tuple(float(v) for v in box[:4]), landmarks=points, score=float(box[4]))  # type: ignore[arg-type]
                      for box, points in zip(boxes, landmarks) if box[4] >= self.settings.min_score]
             found.append(sorted(faces, key=lambda f: f.score, reverse=True))
         return found
 
-    def detect_main(self, images: Sequence[np.ndarray]) -> list[Face]:
+    def detect_main(self, images: Sequence[np.ndarray]) -> list[Detection]:
         """Per image, the most prominent face, or the flagged fallback box when none is found."""
         return [faces[0] if faces else fallback_face(image.shape, self.settings)
                 for image, faces in zip(images, self.detect(images))]
 
-    def detect_one(self, image: np.ndarray) -> Face:
+    def detect_one(self, image: np.ndarray) -> Detection:
         """The most prominent face, or the flagged fallback box when none is found."""
         return self.detect_main([image])[0]

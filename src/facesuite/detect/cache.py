@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesuite.detect import Face
+from facesuite.detect import Detection
 
 # Part of each row's key: rows of an older encoding (rounded coordinates) are not read back.
 FORMAT = "v2"
@@ -54,25 +54,25 @@ class DetectionCache:
                 self._connections.append(connection)
         return connection
 
-    def get(self, digest: str, settings: str) -> tuple[bool, Face | None]:
+    def get(self, digest: str, settings: str) -> tuple[bool, Detection | None]:
         """``(hit, face)``; a hit with ``None`` means the detector found no face in that image."""
         row = self._db.execute(
             "SELECT face FROM detections WHERE digest = ? AND settings = ?", (digest, f"{FORMAT}:{settings}")
         ).fetchone()
         if row is None:
             return False, None
-        return True, (Face.from_dict(json.loads(row[0])) if row[0] != "null" else None)
+        return True, (Detection.from_dict(json.loads(row[0])) if row[0] != "null" else None)
 
     @staticmethod
-    def _encode(face: Face | None) -> str:
-        # Full precision (Face.to_dict rounds for display): a cached face must give exactly the
+    def _encode(face: Detection | None) -> str:
+        # Full precision (Detection.to_dict rounds for display): a cached face must give exactly the
         # chip and embedding a fresh detection gives.
         if face is None:
             return "null"
         return json.dumps({"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, dtype=float).tolist(),
                            "score": float(face.score), "fallback": face.fallback, "turn": face.turn})
 
-    def put_many(self, entries: list[tuple[str, str, Face | None]]) -> None:
+    def put_many(self, entries: list[tuple[str, str, Detection | None]]) -> None:
         if not entries:
             return
         with self._db:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesuite.config import cache_dir
-from facesuite.detect import DetectorSettings, Face, FaceDetector, fallback_face
+from facesuite.detect import DetectorSettings, Detection, FaceDetector, fallback_face
 from facesuite.detect.cache import DetectionCache
 from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
@@ -37,7 +37,7 @@ class Crop:
     """
 
     path: Path | str  # the file, or the name of an input given in memory
-    face: Face
+    face: Detection
     chip: np.ndarray
     image_shape: tuple[int, int]
     face_index: int = 0  # 0 is the main face of the image; others only with all_faces
@@ -51,7 +51,7 @@ class Crop:
         return self.image if self.image is not None else load_image(self.path)
 
     @property
-    def input_face(self) -> Face:
+    def input_face(self) -> Detection:
         if self.scale == (1.0, 1.0):
             return self.face
         sx, sy = self.scale
@@ -126,7 +126,7 @@ class FaceExtractor:
                 loaded.append(Skipped.of(item, error))
         images = [(entry.name, entry.pixels, entry.digest) for entry in loaded if not isinstance(entry, Skipped)]
         # Cache lookups: a cached None means "MTCNN found no face", which is worth remembering too.
-        found: dict[str, list[Face]] = {}
+        found: dict[str, list[Detection]] = {}
         if use_cache:
             for _, _, digest in images:
                 hit, face = self._cache.get(digest, key)

@@ -16,7 +16,7 @@ says who is nearest; what facesuite answers (a name, ``unknown``, ``unrecognisab
 from facesuite.decide import UNKNOWN
 from facesuite.gallery.base import DB_NAME, GalleryStore, Match, display_uri, gallery_exists, is_milvus_uri
 
-_FOLDER_BACKEND = ("INDEX_NAME", "Gallery")
+_FOLDER_BACKEND = ("INDEX_NAME", "FolderGallery")
 _BACKENDS = ("create_gallery", "open_gallery")
 
 
@@ -33,5 +33,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DB_NAME", "INDEX_NAME", "UNKNOWN", "Gallery", "GalleryStore", "Match", "create_gallery", "display_uri",
+__all__ = ["DB_NAME", "INDEX_NAME", "UNKNOWN", "FolderGallery", "GalleryStore", "Match", "create_gallery", "display_uri",
            "gallery_exists", "is_milvus_uri", "open_gallery"]

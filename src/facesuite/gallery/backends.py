@@ -17,5 +17,5 @@ def open_gallery(uri: str | Path) -> GalleryStore:
 
 def create_gallery(uri: str | Path, embedder: str, dim: int, threshold: float) -> GalleryStore:
     """Open the gallery at ``uri``, creating it first if needed (rules of
-    :meth:`~facesuite.gallery.faiss_sqlite.Gallery.create`)."""
+    :meth:`~facesuite.gallery.faiss_sqlite.FolderGallery.create`)."""
     return BACKENDS[backend_of(uri)].create(os.fspath(uri), embedder, dim, threshold)

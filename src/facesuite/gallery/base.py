@@ -59,7 +59,7 @@ class Match:
 
 
 class GalleryStore(Protocol):
-    """What every gallery backend offers; see :class:`Gallery` for the meaning of each call.
+    """What every gallery backend offers; see :class:`~facesuite.gallery.faiss_sqlite.FolderGallery` for the meaning of each call.
 
     Backends subclass it to share the context-manager methods. A store answers "who is nearest";
     what facesuite answers (a name, ``unknown``...) is decided by :mod:`facesuite.decide`, through

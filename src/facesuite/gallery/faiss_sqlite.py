@@ -18,14 +18,14 @@ A gallery is a folder holding two files:
     (temporary file + ``os.replace``). When it is missing, corrupt or from another generation it
     is rebuilt from SQLite, so deleting it is always safe.
 
-    with Gallery.create("people/", "dlib", 128, 0.5) as gallery:   # opens it if it exists
+    with FolderGallery.create("people/", "dlib", 128, 0.5) as gallery:   # opens it if it exists
         gallery.enroll("alice", vectors, sources)
         for best in gallery.identify(probes):
             print(best[0].identity, best[0].distance)   # decisions: facesuite.decide
 
 Distances are cosine distances (``1 - dot``) between L2-normalised vectors, as everywhere in
 facesuite. Several processes may use one gallery at once: SQLite serialises writers, and
-:meth:`Gallery.identify` re-reads the generation counter (one indexed row) before each search and
+:meth:`FolderGallery.identify` re-reads the generation counter (one indexed row) before each search and
 reloads the index when another process changed the gallery.
 
 Long because the crash-safety argument (transactions, generations, the index cache) reads top to
@@ -75,7 +75,7 @@ _BUSY_TIMEOUT_S = 30.0
 
 
 @BACKENDS.register("folder")
-class Gallery(GalleryStore):
+class FolderGallery(GalleryStore):
     """An open gallery folder: :meth:`create` makes one (or opens the one there), :meth:`open` opens one.
 
     Not thread-safe: use one instance per thread (instances in several processes are fine).
@@ -103,7 +103,7 @@ class Gallery(GalleryStore):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> Gallery:
+    def create(cls, path: str | Path, embedder: str, dim: int, threshold: float) -> FolderGallery:
         """Create a gallery in folder ``path`` (made if needed), and open it.
 
         If the folder already holds a gallery for the same embedder and dim it is opened as is
@@ -162,7 +162,7 @@ class Gallery(GalleryStore):
             raise
 
     @classmethod
-    def open(cls, path: str | Path) -> Gallery:
+    def open(cls, path: str | Path) -> FolderGallery:
         """Open an existing gallery; :class:`InputError` ("no gallery here") if there is none."""
         folder = Path(path)
         if not (folder / DB_NAME).is_file():

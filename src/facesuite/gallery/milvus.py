@@ -1,4 +1,4 @@
-"""A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.Gallery`, for millions of faces.
+"""A gallery on Milvus: the API of :class:`facesuite.gallery.faiss_sqlite.FolderGallery`, for millions of faces.
 
 A gallery is one Milvus collection with fields ``id`` (assigned by Milvus), ``identity``,
 ``source``, ``hash`` (the image's content hash, so a photo is enrolled once per identity) and the
@@ -76,7 +76,7 @@ class MilvusGallery(GalleryStore):
     def __init__(self, uri: str, client: Any, collection: str, properties: dict[str, str]) -> None:
         # Private: the classmethods connect and validate the collection first.
         self.uri = uri
-        self.path = uri  # named like Gallery.path, for messages
+        self.path = uri  # named like FolderGallery.path, for messages
         self._client = client
         self._collection = collection
         self.embedder: str = properties[_PREFIX + "embedder"]
@@ -90,7 +90,7 @@ class MilvusGallery(GalleryStore):
     def create(cls, uri: str, embedder: str, dim: int, threshold: float) -> MilvusGallery:
         """Create the gallery's collection if it is absent, then open it.
 
-        As with :meth:`Gallery.create`, an existing gallery for the same embedder and dim is
+        As with :meth:`FolderGallery.create`, an existing gallery for the same embedder and dim is
         opened as is (keeping its threshold) and one for another embedder or dim is an error.
         """
         if not isinstance(embedder, str) or not embedder:
@@ -204,7 +204,7 @@ class MilvusGallery(GalleryStore):
     def identify(self, vectors: np.ndarray, top_k: int = 1) -> list[list[Match]]:
         """For each probe vector, the ``top_k`` nearest distinct identities, best first.
 
-        Same contract as :meth:`~facesuite.gallery.faiss_sqlite.Gallery.identify`; :class:`InputError`
+        Same contract as :meth:`~facesuite.gallery.faiss_sqlite.FolderGallery.identify`; :class:`InputError`
         if the gallery is empty.
         """
         if top_k < 1:
