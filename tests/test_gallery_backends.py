@@ -24,7 +24,7 @@ import pytest
 
 from facesuite.errors import InputError
 from facesuite.gallery import (
-    Gallery,
+    FolderGallery,
     create_gallery,
     is_milvus_uri,
     open_gallery,
@@ -105,7 +105,7 @@ def test_uri_picks_the_backend(tmp_path: Path) -> None:
     assert is_milvus_uri("milvus://host:19530/faces") and is_milvus_uri(tmp_path / "people.db")
     assert not is_milvus_uri(tmp_path / "people")
     with create_gallery(tmp_path / "folder", "test", DIM, 0.4) as gallery:
-        assert isinstance(gallery, Gallery)
+        assert isinstance(gallery, FolderGallery)
 
 
 def test_identify_returns_enrolled_identity_and_source(new_uri: Callable[[], str]) -> None:

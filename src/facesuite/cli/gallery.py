@@ -8,6 +8,7 @@ import json
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
+from facesuite.cli.summary import counted
 from facesuite.errors import InputError
 
 
@@ -38,8 +39,9 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     skipped_all = [item for result in results for item in result.skipped]
     enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
-    print(f"enrolled {enrolled} identities ({faces} faces) into {args.gallery}; "
-          f"{sum(r.already for r in results)} photos already enrolled, {len(skipped_all)} files skipped")
+    print(f"enrolled {counted(enrolled, 'identity', 'identities')} ({counted(faces, 'face', 'faces')}) into {args.gallery}; "
+          f"{counted(sum(r.already for r in results), 'photo', 'photos')} already enrolled, "
+          f"{counted(len(skipped_all), 'file', 'files')} skipped")
     return exit_status(args.paths, skipped_all)
 
 

@@ -17,3 +17,8 @@ def print_summary(title: str, rows: Sequence[tuple[str, object]]) -> None:
     for what, value in rows:
         table.add_row(what, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console(soft_wrap=True).print(table)
+
+
+def counted(count: int, one: str, many: str) -> str:
+    """``count`` with the word for that many: ``1 photo``, ``0 photos``."""
+    return f"{count} {one if count == 1 else many}"
