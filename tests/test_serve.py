@@ -65,9 +65,9 @@ def test_health_reports_the_models_the_service_loaded(client: TestClient) -> Non
 
 
 def test_health_says_what_is_missing_when_a_model_is_not_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from facesuite.classify import gender_head
+    from facesuite.classify import stages
 
-    monkeypatch.setattr(gender_head, "DEFAULT_GENDER_DIR", tmp_path / "no-gender-model")
+    monkeypatch.setattr(stages, "DEFAULT_GENDER_DIR", tmp_path / "no-gender-model")  # where "default" is read
     with TestClient(create_app(gallery=tmp_path / "gallery", work_dir=tmp_path)) as degraded:
         body = _health_once_loaded(degraded)
         assert body["models_loaded"] is True
