@@ -60,6 +60,7 @@ from facesuite.gallery.base import (
     rows_to_add,
     unit_rows,
 )
+from facesuite.text import output_folder
 
 INDEX_NAME = "index.faiss"
 # Index file header: magic, gallery id (uuid bytes), generation, payload length, payload CRC-32.
@@ -116,12 +117,7 @@ class FolderGallery(GalleryStore):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         threshold = check_threshold(threshold, folder)
-        if folder.exists() and not folder.is_dir():
-            raise InputError("not a folder", folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create gallery folder ({exc.strerror})", folder) from None
+        output_folder(folder)  # made if absent; one that cannot be is the user's to fix
         conn = _connect(folder / DB_NAME, create=True)
         try:
             _enable_wal(conn, folder)
