@@ -374,3 +374,15 @@ def test_eval_recognition_of_one_identity_is_bad_input(facecom_b: Path, tmp_path
     # Calibrating on one identity is the same mistake: no different-person pairs.
     assert main(["calibrate", str(data), "--save-to", str(tmp_path / "calibration")]) == 2
     assert "at least two identities to calibrate" in capsys.readouterr().err
+
+
+def test_eval_recognition_with_no_readable_gallery_photo_is_bad_input(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """Every gallery photo unreadable (here: links whose files are gone): one line naming the
+    folder, exit 2, not an internal error."""
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE[:2], per_person=1, distorted=True)
+    for photo in data.glob("*/*.jpg"):
+        photo.unlink()
+        photo.symlink_to(tmp_path / "gone.jpg")
+    assert main(["eval", "recognition", str(data), "--out", str(tmp_path / "eval")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("facesuite: error: ") and str(data) in error and "internal" not in error

@@ -450,7 +450,7 @@ class FaceAnalysis:
         """(probability that each crop's box holds a face, or None without a presence head;
         whether it is a face). Without a head, only a face the detector found is one."""
         detected = np.array([crop.face.detected for crop in crops], dtype=bool)
-        if self.presence is None:
+        if self.presence is None or not crops:
             return None, detected
         p_face = self.presence.p_face(pooled)
         return p_face, self.presence.is_face(p_face, detected)

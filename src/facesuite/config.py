@@ -13,8 +13,9 @@ MODELS_DIR = PACKAGE_DIR / "models"
 
 
 def data_root() -> Path:
-    """Root of the shared face data: ``$FACESUITE_DATA``, else ``../shared/data`` from the cwd."""
-    return Path(os.environ.get("FACESUITE_DATA", "../shared/data")).expanduser()
+    """Root of the shared face data: ``$FACESUITE_DATA``, else ``../shared/data`` from the cwd;
+    absolute, so the lists and links made from it hold from any folder."""
+    return Path(os.environ.get("FACESUITE_DATA", "../shared/data")).expanduser().absolute()
 
 
 def cache_dir() -> Path:

@@ -319,6 +319,8 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
     g_face = analysis.present(g_crops, g_pooled)[1]
     skipped += [Skipped.of(c.path, InputError("no face found", c.path)) for c, face in zip(g_crops, g_face) if not face]
     g_crops, gallery = [c for c, face in zip(g_crops, g_face) if face], gallery[g_face]
+    if not g_crops:
+        raise InputError("no gallery photo could be read as a face", dataset.root)
     probe_info = {str(d.path): d for d in dataset.distorted}
     p_crops, p_skipped = analysis.crops([d.path for d in dataset.distorted], progress="probes" if progress else None)
     probe_items = [probe_info[str(c.path)] for c in p_crops]
