@@ -181,6 +181,20 @@ def out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np.ndarra
     return predicted
 
 
+def cached_out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np.ndarray, folds: np.ndarray,
+                       seed: int = 0, cache: Path | None = None) -> np.ndarray:
+    """:func:`out_of_fold`, kept in ``cache`` when given (keyed by the candidate, the folds and the
+    faces): a rerun, or a benchmark stacking on the head's out-of-fold output, redoes none."""
+    key = hashlib.sha1(repr((candidate, int(folds.max()) + 1, seed, features.paths)).encode("utf-8")).hexdigest()[:16]
+    stored = cache / f"oof-{key}.npy" if cache is not None else None
+    if stored is not None and stored.is_file():
+        return np.load(stored)
+    predicted = out_of_fold(candidate, features, log_age, folds, seed)
+    if stored is not None:
+        np.save(stored, predicted)
+    return predicted
+
+
 def band_mae(true_age: np.ndarray, predicted_age: np.ndarray) -> dict[str, float]:
     errors = np.abs(predicted_age - true_age)
     bands = np.array([age_band(a) for a in true_age])
@@ -236,15 +250,7 @@ def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = 
     log_age = np.log1p(ages)
     sweep, best = [], None
     for candidate in tqdm(candidates, desc="candidates (out of fold)", unit="head"):
-        # With a cache, each candidate's out-of-fold predictions are kept: a rerun redoes none.
-        key = hashlib.sha1(repr((candidate, folds, seed, features.paths)).encode("utf-8")).hexdigest()[:16]
-        stored = Path(cache) / f"oof-{key}.npy" if cache else None
-        if stored is not None and stored.is_file():
-            predicted = np.load(stored)
-        else:
-            predicted = out_of_fold(candidate, features, log_age, fold_of, seed)
-            if stored is not None:
-                np.save(stored, predicted)
+        predicted = cached_out_of_fold(candidate, features, log_age, fold_of, seed, Path(cache) if cache else None)
         years = np.clip(np.expm1(predicted), 0, None)
         mae = float(np.mean(np.abs(years - ages)))
         sweep.append({"candidate": candidate.name, "alpha": candidate.alpha, "hidden_units": list(candidate.hidden_units),
