@@ -206,6 +206,18 @@ def test_pair_page_shows_each_decision_as_itself(page, server: str, samples: Pat
     legend = _legend(page)
     assert {colour for _, colour in shown.values()} <= set(legend.values()) and "quality" in legend
     assert page.is_visible("#legend")
+    # The same person to a pair, unknown to a gallery search (held tighter): the page says both.
+    first, second = samples / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg", photos / "Colin_Powell_0003_noisy.jpg"
+    expected = analysis.verify(first, second)
+    assert expected.same and expected.distance > expected.search_threshold  # the case under test
+    page.goto(f"{server}/pair")
+    page.set_input_files("#image1", str(first))
+    page.set_input_files("#image2", str(second))
+    page.click("#submit")
+    page.wait_for_selector("#result:not(.hidden)")
+    note = page.inner_text("#search-note")
+    assert page.inner_text("#verdict") == "Same person" and "would answer unknown" in note
+    assert f"{expected.search_threshold:.4f}" in note
 
 
 @pytest.mark.skipif(not HAVE_ANALYSIS_MODELS, reason=f"shipped gender/distortion models not in {MODELS_DIR}")

@@ -63,9 +63,11 @@ def test_a_photo_needs_a_name_and_is_enrolled_once_under_it(samples: Path, tmp_p
     assert "(1 face) into" in (printed := capsys.readouterr().out) and "1 photo already enrolled" in printed
     assert _stored_rows(gallery) == [("Colin Powell", str(photo.resolve()), _sha1(photo)),
                                      ("Colin Powell", str(other.resolve()), _sha1(other))]
-    # Another person may hold the same photo: the rule is per identity.
-    assert main(["gallery", "enroll", str(photo), "--identity", "someone else", "--gallery", str(gallery)]) == 0
-    assert [row[0] for row in _stored_rows(gallery)].count("someone else") == 1
+    # One photo's main face is one person: under another name it is a skip naming the first, exit 2.
+    capsys.readouterr()
+    assert main(["gallery", "enroll", str(photo), "--identity", "someone else", "--gallery", str(gallery)]) == 2
+    assert "already enrolled as 'Colin Powell'" in capsys.readouterr().err
+    assert "someone else" not in {row[0] for row in _stored_rows(gallery)}
 
 
 def test_a_bad_photo_named_for_enrolment_exits_2_after_the_rest(samples: Path, tmp_path: Path,
@@ -119,3 +121,11 @@ def test_rest_enroll_says_what_was_already_enrolled(samples: Path, tmp_path: Pat
     assert third.status_code == 200, third.text
     assert (third.json()["enrolled"], third.json()["already_enrolled"], third.json()["faces"]) == (0, 1, 2)
     assert [row[2] for row in _stored_rows(tmp_path / "g")] == [_sha1(photo), _sha1(other)]
+
+
+def test_a_folder_of_photos_without_identity_folders_says_how_to_enrol_it(samples: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gallery", "enroll", str(samples / "photos"), "--gallery", str(tmp_path / "g")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(samples / "photos") in error and "--identity NAME" in error
+    assert not (tmp_path / "g").exists()

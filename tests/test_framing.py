@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from facesuite import FaceAnalysis
 from facesuite.cli import main
@@ -20,13 +21,15 @@ def _photo(facecom_b: Path, identity: str = "Colin_Powell", index: int = 0) -> P
 
 
 def _non_faces() -> dict[str, np.ndarray]:
-    """Images with no face, made here: blank, noise, a flat colour, a drawn rectangle, a gradient."""
+    """Images with no face, made here: blank, white, noise, a flat colour, a drawn rectangle, a gradient."""
     rng = np.random.default_rng(7)
     rectangle = np.full((224, 224, 3), 235, np.uint8)
     cv2.rectangle(rectangle, (60, 50), (170, 180), (30, 60, 200), -1)
     ramp = np.linspace(0, 255, 224, dtype=np.float32)
     return {
         "blank": np.full((224, 224, 3), 128, np.uint8),
+        # Scored like an overexposed face by the presence head alone: a white page.
+        "white page": np.full((250, 250, 3), 255, np.uint8),
         "noise": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
         "flat colour": np.full((300, 200, 3), (222, 200, 170), np.uint8),
         "rectangle": rectangle,
@@ -115,10 +118,12 @@ def test_gallery_never_enrols_or_names_a_non_face(tmp_path: Path, facecom_b: Pat
         (people / identity).mkdir(parents=True)
         write_image(people / identity / "face.png", load_image(_photo(facecom_b, identity)))
     write_image(people / "Colin_Powell" / "blank.png", _non_faces()["blank"])
+    # A fully transparent PNG is laid over white: a white page.
+    Image.new("RGBA", (250, 250), (0, 0, 0, 0)).save(people / "Aaron_Patterson" / "transparent.png")
     gallery = tmp_path / "gallery"
     main(["gallery", "enroll", str(people), "--gallery", str(gallery)])
     out = capsys.readouterr()
-    assert "no face found" in out.err and "blank.png" in out.err
+    assert "no face found" in out.err and "blank.png" in out.err and "transparent.png" in out.err
     probe = tmp_path / "probe.png"
     write_image(probe, _non_faces()["noise"])
     csv_path = tmp_path / "who.csv"
@@ -127,7 +132,7 @@ def test_gallery_never_enrols_or_names_a_non_face(tmp_path: Path, facecom_b: Pat
     assert rows[str(probe)] == "no face"
     assert rows[str(_photo(facecom_b, "Colin_Powell", 1))] == "Colin_Powell"
     with FaceAnalysis(gallery=gallery) as app:
-        assert dict(app.gallery.list())["Colin_Powell"] == 1  # the blank photo was not enrolled
+        assert dict(app.gallery.list()) == {"Colin_Powell": 1, "Aaron_Patterson": 1}  # no blank page enrolled
 
 
 def test_rest_api_says_no_face(tmp_path: Path, facecom_b: Path) -> None:

@@ -100,7 +100,7 @@ def test_dash_is_standard_output(gallery: Path, samples: Path, tmp_path: Path, m
     assert main(["analyze", str(photo), "--csv", "-"]) == 0
     captured = capsys.readouterr()
     (row,) = csv.DictReader(io.StringIO(captured.out))  # the summary line went to stderr
-    assert row["path"] == str(photo) and "analysed 1 images" in captured.err
+    assert row["path"] == str(photo) and "analysed 1 image (1 face" in captured.err
     assert not (tmp_path / "-").exists()
 
 

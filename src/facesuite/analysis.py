@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.classify.age import AgeHead
+from facesuite.classify.presence import flat_chips
 from facesuite.classify.quality import QualityModel, quality_features
 from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
 from facesuite.decide import SAME, OperatingPoint
@@ -278,6 +279,8 @@ class FaceAnalysis:
         quality = (None, None) if scores is None else (float(scores[0]), float(scores[1]))
         is_face = self.present(crops, pooled)[1]
         no_face = (not is_face[0], not is_face[1])
+        # A box with no face has no quality, as in analyze: nothing there to recognise.
+        quality = tuple(None if empty else q for q, empty in zip(quality, no_face))
         point = self.operating_point
         decision = point.pair(distance, quality, no_face)
         # What a gallery search would hold the stricter of the two faces to (verify tells the user
@@ -453,7 +456,7 @@ class FaceAnalysis:
         if self.presence is None or not crops:
             return None, detected
         p_face = self.presence.p_face(pooled)
-        return p_face, self.presence.is_face(p_face, detected)
+        return p_face, self.presence.is_face(p_face, detected, flat_chips([crop.chip for crop in crops]))
 
     def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
         """Each face's chance of being recognised (None without a quality model)."""

@@ -14,6 +14,7 @@ from facesuite.cli.detect import (
     exit_status,
     print_skips,
 )
+from facesuite.cli.summary import counted
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -36,8 +37,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             writer.writerows(rows)
         images, no_face = len({row["path"] for row in rows}), sum(row["no_face"] for row in rows)
         # Beside a CSV on standard output, the summary goes to standard error.
-        print(f"analysed {images} images ({len(rows)} faces, {no_face} with no face found), "
-              f"{len(skipped)} skipped; wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
+        print(f"analysed {counted(images, 'image', 'images')} ({counted(len(rows) - no_face, 'face', 'faces')}, "
+              f"{counted(no_face, 'box', 'boxes')} with no face), {len(skipped)} skipped; wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
     else:
         json.dump(rows, sys.stdout, indent=None if args.json else 2)
         print()

@@ -6,7 +6,7 @@ import argparse
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, identities_in_split, recognition_analysis
-from facesuite.cli.summary import print_summary
+from facesuite.cli.summary import counted, print_summary
 from facesuite.errors import InputError
 from facesuite.text import output_folder
 
@@ -26,10 +26,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     write_clusters(clusters, out, f"Who is in these photos: {', '.join(args.paths)}")
     ids = clusters.ids()
     added = len(clusters.faces) - (len(previous.faces) if previous else 0)
-    print(f"{len(clusters.faces)} faces ({added} new) in {len({f.path for f in clusters.faces})} photos: {len(ids)} clusters "
+    print(f"{counted(len(clusters.faces), 'face', 'faces')} ({added} new) in {counted(len({f.path for f in clusters.faces}), 'photo', 'photos')}: "
+          f"{counted(len(ids), 'cluster', 'clusters')} "
           f"({sum(clusters.size(c) > 1 for c in ids)} of two or more faces"
           + (f", {len(clusters.names)} named from the gallery" if args.gallery else "")
-          + f"), {len(clusters.unclustered())} faces unclustered; {len(clusters.skipped)} files skipped")
+          + f"), {counted(len(clusters.unclustered()), 'face', 'faces')} unclustered; {counted(len(clusters.skipped), 'file', 'files')} skipped")
     print(f"wrote clusters.csv, clusters.json and report.html to {out}")
     return exit_status(args.paths, clusters.skipped)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from pathlib import Path
 
 from facesuite.cli.detect import exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
@@ -30,8 +31,12 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
         if len(args.paths) > 1:
             raise InputError("give one DIR of identity folders (or one list of images and identities), "
                              "or photos with --identity NAME")
+        folder = Path(args.paths[0])
+        if folder.is_dir() and not any(child.is_dir() for child in folder.iterdir()):
+            raise InputError("holds no identity folders: put each person's photos in DIR/<name>/, "
+                             "or enrol these photos of one person with --identity NAME", folder)
         by_identity = {}
-        for path, identity in read_identity_folders(args.paths[0]).clean:
+        for path, identity in read_identity_folders(folder).clean:
             by_identity.setdefault(identity, []).append(path)
     with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
         # One transaction per identity: a crash never leaves half an identity.
@@ -65,7 +70,7 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
 
     paths = expand_paths(args.paths)
     with recognition_analysis(args, gallery=args.gallery) as analysis:
-        faces, skipped = analysis.faces(paths, progress="identify")
+        faces, skipped = analysis.faces(paths, max_faces=None if args.all_faces else 1, progress="identify")
         rows = []
         for face, candidates in zip(faces, analysis.gallery.candidates(faces, top_k=args.top_k)):
             best = candidates[0]
@@ -73,7 +78,7 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
             # face's own); a box with no face was compared with nobody.
             compared = face.match_kind is not None
             rows.append({
-                "path": face.source, "identity": face.identity, "distance": round(best.distance, 6) if compared else "",
+                "path": face.source, "face": face.index, "identity": face.identity, "distance": round(best.distance, 6) if compared else "",
                 "nearest": best.identity if compared else "", "match_kind": face.match_kind or "",
                 "source_photo": face.source_photo or "", "fallback": int(face.fallback),
                 # What the face was held to, and why (facesuite.decide): its type's threshold, the
@@ -111,7 +116,10 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
         else:
             for identity, count in entries:
                 print(f"{identity}\t{count}")
-            print(f"{len(entries)} identities, {len(gallery)} faces (embedder {gallery.embedder}, threshold {gallery.threshold:.4f})")
+            # The store records the vectors' space (the embedders that give them), and its threshold
+            # is the ceiling of every search threshold (facesuite.decide), tighter per distortion type.
+            print(f"{counted(len(entries), 'identity', 'identities')}, {counted(len(gallery), 'face', 'faces')} "
+                  f"(vectors of {gallery.embedder}'s space; threshold at most {gallery.threshold:.4f}, tighter per distortion type)")
     return 0
 
 
@@ -120,7 +128,7 @@ def cmd_gallery_remove(args: argparse.Namespace) -> int:
 
     with open_gallery(args.gallery) as gallery:
         removed = gallery.remove(args.identity)
-    print(f"removed {args.identity} ({removed} faces)")
+    print(f"removed {args.identity} ({counted(removed, 'face', 'faces')})")
     return 0
 
 
@@ -145,7 +153,8 @@ def register(groups: dict) -> None:
                         help="with --from-clusters: enrol cluster CLUSTER (its id in clusters.json) as NAME; repeatable")
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
-    identify.add_argument("--top-k", type=int, default=1)
+    identify.add_argument("--top-k", type=int, default=1, help="how many nearest identities to list as candidates (default 1)")
+    identify.add_argument("--all-faces", action="store_true", help="every face of each image, not only its main face (column face: 0 is the main one)")
     identify.add_argument("--csv", default="-", help="write results here (default -: stdout)")
     identify.add_argument("--no-source-match", action="store_true",
                           help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")

@@ -252,7 +252,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
         [name, r["probes"], r["top1"], r["fnir_at_fpir_0.01"], r["coverage"], r["wrong_identity_rate"], r["fpir"], r["unrecognisable_rate"]]
         for name, r in [("all", open_set["overall"]), *open_set["per_distortion"].items()]])
     with_source = ident.get("per_distortion_with_source", {})
-    per_type = table_html(["distortion", "top-1 (face)", "top-1 with source matching", "source matches fired"],
+    per_type = table_html(["true type (how the copy was made)", "top-1 (face)", "top-1 with source matching", "source matches fired"],
                           [[k, v, with_source.get(k, "off"),
                             metrics["source_match"]["per_distortion"][k]["fired_rate"] if metrics["source_match"]["enabled"] else "off"]
                            for k, v in ident["per_distortion"].items()])
@@ -260,7 +260,8 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     if chips is not None and rows:
         sections += [("Faces per distortion type: probe, nearest gallery face", recognition_strips(rows, chips)),
                      ("Worst errors", worst_errors(rows, chips))]
-    sections += [("Per distortion", per_type), ("Open-set decisions at the operating point", decided)]
+    sections += [("Per distortion", per_type),
+                 ("Open-set decisions at the operating point, by face alone (source-photo matches apart), per detected type", decided)]
     write_html(out / "report.html", title, sections)
     return sections
 

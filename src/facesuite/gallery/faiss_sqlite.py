@@ -63,6 +63,8 @@ from facesuite.gallery.base import (
 from facesuite.text import output_folder
 
 INDEX_NAME = "index.faiss"
+# Hashes looked up per query: under SQLite's limit on bound parameters.
+_HASHES_PER_QUERY = 500
 # Index file header: magic, gallery id (uuid bytes), generation, payload length, payload CRC-32.
 # The gallery id stops an index copied from another gallery at the same generation being trusted;
 # the CRC catches torn or corrupted files before FAISS parses them.
@@ -234,9 +236,14 @@ class FolderGallery(GalleryStore):
             self._generation = generation + 1
         return len(vectors)
 
-    def held_hashes(self, identity: str, hashes: Sequence[str]) -> set[str]:
-        """Those of ``hashes`` that images enrolled for ``identity`` have."""
-        return self._held_hashes(identity) & set(hashes)
+    def enrolled_as(self, hashes: Sequence[str]) -> dict[str, str]:
+        """``{hash: identity}`` for those of ``hashes`` an enrolled image has."""
+        wanted, found = sorted(set(hashes)), {}
+        for start in range(0, len(wanted), _HASHES_PER_QUERY):
+            part = wanted[start : start + _HASHES_PER_QUERY]
+            found.update(self._conn.execute(
+                f"SELECT hash, identity FROM faces WHERE hash IN ({', '.join('?' * len(part))})", part).fetchall())
+        return found
 
     def _held_hashes(self, identity: str) -> set[str]:
         # An identity holds a handful of faces: read through the identity index, compared here.

@@ -104,9 +104,17 @@ class Gallery:
                 except InputError as error:
                     skipped[identity].append(Skipped.of(image, error))
             # Photos the identity holds are left out before the costly detection and embedding;
-            # the store checks again as it writes (another enroll may have added one meanwhile).
-            new = rows_to_add([entry.digest for entry, _ in decoded],
-                              self.store.held_hashes(utf8_path(identity), [entry.digest for entry, _ in decoded]))
+            # the store checks again as it writes (another enroll may have added one meanwhile). A
+            # photo enrolled as someone else is skipped: one photo's main face is one person.
+            owners_now = self.store.enrolled_as([entry.digest for entry, _ in decoded])
+            others = [i for i, (entry, _) in enumerate(decoded) if owners_now.get(entry.digest, utf8_path(identity)) != utf8_path(identity)]
+            for i in others:
+                entry = decoded[i][0]
+                skipped[identity].append(Skipped.of(entry.path or entry.name, InputError(
+                    f"already enrolled as {owners_now[entry.digest]!r} (one photo shows one person)", entry.name)))
+            decoded = [item for i, item in enumerate(decoded) if i not in others]
+            held = {digest for digest, owner in owners_now.items() if owner == utf8_path(identity)}
+            new = rows_to_add([entry.digest for entry, _ in decoded], held)
             already[identity] = len(decoded) - len(new)
             for entry, name in (decoded[i] for i in new):
                 inputs.append(entry)

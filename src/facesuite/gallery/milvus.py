@@ -168,7 +168,8 @@ class MilvusGallery(GalleryStore):
         hashes = [None] * len(vectors) if hashes is None else list(hashes)
         if len(hashes) != len(vectors):
             raise ValueError(f"{len(hashes)} hashes for {len(vectors)} faces")
-        keep = rows_to_add(hashes, self.held_hashes(identity, [h for h in hashes if h is not None]))
+        held = {h for h, owner in self.enrolled_as([h for h in hashes if h is not None]).items() if owner == identity}
+        keep = rows_to_add(hashes, held)
         if not keep:
             return 0
         vectors = vectors.tolist()
@@ -177,16 +178,14 @@ class MilvusGallery(GalleryStore):
         self._written = True
         return len(keep)
 
-    def held_hashes(self, identity: str, hashes: Sequence[str]) -> set[str]:
-        """Those of ``hashes`` that images enrolled for ``identity`` have."""
-        wanted = sorted(set(hashes))
-        held: set[str] = set()
+    def enrolled_as(self, hashes: Sequence[str]) -> dict[str, str]:
+        """``{hash: identity}`` for those of ``hashes`` an enrolled image has."""
+        wanted, found = sorted(set(hashes)), {}
         for start in range(0, len(wanted), _HASHES_PER_QUERY):
             part = wanted[start : start + _HASHES_PER_QUERY]
-            where = f"identity == {_quote(identity)} and hash in {json.dumps(part)}"
-            held.update(row["hash"] for row in self._client.query(self._collection, filter=where,
-                                                                     output_fields=["hash"], limit=_MAX_LIMIT))
-        return held
+            found.update((row["hash"], row["identity"]) for row in self._client.query(
+                self._collection, filter=f"hash in {json.dumps(part)}", output_fields=["hash", "identity"], limit=_MAX_LIMIT))
+        return found
 
     def remove(self, identity: str) -> int:
         """Delete every face of ``identity``; return how many. :class:`InputError` if unknown."""

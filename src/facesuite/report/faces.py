@@ -143,24 +143,41 @@ def _varied(rows: Sequence[Mapping[str, str]], ranked: list[int], count: int, pe
 
 
 def worst_errors(rows: Sequence[Mapping[str, str]], chips: ChipSource, count: int = WORST_ERRORS) -> str:
-    """The most confident wrong matches (probe beside the wrong gallery face) and the true matches
-    missed by the widest margin (probe beside its own identity's nearest gallery face)."""
-    wrong = _varied(rows, sorted((i for i, r in enumerate(rows) if r["predicted_identity"] != r["true_identity"]),
-                                 key=lambda i: float(rows[i]["distance"])), count)
+    """The errors of the final decisions (source matches included), worst first: probes answered
+    with someone else's name (probe beside the wrong gallery face); probes whose nearest face is
+    someone else's but that the decision held back (not errors: what the thresholds caught); and
+    probes not named as themselves, by the widest margin (probe beside its own nearest face)."""
+    from facesuite.classify.presence import NO_FACE
+    from facesuite.classify.quality import UNRECOGNISABLE
+    from facesuite.decide import UNKNOWN
+
+    def named_wrongly(row: Mapping[str, str]) -> bool:
+        return row.get("decision") not in (None, "", UNKNOWN, UNRECOGNISABLE, NO_FACE, row["true_identity"])
+
+    by_distance = sorted((i for i, r in enumerate(rows) if r["predicted_identity"] != r["true_identity"]),
+                         key=lambda i: float(rows[i]["distance"]))
+    wrong = _varied(rows, [i for i in by_distance if named_wrongly(rows[i])], count)
+    held_back = _varied(rows, [i for i in by_distance if not named_wrongly(rows[i])], count)
     missed = _varied(rows, sorted((i for i, r in enumerate(rows) if r.get("mate_path") and r.get("decision") != r["true_identity"]),
                                   key=lambda i: -float(rows[i]["mate_distance"])), count)
-    wrong_cards = [Card([("probe", rows[i]["path"]), ("gallery", rows[i]["gallery_path"])],
-                        [f"{rows[i]['distortion']}: {rows[i]['true_identity']}", f"taken for {rows[i]['predicted_identity']}",
-                         f"distance {float(rows[i]['distance']):.3f}", f"decision {rows[i].get('decision') or '-'}"], "wrong", i)
-                   for i in wrong]
+
+    def nearest_card(i: int, kind: str) -> Card:
+        return Card([("probe", rows[i]["path"]), ("gallery", rows[i]["gallery_path"])],
+                    [f"{rows[i]['distortion']}: {rows[i]['true_identity']}", f"nearest {rows[i]['predicted_identity']}",
+                     f"distance {float(rows[i]['distance']):.3f}", f"decision {rows[i].get('decision') or '-'}"], kind, i)
+
+    wrong_cards = [nearest_card(i, "wrong") for i in wrong]
+    held_cards = [nearest_card(i, "held") for i in held_back]
     missed_cards = [Card([("probe", rows[i]["path"]), ("gallery", rows[i]["mate_path"])],
                          [f"{rows[i]['distortion']}: {rows[i]['true_identity']}", f"own face at {float(rows[i]['mate_distance']):.3f}",
                           f"decision {rows[i].get('decision') or '-'}"], "wrong", i)
                     for i in missed]
-    pictures = chips([path for card in wrong_cards + missed_cards for _, path in card.images])
-    parts = [f'<h3>Confident wrong matches ({len(wrong_cards)} closest)</h3>'
-             + (cards_html(wrong_cards, pictures) if wrong_cards else '<p class="muted">none: every nearest face is the right person</p>'),
-             f'<h3>Missed true matches ({len(missed_cards)} farthest)</h3>'
+    pictures = chips([path for card in wrong_cards + held_cards + missed_cards for _, path in card.images])
+    parts = [f'<h3>Answered with a wrong name ({len(wrong_cards)} closest)</h3>'
+             + (cards_html(wrong_cards, pictures) if wrong_cards else '<p class="muted">none: no probe was given someone else\'s name</p>'),
+             f'<h3>Nearest face is someone else\'s, held back by the decision ({len(held_cards)} closest)</h3>'
+             + (cards_html(held_cards, pictures) if held_cards else '<p class="muted">none: every nearest face is the right person</p>'),
+             f'<h3>Not named as themselves ({len(missed_cards)} farthest from their own faces)</h3>'
              + (cards_html(missed_cards, pictures) if missed_cards else '<p class="muted">none: every probe was named right</p>')]
     return f'<div class="errors">{"".join(parts)}</div>'
 

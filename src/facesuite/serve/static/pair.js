@@ -58,7 +58,7 @@ function verdictText(result) {
     case "different": return "Different people";
     case "unrecognisable": {
       const poor = whichImages(result.quality.map((q) => q !== null && q < result.quality_floor));
-      return `Cannot tell: the face in ${poor} is too poor to recognise`;
+      return `Unrecognisable: the face in ${poor} is too poor to recognise (no decision)`;
     }
     case "no face": return `No face found in ${whichImages(result.no_face)}`;
     default: return result.decision;
@@ -87,6 +87,13 @@ document.getElementById("form").addEventListener("submit", async (event) => {
     verdict.textContent = verdictText(result);
     verdict.className = `verdict decision ${decisionClass(result.decision)}`;
     verdict.dataset.decision = result.decision;
+    // One rule, two questions (facesuite.decide): a gallery search is held tighter than a pair.
+    const searchNote = document.getElementById("search-note");
+    const stricter = result.same && result.search_threshold !== null && result.distance > result.search_threshold;
+    searchNote.textContent = stricter
+      ? `A gallery search would answer unknown: it holds these faces to ${result.search_threshold.toFixed(4)}, ` +
+        "as a stranger gets one chance per enrolled person."
+      : "";
     drawScale(result);
     fillTable(document.getElementById("fields"), [
       ["distance", result.decision === "no face" ? "— (nothing compared)" : result.distance.toFixed(4)],
