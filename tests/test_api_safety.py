@@ -129,8 +129,9 @@ def test_upload_names_never_become_paths(work: Path, name: str) -> None:
 
 def test_identity_names_are_data_not_paths(work: Path) -> None:
     client = make_client(work)
-    for identity in ("../../escaped", "/etc/passwd", "..", "a/b"):
-        response = client.post("/gallery/enroll", data={"identity": identity}, files={"image": ("f.png", png(), "image/png")})
+    for size, identity in enumerate(("../../escaped", "/etc/passwd", "..", "a/b"), start=32):
+        # A photo of each (one photo shows one person).
+        response = client.post("/gallery/enroll", data={"identity": identity}, files={"image": ("f.png", png(size), "image/png")})
         assert response.status_code == 200, response.text
     assert {p.name for p in (work / "gallery").iterdir()} <= {"gallery.sqlite", "gallery.sqlite-wal", "gallery.sqlite-shm", "index.faiss"}
     assert not (work.parent / "escaped").exists() and not (work / "escaped").exists()
