@@ -3,6 +3,7 @@ images with no face at all, through the Python API, the CLI and the REST API."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
@@ -128,7 +129,8 @@ def test_gallery_never_enrols_or_names_a_non_face(tmp_path: Path, facecom_b: Pat
     write_image(probe, _non_faces()["noise"])
     csv_path = tmp_path / "who.csv"
     main(["gallery", "identify", str(probe), str(_photo(facecom_b, "Colin_Powell", 1)), "--gallery", str(gallery), "--csv", str(csv_path)])
-    rows = {line.split(",")[0]: line.split(",")[1] for line in csv_path.read_text().splitlines()[1:]}
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = {row["path"]: row["identity"] for row in csv.DictReader(handle)}
     assert rows[str(probe)] == "no face"
     assert rows[str(_photo(facecom_b, "Colin_Powell", 1))] == "Colin_Powell"
     with FaceAnalysis(gallery=gallery) as app:

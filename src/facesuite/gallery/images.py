@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from facesuite.decide import OperatingPoint
 from facesuite.errors import InputError, Skipped
-from facesuite.gallery.base import GalleryStore, Match, rows_to_add
+from facesuite.gallery.base import GalleryStore, Match, check_identity, rows_to_add
 from facesuite.io import ImageInput, decode
 from facesuite.text import utf8_path
 
@@ -77,6 +77,8 @@ class Gallery:
         and embedded in full batches across identities (most have one or two photos)."""
         people = {identity: [item if isinstance(item, tuple) else (item, None) for item in items]
                   for identity, items in people.items()}
+        for identity in people:  # a bad name is refused before any photo is read
+            check_identity(utf8_path(identity), self.store.path)
         results: list[Enrolled] = []
         bar = tqdm(total=len(people), desc=progress, disable=progress is None, unit="id")
         chunk: list[str] = []
