@@ -322,18 +322,31 @@ def _schema_2_gallery(uri: str, plain: dict[str, np.ndarray], rendered: dict[str
     rows = [(name, f"{name}/{j}.jpg", vector, view) for view, vectors in (("", plain), ("sunny", rendered))
             for name, block in vectors.items() for j, vector in enumerate(block)]
     if not is_milvus_uri(uri):
-        import sqlite3
-
-        with create_gallery(uri, "test", DIM, 0.4):
-            pass
-        with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
-            db.execute("ALTER TABLE faces ADD COLUMN view TEXT NOT NULL DEFAULT ''")
-            db.executemany("INSERT INTO faces (identity, source, vector, view) VALUES (?, ?, ?, ?)",
-                           [(name, source, vector.astype("<f4").tobytes(), view) for name, source, vector, view in rows])
-            db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-            db.execute("UPDATE meta SET value = '7' WHERE key = 'generation'")
-            db.execute("INSERT INTO meta (key, value) VALUES ('views', 'sunny')")
+        _old_folder_gallery(uri, "ALTER TABLE faces ADD COLUMN view TEXT NOT NULL DEFAULT ''",
+                            [(name, source, vector.astype("<f4").tobytes(), view) for name, source, vector, view in rows],
+                            {"schema_version": "2", "generation": "7", "views": "sunny"})
         return
+    _old_milvus_collection(uri, "2", [{"identity": name, "source": source, "vector": vector.tolist(), "view": view}
+                                      for name, source, vector, view in rows], views=True)
+
+
+def _old_folder_gallery(uri: str, alter: str, rows: list[tuple], meta: dict[str, str]) -> None:
+    """A folder gallery as facesuite wrote it at an older schema: today's tables changed by
+    ``alter``, face rows ``(identity, source, vector[, view])`` and the ``meta`` values of then."""
+    import sqlite3
+
+    with create_gallery(uri, "test", DIM, 0.4):
+        pass
+    columns = ["identity", "source", "vector", "view"][: len(rows[0])]
+    with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
+        db.execute(alter)
+        db.executemany(f"INSERT INTO faces ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+
+
+def _old_milvus_collection(uri: str, version: str, rows: list[dict], views: bool = False) -> None:
+    """A Milvus collection as facesuite wrote it at schema ``version``: no hash field, and with
+    ``views`` the ``view`` field and property of schema 2."""
     from pymilvus import DataType, MilvusClient
 
     from facesuite.gallery.milvus import parse_uri
@@ -342,16 +355,15 @@ def _schema_2_gallery(uri: str, plain: dict[str, np.ndarray], rendered: dict[str
     client = MilvusClient(address)
     schema = client.create_schema(auto_id=True, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
-    for name, size in (("identity", 800), ("source", 65_535), ("view", 64)):
+    for name, size in (("identity", 800), ("source", 65_535), *((("view", 64),) if views else ())):
         schema.add_field(name, DataType.VARCHAR, max_length=size)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong", properties={
-        "facesuite.schema_version": "2", "facesuite.embedder": "test", "facesuite.dim": str(DIM),
-        "facesuite.threshold": "0.4", "facesuite.views": "sunny"})
-    client.insert(collection, [{"identity": name, "source": source, "vector": vector.tolist(), "view": view}
-                               for name, source, vector, view in rows])
+        "facesuite.schema_version": version, "facesuite.embedder": "test", "facesuite.dim": str(DIM),
+        "facesuite.threshold": "0.4", **({"facesuite.views": "sunny"} if views else {})})
+    client.insert(collection, rows)
     client.flush(collection)
     client.close()
 
@@ -401,35 +413,11 @@ def _schema_3_gallery(uri: str, enrolled: dict[str, np.ndarray]) -> None:
     """Write what facesuite wrote at schema 3: face rows without a content hash."""
     rows = [(name, f"{name}/{j}.jpg", vector) for name, block in enrolled.items() for j, vector in enumerate(block)]
     if not is_milvus_uri(uri):
-        import sqlite3
-
-        with create_gallery(uri, "test", DIM, 0.4):
-            pass
-        with sqlite3.connect(Path(uri) / "gallery.sqlite") as db:
-            db.execute("ALTER TABLE faces DROP COLUMN hash")
-            db.executemany("INSERT INTO faces (identity, source, vector) VALUES (?, ?, ?)",
-                           [(name, source, vector.astype("<f4").tobytes()) for name, source, vector in rows])
-            db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        _old_folder_gallery(uri, "ALTER TABLE faces DROP COLUMN hash",
+                            [(name, source, vector.astype("<f4").tobytes()) for name, source, vector in rows],
+                            {"schema_version": "3"})
         return
-    from pymilvus import DataType, MilvusClient
-
-    from facesuite.gallery.milvus import parse_uri
-
-    address, collection = parse_uri(uri)
-    client = MilvusClient(address)
-    schema = client.create_schema(auto_id=True, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    for name, size in (("identity", 800), ("source", 65_535)):
-        schema.add_field(name, DataType.VARCHAR, max_length=size)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-    client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong", properties={
-        "facesuite.schema_version": "3", "facesuite.embedder": "test", "facesuite.dim": str(DIM),
-        "facesuite.threshold": "0.4"})
-    client.insert(collection, [{"identity": name, "source": source, "vector": vector.tolist()} for name, source, vector in rows])
-    client.flush(collection)
-    client.close()
+    _old_milvus_collection(uri, "3", [{"identity": name, "source": source, "vector": vector.tolist()} for name, source, vector in rows])
 
 
 def test_a_gallery_without_hashes_keeps_its_faces_and_enrols_each_photo_once(new_uri: Callable[[], str]) -> None:
