@@ -189,9 +189,18 @@ def test_enroll_then_identify(client: TestClient, samples: Path) -> None:
     client.post("/gallery/enroll", data={"identity": "Hugo"}, files=[_upload(_image(samples / "people", "Hugo_Chavez"))])
     listing = client.get("/gallery").json()
     assert {e["identity"] for e in listing["identities"]} == {"Colin Powell", "Hugo"}
-    response = client.post("/gallery/identify", files=[_upload(_image(samples / "people", "Colin_Powell", 1))])
+    probe = _image(samples / "people", "Colin_Powell", 1)
+    response = client.post("/gallery/identify", files=[_upload(probe)])
     assert response.status_code == 200, response.text
     assert response.json()["identity"] == "Colin Powell"
+    # What the face was held to, and why: as the library decides it on the same gallery.
+    from facesuite import FaceAnalysis
+
+    with FaceAnalysis(gender=None, age=None, gallery=client.app.state.service.gallery_uri) as app:
+        (face,) = app.get(probe)
+    answer = response.json()
+    assert (answer["identity"], answer["held_to"], answer["distortion"]) == (face.identity, face.held_to, face.distortion)
+    assert answer["threshold"] == pytest.approx(face.threshold, abs=1e-6) and answer["quality"] == pytest.approx(face.quality, abs=1e-4)
     bad_name = client.post("/gallery/enroll", data={"identity": "unknown"}, files=[colin[0]])
     assert bad_name.status_code == 422 and "reserved" in bad_name.json()["error"]
 

@@ -216,7 +216,9 @@ class ModelService:
         return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
                 "match_kind": answer.match_kind, "source_photo": face.source_photo,
                 "nearest": best.identity, "threshold": None if face.threshold is None else round(face.threshold, 6),
-                "held_to": face.held_to, "fallback": face.fallback, "no_face": face.no_face,
+                "held_to": face.held_to, "distortion": face.distortion,
+                "quality": None if face.quality is None else round(face.quality, 4),
+                "fallback": face.fallback, "no_face": face.no_face,
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:
