@@ -277,3 +277,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_train_gender_abstention_dry_run_chooses_a_rule_and_changes_nothing(utkface: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The default path of `facesuite train gender-abstention` on a small training folder (UTKFace
+    training files, never dev ones): every rule measured nested out of fold, one chosen, and with
+    --dry-run the shipped gender model untouched."""
+    dev = set(DEV.read_text(encoding="utf-8").split())
+    training = [p for p in sorted(utkface.glob("*.jpg"))[::40] if p.name not in dev and utkface_attributes(p.name)][:120]
+    for photo in training:
+        label = "female" if utkface_attributes(photo.name)[1] == "female" else "male"
+        (tmp_path / "train" / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / label / photo.name).symlink_to(photo.resolve())
+    shipped = (DEFAULT_GENDER_DIR / "model.json").read_bytes()
+    assert main(["train", "gender-abstention", str(tmp_path / "train"), "--cache", str(tmp_path / "cache"), "--dry-run"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["faces"] == len(training) and summary["chosen"] in ("age-blind", "by-age")
+    assert {key.split()[0] for key in summary["nested"]} == {"age-blind", "by-age"}
+    assert 0 < summary["oof_age_mae_utkface"] < 30  # ages of faces the refitted models never saw
+    assert (DEFAULT_GENDER_DIR / "model.json").read_bytes() == shipped

@@ -31,7 +31,7 @@ from facesuite.classify.age import AGE_BANDS, age_band
 from facesuite.classify.gender_head import logit, mirror_when_unsure
 from facesuite.data import facecom_identity, find_subfolder, read_gender_folders, utkface_attributes
 from facesuite.errors import InputError
-from facesuite.train.age import Candidate, fit_head, folds_of, head_of_columns, training_rows
+from facesuite.train.age import Candidate, companion_of, fit_head, folds_of, head_of_columns, training_rows
 
 #: Accuracy on answered faces each group must reach on the calibration faces, tried in turn: at
 #: or above the 0.95 asked, since a floor fitted on two folds must still hold on a third.
@@ -221,7 +221,7 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     groups_of = [facecom_identity(p.stem.removeprefix("facecom_")) if a is None else hashlib.sha1(p.read_bytes()).hexdigest()
                  for p, a in zip(paths, parsed)]
     fold_of = folds_of(groups_of, folds, seed)
-    from facesuite.classify.age import AgeHead
+    from facesuite.classify.age import AgeHead, stack_log_age
 
     shipped_age = AgeHead.load(age_model)
     metrics = age_record["metrics"]
@@ -231,16 +231,24 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     p_female = out_of_fold_p_female(features, female, fold_of, c, margin_rule, seed, Path(cache) if cache else None)
     predicted_age = np.zeros(len(paths))
     variants = len(features.features)
+    # A stacked age model's companion is refitted on the same folds and blended as the shipped
+    # model blends it, so the floors are chosen on the ages the analyzer gives.
+    companion = companion_of(age_candidate) if shipped_age.blend is not None else None
     key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.paths, shipped_age.calibration is None or
-                             shipped_age.calibration[1].tolist())).encode("utf-8")).hexdigest()[:16]
+                             shipped_age.calibration[1].tolist(), companion,
+                             None if companion is None else shipped_age.blend[1].tolist())).encode("utf-8")).hexdigest()[:16]
     stored = Path(cache) / f"oof-age-{key}.npy" if cache else None
     for fold in tqdm(range(folds) if stored is None or not stored.is_file() else (), desc="folds (age head refitted)", unit="fold"):
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         aged = train[true_age[train] >= 0]
-        age_head = fit_head(age_candidate, training_rows(features, aged), np.tile(np.log1p(true_age[aged]), variants), seed)
+        rows, targets = training_rows(features, aged), np.tile(np.log1p(true_age[aged]), variants)
+        age_head = fit_head(age_candidate, rows, targets, seed)
         z = head_of_columns(age_head, features.of("plain", held), age_candidate.inputs)
         # Through the shipped model's calibration map, as the analyzer's ages are.
         z = z if shipped_age.calibration is None else np.interp(z, *shipped_age.calibration)
+        if companion is not None:
+            years = head_of_columns(fit_head(companion, rows, targets, seed), features.of("plain", held), companion.inputs)
+            z = stack_log_age(z, years, *shipped_age.blend)
         predicted_age[held] = np.clip(np.expm1(z), 0, None)
     if stored is not None:
         if stored.is_file():
