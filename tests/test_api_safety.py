@@ -1,8 +1,8 @@
 """API safety: size and pixel limits, path traversal, the API key, CORS and origins, the bind
 address, safe deserialisation, and model files verified by hash before loading.
 
-Most tests need no model: requests are refused before the model thread, or the gallery is fed
-by a stub of the models, so this module runs in seconds and without the shared data.
+Requests go to a real server whose models load once for the module; what is enrolled is real
+faces of the sample photos, a different photo for each (one photo shows one person).
 """
 
 from __future__ import annotations
@@ -13,18 +13,14 @@ import pickle
 import shutil
 from collections.abc import Collection
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_inputs import bomb_png
 
 from facesuite import config, integrity
-from facesuite.gallery.images import Gallery
 from facesuite.cli import build_parser, main
-from facesuite.gallery import create_gallery, open_gallery
 from facesuite.integrity import ModelIntegrityError
 from facesuite.serve import create_app
 from facesuite.serve.security import API_KEY_ENV, API_KEY_HEADER, MUTATING_ROUTES
@@ -43,32 +39,23 @@ def png(width: int = 32, height: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-class StubAnalysis:
-    """Stands in for the models (these tests are about the HTTP layer): a fixed random unit vector
-    per uploaded image, a real gallery (and source matching off)."""
+@pytest.fixture(scope="module")
+def analysis():
+    """The models, loaded once for the module's servers (identity only: no gender, no age)."""
+    from facesuite import FaceAnalysis
 
-    embedder = SimpleNamespace(name="stub", dim=8, chip_spec=None)
-    threshold = 0.5
-    batch_size = 32
-    gallery = None
-    quality = None
-    route_thresholds: dict = {}
-    source_match = False
-    def embed(self, images, progress=None):
-        crops = [SimpleNamespace(path=i.name, pixels=lambda i=i: i.pixels) for i in images]
-        vectors = np.random.default_rng(0).normal(size=(len(crops), 8)).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), crops, []
+    # No detection cache: its SQLite connection belongs to one thread, and each server has its own.
+    models = FaceAnalysis(gender=None, age=None, use_cache=False)
+    yield models
+    models.gallery = None  # each server opened its own gallery, on its own thread
 
-    def get_batch(self, images, max_faces=1, progress=None, identify=True):  # enrolment: one face an image
-        vectors, _, _ = self.embed(images)
-        return [[SimpleNamespace(no_face=False, embedding=vector)] for vector in vectors]
 
-    def crops(self, images, progress=None):  # no face pictures: the gallery page's thumbnails are tested in the browser
-        return [], []
+PHOTOS = sorted((Path(__file__).resolve().parents[1] / "samples" / "people").glob("*/*.jpg"))
 
-    def open_gallery(self, uri, create=False):
-        store = create_gallery(uri, self.embedder.name, self.embedder.dim, self.threshold) if create else open_gallery(uri)
-        return Gallery(self, store)
+
+def photo(index: int = 0) -> tuple[str, bytes, str]:
+    """An upload of the ``index``-th sample photo of a person (each index another photo)."""
+    return PHOTOS[index].name, PHOTOS[index].read_bytes(), "image/jpeg"
 
 
 @pytest.fixture()
@@ -78,11 +65,11 @@ def work(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def make_client(work: Path, base_url: str = "http://testserver", **options) -> TestClient:
+def make_client(work: Path, analysis, base_url: str = "http://testserver", **options) -> TestClient:
     app = create_app(gallery=work / "gallery", max_upload_bytes=LIMIT, work_dir=work / "serve",
                      eval_roots=[work / "data"], **options)
     service = app.state.service
-    service._analysis, service.loaded = StubAnalysis(), True  # the models are never loaded
+    service._analysis, service.loaded = analysis, True  # the module's models, loaded once
     return TestClient(app, base_url=base_url)
 
 
@@ -93,8 +80,8 @@ def tree(folder: Path) -> set[Path]:
 # ---------------------------------------------------------------- limits
 
 
-def test_streamed_body_over_the_limit_is_413(work: Path) -> None:
-    client = make_client(work)
+def test_streamed_body_over_the_limit_is_413(work: Path, analysis) -> None:
+    client = make_client(work, analysis)
 
     def chunks():  # no Content-Length: the limit must hold while streaming
         for _ in range(LIMIT // 4096 + 2):
@@ -104,8 +91,8 @@ def test_streamed_body_over_the_limit_is_413(work: Path) -> None:
     assert response.status_code == 413 and "too large" in response.json()["error"]
 
 
-def test_pixel_limit_answers_413_without_decoding(work: Path) -> None:
-    response = make_client(work).post("/analyze", files={"image": ("bomb.png", bomb_png(), "image/png")})
+def test_pixel_limit_answers_413_without_decoding(work: Path, analysis) -> None:
+    response = make_client(work, analysis).post("/analyze", files={"image": ("bomb.png", bomb_png(), "image/png")})
     assert response.status_code == 413
     assert response.json()["error"].startswith("bomb.png: image too large")
 
@@ -114,32 +101,32 @@ def test_pixel_limit_answers_413_without_decoding(work: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["../../../../pwned.jpg", "/tmp/pwned.jpg", "..\\..\\pwned.jpg", "sub/../../pwned.jpg"])
-def test_upload_names_never_become_paths(work: Path, name: str) -> None:
-    client = make_client(work)
+def test_upload_names_never_become_paths(work: Path, name: str, analysis) -> None:
+    client = make_client(work, analysis)
     before = tree(work)
-    response = client.post("/gallery/enroll", data={"identity": "ann"}, files={"image": (name, png(), "image/png")})
+    response = client.post("/gallery/enroll", data={"identity": "ann"}, files={"image": (name, *photo()[1:])})
     assert response.status_code == 200, response.text
     assert not Path("/tmp/pwned.jpg").exists() and not (work.parent / "pwned.jpg").exists()
-    assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery"}
-    # The gallery keeps the photo's frame, so it has a picture; the upload's name is never read as a path.
+    # Written: the gallery, and the server's picture of the face (in its work folder), nothing else.
+    assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery", "serve"}
     assert client.get("/gallery").json()["identities"] == [{"identity": "ann", "faces": 1, "thumbnail": True}]
     assert client.get("/gallery/thumbnail", params={"identity": "ann"}).status_code == 200
-    assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery", "serve"}  # the picture, stored
+    assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery", "serve"}
 
 
-def test_identity_names_are_data_not_paths(work: Path) -> None:
-    client = make_client(work)
-    for size, identity in enumerate(("../../escaped", "/etc/passwd", "..", "a/b"), start=32):
+def test_identity_names_are_data_not_paths(work: Path, analysis) -> None:
+    client = make_client(work, analysis)
+    for index, identity in enumerate(("../../escaped", "/etc/passwd", "..", "a/b")):
         # A photo of each (one photo shows one person).
-        response = client.post("/gallery/enroll", data={"identity": identity}, files={"image": ("f.png", png(size), "image/png")})
+        response = client.post("/gallery/enroll", data={"identity": identity}, files={"image": photo(index)})
         assert response.status_code == 200, response.text
     assert {p.name for p in (work / "gallery").iterdir()} <= {"gallery.sqlite", "gallery.sqlite-wal", "gallery.sqlite-shm", "index.faiss"}
     assert not (work.parent / "escaped").exists() and not (work / "escaped").exists()
     assert {e["identity"] for e in client.get("/gallery").json()["identities"]} == {"../../escaped", "/etc/passwd", "..", "a/b"}
 
 
-def test_evaluations_read_only_under_their_roots(work: Path) -> None:
-    client = make_client(work)
+def test_evaluations_read_only_under_their_roots(work: Path, analysis) -> None:
+    client = make_client(work, analysis)
     (work / "data" / "link").symlink_to(work / "outside", target_is_directory=True)
     for folder in ("/etc", str(work / "outside"), str(work / "data" / ".." / "outside"), str(work / "data" / "link"), "~"):
         response = client.post("/jobs/recognition", json={"folder": folder})
@@ -150,29 +137,29 @@ def test_evaluations_read_only_under_their_roots(work: Path) -> None:
     assert inside.status_code == 422 and "no images" in inside.json()["error"]
 
 
-def test_split_file_outside_the_roots_is_refused(work: Path) -> None:
+def test_split_file_outside_the_roots_is_refused(work: Path, analysis) -> None:
     people = work / "data" / "people"
     for name in ("ann", "bo"):
         (people / name / "distortion").mkdir(parents=True)
         (people / name / "a.png").write_bytes(png())
         (people / name / "distortion" / "a_blurred.png").write_bytes(png())
     (work / "outside" / "split.txt").write_text("ann\nbo\n")
-    response = make_client(work).post("/jobs/recognition", json={"folder": str(people), "split": str(work / "outside" / "split.txt")})
+    response = make_client(work, analysis).post("/jobs/recognition", json={"folder": str(people), "split": str(work / "outside" / "split.txt")})
     assert response.status_code == 403 and "split.txt" in response.json()["error"]
 
 
 @pytest.mark.parametrize("url", ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f__init__.py",
                                  "/jobs/..%2f..%2fetc/report"])
-def test_no_file_outside_static_is_served(work: Path, url: str) -> None:
-    response = make_client(work).get(url)
+def test_no_file_outside_static_is_served(work: Path, url: str, analysis) -> None:
+    response = make_client(work, analysis).get(url)
     assert response.status_code == 404 and "create_app" not in response.text
 
 
 # ---------------------------------------------------------------- API key, origins, CORS, bind address
 
 
-def test_api_key_guards_every_mutating_route_before_reading_the_body(work: Path) -> None:
-    client = make_client(work, api_key=KEY)
+def test_api_key_guards_every_mutating_route_before_reading_the_body(work: Path, analysis) -> None:
+    client = make_client(work, analysis, api_key=KEY)
     writes = {(method, route.path) for route in client.app.routes for method in getattr(route, "methods", ()) if method not in ("GET", "HEAD")}
     assert writes == {("POST", path) for path in READ_ONLY_POSTS} | MUTATING_ROUTES
     for method, path in MUTATING_ROUTES:
@@ -180,9 +167,9 @@ def test_api_key_guards_every_mutating_route_before_reading_the_body(work: Path)
             # A body over the upload limit: 401 rather than 413 shows the key is checked first.
             response = client.request(method, path, content=b"\0" * (LIMIT + 1), headers=headers)
             assert response.status_code == 401 and API_KEY_HEADER in response.json()["error"], (path, headers)
-    enroll = {"data": {"identity": "ann"}, "files": {"image": ("f.png", png(), "image/png")}}
+    enroll = {"data": {"identity": "ann"}, "files": {"image": photo(0)}}
     assert client.post("/gallery/enroll", headers={API_KEY_HEADER: KEY}, **enroll).status_code == 200
-    other = {"data": {"identity": "ann"}, "files": {"image": ("g.png", png(33, 32), "image/png")}}  # a second photo
+    other = {"data": {"identity": "ann"}, "files": {"image": photo(1)}}  # a second photo
     assert client.post("/gallery/enroll", headers={"Authorization": f"Bearer {KEY}"}, **other).status_code == 200
     assert client.delete("/gallery", params={"identity": "ann"}).status_code == 401
     removed = client.delete("/gallery", params={"identity": "ann"}, headers={API_KEY_HEADER: KEY})
@@ -193,10 +180,10 @@ def test_api_key_guards_every_mutating_route_before_reading_the_body(work: Path)
     assert client.post("/analyze", files={"image": ("t.jpg", b"text", "image/jpeg")}).status_code == 415
 
 
-def test_cross_origin_writes_are_refused_and_no_cors_headers_are_sent(work: Path) -> None:
-    client = make_client(work)
+def test_cross_origin_writes_are_refused_and_no_cors_headers_are_sent(work: Path, analysis) -> None:
+    client = make_client(work, analysis)
     evil = {"Origin": "http://evil.example"}
-    enroll = {"data": {"identity": "ann"}, "files": {"image": ("f.png", png(), "image/png")}}
+    enroll = {"data": {"identity": "ann"}, "files": {"image": photo()}}
     response = client.post("/gallery/enroll", headers=evil, **enroll)
     assert response.status_code == 403 and "cross-origin" in response.json()["error"]
     assert client.post("/gallery/enroll", headers={"Origin": "null"}, **enroll).status_code == 403
@@ -206,8 +193,8 @@ def test_cross_origin_writes_are_refused_and_no_cors_headers_are_sent(work: Path
         assert not any(h.lower().startswith("access-control-") for h in answer.headers)
 
 
-def test_loopback_server_refuses_foreign_host_headers(work: Path) -> None:
-    client = make_client(work, allowed_hosts=["127.0.0.1", "localhost"], base_url="http://127.0.0.1:8000")
+def test_loopback_server_refuses_foreign_host_headers(work: Path, analysis) -> None:
+    client = make_client(work, analysis, allowed_hosts=["127.0.0.1", "localhost"], base_url="http://127.0.0.1:8000")
     assert client.get("/health").status_code == 200
     assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
     rebound = client.get("/gallery", headers={"Host": "evil.example:8000"})
