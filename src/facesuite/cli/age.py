@@ -77,6 +77,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return exit_status(args.paths, skipped)
 
 
+def add_fold_options(parser: argparse.ArgumentParser) -> None:
+    """What a trainer selecting on training folds of cached pass features takes."""
+    parser.add_argument("--cache", metavar="DIR", help="keep the faces' features here and reuse them")
+    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
 def register(groups: dict) -> None:
     model_help = "age model folder (default: the shipped age model)"
 
@@ -88,9 +95,7 @@ def register(groups: dict) -> None:
     train.add_argument("--out", required=True, help="model folder to write")
     train.add_argument("--exclude", metavar="LIST", help="file names to leave out (e.g. splits/utkface_dev.txt); "
                                                          "files with the same bytes are left out too")
-    train.add_argument("--cache", metavar="DIR", help="keep the faces' features here and reuse them")
-    train.add_argument("--folds", type=int, default=3, help="cross-validation folds (default 3)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_fold_options(train)
     add_detector_options(train)
     train.set_defaults(handler=cmd_train)
 
@@ -102,9 +107,7 @@ def register(groups: dict) -> None:
     abstain.add_argument("dir", help="gender training folder: {male,female}/ (or train/{male,female}/)")
     abstain.add_argument("--model", default=None, help="gender model folder to write into (default: the shipped one)")
     abstain.add_argument("--age-model", default=None, help=model_help)
-    abstain.add_argument("--cache", metavar="DIR", help="keep the faces' features here and reuse them")
-    abstain.add_argument("--folds", type=int, default=3, help="cross-validation folds (default 3)")
-    abstain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_fold_options(abstain)
     abstain.add_argument("--dry-run", action="store_true", help="print the figures, change no model")
     add_detector_options(abstain)
     abstain.set_defaults(handler=cmd_train_abstention)

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from facesuite.cli.detect import exit_status, print_skips
+from facesuite.cli.detect import add_all_faces_option, exit_status, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
 from facesuite.cli.summary import counted
 from facesuite.errors import InputError
@@ -154,7 +154,7 @@ def register(groups: dict) -> None:
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=int, default=1, help="how many nearest identities to list as candidates (default 1)")
-    identify.add_argument("--all-faces", action="store_true", help="every face of each image, not only its main face (column face: 0 is the main one)")
+    add_all_faces_option(identify)  # one row per face; column face: 0 is the main one
     identify.add_argument("--csv", default="-", help="write results here (default -: stdout)")
     identify.add_argument("--no-source-match", action="store_true",
                           help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
