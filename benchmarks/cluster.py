@@ -32,6 +32,7 @@ two anchors at 10k only (dlib's compares every pair: at 100k, a hundred times th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import subprocess
@@ -43,9 +44,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import facesuite
 from facesuite.cluster import EDGE_SCALE, NEIGHBOURS, cluster_embeddings, group_faces, unclustered_reason
 from facesuite.config import data_root
 from facesuite.data import read_identity_folders, read_split
+from facesuite.decide import OperatingPoint
 from facesuite.evaluate.clustering import clustering_metrics
 
 TRAIN_DISTORTED_IDENTITIES = 120
@@ -71,6 +74,13 @@ def photo_sets(data: Path) -> dict[str, list[tuple[Path, str]]]:
         "dev_clean": [(p, i) for p, i in dataset.clean if i in dev],
         "dev_distorted": [(d.path, d.identity) for d in dataset.distorted if d.identity in dev],
     }
+
+
+def facesuite_cache(cache: Path, name: str) -> Path:
+    """The cache file of one photo set, keyed by the shipped models (their SHA256SUMS): a file left
+    by other models (or by the pipeline before a model changed) is never read as this one's."""
+    sums = Path(facesuite.__file__).parent / "models" / "SHA256SUMS"
+    return cache / f"facesuite-{name}-{hashlib.sha256(sums.read_bytes()).hexdigest()[:12]}.npz"
 
 
 def facesuite_faces(photos: list[Path], cache: Path) -> dict[str, np.ndarray]:
@@ -125,9 +135,9 @@ def embed_all(data: Path, cache: Path) -> None:
     """Fill the cache: the cheap sets first, so a partial run is already useful."""
     sets = photo_sets(data)
     for name in ("train_clean", "dev_clean", "train_distorted"):
-        facesuite_faces([p for p, _ in sets[name]], cache / f"facesuite-{name}.npz")
+        facesuite_faces([p for p, _ in sets[name]], facesuite_cache(cache, name))
     face_recognition_encodings([p for p, _ in sets["dev_clean"]], cache / "face_recognition-dev_clean.npz")
-    facesuite_faces([p for p, _ in sets["dev_distorted"]], cache / "facesuite-dev_distorted.npz")
+    facesuite_faces([p for p, _ in sets["dev_distorted"]], facesuite_cache(cache, "dev_distorted"))
     face_recognition_encodings([p for p, _ in sets["dev_distorted"]], cache / "face_recognition-dev_distorted.npz")
 
 
@@ -137,7 +147,8 @@ def facesuite_labels(faces: dict[str, np.ndarray], scale: float = EDGE_SCALE,
                      algorithm: Callable[[np.ndarray, float], np.ndarray] = cluster_embeddings) -> list[int | None]:
     """The library's rule: faces with no face or below the quality floor unclustered, the others
     grouped at ``scale`` times the calibrated threshold."""
-    eligible = np.asarray([unclustered_reason(bool(f), float(q), float(faces["floor"])) is None
+    point = OperatingPoint(float(faces["threshold"]), quality_floor=float(faces["floor"]))
+    eligible = np.asarray([unclustered_reason(point, bool(f), None if np.isnan(q) else float(q)) is None
                            for f, q in zip(faces["no_face"], faces["quality"])])
     labels: list[int | None] = [None] * len(eligible)
     rows = np.flatnonzero(eligible)
@@ -207,7 +218,7 @@ def _people(paths: np.ndarray, person: dict[str, str]) -> list[str]:
 
 def select(data: Path, cache: Path) -> None:
     sets = photo_sets(data)
-    clean, distorted = (facesuite_faces([p for p, _ in sets[name]], cache / f"facesuite-{name}.npz")
+    clean, distorted = (facesuite_faces([p for p, _ in sets[name]], facesuite_cache(cache, name))
                         for name in ("train_clean", "train_distorted"))
     person = {str(p): i for name in ("train_clean", "train_distorted") for p, i in sets[name]}
     ids = sorted({i for _, i in sets["train_clean"]})
@@ -246,7 +257,7 @@ def quality(data: Path, cache: Path) -> list[dict]:
     for name in ("dev_clean", "dev_distorted"):
         photos = [p for p, _ in sets[name]]
         person = {str(p): i for p, i in sets[name]}
-        faces = facesuite_faces(photos, cache / f"facesuite-{name}.npz")
+        faces = facesuite_faces(photos, facesuite_cache(cache, name))
         encodings = face_recognition_encodings(photos, cache / f"face_recognition-{name}.npz")
         # Both sides score the same photos, in the same order.
         order = {str(p): row for row, p in enumerate(faces["path"])}
@@ -363,7 +374,7 @@ def main() -> int:
         select(args.data, args.cache)
         return 0
     results = quality(args.data, args.cache)
-    threshold = float(facesuite_faces([], args.cache / "facesuite-dev_clean.npz")["threshold"])
+    threshold = float(facesuite_faces([], facesuite_cache(args.cache, "dev_clean"))["threshold"])
     timings = scale(threshold, tuple(args.sizes), args.anchors_up_to, args.cache)
     if args.json:
         args.json.write_text(json.dumps({"quality": results, "scale": timings}, indent=2))
