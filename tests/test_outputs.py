@@ -123,3 +123,19 @@ def test_a_bad_named_file_exits_2_after_the_rest(gallery: Path, samples: Path, b
     (folder / photo.name).symlink_to(photo)
     (folder / bad_photo.name).symlink_to(bad_photo)
     assert main(["gallery", "identify", str(folder), "--gallery", str(gallery)]) == 0
+
+
+def test_every_csv_writes_flags_and_line_ends_alike(gallery: Path, samples: Path, tmp_path: Path) -> None:
+    """analyze and gallery identify write one CSV dialect: a flag is 1 or 0, a missing value is an
+    empty cell, and lines end with a newline alone."""
+    photos = [str(samples / "photos" / "Hugo_Chavez_0005.jpg"), str(samples / "photos" / "no_face.png")]
+    analyzed, identified = tmp_path / "analyze.csv", tmp_path / "identify.csv"
+    assert main(["analyze", *photos, "--csv", str(analyzed)]) == 0
+    assert main(["gallery", "identify", *photos, "--gallery", str(gallery), "--csv", str(identified)]) == 0
+    for written in (analyzed, identified):
+        assert b"\r" not in written.read_bytes(), written
+        rows = list(csv.DictReader(open(written, newline="")))
+        assert [row["fallback"] for row in rows] == ["0", "1"], written
+    no_face = list(csv.DictReader(open(analyzed, newline="")))
+    assert [row["no_face"] for row in no_face] == ["0", "1"]
+    assert no_face[1]["gender"] == "" and no_face[0]["gender"] in {"male", "female", "uncertain"}

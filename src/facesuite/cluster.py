@@ -344,7 +344,7 @@ def write_clusters(clusters: Clusters, out: Path, title: str = "Who is in these 
 
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "clusters.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for face in clusters.faces:
             writer.writerow([face.path, face.index, *(round(v, 1) for v in face.box),

@@ -31,7 +31,7 @@ from facesuite.data import IdentityDataset, read_identity_folders
 from facesuite.errors import InputError
 from facesuite.report.faces import ChipSource, chips_of, one_per_type
 from facesuite.report.html import Section, read_sections, table_html, write_html
-from facesuite.text import open_csv
+from facesuite.text import write_rows
 
 DEV_SPLIT = Path("splits") / "facecom_dev_identities.txt"
 SEED = 0
@@ -147,10 +147,7 @@ def run_demo(
         analysis.gallery = None
         gallery.close()
     analysis_rows = [r.to_dict() | {"true_identity": truth[r.source][0], "true_distortion": truth[r.source][1]} for r in results]
-    with open_csv(out / "analysis.csv") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(analysis_rows[0]) if analysis_rows else ["path"])
-        writer.writeheader()
-        writer.writerows(analysis_rows)
+    write_rows(out / "analysis.csv", analysis_rows)
     clock = lap(f"analyse {len(results)} faces", clock)
 
     # 3. gender on a balanced task_a sample.

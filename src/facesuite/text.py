@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TextIO
@@ -62,6 +62,23 @@ def open_output(path: str | Path, binary: bool = False, newline: str | None = No
 def open_csv(path: str | Path) -> AbstractContextManager[TextIO]:
     """:func:`open_output` for a CSV file (the csv module writes its own line ends)."""
     return open_output(path, newline="")
+
+
+def write_rows(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """One CSV of result rows (the first row's keys are the header), written as every command
+    writes its rows: a flag as 1 or 0, a missing value as an empty cell, lines ended by a newline
+    alone (a terminal or ``cut`` shows no carriage returns)."""
+    import csv
+
+    def cell(value: object) -> object:
+        if isinstance(value, bool):
+            return int(value)
+        return "" if value is None else value
+
+    with open_csv(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: cell(value) for key, value in row.items()} for row in rows)
 
 
 def is_stdout(path: str | Path | None) -> bool:

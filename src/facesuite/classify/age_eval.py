@@ -87,7 +87,7 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
     low, high = np.array([f.age_range[0] for f in faces]), np.array([f.age_range[1] for f in faces])
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "true_age", "age", "age_low", "age_high", "band", "gender", "race"])
         for s, face in zip(truth, faces):
             writer.writerow([face.source, s.age, f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}",

@@ -100,7 +100,7 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
         raise InputError("no readable images to evaluate", data.source)
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "true", "predicted", "p_female", "answer"])
         for p in predictions:
             # Full precision: the label is p_female >= threshold, and a rounded value can sit on the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 
@@ -20,7 +19,7 @@ from facesuite.cli.summary import counted
 def cmd_analyze(args: argparse.Namespace) -> int:
     from facesuite.analysis import FaceAnalysis
     from facesuite.io import expand_paths
-    from facesuite.text import is_stdout, open_csv
+    from facesuite.text import is_stdout, write_rows
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
@@ -31,10 +30,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print_skips(skipped)
     rows = [r.to_dict() for r in results]
     if args.csv:
-        with open_csv(args.csv) as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(args.csv, rows)
         images, no_face = len({row["path"] for row in rows}), sum(row["no_face"] for row in rows)
         # Beside a CSV on standard output, the summary goes to standard error.
         print(f"analysed {counted(images, 'image', 'images')} ({counted(len(rows) - no_face, 'face', 'faces')}, "

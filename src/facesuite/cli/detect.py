@@ -72,7 +72,7 @@ def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Seque
     from facesuite.text import open_csv
 
     with open_csv(csv_path) as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
     print_skips(skipped)

@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     done, skipped = detector.predict_paths(paths)
     seconds = time.perf_counter() - started
     with open_csv(args.csv) as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "distortion", "probability"])
         for path, prediction in done:
             writer.writerow([str(path), prediction.label, f"{prediction.probability:.4f}"])
@@ -121,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth = dict(samples)
     rows = [(str(path), truth[path], prediction.label, prediction.probability) for path, prediction in done]
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "true", "predicted", "probability"])
         writer.writerows([path, true, predicted, f"{probability:.4f}"] for path, true, predicted, probability in rows)
     metrics = write_classification_report(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -93,14 +92,11 @@ def cmd_gallery_identify(args: argparse.Namespace) -> int:
 
 
 def _write_rows(rows: list[dict], csv_path: str) -> None:
-    from facesuite.text import is_stdout, open_csv
+    from facesuite.text import is_stdout, write_rows
 
     if not rows:
         return
-    with open_csv(csv_path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(csv_path, rows)
     if not is_stdout(csv_path):
         print(f"wrote {len(rows)} rows to {csv_path}")
 

@@ -181,7 +181,7 @@ def export_crops(
     detected = fallback = 0
     skipped: list[Skipped] = []
     with open_csv(out / "detections.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "crop", "box", "landmarks", "score", "fallback"])
         for item in extractor.iter_crops(paths, chip, progress="detect"):
             if isinstance(item, Skipped):

@@ -5,7 +5,6 @@ open-set decisions, source-photo matching (reported apart from face matches) and
 
 from __future__ import annotations
 
-import csv
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from facesuite.evaluate.plots import plot_bars, plot_histograms, plot_roc
 from facesuite.evaluate.verification import tar_figures, tar_text
 from facesuite.report.faces import ChipSource, recognition_strips, worst_errors
 from facesuite.report.html import Section, figure_html, table_html, write_html, write_json
-from facesuite.text import open_csv
+from facesuite.text import write_rows
 
 
 @dataclass
@@ -224,10 +223,7 @@ def write_recognition_report(out: Path, data: EmbeddedSet, metrics: dict, title:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     rows = _prediction_rows(data, point)
-    with open_csv(out / "predictions.csv") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "predictions.csv", rows)
     found, limits, _, _ = decisions(data, point)
     distances, labels = verification_pairs(data, seed)
     threshold = metrics["verification"]["threshold"]

@@ -112,7 +112,7 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], d
     write_json(out / "metrics.json", metrics)
     threshold = metrics["threshold"]
     with open_csv(out / "pairs.csv") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["img1", "img2", "same", "distance", "predicted_same"])
         for index, distance in zip(kept, distances):
             a, b, same = pairs[index]
