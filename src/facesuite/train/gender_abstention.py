@@ -44,7 +44,7 @@ MIN_GROUP = 30
 #: Predicted-age bands of the by-age rule (upper edges, years). 20-39 and 40-59 are apart: the
 #: faces over 60 the age head calls younger mostly fall in the second, which can then answer less.
 BAND_EDGES = (3.0, 13.0, 20.0, 40.0, 60.0)
-#: Floors tried; 1.0 never answers (a band where no floor meets the target).
+#: Floors tried; 1.0 never answers (a band where no floor can be shown to meet the target).
 FLOORS = np.append(np.round(np.arange(0.50, 0.9976, 0.0025), 4), 1.0)
 
 
@@ -122,8 +122,8 @@ def band_floors(conf: np.ndarray, right: np.ndarray, groups: dict[str, np.ndarra
 
     Each band starts at the lowest floor at which at least ``MIN_GROUP`` of its own answered faces,
     and each race's within it, meet the target; a band where no floor shows that (too few answered
-    to judge, or failing at every floor: the under-3 band, whose babies are right about 0.7 of the
-    time even at high confidence) never answers. While a group misses the target over all bands,
+    to judge, or failing at every floor: the under-3 band, whose answered babies are right 0.76-0.90
+    of the time at every floor that keeps 30 of them) never answers. While a group misses the target over all bands,
     the band holding most of its wrong answers raises its floor one step (an old face the age head
     calls 45 is held to the old faces' target through the band it falls in). From there
     :func:`_ascend` searches the answering bands' floors together."""
@@ -176,7 +176,8 @@ def _ascend(steps: list[int], conf: np.ndarray, right: np.ndarray, groups: dict[
 
     steps = list(steps)
     best = sum(answered[b, steps[b], -1] for b in range(len(steps)))
-    free = [b for b in range(len(steps)) if steps[b] < len(FLOORS) - 1]
+    never = len(FLOORS) - 1
+    free = [b for b in range(len(steps)) if steps[b] < never]
     improved = True
     while improved:
         improved = False
