@@ -39,6 +39,8 @@ from facesuite.classify.age import AGE_BANDS, age_band
 from facesuite.config import data_root
 
 RESAMPLES = 1000
+#: Penalties the anchor's 3-fold cross-validation chooses among.
+ANCHOR_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 def bootstrap(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
@@ -61,7 +63,7 @@ def ridge_anchor(cache: Path | None) -> tuple[object, float]:
     row = {str(p): i for i, p in enumerate(paths)}
     y = ages[[row[p] for p in features.paths]]
     x = features.of("plain")[:, -128:]
-    ridge = RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0), cv=3).fit(x, y)
+    ridge = RidgeCV(alphas=ANCHOR_ALPHAS, cv=3).fit(x, y)
     return ridge, float(ridge.alpha_)
 
 

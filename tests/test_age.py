@@ -50,7 +50,8 @@ def spread() -> list[Path]:
 def _head_by_hand(folder: Path, embedding: np.ndarray, hidden: np.ndarray) -> tuple[float, float, float]:
     """The age model's arithmetic read from its files with plain NumPy, as its model card states it:
     the head's log(1 + age) through its isotonic map, the companion's years, the blend row of the
-    head's band, the interval row of the stack's band."""
+    head's band (intercept, then the head's, the companion's and their distance's weights), the
+    interval row of the stack's band."""
     record = json.loads((folder / "model.json").read_text())
     weights = np.load(folder / "weights.npz")
     x = np.concatenate([hidden[: record["hidden_columns"]], embedding / np.linalg.norm(embedding)])
@@ -64,8 +65,9 @@ def _head_by_hand(folder: Path, embedding: np.ndarray, hidden: np.ndarray) -> tu
     if record["kind"] == "stack":
         years = float(standardised @ weights["companion_w"][:, 0] + weights["companion_b"][0])
         band = sum(np.expm1(z) >= edge for edge in weights["blend_edges"])
-        intercept, head_weight, companion_weight = weights["blend"][band]
-        z = intercept + head_weight * z + companion_weight * np.log1p(max(years, 0.0))
+        intercept, head_weight, companion_weight, spread_weight = weights["blend"][band]
+        companion = np.log1p(max(years, 0.0))
+        z = intercept + head_weight * z + companion_weight * companion + spread_weight * abs(companion - z)
     age = np.expm1(z)
     interval = record["interval"]
     row = min(sum(age >= edge for edge in interval["band_edges"]), len(interval["low"]) - 1)

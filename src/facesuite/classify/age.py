@@ -5,7 +5,8 @@ calibrated interval.
 The head predicts ``log(1 + age)``: errors in years grow with age, and on the log scale one
 model serves a baby and a 70-year-old alike, but it pulls older faces young. A stacked model adds
 a companion ridge on the same standardised features with the age in years as its target (better
-for older faces, worse for children) and blends the two per band of the head's predicted age.
+for older faces, worse for children) and blends the two, and how far apart they are, per band of
+the head's predicted age.
 The interval adds residual quantiles measured out of fold on the training faces (split
 conformal), one pair per predicted age band, so the interval of a predicted child is as honest
 as an adult's. A model folder holds ``model.json`` (kind, the
@@ -33,8 +34,11 @@ AGE_BANDS = (("0-2", 0, 2), ("3-12", 3, 12), ("13-19", 13, 19), ("20-39", 20, 39
 
 
 def blend_inputs(head_log_age: np.ndarray, companion_years: np.ndarray) -> np.ndarray:
-    """The stack's blend reads the head's ``log(1 + age)`` and the companion's, per face."""
-    return np.stack([head_log_age, np.log1p(np.clip(companion_years, 0.0, None))], axis=1)
+    """The stack's blend reads, per face, the head's ``log(1 + age)``, the companion's, and their
+    spread (the absolute difference): where the two disagree, a face is often older than either
+    linear mix of them says."""
+    companion_log_age = np.log1p(np.clip(companion_years, 0.0, None))
+    return np.stack([head_log_age, companion_log_age, np.abs(companion_log_age - head_log_age)], axis=1)
 
 
 def blend_band(head_log_age: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -43,10 +47,19 @@ def blend_band(head_log_age: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def stack_log_age(head_log_age: np.ndarray, companion_years: np.ndarray, edges: np.ndarray, blend: np.ndarray) -> np.ndarray:
-    """``log(1 + age)`` of the stack: its band's row of ``blend`` (intercept, head weight,
-    companion weight) applied to the two models' outputs."""
+    """``log(1 + age)`` of the stack: its band's row of ``blend`` (intercept, then the weights of
+    :func:`blend_inputs`' three columns: head, companion, spread) applied to the two models' outputs."""
     row = blend[blend_band(head_log_age, edges)]
     return row[:, 0] + np.sum(row[:, 1:] * blend_inputs(head_log_age, companion_years), axis=1)
+
+
+def years_with_interval(z: np.ndarray, band_edges: np.ndarray, low: np.ndarray,
+                        high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(age, interval low, interval high) in years from ``log(1 + age)``: the residual quantiles
+    ``low``/``high`` of the predicted age's band (below ``band_edges[i]``: row i)."""
+    age = np.clip(np.expm1(z), 0.0, None)
+    row = np.minimum(np.searchsorted(band_edges, age, side="right"), len(low) - 1)
+    return age, np.clip(np.expm1(z + low[row]), 0.0, None), np.expm1(z + high[row])
 
 
 def age_band(age: float) -> str:
@@ -97,6 +110,9 @@ class AgeHead:
             calibration = ((arrays["calibration_in"].astype(np.float64), arrays["calibration_out"].astype(np.float64))
                            if "calibration_in" in arrays else None)
             stacked = "blend" in arrays
+            if stacked and arrays["blend"].shape[1] != 4:
+                raise ValueError(f"blend rows of {arrays['blend'].shape[1]} coefficients, this version reads 4 "
+                                 "(intercept, head, companion, spread): retrain with facesuite train age")
             return cls(int(record["hidden_columns"]), arrays["mean"], arrays["scale"],
                        tuple(arrays[f"w{i}"] for i in range(layers)), tuple(arrays[f"b{i}"] for i in range(layers)),
                        np.asarray(interval["band_edges"], dtype=np.float64), np.asarray(interval["low"], dtype=np.float64),
@@ -144,7 +160,5 @@ class AgeHead:
 
     def from_log_age(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Years and the calibrated interval from the head's output."""
-        age = np.clip(np.expm1(z), 0.0, None)
-        row = np.minimum(np.searchsorted(self.band_edges, age, side="right"), len(self.low) - 1)
-        return age, np.clip(np.expm1(z + self.low[row]), 0.0, None), np.expm1(z + self.high[row])
+        return years_with_interval(z, self.band_edges, self.low, self.high)
 

@@ -12,8 +12,9 @@ output onto ``log(1 + age)`` corrects its pull towards the middle ages.
 
 The age model is then a stack: the winner's (calibrated) ``log(1 + age)`` and a companion ridge on
 the same columns with the age in years as its target (:func:`companion_of`: good for older faces,
-where the log-scale head is pulled young, poor for children) are blended by a linear map per band
-of the head's predicted age (:func:`fit_blend`), fitted on the out-of-fold outputs of both. The
+where the log-scale head is pulled young, poor for children) are blended by a linear map of the
+two and their spread per band of the head's predicted age (:func:`fit_blend`), fitted on the
+out-of-fold outputs of both. The
 interval is the stack's out-of-fold residual quantiles per predicted age band, the
 split-conformal recipe.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facesuite.classify.age import AGE_BANDS, age_band, blend_band, blend_inputs, stack_log_age
+from facesuite.classify.age import AGE_BANDS, age_band, blend_band, blend_inputs, stack_log_age, years_with_interval
 from facesuite.data import utkface_attributes
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
@@ -42,7 +43,10 @@ INTERVAL_EDGES = (3.0, 13.0, 20.0, 40.0, 60.0)
 #: Penalty of the companion ridge in years (chosen out of fold on the pass's 4,864 features; the
 #: model card has the sweep).
 COMPANION_ALPHA = 10000.0
-#: Ridge penalty of each band's blend (three coefficients, hundreds to thousands of faces a band).
+#: Predicted-age bands with their own blend row: upper edges in years (finer than the interval's
+#: from 20 up, where most faces are and the head's pull towards the middle changes fastest).
+BLEND_EDGES = (3.0, 13.0, 20.0, 30.0, 40.0, 50.0, 60.0)
+#: Ridge penalty of each band's blend (four coefficients, hundreds to thousands of faces a band).
 BLEND_ALPHA = 0.1
 #: Feature columns a candidate reads: the unit embedding alone, the pooled stages with it, or
 #: everything the pass gives (pooled stages, the last stage's input map, the embedding).
@@ -245,15 +249,16 @@ def _isotonic(x: np.ndarray, y: np.ndarray):
 
 
 def fit_blend(head_log_age: np.ndarray, companion_years: np.ndarray, log_age: np.ndarray) -> np.ndarray:
-    """The stack's blend: per band of the head's predicted age (:data:`INTERVAL_EDGES`), a ridge of
-    ``log(1 + age)`` on the head's ``log(1 + age)`` and the companion's, as rows of ``(intercept,
-    head weight, companion weight)``; a band with under 20 faces gets the all-faces fit."""
+    """The stack's blend: per band of the head's predicted age (:data:`BLEND_EDGES`), a ridge of
+    ``log(1 + age)`` on :func:`~facesuite.classify.age.blend_inputs` (the head's ``log(1 + age)``,
+    the companion's and their spread), as rows of ``(intercept, head weight, companion weight,
+    spread weight)``; a band with under 20 faces gets the all-faces fit."""
     from sklearn.linear_model import Ridge
 
     x = blend_inputs(head_log_age, companion_years)
-    band = blend_band(head_log_age, np.array(INTERVAL_EDGES))
+    band = blend_band(head_log_age, np.array(BLEND_EDGES))
     rows = []
-    for row in range(len(INTERVAL_EDGES) + 1):
+    for row in range(len(BLEND_EDGES) + 1):
         chosen = band == row if np.sum(band == row) >= 20 else np.ones(len(band), dtype=bool)
         ridge = Ridge(alpha=BLEND_ALPHA).fit(x[chosen], log_age[chosen])
         rows.append([ridge.intercept_, *ridge.coef_])
@@ -267,7 +272,6 @@ def interval_coverage(true_age: np.ndarray, low: np.ndarray, high: np.ndarray) -
 def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = None, cache: str | Path | None = None,
               folds: int = 3, seed: int = 0, extractor=None, candidates: Sequence[Candidate] = CANDIDATES) -> dict:
     """Select, fit and save the age head; returns a summary (the out-of-fold sweep included)."""
-    from facesuite.classify.age import AgeHead
     from facesuite.detect.extract import FaceExtractor
     from facesuite.embed import get_embedder
     from facesuite.train.backbone_features import pass_features
@@ -308,7 +312,7 @@ def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = 
     oof = np.zeros(len(ages))
     for fold in np.unique(fold_of):
         fit = fold_of != fold
-        oof[~fit] = stack_log_age(head_oof[~fit], companion_oof[~fit], np.array(INTERVAL_EDGES),
+        oof[~fit] = stack_log_age(head_oof[~fit], companion_oof[~fit], np.array(BLEND_EDGES),
                                   fit_blend(head_oof[fit], companion_oof[fit], log_age[fit]))
     blend = fit_blend(head_oof, companion_oof, log_age)
     interval = interval_quantiles(ages, oof)
@@ -328,7 +332,7 @@ def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = 
               "calibration_out": calibration.y_thresholds_.astype(np.float32),
               # Same columns, same rows: the companion's standardisation is the head's.
               "companion_w": companion_head.weights[0], "companion_b": companion_head.biases[0],
-              "blend_edges": np.array(INTERVAL_EDGES, dtype=np.float32), "blend": blend.astype(np.float32)}
+              "blend_edges": np.array(BLEND_EDGES, dtype=np.float32), "blend": blend.astype(np.float32)}
     for i, (w, b) in enumerate(zip(head.weights, head.biases)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
     np.savez(out / "weights.npz", **arrays)
@@ -344,7 +348,8 @@ def train_age(folder: str | Path, out: str | Path, exclude: str | Path | None = 
     }
     (out / "model.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "history.json").write_text(json.dumps({"sweep": sweep, "seed": seed}, indent=2) + "\n", encoding="utf-8")
-    _, low, high = AgeHead.load(out).from_log_age(oof)
+    # From the interval's arrays, not the written folder: the shipped folder's hashes are recorded after training.
+    _, low, high = years_with_interval(oof, *(np.array(interval[k]) for k in ("band_edges", "low", "high")))
     return {"out": str(out), "train_faces": int(len(ages)), "skipped": [s.reason for s in skipped], "chosen": chosen.name,
             "head_oof_mae_uncalibrated": round(mae, 3), "oof_mae": round(stack_mae, 3),
             "oof_interval_coverage": round(interval_coverage(ages, low, high), 4), "sweep": sweep}
