@@ -339,3 +339,22 @@ def test_searched_gender_floors_hold_every_group_and_answer_more_adults_than_a_g
     for choice in product(*[grid if floor < 1.0 else (1.0,) for floor in floors]):  # a band that never answers stays so
         tried = answers(calibration, list(choice), margin, ages)
         assert not held(tried) or np.sum(tried & adult) <= np.sum(answered & adult), (choice, floors)
+
+
+def test_abstention_choice_prefers_a_rule_holding_every_group_else_the_closest() -> None:
+    """Of the nested summaries, the rule shipped keeps every group with 30+ answered faces at 0.95
+    and answers the most adults; when none keeps them all, the one whose worst group comes closest
+    wins, not the one answering most (it would ship a failing group)."""
+    from facesuite.train.gender_abstention import choose
+
+    def summary(coverage: float, child_accuracy: float, babies_answered: int) -> dict:
+        return {"all": {"answered": 900, "answered_accuracy": 0.97}, "13+": {"answered": 800, "coverage": coverage, "answered_accuracy": 0.98},
+                "age 3-12": {"answered": 120, "answered_accuracy": child_accuracy},
+                "age 0-2": {"answered": babies_answered, "answered_accuracy": 0.5}}
+
+    holding = {("by-age", 0.95): summary(0.90, 0.94, 5), ("by-age", 0.965): summary(0.85, 0.96, 5),
+               ("age-blind", 0.95): summary(0.70, 0.97, 5)}
+    assert choose(holding) == ("by-age", 0.965)  # 0.90 answers more, but its children fall to 0.94
+    none_holding = {("by-age", 0.95): summary(0.90, 0.93, 5), ("by-age", 0.965): summary(0.85, 0.945, 5),
+                    ("age-blind", 0.95): summary(0.70, 0.97, 40)}  # 40 babies answered at 0.5: judged
+    assert choose(none_holding) == ("by-age", 0.965)

@@ -249,6 +249,24 @@ def out_of_fold_p_female(features, female: np.ndarray, fold_of: np.ndarray, c: f
     return p_female
 
 
+def worst_group(summary: dict) -> float:
+    """The lowest answered accuracy of a group with at least ``MIN_GROUP`` answered faces in one
+    nested summary (as on the fitting folds, fewer cannot be judged: about ten of the 920 training
+    babies are answered, those the age head takes for adults)."""
+    return min((v["answered_accuracy"] for k, v in summary.items()
+                if k not in ("all", "13+") and v["answered"] >= MIN_GROUP), default=1.0)
+
+
+def choose(nested: dict[tuple[str, float], dict]) -> tuple[str, float]:
+    """The (rule, target) to ship: of those keeping every judged group at 0.95 nested, the one
+    answering the most faces aged 13+; when none does, the one coming closest (highest worst
+    group), not the one answering most."""
+    meets = [choice for choice in nested if worst_group(nested[choice]) >= 0.95]
+    if meets:
+        return max(meets, key=lambda choice: (nested[choice]["13+"]["coverage"], worst_group(nested[choice])))
+    return max(nested, key=lambda choice: (worst_group(nested[choice]), nested[choice]["13+"]["coverage"]))
+
+
 def train_abstention(folder: str | Path, gender_model: str | Path, age_model: str | Path, cache: str | Path | None = None,
                      folds: int = 3, seed: int = 0, extractor=None, write: bool = True) -> dict:
     """Select the abstention rule and floor for ``gender_model`` and (``write``) record it in its
@@ -329,15 +347,7 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
                 answered[held] = answers(calibration, floors, margin[held], predicted_age[held])
             nested[rule, target] = summarise(answered, right, groups, adult)
 
-    def worst(choice: tuple[str, float]) -> float:
-        """The lowest answered accuracy of a group with at least ``MIN_GROUP`` answered faces (as
-        on the fitting folds, fewer cannot be judged: about ten of the 920 training babies are
-        answered, those the age head takes for adults)."""
-        return min((v["answered_accuracy"] for k, v in nested[choice].items()
-                    if k not in ("all", "13+") and v["answered"] >= MIN_GROUP), default=1.0)
-
-    meets = [choice for choice in nested if worst(choice) >= 0.95]
-    chosen, target = max(meets or list(nested), key=lambda choice: (nested[choice]["13+"]["coverage"], worst(choice)))
+    chosen, target = choose(nested)
     final = {}
     for rule in ("age-blind", "by-age"):
         calibration = fit_rule(rule, margin, right, predicted_age)

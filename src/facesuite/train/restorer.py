@@ -111,7 +111,7 @@ def train_restorer(dataset: IdentityDataset, out: str | Path, options: RestorerO
         loss.backward()
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     network.eval()
