@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,6 @@ def _ascend(steps: list[int], conf: np.ndarray, right: np.ndarray, groups: dict[
     aged 13+ while every group still meets the target (:func:`_failing`'s rule) is taken, until no
     pair adds one. Moving two floors at once lets one band answer more where another answers less,
     which the greedy raise never undoes."""
-    from itertools import combinations
 
     columns = np.column_stack([*groups.values(), adult]).astype(np.int64)
     # answered[b, i, g]: faces of group g in band b answered at FLOORS[i]; right_answered likewise.
