@@ -209,11 +209,14 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
 
 def register(groups: dict) -> None:
     root = groups["root"]
-    verify = root.add_parser("verify", help="same person or not, for two images", description="Compare two face images by embedding distance.")
-    verify.add_argument("first")
-    verify.add_argument("second")
+    verify = root.add_parser("verify", help="same person or not, for two images",
+                             description="Same person or not: the distance between the main face of each image (its most "
+                                         "prominent one) against the verification threshold. To find a person among the "
+                                         "faces of a group photo, enrol them and run gallery identify --all-faces.")
+    verify.add_argument("first", help="an image; its main face is compared")
+    verify.add_argument("second", help="an image; its main face is compared")
     verify.add_argument("--threshold", type=COSINE_DISTANCE, default=None, help="override the calibrated threshold")
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--json", action="store_true", help="the result as one JSON object")
     add_embedder_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
