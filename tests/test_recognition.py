@@ -124,6 +124,24 @@ def test_gallery_enroll_identify_list_remove(samples: Path, tmp_path: Path, bad_
     assert "Colin_Powell" not in [e["identity"] for e in listing["identities"]]
 
 
+def test_gallery_list_names_the_embedders_that_can_search_it(samples: Path, tmp_path: Path, capsys) -> None:
+    gallery = str(tmp_path / "gallery")
+    assert main(["gallery", "enroll", str(samples / "people"), "--gallery", gallery, "--embedder", "dlib-onnx"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "list", "--gallery", gallery]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    named = re.search(r"\(--embedder ([\w-]+(?: or [\w-]+)*);", summary)
+    assert named, summary
+    embedders = named.group(1).split(" or ")
+    assert "dlib-onnx" in embedders  # the one it was enrolled with
+    # Every embedder the line names searches the gallery; one it does not name is refused.
+    photo = str(samples / "photos" / "Colin_Powell_0003.jpg")
+    for name in [*embedders, "dlib-int8"]:
+        code = main(["gallery", "identify", photo, "--gallery", gallery, "--embedder", name])
+        assert code == (0 if name in embedders else 2), name
+    assert "gallery was built with embedder" in capsys.readouterr().err
+
+
 def test_gallery_errors(tmp_path: Path, samples: Path, capsys) -> None:
     image = _images(samples / "people", "Colin_Powell")[0]
     assert main(["gallery", "identify", str(image), "--gallery", str(tmp_path / "none")]) == 2

@@ -102,6 +102,7 @@ def _write_rows(rows: list[dict], csv_path: str) -> None:
 
 
 def cmd_gallery_list(args: argparse.Namespace) -> int:
+    from facesuite.embed import embedders_of_space
     from facesuite.gallery import open_gallery
 
     with open_gallery(args.gallery) as gallery:
@@ -112,10 +113,15 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
         else:
             for identity, count in entries:
                 print(f"{identity}\t{count}")
-            # The store records the vectors' space (the embedders that give them), and its threshold
-            # is the ceiling of every search threshold (facesuite.decide), tighter per distortion type.
+            # The store records the vectors' space, named after one embedder of it: the line names
+            # every embedder that can search it, so enrolling with the default does not read as
+            # another embedder. Its threshold is the ceiling of every search threshold
+            # (facesuite.decide), tighter per distortion type.
+            embedders = embedders_of_space(gallery.embedder)
+            searched_by = (f"--embedder {' or '.join(sorted(embedders))}" if embedders
+                           else f"vectors of {gallery.embedder}'s space, which no installed embedder gives")
             print(f"{counted(len(entries), 'identity', 'identities')}, {counted(len(gallery), 'face', 'faces')} "
-                  f"(vectors of {gallery.embedder}'s space; threshold at most {gallery.threshold:.4f}, tighter per distortion type)")
+                  f"({searched_by}; threshold at most {gallery.threshold:.4f}, tighter per distortion type)")
     return 0
 
 
