@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from facesuite.cli.summary import counted
+
 
 def _fallback_box(text: str) -> tuple[float, float, float, float]:
     try:
@@ -118,9 +120,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         print(
-            f"{report['images']} images: {report['detected']} faces detected, {report['fallback']} centre-box "
-            f"fallbacks, {report['skipped']} skipped; {report['ms_per_image']} ms/image. "
-            f"Crops and detections.csv in {args.out}"
+            f"{counted(report['images'], 'image', 'images')}: {counted(report['detected'], 'face', 'faces')} detected, "
+            f"{counted(report['fallback'], 'centre-box fallback', 'centre-box fallbacks')}, {report['skipped']} skipped; "
+            f"{report['ms_per_image']} ms/image. Crops and detections.csv in {args.out}"
         )
     return exit_status(args.paths, summary.skipped)
 
