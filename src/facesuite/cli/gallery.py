@@ -142,8 +142,10 @@ def register(groups: dict) -> None:
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
     enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg, or photos under one name",
                                 description="Enrol identity folders, photos under one name (--identity), or named "
-                                            "clusters. A photo an identity already holds (the same file content) is "
-                                            "not enrolled again: a re-run says how many were already there.")
+                                            "clusters. Each photo gives its main face (its most prominent one): to enrol "
+                                            "one person of a group photo, enrol a cluster of theirs (--from-clusters). A "
+                                            "photo an identity already holds (the same file content) is not enrolled "
+                                            "again: a re-run says how many were already there.")
     enroll.add_argument("paths", nargs="*", metavar="DIR|PHOTO",
                         help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file "
                              "and identity columns, or CelebA's 'image identity' lines); with --identity: photos or "
