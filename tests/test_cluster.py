@@ -198,6 +198,29 @@ def test_gallery_names_clusters_and_enrols_from_clusters(facecom_b: Path, tmp_pa
     assert all(name is None for cluster, name in names.items() if cluster != int(colin))
 
 
+def test_one_person_of_a_group_photo_is_enrolled_from_their_cluster(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    left, right = (_photos(facecom_b, person, 0, 1)[0] for person in PEOPLE[:2])
+    group = tmp_path / "photos" / "group.jpg"
+    group.parent.mkdir()
+    Image.fromarray(np.concatenate([np.asarray(Image.open(left)), np.asarray(Image.open(right))], axis=1)).save(group, quality=95)
+    out, gallery = tmp_path / "out", tmp_path / "gallery"
+    assert main(["cluster", str(group), "--out", str(out)]) == 0
+    rows = [row for row in _rows(out) if row["cluster"]]
+    assert len(rows) == 2
+    # The face on the right half of the photo (the second person), alone in its cluster.
+    right_face = max(rows, key=lambda row: float(row["x1"]))
+    assert main(["gallery", "enroll", "--gallery", str(gallery), "--from-clusters", str(out),
+                 "--name", f"{right_face['cluster']}={PEOPLE[1]}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"enrolled {PEOPLE[1]}: 1 face" in lines
+    assert any(line.startswith("enrolled 1 identity (1 face) from ") for line in lines)
+    answers = tmp_path / "who.csv"
+    assert main(["gallery", "identify", str(group), "--all-faces", "--gallery", str(gallery), "--csv", str(answers)]) == 0
+    named = {row["face"]: row["identity"] for row in csv.DictReader(open(answers))}
+    assert named[right_face["face"]] == PEOPLE[1]
+    assert [who for face, who in named.items() if face != right_face["face"]] == ["unknown"]
+
+
 def test_bad_input_is_one_line_and_counted(facecom_b: Path, tmp_path: Path, bad_files: dict[str, Path], capsys) -> None:
     folder = tmp_path / "photos"
     _copy(_photos(facecom_b, "Colin_Powell", 0, 2), folder)

@@ -59,8 +59,9 @@ def _enroll_clusters(args: argparse.Namespace) -> int:
     with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
         added = enroll_clusters(gallery, clusters, names)
     for name, faces in added.items():
-        print(f"enrolled {name}: {faces} faces")
-    print(f"enrolled {len(added)} identities ({sum(added.values())} faces) from {args.from_clusters} into {args.gallery}")
+        print(f"enrolled {name}: {counted(faces, 'face', 'faces')}")
+    print(f"enrolled {counted(len(added), 'identity', 'identities')} ({counted(sum(added.values()), 'face', 'faces')}) "
+          f"from {args.from_clusters} into {args.gallery}")
     return 0
 
 
