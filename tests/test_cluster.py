@@ -128,6 +128,28 @@ def test_no_face_and_unrecognisable_faces_stay_unclustered(facecom_b: Path, tmp_
     assert {by_path[str(p)].cluster for p in photos} == {by_path[str(photos[0])].cluster}
 
 
+def test_summary_counts_boxes_with_no_face_apart_from_faces(samples: Path, tmp_path: Path, analysis, capsys) -> None:
+    # A white page and a noise image have only their flagged centre box, and no face in it.
+    blank, noise = tmp_path / "blank.png", tmp_path / "noise.png"
+    Image.new("RGB", (224, 224), (255, 255, 255)).save(blank)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
+    photos = [*sorted((samples / "photos").glob("*.jpg")), blank, noise]
+    # What analyze finds in the same photos, every face of each (read independently of clustering).
+    boxes = [face for faces in analysis.get_batch(photos, max_faces=None) for face in faces]
+    empty = sum(face.no_face for face in boxes)
+    faces = len(boxes) - empty
+    floor = analysis.quality.floor
+    below_floor = sum(not face.no_face and face.quality < floor for face in boxes)
+    assert empty >= 2 and faces > 0
+    out = tmp_path / "out"
+    assert main(["cluster", *map(str, photos), "--out", str(out)]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    no_face_boxes = f"{empty} boxes" if empty > 1 else "1 box"
+    assert summary.startswith(f"{faces} faces ({faces} new) in {len(photos)} photos, {no_face_boxes} with no face: ")
+    unclustered = f"{below_floor} face" + ("" if below_floor == 1 else "s")
+    assert summary.endswith(f"{unclustered} unclustered; 0 files skipped")
+
+
 def test_update_keeps_old_ids_and_embeds_only_new_photos(facecom_b: Path, tmp_path: Path, capsys) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     for person in PEOPLE[:2]:
@@ -174,6 +196,29 @@ def test_gallery_names_clusters_and_enrols_from_clusters(facecom_b: Path, tmp_pa
     names = {c["id"]: c["name"] for c in record["clusters"]}
     assert names[int(colin)] == "Colin"
     assert all(name is None for cluster, name in names.items() if cluster != int(colin))
+
+
+def test_one_person_of_a_group_photo_is_enrolled_from_their_cluster(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    left, right = (_photos(facecom_b, person, 0, 1)[0] for person in PEOPLE[:2])
+    group = tmp_path / "photos" / "group.jpg"
+    group.parent.mkdir()
+    Image.fromarray(np.concatenate([np.asarray(Image.open(left)), np.asarray(Image.open(right))], axis=1)).save(group, quality=95)
+    out, gallery = tmp_path / "out", tmp_path / "gallery"
+    assert main(["cluster", str(group), "--out", str(out)]) == 0
+    rows = [row for row in _rows(out) if row["cluster"]]
+    assert len(rows) == 2
+    # The face on the right half of the photo (the second person), alone in its cluster.
+    right_face = max(rows, key=lambda row: float(row["x1"]))
+    assert main(["gallery", "enroll", "--gallery", str(gallery), "--from-clusters", str(out),
+                 "--name", f"{right_face['cluster']}={PEOPLE[1]}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"enrolled {PEOPLE[1]}: 1 face" in lines
+    assert any(line.startswith("enrolled 1 identity (1 face) from ") for line in lines)
+    answers = tmp_path / "who.csv"
+    assert main(["gallery", "identify", str(group), "--all-faces", "--gallery", str(gallery), "--csv", str(answers)]) == 0
+    named = {row["face"]: row["identity"] for row in csv.DictReader(open(answers))}
+    assert named[right_face["face"]] == PEOPLE[1]
+    assert [who for face, who in named.items() if face != right_face["face"]] == ["unknown"]
 
 
 def test_bad_input_is_one_line_and_counted(facecom_b: Path, tmp_path: Path, bad_files: dict[str, Path], capsys) -> None:

@@ -138,6 +138,17 @@ def test_detect_command_writes_crops_and_csv(samples: Path, tmp_path: Path, bad_
     assert all((tmp_path / "out" / r["crop"]).is_file() for r in rows)
 
 
+def test_detect_summary_counts_one_of_each_in_the_singular(samples: Path, tmp_path: Path, capsys) -> None:
+    photos = [samples / "photos" / "no_face.png", samples / "photos" / "Colin_Powell_0003.jpg"]
+    out = tmp_path / "out"
+    assert main(["detect", *map(str, photos), "--out", str(out)]) == 0
+    summary = capsys.readouterr().out.strip()
+    rows = list(csv.DictReader(open(out / "detections.csv")))
+    fallbacks = sum(row["fallback"] == "1" for row in rows)
+    assert (len(rows), fallbacks) == (2, 1)  # the blank image falls back to the centre box
+    assert summary.startswith("2 images: 1 face detected, 1 centre-box fallback, 0 skipped; ")
+
+
 def test_detect_missing_path_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["detect", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()

@@ -44,6 +44,33 @@ def test_verify_bad_input_is_one_line_error(samples: Path, bad_files, capsys) ->
     assert str(bad_files["text"]) in err and "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["verify", "{a}", "{b}", "--threshold", "-1"], "--threshold"),      # a cosine distance is 0 to 2
+    (["verify", "{a}", "{b}", "--threshold", "2.5"], "--threshold"),
+    (["analyze", "{a}", "--min-score", "7"], "--min-score"),              # a detector score is 0 to 1
+    (["calibrate", "{people}", "--far", "5", "--save-to", "{out}"], "--far"),  # a rate is 0 to 1
+])
+def test_out_of_range_numbers_are_refused(samples: Path, tmp_path: Path, capsys, argv: list[str], option: str) -> None:
+    powell = _images(samples / "people", "Colin_Powell")
+    places = {"a": powell[0], "b": powell[1], "people": samples / "people", "out": tmp_path / "calibration"}
+    with pytest.raises(SystemExit) as exit_info:
+        main([part.format(**places) for part in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected a number from 0 to " in err and "Traceback" not in err
+    assert not (tmp_path / "calibration").exists()  # nothing fitted or stored
+
+
+def test_verify_threshold_in_range_decides_the_pair(samples: Path, capsys) -> None:
+    powell = _images(samples / "people", "Colin_Powell")
+    distance = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json"])["distance"]
+    # Just above and just below the pair's own distance, the given threshold decides it.
+    above = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json", "--threshold", f"{distance + 0.001:.6f}"])
+    below = _run_json(capsys, ["verify", str(powell[0]), str(powell[1]), "--json", "--threshold", f"{distance - 0.001:.6f}"])
+    assert above["same"] and not below["same"]
+    assert above["threshold_source"] == below["threshold_source"] == "given threshold"
+
+
 def test_threshold_at_far_accepts_the_target_share_of_impostors() -> None:
     impostor = np.linspace(0.1, 1.0, 1000)
     threshold = threshold_at_far(np.array([0.01]), impostor, 0.01)
@@ -95,6 +122,24 @@ def test_gallery_enroll_identify_list_remove(samples: Path, tmp_path: Path, bad_
     assert main(["gallery", "remove", "Colin_Powell", "--gallery", gallery]) == 0
     listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
     assert "Colin_Powell" not in [e["identity"] for e in listing["identities"]]
+
+
+def test_gallery_list_names_the_embedders_that_can_search_it(samples: Path, tmp_path: Path, capsys) -> None:
+    gallery = str(tmp_path / "gallery")
+    assert main(["gallery", "enroll", str(samples / "people"), "--gallery", gallery, "--embedder", "dlib-onnx"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "list", "--gallery", gallery]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    named = re.search(r"\(--embedder ([\w-]+(?: or [\w-]+)*);", summary)
+    assert named, summary
+    embedders = named.group(1).split(" or ")
+    assert "dlib-onnx" in embedders  # the one it was enrolled with
+    # Every embedder the line names searches the gallery; one it does not name is refused.
+    photo = str(samples / "photos" / "Colin_Powell_0003.jpg")
+    for name in [*embedders, "dlib-int8"]:
+        code = main(["gallery", "identify", photo, "--gallery", gallery, "--embedder", name])
+        assert code == (0 if name in embedders else 2), name
+    assert "gallery was built with embedder" in capsys.readouterr().err
 
 
 def test_gallery_errors(tmp_path: Path, samples: Path, capsys) -> None:

@@ -177,6 +177,17 @@ def test_missing_and_empty_files_are_400(client: TestClient, bad_files: dict[str
     assert response.status_code == 400 and "empty" in response.json()["error"]
 
 
+def test_verify_names_the_missing_field(client: TestClient, samples: Path) -> None:
+    photo = _image(samples / "people", "Colin_Powell")
+    one = client.post("/verify", files=[_upload(photo, "image1")])
+    assert one.status_code == 400 and one.json()["error"] == "no file uploaded in field 'image2'"
+    # A file under another field name is no file in either field.
+    neither = client.post("/verify", files=[_upload(photo, "a"), _upload(photo, "b")])
+    assert neither.status_code == 400 and neither.json()["error"] == "no file uploaded in fields 'image1' and 'image2'"
+    both = client.post("/verify", files=[_upload(photo, "image1"), _upload(photo, "image2")])
+    assert both.status_code == 200 and both.json()["same"]
+
+
 def test_too_large_upload_is_413(client: TestClient) -> None:
     response = client.post("/verify", files=[("image1", ("big.jpg", b"\xff" * (LIMIT + 1), "image/jpeg"))])
     assert response.status_code == 413

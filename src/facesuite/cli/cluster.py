@@ -25,12 +25,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     print_skips(clusters.skipped)
     write_clusters(clusters, out, f"Who is in these photos: {', '.join(args.paths)}")
     ids = clusters.ids()
-    added = len(clusters.faces) - (len(previous.faces) if previous else 0)
-    print(f"{counted(len(clusters.faces), 'face', 'faces')} ({added} new) in {counted(len({f.path for f in clusters.faces}), 'photo', 'photos')}: "
+    # A box with no face (a blank photo's centre box) is counted as such, as analyze counts it,
+    # never as a face, and so never as a face left unclustered.
+    faces = sum(not face.no_face for face in clusters.faces)
+    no_face = len(clusters.faces) - faces
+    unclustered = sum(not clusters.faces[row].no_face for row in clusters.unclustered())
+    added = faces - (sum(not face.no_face for face in previous.faces) if previous else 0)
+    print(f"{counted(faces, 'face', 'faces')} ({added} new) in {counted(len({f.path for f in clusters.faces}), 'photo', 'photos')}, "
+          f"{counted(no_face, 'box', 'boxes')} with no face: "
           f"{counted(len(ids), 'cluster', 'clusters')} "
           f"({sum(clusters.size(c) > 1 for c in ids)} of two or more faces"
           + (f", {len(clusters.names)} named from the gallery" if args.gallery else "")
-          + f"), {counted(len(clusters.unclustered()), 'face', 'faces')} unclustered; {counted(len(clusters.skipped), 'file', 'files')} skipped")
+          + f"), {counted(unclustered, 'face', 'faces')} unclustered; {counted(len(clusters.skipped), 'file', 'files')} skipped")
     print(f"wrote clusters.csv, clusters.json and report.html to {out}")
     return exit_status(args.paths, clusters.skipped)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from facesuite.cli.summary import counted
 
 
 def _fallback_box(text: str) -> tuple[float, float, float, float]:
@@ -17,12 +19,27 @@ def _fallback_box(text: str) -> tuple[float, float, float, float]:
     return cx, cy, width, height
 
 
+def number_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``, so that a score, rate or distance out
+    of its range is refused on the command line instead of quietly matching nothing or everything."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, not {text}")
+        return value
+
+    return parse
+
+
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
     group.add_argument("--assume-cropped", action="store_true", help="images are already face crops: skip detection")
     group.add_argument("--fallback-box", type=_fallback_box, default=None, metavar="CX,CY,W,H",
                        help="box used when no face is found, as fractions of the image (default 0.5,0.51,0.37,0.49)")
-    group.add_argument("--min-score", type=float, default=None, help="lowest MTCNN score accepted as a face (default 0.9)")
+    group.add_argument("--min-score", type=number_between(0, 1), default=None, help="lowest MTCNN score accepted as a face (default 0.9)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
 
 
@@ -103,9 +120,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         print(
-            f"{report['images']} images: {report['detected']} faces detected, {report['fallback']} centre-box "
-            f"fallbacks, {report['skipped']} skipped; {report['ms_per_image']} ms/image. "
-            f"Crops and detections.csv in {args.out}"
+            f"{counted(report['images'], 'image', 'images')}: {counted(report['detected'], 'face', 'faces')} detected, "
+            f"{counted(report['fallback'], 'centre-box fallback', 'centre-box fallbacks')}, {report['skipped']} skipped; "
+            f"{report['ms_per_image']} ms/image. Crops and detections.csv in {args.out}"
         )
     return exit_status(args.paths, summary.skipped)
 

@@ -59,8 +59,9 @@ def _enroll_clusters(args: argparse.Namespace) -> int:
     with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
         added = enroll_clusters(gallery, clusters, names)
     for name, faces in added.items():
-        print(f"enrolled {name}: {faces} faces")
-    print(f"enrolled {len(added)} identities ({sum(added.values())} faces) from {args.from_clusters} into {args.gallery}")
+        print(f"enrolled {name}: {counted(faces, 'face', 'faces')}")
+    print(f"enrolled {counted(len(added), 'identity', 'identities')} ({counted(sum(added.values()), 'face', 'faces')}) "
+          f"from {args.from_clusters} into {args.gallery}")
     return 0
 
 
@@ -102,6 +103,7 @@ def _write_rows(rows: list[dict], csv_path: str) -> None:
 
 
 def cmd_gallery_list(args: argparse.Namespace) -> int:
+    from facesuite.embed import embedders_of_space
     from facesuite.gallery import open_gallery
 
     with open_gallery(args.gallery) as gallery:
@@ -112,10 +114,15 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
         else:
             for identity, count in entries:
                 print(f"{identity}\t{count}")
-            # The store records the vectors' space (the embedders that give them), and its threshold
-            # is the ceiling of every search threshold (facesuite.decide), tighter per distortion type.
+            # The store records the vectors' space, named after one embedder of it: the line names
+            # every embedder that can search it, so enrolling with the default does not read as
+            # another embedder. Its threshold is the ceiling of every search threshold
+            # (facesuite.decide), tighter per distortion type.
+            embedders = embedders_of_space(gallery.embedder)
+            searched_by = (f"--embedder {' or '.join(sorted(embedders))}" if embedders
+                           else f"vectors of {gallery.embedder}'s space, which no installed embedder gives")
             print(f"{counted(len(entries), 'identity', 'identities')}, {counted(len(gallery), 'face', 'faces')} "
-                  f"(vectors of {gallery.embedder}'s space; threshold at most {gallery.threshold:.4f}, tighter per distortion type)")
+                  f"({searched_by}; threshold at most {gallery.threshold:.4f}, tighter per distortion type)")
     return 0
 
 
@@ -136,8 +143,10 @@ def register(groups: dict) -> None:
     actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
     enroll = actions.add_parser("enroll", help="enroll DIR/<identity>/*.jpg, or photos under one name",
                                 description="Enrol identity folders, photos under one name (--identity), or named "
-                                            "clusters. A photo an identity already holds (the same file content) is "
-                                            "not enrolled again: a re-run says how many were already there.")
+                                            "clusters. Each photo gives its main face (its most prominent one): to enrol "
+                                            "one person of a group photo, enrol a cluster of theirs (--from-clusters). A "
+                                            "photo an identity already holds (the same file content) is not enrolled "
+                                            "again: a re-run says how many were already there.")
     enroll.add_argument("paths", nargs="*", metavar="DIR|PHOTO",
                         help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file "
                              "and identity columns, or CelebA's 'image identity' lines); with --identity: photos or "

@@ -6,11 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, detector_settings, print_skips
+from facesuite.cli.detect import add_detector_options, detector_settings, number_between, print_skips
 from facesuite.cli.summary import print_summary
 from facesuite.errors import InputError
 from facesuite.evaluate.open_set import PROTOCOLS
 from facesuite.text import output_folder
+
+# A cosine distance between unit vectors runs from 0 (same direction) to 2 (opposite).
+COSINE_DISTANCE = number_between(0, 2)
 
 
 def add_embedder_options(parser: argparse.ArgumentParser, routing_flag: bool = True) -> None:
@@ -206,18 +209,21 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
 
 def register(groups: dict) -> None:
     root = groups["root"]
-    verify = root.add_parser("verify", help="same person or not, for two images", description="Compare two face images by embedding distance.")
-    verify.add_argument("first")
-    verify.add_argument("second")
-    verify.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
-    verify.add_argument("--json", action="store_true")
+    verify = root.add_parser("verify", help="same person or not, for two images",
+                             description="Same person or not: the distance between the main face of each image (its most "
+                                         "prominent one) against the verification threshold. To find a person among the "
+                                         "faces of a group photo, enrol them and run gallery identify --all-faces.")
+    verify.add_argument("first", help="an image; its main face is compared")
+    verify.add_argument("second", help="an image; its main face is compared")
+    verify.add_argument("--threshold", type=COSINE_DISTANCE, default=None, help="override the calibrated threshold")
+    verify.add_argument("--json", action="store_true", help="the result as one JSON object")
     add_embedder_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
     calibrate = root.add_parser("calibrate", help="pick the verification threshold at a target false-accept rate",
                                 description="Calibrate the same-person threshold on identity folders and store it for the embedder.")
     calibrate.add_argument("dir", help="identity folders DIR/<identity>/*.jpg, or a list of images and identities (a CSV with file and identity columns, or CelebA's 'image identity' lines)")
-    calibrate.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01)")
+    calibrate.add_argument("--far", type=number_between(0, 1), default=0.01, help="target false-accept rate (default 0.01)")
     calibrate.add_argument("--split", help="file of identities to leave out (e.g. your test identities)")
     calibrate.add_argument("--with-distorted", action="store_true", help="also use DIR/<identity>/distortion/* images")
     calibrate.add_argument("--save-to", help="folder to store calibration/<embedder>.json in (default $FACESUITE_HOME)")
@@ -236,7 +242,7 @@ def register(groups: dict) -> None:
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--split", help="evaluate only the identities listed in this file")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the verification pairs")
-    evaluate.add_argument("--threshold", type=float, default=None)
+    evaluate.add_argument("--threshold", type=COSINE_DISTANCE, default=None)
     evaluate.add_argument("--protocol", choices=PROTOCOLS, default=None,
                           help="facecom: every clean image enrolled, every distorted copy a probe; cross: alternate clean "
                                "images enrolled, the distorted copies of the others probes (a new photo of an enrolled "
@@ -261,7 +267,7 @@ def register(groups: dict) -> None:
     pairs.add_argument("--images", help="LFW's image folder, <name>/<name>_<i:04d>.jpg (default: beside pairs.txt, or its lfw/); "
                                         "for a .bin, where its images are written, in a folder named after it (default: OUT/images)")
     pairs.add_argument("--out", required=True)
-    pairs.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    pairs.add_argument("--threshold", type=COSINE_DISTANCE, default=None, help="override the calibrated threshold")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the 10-fold split")
     add_embedder_options(pairs)
     pairs.set_defaults(handler=cmd_eval_verification)

@@ -88,7 +88,7 @@ def register(groups: dict) -> None:
                             description="Serve the REST API (/analyze, /verify, /gallery/..., /explain, /health) "
                                         "and the dashboard pages from one process.")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--gallery", metavar="URI", help="gallery: a folder, NAME.db (Milvus Lite) or milvus://HOST:PORT/COLLECTION "
                                                       "(default the folder $FACESUITE_HOME/gallery)")
     serve.add_argument("--embedder", default="default", help="embedder backend by registered name")

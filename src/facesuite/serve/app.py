@@ -125,7 +125,7 @@ def create_app(
     def verify(image1: Upload = None, image2: Upload = None,
                images: bool = Query(False, description="add both aligned crops as data URIs")) -> dict:
         """Same person or not: cosine distance against the calibrated threshold."""
-        first, second = read_uploads([image1, image2], max_upload_bytes, "image1 and image2")
+        first, second = read_uploads([image1, image2], max_upload_bytes, ("image1", "image2"))
         return service.call(service.verify, first, second, images)
 
     @app.post("/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})

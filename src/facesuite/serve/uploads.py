@@ -29,14 +29,19 @@ def _describe_upload(error: InputError, name: str) -> ApiError:
     return ApiError(415, f"{name}: not a readable image: {error.message}")
 
 
-def read_uploads(uploads: Sequence[UploadFile | None], limit: int, field_name: str = "image") -> list[Decoded]:
+def read_uploads(uploads: Sequence[UploadFile | None], limit: int, fields: Sequence[str] | None = None) -> list[Decoded]:
     """Each upload read into memory (at most ``limit`` bytes) and decoded, named by its file name;
-    nothing is written to disk and a client's file name never becomes a path."""
-    present = [u for u in uploads if u is not None and (u.filename or u.size)]
-    if len(present) < len(uploads) or not present:
-        raise ApiError(400, f"no file uploaded in field {field_name!r}")
+    nothing is written to disk and a client's file name never becomes a path. ``fields``: the form
+    field of each upload when they are separate fields (default: every one from ``image``), so that
+    a missing file is answered with the field it was expected in."""
+    names = list(fields) if fields is not None else ["image"] * len(uploads)
+    missing = list(dict.fromkeys(name for upload, name in zip(uploads, names)
+                                 if upload is None or not (upload.filename or upload.size)))
+    if missing:
+        listed = " and ".join(repr(name) for name in missing)
+        raise ApiError(400, f"no file uploaded in field{'s' if len(missing) > 1 else ''} {listed}")
     decoded = []
-    for upload in present:
+    for upload, field_name in zip(uploads, names):
         name = upload.filename or field_name
         data = upload.file.read(limit + 1)
         if len(data) > limit:
