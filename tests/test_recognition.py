@@ -309,6 +309,32 @@ def test_eval_verification_on_a_pair_list(facecom_b: Path, tmp_path: Path, bad_f
     assert str(bad_files["text"]) in capsys.readouterr().err
 
 
+def test_eval_verification_answers_each_pair_as_verify_does(facecom_b: Path, tmp_path: Path, capsys) -> None:
+    """A pair with a blank image is answered ``no face`` (never the same person at any threshold of
+    the curves), as ``verify`` answers it, and every pair's answer in pairs.csv is the one
+    ``facesuite verify --json`` prints for the same two images."""
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (250, 250), (128, 128, 128)).save(blank)
+    colin, hugo = _images(facecom_b.resolve(), "Colin_Powell"), _images(facecom_b.resolve(), "Hugo_Chavez")
+    pairs = [(colin[0], colin[1], 1), (hugo[0], hugo[1], 1), (colin[0], hugo[0], 0), (colin[2], blank, 1), (blank, hugo[2], 0)]
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("img1,img2,same\n" + "".join(f"{a},{b},{same}\n" for a, b, same in pairs))
+    out = tmp_path / "verification"
+    assert main(["eval", "verification", str(listing), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    written = list(csv.DictReader(open(out / "pairs.csv", newline="")))
+    assert metrics["no_face_pairs"] == 2 and [r["decision"] for r in written][3:] == ["no face", "no face"]
+    assert all(r["distance"] == "" and r["predicted_same"] == "0" for r in written[3:])
+    # The no-face genuine pair is a miss at every threshold: accuracy 4 of 5 at the operating point.
+    assert metrics["accuracy_at_threshold"] == pytest.approx(4 / 5)
+    capsys.readouterr()
+    for row in written:
+        assert main(["verify", row["img1"], row["img2"], "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["decision"] == row["decision"], row
+
+
 def test_eval_verification_reads_pair_lists_as_data_sets_write_them(facecom_b: Path, tmp_path: Path, capsys) -> None:
     """Pair lists without a header (``img1 img2 1`` lines split on white space, relative paths) and
     with other column names (tab-separated ``path1 path2 label``) give the same pairs; a line

@@ -189,19 +189,20 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     # A .bin carries its images: they are written out once, for the report to show.
     pairs = read_pair_bin(args.pairs, args.images or out / "images") if is_pair_bin(args.pairs) else read_pairs(args.pairs, args.images)
     analysis = recognition_analysis(args)
-    distances, labels, kept, skipped = pair_distances(analysis, pairs, source=args.pairs)
-    print_skips(skipped)
-    metrics = verification_metrics(distances, labels, analysis.threshold, seed=args.seed)
+    scores = pair_distances(analysis, pairs, source=args.pairs)
+    print_skips(scores.skipped)
+    metrics = verification_metrics(scores, analysis.threshold, seed=args.seed)
     metrics.update(embedder=analysis.embedder.name, threshold_source=analysis.operating_point.source,
-                   pairs_skipped=len(pairs) - len(kept), images_skipped=len(skipped))
+                   pairs_skipped=len(pairs) - len(scores.kept), images_skipped=len(scores.skipped))
     from facesuite.report.faces import chips_of
 
-    write_verification_report(out, pairs, distances, labels, kept, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
+    write_verification_report(out, pairs, scores, metrics, f"Verification: {args.pairs} ({analysis.embedder.name})",
                               chips=chips_of(analysis))
     print_summary(f"{metrics['pairs']} pairs ({metrics['pairs_skipped']} skipped)", [
         ("AUC", metrics["auc"]), ("TAR at FAR 1%", tar_text(metrics, "1pct")), ("TAR at FAR 0.1%", tar_text(metrics, "0.1pct")),
         ("10-fold accuracy", metrics["accuracy_10_fold"]),
         (f"accuracy at {metrics['threshold']:.4f} ({metrics['threshold_source']})", metrics["accuracy_at_threshold"]),
+        ("pairs with no face in an image", metrics["no_face_pairs"]),
     ])
     print(f"report: {out / 'report.html'}")
     return 0

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from facesuite.decide import NO_FACE, SAME
 from facesuite.errors import InputError, Skipped
 from facesuite.evaluate.plots import plot_histograms, plot_roc
 from facesuite.report.faces import ChipSource, hardest_pairs
@@ -61,32 +63,61 @@ def tar_text(metrics: dict, name: str) -> str:
             f"{metrics[f'impostors_within_far_{name}']:g} different-person pairs at that FAR)")
 
 
+#: The distance given to a pair with no face in one of its images: the largest cosine distance, so
+#: the pair is "not the same person" at every threshold of the curves, as ``verify`` answers it
+#: ``no face`` and never ``same``.
+NO_FACE_DISTANCE = 2.0
+
+
+@dataclass
+class PairScores:
+    """The pairs whose two images could be read (``kept``: their indices in the pair list), each
+    with its cosine distance (:data:`NO_FACE_DISTANCE` when an image holds no face) and the answer
+    ``verify`` gives it (:meth:`facesuite.decide.OperatingPoint.pair`); the images skipped."""
+
+    distances: np.ndarray
+    labels: np.ndarray
+    kept: list[int]
+    decisions: list[str]
+    skipped: list[Skipped]
+
+
 def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: bool = True,
-                   source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[int], list[Skipped]]:
-    """Cosine distance and label of every pair whose two images could be read:
-    (distances, labels, indices of those pairs in ``pairs``, skipped images)."""
+                   source: str | Path | None = None) -> PairScores:
+    """Each readable pair's distance and decision, from the main face of each image as ``verify``
+    reads it (the same pass: route, presence, quality)."""
     images = list(dict.fromkeys(str(path) for a, b, _ in pairs for path in (a, b)))
-    vectors, crops, skipped = analysis.embed(images, progress="verification pairs" if progress else None)
-    row_of = {str(crop.path): row for row, crop in enumerate(crops)}
-    kept = [i for i, (a, b, _) in enumerate(pairs) if str(a) in row_of and str(b) in row_of]
+    faces, skipped = analysis.faces(images, progress="verification pairs" if progress else None)
+    face_of = {face.source: face for face in faces}
+    kept = [i for i, (a, b, _) in enumerate(pairs) if str(a) in face_of and str(b) in face_of]
     if not kept:
         raise InputError("no pair has two readable images", source)
-    first = vectors[[row_of[str(pairs[i][0])] for i in kept]]
-    second = vectors[[row_of[str(pairs[i][1])] for i in kept]]
-    distances = 1.0 - np.einsum("ij,ij->i", first, second)
+    point = analysis.operating_point
+    distances, decisions = np.empty(len(kept)), []
+    for row, index in enumerate(kept):
+        first, second = face_of[str(pairs[index][0])], face_of[str(pairs[index][1])]
+        no_face = (first.no_face, second.no_face)
+        distance = NO_FACE_DISTANCE if any(no_face) else float(1.0 - np.dot(first.embedding, second.embedding))
+        distances[row] = distance
+        decisions.append(point.pair(distance, (first.quality, second.quality), no_face).answer)
     labels = np.array([int(pairs[i][2]) for i in kept])
-    return distances, labels, kept, skipped
+    return PairScores(distances, labels, kept, decisions, skipped)
 
 
-def verification_metrics(distances: np.ndarray, labels: np.ndarray, threshold: float, seed: int = 0) -> dict:
+def verification_metrics(scores: PairScores, threshold: float, seed: int = 0) -> dict:
+    """The curves' figures on the distances; the accuracy at the operating point on the decisions
+    (a pair answered ``no face`` or ``unrecognisable`` counts as not the same person)."""
+    distances, labels = scores.distances, scores.labels
     if len(set(labels.tolist())) < 2:
         raise InputError("the pair list needs both same-person and different-person pairs")
+    predicted_same = np.array([decision == SAME for decision in scores.decisions])
     return {
         "pairs": int(labels.size), "same_pairs": int(labels.sum()), "different_pairs": int((labels == 0).sum()),
+        "no_face_pairs": int(sum(decision == NO_FACE for decision in scores.decisions)),
         "auc": float(roc_auc_score(labels, -distances)),
         **tar_figures(distances, labels, seed),
         "threshold": float(threshold),
-        "accuracy_at_threshold": float(((distances <= threshold) == (labels == 1)).mean()),
+        "accuracy_at_threshold": float((predicted_same == (labels == 1)).mean()),
         "accuracy_10_fold": _fold_accuracy(distances, labels, seed),
     }
 
@@ -104,19 +135,21 @@ def _fold_accuracy(distances: np.ndarray, labels: np.ndarray, seed: int) -> floa
     return float(np.mean(accuracies))
 
 
-def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], distances: np.ndarray, labels: np.ndarray,
-                              kept: list[int], metrics: dict, title: str, chips: ChipSource | None = None) -> Path:
-    """metrics.json, pairs.csv (one row per pair evaluated), roc.png, distances.png, report.html;
-    with ``chips`` (:func:`facesuite.report.faces.chips_of`) the report shows the hardest pairs' faces."""
+def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], scores: PairScores, metrics: dict,
+                              title: str, chips: ChipSource | None = None) -> Path:
+    """metrics.json, pairs.csv (one row per pair evaluated, with ``verify``'s answer), roc.png,
+    distances.png, report.html; with ``chips`` (:func:`facesuite.report.faces.chips_of`) the report
+    shows the hardest pairs' faces."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    threshold = metrics["threshold"]
+    threshold, distances, labels, kept = metrics["threshold"], scores.distances, scores.labels, scores.kept
     with open_csv(out / "pairs.csv") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["img1", "img2", "same", "distance", "predicted_same"])
-        for index, distance in zip(kept, distances):
+        writer.writerow(["img1", "img2", "same", "distance", "decision", "predicted_same"])
+        for index, distance, decision in zip(kept, distances, scores.decisions):
             a, b, same = pairs[index]
-            writer.writerow([str(a), str(b), int(same), f"{distance:.6f}", int(distance <= threshold)])
+            shown = "" if decision == NO_FACE else f"{distance:.6f}"
+            writer.writerow([str(a), str(b), int(same), shown, decision, int(decision == SAME)])
     figures = [("ROC (same vs different pairs)", plot_roc(distances, labels, out / "roc.png")),
                ("Distance histograms", plot_histograms(distances, labels, threshold, out / "distances.png"))]
     summary = table_html(["metric", "value"], [
@@ -125,6 +158,7 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], d
         ["accuracy at the calibrated threshold", metrics["accuracy_at_threshold"]],
         ["threshold (cosine distance)", threshold],
         ["pairs: same / different", f"{metrics['same_pairs']} / {metrics['different_pairs']}"],
+        ["pairs with no face in an image (not the same at any threshold)", metrics["no_face_pairs"]],
     ], "headline")
     sections = [("Summary", summary), ("Figures", "".join(figure_html(c, p) for c, p in figures))]
     if chips is not None:
