@@ -207,3 +207,21 @@ def test_gender_reads_one_chips_pass_on_mirrored_routes_too(app: FaceAnalysis, f
     for i in mirrored:
         assert routed[i].p_female == pytest.approx(plain[i].p_female, abs=1e-5)
         assert float(routed[i].embedding @ plain[i].embedding) < 1 - 1e-4  # recognition did average
+
+
+def test_each_face_of_a_group_photo_has_its_own_distortion(app: FaceAnalysis, facecom_b: Path) -> None:
+    """A clean photo beside a noisy one: the two faces of the group photo are named by their own
+    half (``clean`` and ``noisy``, as each half alone is), with their own route and quality; the
+    detector counts two faces for each."""
+    clean = np.asarray(Image.open(_image(facecom_b, "Colin_Powell")).convert("RGB"))
+    noisy_path = facecom_b / "Hugo_Chavez" / "distortion" / "Hugo_Chavez_0001_noisy.jpg"
+    noisy = np.asarray(Image.open(noisy_path).convert("RGB"))
+    alone = [faces[0] for faces in app.get_batch([clean, noisy])]
+    assert [f.distortion for f in alone] == ["clean", "noisy"]
+    group = np.concatenate([clean, noisy], axis=1)
+    faces = sorted((f for f in app.get(group, max_faces=None) if not f.no_face), key=lambda f: f.box[0])
+    left = next(f for f in faces if f.box[2] <= clean.shape[1])
+    right = next(f for f in faces if f.box[0] >= clean.shape[1])
+    assert (left.distortion, right.distortion) == ("clean", "noisy")
+    assert left.route != right.route and left.quality != right.quality
+    assert left._crop.face.faces_in_image == right._crop.face.faces_in_image == len(app.get(group, max_faces=None))

@@ -273,3 +273,26 @@ def test_unsure_faces_take_the_plain_route(dev):
         assert face.distortion == "noisy" and face.route == "plain"
         plain = app.embedder.embed([face._crop.chip])[0]
         assert np.allclose(face.embedding, plain, atol=1e-5)
+
+
+def test_a_face_of_a_group_photo_is_read_in_a_frame_of_its_own():
+    """The detector reads the whole photo for a face alone, and for a portrait whose bystander is
+    at the edge (the face's frame spans the photo); in a photo much wider than one face's frame it
+    reads a square about that face, FRAME_PER_BOX box sides wide, mirrored where it leaves the photo."""
+    import numpy as np
+
+    from facesuite.classify.distortion_input import FRAME_PER_BOX, distortion_input
+
+    portrait = np.random.default_rng(0).integers(0, 255, (250, 250, 3), dtype=np.uint8)
+    box = (75.0, 70.0, 175.0, 180.0)  # 100 x 110: a frame of 301 px covers the 250 px photo
+    assert distortion_input(portrait, box, 1) is portrait and distortion_input(portrait, box, 2) is portrait
+    group = np.concatenate([portrait, portrait, portrait], axis=1)  # 250 x 750
+    own = distortion_input(group, box, 3)
+    side = round(FRAME_PER_BOX * 110)
+    assert own.shape == (side, side, 3)
+    # Its middle is the face's own pixels: the box's centre (125, 125) lies at the square's centre
+    # (to the pixel: the square's corner is rounded).
+    face = group[115:135, 115:135]
+    assert any(np.array_equal(own[side // 2 - 10 + dy : side // 2 + 10 + dy, side // 2 - 10 + dx : side // 2 + 10 + dx], face)
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert distortion_input(group, box, 1) is group  # one face: the photo as trained

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.classify.age import AgeHead
+from facesuite.classify.distortion_input import distortion_input
 from facesuite.classify.presence import flat_chips
 from facesuite.classify.quality import QualityModel, quality_features
 from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
@@ -366,7 +367,11 @@ class FaceAnalysis:
 
     def _route_part(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None, hidden: bool,
                     maps: bool) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
-        kinds = self.distortion.predict(list(frames) if frames is not None else [c.pixels() for c in crops])
+        images = list(frames) if frames is not None else [c.pixels() for c in crops]
+        # The detector was trained on photos of one face: a face of a group photo is read in a
+        # frame of its own, so each face gets its own distortion, route and quality.
+        kinds = self.distortion.predict([distortion_input(image, crop.face.box, crop.face.faces_in_image)
+                                         for crop, image in zip(crops, images)])
         routed, plain, pooled = self.router.embed([c.chip for c in crops], [self.distortion.route_label(k) for k in kinds],
                                                   hidden, maps)
         return routed, plain, kinds, pooled

@@ -39,6 +39,9 @@ class Detection:
     # Degrees (counter-clockwise) the photo was turned for the face to stand upright; the
     # landmarks are the upright face's, so the chip aligned on them is upright too.
     turn: int = 0
+    # How many faces the detector found in the image (0 for a fallback box): the distortion of a
+    # face in a group photo is read around that face, not from the whole photo.
+    faces_in_image: int = 1
 
     @property
     def detected(self) -> bool:
@@ -64,6 +67,7 @@ class Detection:
             score=float(record["score"]),
             fallback=bool(record["fallback"]),
             turn=int(record.get("turn", 0)),
+            faces_in_image=int(record.get("faces_in_image", 1)),
         )
 
 
@@ -125,7 +129,7 @@ def fallback_face(shape: tuple[int, ...], settings: DetectorSettings, cropped: b
     else:
         cx, cy, box_w, box_h = settings.fallback_box
         box = ((cx - box_w / 2) * width, (cy - box_h / 2) * height, (cx + box_w / 2) * width, (cy + box_h / 2) * height)
-    return Detection(box=box, landmarks=landmarks_in_box(box), score=0.0, fallback=not cropped)
+    return Detection(box=box, landmarks=landmarks_in_box(box), score=0.0, fallback=not cropped, faces_in_image=int(cropped))
 
 
 def _median_filtered(image: np.ndarray) -> np.ndarray:
@@ -255,7 +259,7 @@ class FaceDetector:
         doubtful = [i for i in detectable if not results[i] or results[i][0].score < TURN_CHECK_SCORE]
         for turn in (90, 180, 270):
             self._look(results, images, doubtful, _turned(turn), replace_margin=TURN_MARGIN)
-        return results
+        return [[replace(face, faces_in_image=len(faces)) for face in faces] for faces in results]
 
     def _look(self, results: list[list[Detection]], images: Sequence[np.ndarray], indices: list[int], view: View,
               replace_margin: float | None = None) -> None:

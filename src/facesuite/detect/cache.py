@@ -17,8 +17,9 @@ import numpy as np
 
 from facesuite.detect import Detection
 
-# Part of each row's key: rows of an older encoding (rounded coordinates) are not read back.
-FORMAT = "v2"
+# Part of each row's key: rows of an older encoding (rounded coordinates, or no count of the
+# image's faces) are not read back.
+FORMAT = "v3"
 
 
 class DetectionCache:
@@ -70,7 +71,8 @@ class DetectionCache:
         if face is None:
             return "null"
         return json.dumps({"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, dtype=float).tolist(),
-                           "score": float(face.score), "fallback": face.fallback, "turn": face.turn})
+                           "score": float(face.score), "fallback": face.fallback, "turn": face.turn,
+                           "faces_in_image": face.faces_in_image})
 
     def put_many(self, entries: list[tuple[str, str, Detection | None]]) -> None:
         if not entries:
