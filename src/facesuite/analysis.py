@@ -331,8 +331,8 @@ class FaceAnalysis:
             _release_files(crops)
             return vectors, crops, [item for item in items if isinstance(item, Skipped)]
 
-        # The distortion detector reads each whole image: it reads the batch's decoded pixels,
-        # instead of every file a second time.
+        # The distortion detector reads each image (or a face's square of it): from the batch's
+        # decoded pixels, instead of every file a second time.
         parts = list(self.extractor.map_batches(images, embed_batch, self.embedder.chip_spec, progress, keep_pixels=self.routed))
         if not parts:
             return np.zeros((0, self.embedder.dim), np.float32), [], []
