@@ -336,15 +336,14 @@ CSV_COLUMNS = ("path", "face", "x1", "y1", "x2", "y2", "cluster", "name", "dista
 def write_clusters(clusters: Clusters, out: Path, title: str = "Who is in these photos") -> None:
     """``out/clusters.csv`` (one row per face), ``clusters.json``, ``report.html`` (a strip of
     faces per cluster) and ``clusters.npz`` (what ``--update`` reads)."""
-    import csv
 
     from facesuite.report.clusters import write_clusters_report
     from facesuite.report.html import write_json
-    from facesuite.text import open_csv
+    from facesuite.text import csv_writer, open_csv
 
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "clusters.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(CSV_COLUMNS)
         for face in clusters.faces:
             writer.writerow([face.path, face.index, *(round(v, 1) for v in face.box),

@@ -64,10 +64,21 @@ def open_csv(path: str | Path) -> AbstractContextManager[TextIO]:
     return open_output(path, newline="")
 
 
+#: How every CSV line facesuite writes ends: a newline alone (a terminal or ``cut`` shows no
+#: carriage returns).
+CSV_LINE_END = "\n"
+
+
+def csv_writer(handle: TextIO):
+    """A :func:`csv.writer` on a handle from :func:`open_csv`, in facesuite's one dialect."""
+    import csv
+
+    return csv.writer(handle, lineterminator=CSV_LINE_END)
+
+
 def write_rows(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
     """One CSV of result rows (the first row's keys are the header), written as every command
-    writes its rows: a flag as 1 or 0, a missing value as an empty cell, lines ended by a newline
-    alone (a terminal or ``cut`` shows no carriage returns)."""
+    writes its rows: a flag as 1 or 0, a missing value as an empty cell."""
     import csv
 
     def cell(value: object) -> object:
@@ -76,7 +87,7 @@ def write_rows(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
         return "" if value is None else value
 
     with open_csv(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"], lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"], lineterminator=CSV_LINE_END)
         writer.writeheader()
         writer.writerows({key: cell(value) for key, value in row.items()} for row in rows)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 from facesuite.classify.age import AGE_BANDS, age_band
 from facesuite.data import read_split, utkface_attributes
 from facesuite.errors import InputError, Skipped
-from facesuite.text import open_csv
+from facesuite.text import csv_writer, open_csv
 
 BOOTSTRAP = 1000  # resamples behind each 95% interval
 
@@ -87,7 +86,7 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
     low, high = np.array([f.age_range[0] for f in faces]), np.array([f.age_range[1] for f in faces])
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["path", "true_age", "age", "age_low", "age_high", "band", "gender", "race"])
         for s, face in zip(truth, faces):
             writer.writerow([face.source, s.age, f"{face.age:.2f}", f"{face.age_range[0]:.2f}", f"{face.age_range[1]:.2f}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from facesuite.classify.presence import NO_FACE
 from facesuite.classify.gender_head import UNCERTAIN
 from facesuite.data import GenderData, read_gender_data
 from facesuite.errors import InputError, Skipped
-from facesuite.text import open_csv
+from facesuite.text import csv_writer, open_csv
 
 ERROR_GRID = 12  # wrong predictions shown with their Grad-CAM in the report (each Grad-CAM costs a backward pass)
 
@@ -100,7 +99,7 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
         raise InputError("no readable images to evaluate", data.source)
     out.mkdir(parents=True, exist_ok=True)
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["path", "true", "predicted", "p_female", "answer"])
         for p in predictions:
             # Full precision: the label is p_female >= threshold, and a rounded value can sit on the

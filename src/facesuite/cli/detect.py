@@ -84,12 +84,11 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, model_help: str) -
 
 def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Sequence[object]], skipped) -> None:
     """The CSV of a ``predict`` command (one row per image), its skips, and the line saying so."""
-    import csv
 
-    from facesuite.text import open_csv
+    from facesuite.text import csv_writer, open_csv
 
     with open_csv(csv_path) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
     print_skips(skipped)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 import time
@@ -83,7 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from facesuite.classify.distortion import DistortionDetector
     from facesuite.cli.detect import exit_status
     from facesuite.io import expand_paths
-    from facesuite.text import is_stdout, open_csv
+    from facesuite.text import csv_writer, is_stdout, open_csv
 
     paths = expand_paths(args.paths)
     detector = DistortionDetector.load(args.model)
@@ -91,7 +90,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     done, skipped = detector.predict_paths(paths)
     seconds = time.perf_counter() - started
     with open_csv(args.csv) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["path", "distortion", "probability"])
         for path, prediction in done:
             writer.writerow([str(path), prediction.label, f"{prediction.probability:.4f}"])
@@ -106,7 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders, read_split
     from facesuite.evaluate.classification import write_classification_report
     from facesuite.report.faces import classification_examples
-    from facesuite.text import open_csv, output_folder
+    from facesuite.text import csv_writer, open_csv, output_folder
     from facesuite.train.distortion import distortion_samples
 
     out = output_folder(args.out)
@@ -121,7 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth = dict(samples)
     rows = [(str(path), truth[path], prediction.label, prediction.probability) for path, prediction in done]
     with open_csv(out / "predictions.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["path", "true", "predicted", "probability"])
         writer.writerows([path, true, predicted, f"{probability:.4f}"] for path, true, predicted, probability in rows)
     metrics = write_classification_report(

@@ -22,7 +22,7 @@ from facesuite.embed import ChipSpec
 from facesuite.errors import InputError, Skipped
 from facesuite.io import Decoded, ImageInput, decode, load_image, write_image
 from facesuite.parallel import ordered_map
-from facesuite.text import open_csv
+from facesuite.text import csv_writer, open_csv
 
 Result = TypeVar("Result")
 
@@ -173,7 +173,6 @@ def export_crops(
     extractor: FaceExtractor, paths: Sequence[Path], out: Path, chip: ChipSpec, root: Path | None = None
 ) -> DetectSummary:
     """Write each aligned crop under ``out`` (mirroring paths below ``root``) and ``detections.csv``."""
-    import csv
     import time
 
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +180,7 @@ def export_crops(
     detected = fallback = 0
     skipped: list[Skipped] = []
     with open_csv(out / "detections.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["path", "crop", "box", "landmarks", "score", "fallback"])
         for item in extractor.iter_crops(paths, chip, progress="detect"):
             if isinstance(item, Skipped):

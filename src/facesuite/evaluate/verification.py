@@ -5,7 +5,6 @@ accuracy (the threshold picked on nine folds, counted on the tenth), with plots 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from facesuite.errors import InputError, Skipped
 from facesuite.evaluate.plots import plot_histograms, plot_roc
 from facesuite.report.faces import ChipSource, hardest_pairs
 from facesuite.report.html import figure_html, table_html, write_html, write_json
-from facesuite.text import open_csv
+from facesuite.text import csv_writer, open_csv
 
 FOLDS = 10
 #: (key suffix, FAR) of the TAR figures every verification reports.
@@ -144,7 +143,7 @@ def write_verification_report(out: Path, pairs: list[tuple[Path, Path, bool]], s
     write_json(out / "metrics.json", metrics)
     threshold, distances, labels, kept = metrics["threshold"], scores.distances, scores.labels, scores.kept
     with open_csv(out / "pairs.csv") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(["img1", "img2", "same", "distance", "decision", "predicted_same"])
         for index, distance, decision in zip(kept, distances, scores.decisions):
             a, b, same = pairs[index]
