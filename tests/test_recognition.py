@@ -457,3 +457,11 @@ def test_eval_recognition_with_no_readable_gallery_photo_is_bad_input(facecom_b:
     assert main(["eval", "recognition", str(data), "--out", str(tmp_path / "eval")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("facesuite: error: ") and str(data) in error and "internal" not in error
+
+
+def test_eval_verification_names_a_folder_given_as_the_pair_list(tmp_path: Path, capsys) -> None:
+    """A folder where the pair list goes, and a missing list: one line each naming it, exit 2."""
+    for given, said in ((tmp_path, "a folder, not a pair list"), (tmp_path / "missing.csv", "no such pair list")):
+        assert main(["eval", "verification", str(given), "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and said in error[0] and str(given) in error[0]

@@ -308,7 +308,8 @@ def read_pairs(list_path: str | Path, images: str | Path | None = None) -> list[
     IMAGES defaults to the list's folder, or its ``lfw/`` sub-folder when the names are there."""
     list_path = Path(list_path)
     if not list_path.is_file():
-        raise InputError("no such pair list", list_path)
+        raise InputError("a folder, not a pair list (a file of img1,img2,same rows)" if list_path.is_dir() else "no such pair list",
+                         list_path)
     text = _read_list(list_path, "pair list")
     lines = text.splitlines()
     first = lines[0].split() if lines else []
