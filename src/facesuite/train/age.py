@@ -208,8 +208,8 @@ def out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np.ndarra
 def cached_out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np.ndarray, folds: np.ndarray,
                        seed: int = 0, cache: Path | None = None) -> np.ndarray:
     """:func:`out_of_fold`, kept in ``cache`` when given (keyed by the candidate, the folds and the
-    faces): a rerun, or a benchmark stacking on the head's out-of-fold output, redoes none."""
-    key = hashlib.sha1(repr((candidate, int(folds.max()) + 1, seed, features.paths)).encode("utf-8")).hexdigest()[:16]
+    faces' features): a rerun, or a benchmark stacking on the head's out-of-fold output, redoes none."""
+    key = hashlib.sha1(repr((candidate, int(folds.max()) + 1, seed, features.digest)).encode("utf-8")).hexdigest()[:16]
     stored = cache / f"oof-{key}.npy" if cache is not None else None
     if stored is not None and stored.is_file():
         return np.load(stored)

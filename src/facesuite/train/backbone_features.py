@@ -23,6 +23,10 @@ from facesuite.errors import InputError, Skipped
 VARIANTS = ("plain", "mirrored", "distorted")
 
 
+#: Faces of a cached file passed again before it is used (:func:`_still_current`).
+PROBES = 16
+
+
 @dataclass
 class PassFeatures:
     """Per face (rows in :attr:`paths` order) and per variant, ``[hidden, unit embedding]``: the
@@ -30,6 +34,13 @@ class PassFeatures:
 
     paths: list[str]
     features: dict[str, np.ndarray]  # variant -> (N, hidden + 128) float16
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of the faces and their plain features: what a cache of results computed
+        from them is keyed by, so new features never meet old results."""
+        plain = np.ascontiguousarray(self.features["plain"])
+        return hashlib.sha1("\n".join(self.paths).encode("utf-8") + plain.tobytes()).hexdigest()[:16]
 
     def of(self, variant: str, rows: np.ndarray | None = None) -> np.ndarray:
         x = self.features[variant]
@@ -40,11 +51,31 @@ def _cache_key(paths: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(paths).encode("utf-8")).hexdigest()[:16]
 
 
-def _from_cache(names: Sequence[str], cache: Path, space: str) -> PassFeatures | None:
+def _still_current(features: PassFeatures, extractor: FaceExtractor, embedder: Embedder) -> bool:
+    """Whether a cached file holds what today's detector, alignment and embedder give: a few of its
+    faces are passed again. A change to any of them (a new detection rule moves the chips of
+    tight crops) would otherwise train a head on chips the analyzer no longer makes."""
+    rows = np.random.default_rng(0).choice(len(features.paths), min(PROBES, len(features.paths)), replace=False)
+    chips, kept = [], []
+    for item in extractor.iter_crops([Path(features.paths[i]) for i in rows], embedder.chip_spec):
+        if not isinstance(item, Skipped):
+            chips.append(item.chip)
+            kept.append(features.paths.index(str(item.path)))
+    if not chips:
+        return False
+    unit, _ = embedder.describe(chips, maps=False)
+    cached = features.of("plain", np.array(kept))[:, -unit.shape[1]:]
+    cached /= np.linalg.norm(cached, axis=1, keepdims=True)
+    # float16 storage keeps the same chip's embedding within 1e-3 of itself.
+    return bool(np.min(np.sum(unit * cached, axis=1)) > 0.999)
+
+
+def _from_cache(names: Sequence[str], cache: Path, extractor: FaceExtractor, embedder: Embedder) -> PassFeatures | None:
     """The rows of ``names`` from a cached file holding all of them (matched by resolved path:
-    a folder of links and the files they point to share a cache)."""
+    a folder of links and the files they point to share a cache). A file that no longer holds what
+    the detector and embedder give is removed."""
     wanted = [str(Path(name).resolve()) for name in names]
-    for cached in sorted(cache.glob(f"features-{space}-*.npz")):
+    for cached in sorted(cache.glob(f"features-{embedder.space}-*.npz")):
         with np.load(cached, allow_pickle=False) as stored:
             row_of = {str(Path(name).resolve()): i for i, name in enumerate(stored["paths"])}
             rows = [row_of.get(name) for name in wanted]
@@ -53,7 +84,11 @@ def _from_cache(names: Sequence[str], cache: Path, space: str) -> PassFeatures |
             if len(present) < 0.99 * len(wanted):
                 continue
             index = np.array([rows[i] for i in present])
-            return PassFeatures([names[i] for i in present], {v: stored[v][index] for v in VARIANTS})
+            found = PassFeatures([names[i] for i in present], {v: stored[v][index] for v in VARIANTS})
+        if _still_current(found, extractor, embedder):
+            return found
+        print(f"{cached} holds features of other chips than today's detector and embedder give: removed")
+        cached.unlink()
     return None
 
 
@@ -67,7 +102,7 @@ def pass_features(paths: Sequence[Path], extractor: FaceExtractor, embedder: Emb
         raise InputError(f"embedder {embedder.name!r} gives no hidden features to train a head on")
     names = [str(p) for p in paths]
     if cache is not None:
-        found = _from_cache(names, cache, embedder.space)
+        found = _from_cache(names, cache, extractor, embedder)
         if found is not None:
             return found, []
     cached = cache / f"features-{embedder.space}-{_cache_key(names)}.npz" if cache is not None else None

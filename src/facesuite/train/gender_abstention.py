@@ -228,7 +228,7 @@ def out_of_fold_p_female(features, female: np.ndarray, fold_of: np.ndarray, c: f
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    key = hashlib.sha1(repr((c, mirror_margin, seed, fold_of.tolist(), features.paths)).encode("utf-8")).hexdigest()[:16]
+    key = hashlib.sha1(repr((c, mirror_margin, seed, fold_of.tolist(), features.digest)).encode("utf-8")).hexdigest()[:16]
     stored = cache / f"oof-gender-{key}.npy" if cache is not None else None
     if stored is not None and stored.is_file():
         return np.load(stored)
@@ -310,7 +310,7 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     # A stacked age model's companion is refitted on the same folds and blended as the shipped
     # model blends it, so the floors are chosen on the ages the analyzer gives.
     companion = companion_of(age_candidate) if shipped_age.blend is not None else None
-    key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.paths, shipped_age.calibration is None or
+    key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.digest, shipped_age.calibration is None or
                              shipped_age.calibration[1].tolist(), companion,
                              None if companion is None else shipped_age.blend[1].tolist())).encode("utf-8")).hexdigest()[:16]
     stored = Path(cache) / f"oof-age-{key}.npy" if cache else None

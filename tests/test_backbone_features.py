@@ -1,0 +1,38 @@
+"""The training features cache gives what today's detector and embedder give, or is rebuilt."""
+
+from pathlib import Path
+
+import numpy as np
+from facesuite.detect import DetectorSettings
+from facesuite.detect.extract import FaceExtractor
+from facesuite.embed import get_embedder
+from facesuite.train.backbone_features import pass_features
+
+
+def _plain_embeddings(paths: list[Path], extractor: FaceExtractor, embedder) -> np.ndarray:
+    chips = [item.chip for item in extractor.iter_crops(paths, embedder.chip_spec)]
+    unit, _ = embedder.describe(chips, maps=False)
+    return unit
+
+
+def test_a_cache_made_by_another_detection_is_computed_again(utkface: Path, tmp_path: Path) -> None:
+    # UTKFace crops are where detection rules differ most: the face fills the frame.
+    paths = sorted(utkface.glob("*.jpg"))[:6]
+    embedder = get_embedder()
+    detected = FaceExtractor(use_cache=False)
+    # A cache written from other chips: the centre box instead of the detected face.
+    centre = FaceExtractor(DetectorSettings(assume_cropped=True), use_cache=False)
+    stale, _ = pass_features(paths, centre, embedder, tmp_path)
+    fresh = _plain_embeddings(paths, detected, embedder)
+    assert np.min(np.sum(stale.of("plain")[:, -128:] * fresh, axis=1)) < 0.99  # the two chips really differ
+
+    features, _ = pass_features(paths, detected, embedder, tmp_path)
+
+    reread = features.of("plain")[:, -128:]
+    assert features.paths == [str(p) for p in paths]
+    assert np.allclose(reread, fresh, atol=2e-3)
+    assert features.digest != stale.digest
+    assert len(list(tmp_path.glob("features-*.npz"))) == 1  # the stale file is gone
+    # The rebuilt cache is now read back as it is.
+    again, _ = pass_features(paths, detected, embedder, tmp_path)
+    assert again.digest == features.digest
