@@ -358,7 +358,7 @@ def mirror_margin(folders: Path, cache: Path, margins: tuple[float, ...] = (0.0,
     import torch
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    from facesuite.train.backbone_features import standard_scaler
 
     from facesuite.classify.gender_head import mirror_when_unsure
     from facesuite.data import read_gender_folders
@@ -382,7 +382,7 @@ def mirror_margin(folders: Path, cache: Path, margins: tuple[float, ...] = (0.0,
     for held in gf.identity_folds(faces, 3, 0):
         kept = np.setdiff1d(np.arange(len(faces.labels)), held)
         x = np.concatenate([features[v][kept] for v in ("plain", "mirrored", "distorted")])
-        scaler = StandardScaler().fit(x)
+        scaler = standard_scaler(x)
         head = LogisticRegression(C=0.001, class_weight="balanced", max_iter=5000, random_state=0)
         head.fit(scaler.transform(x), np.concatenate([faces.labels[kept]] * 3))
         p_plain[held] = head.predict_proba(scaler.transform(features["plain"][held]))[:, 1]

@@ -6,7 +6,7 @@ import numpy as np
 from facesuite.detect import DetectorSettings
 from facesuite.detect.extract import FaceExtractor
 from facesuite.embed import get_embedder
-from facesuite.train.backbone_features import pass_features
+from facesuite.train.backbone_features import SCALE_FLOOR, pass_features, standard_scaler
 
 
 def _plain_embeddings(paths: list[Path], extractor: FaceExtractor, embedder) -> np.ndarray:
@@ -36,3 +36,19 @@ def test_a_cache_made_by_another_detection_is_computed_again(utkface: Path, tmp_
     # The rebuilt cache is now read back as it is.
     again, _ = pass_features(paths, detected, embedder, tmp_path)
     assert again.digest == features.digest
+
+
+def test_no_feature_is_divided_by_a_near_zero_spread(utkface: Path, tmp_path: Path) -> None:
+    paths = sorted(utkface.glob("*.jpg"))[:12]
+    features, _ = pass_features(paths, FaceExtractor(use_cache=False), get_embedder(), tmp_path)
+    x = features.of("plain")
+    spread = x.std(axis=0)
+    assert np.min(spread) < 0.01 * np.median(spread)  # map cells that rarely fire exist
+
+    scaler = standard_scaler(x)
+
+    floor = SCALE_FLOOR * np.median(np.where(spread > 0, spread, 1.0))
+    assert np.all(scaler.scale_ >= floor - 1e-6)
+    wide = spread > floor
+    assert np.allclose(scaler.scale_[wide], spread[wide], rtol=1e-4)
+    assert np.max(np.abs(scaler.transform(x))) <= np.max(np.abs(x - x.mean(axis=0))) / floor + 1e-3

@@ -34,7 +34,7 @@ from facesuite.classify.age import AGE_BANDS, age_band, blend_band, blend_inputs
 from facesuite.data import utkface_attributes
 from facesuite.embed.dlib.reader import EMBEDDING_DIM, POOLED_WIDTH
 from facesuite.errors import InputError
-from facesuite.train.backbone_features import PassFeatures
+from facesuite.train.backbone_features import SCALE_FLOOR, PassFeatures, standard_scaler
 
 #: Interval coverage the shipped model's ``age_range`` aims at.
 COVERAGE = 0.8
@@ -140,11 +140,9 @@ def companion_of(head: Candidate) -> Candidate:
 def fit_head(candidate: Candidate, x: np.ndarray, log_age: np.ndarray, seed: int = 0) -> FittedHead:
     """Fit ``candidate`` on feature rows ``x`` (all columns of the pass) and ages given as
     ``log(1 + age)`` (its target is that, or the years)."""
-    from sklearn.preprocessing import StandardScaler
-
     target = np.expm1(log_age) if candidate.years else log_age
     x = select_columns(x, candidate.inputs)
-    scaler = StandardScaler().fit(x)
+    scaler = standard_scaler(x)
     z = scaler.transform(x).astype(np.float32)
     scale = scaler.scale_.astype(np.float32)
     hidden_columns = x.shape[1] - EMBEDDING_DIM
@@ -209,7 +207,7 @@ def cached_out_of_fold(candidate: Candidate, features: PassFeatures, log_age: np
                        seed: int = 0, cache: Path | None = None) -> np.ndarray:
     """:func:`out_of_fold`, kept in ``cache`` when given (keyed by the candidate, the folds and the
     faces' features): a rerun, or a benchmark stacking on the head's out-of-fold output, redoes none."""
-    key = hashlib.sha1(repr((candidate, int(folds.max()) + 1, seed, features.digest)).encode("utf-8")).hexdigest()[:16]
+    key = hashlib.sha1(repr((candidate, int(folds.max()) + 1, seed, features.digest, SCALE_FLOOR)).encode("utf-8")).hexdigest()[:16]
     stored = cache / f"oof-{key}.npy" if cache is not None else None
     if stored is not None and stored.is_file():
         return np.load(stored)

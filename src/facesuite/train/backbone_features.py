@@ -25,6 +25,8 @@ VARIANTS = ("plain", "mirrored", "distorted")
 
 #: Faces of a cached file passed again before it is used (:func:`_still_current`).
 PROBES = 16
+#: No column is divided by less than this share of the median column's spread (:func:`standard_scaler`).
+SCALE_FLOOR = 0.3
 
 
 @dataclass
@@ -45,6 +47,19 @@ class PassFeatures:
     def of(self, variant: str, rows: np.ndarray | None = None) -> np.ndarray:
         x = self.features[variant]
         return np.asarray(x if rows is None else x[rows], dtype=np.float32)
+
+
+def standard_scaler(x: np.ndarray):
+    """A ``StandardScaler`` fitted on ``x`` whose smallest scales are raised to
+    :data:`SCALE_FLOOR` times the median one. Cells of the last stage's map that are almost always
+    zero (the black fill outside a tight crop) have a tiny spread: one face that lights one up
+    would be thousands of spreads out and outvote every other feature. Out of fold (age ridge on
+    the pass, 3 folds): largest standardised value 7,499 -> 42, MAE 6.38 -> 6.27 years."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR * np.median(scaler.scale_))
+    return scaler
 
 
 def _cache_key(paths: Sequence[str]) -> str:

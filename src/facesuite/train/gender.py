@@ -225,7 +225,8 @@ def _save_config(out: Path, kind: str, spec: ChipSpec, val: Split, p_female: np.
 
 def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: TrainOptions) -> dict:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+
+    from facesuite.train.backbone_features import standard_scaler
 
     def features(chips: np.ndarray, name: str, step: int = 256) -> np.ndarray:
         rows = []
@@ -253,7 +254,7 @@ def _fit_embedding(train: Split, val: Split, embedder, out: Path, options: Train
     train_x = np.concatenate(variants)
     train_y = np.concatenate([train.labels] * len(variants))
     val_x = features(val.chips, "val")
-    scaler = StandardScaler().fit(train_x)
+    scaler = standard_scaler(train_x)
     sweep = []
     best = None
     for c in (0.0003, 0.001, 0.003, 0.01, 0.03) if options.kind == "backbone" else (0.01, 0.03, 0.1, 0.3, 1.0):

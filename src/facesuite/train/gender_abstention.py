@@ -35,6 +35,7 @@ from facesuite.classify.gender_head import logit, mirror_when_unsure
 from facesuite.data import facecom_identity, find_subfolder, read_gender_folders, utkface_attributes
 from facesuite.errors import InputError
 from facesuite.train.age import Candidate, companion_of, fit_head, folds_of, head_of_columns, training_rows
+from facesuite.train.backbone_features import SCALE_FLOOR, standard_scaler
 
 #: Accuracy on answered faces each group must reach on the calibration faces, tried in turn: at
 #: or above the 0.95 asked, since a floor fitted on two folds must still hold on a third.
@@ -226,9 +227,8 @@ def out_of_fold_p_female(features, female: np.ndarray, fold_of: np.ndarray, c: f
     ``c``, class-balanced, on the plain, mirrored and distorted passes; the mirror rule) fitted on
     the other folds. Kept in ``cache`` when given."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
-    key = hashlib.sha1(repr((c, mirror_margin, seed, fold_of.tolist(), features.digest)).encode("utf-8")).hexdigest()[:16]
+    key = hashlib.sha1(repr((c, mirror_margin, seed, fold_of.tolist(), features.digest, SCALE_FLOOR)).encode("utf-8")).hexdigest()[:16]
     stored = cache / f"oof-gender-{key}.npy" if cache is not None else None
     if stored is not None and stored.is_file():
         return np.load(stored)
@@ -237,7 +237,7 @@ def out_of_fold_p_female(features, female: np.ndarray, fold_of: np.ndarray, c: f
     for fold in tqdm(np.unique(fold_of), desc="folds (gender head refitted)", unit="fold"):
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         x = training_rows(features, train)
-        scaler = StandardScaler().fit(x)
+        scaler = standard_scaler(x)
         head = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
         head.fit(scaler.transform(x), np.tile(female[train], variants).astype(int))
         del x
@@ -310,7 +310,7 @@ def train_abstention(folder: str | Path, gender_model: str | Path, age_model: st
     # A stacked age model's companion is refitted on the same folds and blended as the shipped
     # model blends it, so the floors are chosen on the ages the analyzer gives.
     companion = companion_of(age_candidate) if shipped_age.blend is not None else None
-    key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.digest, shipped_age.calibration is None or
+    key = hashlib.sha1(repr((age_candidate, seed, fold_of.tolist(), features.digest, SCALE_FLOOR, shipped_age.calibration is None or
                              shipped_age.calibration[1].tolist(), companion,
                              None if companion is None else shipped_age.blend[1].tolist())).encode("utf-8")).hexdigest()[:16]
     stored = Path(cache) / f"oof-age-{key}.npy" if cache else None
