@@ -358,13 +358,13 @@ def mirror_margin(folders: Path, cache: Path, margins: tuple[float, ...] = (0.0,
     import torch
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
-    from facesuite.train.backbone_features import standard_scaler
 
     from facesuite.classify.gender_head import mirror_when_unsure
     from facesuite.data import read_gender_folders
     from facesuite.detect.extract import FaceExtractor
     from facesuite.embed.dlib.network import load_dlib_resnet
     from facesuite.train import gender_finetune as gf
+    from facesuite.train.backbone_features import standard_scaler
     from facesuite.train.gender import balanced_threshold
 
     faces, trunk = gf.build_cache(gf.describe_faces(read_gender_folders(folders / "train")), FaceExtractor(), cache,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,11 @@ class PassFeatures:
     paths: list[str]
     features: dict[str, np.ndarray]  # variant -> (N, hidden + 128) float16
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """A fingerprint of the faces and their plain features: what a cache of results computed
-        from them is keyed by, so new features never meet old results."""
+        from them is keyed by, so new features never meet old results (hashed once: every
+        candidate's out-of-fold result asks for it)."""
         plain = np.ascontiguousarray(self.features["plain"])
         return hashlib.sha1("\n".join(self.paths).encode("utf-8") + plain.tobytes()).hexdigest()[:16]
 
@@ -71,11 +73,12 @@ def _still_current(features: PassFeatures, extractor: FaceExtractor, embedder: E
     faces are passed again. A change to any of them (a new detection rule moves the chips of
     tight crops) would otherwise train a head on chips the analyzer no longer makes."""
     rows = np.random.default_rng(0).choice(len(features.paths), min(PROBES, len(features.paths)), replace=False)
+    row_of = {features.paths[i]: i for i in rows}
     chips, kept = [], []
     for item in extractor.iter_crops([Path(features.paths[i]) for i in rows], embedder.chip_spec):
         if not isinstance(item, Skipped):
             chips.append(item.chip)
-            kept.append(features.paths.index(str(item.path)))
+            kept.append(row_of[str(item.path)])
     if not chips:
         return False
     unit, _ = embedder.describe(chips, maps=False)
