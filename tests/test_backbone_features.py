@@ -52,3 +52,15 @@ def test_no_feature_is_divided_by_a_near_zero_spread(utkface: Path, tmp_path: Pa
     wide = spread > floor
     assert np.allclose(scaler.scale_[wide], spread[wide], rtol=1e-4)
     assert np.max(np.abs(scaler.transform(x))) <= np.max(np.abs(x - x.mean(axis=0))) / floor + 1e-3
+
+
+def test_an_unreadable_cache_file_is_rebuilt(utkface: Path, tmp_path: Path) -> None:
+    paths = sorted(utkface.glob("*.jpg"))[:4]
+    embedder = get_embedder()
+    broken = tmp_path / f"features-{embedder.space}-0000000000000000.npz"
+    broken.write_text("not an npz file")
+
+    features, _ = pass_features(paths, FaceExtractor(use_cache=False), embedder, tmp_path)
+
+    assert not broken.exists()
+    assert np.allclose(features.of("plain")[:, -128:], _plain_embeddings(paths, FaceExtractor(use_cache=False), embedder), atol=2e-3)

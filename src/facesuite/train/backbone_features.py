@@ -10,6 +10,7 @@ synthesised distortion (:func:`facesuite.distortion.synth.one_type_each`).
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -94,15 +95,21 @@ def _from_cache(names: Sequence[str], cache: Path, extractor: FaceExtractor, emb
     the detector and embedder give is removed."""
     wanted = [str(Path(name).resolve()) for name in names]
     for cached in sorted(cache.glob(f"features-{embedder.space}-*.npz")):
-        with np.load(cached, allow_pickle=False) as stored:
-            row_of = {str(Path(name).resolve()): i for i, name in enumerate(stored["paths"])}
-            rows = [row_of.get(name) for name in wanted]
-            present = [i for i, row in enumerate(rows) if row is not None]
-            # Faces the cache skipped as unreadable stay skipped; most must be there.
-            if len(present) < 0.99 * len(wanted):
-                continue
-            index = np.array([rows[i] for i in present])
-            found = PassFeatures([names[i] for i in present], {v: stored[v][index] for v in VARIANTS})
+        try:
+            with np.load(cached, allow_pickle=False) as stored:
+                row_of = {str(Path(name).resolve()): i for i, name in enumerate(stored["paths"])}
+                rows = [row_of.get(name) for name in wanted]
+                present = [i for i, row in enumerate(rows) if row is not None]
+                # Faces the cache skipped as unreadable stay skipped; most must be there.
+                if len(present) < 0.99 * len(wanted):
+                    continue
+                index = np.array([rows[i] for i in present])
+                found = PassFeatures([names[i] for i in present], {v: stored[v][index] for v in VARIANTS})
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            # A cache file cut short or overwritten is ours to rebuild, not a fault to stop on.
+            print(f"{cached} cannot be read as a features cache: removed")
+            cached.unlink()
+            continue
         if _still_current(found, extractor, embedder):
             return found
         print(f"{cached} holds features of other chips than today's detector and embedder give: removed")
