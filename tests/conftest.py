@@ -15,9 +15,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import anyio._core._fileio  # noqa: F401  (see below)
 import pytest
 
 from facesuite.config import data_root
+
+# anyio is a pytest plugin, so pytest rewrites (parses) its modules when they are first imported.
+# Starlette's FileResponse imports this one lazily, inside the dashboard's worker thread, and
+# CPython 3.11.7 can fail parsing in two threads at once ("SystemError: AST constructor recursion
+# depth mismatch", fixed in 3.11.8): a dashboard test failed once that way. Imported here, in the
+# main thread, before any test starts a server.
 
 NO_SKIPS = os.environ.get("FACESUITE_NO_SKIPS") == "1"
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
