@@ -56,9 +56,9 @@ def main() -> None:
     gallery_ids = [identity_of[str(c.path)] for c in g_crops]
     probe_ids = [info[str(c.path)].identity for c in p_crops]
     types = np.asarray([info[str(c.path)].distortion for c in p_crops])
-    labels = [k.label for k in analysis.distortion.predict([c.pixels() for c in p_crops])]
+    labels = [k.label for k in analysis.distortion.predict_faces([c.pixels() for c in p_crops], [c.face for c in p_crops])]
     chips = [c.chip for c in p_crops]
-    g_labels = [k.label for k in analysis.distortion.predict([c.pixels() for c in g_crops])]
+    g_labels = [k.label for k in analysis.distortion.predict_faces([c.pixels() for c in g_crops], [c.face for c in g_crops])]
     g_chips = [c.chip for c in g_crops]
 
     router = analysis.router

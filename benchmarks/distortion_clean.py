@@ -123,7 +123,7 @@ def main() -> None:
         print(f"\n== model {folder or 'shipped'} (route floor {detector.route_floor:.3f})")
 
         def run(rows: list) -> tuple[list[str], list[Prediction]]:
-            return [label for _, label in rows], detector.predict([image for image, _ in rows])
+            return [label for _, label in rows], detector.predict_photos([image for image, _ in rows])
 
         truth, predicted = run(clean_sets["FACECOM dev (all types)"])
         right = [p.label == t for p, t in zip(predicted, truth)]

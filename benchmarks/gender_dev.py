@@ -130,7 +130,7 @@ def measure(folders: Path, model_dirs: list[str], min_face_size: int | None = No
 
     results = []
     for model_dir in model_dirs:
-        analysis = FaceAnalysis(detector=settings, routes=None, gender=model_dir)
+        analysis = FaceAnalysis(detector=settings, gender=model_dir)  # the pass `analyze` and `eval gender` run
         model = analysis.gender
         record: dict = {"model": model_dir, "kind": model.config.kind}
         for name in ("facecom", "utkface"):

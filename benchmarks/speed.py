@@ -155,7 +155,7 @@ def stages(paths: list[str]) -> dict[str, float]:
     faces = lap("detect", lambda: [f for i in range(0, len(decoded), 16)
                                    for f in detector.detect_main([d.pixels for d in decoded[i:i + 16]])])
     chips = lap("align", lambda: [f.chip(d.pixels, spec.size, spec.padding) for f, d in zip(faces, decoded)])
-    kinds = lap("distortion", lambda: analysis.distortion.predict([d.pixels for d in decoded]))
+    kinds = lap("distortion", lambda: analysis.distortion.predict_faces([d.pixels for d in decoded], faces))
     routes = [analysis.router.route(k.label) for k in kinds]
     restored = lap("route", lambda: [RESTORERS[r.restore](c) for r, c in zip(routes, chips)])
 

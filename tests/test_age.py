@@ -358,3 +358,28 @@ def test_abstention_choice_prefers_a_rule_holding_every_group_else_the_closest()
     none_holding = {("by-age", 0.95): summary(0.90, 0.93, 5), ("by-age", 0.965): summary(0.85, 0.945, 5),
                     ("age-blind", 0.95): summary(0.70, 0.97, 40)}  # 40 babies answered at 0.5: judged
     assert choose(none_holding) == ("by-age", 0.965)
+
+
+def test_predict_gender_and_age_give_what_analyze_gives(spread, tmp_path, capsys):
+    """One answer per face: `predict gender`, `predict age` and `analyze` run the same pass, for a
+    clean face, a face shrunk to 48 px and a noisy copy, both of which are routed through a
+    restoration step (the pass reads the restored chip)."""
+    from facesuite.distortion.synth import Synthesizer
+    from facesuite.io import load_image
+
+    photo = load_image(spread[14])  # an adult
+    paths = [tmp_path / "clean.png", tmp_path / "small.png", tmp_path / "noisy.png"]
+    Image.fromarray(photo).save(paths[0])
+    Image.fromarray(photo).resize((48, 48), Image.BILINEAR).save(paths[1])
+    Image.fromarray(Synthesizer(seed=1).apply(photo, "noisy", key="noisy")).save(paths[2])
+    assert main(["analyze", *map(str, paths), "--json"]) == 0
+    analysed = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert analysed["noisy.png"]["route"] not in ("plain", "mirror")  # the restored chip is read
+    assert main(["predict", "gender", *map(str, paths), "--csv", str(tmp_path / "g.csv")]) == 0
+    assert main(["predict", "age", *map(str, paths), "--csv", str(tmp_path / "a.csv")]) == 0
+    genders = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "g.csv", newline=""))}
+    ages = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "a.csv", newline=""))}
+    for name, face in analysed.items():
+        assert genders[name]["gender"] == face["gender"], name
+        assert float(genders[name]["p_female"]) == pytest.approx(face["p_female"], abs=1e-4), name
+        assert float(ages[name]["age"]) == pytest.approx(face["age"], abs=0.06), name

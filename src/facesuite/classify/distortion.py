@@ -26,17 +26,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
-from facesuite.classify.distortion_input import InputSpec, make_views
+from facesuite.classify.distortion_input import InputSpec, distortion_input, make_views, photo_reader
 from facesuite.config import MODELS_DIR, cache_dir, onnx_session, write_atomically
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
 from facesuite.integrity import verify_model_folder
 from facesuite.io import load_image, readable_images
 from facesuite.parallel import ordered_map
+
+if TYPE_CHECKING:
+    from facesuite.detect import Detection
 
 DEFAULT_MODEL_DIR = MODELS_DIR / "distortion"
 WEIGHTS_FILE = "weights.pt"
@@ -93,6 +96,7 @@ class DistortionDetector:
         self.labels = tuple(labels)
         self.batch_size = batch_size
         self.route_floor = route_floor
+        self._photo_reader = None
 
     def route_label(self, prediction: Prediction) -> str:
         """The label a face is routed by: its predicted type when the detector is at least
@@ -158,14 +162,31 @@ class DistortionDetector:
                 )
         return predictions
 
+    def predict_faces(self, images: Sequence[np.ndarray], faces: Sequence[Detection]) -> list[Prediction]:
+        """One prediction per face, each read in the image it was found in
+        (:func:`~facesuite.classify.distortion_input.distortion_input`): how the analyzer names a
+        face's distortion."""
+        return self.predict([distortion_input(image, face.box if face.detected else None, face.faces_in_image, self.spec.framing)
+                             for image, face in zip(images, faces)])
+
+    def predict_photos(self, photos: Sequence[np.ndarray | str | Path]) -> list[Prediction]:
+        """Predictions for whole RGB photos, each read as the analyzer reads its main face (with a
+        face-framed model, the face is detected first: :func:`~facesuite.classify.distortion_input.photo_reader`).
+        :meth:`predict` takes the network's input images as they are."""
+        if self._photo_reader is None:
+            self._photo_reader = photo_reader(self.spec.framing)
+        return self.predict([self._photo_reader(load_image(photo) if isinstance(photo, (str, Path)) else photo)
+                             for photo in photos])
+
     def predict_paths(self, paths: Sequence[Path]) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
-        """Predictions for readable files, and the files that could not be read."""
+        """Predictions for readable photo files (:meth:`predict_photos`), and the files that could
+        not be read."""
         done: list[tuple[Path, Prediction]] = []
         skipped: list[Skipped] = []
         for start in range(0, len(paths), self.batch_size):
             readable = list(readable_images(paths[start : start + self.batch_size], skipped))
             if readable:
-                done.extend(zip([p for p, _ in readable], self.predict([image for _, image in readable])))
+                done.extend(zip([p for p, _ in readable], self.predict_photos([image for _, image in readable])))
         return done, skipped
 
 

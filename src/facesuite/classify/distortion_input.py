@@ -4,11 +4,11 @@ network (:mod:`facesuite.classify.distortion_net`) and its trainer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -17,6 +17,7 @@ class InputSpec:
     base: int = 224
     crop: int = 96
     frame: int = 64
+    framing: str = "photo"  # one of distortion.FRAMINGS; models saved before it existed read the photo
 
 
 def to_base(image: np.ndarray, base: int) -> np.ndarray:
@@ -38,10 +39,17 @@ FRAME_PER_BOX = 2.74
 GROUP_SHARE = 0.9
 
 
-def distortion_input(image: np.ndarray, box: tuple[float, float, float, float], faces_in_image: int) -> np.ndarray:
-    """What the distortion detector reads for the face in ``box``: the whole photo, as it was
-    trained, unless the photo holds several faces and is much larger than this face's own frame
-    (a group photo, not a portrait with a bystander at its edge): then :func:`face_frame`."""
+def distortion_input(image: np.ndarray, box: tuple[float, float, float, float] | None, faces_in_image: int,
+                     framing: str = "photo") -> np.ndarray:
+    """What the distortion detector reads for the face in ``box`` (None: no face was detected,
+    the whole photo is read). With ``face`` framing, :func:`face_frame`. With ``photo`` framing,
+    the whole photo, as it was trained, unless the photo holds several faces and is much larger
+    than this face's own frame (a group photo, not a portrait with a bystander at its edge): then
+    :func:`face_frame` too."""
+    if box is None:
+        return image
+    if framing == "face":
+        return face_frame(image, box)
     x1, y1, x2, y2 = box
     own = FRAME_PER_BOX * max(x2 - x1, y2 - y1)
     if faces_in_image <= 1 or own >= GROUP_SHARE * max(image.shape[:2]):
@@ -75,3 +83,20 @@ def make_views(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray | None, n
     if spec.frame:
         frame = cv2.resize(framed, (spec.frame, spec.frame), interpolation=cv2.INTER_AREA)
     return crop, frame
+
+
+def photo_reader(framing: str) -> Callable[[np.ndarray], np.ndarray]:
+    """How a whole photo becomes the image the network reads, as the analyzer reads its main face:
+    the photo itself, or with ``face`` framing the frame around the face the default detector finds
+    first (the whole photo when it finds none). Used by the trainer and by whole-photo prediction."""
+    if framing == "photo":
+        return lambda image: image
+    from facesuite.detect import FaceDetector
+
+    detector = FaceDetector()
+
+    def read(image: np.ndarray) -> np.ndarray:
+        face = detector.detect_one(image)
+        return distortion_input(image, face.box if face.detected else None, face.faces_in_image, framing)
+
+    return read

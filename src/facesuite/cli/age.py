@@ -12,10 +12,11 @@ from facesuite.cli.detect import (add_detector_options, add_prediction_arguments
 
 
 def _analysis(args: argparse.Namespace):
-    """Detection and the age model (no distortion routes and no gender: age reads the face as it is)."""
+    """Detection, the distortion routes and the age model (no gender): the pass `analyze` runs, so
+    both give a face the same age."""
     from facesuite.analysis import FaceAnalysis
 
-    return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, routes=None, gender=None,
+    return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, gender=None,
                         age=args.model or "default")
 
 

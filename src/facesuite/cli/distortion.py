@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facesuite.cli.detect import add_prediction_arguments, print_skips
 from facesuite.data import DISTORTIONS
+from facesuite.distortion import FRAMINGS
 
 
 def _print_skips(skipped) -> None:
@@ -21,6 +22,7 @@ def _print_skips(skipped) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from facesuite.classify.distortion_input import InputSpec
     from facesuite.data import read_identity_folders, read_split
     from facesuite.errors import InputError
     from facesuite.io import iter_images
@@ -40,7 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise InputError("no clean photos to train on in this folder", args.photos)
         chosen = np.random.default_rng(args.seed).permutation(len(candidates))[: args.photos_count]
         photos = [candidates[i] for i in sorted(chosen)]
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                             spec=InputSpec(framing=args.framing))
     variety = CleanVariety(args.variants, photos, args.calibration_share)
     command = "facesuite " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     result = train_detector(dataset, args.out, settings, val, synthetic=args.synthetic, command=command, variety=variety)
@@ -176,6 +179,10 @@ def register(groups: dict) -> None:
                                                                "e.g. splits/utkface_dev.txt")
     train.add_argument("--photos-count", type=int, default=1200, metavar="N",
                        help="photos drawn from --photos (seeded; default 1200)")
+    train.add_argument("--framing", choices=FRAMINGS, default="face",
+                       help="what the network reads: 'face', the square around the detected face (about 2.7 face "
+                            "widths; the photo itself when no face is found), or 'photo', the whole photo "
+                            "(default face)")
     train.add_argument("--calibration-share", type=float, default=0.15, metavar="S",
                        help="share of the training identities and photos held out to choose the confidence below which "
                             "a face takes the plain route (default 0.15; 0: no floor)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from facesuite.cli.detect import add_all_faces_option, exit_status, print_skips
@@ -43,6 +44,10 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     skipped_all = [item for result in results for item in result.skipped]
     enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
+    for result in results:
+        for source, other, distance in result.resembles:
+            print(f"warning: {source}, enrolled as {result.identity!r}, looks like {other!r} already in the gallery "
+                  f"(distance {distance:.4f}, verify would say same person): check the name", file=sys.stderr)
     print(f"enrolled {counted(enrolled, 'identity', 'identities')} ({counted(faces, 'face', 'faces')}) into {args.gallery}; "
           f"{counted(sum(r.already for r in results), 'photo', 'photos')} already enrolled, "
           f"{counted(len(skipped_all), 'file', 'files')} skipped")

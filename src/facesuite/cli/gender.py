@@ -37,10 +37,11 @@ class GenderKindChoices:
 
 
 def _analysis(args: argparse.Namespace):
-    """Detection and the gender model (no distortion routes: gender reads the face as it is)."""
+    """Detection, the distortion routes and the gender model: the pass `analyze` runs, so both give
+    a face the same gender (a noisy or rainy face's is read from its restored chip)."""
     from facesuite.analysis import FaceAnalysis
 
-    return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, routes=None,
+    return FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache,
                         gender=args.model or "default", abstain=not getattr(args, "no_abstain", False))
 
 

@@ -55,6 +55,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        for name, count in zip((args.first, args.second), result.faces_in_image):
+            if count > 1:
+                print(f"{name}: {count} faces, the most prominent compared (every face: facesuite analyze --all-faces)")
         if result.decision == NO_FACE:
             missing = " and ".join(name for name, none in zip((args.first, args.second), result.no_face) if none)
             print(f"no face: none found in {missing} (no decision)")

@@ -8,3 +8,9 @@ through is :mod:`facesuite.route`; synthesis is :mod:`facesuite.distortion.synth
 from facesuite.data import DISTORTIONS
 
 LABELS: tuple[str, ...] = ("clean", *DISTORTIONS)
+
+#: What of a photo the detector's network reads: ``photo``, the photo as it is (a portrait framed
+#: like FACECOM's frames); ``face``, the square around the detected face
+#: (:func:`facesuite.classify.distortion_input.face_frame`), so a photo cropped tight around the
+#: face and a wide portrait are read at the same face scale.
+FRAMINGS: tuple[str, ...] = ("photo", "face")

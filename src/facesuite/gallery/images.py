@@ -10,13 +10,13 @@ rule (:mod:`facesuite.decide`), a processed copy of an enrolled photo by that ph
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from facesuite.decide import OperatingPoint
+from facesuite.decide import SAME, OperatingPoint
 from facesuite.errors import InputError, Skipped
 from facesuite.gallery.base import GalleryStore, Match, check_identity, rows_to_add
 from facesuite.io import ImageInput, decode
@@ -32,6 +32,9 @@ class Enrolled:
     faces: int  # faces added
     skipped: list[Skipped]
     already: int = 0  # photos the identity already held (by content) or given twice: not added again
+    # (photo, another identity, distance): a face added here that verify would call the same
+    # person as someone already enrolled under another name. Added all the same; worth a look.
+    resembles: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 class Gallery:
@@ -139,6 +142,7 @@ class Gallery:
 
             # The chunk's decoded inputs, not crop.pixels(): that reads each file from disk again.
             frames = [frame_to_bytes(frame_of(entry.pixels)) for entry in inputs]
+        resembles = self._resembling([faces[i] for i in keep], owners, sources)
         results = []
         for identity in people:
             rows = [i for i, owner in enumerate(owners) if owner == identity]
@@ -148,8 +152,23 @@ class Gallery:
                 added = self.store.enroll(name, vectors[rows], [utf8_path(sources[i]) for i in rows],
                                           [inputs[i].digest for i in rows],
                                           **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
-            results.append(Enrolled(name, added, skipped[identity], already[identity] + len(rows) - added))
+            results.append(Enrolled(name, added, skipped[identity], already[identity] + len(rows) - added,
+                                    [resembles[i] for i in rows if i in resembles]))
         return results
+
+    def _resembling(self, faces: Sequence[Face], owners: Sequence[str], sources: Sequence[str]) -> dict[int, tuple[str, str, float]]:
+        """The faces about to be enrolled that the pair rule calls the same person as an identity
+        already enrolled under another name (a photo filed under the wrong name would otherwise
+        take that person's matches without a word): index -> (photo, that identity, distance)."""
+        if not faces or not len(self):
+            return {}
+        point = self.analysis.operating_point
+        found = {}
+        for index, (face, matches) in enumerate(zip(faces, self.candidates(faces, top_k=2))):
+            other = next((m for m in matches if m.identity != utf8_path(owners[index])), None)
+            if other is not None and point.pair(other.distance, (face.quality, None), (False, False)).answer == SAME:
+                found[index] = (sources[index], other.identity, float(other.distance))
+        return found
 
     def identify(self, image: ImageInput, top_k: int = 1) -> list:
         """The ``top_k`` nearest identities (:class:`~facesuite.gallery.Match`, nearest first) of the

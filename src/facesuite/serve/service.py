@@ -198,6 +198,9 @@ class ModelService:
         # already_enrolled: uploads this identity already held (the same file content), not added again.
         return {"identity": identity, "enrolled": result.faces, "already_enrolled": result.already,
                 "skipped": [str(s.source) for s in result.skipped],
+                # Faces verify would call the same person as someone enrolled under another name.
+                "resembles": [{"source": source, "identity": other, "distance": round(distance, 6)}
+                              for source, other, distance in result.resembles],
                 "identities": len(gallery.list()), "faces": len(gallery)}
 
     def identify(self, upload: Decoded, top_k: int) -> dict:

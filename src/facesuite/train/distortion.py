@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from facesuite.classify.distortion import DistortionDetector
-from facesuite.classify.distortion_input import InputSpec, make_views
+from facesuite.classify.distortion_input import InputSpec, make_views, photo_reader
 from facesuite.classify.distortion_net import DistortionNet, to_tensor
 from facesuite.data import DISTORTIONS, DistortedImage, IdentityDataset
 from facesuite.distortion import LABELS
@@ -108,10 +108,10 @@ def load_views(
 ) -> tuple[Views, list[tuple[Path, str]]]:
     """Read every file once and keep only its views; unreadable files are returned as skips."""
     images, labels, skipped = [], [], []
-    wide = _margin_spec(spec, margin)
+    wide, read = _margin_spec(spec, margin), photo_reader(spec.framing)
     for path, label in tqdm(samples, desc=progress, unit="img", disable=progress is None, leave=False):
         try:
-            images.append(make_views(load_image(path), wide))
+            images.append(make_views(read(load_image(path)), wide))
             labels.append(label)
         except InputError as error:
             skipped.append(Skipped(path, error))
@@ -132,11 +132,11 @@ def synthetic_views(
     from facesuite.distortion.synth import Synthesizer
 
     synthesizer = Synthesizer(seed=seed)
-    wide = _margin_spec(spec, margin)
+    wide, read = _margin_spec(spec, margin), photo_reader(spec.framing)
     crops, frames, labels, skipped = [], [], [], []
     for path, image in readable_images(tqdm(clean_paths, desc=progress, unit="img", disable=progress is None, leave=False), skipped):
         for label, version in [("clean", image), *synthesizer.all_types(image).items()]:
-            crop, frame = make_views(version, wide)
+            crop, frame = make_views(read(version), wide)
             crops.append(crop)
             frames.append(frame)
             labels.append(LABELS.index(label))
@@ -174,7 +174,7 @@ def variant_views(
     rng = np.random.default_rng(seed)
     chosen = {kind: [complete[i] for i in rng.permutation(len(complete))[:per_variant]] for kind in VARIANTS}
     boxes = _face_boxes(chosen["tight_crop"], progress and f"face boxes ({progress})")
-    wide = _margin_spec(spec, margin)
+    wide, read = _margin_spec(spec, margin), photo_reader(spec.framing)
     views, labels, skipped = [], [], []
     groups = [(kind, path) for kind in VARIANTS for path in chosen[kind]]
     for kind, path in tqdm(groups, desc=progress, unit="group", disable=progress is None, leave=False):
@@ -189,7 +189,7 @@ def variant_views(
             skipped.append(Skipped(path, error))
             continue
         for image, label in images:
-            views.append(make_views(transform(image), wide))
+            views.append(make_views(read(transform(image)), wide))
             labels.append(label)
     return _stack_views(views, labels, spec), skipped
 
@@ -219,11 +219,11 @@ def photo_views(
     from facesuite.distortion.synth import Synthesizer
 
     synthesizer = Synthesizer(seed=seed, types=[kind for kind in DISTORTIONS if kind != "resized"])
-    wide = _margin_spec(spec, margin)
+    wide, read = _margin_spec(spec, margin), photo_reader(spec.framing)
     views, labels, skipped = [], [], []
     for path, image in readable_images(tqdm(photos, desc=progress, unit="img", disable=progress is None, leave=False), skipped):
         for label, version in [("clean", image), *synthesizer.all_types(image, key=Path(path).name).items()]:
-            views.append(make_views(version, wide))
+            views.append(make_views(read(version), wide))
             labels.append(label)
     return _stack_views(views, labels, spec), skipped
 
