@@ -155,7 +155,7 @@ def test_predict_folder_skips_corrupt_file(dev, tmp_path, capsys):
     assert [Path(r["path"]).name for r in rows] == ["good.jpg"]
     assert rows[0]["distortion"] in LABELS and 0 < float(rows[0]["probability"]) <= 1
     err = capsys.readouterr().err
-    assert "broken.jpg" in err and "1 file(s) skipped" in err
+    assert "broken.jpg" in err and "1 skipped" in err
 
 
 def test_train_and_eval_end_to_end_on_tiny_subset(dev, tmp_path):
@@ -332,7 +332,8 @@ def test_face_framing_reads_a_tight_crop_at_the_scale_of_the_wide_photo(dev):
 
 def test_predict_distortion_and_analyze_read_a_photo_alike(dev, detector, tmp_path, capsys):
     """One rule: ``facesuite predict distortion`` on a photo names the distortion ``analyze`` gives
-    its face, for a wide photo and one cropped tight around the face."""
+    its face, for a wide photo and one cropped tight around the face; a blank image holds no face,
+    so it has no distortion in either."""
     from PIL import Image
 
     from facesuite.analysis import FaceAnalysis
@@ -341,14 +342,19 @@ def test_predict_distortion_and_analyze_read_a_photo_alike(dev, detector, tmp_pa
 
     photo = load_image(_sample(dev, "clean", 1, seed=6)[0])
     x1, y1, x2, y2 = (round(v) for v in FaceDetector().detect_one(photo).box)
-    paths = [tmp_path / "wide.png", tmp_path / "tight.png"]
+    paths = [tmp_path / "wide.png", tmp_path / "tight.png", tmp_path / "blank.png"]
     Image.fromarray(photo).save(paths[0])
     Image.fromarray(np.ascontiguousarray(photo[max(0, y1) : y2, max(0, x1) : x2])).save(paths[1])
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(paths[2])
     assert main(["predict", "distortion", *map(str, paths), "--csv", str(tmp_path / "d.csv")]) == 0
     with open(tmp_path / "d.csv", newline="") as handle:
-        predicted = {Path(row["path"]).name: (row["distortion"], float(row["probability"])) for row in csv.DictReader(handle)}
+        predicted = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
+    assert (predicted["blank.png"]["distortion"], predicted["blank.png"]["probability"]) == ("no face", "")
     with FaceAnalysis(gender=None, age=None) as app:
         for path in paths:
             face = app.get(path)[0]
-            assert predicted[path.name][0] == face.distortion
-            assert predicted[path.name][1] == pytest.approx(face.distortion_probability, abs=1e-3)
+            if face.no_face:
+                assert face.distortion is None and path.name == "blank.png"
+                continue
+            assert predicted[path.name]["distortion"] == face.distortion
+            assert float(predicted[path.name]["probability"]) == pytest.approx(face.distortion_probability, abs=1e-3)

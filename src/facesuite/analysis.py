@@ -171,6 +171,7 @@ class FaceAnalysis:
         source_match: bool = True,
         age: str | Path | None = "default",
         abstain: bool = True,
+        distortion: str | Path = "default",
     ) -> None:
         from facesuite.classify.presence import DEFAULT_PRESENCE_DIR, PresenceHead
         from facesuite.route.routes import DEFAULT_ROUTES, Router
@@ -180,6 +181,7 @@ class FaceAnalysis:
         self.routed = routes is not None
         self.router = Router.load(self.embedder, DEFAULT_ROUTES if routes == "default" else routes)
         self._distortion = None
+        self._distortion_folder = None if distortion == "default" else distortion
         # Whether a box holds a face reads the recognition pass's hidden features; an embedder
         # without them (another space, no hidden outputs) has no presence head, and then only
         # faces the detector found count as faces.
@@ -386,7 +388,7 @@ class FaceAnalysis:
             if self._distortion is None:
                 from facesuite.classify.distortion import DistortionDetector
 
-                self._distortion = DistortionDetector.load()
+                self._distortion = DistortionDetector.load(self._distortion_folder)
         return self._distortion
 
     @property

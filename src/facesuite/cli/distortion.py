@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from facesuite.cli.detect import add_prediction_arguments, print_skips
+from facesuite.cli.detect import add_detector_options, add_prediction_arguments, print_skips
 from facesuite.data import DISTORTIONS
 from facesuite.distortion import FRAMINGS
 
@@ -82,24 +82,19 @@ def cmd_train_restorer(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from facesuite.classify.distortion import DistortionDetector
-    from facesuite.cli.detect import exit_status
+    from facesuite.analysis import FaceAnalysis
+    from facesuite.classify.presence import NO_FACE
+    from facesuite.cli.detect import detector_settings, exit_status, write_predictions
     from facesuite.io import expand_paths
-    from facesuite.text import csv_writer, is_stdout, open_csv
 
-    paths = expand_paths(args.paths)
-    detector = DistortionDetector.load(args.model)
-    started = time.perf_counter()
-    done, skipped = detector.predict_paths(paths)
-    seconds = time.perf_counter() - started
-    with open_csv(args.csv) as handle:
-        writer = csv_writer(handle)
-        writer.writerow(["path", "distortion", "probability"])
-        for path, prediction in done:
-            writer.writerow([str(path), prediction.label, f"{prediction.probability:.4f}"])
-    _print_skips(skipped)
-    print(f"{len(done)} images classified, {len(skipped)} skipped ({1000 * seconds / max(len(paths), 1):.1f} ms/image); "
-          f"wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
+    paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
+    # The pass `analyze` runs, so both name a face's distortion alike; a box that holds no face has none.
+    analysis = FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, gender=None, age=None,
+                            distortion=args.model or "default")
+    faces, skipped = analysis.faces(paths, progress="distortion")
+    rows = [[face.source, NO_FACE, ""] if face.no_face else [face.source, face.distortion, f"{face.distortion_probability:.4f}"]
+            for face in faces]
+    write_predictions(args.csv, ["path", "distortion", "probability"], rows, skipped)
     return exit_status(args.paths, skipped)
 
 
@@ -204,8 +199,10 @@ def register(groups: dict) -> None:
 
     predict = groups["predict"].add_parser(
         "distortion", help="name the distortion of each image (clean or one of 7 types)",
-        description="Classify images as clean or " + ", ".join(DISTORTIONS) + "; writes path,distortion,probability.")
+        description="The distortion of each image's main face, as analyze names it: clean or " + ", ".join(DISTORTIONS)
+                    + " (no face: none found); writes path,distortion,probability.")
     add_prediction_arguments(predict, model_help)
+    add_detector_options(predict)
     predict.set_defaults(handler=cmd_predict)
 
     evaluate = groups["eval"].add_parser(
