@@ -374,8 +374,8 @@ class FaceAnalysis:
     def _route_part(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None, hidden: bool,
                     maps: bool) -> tuple[np.ndarray, np.ndarray, list, np.ndarray | None]:
         images = list(frames) if frames is not None else [c.pixels() for c in crops]
-        # The detector was trained on photos of one face: a face of a group photo is read in a
-        # frame of its own, so each face gets its own distortion, route and quality.
+        # Each face is read in a square of its own around its box (a model trained on whole photos:
+        # only a face of a group photo), so each face gets its own distortion, route and quality.
         kinds = self.distortion.predict_faces(images, [crop.face for crop in crops])
         routed, plain, pooled = self.router.embed([c.chip for c in crops], [self.distortion.route_label(k) for k in kinds],
                                                   hidden, maps)

@@ -1,7 +1,10 @@
 """The distortion detector: a two-view CNN over a face photo, 8 classes (clean + 7 distortions).
 
-Input views, both taken from the frame after it is resized to ``base`` x ``base`` (FACECOM's
-224 px LFW-style framing, face ~90 px in the middle):
+What it reads of a photo (:mod:`facesuite.classify.distortion_input`, the model's ``framing``):
+the square around the detected face, 2.74 box sides wide, as FACECOM's LFW-style frames show a
+face (about 90 px in the middle of 224), so a tight crop and a wide photo are read at one face
+scale; the whole photo where no face was detected. Input views, both taken from that frame after
+it is resized to ``base`` x ``base``:
 
 - ``crop``: the centre ``crop`` x ``crop`` pixels at native resolution. Downscaling would erase
   exactly what separates ``resized`` and ``blurred`` from ``clean`` (fine detail) and thin the
@@ -9,10 +12,10 @@ Input views, both taken from the frame after it is resized to ``base`` x ``base`
 - ``frame``: the whole frame shrunk to ``frame`` x ``frame``, for global cues: the radial
   overexposure of ``sunny``, the patchy haze of ``foggy``, the overall darkness of ``lowlight``.
 
-No face detection is needed: the centre crop covers the face in this framing, and the
-distortions are applied to whole frames anyway (measured against the aligned chip in the model
-card). Pixels are only scaled to [-0.5, 0.5]; per-image normalisation would remove the brightness
-cues of ``lowlight`` and ``sunny``.
+The centre crop covers the face in this framing; the frame around it keeps the context a
+distortion spreads over (fog, rain, overexposure are applied to whole photos). Pixels are only
+scaled to [-0.5, 0.5]; per-image normalisation would remove the brightness cues of ``lowlight``
+and ``sunny``.
 
 A face is routed by its predicted type only when the detector is sure enough of it
 (:meth:`DistortionDetector.route_label`); the floor is chosen on a calibration fold of the

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+
 @dataclass(frozen=True)
 class InputSpec:
     """How an image becomes the network's input; saved with the weights. 0 disables a view."""
