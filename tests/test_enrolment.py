@@ -165,3 +165,22 @@ def test_a_face_enrolled_under_another_persons_name_is_flagged(samples: Path, tm
         answer = client.post("/gallery/enroll", data={"identity": "Kofi"},
                              files=[("image", ("flipped.png", flipped.getvalue(), "image/png"))]).json()
     assert [r["identity"] for r in answer["resembles"]] == ["Colin_Powell"]
+
+
+def test_rest_enroll_skips_an_unreadable_upload_as_the_cli_skips_a_file(samples: Path, tmp_path: Path) -> None:
+    """Several uploads: a file that is not an image is skipped and named, the photos are enrolled;
+    when no upload is readable the request is refused."""
+    pytest.importorskip("fastapi", reason="fastapi is not installed")
+    from fastapi.testclient import TestClient
+
+    from facesuite.serve import create_app
+
+    photo = samples / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    broken = ("image", ("broken.jpg", b"not an image at all", "image/jpeg"))
+    with TestClient(create_app(gallery=str(tmp_path / "g")), base_url="http://127.0.0.1:8000") as client:
+        mixed = client.post("/gallery/enroll", data={"identity": "Colin"},
+                            files=[("image", (photo.name, photo.read_bytes(), "image/jpeg")), broken])
+        alone = client.post("/gallery/enroll", data={"identity": "Colin"}, files=[broken])
+    assert mixed.status_code == 200, mixed.text
+    assert (mixed.json()["enrolled"], mixed.json()["skipped"]) == (1, ["broken.jpg"])
+    assert alone.status_code == 415 and "broken.jpg" in alone.json()["error"]

@@ -137,11 +137,14 @@ def create_app(
 
     @app.post("/gallery/enroll")
     def enroll(identity: str = Form(...), image: Uploads = None) -> dict:
-        """Add one or more face images of ``identity`` to the gallery (one transaction)."""
+        """Add one or more face images of ``identity`` to the gallery (one transaction); an upload
+        that is not a readable image is skipped and named in ``skipped``, as a folder's is."""
         uploads = image or [None]
         if len(uploads) > MAX_ENROLL_FILES:
             raise ApiError(422, f"at most {MAX_ENROLL_FILES} images per request")
-        return service.call(service.enroll, identity, read_uploads(uploads, max_upload_bytes))
+        unreadable: list[str] = []
+        decoded = read_uploads(uploads, max_upload_bytes, skipped=unreadable)
+        return service.call(service.enroll, identity, decoded, unreadable)
 
     @app.post("/gallery/identify")
     def identify(image: Upload = None, top_k: int = Query(3, ge=1, le=50)) -> dict:

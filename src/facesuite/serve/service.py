@@ -185,7 +185,7 @@ class ModelService:
         heatmap, info = explain_gender(upload, analysis)  # no face: an InputError, answered 422
         return png_bytes(heatmap), {"gender": info["gender"], "p_female": info["p_female"]}
 
-    def enroll(self, identity: str, uploads: Sequence[Decoded]) -> dict:
+    def enroll(self, identity: str, uploads: Sequence[Decoded], unreadable: Sequence[str] = ()) -> dict:
         gallery = self._open_gallery(create=True)
         result = gallery.enroll(identity, uploads)
         if not result.faces and not result.already:
@@ -197,7 +197,7 @@ class ModelService:
                 self.thumbnails.put(identity, crops[0].chip)
         # already_enrolled: uploads this identity already held (the same file content), not added again.
         return {"identity": identity, "enrolled": result.faces, "already_enrolled": result.already,
-                "skipped": [str(s.source) for s in result.skipped],
+                "skipped": [*unreadable, *(str(s.source) for s in result.skipped)],
                 # Faces verify would call the same person as someone enrolled under another name.
                 "resembles": [{"source": source, "identity": other, "distance": round(distance, 6)}
                               for source, other, distance in result.resembles],

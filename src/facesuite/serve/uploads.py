@@ -29,18 +29,21 @@ def _describe_upload(error: InputError, name: str) -> ApiError:
     return ApiError(415, f"{name}: not a readable image: {error.message}")
 
 
-def read_uploads(uploads: Sequence[UploadFile | None], limit: int, fields: Sequence[str] | None = None) -> list[Decoded]:
+def read_uploads(uploads: Sequence[UploadFile | None], limit: int, fields: Sequence[str] | None = None,
+                 skipped: list[str] | None = None) -> list[Decoded]:
     """Each upload read into memory (at most ``limit`` bytes) and decoded, named by its file name;
     nothing is written to disk and a client's file name never becomes a path. ``fields``: the form
     field of each upload when they are separate fields (default: every one from ``image``), so that
-    a missing file is answered with the field it was expected in."""
+    a missing file is answered with the field it was expected in. ``skipped``: a list to note the
+    name of each upload that cannot be decoded in, as a folder's bad file is skipped, instead of
+    refusing the request; it is refused when no upload can be decoded."""
     names = list(fields) if fields is not None else ["image"] * len(uploads)
     missing = list(dict.fromkeys(name for upload, name in zip(uploads, names)
                                  if upload is None or not (upload.filename or upload.size)))
     if missing:
         listed = " and ".join(repr(name) for name in missing)
         raise ApiError(400, f"no file uploaded in field{'s' if len(missing) > 1 else ''} {listed}")
-    decoded = []
+    decoded, refusals = [], []
     for upload, field_name in zip(uploads, names):
         name = upload.filename or field_name
         data = upload.file.read(limit + 1)
@@ -49,7 +52,14 @@ def read_uploads(uploads: Sequence[UploadFile | None], limit: int, fields: Seque
         try:
             decoded.append(decode(data, name))
         except InputError as error:
-            raise _describe_upload(error, name) from None
+            refusal = _describe_upload(error, name)
+            if skipped is None:
+                raise refusal from None
+            refusals.append((name, refusal))
+    if refusals and not decoded:
+        raise refusals[0][1]
+    if skipped is not None:
+        skipped.extend(name for name, _ in refusals)
     return decoded
 
 
