@@ -85,14 +85,15 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, model_help: str) -
 def write_predictions(csv_path: str, header: Sequence[str], rows: Sequence[Sequence[object]], skipped) -> None:
     """The CSV of a ``predict`` command (one row per image), its skips, and the line saying so."""
 
-    from facesuite.text import csv_writer, open_csv
+    from facesuite.text import csv_writer, is_stdout, open_csv
 
     with open_csv(csv_path) as handle:
         writer = csv_writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
     print_skips(skipped)
-    print(f"{len(rows)} images predicted, {len(skipped)} skipped; CSV in {csv_path}", file=sys.stderr)
+    where = "on standard output" if is_stdout(csv_path) else f"in {csv_path}"
+    print(f"{len(rows)} images predicted, {len(skipped)} skipped; CSV {where}", file=sys.stderr)
 
 
 def exit_status(named: Sequence[str], skipped) -> int:
