@@ -47,7 +47,8 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     for result in results:
         for source, other, distance in result.resembles:
             print(f"warning: {source}, enrolled as {result.identity!r}, looks like {other!r} already in the gallery "
-                  f"(distance {distance:.4f}, verify would say same person): check the name", file=sys.stderr)
+                  f"(distance {distance:.4f}, verify would say same person): one of the two names may be wrong",
+                  file=sys.stderr)
     print(f"enrolled {counted(enrolled, 'identity', 'identities')} ({counted(faces, 'face', 'faces')}) into {args.gallery}; "
           f"{counted(sum(r.already for r in results), 'photo', 'photos')} already enrolled, "
           f"{counted(len(skipped_all), 'file', 'files')} skipped")
