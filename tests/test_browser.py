@@ -177,6 +177,18 @@ def test_pair_page_shows_the_verdict(page, server: str, facecom_b: Path, tmp_pat
     accepted = page.eval_on_selector("#scale .accept", "zone => zone.offsetWidth")
     assert 0 <= pair <= accepted and abs(accepted - marks[1][2]) <= 1  # the shipped threshold is the FAR 1% one
     _screenshot(page, "dashboard-pair", tmp_path)
+    # A group photo: the page says which of its faces was compared, as `verify` does.
+    import numpy as np
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(_face(facecom_b, name, 0)).convert("RGB")) for name in ("Colin_Powell", "Hugo_Chavez")]
+    height = min(photo.shape[0] for photo in photos)
+    group = tmp_path / "group.png"
+    Image.fromarray(np.concatenate([photo[:height] for photo in photos], axis=1)).save(group)
+    page.set_input_files("#image2", str(group))
+    page.click("#submit")
+    page.wait_for_function("document.querySelector('#fields').innerText.includes('faces:')")
+    assert "2 faces: the most prominent compared" in page.inner_text("#fields")
 
 
 def test_pair_page_shows_each_decision_as_itself(page, server: str, samples: Path, analysis, tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ document.getElementById("form").addEventListener("submit", async (event) => {
       ["distance", result.decision === "no face" ? "— (nothing compared)" : result.distance.toFixed(4)],
       ["quality", result.quality.map((q) => (q === null ? "—" : q.toFixed(3))).join(" / ")],
       ["threshold", `${result.threshold.toFixed(4)} (${result.threshold_source})`],
-      ["face found", result.no_face.map((none, i) => (none ? "no" : result.fallback[i] ? "yes (centre box judged a face)" : "yes")).join(" / ")],
+      ["face found", result.no_face.map((none, i) => (none ? "no" : result.fallback[i] ? "yes (centre box judged a face)"
+        : result.faces_in_image[i] > 1 ? `yes, ${result.faces_in_image[i]} faces: the most prominent compared` : "yes")).join(" / ")],
     ]);
     document.getElementById("result").classList.remove("hidden");
   } catch (error) {
