@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.classify.age import AgeHead
-from facesuite.classify.presence import flat_chips
 from facesuite.classify.quality import QualityModel, quality_features
 from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
 from facesuite.decide import SAME, OperatingPoint
@@ -465,11 +464,7 @@ class FaceAnalysis:
         detected = np.array([crop.face.detected for crop in crops], dtype=bool)
         if self.presence is None or not crops:
             return None, detected
-        flat = flat_chips([crop.chip for crop in crops])
-        # A flat chip shows nothing (the head alone would score a white page like a blown-out face):
-        # its probability says so too, not only its verdict.
-        p_face = np.where(flat, np.float32(0.0), self.presence.p_face(pooled))
-        return p_face, self.presence.is_face(p_face, detected, flat)
+        return self.presence.judge(pooled, detected, [crop.chip for crop in crops])
 
     def _quality(self, crops: Sequence[Crop], kinds: Sequence) -> np.ndarray | None:
         """Each face's chance of being recognised (None without a quality model)."""

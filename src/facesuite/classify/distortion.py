@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
-from facesuite.classify.distortion_input import InputSpec, distortion_input, make_views, photo_reader
+from facesuite.classify.distortion_input import InputSpec, face_input, make_views, photo_reader
 from facesuite.config import MODELS_DIR, cache_dir, onnx_session, write_atomically
 from facesuite.distortion import LABELS
 from facesuite.errors import InputError, Skipped
@@ -167,10 +167,9 @@ class DistortionDetector:
 
     def predict_faces(self, images: Sequence[np.ndarray], faces: Sequence[Detection]) -> list[Prediction]:
         """One prediction per face, each read in the image it was found in
-        (:func:`~facesuite.classify.distortion_input.distortion_input`): how the analyzer names a
+        (:func:`~facesuite.classify.distortion_input.face_input`): how the analyzer names a
         face's distortion."""
-        return self.predict([distortion_input(image, face.box if face.detected else None, face.faces_in_image, self.spec.framing)
-                             for image, face in zip(images, faces)])
+        return self.predict([face_input(image, face, self.spec.framing) for image, face in zip(images, faces)])
 
     def predict_photos(self, photos: Sequence[np.ndarray | str | Path]) -> list[Prediction]:
         """Predictions for whole RGB photos, each read as the analyzer reads its main face (with a

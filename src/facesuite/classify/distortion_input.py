@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from facesuite.detect import Detection
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ def make_views(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray | None, n
     return crop, frame
 
 
+def face_input(image: np.ndarray, face: Detection, framing: str) -> np.ndarray:
+    """:func:`distortion_input` for a detection: its box is read only where the detector found the
+    face (a centre box or an assumed crop is read as the whole photo)."""
+    return distortion_input(image, face.box if face.detected else None, face.faces_in_image, framing)
+
+
 def photo_reader(framing: str) -> Callable[[np.ndarray], np.ndarray]:
     """How a whole photo becomes the image the network reads, as the analyzer reads its main face:
     the photo itself, or with ``face`` framing the frame around the face the default detector finds
@@ -96,8 +106,4 @@ def photo_reader(framing: str) -> Callable[[np.ndarray], np.ndarray]:
 
     detector = FaceDetector()
 
-    def read(image: np.ndarray) -> np.ndarray:
-        face = detector.detect_one(image)
-        return distortion_input(image, face.box if face.detected else None, face.faces_in_image, framing)
-
-    return read
+    return lambda image: face_input(image, detector.detect_one(image), framing)

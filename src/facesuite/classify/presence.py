@@ -58,6 +58,14 @@ class PresenceHead:
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
+    def judge(self, pooled: np.ndarray, detected: np.ndarray, chips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(probability that each box holds a face, whether it is one). A flat chip
+        (:func:`flat_chips`) shows nothing: its probability is 0 and it is never a face (the head
+        alone would score a white page like a blown-out face)."""
+        flat = flat_chips(chips)
+        p_face = np.where(flat, np.float32(0.0), self.p_face(pooled))
+        return p_face, self.is_face(p_face, detected, flat)
+
     def is_face(self, p_face: np.ndarray, detected: np.ndarray, flat: np.ndarray | None = None) -> np.ndarray:
         """Per row, whether it is a face: a detected one unless vetoed, a guessed one above the
         threshold; never a flat chip (:func:`flat_chips`)."""
