@@ -109,7 +109,10 @@ def test_upload_names_never_become_paths(work: Path, name: str, analysis) -> Non
     assert not Path("/tmp/pwned.jpg").exists() and not (work.parent / "pwned.jpg").exists()
     # Written: the gallery, and the server's picture of the face (in its work folder), nothing else.
     assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery", "serve"}
-    assert client.get("/gallery").json()["identities"] == [{"identity": "ann", "faces": 1, "thumbnail": True}]
+    listing = client.get("/gallery").json()
+    assert listing["identities"] == [{"identity": "ann", "faces": 1, "thumbnail": True}]
+    # The embedders that can search it, among them the one the server embeds with.
+    assert analysis.embedder.name in listing["embedders"] and listing["space"] == analysis.embedder.space
     assert client.get("/gallery/thumbnail", params={"identity": "ann"}).status_code == 200
     assert {p.relative_to(work).parts[0] for p in tree(work) - before} == {"gallery", "serve"}
 

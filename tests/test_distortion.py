@@ -350,6 +350,8 @@ def test_predict_distortion_and_analyze_read_a_photo_alike(dev, detector, tmp_pa
     with open(tmp_path / "d.csv", newline="") as handle:
         predicted = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
     assert (predicted["blank.png"]["distortion"], predicted["blank.png"]["probability"]) == ("no face", "")
+    # The flags analyze's CSV carries, under the same names.
+    assert [predicted[p.name]["no_face"] for p in paths] == ["0", "0", "1"]
     with FaceAnalysis(gender=None, age=None) as app:
         for path in paths:
             face = app.get(path)[0]

@@ -260,7 +260,7 @@ def test_predict_folder_skips_corrupt_file(dev_folder, tmp_path, capsys):
     assert main(["predict", "gender", str(folder), "--csv", str(out)]) == 0
     rows = list(csv.DictReader(open(out, newline="")))
     assert [Path(r["path"]).name for r in rows] == ["good.jpg"]
-    assert set(rows[0]) == {"path", "gender", "p_female", "fallback"}
+    assert set(rows[0]) == {"path", "gender", "p_female", "fallback", "no_face"} and rows[0]["no_face"] == "0"
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "1 skipped" in err
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from facesuite.cli import main
+from facesuite.embed import get_embedder
 from facesuite.embed.calibration import threshold_at_far
 
 # Identities with several clean images, used as a small fixed gallery.
@@ -140,6 +141,10 @@ def test_gallery_list_names_the_embedders_that_can_search_it(samples: Path, tmp_
         code = main(["gallery", "identify", photo, "--gallery", gallery, "--embedder", name])
         assert code == (0 if name in embedders else 2), name
     assert "gallery was built with embedder" in capsys.readouterr().err
+    # The JSON listing names the same embedders, and the space their vectors share.
+    listing = _run_json(capsys, ["gallery", "list", "--gallery", gallery, "--json"])
+    assert sorted(listing["embedders"]) == sorted(embedders)
+    assert {get_embedder(name).space for name in embedders} == {listing["space"]}
 
 
 def test_gallery_errors(tmp_path: Path, samples: Path, capsys) -> None:

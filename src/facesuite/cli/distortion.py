@@ -92,9 +92,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     analysis = FaceAnalysis(detector=detector_settings(args), use_cache=not args.no_cache, gender=None, age=None,
                             distortion=args.model or "default")
     faces, skipped = analysis.faces(paths, progress="distortion")
-    rows = [[face.source, NO_FACE, ""] if face.no_face else [face.source, face.distortion, f"{face.distortion_probability:.4f}"]
-            for face in faces]
-    write_predictions(args.csv, ["path", "distortion", "probability"], rows, skipped)
+    rows = [[face.source, *([NO_FACE, ""] if face.no_face else [face.distortion, f"{face.distortion_probability:.4f}"]),
+             int(face.fallback), int(face.no_face)] for face in faces]
+    write_predictions(args.csv, ["path", "distortion", "probability", "fallback", "no_face"], rows, skipped)
     return exit_status(args.paths, skipped)
 
 
@@ -200,7 +200,7 @@ def register(groups: dict) -> None:
     predict = groups["predict"].add_parser(
         "distortion", help="name the distortion of each image (clean or one of 7 types)",
         description="The distortion of each image's main face, as analyze names it: clean or " + ", ".join(DISTORTIONS)
-                    + " (no face: none found); writes path,distortion,probability.")
+                    + " (no face: none found); writes path,distortion,probability,fallback,no_face.")
     add_prediction_arguments(predict, model_help)
     add_detector_options(predict)
     predict.set_defaults(handler=cmd_predict)

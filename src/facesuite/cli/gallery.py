@@ -115,7 +115,8 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
     with open_gallery(args.gallery) as gallery:
         entries = gallery.identities()
         if args.json:
-            print(json.dumps({"embedder": gallery.embedder, "threshold": gallery.threshold,
+            print(json.dumps({"space": gallery.embedder, "embedders": embedders_of_space(gallery.embedder),
+                              "threshold": gallery.threshold,
                               "identities": [{"identity": i, "faces": n} for i, n in entries]}))
         else:
             for identity, count in entries:

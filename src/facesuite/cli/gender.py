@@ -111,9 +111,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     paths = expand_paths(args.paths)  # a missing path is an InputError here, before any work
     predictions, skipped = predict_gender(_analysis(args), paths, progress="gender")
-    # gender: male, female, uncertain, or no face (then no p_female)
-    rows = [[p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback)] for p in predictions]
-    write_predictions(args.csv, ["path", "gender", "p_female", "fallback"], rows, skipped)
+    # gender: male, female, uncertain, or no face (then no p_female); fallback and no_face as in analyze's CSV
+    rows = [[p.path, p.label, "" if p.p_female is None else f"{p.p_female:.6f}", int(p.fallback), int(p.face.no_face)]
+            for p in predictions]
+    write_predictions(args.csv, ["path", "gender", "p_female", "fallback", "no_face"], rows, skipped)
     return exit_status(args.paths, skipped)
 
 

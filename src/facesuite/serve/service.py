@@ -225,6 +225,7 @@ class ModelService:
                 "candidates": [{"identity": m.identity, "distance": round(m.distance, 4)} for m in candidates]}
 
     def gallery_listing(self) -> dict:
+        from facesuite.embed import embedders_of_space
         from facesuite.gallery import display_uri
 
         gallery = self._open_gallery(create=False)
@@ -232,7 +233,8 @@ class ModelService:
         if gallery is None:
             return {"path": where, "exists": False, "identities": [], "faces": 0}
         photos = self._enrolled_photos()
-        return {"path": where, "exists": True, "embedder": gallery.embedder,
+        # The store records its vectors' space; the embedders named are those that can search it.
+        return {"path": where, "exists": True, "space": gallery.embedder, "embedders": embedders_of_space(gallery.embedder),
                 "threshold": round(gallery.threshold, 6), "faces": len(gallery),
                 "identities": [{"identity": i, "faces": n,
                                 "thumbnail": self.thumbnails is not None and (self.thumbnails.has(i) or i in photos)}
