@@ -49,6 +49,29 @@ def _eye_error(found: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(np.asarray(found) - reference).max() / np.linalg.norm(reference[0] - reference[1]))
 
 
+def test_a_face_at_the_edge_is_reported_inside_the_photo(facecom_b: Path, app: FaceAnalysis, tmp_path: Path, capsys) -> None:
+    """The detector's box of a face cut by the photo's edge reaches past the edge; every output
+    reports it clipped to the photo, as ``image[y1:y2, x1:x2]`` needs, and still on the face."""
+    image = load_image(_photo(facecom_b))
+    (face, *_) = FaceDetector().detect([image])[0]
+    x1, y1, x2, y2 = face.box
+    # Cut through the face: the left fifth and the top tenth of the box fall outside.
+    cut = np.ascontiguousarray(image[int(y1 + 0.1 * (y2 - y1)):, int(x1 + 0.2 * (x2 - x1)):])
+    (raw, *_) = FaceDetector().detect([cut])[0]
+    assert raw.box[0] < 0  # the detector's own box leaves the photo
+    path = tmp_path / "edge.png"
+    write_image(path, cut)
+    (found, *_) = app.get(path)
+    height, width = cut.shape[:2]
+    bx1, by1, bx2, by2 = found.box
+    assert not found.no_face and 0 <= bx1 < bx2 <= width and 0 <= by1 < by2 <= height
+    # Clipped, not moved: the edges inside the photo are the detector's.
+    assert (bx1, bx2, by2) == pytest.approx((max(raw.box[0], 0), min(raw.box[2], width), min(raw.box[3], height)), abs=0.01)
+    assert cut[int(by1):int(by2), int(bx1):int(bx2)].size > 0
+    assert main(["analyze", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["box"][0] >= 0
+
+
 def test_a_tight_crop_is_found_where_the_face_is(facecom_b: Path) -> None:
     detector = FaceDetector()
     for identity in ("Colin_Powell", "Aaron_Patterson", "Naomi_Watts", "Hugo_Chavez"):

@@ -52,12 +52,17 @@ class Crop:
 
     @property
     def input_face(self) -> Detection:
-        if self.scale == (1.0, 1.0):
-            return self.face
+        """:attr:`face` in the file's own pixels, its box clipped to the image.
+
+        The detector's box of a face at the photo's edge reaches past it (alignment reads the
+        landmarks, not the box); a box reported past the edge breaks a user's ``image[y1:y2, x1:x2]``
+        (negative indices wrap around). The landmarks are kept as found."""
         sx, sy = self.scale
+        height, width = self.image_shape
         x1, y1, x2, y2 = self.face.box
-        return replace(self.face, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
-                       landmarks=np.asarray(self.face.landmarks, dtype=np.float64) * (sx, sy))
+        box = (min(max(x1 * sx, 0.0), width * sx), min(max(y1 * sy, 0.0), height * sy),
+               min(max(x2 * sx, 0.0), width * sx), min(max(y2 * sy, 0.0), height * sy))
+        return replace(self.face, box=box, landmarks=np.asarray(self.face.landmarks, dtype=np.float64) * (sx, sy))
 
 
 class FaceExtractor:
