@@ -81,6 +81,22 @@ def test_each_decision_kind_and_source_matches(facecom_b: Path, enrolled: Path) 
         assert only.distance == pytest.approx(next(m.distance for m in everyone if m.identity == "Colin_Powell"))
 
 
+def test_a_copy_with_its_face_painted_out_is_no_face(facecom_b: Path, enrolled: Path) -> None:
+    """An enrolled photo with its face painted over still matches its frame, but its box holds no
+    face: nothing is decided on it, not even the source's name."""
+    from facesuite.detect import FaceDetector
+
+    photo = load_image(_photo(facecom_b, "Colin_Powell", 0))
+    x1, y1, x2, y2 = (int(round(v)) for v in FaceDetector().detect_one(photo).box)
+    painted = photo.copy()
+    painted[max(0, y1):y2, max(0, x1):x2] = 128
+    with FaceAnalysis(gender=None, gallery=enrolled) as app:
+        assert app.gallery.source_of(painted).identity == "Colin_Powell"  # the frame is the enrolled one
+        (face,) = app.get(painted)
+    assert face.no_face
+    assert (face.identity, face.match_kind, face.source_photo, face.distance) == ("no face", None, None, None)
+
+
 def test_stored_frames_follow_enroll_and_remove(facecom_b: Path, tmp_path: Path) -> None:
     with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
         gallery.enroll("Colin_Powell", [_photo(facecom_b, "Colin_Powell", 0)])

@@ -91,7 +91,9 @@ class OperatingPoint:
                no_face: bool = False, source_identity: str | None = None) -> Decision:
         """The answer to a gallery search of one face (``source_identity``: the identity of the
         enrolled photo the image is a processed copy of, if any)."""
-        if source_identity is not None:
+        # A processed copy of an enrolled photo is named below the quality floor (a blown-out
+        # face), never where the box is judged to hold no face: nothing is decided on a non-face.
+        if source_identity is not None and not no_face:
             return Decision(source_identity, None, "a processed copy of an enrolled photo")
         undecided = self.undecided(quality, no_face)
         if undecided is not None:

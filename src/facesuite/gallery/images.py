@@ -194,14 +194,12 @@ class Gallery:
         ``match_kind`` (and ``source_photo``, ``source_agreement``) and returns the match that
         answered. ``pixels``: the face's image, if already decoded.
 
-        A processed copy of an enrolled photo is that photo's identity whatever its face shows (a
-        blown-out sunny face), reported as ``match_kind="source"``; only the main face of an
-        image speaks for the whole frame."""
+        A processed copy of an enrolled photo is that photo's identity however little its face
+        shows (a blown-out sunny face below the quality floor), reported as
+        ``match_kind="source"``, as long as its box is judged to hold a face; only the main face of
+        an image speaks for the whole frame."""
         found = None
-        # A processed copy of an enrolled photo is named even where its face is blown out past
-        # being judged one (no_face): the evidence is the whole frame, and every enrolled photo
-        # held a face.
-        if face.index == 0 and self.analysis.source_match and self.store.keeps_frames:
+        if face.index == 0 and not face.no_face and self.analysis.source_match and self.store.keeps_frames:
             if pixels is None and face._crop is not None:
                 pixels = face._crop.pixels()
             found = self.source_of(pixels) if pixels is not None else None
