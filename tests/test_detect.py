@@ -16,7 +16,7 @@ from facesuite.detect import DetectorSettings, FaceDetector
 from facesuite.detect.extract import Crop, FaceExtractor
 from facesuite.embed import ChipSpec
 from facesuite.errors import Skipped
-from facesuite.io import load_image
+from facesuite.io import load_image, write_image
 
 
 def _clean_sample(root: Path, n: int, seed: int = 0) -> list[Path]:
@@ -136,6 +136,27 @@ def test_detect_command_writes_crops_and_csv(samples: Path, tmp_path: Path, bad_
     rows = list(csv.DictReader(open(tmp_path / "out" / "detections.csv")))
     assert len(rows) == 3 and set(rows[0]) == {"path", "crop", "box", "landmarks", "score", "fallback"}
     assert all((tmp_path / "out" / r["crop"]).is_file() for r in rows)
+
+
+def test_detect_never_writes_one_crop_over_another(samples: Path, tmp_path: Path) -> None:
+    """x.jpg and x.png in one folder, and x.jpg of two folders given side by side, each keep their
+    own crop: the crop of each row is the chip of that row's face."""
+    portraits = _portraits(samples)[:3]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inputs = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"]
+    inputs[0].write_bytes(portraits[0].read_bytes())
+    inputs[1].write_bytes(portraits[1].read_bytes())
+    write_image(tmp_path / "a" / "x.png", load_image(portraits[2]))
+    inputs.append(tmp_path / "a" / "x.png")
+    for args, out in (([str(tmp_path)], "whole"), ([str(p) for p in inputs], "listed")):
+        assert main(["detect", *args, "--out", str(tmp_path / out)]) == 0
+        rows = list(csv.DictReader(open(tmp_path / out / "detections.csv")))
+        assert len({r["crop"] for r in rows}) == len(rows) == 3
+        chips = {str(c.path): c.chip for c in FaceExtractor(use_cache=False).crops([Path(r["path"]) for r in rows])[0]}
+        for row in rows:
+            written = load_image(tmp_path / out / row["crop"])
+            assert np.abs(written.astype(int) - chips[row["path"]].astype(int)).mean() < 1, row
 
 
 def test_detect_summary_counts_one_of_each_in_the_singular(samples: Path, tmp_path: Path, capsys) -> None:

@@ -184,6 +184,7 @@ def export_crops(
     started = time.perf_counter()
     detected = fallback = 0
     skipped: list[Skipped] = []
+    written: set[Path] = set()
     with open_csv(out / "detections.csv") as handle:
         writer = csv_writer(handle)
         writer.writerow(["path", "crop", "box", "landmarks", "score", "fallback"])
@@ -195,6 +196,13 @@ def export_crops(
             target = (out / "crops" / relative).with_suffix(".png")
             if item.face_index:
                 target = target.with_name(f"{target.stem}_face{item.face_index}.png")
+            # x.jpg and x.png in one folder (or two folders' x.jpg given side by side) would share a
+            # crop name: later ones are numbered, in input order, so no crop overwrites another.
+            stem, copy = target.stem, 1
+            while target in written:
+                copy += 1
+                target = target.with_name(f"{stem}_{copy}.png")
+            written.add(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, item.chip)
             record = item.input_face.to_dict()
