@@ -152,6 +152,13 @@ def test_gallery_errors(tmp_path: Path, samples: Path, capsys) -> None:
     assert main(["gallery", "identify", str(image), "--gallery", str(tmp_path / "none")]) == 2
     assert "no gallery" in capsys.readouterr().err
     assert main(["gallery", "remove", "Nobody", "--gallery", str(tmp_path / "none")]) == 2
+    capsys.readouterr()
+    # A count that cannot be one is the user's error, refused before any work: one line, exit 2.
+    for count in ("0", "-3"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["gallery", "identify", str(image), "--gallery", str(tmp_path / "none"), "--top-k", count])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f"--top-k: expected a whole number of at least 1, not {count}")
 
 
 def test_eval_recognition_writes_metrics_and_report(facecom_b: Path, tmp_path: Path, capsys) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from facesuite.cli.detect import (add_detector_options, add_prediction_arguments, detector_settings, exit_status,
-                                  make_extractor, print_skips, write_predictions)
+                                  make_extractor, positive_int, print_skips, write_predictions)
 
 
 def _analysis(args: argparse.Namespace):
@@ -81,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_fold_options(parser: argparse.ArgumentParser) -> None:
     """What a trainer selecting on training folds of cached pass features takes."""
     parser.add_argument("--cache", metavar="DIR", help="keep the faces' features here and reuse them")
-    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds (default 3)")
+    parser.add_argument("--folds", type=positive_int, default=3, help="cross-validation folds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 

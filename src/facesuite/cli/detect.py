@@ -19,6 +19,17 @@ def _fallback_box(text: str) -> tuple[float, float, float, float]:
     return cx, cy, width, height
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count, a size, a number of epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value}")
+    return value
+
+
 def number_between(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a number from ``low`` to ``high``, so that a score, rate or distance out
     of its range is refused on the command line instead of quietly matching nothing or everything."""
@@ -147,7 +158,7 @@ def register(groups: dict) -> None:
         description="Detect the main face in each image (MTCNN), align it on 5 landmarks and write the crop.")
     detect.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     detect.add_argument("--out", required=True, help="output folder for crops/ and detections.csv")
-    detect.add_argument("--size", type=int, default=150, help="side of the aligned crop in pixels (default 150)")
+    detect.add_argument("--size", type=positive_int, default=150, help="side of the aligned crop in pixels (default 150)")
     detect.add_argument("--padding", type=float, default=0.25, help="margin around the face as a fraction of its size (default 0.25)")
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_all_faces_option(detect)

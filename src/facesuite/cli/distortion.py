@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from facesuite.cli.detect import add_detector_options, add_prediction_arguments, print_skips
+from facesuite.cli.detect import add_detector_options, add_prediction_arguments, positive_int, print_skips
 from facesuite.data import DISTORTIONS
 from facesuite.distortion import FRAMINGS
 
@@ -154,9 +154,9 @@ def register(groups: dict) -> None:
                     "ROOT/<identity>/distortion/<stem>_<type>.jpg).")
     train.add_argument("dir", help="identity-folder dataset")
     train.add_argument("--out", required=True, help="model folder to write (weights, config, history, curves)")
-    train.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    train.add_argument("--epochs", type=positive_int, default=12, help="training epochs (default 12)")
     train.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model (default 0)")
-    train.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default 3e-3)")
     train.add_argument("--synthetic", action="store_true",
                        help="use only the clean images and synthesise the 7 distortions from them")
@@ -191,9 +191,9 @@ def register(groups: dict) -> None:
     restorer.add_argument("--type", required=True, choices=DISTORTIONS, help="the distortion to undo")
     restorer.add_argument("--out", required=True, help="ONNX file to write (its history goes beside it as .json)")
     restorer.add_argument("--holdout", metavar="FILE", help="identities (one per line) left out of training, e.g. the dev split")
-    restorer.add_argument("--steps", type=int, default=1500, help="training steps of 32 patches (default 1500)")
-    restorer.add_argument("--width", type=int, default=16, help="channels per layer (default 16)")
-    restorer.add_argument("--depth", type=int, default=6, help="convolution layers (default 6)")
+    restorer.add_argument("--steps", type=positive_int, default=1500, help="training steps of 32 patches (default 1500)")
+    restorer.add_argument("--width", type=positive_int, default=16, help="channels per layer (default 16)")
+    restorer.add_argument("--depth", type=positive_int, default=6, help="convolution layers (default 6)")
     restorer.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     restorer.set_defaults(handler=cmd_train_restorer)
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_all_faces_option, exit_status, print_skips
+from facesuite.cli.detect import add_all_faces_option, exit_status, positive_int, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
 from facesuite.cli.summary import counted
 from facesuite.errors import InputError
@@ -165,7 +165,7 @@ def register(groups: dict) -> None:
                         help="with --from-clusters: enrol cluster CLUSTER (its id in clusters.json) as NAME; repeatable")
     identify = actions.add_parser("identify", help="who is in each image")
     identify.add_argument("paths", nargs="+", help="images or folders")
-    identify.add_argument("--top-k", type=int, default=1, help="how many nearest identities to list as candidates (default 1)")
+    identify.add_argument("--top-k", type=positive_int, default=1, help="how many nearest identities to list as candidates (default 1)")
     add_all_faces_option(identify)  # one row per face; column face: 0 is the main one
     identify.add_argument("--csv", default="-", help="write results here (default -: stdout)")
     identify.add_argument("--no-source-match", action="store_true",

@@ -13,6 +13,7 @@ from facesuite.cli.detect import (
     detector_settings,
     exit_status,
     make_extractor,
+    positive_int,
     print_skips,
     write_predictions,
 )
@@ -142,21 +143,21 @@ def register(groups: dict) -> None:
                        help="%(choices)s (default %(default)s). backbone: logistic regression on the recognition pass's embedding + pooled hidden "
                             "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head; finetune: "
                             "a gender branch fine-tuned on the face ResNet, selected by identity-disjoint k-fold CV")
-    train.add_argument("--epochs", type=int, default=None,
+    train.add_argument("--epochs", type=positive_int, default=None,
                        help="epochs in total, both stages (default: cnn 12; finetune 8, the most CV may choose)")
     train.add_argument("--head-epochs", type=int, default=None,
                        help="heads-only epochs (default: cnn 0 from scratch, 1 otherwise; finetune 2)")
-    train.add_argument("--folds", type=int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
+    train.add_argument("--folds", type=positive_int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
     train.add_argument("--weighting", choices=("group", "class"), default="group",
                        help="finetune: weigh faces by race x gender x age band (group, default) or by gender only")
     train.add_argument("--device", default="cpu", help="finetune: cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default 0)")
     train.add_argument("--init", default="scratch", metavar="scratch|PATH",
                        help="CNN start: random (scratch) or a state_dict file of GenderNet or torchvision MobileNetV3-Small")
-    train.add_argument("--batch-size", type=int, default=None, help="default: cnn 64, finetune 128")
+    train.add_argument("--batch-size", type=positive_int, default=None, help="default: cnn 64, finetune 128")
     train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (stage 2 of a PATH init uses a tenth)")
     train.add_argument("--chip-size", type=int, default=112, help="CNN input side in pixels (default 112)")
-    train.add_argument("--patience", type=int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
+    train.add_argument("--patience", type=positive_int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
     train.add_argument("--min-female-recall", type=float, default=0.0, metavar="R",
                        help="lower the balanced decision threshold until validation female recall is at least R (default 0: balanced)")
     train.add_argument("--teacher", default=None, metavar="MODEL_DIR",
