@@ -176,6 +176,20 @@ def test_detect_missing_path_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 0 and "nope" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["analyze"], ["predict", "gender"], ["gallery", "identify", "--gallery", "g"]])
+def test_an_unwritable_csv_is_refused_before_any_work(samples: Path, tmp_path: Path, capsys, command: list[str]) -> None:
+    """A CSV path whose folder is missing (or that is a folder) ends the command at once, one
+    line and exit 2: found after the work, it would lose every result."""
+    photo = str(_portraits(samples)[0])
+    for target, said in ((tmp_path / "nodir" / "x.csv", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit) as stopped:
+            main([*command, photo, "--csv", str(target)])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert said in err[-1] and "--csv" in err[-1] and not any("Traceback" in line for line in err)
+    assert not (tmp_path / "nodir").exists()
+
+
 def test_boxes_of_a_large_photo_are_in_its_own_pixels(samples: Path, tmp_path: Path, capsys) -> None:
     # A 5000 x 3000 photo is analysed shrunk to 4096 px; every output must still be in the
     # photo's own pixels. Expected: the face found in a 4096 px copy, scaled up by 5000/4096.
