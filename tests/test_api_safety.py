@@ -220,6 +220,20 @@ def test_serve_binds_loopback_by_default_and_reads_the_key_from_the_environment(
     assert client.get("/health", headers={"Host": "evil.example"}).status_code == 400
 
 
+def test_serve_on_a_taken_port_is_one_line_and_no_address(work: Path, capsys) -> None:
+    """A port already taken ends `serve` before it prints the dashboard's address: one line, exit 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--port", str(port), "--gallery", str(work / "gallery"), "--eval-root", str(work / "data")])
+    captured = capsys.readouterr()
+    assert code == 2 and "dashboard" not in captured.out
+    assert captured.err.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in captured.err
+
+
 # ---------------------------------------------------------------- deserialisation
 
 

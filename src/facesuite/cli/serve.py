@@ -41,12 +41,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key=api_key,
                      eval_roots=eval_roots, allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
+    _check_can_listen(args.host, args.port)
     print(f"dashboard: http://{args.host}:{args.port}/  (API schema: /openapi.json)")
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    except OSError as error:  # port taken, address not available
-        raise InputError(f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """An :class:`InputError` when ``host:port`` cannot be listened on (the port taken, the address
+    not this machine's), before the dashboard's address is printed: uvicorn reports it as a log
+    line and exits 3, after the address."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise InputError(f"cannot listen on {host}:{port} ({error.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise InputError(f"cannot listen on {host}:{port} ({error.strerror})") from None
 
 
 def _is_loopback(host: str) -> bool:
