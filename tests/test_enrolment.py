@@ -184,3 +184,35 @@ def test_rest_enroll_skips_an_unreadable_upload_as_the_cli_skips_a_file(samples:
     assert mixed.status_code == 200, mixed.text
     assert (mixed.json()["enrolled"], mixed.json()["skipped"]) == (1, ["broken.jpg"])
     assert alone.status_code == 415 and "broken.jpg" in alone.json()["error"]
+
+
+def test_a_group_photo_is_enrolled_by_its_main_face_and_says_so(samples: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Two people side by side: the most prominent face is enrolled, and the CLI and REST say the
+    photo held as many faces as the detector finds; a portrait gets no such note."""
+    pytest.importorskip("fastapi", reason="fastapi is not installed")
+    from fastapi.testclient import TestClient
+
+    from facesuite.detect import FaceDetector
+    from facesuite.serve import create_app
+
+    left = np.asarray(Image.open(samples / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg").convert("RGB"))
+    right = np.asarray(Image.open(samples / "people" / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg").convert("RGB").resize(left.shape[1::-1]))
+    group = np.concatenate([left, right], axis=1)
+    path = tmp_path / "group.png"
+    Image.fromarray(group).save(path)
+    found = len(FaceDetector().detect([group])[0])
+    assert found >= 2
+    gallery = tmp_path / "g"
+    assert main(["gallery", "enroll", str(path), "--identity", "Colin_Powell", "--gallery", str(gallery)]) == 0
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note")]
+    assert f"holds {found} faces" in note and "'Colin_Powell'" in note
+    portrait = samples / "people" / "Colin_Powell" / "Colin_Powell_0002.jpg"
+    assert main(["gallery", "enroll", str(portrait), "--identity", "Colin_Powell", "--gallery", str(gallery)]) == 0
+    assert "note" not in capsys.readouterr().err
+    buffer = io.BytesIO()
+    Image.fromarray(group[:, ::-1].copy()).save(buffer, format="PNG")
+    with TestClient(create_app(gallery=str(gallery)), base_url="http://127.0.0.1:8000") as client:
+        answer = client.post("/gallery/enroll", data={"identity": "Pair"},
+                             files=[("image", ("pair.png", buffer.getvalue(), "image/png"))]).json()
+    assert answer["enrolled"] == 1 and answer["group_photos"] == [{"source": "pair.png", "faces": found}]

@@ -45,6 +45,9 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     enrolled, faces = sum(r.faces > 0 for r in results), sum(r.faces for r in results)
     print_skips(skipped_all)
     for result in results:
+        for source, count in result.group_photos:
+            print(f"note: {source} holds {count} faces: the most prominent was enrolled as {result.identity!r}",
+                  file=sys.stderr)
         for source, other, distance in result.resembles:
             print(f"warning: {source}, enrolled as {result.identity!r}, looks like {other!r} already in the gallery "
                   f"(distance {distance:.4f}, verify would say same person): one of the two names may be wrong",

@@ -35,6 +35,8 @@ class Enrolled:
     # (photo, another identity, distance): a face added here that verify would call the same
     # person as someone already enrolled under another name. Added all the same; worth a look.
     resembles: list[tuple[str, str, float]] = field(default_factory=list)
+    # (photo, faces in it): photos holding several faces, of which the most prominent was added.
+    group_photos: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Gallery:
@@ -143,6 +145,7 @@ class Gallery:
             # The chunk's decoded inputs, not crop.pixels(): that reads each file from disk again.
             frames = [frame_to_bytes(frame_of(entry.pixels)) for entry in inputs]
         resembles = self._resembling([faces[i] for i in keep], owners, sources)
+        crowds = [faces[i]._crop.face.faces_in_image for i in keep]
         results = []
         for identity in people:
             rows = [i for i, owner in enumerate(owners) if owner == identity]
@@ -153,7 +156,8 @@ class Gallery:
                                           [inputs[i].digest for i in rows],
                                           **({"frames": [frames[i] for i in rows]} if frames is not None else {}))
             results.append(Enrolled(name, added, skipped[identity], already[identity] + len(rows) - added,
-                                    [resembles[i] for i in rows if i in resembles]))
+                                    [resembles[i] for i in rows if i in resembles],
+                                    [(sources[i], crowds[i]) for i in rows if crowds[i] > 1]))
         return results
 
     def _resembling(self, faces: Sequence[Face], owners: Sequence[str], sources: Sequence[str]) -> dict[int, tuple[str, str, float]]:

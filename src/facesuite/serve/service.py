@@ -201,6 +201,8 @@ class ModelService:
                 # Faces verify would call the same person as someone enrolled under another name.
                 "resembles": [{"source": source, "identity": other, "distance": round(distance, 6)}
                               for source, other, distance in result.resembles],
+                # Photos holding several faces: the most prominent one was enrolled.
+                "group_photos": [{"source": source, "faces": count} for source, count in result.group_photos],
                 "identities": len(gallery.list()), "faces": len(gallery)}
 
     def identify(self, upload: Decoded, top_k: int) -> dict:
