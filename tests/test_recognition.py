@@ -102,6 +102,27 @@ def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Pa
     assert result["threshold_source"] == "user calibration, FAR 5%"  # what it is, never a server path
 
 
+def test_calibrate_counts_each_pair_once_and_refuses_a_rate_it_cannot_show(facecom_b: Path, tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:
+    """Five people, four photos each: 190 pairs, 30 of one person, so 160 different-person pairs,
+    each counted once; a FAR below one pair in 160 is refused, naming the lowest it can show; and
+    the summary says the per-distortion thresholds give way to this one."""
+    monkeypatch.setenv("FACESUITE_HOME", str(tmp_path / "home"))
+    data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=4)
+    photos = 5 * 4
+    different = photos * (photos - 1) // 2 - 5 * (4 * 3 // 2)
+    record = _run_json(capsys, ["calibrate", str(data), "--json", "--far", "0.05"])
+    assert record["impostor_pairs"] == different and record["genuine_pairs"] == 30
+    assert set(record["far_marks"]) == {"0.01"}  # 0.001 of 160 pairs is less than one
+    assert main(["calibrate", str(data), "--far", "0.001"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert f"{different} different-person pairs cannot show FAR 0.001" in line and f"--far {1 / different:.2g}" in line
+    assert main(["calibrate", str(data), "--far", "0.05"]) == 0
+    captured = capsys.readouterr()
+    assert f"{different} different-person pairs" in captured.out
+    assert "shipped per-type thresholds are not used" in captured.err and "--per-route" in captured.err
+
+
 def test_gallery_enroll_identify_list_remove(samples: Path, tmp_path: Path, bad_files, capsys) -> None:
     data = samples / "people"  # PEOPLE, two photos each
     gallery = str(tmp_path / "gallery")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from facesuite.cli.detect import add_detector_options, detector_settings, number_between, print_skips
@@ -76,7 +77,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from facesuite.data import read_identity_folders
-    from facesuite.embed.calibration import far_marks, save_calibration, threshold_at_far
+    from facesuite.embed.calibration import far_marks, save_calibration, supports_far, threshold_at_far
     from facesuite.evaluate.recognition import calibration_pairs
 
     dataset = read_identity_folders(args.dir)
@@ -94,6 +95,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     genuine, impostor = calibration_pairs(vectors, [identity[str(c.path)] for c in crops])
     if genuine.size == 0:
         raise InputError("needs identities with two or more images to calibrate", args.dir)
+    if not supports_far(impostor.size, args.far):
+        raise InputError(f"{impostor.size} different-person pairs cannot show FAR {args.far:g} (fewer than one pair "
+                         f"within it): use --far {1 / impostor.size:.2g} or more, or photos of more people", args.dir)
     threshold = threshold_at_far(genuine, impostor, args.far)
     record = {
         "embedder": analysis.embedder.name, "threshold": threshold, "target_far": args.far,
@@ -103,8 +107,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.per_route:
         record.update(_route_thresholds(analysis, dataset, args.far))
     path = save_calibration(analysis.embedder.name, record, Path(args.save_to) if args.save_to else None)
-    print(json.dumps(record) if args.json else
-          f"threshold {threshold:.4f} at FAR {args.far:.2%} (TAR {record['tar']:.3f} on {genuine.size} genuine pairs); saved to {path}")
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    print(f"threshold {threshold:.4f} at FAR {args.far:.2%} (TAR {record['tar']:.3f} on {genuine.size} genuine and "
+          f"{impostor.size} different-person pairs); saved to {path}")
+    if args.save_to:
+        return 0
+    # The user's calibration file replaces the shipped one as a whole for this embedder: say what changes.
+    routes = ("with a threshold per distortion type fitted here" if args.per_route else
+              "at this one threshold for every distortion type (the shipped per-type thresholds are not used with it; "
+              "--per-route fits them on these photos)")
+    print(f"verify and gallery identify with {analysis.embedder.name} now decide {routes}; delete {path} to go back",
+          file=sys.stderr)
     return 0
 
 

@@ -60,8 +60,15 @@ FAR_MARKS = (0.01, 0.001)
 
 
 def far_marks(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, float]:
-    """The threshold at each of :data:`FAR_MARKS`, keyed by the rate as text (JSON keys)."""
-    return {f"{far:g}": threshold_at_far(genuine, impostor, far) for far in FAR_MARKS}
+    """The threshold at each of :data:`FAR_MARKS` the pairs can show (:func:`supports_far`), keyed
+    by the rate as text (JSON keys)."""
+    return {f"{far:g}": threshold_at_far(genuine, impostor, far) for far in FAR_MARKS if supports_far(len(impostor), far)}
+
+
+def supports_far(impostor_pairs: int, far: float) -> bool:
+    """Whether ``impostor_pairs`` different-person pairs can show a false-accept rate of ``far``:
+    at least one pair must fall within it."""
+    return far * impostor_pairs >= 1
 
 
 def load_far_marks(embedder: str) -> dict[float, float]:

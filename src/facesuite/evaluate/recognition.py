@@ -355,8 +355,10 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
 def calibration_pairs(
     vectors: np.ndarray, identities: Sequence[str], impostors: int = 200_000, genuine_per_identity: int = 200, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distances of genuine pairs (up to ``genuine_per_identity`` per identity) and of
-    ``impostors`` random pairs of different identities: (genuine, impostor)."""
+    """Distances of genuine pairs (up to ``genuine_per_identity`` per identity) and of distinct
+    pairs of different identities (every one when the images give at most ``impostors`` pairs,
+    else about ``impostors`` drawn at random): (genuine, impostor). Each pair counts once, so a
+    rate's threshold never rests on one pair counted many times."""
     rng = np.random.default_rng(seed)
     ids = np.asarray(identities)
     genuine_a, genuine_b = [], []
@@ -368,8 +370,12 @@ def calibration_pairs(
             a, b = a[keep], b[keep]
         genuine_a.append(members[a])
         genuine_b.append(members[b])
-    first = rng.integers(0, len(ids), impostors)
-    second = rng.integers(0, len(ids), impostors)
+    count = len(ids)
+    if count * (count - 1) // 2 <= impostors:
+        first, second = np.triu_indices(count, 1)
+    else:
+        drawn = np.sort(rng.integers(0, count, (impostors, 2)), axis=1)
+        first, second = np.unique(drawn, axis=0).T
     different = ids[first] != ids[second]
     first, second = first[different], second[different]
     a, b = np.concatenate(genuine_a), np.concatenate(genuine_b)
