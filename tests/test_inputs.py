@@ -306,3 +306,20 @@ def test_file_and_folder_names_that_are_not_utf8(matrix: Path, samples: Path, tm
     assert main(["eval", "recognition", str(people), "--out", str(tmp_path / "eval")]) == 0
     assert shown in (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
     assert shown in (tmp_path / "eval" / "predictions.csv").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", [["eval", "gender"], ["eval", "age"], ["eval", "distortion"], ["batch", "analyze"]])
+def test_a_command_refused_for_its_input_leaves_no_empty_output_folder(tmp_path: Path, capsys, command: list[str]) -> None:
+    """An empty input folder is the user's error (one line, exit 2); the output folder the command
+    would have filled, and the parents it made for it, are not left behind empty. A folder that was
+    already there is kept."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "made" / "for" / "it"
+    assert main([*command, str(empty), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert not (tmp_path / "made").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main([*command, str(empty), "--out", str(kept)]) == 2
+    assert kept.is_dir()

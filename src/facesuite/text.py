@@ -97,6 +97,10 @@ def is_stdout(path: str | Path | None) -> bool:
     return path is not None and os.fspath(path) == STDOUT
 
 
+#: Output folders :func:`output_folder` made in this run, for :func:`remove_empty_output_folders`.
+_MADE: list[Path] = []
+
+
 def output_folder(path: str | Path) -> Path:
     """The output folder ``path``, made (with its parents) if absent; an :class:`InputError` naming
     it when it cannot be made or written into, before any work is done."""
@@ -105,6 +109,8 @@ def output_folder(path: str | Path) -> Path:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError("the output folder is a file", folder)
+    # The folder and each of its parents this call makes, outermost first (removed innermost first).
+    _MADE.extend(reversed([f for f in (folder, *folder.parents) if not f.exists()]))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -118,3 +124,19 @@ def utf8_path(path: str | Path) -> str:
     """``path`` as valid UTF-8 text, for outputs that require it (Parquet strings), escaped as
     :func:`open_csv` writes it."""
     return str(path).encode("utf-8", ESCAPE).decode("utf-8")
+
+
+def remove_empty_output_folders() -> None:
+    """Remove the output folders this run made that are still empty: a command refused for its
+    input leaves no empty folder behind (a folder holding anything is kept, with what was written)."""
+    while _MADE:
+        folder = _MADE.pop()
+        try:
+            folder.rmdir()  # only an empty folder is removed
+        except OSError:
+            pass
+
+
+def forget_output_folders() -> None:
+    """Start a run: the folders earlier runs in this process made are theirs, kept."""
+    _MADE.clear()

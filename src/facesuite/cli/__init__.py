@@ -15,6 +15,7 @@ import sys
 
 from facesuite import __version__
 from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, log_fault, missing_extra
+from facesuite.text import forget_output_folders, remove_empty_output_folders
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "cluster", "gender", "age", "distortion", "serve", "batch")
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    forget_output_folders()
     try:
         try:
             status = args.handler(args)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except InputError as error:
         _close_progress_bars()
+        remove_empty_output_folders()
         print(f"facesuite: error: {error}", file=sys.stderr)
         return 2
     except ModelIntegrityError as error:
