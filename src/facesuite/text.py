@@ -59,6 +59,23 @@ def open_output(path: str | Path, binary: bool = False, newline: str | None = No
         yield handle
 
 
+def check_output_file(path: str | Path | None) -> None:
+    """An :class:`InputError` naming ``path`` when it cannot be written (a folder, its folder
+    missing, no permission); nothing for ``None`` or standard output. Checked before any work, so
+    that a long run never ends on a file it cannot write."""
+    from facesuite.errors import InputError
+
+    if path is None or is_stdout(path):
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InputError("a folder, not a file to write", target)
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write this file: {target.parent} is not a folder", target)
+    if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputError("cannot write this file (permission denied)", target)
+
+
 def open_csv(path: str | Path) -> AbstractContextManager[TextIO]:
     """:func:`open_output` for a CSV file (the csv module writes its own line ends)."""
     return open_output(path, newline="")

@@ -15,7 +15,7 @@ import sys
 
 from facesuite import __version__
 from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, log_fault, missing_extra
-from facesuite.text import forget_output_folders, remove_empty_output_folders
+from facesuite.text import check_output_file, forget_output_folders, remove_empty_output_folders
 
 # Modules registering commands, in the order their commands are listed in --help.
 COMMAND_MODULES = ("detect", "analyze", "recognition", "gallery", "cluster", "gender", "age", "distortion", "serve", "batch")
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     forget_output_folders()
     try:
         try:
+            check_output_file(getattr(args, "csv", None))  # every --csv is a file to write: checked before any work
             status = args.handler(args)
             sys.stdout.flush()  # inside the try: a reader that went away is answered below
             return status

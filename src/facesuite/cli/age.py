@@ -115,7 +115,7 @@ def register(groups: dict) -> None:
 
     evaluate = groups["eval"].add_parser(
         "age", help="evaluate the age model on UTKFace files",
-        description="MAE overall, per age band, race and gender with 95%% bootstrap intervals, interval coverage; "
+        description="MAE overall, per age band, race and gender with 95% bootstrap intervals, interval coverage; "
                     "writes metrics.json, predictions.csv, predicted_vs_true.png, groups.png and report.html.")
     evaluate.add_argument("dir", help="folder of UTKFace files (the name gives the true age)")
     evaluate.add_argument("--split", metavar="LIST", help="only the file names in this list (e.g. splits/utkface_dev.txt)")

@@ -11,7 +11,6 @@ from facesuite.cli.detect import (
     add_detector_options,
     detector_settings,
     exit_status,
-    output_file,
     print_skips,
 )
 from facesuite.cli.summary import counted
@@ -46,10 +45,10 @@ def register(groups: dict) -> None:
     analyze = groups["root"].add_parser(
         "analyze", help="face box, distortion, route, gender, age and identity per image",
         description="Run the whole pipeline: detect, name the distortion, route to the recogniser that suits it, "
-                    "gender (male, female or uncertain), age with its 80%% interval, and identity when --gallery is given. Prints JSON unless --csv is given.")
+                    "gender (male, female or uncertain), age with its 80% interval, and identity when --gallery is given. Prints JSON unless --csv is given.")
     analyze.add_argument("paths", nargs="+", help="images or folders (recursive)")
     analyze.add_argument("--gallery", metavar="URI", help="gallery to identify against: a folder, NAME.db or milvus://HOST:PORT/COLLECTION")
-    analyze.add_argument("--csv", type=output_file, help="write one row per face here (the main face of each image unless --all-faces; -: standard output)")
+    analyze.add_argument("--csv", help="write one row per face here (the main face of each image unless --all-faces; -: standard output)")
     analyze.add_argument("--json", action="store_true", help="JSON on one line (without it, the same JSON is printed indented)")
     analyze.add_argument("--no-routing", action="store_true", help="embed every face with the plain embedder")
     analyze.add_argument("--no-source-match", action="store_true",

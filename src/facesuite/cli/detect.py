@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from facesuite.cli.summary import counted
-from facesuite.text import STDOUT
 
 
 def _fallback_box(text: str) -> tuple[float, float, float, float]:
@@ -30,22 +28,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value}")
     return value
-
-
-def output_file(text: str) -> str:
-    """An argparse type: a file to write (``-``: standard output) whose folder exists and can be
-    written into, checked before any work so that a long run never ends on an unwritable path."""
-    if text == STDOUT:
-        return text
-    path = Path(text)
-    folder = path.parent
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: its folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
-    return text
 
 
 def number_between(low: float, high: float) -> Callable[[str], float]:
@@ -107,7 +89,7 @@ def print_skips(skipped) -> None:
 def add_prediction_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     """What a ``predict`` command reads and writes: images or folders, one CSV, a model folder."""
     parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    parser.add_argument("--csv", required=True, type=output_file, help="CSV file to write (-: standard output)")
+    parser.add_argument("--csv", required=True, help="CSV file to write (-: standard output)")
     parser.add_argument("--model", default=None, help=model_help)
 
 

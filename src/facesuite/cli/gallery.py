@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from facesuite.cli.detect import add_all_faces_option, exit_status, output_file, positive_int, print_skips
+from facesuite.cli.detect import add_all_faces_option, exit_status, positive_int, print_skips
 from facesuite.cli.recognition import add_embedder_options, recognition_analysis
 from facesuite.cli.summary import counted
 from facesuite.errors import InputError
@@ -170,7 +170,7 @@ def register(groups: dict) -> None:
     identify.add_argument("paths", nargs="+", help="images or folders")
     identify.add_argument("--top-k", type=positive_int, default=1, help="how many nearest identities to list as candidates (default 1)")
     add_all_faces_option(identify)  # one row per face; column face: 0 is the main one
-    identify.add_argument("--csv", default="-", type=output_file, help="write results here (default -: stdout)")
+    identify.add_argument("--csv", default="-", help="write results here (default -: stdout)")
     identify.add_argument("--no-source-match", action="store_true",
                           help="identify by face only: never answer that an image is a processed copy of an enrolled photo (match_kind source)")
     listing = actions.add_parser("list", help="enrolled identities")

@@ -135,7 +135,7 @@ def register(groups: dict) -> None:
     train = groups["train"].add_parser(
         "gender", help="train a gender classifier on DIR/train/{male,female}",
         description="Train a gender classifier. DIR holds train/{male,female}/ and optionally val/{male,female}/ "
-                    "(else a stratified 15%% of train is held out).")
+                    "(else a stratified 15% of train is held out).")
     train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/), or train/ (and val/) "
                                     "of UTKFace files")
     train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
