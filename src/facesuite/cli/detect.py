@@ -155,7 +155,9 @@ def cmd_train_presence(args: argparse.Namespace) -> int:
 def register(groups: dict) -> None:
     detect = groups["root"].add_parser(
         "detect", help="find, align and crop faces; writes crops and detections.csv",
-        description="Detect the main face in each image (MTCNN), align it on 5 landmarks and write the crop.")
+        description="Detect the main face in each image (MTCNN), align it on 5 landmarks and write the crop. "
+                    "This is the detector alone: a box it finds on a drawing, or the centre box where it finds "
+                    "none, is written too; `facesuite analyze` also judges whether each box holds a face (no_face).")
     detect.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     detect.add_argument("--out", required=True, help="output folder for crops/ and detections.csv")
     detect.add_argument("--size", type=positive_int, default=150, help="side of the aligned crop in pixels (default 150)")
