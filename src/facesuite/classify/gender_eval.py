@@ -123,14 +123,18 @@ def evaluate_gender(data: GenderData | str | Path, analysis, out: str | Path, gr
         answered = {name: g["answered"] for name, g in extra["abstention"].items() if g["answered"]}
         images.append(("Accuracy on answered faces per group (coverage in the table)",
                        plot_group_accuracy(answered, out / "answered.png")))
-    cams = GradcamCache(model)  # the error grid and the figure share their faces' Grad-CAMs
     # A face not judged a face counts as wrong above; it has no gender to explain.
     decided = [p for p in predictions if p.label != NO_FACE]
     extra["no_face"] = len(predictions) - len(decided)
-    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(cams, decided, truth))]
-    if gradcam_samples > 0:
-        figure = _gradcam_figure(cams, decided, truth, gradcam_samples, out / "gradcam.png")
-        images.append(("Grad-CAM for the predicted class: top row right, bottom row wrong predictions", figure))
+    errors = _most_confident_errors(decided, truth)
+    rows = _figure_rows(decided, truth, gradcam_samples) if gradcam_samples > 0 else []
+    # The error grid and the figure share their faces' Grad-CAMs, computed once under one bar.
+    cams = GradcamCache(model, [*errors, *(p for row in rows for p in row)])
+    pictures = [("Errors: the face, its Grad-CAM and p(female), most confident first", _error_grid(cams, errors, truth))]
+    if rows:
+        figure = _gradcam_figure(cams, rows, truth, out / "gradcam.png")
+        images.append(("Grad-CAM of the answer every face gets without abstention: top row right, bottom row wrong "
+                       "(\"uncertain\": below the confidence floor)", figure))
     if abstaining:
         from facesuite.report.html import table_html
 
@@ -179,28 +183,34 @@ def _groups(predictions: list[GenderPrediction], truth: dict, tags: dict[str, tu
 
 
 class GradcamCache:
-    """Each face's chip and Grad-CAM overlay of its predicted class, computed once."""
+    """Each face's chip and Grad-CAM overlay of its predicted class, computed once, all of them
+    up front with a progress bar (each is a backward pass of the network)."""
 
-    def __init__(self, model: GenderModel) -> None:
-        self.model = model
-        self._done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    def __init__(self, model: GenderModel, predictions: Sequence[GenderPrediction]) -> None:
+        from tqdm import tqdm
 
-    def __call__(self, prediction: GenderPrediction) -> tuple[np.ndarray, np.ndarray]:
         from facesuite.explain import gradcam, overlay
 
-        if prediction.path not in self._done:
+        self._done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        unique = list({p.path: p for p in predictions}.values())
+        for prediction in tqdm(unique, desc="Grad-CAM for the report", unit="face", leave=False, disable=not unique):
             chip = prediction.chip
-            heat, _ = gradcam(self.model.network, self.model.network.cam_layer(), chip, LABELS.index(prediction.forced))
+            heat, _ = gradcam(model.network, model.network.cam_layer(), chip, LABELS.index(prediction.forced))
             self._done[prediction.path] = chip, overlay(chip, heat)
+
+    def __call__(self, prediction: GenderPrediction) -> tuple[np.ndarray, np.ndarray]:
         return self._done[prediction.path]
 
 
-def _error_grid(cams: GradcamCache, predictions: list[GenderPrediction], truth: dict, count: int = ERROR_GRID) -> str:
-    """The ``count`` most confident wrong predictions as face cards: chip, Grad-CAM of the
-    predicted class, p(female)."""
+def _most_confident_errors(predictions: list[GenderPrediction], truth: dict, count: int = ERROR_GRID) -> list[GenderPrediction]:
+    """The ``count`` wrong answers (every face answered) farthest from p(female) 0.5."""
+    return sorted((p for p in predictions if p.forced != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
+
+
+def _error_grid(cams: GradcamCache, wrong: list[GenderPrediction], truth: dict) -> str:
+    """The wrong predictions as face cards: chip, Grad-CAM of the predicted class, p(female)."""
     from facesuite.report.faces import Card, cards_html
 
-    wrong = sorted((p for p in predictions if p.forced != truth[p.path]), key=lambda p: -abs(p.p_female - 0.5))[:count]
     if not wrong:
         return '<p class="muted">no errors</p>'
     chips, overlays, cards = {}, {}, []
@@ -211,14 +221,19 @@ def _error_grid(cams: GradcamCache, predictions: list[GenderPrediction], truth: 
     return cards_html(cards, chips, overlays)
 
 
-def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], truth: dict, count: int, path: Path) -> Path:
-    from facesuite.evaluate.plots import plt, save_figure
-
+def _figure_rows(predictions: list[GenderPrediction], truth: dict, count: int) -> list[list[GenderPrediction]]:
+    """``count // 2`` right and as many wrong answers (every face answered), evenly spaced, so the
+    sample is fixed for a given data set (no randomness)."""
     per_row = max(count // 2, 1)
-    # Evenly spaced picks, so the sample is fixed for a given data set (no randomness).
     right = [p for p in predictions if p.forced == truth[p.path]]
     wrong = [p for p in predictions if p.forced != truth[p.path]]
-    rows = [[group[int(i)] for i in np.linspace(0, len(group) - 1, min(per_row, len(group)))] if group else [] for group in (right, wrong)]
+    return [[group[int(i)] for i in np.linspace(0, len(group) - 1, min(per_row, len(group)))] if group else [] for group in (right, wrong)]
+
+
+def _gradcam_figure(cams: GradcamCache, rows: list[list[GenderPrediction]], truth: dict, path: Path) -> Path:
+    from facesuite.evaluate.plots import plt, save_figure
+
+    per_row = max(max(len(row) for row in rows), 1)
     fig, axes = plt.subplots(2, per_row, figsize=(2.2 * per_row, 5), squeeze=False)
     for r, row in enumerate(rows):
         for c in range(per_row):
@@ -228,5 +243,6 @@ def _gradcam_figure(cams: GradcamCache, predictions: list[GenderPrediction], tru
                 continue
             p = row[c]
             ax.imshow(cams(p)[1])
-            ax.set_title(f"{truth[p.path]}→{p.label}\np_f={p.p_female:.2f}", fontsize=8)
+            said = p.forced + (" (uncertain)" if p.label == UNCERTAIN else "")
+            ax.set_title(f"{truth[p.path]}→{said}\np_f={p.p_female:.2f}", fontsize=8)
     return save_figure(fig, path, dpi=60)  # small: the report embeds it
