@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from facesuite import __version__
 from facesuite.errors import Fault, InputError, ModelIntegrityError, describe_fault, log_fault, missing_extra
@@ -26,8 +27,16 @@ VERBS = {
 }
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse whose errors are one line, as every other bad input's: the message, and where the
+    usage is (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="facesuite", description="Face detection, recognition, verification, gender and distortion analysis."
     )
     parser.add_argument("--version", action="version", version=f"facesuite {__version__}")

@@ -191,9 +191,9 @@ def register(groups: dict) -> None:
     restorer.add_argument("--type", required=True, choices=DISTORTIONS, help="the distortion to undo")
     restorer.add_argument("--out", required=True, help="ONNX file to write (its history goes beside it as .json)")
     restorer.add_argument("--holdout", metavar="FILE", help="identities (one per line) left out of training, e.g. the dev split")
-    restorer.add_argument("--steps", type=positive_int, default=1500, help="training steps of 32 patches (default 1500)")
-    restorer.add_argument("--width", type=positive_int, default=16, help="channels per layer (default 16)")
-    restorer.add_argument("--depth", type=positive_int, default=6, help="convolution layers (default 6)")
+    restorer.add_argument("--steps", type=int, default=1500, help="training steps of 32 patches (default 1500)")
+    restorer.add_argument("--width", type=int, default=16, help="channels per layer (default 16)")
+    restorer.add_argument("--depth", type=int, default=6, help="convolution layers (default 6)")
     restorer.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     restorer.set_defaults(handler=cmd_train_restorer)
 

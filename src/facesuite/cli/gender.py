@@ -143,11 +143,11 @@ def register(groups: dict) -> None:
                        help="%(choices)s (default %(default)s). backbone: logistic regression on the recognition pass's embedding + pooled hidden "
                             "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head; finetune: "
                             "a gender branch fine-tuned on the face ResNet, selected by identity-disjoint k-fold CV")
-    train.add_argument("--epochs", type=positive_int, default=None,
+    train.add_argument("--epochs", type=int, default=None,
                        help="epochs in total, both stages (default: cnn 12; finetune 8, the most CV may choose)")
     train.add_argument("--head-epochs", type=int, default=None,
                        help="heads-only epochs (default: cnn 0 from scratch, 1 otherwise; finetune 2)")
-    train.add_argument("--folds", type=positive_int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
+    train.add_argument("--folds", type=int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
     train.add_argument("--weighting", choices=("group", "class"), default="group",
                        help="finetune: weigh faces by race x gender x age band (group, default) or by gender only")
     train.add_argument("--device", default="cpu", help="finetune: cpu (default) or cuda")
