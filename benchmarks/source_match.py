@@ -8,10 +8,16 @@ identities (never the dev split), and its cost at gallery scale.
    Each clean image is also searched with itself left out (other photos of the same person and
    scene). Prints, per type, the share found and the largest agreement reached without the
    source: ``SOURCE_THRESHOLD`` must stay above every one of those.
-2. ``--scale N``: N UTKFace images enrolled as frames; prints bytes stored per image, the time
+2. ``--swaps N``: the face-region check (``face_replaced``), on N train identities. Each
+   distorted copy whose source is found, and each clean photo with another train identity's face
+   pasted over its face box (resized to it), is analysed as ``gallery identify`` analyses it;
+   prints per kind the share whose match the check refuses, with and without the quality floor
+   that exempts blown-out faces. Copies must keep their match; pasted faces must lose theirs.
+3. ``--scale N``: N UTKFace images enrolled as frames; prints bytes stored per image, the time
    to load the index and the time of one search (median over 200 probes).
 
     python benchmarks/source_match.py            # fit on train identities
+    python benchmarks/source_match.py --swaps 120
     python benchmarks/source_match.py --scale 10000
 """
 
@@ -53,6 +59,55 @@ def fit(root, split) -> None:
               f"99.9th percentile {np.percentile(without[kind], 99.9):.3f} ({len(without[kind])} searches)")
 
 
+def swaps(root, split, identities: int, seed: int = 0) -> None:
+    import cv2
+
+    from facesuite import FaceAnalysis
+    from facesuite.gallery.source_match import face_blocks, face_replaced
+
+    dataset = read_identity_folders(root / "facecom/task_b/train")
+    train = sorted(set(dataset.identities) - read_split(split))
+    rng = np.random.default_rng(seed)
+    dataset = dataset.subset(set(rng.permutation(train)[:identities].tolist()))
+    images = {str(p): load_image(p) for p, _ in tqdm(dataset.clean, desc="gallery photos")}
+    index = SourceIndex([frame_of(image) for image in images.values()], [i for _, i in dataset.clean], list(images))
+    identity_of = dict(zip(images, index.identities))
+    refused, exempt = defaultdict(list), defaultdict(list)
+    with FaceAnalysis(gender=None, age=None) as app:
+        floor = app.quality.floor
+
+        def judge(kind: str, image: np.ndarray, source: str) -> None:
+            frame = frame_of(image)
+            match = index.match(frame)
+            if match is None or match.source != source:
+                return  # no source match to refuse
+            (face,) = app.get(image)
+            if face.no_face:
+                return  # decided as no face, before any source match
+            replaced = face_replaced(frame, index.frames[list(images).index(source)], face_blocks(face._crop.face.box, image.shape))
+            refused[kind].append(replaced)
+            exempt[kind].append(face.quality < floor)
+
+        for probe in tqdm(dataset.distorted, desc="processed copies"):
+            judge(probe.distortion, load_image(probe.path), str(probe.source))
+        boxes = {path: app.get(image)[0] for path, image in tqdm(images.items(), desc="face boxes")}
+        found = [path for path, face in boxes.items() if not face.fallback]
+        for path in tqdm(found, desc="another face pasted"):
+            other = found[int(rng.integers(len(found)))]
+            while identity_of[other] == identity_of[path]:
+                other = found[int(rng.integers(len(found)))]
+            photo, donor = images[path].copy(), images[other]
+            x1, y1, x2, y2 = (int(round(v)) for v in boxes[path].box)
+            ox1, oy1, ox2, oy2 = (int(round(v)) for v in boxes[other].box)
+            photo[y1:y2, x1:x2] = cv2.resize(donor[oy1:oy2, ox1:ox2], (x2 - x1, y2 - y1))
+            judge("pasted face", photo, path)
+    print(f"{identities} train identities; quality floor {floor:g}")
+    for kind in sorted(refused):
+        flags, low = np.array(refused[kind]), np.array(exempt[kind])
+        print(f"{kind:12s} source matches {len(flags):5d}: refused {np.mean(flags & ~low):.3f} "
+              f"(without the floor's exemption {np.mean(flags):.3f})")
+
+
 def scale(root, n: int) -> None:
     images = sorted((root / "utkface/images").glob("*.jpg"))[:n]
     frames = [frame_of(load_image(p)) for p in tqdm(images, desc="frames")]
@@ -74,11 +129,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="data root (default $FACESUITE_DATA)")
     parser.add_argument("--split", default=None, help="dev identities to leave out (default splits/facecom_dev_identities.txt)")
+    parser.add_argument("--swaps", type=int, default=0, help="measure the face-region check on this many train identities")
     parser.add_argument("--scale", type=int, default=0, help="measure storage and search time at this many gallery images")
     args = parser.parse_args()
     root = Path(args.data) if args.data else data_root()
     split = args.split or root / "splits/facecom_dev_identities.txt"
-    if args.scale:
+    if args.swaps:
+        swaps(root, split, args.swaps)
+    elif args.scale:
         scale(root, args.scale)
     else:
         fit(root, split)

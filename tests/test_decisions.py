@@ -97,6 +97,30 @@ def test_a_copy_with_its_face_painted_out_is_no_face(facecom_b: Path, enrolled: 
     assert (face.identity, face.match_kind, face.source_photo, face.distance) == ("no face", None, None, None)
 
 
+def test_another_face_pasted_over_an_enrolled_photo_is_not_named_by_the_photo(facecom_b: Path, enrolled: Path) -> None:
+    """A stranger's face pasted over an enrolled photo keeps that photo's frame, so the frame alone
+    names the enrolled person; the face region disagrees, so the face decides: not that person.
+    A processed copy of the same photo keeps its source match."""
+    import cv2
+
+    from facesuite.detect import FaceDetector
+
+    detector = FaceDetector()
+    photo, stranger = load_image(_photo(facecom_b, "Colin_Powell", 0)), load_image(_photo(facecom_b, STRANGER, 0))
+    x1, y1, x2, y2 = (int(round(v)) for v in detector.detect_one(photo).box)
+    sx1, sy1, sx2, sy2 = (int(round(v)) for v in detector.detect_one(stranger).box)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, photo.shape[1]), min(y2, photo.shape[0])
+    pasted = photo.copy()
+    pasted[y1:y2, x1:x2] = cv2.resize(stranger[max(sy1, 0):sy2, max(sx1, 0):sx2], (x2 - x1, y2 - y1))
+    with FaceAnalysis(gender=None, gallery=enrolled) as app:
+        assert app.gallery.source_of(pasted).identity == "Colin_Powell"  # the frame alone would name him
+        (face,) = app.get(pasted)
+        (copy,) = app.get(_copy(_photo(facecom_b, "Colin_Powell", 0), "noisy"))
+    assert not face.no_face and face.quality >= app.quality.floor
+    assert face.match_kind == "face" and face.source_photo is None and face.identity != "Colin_Powell"
+    assert (copy.identity, copy.match_kind) == ("Colin_Powell", "source")
+
+
 def test_stored_frames_follow_enroll_and_remove(facecom_b: Path, tmp_path: Path) -> None:
     with FaceAnalysis(gender=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
         gallery.enroll("Colin_Powell", [_photo(facecom_b, "Colin_Powell", 0)])

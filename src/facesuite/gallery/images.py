@@ -206,7 +206,14 @@ class Gallery:
         if face.index == 0 and not face.no_face and self.analysis.source_match and self.store.keeps_frames:
             if pixels is None and face._crop is not None:
                 pixels = face._crop.pixels()
-            found = self.source_of(pixels) if pixels is not None else None
+            if pixels is not None:
+                from facesuite.gallery.source_match import face_blocks
+
+                # A recognisable face is held to the source's face (another face pasted over an
+                # enrolled photo keeps its frame); a blown-out one keeps too little detail to be.
+                quality = None if face.quality is None else np.array([face.quality])
+                held = face._crop is not None and self.operating_point.recognisable(quality, 1)[0]
+                found = self.source_of(pixels, face_blocks(face._crop.face.box, pixels.shape) if held else None)
         decision = self.operating_point.search(best.identity, best.distance, face.distortion, face.quality, face.no_face,
                                                found.identity if found is not None else None)
         face.identity, face.threshold, face.held_to = decision.answer, decision.threshold, decision.held_to
@@ -221,10 +228,11 @@ class Gallery:
         return Match(found.identity, best.distance if best.identity == found.identity else float("inf"),
                      found.source, "source", found.agreement)
 
-    def source_of(self, pixels: np.ndarray):
+    def source_of(self, pixels: np.ndarray, face: np.ndarray | None = None):
         """The enrolled photo the image ``pixels`` (RGB) is a processed copy of
         (:class:`~facesuite.gallery.source_match.SourceMatch`), or None; always None with source
-        matching off or in a store that keeps no frames."""
+        matching off or in a store that keeps no frames. ``face``: the face's blocks
+        (:func:`~facesuite.gallery.source_match.face_blocks`), held to the source's face."""
         if not self.analysis.source_match or not self.store.keeps_frames:
             return None
         from facesuite.gallery.source_match import SourceIndex, frame_from_bytes, frame_of
@@ -234,7 +242,7 @@ class Gallery:
             self._sources = SourceIndex([frame_from_bytes(frame) for _, _, frame in rows],
                                         [identity for identity, _, _ in rows], [source for _, source, _ in rows])
             self._sources_stamp = stamp
-        return self._sources.match(frame_of(pixels)) if self._sources else None
+        return self._sources.match(frame_of(pixels), face=face) if self._sources else None
 
     def candidates(self, faces: Sequence[Face], top_k: int = 1) -> list[list]:
         """The one gallery lookup: per face, its ``top_k`` nearest identities."""

@@ -28,6 +28,17 @@ must not match.
   above both. Sources are found for 0.95+ of training probes of every type but rainy (0.78),
   whose streaks break blocks up.
 
+- **The face must not disagree** (:func:`face_replaced`): a photo with another face pasted over
+  the enrolled one keeps the whole frame, so the frame alone would name the enrolled person. So
+  the blocks inside the probe's face box are compared on their own: where fewer than
+  ``FACE_AGREEMENT`` of them agree and at least ``FACE_DISAGREEING_BLOCKS`` disagree, the face is
+  not the source's and there is no source match. The check applies to a recognisable face (at or
+  above the quality floor): a blown-out sunny face keeps too little of its detail to agree, and is
+  what source matching is for. Fitted on 120 training identities (``benchmarks/source_match.py
+  --swaps 120``): 99.5% of photos with another person's face pasted over the enrolled one lose
+  their match; of processed copies only rainy ones do, 2% (streaks break blocks up; their face
+  then decides), and no sunny one (28% would without the quality floor's exemption).
+
 Processed copies are assumed to keep the frame's geometry up to scale (both sides are
 resized to one frame); crops, rotations or mirrored copies are not matched.
 """
@@ -58,6 +69,10 @@ _CONFIDENCE_Z = 1.645
 # training probe of every type.
 CANDIDATES = 10
 FRAME_BYTES = FRAME_SIZE * FRAME_SIZE
+#: A face region agreeing on fewer than this share of its textured blocks...
+FACE_AGREEMENT = 0.4
+#: ...with at least this many of them disagreeing is another face than the source's.
+FACE_DISAGREEING_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -107,17 +122,44 @@ def _blocks(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return blocks / (norms[:, None] + 1e-6), norms / np.sqrt(blocks.shape[1])
 
 
-def agreement(probe: np.ndarray | tuple[np.ndarray, np.ndarray], candidate: np.ndarray) -> tuple[float, int]:
-    """(share of blocks textured in both frames that agree, how many are textured in both);
-    ``probe`` a frame or its blocks already cut."""
+def _agreeing(probe: np.ndarray | tuple[np.ndarray, np.ndarray], candidate: np.ndarray,
+              within: np.ndarray | None = None) -> tuple[int, int]:
+    """(blocks that agree, blocks textured in both frames), over the blocks ``within`` (a mask
+    over the block grid, :func:`face_blocks`) or all of them."""
     probe_blocks, probe_detail = _blocks(probe) if isinstance(probe, np.ndarray) else probe
     candidate_blocks, candidate_detail = _blocks(candidate)
     textured = (probe_detail > MIN_BLOCK_DETAIL) & (candidate_detail > MIN_BLOCK_DETAIL)
-    count = int(textured.sum())
+    if within is not None:
+        textured &= within
+    agree = np.einsum("ij,ij->i", probe_blocks[textured], candidate_blocks[textured]) > BLOCK_AGREEMENT
+    return int(agree.sum()), int(textured.sum())
+
+
+def agreement(probe: np.ndarray | tuple[np.ndarray, np.ndarray], candidate: np.ndarray) -> tuple[float, int]:
+    """(share of blocks textured in both frames that agree, how many are textured in both);
+    ``probe`` a frame or its blocks already cut."""
+    agree, count = _agreeing(probe, candidate)
     if count < MIN_TEXTURED_BLOCKS:
         return 0.0, count
-    agree = np.einsum("ij,ij->i", probe_blocks[textured], candidate_blocks[textured]) > BLOCK_AGREEMENT
-    return float(agree.mean()), count
+    return agree / count, count
+
+
+def face_blocks(box: Sequence[float], image_shape: Sequence[int]) -> np.ndarray:
+    """The blocks of the frame whose centre lies inside ``box`` (x1, y1, x2, y2 in the pixels of
+    an image of ``image_shape``), as a mask over the block grid."""
+    height, width = image_shape[:2]
+    x1, y1, x2, y2 = box
+    centres = (np.arange(FRAME_SIZE // BLOCK) + 0.5) * BLOCK
+    across = (centres >= x1 * FRAME_SIZE / width) & (centres <= x2 * FRAME_SIZE / width)
+    down = (centres >= y1 * FRAME_SIZE / height) & (centres <= y2 * FRAME_SIZE / height)
+    return (down[:, None] & across[None, :]).ravel()
+
+
+def face_replaced(probe: np.ndarray, candidate: np.ndarray, face: np.ndarray) -> bool:
+    """Whether the face region ``face`` (:func:`face_blocks`) of frame ``probe`` shows another face
+    than the same region of ``candidate``: few of its textured blocks agree, and enough disagree."""
+    agree, count = _agreeing(probe, candidate, face)
+    return count - agree >= FACE_DISAGREEING_BLOCKS and agree < FACE_AGREEMENT * count
 
 
 def lower_bound(share: float, blocks: int) -> float:
@@ -165,9 +207,13 @@ class SourceIndex:
                 best = (row, bound, share, blocks)
         return best
 
-    def match(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> SourceMatch | None:
-        """The enrolled photo ``frame`` is a processed copy of, or None."""
+    def match(self, frame: np.ndarray, exclude: set[int] | frozenset[int] = frozenset(),
+              face: np.ndarray | None = None) -> SourceMatch | None:
+        """The enrolled photo ``frame`` is a processed copy of, or None; ``face``: the probe's face
+        region (:func:`face_blocks`), which must not show another face (:func:`face_replaced`)."""
         row, bound, share, blocks = self.best(frame, exclude)
         if row < 0 or bound < self.threshold:
+            return None
+        if face is not None and face_replaced(frame, self.frames[row], face):
             return None
         return SourceMatch(self.identities[row], self.sources[row], share, blocks, bound)
