@@ -306,13 +306,13 @@ def test_train_gender_abstention_dry_run_chooses_a_rule_and_changes_nothing(utkf
 def test_searched_gender_floors_hold_every_group_and_answer_more_adults_than_a_grid(app) -> None:
     """The by-age floors fitted on 700 real UTKFace faces (the shipped models' ``p_female`` and
     ages): every race and true age band with 30 or more answered faces is right at least the
-    target share of the time, recomputed here, and they answer at least as many faces aged 13+ as
-    any choice of floors from a coarse grid holding every group (raising floors one band at a
-    time, the former procedure, answered fewer here)."""
+    target share of the time, recomputed here, none is below the minimum confidence, and they
+    answer at least as many faces aged 13+ as any choice of floors from a coarse grid holding every
+    group (raising floors one band at a time, the former procedure, answered fewer here)."""
     from itertools import product
 
     from facesuite.classify.gender_head import logit
-    from facesuite.train.gender_abstention import MIN_GROUP, answers, constraints, fit_rule, floors_for, group_masks
+    from facesuite.train.gender_abstention import MIN_CONFIDENCE, MIN_GROUP, answers, constraints, fit_rule, floors_for, group_masks
 
     files = _dev_files(0, 116, 700)  # faces the models never saw, so their answers are not all right
     faces = [(path, entry[0]) for path, entry in zip(files, app.get_batch(files))
@@ -335,7 +335,9 @@ def test_searched_gender_floors_hold_every_group_and_answer_more_adults_than_a_g
 
     answered = answers(calibration, floors, margin, ages)
     assert held(answered) and 0 < np.sum(answered & adult) < np.sum(adult)
-    grid = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0)
+    assert min(floors) >= MIN_CONFIDENCE  # no answer less likely than that to be right
+    # Against every choice the rule allows (floors of at least MIN_CONFIDENCE) from a coarse grid.
+    grid = tuple(f for f in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0) if f >= MIN_CONFIDENCE)
     for choice in product(*[grid if floor < 1.0 else (1.0,) for floor in floors]):  # a band that never answers stays so
         tried = answers(calibration, list(choice), margin, ages)
         assert not held(tried) or np.sum(tried & adult) <= np.sum(answered & adult), (choice, floors)
@@ -383,3 +385,21 @@ def test_predict_gender_and_age_give_what_analyze_gives(spread, tmp_path, capsys
         assert genders[name]["gender"] == face["gender"], name
         assert float(genders[name]["p_female"]) == pytest.approx(face["p_female"], abs=1e-4), name
         assert float(ages[name]["age"]) == pytest.approx(face["age"], abs=0.06), name
+
+
+def test_no_gender_answer_is_less_than_eighty_percent_likely_right(app) -> None:
+    """On real dev faces of every age, a face answered male or female has a calibrated chance of at
+    least 0.8 of being right, recomputed here from the model's calibration (an adult at p_female
+    near the threshold was answered before); the faces below it say ``uncertain``."""
+    record = json.loads((DEFAULT_GENDER_DIR / "model.json").read_text())
+    threshold, by_age = record["threshold"], record["abstention"]["by_age"]
+    files = _dev_files(0, 116, 300)
+    faces = [entry[0] for entry in app.get_batch(files) if isinstance(entry, list) and not entry[0].no_face]
+    p = np.clip(np.array([f.p_female for f in faces]), 1e-7, 1 - 1e-7)
+    margin = np.abs(np.log(p / (1 - p)) - np.log(threshold / (1 - threshold)))
+    row = np.minimum(np.searchsorted(by_age["band_edges"], [f.age for f in faces], side="right"), len(by_age["slopes"]) - 1)
+    chance = 1 / (1 + np.exp(-(np.array(by_age["slopes"])[row] * margin + np.array(by_age["offsets"])[row])))
+    answered = np.array([f.gender != UNCERTAIN for f in faces])
+    assert answered.any() and (~answered).any()
+    assert chance[answered].min() >= 0.8
+    assert np.all(answered == (chance >= np.array(by_age["floors"])[row]))
