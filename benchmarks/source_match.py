@@ -10,7 +10,8 @@ identities (never the dev split), and its cost at gallery scale.
    source: ``SOURCE_THRESHOLD`` must stay above every one of those.
 2. ``--swaps N``: the face-region check (``face_replaced``), on N train identities. Each
    distorted copy whose source is found, and each clean photo with another train identity's face
-   pasted over its face box (resized to it), is analysed as ``gallery identify`` analyses it;
+   pasted over its face box (resized to it: as a rectangle, and blended in as a feathered oval
+   over the box grown by 10%), is analysed as ``gallery identify`` analyses it;
    prints per kind the share whose match the check refuses, with and without the quality floor
    that exempts blown-out faces. Copies must keep their match; pasted faces must lose theirs.
 3. ``--scale N``: N UTKFace images enrolled as frames; prints bytes stored per image, the time
@@ -60,8 +61,6 @@ def fit(root, split) -> None:
 
 
 def swaps(root, split, identities: int, seed: int = 0) -> None:
-    import cv2
-
     from facesuite import FaceAnalysis
     from facesuite.gallery.source_match import face_blocks, face_replaced
 
@@ -96,16 +95,39 @@ def swaps(root, split, identities: int, seed: int = 0) -> None:
             other = found[int(rng.integers(len(found)))]
             while identity_of[other] == identity_of[path]:
                 other = found[int(rng.integers(len(found)))]
-            photo, donor = images[path].copy(), images[other]
-            x1, y1, x2, y2 = (int(round(v)) for v in boxes[path].box)
-            ox1, oy1, ox2, oy2 = (int(round(v)) for v in boxes[other].box)
-            photo[y1:y2, x1:x2] = cv2.resize(donor[oy1:oy2, ox1:ox2], (x2 - x1, y2 - y1))
-            judge("pasted face", photo, path)
+            for blended in (False, True):
+                judge("blended face" if blended else "pasted face",
+                      _paste(images[path], boxes[path].box, images[other], boxes[other].box, blended), path)
     print(f"{identities} train identities; quality floor {floor:g}")
     for kind in sorted(refused):
         flags, low = np.array(refused[kind]), np.array(exempt[kind])
         print(f"{kind:12s} source matches {len(flags):5d}: refused {np.mean(flags & ~low):.3f} "
               f"(without the floor's exemption {np.mean(flags):.3f})")
+
+
+def _paste(host: np.ndarray, host_box, donor: np.ndarray, donor_box, blended: bool) -> np.ndarray:
+    """``host`` with ``donor``'s face resized over its face box: a rectangle, or (``blended``) a
+    feathered oval over the box grown by 10% a side, as a face-swap edit blends one in."""
+    import cv2
+
+    def grown(box, image):
+        pad = 0.1 if blended else 0.0
+        x1, y1, x2, y2 = box
+        w, h = x2 - x1, y2 - y1
+        return (int(max(x1 - pad * w, 0)), int(max(y1 - pad * h, 0)),
+                int(min(x2 + pad * w, image.shape[1])), int(min(y2 + pad * h, image.shape[0])))
+
+    (x1, y1, x2, y2), (dx1, dy1, dx2, dy2) = grown(host_box, host), grown(donor_box, donor)
+    patch = cv2.resize(donor[dy1:dy2, dx1:dx2], (x2 - x1, y2 - y1)).astype(np.float32)
+    weight = np.ones((y2 - y1, x2 - x1, 1), np.float32)
+    if blended:
+        oval = np.zeros((y2 - y1, x2 - x1), np.float32)
+        cv2.ellipse(oval, ((x2 - x1) // 2, int((y2 - y1) * 0.515)), (int((x2 - x1) * 0.38), int((y2 - y1) * 0.435)),
+                    0, 0, 360, 1.0, -1)
+        weight = cv2.GaussianBlur(oval, (0, 0), 4)[..., None]
+    out = host.copy()
+    out[y1:y2, x1:x2] = np.clip(weight * patch + (1 - weight) * host[y1:y2, x1:x2], 0, 255).astype(np.uint8)
+    return out
 
 
 def scale(root, n: int) -> None:
