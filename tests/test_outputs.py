@@ -139,3 +139,17 @@ def test_every_csv_writes_flags_and_line_ends_alike(gallery: Path, samples: Path
     no_face = list(csv.DictReader(open(analyzed, newline="")))
     assert [row["no_face"] for row in no_face] == ["0", "1"]
     assert no_face[1]["gender"] == "" and no_face[0]["gender"] in {"male", "female", "uncertain"}
+
+
+def test_a_piped_summary_keeps_each_row_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Redirected (not a terminal), the closing table of a command is not wrapped at 80 columns:
+    a row's name and its long value share one line, as a reader piping it to grep needs."""
+    from facesuite.cli.summary import print_summary
+
+    rows = [("TAR at FAR 1%", "0.8408 (95% 0.828-0.854; 33 different-person pairs at that FAR)"),
+            ("top-1, foggy", "1.000 face, 1.000 with source matching"), ("coverage", 0.8471)]
+    print_summary("recognition", rows)
+    lines = capsys.readouterr().out.splitlines()
+    for what, value in rows:
+        shown = f"{value:.3f}" if isinstance(value, float) else value
+        assert any(what in line and shown in line for line in lines), (what, lines)
