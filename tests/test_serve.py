@@ -285,3 +285,21 @@ def test_report_command_embeds_images(tmp_path: Path, capsys: pytest.CaptureFixt
     assert faces in page and "numbers" not in page
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_source_match_names_the_photo_not_the_servers_path(samples: Path, tmp_path: Path) -> None:
+    """A photo enrolled from the server's disk (by its absolute path) that a processed copy comes
+    from is named to the client by its file name: /gallery/identify and /analyze never hand out
+    the server's folders. The CLI, on the server's own machine, gives the path."""
+    source = (samples / "photos" / "Colin_Powell_0003.jpg").resolve()
+    gallery = tmp_path / "g"
+    assert main(["gallery", "enroll", str(source), "--identity", "Colin", "--gallery", str(gallery)]) == 0
+    copy = samples / "photos" / "Colin_Powell_0003_noisy.jpg"
+    with TestClient(create_app(gallery=str(gallery), work_dir=tmp_path / "serve"), base_url="http://127.0.0.1:8000") as client:
+        identified = client.post("/gallery/identify", files=[_upload(copy)]).json()
+        analysed = client.post("/analyze", files=[_upload(copy)]).json()
+    assert identified["match_kind"] == analysed["match_kind"] == "source"
+    assert identified["source_photo"] == analysed["source_photo"] == source.name
+    assert main(["gallery", "identify", str(copy), "--gallery", str(gallery), "--csv", str(tmp_path / "who.csv")]) == 0
+    (row,) = csv.DictReader(open(tmp_path / "who.csv", newline=""))
+    assert row["source_photo"] == str(source)

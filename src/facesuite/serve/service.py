@@ -12,6 +12,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -145,7 +146,8 @@ class ModelService:
         analysis = self._require_analysis()
         self._open_gallery(create=False)  # faces get an identity when the gallery holds anyone
         faces = analysis.get(upload, max_faces=None if all_faces else 1)
-        records = [face.to_dict() | ({"crop": png_data_uri(face.chip())} if images else {}) for face in faces]
+        records = [face.to_dict() | {"source_photo": _photo_name(face.source_photo)} |
+                   ({"crop": png_data_uri(face.chip())} if images else {}) for face in faces]
         height, width = upload.pixels.shape[:2]
         shown = {"preview": jpeg_data_uri(upload.pixels, PREVIEW_SIDE),
                  "size": [round(width * upload.scale[0]), round(height * upload.scale[1])]} if preview else {}
@@ -214,12 +216,12 @@ class ModelService:
         candidates = gallery.candidates([face], top_k=top_k)[0]
         best = candidates[0]
         answer = gallery.answer(face, best)
-        if face.no_face and answer.match_kind != "source":
+        if face.no_face:
             return {"path": upload.name, "identity": face.identity, "no_face": True, "fallback": face.fallback,
                     "distance": None, "match_kind": None, "source_photo": None, "nearest": None, "threshold": None,
                     "held_to": face.held_to, "candidates": []}
         return {"path": upload.name, "identity": face.identity, "distance": round(best.distance, 4),
-                "match_kind": answer.match_kind, "source_photo": face.source_photo,
+                "match_kind": answer.match_kind, "source_photo": _photo_name(face.source_photo),
                 "nearest": best.identity, "threshold": None if face.threshold is None else round(face.threshold, 6),
                 "held_to": face.held_to, "distortion": face.distortion,
                 "quality": None if face.quality is None else round(face.quality, 4),
@@ -374,3 +376,9 @@ def png_data_uri(image: np.ndarray) -> str:
     import base64
 
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def _photo_name(source: str | None) -> str | None:
+    """An enrolled photo as an answer names it to a client: its file name, never the server's path
+    to it (the CLI, on the server's own machine, gives the path)."""
+    return None if source is None else PurePath(source).name
