@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from facesuite import FaceAnalysis
 from facesuite.cli import main
@@ -97,12 +98,9 @@ def test_a_copy_with_its_face_painted_out_is_no_face(facecom_b: Path, enrolled: 
     assert (face.identity, face.match_kind, face.source_photo, face.distance) == ("no face", None, None, None)
 
 
-def test_another_face_pasted_over_an_enrolled_photo_is_not_named_by_the_photo(facecom_b: Path, tmp_path: Path) -> None:
-    """A stranger's face pasted over an enrolled photo keeps that photo's frame, so the frame alone
-    names the enrolled person; the face region disagrees, so the face decides: not that person.
-    Pasted as a rectangle over the face box, and blended in as a feathered oval over the box grown
-    by 10% (the box's corners and the hairline stay the enrolled photo's). A processed copy of the
-    same photo keeps its source match."""
+def _paste_face(host: np.ndarray, donor: np.ndarray, feathered: bool) -> np.ndarray:
+    """``host`` with ``donor``'s face resized over its face box: a rectangle, or (``feathered``) an
+    oval with soft edges over the box grown by 10% a side, as a face-swap edit blends one in."""
     import cv2
 
     from facesuite.detect import FaceDetector
@@ -114,23 +112,29 @@ def test_another_face_pasted_over_an_enrolled_photo_is_not_named_by_the_photo(fa
         return (int(max(box[0] - pad * w, 0)), int(max(box[1] - pad * h, 0)),
                 int(min(box[2] + pad * w, image.shape[1])), int(min(box[3] + pad * h, image.shape[0])))
 
-    def paste(host: np.ndarray, donor: np.ndarray, feathered: bool) -> np.ndarray:
-        pad = 0.1 if feathered else 0.0
-        x1, y1, x2, y2 = grown(detector.detect_one(host).box, host, pad)
-        dx1, dy1, dx2, dy2 = grown(detector.detect_one(donor).box, donor, pad)
-        face = cv2.resize(donor[dy1:dy2, dx1:dx2], (x2 - x1, y2 - y1)).astype(np.float32)
-        weight = np.ones((y2 - y1, x2 - x1), np.float32)
-        if feathered:
-            weight[:] = 0
-            cv2.ellipse(weight, ((x2 - x1) // 2, int((y2 - y1) * 0.515)), (int((x2 - x1) * 0.38), int((y2 - y1) * 0.435)),
-                        0, 0, 360, 1.0, -1)
-            weight = cv2.GaussianBlur(weight, (0, 0), 4)
-        edit = host.copy()
-        edit[y1:y2, x1:x2] = (weight[..., None] * face + (1 - weight[..., None]) * host[y1:y2, x1:x2]).astype(np.uint8)
-        return edit
+    pad = 0.1 if feathered else 0.0
+    x1, y1, x2, y2 = grown(detector.detect_one(host).box, host, pad)
+    dx1, dy1, dx2, dy2 = grown(detector.detect_one(donor).box, donor, pad)
+    face = cv2.resize(donor[dy1:dy2, dx1:dx2], (x2 - x1, y2 - y1)).astype(np.float32)
+    weight = np.ones((y2 - y1, x2 - x1), np.float32)
+    if feathered:
+        weight[:] = 0
+        cv2.ellipse(weight, ((x2 - x1) // 2, int((y2 - y1) * 0.515)), (int((x2 - x1) * 0.38), int((y2 - y1) * 0.435)),
+                    0, 0, 360, 1.0, -1)
+        weight = cv2.GaussianBlur(weight, (0, 0), 4)
+    edit = host.copy()
+    edit[y1:y2, x1:x2] = (weight[..., None] * face + (1 - weight[..., None]) * host[y1:y2, x1:x2]).astype(np.uint8)
+    return edit
 
+
+def test_another_face_pasted_over_an_enrolled_photo_is_not_named_by_the_photo(facecom_b: Path, tmp_path: Path) -> None:
+    """A stranger's face pasted over an enrolled photo keeps that photo's frame, so the frame alone
+    names the enrolled person; the face region disagrees, so the face decides: not that person.
+    Pasted as a rectangle over the face box, and blended in as a feathered oval over the box grown
+    by 10% (the box's corners and the hairline stay the enrolled photo's). A processed copy of the
+    same photo keeps its source match."""
     hosts = {"Colin_Powell": STRANGER, "Lucy_Liu": "Kate_Hudson"}  # enrolled person: whose face is pasted in
-    edits = {(host, feathered): paste(load_image(_photo(facecom_b, host, 0)), load_image(_photo(facecom_b, donor, 0)), feathered)
+    edits = {(host, feathered): _paste_face(load_image(_photo(facecom_b, host, 0)), load_image(_photo(facecom_b, donor, 0)), feathered)
              for host, donor in hosts.items() for feathered in (False, True)}
     with FaceAnalysis(gender=None, age=None) as app, app.open_gallery(tmp_path / "g", create=True) as gallery:
         gallery.enroll_many({name: [_photo(facecom_b, name, 0), _photo(facecom_b, name, 1)] for name in hosts})
@@ -143,6 +147,29 @@ def test_another_face_pasted_over_an_enrolled_photo_is_not_named_by_the_photo(fa
         (copy,) = app.get(_copy(_photo(facecom_b, "Lucy_Liu", 0), "noisy"))
         gallery.answer(copy, gallery.candidates([copy])[0][0])
     assert (copy.identity, copy.match_kind) == ("Lucy_Liu", "source")
+
+
+def test_eval_recognition_holds_a_pasted_face_to_its_source_as_identify_does(facecom_b: Path, tmp_path: Path) -> None:
+    """`eval recognition` decides its probes by the rule `gallery identify` uses: a "copy" that is
+    an enrolled photo with a stranger's face blended in gets no source match there either, while
+    the real processed copies of the same photo keep theirs."""
+    person = tmp_path / "ids" / "Lucy_Liu"
+    (person / "distortion").mkdir(parents=True)
+    photo = _photo(facecom_b, "Lucy_Liu", 0)
+    (person / photo.name).symlink_to(photo.resolve())
+    (person / _photo(facecom_b, "Lucy_Liu", 1).name).symlink_to(_photo(facecom_b, "Lucy_Liu", 1).resolve())
+    (person / "distortion" / f"{photo.stem}_noisy.jpg").symlink_to(_copy(photo, "noisy").resolve())
+    edit = _paste_face(load_image(photo), load_image(_photo(facecom_b, "Kate_Hudson", 0)), feathered=True)
+    Image.fromarray(edit).save(person / "distortion" / f"{photo.stem}_blurred.jpg", quality=95)
+    other = tmp_path / "ids" / "Colin_Powell"
+    other.mkdir()
+    for index in (0, 1):
+        (other / _photo(facecom_b, "Colin_Powell", index).name).symlink_to(_photo(facecom_b, "Colin_Powell", index).resolve())
+    assert main(["eval", "recognition", str(tmp_path / "ids"), "--out", str(tmp_path / "eval")]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "eval" / "predictions.csv", newline=""))}
+    assert rows[f"{photo.stem}_noisy.jpg"]["match_kind"] == "source"
+    pasted = rows[f"{photo.stem}_blurred.jpg"]
+    assert pasted["match_kind"] == "face" and pasted["decision"] != "Lucy_Liu"
 
 
 def test_stored_frames_follow_enroll_and_remove(facecom_b: Path, tmp_path: Path) -> None:

@@ -107,9 +107,9 @@ def verification_pairs(data: EmbeddedSet, seed: int = 0) -> tuple[np.ndarray, np
 def decisions(data: EmbeddedSet, point: OperatingPoint, with_source: bool = False) -> tuple[Searches, np.ndarray, np.ndarray, np.ndarray]:
     """The open-set searches of every probe and, by the one rule (:mod:`facesuite.decide`), the
     threshold each is held to, which probes are recognisable (at or above the quality floor) and
-    which hold no face. ``with_source``: a probe found to be a processed copy of a gallery image is
-    answered with that image's identity whatever its face (accepted, recognisable, a face); its
-    non-mated search is left as the face's."""
+    which hold no face. ``with_source``: a probe found to be a processed copy of a gallery image,
+    its box judged a face, is answered with that image's identity whatever its face shows
+    (accepted, recognisable); its non-mated search is left as the face's."""
     found = search(data.distances(), data.gallery_ids, data.probe_ids)
     labels = data.probe_labels or [None] * len(data.probe_ids)
     recognisable = point.recognisable(data.probe_quality, len(labels))
@@ -122,24 +122,28 @@ def decisions(data: EmbeddedSet, point: OperatingPoint, with_source: bool = Fals
         found.distance = np.where(fired, -np.inf, found.distance)
         found.correct = found.correct.copy()
         found.correct[fired] = named == np.asarray(data.probe_ids, dtype=object)[fired]
-        recognisable, no_face = recognisable | fired, no_face & ~fired
+        recognisable = recognisable | fired
     return found, point.search_thresholds(labels), recognisable, no_face
 
 
 def source_matches(data: EmbeddedSet, gallery_frames: Sequence[np.ndarray], probe_frames: Sequence[np.ndarray],
-                   progress: bool = False) -> None:
+                   progress: bool = False, probe_faces: Sequence[np.ndarray | None] | None = None) -> None:
     """Search every probe's frame among the gallery's (facesuite.gallery.source_match); fills
-    ``data.source_rows`` and ``data.source_agreement``."""
+    ``data.source_rows`` and ``data.source_agreement``. As ``gallery identify``, a probe whose box
+    holds no face has no source; ``probe_faces``: per probe, the face's blocks its source must
+    agree with (None: not held to it)."""
     from tqdm import tqdm
 
     from facesuite.gallery.source_match import SourceIndex
 
     index = SourceIndex(gallery_frames, data.gallery_ids, [str(p) for p in data.gallery_paths])
+    faces = probe_faces if probe_faces is not None else [None] * len(probe_frames)
+    no_face = data.probe_no_face if data.probe_no_face is not None else np.zeros(len(probe_frames), dtype=bool)
     rows, agreement = np.full(len(probe_frames), -1), np.zeros(len(probe_frames))
-    for i, frame in enumerate(tqdm(probe_frames, desc="source match", disable=not progress, leave=False)):
+    for i, (frame, face) in enumerate(tqdm(list(zip(probe_frames, faces)), desc="source match", disable=not progress, leave=False)):
         row, bound, share, _ = index.best(frame)
         agreement[i] = share
-        if row >= 0 and bound >= index.threshold:
+        if not no_face[i] and index.accepts(frame, row, bound, face):
             rows[i] = row
     data.source_rows, data.source_agreement = rows, agreement
 
@@ -346,9 +350,16 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
         probe_no_face=~p_face,
     )
     if analysis.source_match if source_match is None else source_match:
-        from facesuite.gallery.source_match import frame_of
+        from facesuite.gallery.source_match import face_blocks, frame_of
 
-        source_matches(data, [frame_of(c.pixels()) for c in g_crops], [frame_of(c.pixels()) for c in p_crops], progress)
+        # A recognisable probe's face is held to its source's, as Gallery.answer holds it.
+        held = analysis.operating_point.recognisable(data.probe_quality, len(p_crops))
+        probe_frames, probe_faces = [], []
+        for crop, holds in zip(p_crops, held):
+            pixels = crop.pixels()
+            probe_frames.append(frame_of(pixels))
+            probe_faces.append(face_blocks(crop.face.box, pixels.shape) if holds else None)
+        source_matches(data, [frame_of(c.pixels()) for c in g_crops], probe_frames, progress, probe_faces)
     return data, skipped + p_skipped, routing
 
 

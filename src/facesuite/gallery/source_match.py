@@ -218,8 +218,12 @@ class SourceIndex:
         """The enrolled photo ``frame`` is a processed copy of, or None; ``face``: the probe's face
         region (:func:`face_blocks`), which must not show another face (:func:`face_replaced`)."""
         row, bound, share, blocks = self.best(frame, exclude)
-        if row < 0 or bound < self.threshold:
-            return None
-        if face is not None and face_replaced(frame, self.frames[row], face):
+        if not self.accepts(frame, row, bound, face):
             return None
         return SourceMatch(self.identities[row], self.sources[row], share, blocks, bound)
+
+    def accepts(self, frame: np.ndarray, row: int, bound: float, face: np.ndarray | None = None) -> bool:
+        """Whether the best candidate ``row`` of :meth:`best` (its agreement's lower bound
+        ``bound``) is the photo ``frame`` is a processed copy of: the one rule :meth:`match` and
+        the evaluation apply."""
+        return row >= 0 and bound >= self.threshold and (face is None or not face_replaced(frame, self.frames[row], face))
