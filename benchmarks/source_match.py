@@ -71,6 +71,7 @@ def swaps(root, split, identities: int, seed: int = 0) -> None:
     images = {str(p): load_image(p) for p, _ in tqdm(dataset.clean, desc="gallery photos")}
     index = SourceIndex([frame_of(image) for image in images.values()], [i for _, i in dataset.clean], list(images))
     identity_of = dict(zip(images, index.identities))
+    row_of = {source: row for row, source in enumerate(index.sources)}
     refused, exempt = defaultdict(list), defaultdict(list)
     with FaceAnalysis(gender=None, age=None) as app:
         floor = app.quality.floor
@@ -83,7 +84,7 @@ def swaps(root, split, identities: int, seed: int = 0) -> None:
             (face,) = app.get(image)
             if face.no_face:
                 return  # decided as no face, before any source match
-            replaced = face_replaced(frame, index.frames[list(images).index(source)], face_blocks(face._crop.face.box, image.shape))
+            replaced = face_replaced(frame, index.frames[row_of[source]], face_blocks(face._crop.face.box, image.shape))
             refused[kind].append(replaced)
             exempt[kind].append(face.quality < floor)
 

@@ -131,6 +131,7 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
 
     from facesuite.classify.quality import fit_quality
     from facesuite.decide import OperatingPoint
+    from facesuite.embed.calibration import supports_far
     from facesuite.evaluate.open_set import route_calibration_protocol, search, threshold_at_fpir
     from facesuite.evaluate.recognition import embed_dataset
 
@@ -143,7 +144,7 @@ def _route_thresholds(analysis, dataset, fpir: float) -> dict:
     labels = np.asarray(data.probe_labels)
     counts = {kind: int((labels == kind).sum()) for kind in sorted(set(labels.tolist()))}
     # A threshold needs enough non-mated searches to put one in 1/fpir beyond it.
-    thresholds = {kind: threshold_at_fpir(found.non_mated[labels == kind], fpir) for kind, n in counts.items() if n * fpir >= 1}
+    thresholds = {kind: threshold_at_fpir(found.non_mated[labels == kind], fpir) for kind, n in counts.items() if supports_far(n, fpir)}
     # Face quality: how likely each face is to be named right at its route's threshold.
     limits = OperatingPoint(analysis.threshold, route_thresholds=thresholds).search_thresholds(labels.tolist())
     quality = fit_quality(data.probe_features, found.correct & (found.distance <= limits))

@@ -66,8 +66,8 @@ def far_marks(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, float]:
 
 
 def supports_far(impostor_pairs: int, far: float) -> bool:
-    """Whether ``impostor_pairs`` different-person pairs can show a false-accept rate of ``far``:
-    at least one pair must fall within it."""
+    """Whether ``impostor_pairs`` different-person pairs (or non-mated searches) can show a
+    false-accept (false-positive identification) rate of ``far``: at least one must fall within it."""
     return far * impostor_pairs >= 1
 
 
