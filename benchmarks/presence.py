@@ -1,8 +1,8 @@
 """Face presence on dev data: faces the pipeline must keep, and images with no face it must refuse.
 
 Run: ``python benchmarks/presence.py [--data DIR] [--non-faces 500]``. Faces: the FACECOM dev
-identities' overexposed (sunny) copies where MTCNN finds nothing (the centre box must be judged a
-face), their clean photos, and UTKFace dev crops given as crops (``--assume-cropped``). Non-faces:
+identities' overexposed (sunny) copies, read in the centre box where MTCNN finds nothing or its box
+is vetoed (the centre box must be judged a face) or in MTCNN's box, their clean photos, and UTKFace dev crops given as crops (``--assume-cropped``). Non-faces:
 images made here with a seed the training never used. Prints the share judged a face per group,
 with a 95% Wilson interval.
 """
@@ -44,8 +44,8 @@ def main() -> None:
     people = root / "facecom/task_b/train"
     app = FaceAnalysis(gender=None)
     sunny, _ = app.faces([p for identity in dev for p in (people / identity / "distortion").glob("*_sunny.jpg")])
-    report("FACECOM dev sunny, detector found none", [f for f in sunny if f.fallback])
-    report("FACECOM dev sunny, detector found one", [f for f in sunny if not f.fallback])
+    report("FACECOM dev sunny, centre box", [f for f in sunny if f.fallback])
+    report("FACECOM dev sunny, detector's box", [f for f in sunny if not f.fallback])
     clean, _ = app.faces([p for identity in dev for p in (people / identity).glob("*.jpg")])
     report("FACECOM dev clean", clean)
     utk_dev = sorted(read_split(root / "splits/utkface_dev.txt"))[::5]

@@ -98,6 +98,39 @@ def test_a_copy_with_its_face_painted_out_is_no_face(facecom_b: Path, enrolled: 
     assert (face.identity, face.match_kind, face.source_photo, face.distance) == ("no face", None, None, None)
 
 
+#: Overexposed training copies where MTCNN's only box is off the face (on a collar, a corner).
+BLOWN_OUT = ["Bob_Riley", "Diana_Ross", "Roger_Clemens"]
+
+
+def test_a_vetoed_box_in_a_blown_out_photo_gives_way_to_the_centre_box(facecom_b: Path, tmp_path: Path) -> None:
+    """Where the presence head vetoes the detector's only box, the photo is read as one where
+    nothing was found: its centre box, judged a face, is the face, through every caller."""
+    clean = [_photo(facecom_b, name, 0) for name in BLOWN_OUT]
+    sunny = [_copy(photo, "sunny") for photo in clean]
+    gallery = tmp_path / "blown-out"
+    with FaceAnalysis(gender=None, age=None) as app:
+        # The case itself, from the stages directly: a detected box the presence head scores
+        # below its veto.
+        crops, _ = app.crops(sunny)
+        _, _, _, pooled = app.route_crops(crops, hidden=True)
+        assert all(crop.face.detected for crop in crops)
+        assert (app.presence.p_face(pooled) < app.presence.veto).all()
+
+        for face, crop in zip(app.faces(sunny)[0], crops):
+            assert face.fallback and not face.no_face and face.distortion is not None
+            assert face.box != pytest.approx(crop.face.box, abs=1.0)  # the centre box, not the vetoed one
+        verdict = app.verify(clean[0], sunny[0])
+        assert verdict.no_face == (False, False) and verdict.decision != "no face"
+        assert verdict.crops[1].face.fallback  # the chip the dashboard's pair view shows
+        assert all(crop.face.fallback for crop in app.judged_crops(sunny)[0])  # ...and a report's cards
+        with app.open_gallery(gallery, create=True) as people:
+            people.enroll_many({name: [photo] for name, photo in zip(BLOWN_OUT, clean)})
+    with FaceAnalysis(gender=None, age=None, gallery=gallery) as app:
+        named = app.faces(sunny)[0]
+    # Blown out below the quality floor, each copy is named by the enrolled photo it was made from.
+    assert [(f.identity, f.match_kind) for f in named] == [(name, "source") for name in BLOWN_OUT]
+
+
 def _paste_face(host: np.ndarray, donor: np.ndarray, feathered: bool) -> np.ndarray:
     """``host`` with ``donor``'s face resized over its face box: a rectangle, or (``feathered``) an
     oval with soft edges over the box grown by 10% a side, as a face-swap edit blends one in."""

@@ -125,6 +125,8 @@ class Verification:
     search_threshold: float | None = None
     # Faces found in each image: of several, the most prominent one was compared.
     faces_in_image: tuple[int, int] = (1, 1)
+    # The two faces compared, as the pass read them (a vetoed box replaced by its centre box).
+    crops: tuple[Crop, Crop] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -140,6 +142,20 @@ class Verification:
             "search_threshold": None if self.search_threshold is None else round(self.search_threshold, 6),
             "faces_in_image": list(self.faces_in_image),
         }
+
+
+@dataclass
+class JudgedPass:
+    """One recognition pass over a batch of crops, each judged a face or not
+    (:meth:`FaceAnalysis.judged_pass`): row ``i`` of every field is ``crops[i]``'s."""
+
+    crops: list[Crop]
+    routed: np.ndarray  # unit embeddings, each through its distortion's route
+    plain: np.ndarray  # embeddings of the chips the pass read, not mirrored
+    kinds: list  # distortion predictions
+    pooled: np.ndarray | None  # the pass's hidden features, when asked for or read by the presence head
+    p_face: np.ndarray | None  # how likely each box is to hold a face; None without a presence head
+    is_face: np.ndarray
 
 
 class FaceAnalysis:
@@ -276,12 +292,12 @@ class FaceAnalysis:
         if skipped:
             raise skipped[0].error
         # One distortion pass per face serves its route, its quality and whether it is a face.
-        (a, b), _, kinds, pooled = self.route_crops(crops, [crop.pixels() for crop in crops], hidden=self.presence is not None)
-        crop_a, crop_b = crops
+        judged = self.judged_pass(crops, [crop.pixels() for crop in crops])
+        (a, b), kinds, is_face = judged.routed, judged.kinds, judged.is_face
+        crop_a, crop_b = judged.crops
         distance = float(cosine_distance(a, b))
-        scores = self._quality(crops, kinds)
+        scores = self._quality(judged.crops, kinds)
         quality = (None, None) if scores is None else (float(scores[0]), float(scores[1]))
-        is_face = self.present(crops, pooled)[1]
         no_face = (not is_face[0], not is_face[1])
         # A box with no face has no quality, as in analyze: nothing there to recognise.
         quality = tuple(None if empty else q for q, empty in zip(quality, no_face))
@@ -294,7 +310,8 @@ class FaceAnalysis:
         search = min(point.search_threshold(kind.label if face else None) for kind, face in zip(kinds, is_face))
         return Verification(distance, decision.answer == SAME, point.threshold, point.source,
                             (crop_a.face.fallback, crop_b.face.fallback), decision.answer, quality, no_face,
-                            decision.held_to, search, (crop_a.face.faces_in_image, crop_b.face.faces_in_image))
+                            decision.held_to, search, (crop_a.face.faces_in_image, crop_b.face.faces_in_image),
+                            (crop_a, crop_b))
 
     def open_gallery(self, uri: str | Path, create: bool = False) -> Gallery:
         """The gallery at ``uri`` (``create``: made if absent), checked to be built with this embedder."""
@@ -327,6 +344,11 @@ class FaceAnalysis:
     def crops(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
         """Aligned chips of the main face of each input, and the inputs that could not be read."""
         return self.extractor.crops(images, self.embedder.chip_spec, progress)
+
+    def judged_crops(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[list[Crop], list[Skipped]]:
+        """:meth:`crops` as the analysis reads them (:meth:`judged_pass`): the chips a user is shown."""
+        crops, skipped = self.crops(images, progress)
+        return self.judged_pass(crops).crops if crops else [], skipped
 
     def embed(self, images: Sequence[ImageInput], progress: str | None = None) -> tuple[np.ndarray, list[Crop], list[Skipped]]:
         """Unit embeddings (through each face's route) of the main face of each input."""
@@ -422,10 +444,10 @@ class FaceAnalysis:
         decoded = {key: crop.pixels() for key, crop in frames_of.items()}
         frames = [decoded[id(c.image) if c.image is not None else str(c.path)] for c in crops]
         # Without routes the router holds none: the type is still named, every face embeds plain.
-        routed, plain, kinds, pooled = self.route_crops(
-            crops, frames, hidden=self.presence is not None or any(stage.reads_hidden for stage in self.stages),
-            maps=any(stage.reads_maps for stage in self.stages))
-        p_face, is_face = self.present(crops, pooled)
+        judged = self.judged_pass(crops, frames, hidden=any(stage.reads_hidden for stage in self.stages),
+                                  maps=any(stage.reads_maps for stage in self.stages))
+        crops, routed, plain, kinds, pooled = judged.crops, judged.routed, judged.plain, judged.kinds, judged.pooled
+        p_face, is_face = judged.p_face, judged.is_face
         quality = self._quality(crops, kinds)
         batch = SharedPass(
             len(crops), kinds, plain, pooled, self.embedder,
@@ -457,6 +479,46 @@ class FaceAnalysis:
         if self.gallery is not None and len(self.gallery) and faces:
             for face, candidates, frame in zip(faces, self.gallery.candidates(faces), frames):
                 self.gallery.answer(face, candidates[0], frame)
+
+    def judged_pass(self, crops: Sequence[Crop], frames: Sequence[np.ndarray] | None = None, hidden: bool = False,
+                    maps: bool = False) -> JudgedPass:
+        """The recognition pass over ``crops`` (:meth:`route_crops`), each box judged a face or not.
+
+        A main face the detector found and the presence head vetoes, with no other face of its
+        image kept, is read as if the detector had found nothing: where the image's centre box is
+        judged a face, it takes the vetoed face's place. MTCNN's boxes in a blown-out photo are
+        often on clothing or background while the face fills the middle; the centre box is what
+        the same photo gets when MTCNN finds no box at all (on the training identities' overexposed
+        copies, 15 of 15 such centre boxes hold a face)."""
+        routed, plain, kinds, pooled = self.route_crops(crops, frames, hidden or self.presence is not None, maps)
+        p_face, is_face = self.present(crops, pooled)
+        judged = JudgedPass(list(crops), routed, plain, list(kinds), pooled, p_face, is_face)
+        vetoed = self._vetoed_alone(crops, is_face)
+        if not vetoed:
+            return judged
+        centred = [crops[i].centre_box(self.extractor.settings, self.embedder.chip_spec) for i in vetoed]
+        c_routed, c_plain, c_kinds, c_pooled = self.route_crops(
+            centred, None if frames is None else [frames[i] for i in vetoed], True, maps)
+        c_p_face, c_is_face = self.present(centred, c_pooled)
+        for row, i in enumerate(vetoed):
+            if c_is_face[row]:
+                judged.crops[i], judged.kinds[i] = centred[row], c_kinds[row]
+                judged.routed[i], judged.plain[i], judged.pooled[i] = c_routed[row], c_plain[row], c_pooled[row]
+                judged.p_face[i], judged.is_face[i] = c_p_face[row], True
+        return judged
+
+    @staticmethod
+    def _vetoed_alone(crops: Sequence[Crop], is_face: np.ndarray) -> list[int]:
+        """Rows of main faces found by the detector and judged no face, where no other face of
+        the same image (the rows after it, until the next main face) is kept."""
+        rows = []
+        for i, crop in enumerate(crops):
+            if crop.face_index != 0 or is_face[i] or not crop.face.detected:
+                continue
+            end = next((j for j in range(i + 1, len(crops)) if crops[j].face_index == 0), len(crops))
+            if not is_face[i + 1 : end].any():
+                rows.append(i)
+        return rows
 
     def present(self, crops: Sequence[Crop], pooled: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
         """(probability that each crop's box holds a face, or None without a presence head;

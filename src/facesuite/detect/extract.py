@@ -50,6 +50,12 @@ class Crop:
         """The whole image this face is in, at the size it was analysed at."""
         return self.image if self.image is not None else load_image(self.path)
 
+    def centre_box(self, settings: DetectorSettings, chip: ChipSpec) -> Crop:
+        """This image's centre box in place of this face, as where the detector finds none."""
+        image = self.pixels()
+        face = fallback_face(image.shape, settings)
+        return replace(self, face=face, chip=face.chip(image, chip.size, chip.padding))
+
     @property
     def input_face(self) -> Detection:
         """:attr:`face` in the file's own pixels, its box clipped to the image.

@@ -315,9 +315,9 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
     identity_of = {str(p): i for p, i in dataset.clean}
     routed = analysis.routed
     g_crops, skipped = analysis.crops(clean_paths, progress="gallery" if progress else None)
-    gallery, _, _, g_pooled = analysis.route_crops(g_crops, hidden=analysis.presence is not None)
+    g_judged = analysis.judged_pass(g_crops)
+    g_crops, gallery, g_face = g_judged.crops, g_judged.routed, g_judged.is_face
     # A gallery photo with no face is not enrolled, as `gallery enroll` skips it.
-    g_face = analysis.present(g_crops, g_pooled)[1]
     skipped += [Skipped.of(c.path, InputError("no face found", c.path)) for c, face in zip(g_crops, g_face) if not face]
     g_crops, gallery = [c for c, face in zip(g_crops, g_face) if face], gallery[g_face]
     if not g_crops:
@@ -327,8 +327,8 @@ def embed_dataset(analysis, dataset: IdentityDataset, progress: bool = True,
     probe_items = [probe_info[str(c.path)] for c in p_crops]
     routing: dict = {}
     features = None
-    probes, _, kinds, p_pooled = analysis.route_crops(p_crops, hidden=analysis.presence is not None)
-    p_face = analysis.present(p_crops, p_pooled)[1]
+    p_judged = analysis.judged_pass(p_crops)
+    p_crops, probes, kinds, p_face = p_judged.crops, p_judged.routed, p_judged.kinds, p_judged.is_face
     if routed:
         labels = [k.label for k in kinds]
         features = quality_features([k.probs for k in kinds], [c.face.score for c in p_crops], [c.face.fallback for c in p_crops])

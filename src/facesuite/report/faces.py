@@ -24,10 +24,11 @@ WORST_ERRORS = 6
 
 
 def chips_of(analysis) -> ChipSource:
-    """A :data:`ChipSource` cutting chips with ``analysis`` (a :class:`~facesuite.analysis.FaceAnalysis`):
-    detections come from its cache when the evaluation just ran, so this costs a few ms a face."""
+    """A :data:`ChipSource` cutting chips with ``analysis`` (a :class:`~facesuite.analysis.FaceAnalysis`)
+    as its pass reads them (a vetoed box shown as the centre box that replaced it): detections come
+    from its cache when the evaluation just ran, so this costs one recognition pass a face."""
     def chips(paths: Sequence[str]) -> dict[str, np.ndarray]:
-        crops, _ = analysis.crops(list(dict.fromkeys(paths)))
+        crops, _ = analysis.judged_crops(list(dict.fromkeys(paths)))
         return {str(crop.path): crop.chip for crop in crops}
 
     return chips

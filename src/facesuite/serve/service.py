@@ -156,13 +156,13 @@ class ModelService:
     def verify(self, first: Decoded, second: Decoded, images: bool) -> dict:
         from facesuite.embed.calibration import load_far_marks
 
-        record = self.analysis.verify(first, second).to_dict()
+        verification = self.analysis.verify(first, second)
+        record = verification.to_dict()
         # Where the distance sits on the calibrated scale: the thresholds at FAR 1% and 0.1%.
         record["far_marks"] = [{"far": far, "threshold": round(t, 6)} for far, t in sorted(load_far_marks(self.analysis.embedder.name).items())]
         record["quality_floor"] = self._quality_floor()
         if images:
-            crops, _ = self.analysis.crops([first, second])
-            record["crops"] = [png_data_uri(crop.chip) for crop in crops]
+            record["crops"] = [png_data_uri(crop.chip) for crop in verification.crops]
         return record
 
     def _quality_floor(self) -> float | None:
@@ -194,7 +194,7 @@ class ModelService:
             raise ApiError(422, "no usable face in the uploaded images")
         if self.thumbnails is not None and not self.thumbnails.has(identity):
             # Uploads arrive decoded, so none is skipped: the first one's face is the picture.
-            crops, _ = self._analysis.crops(uploads[:1])
+            crops, _ = self._analysis.judged_crops(uploads[:1])
             if crops:
                 self.thumbnails.put(identity, crops[0].chip)
         # already_enrolled: uploads this identity already held (the same file content), not added again.
@@ -274,7 +274,7 @@ class ModelService:
         source, frame = photo
         kept = frame_from_bytes(frame)
         enrolled = self._enrolled_file(source, kept)
-        crops, _ = self.analysis.crops([enrolled]) if enrolled is not None else ([], [])
+        crops, _ = self.analysis.judged_crops([enrolled]) if enrolled is not None else ([], [])
         if crops:
             self.thumbnails.put(identity, crops[0].chip)
         else:
