@@ -66,6 +66,21 @@ def test_analyze_reports_every_field(samples: Path, capsys) -> None:
     assert row["gender"] == "male" and row["fallback"] is False and row["identity"] is None
 
 
+def test_analyze_prints_each_list_of_numbers_on_one_line(samples: Path, capsys) -> None:
+    """The default output is the JSON of ``--json``, indented, with a box or an age range on one line."""
+    image = sorted((samples / "people" / PERSON).glob("*.jpg"))[0]
+    assert main(["analyze", str(image), "--json"]) == 0
+    compact = capsys.readouterr().out
+    assert main(["analyze", str(image)]) == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown) == json.loads(compact)
+    [row] = json.loads(shown)
+    lines = shown.splitlines()
+    assert f'    "box": {json.dumps(row["box"])},' in lines
+    assert f'    "age_range": {json.dumps(row["age_range"])}' in lines
+    assert len(lines) == len(row) + 4  # one line a field, in braces and brackets
+
+
 def test_analyze_with_gallery_names_the_person(facecom_b: Path, tmp_path: Path, capsys) -> None:
     people = tmp_path / "people"
     for person in (PERSON, "Hugo_Chavez", "Kofi_Annan"):

@@ -13,7 +13,9 @@ through the ``facesuite-escape`` error handler registered here, which writes suc
 from __future__ import annotations
 
 import codecs
+import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -157,3 +159,14 @@ def remove_empty_output_folders() -> None:
 def forget_output_folders() -> None:
     """Start a run: the folders earlier runs in this process made are theirs, kept."""
     _MADE.clear()
+
+
+#: An indented JSON list holding only numbers, booleans or nulls (a box, an age range).
+_SCALAR_LIST = re.compile(r"\[\s*\n\s*([-+.\deEtruefalsn]+(?:,\s*\n\s*[-+.\deEtruefalsn]+)*)\s*\n\s*\]")
+
+
+def readable_json(value: object) -> str:
+    """JSON indented for reading, a list of numbers kept on one line (``"box": [74.0, 54.5, 159.5,
+    170.2]``): a face's record fits a screen."""
+    return _SCALAR_LIST.sub(lambda m: "[" + ", ".join(item.strip() for item in m.group(1).split(",")) + "]",
+                            json.dumps(value, indent=2))

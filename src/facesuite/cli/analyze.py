@@ -19,7 +19,7 @@ from facesuite.cli.summary import counted
 def cmd_analyze(args: argparse.Namespace) -> int:
     from facesuite.analysis import FaceAnalysis
     from facesuite.io import expand_paths
-    from facesuite.text import is_stdout, write_rows
+    from facesuite.text import is_stdout, readable_json, write_rows
 
     paths = expand_paths(args.paths)
     with FaceAnalysis(args.embedder, detector_settings(args), use_cache=not args.no_cache,
@@ -36,8 +36,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"analysed {counted(images, 'image', 'images')} ({counted(len(rows) - no_face, 'face', 'faces')}, "
               f"{counted(no_face, 'box', 'boxes')} with no face), {len(skipped)} skipped; wrote {args.csv}", file=sys.stderr if is_stdout(args.csv) else sys.stdout)
     else:
-        json.dump(rows, sys.stdout, indent=None if args.json else 2)
-        print()
+        print(json.dumps(rows) if args.json else readable_json(rows))
     return exit_status(args.paths, skipped)
 
 
