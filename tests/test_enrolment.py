@@ -132,6 +132,36 @@ def test_a_folder_of_photos_without_identity_folders_says_how_to_enrol_it(sample
     assert not (tmp_path / "g").exists()
 
 
+def test_identity_folders_are_not_enrolled_under_one_name(samples: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--identity NAME`` with a folder of people's folders would make one person of several."""
+    assert main(["gallery", "enroll", str(samples / "people"), "--identity", "Someone", "--gallery", str(tmp_path / "g")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Colin_Powell" in error and "leave out --identity" in error
+    assert not (tmp_path / "g").exists()
+    # One person's photos named explicitly are enrolled under the name.
+    photos = [str(p) for p in sorted((samples / "people" / "Colin_Powell").glob("*.jpg"))]
+    assert main(["gallery", "enroll", *photos, "--identity", "Colin", "--gallery", str(tmp_path / "g")]) == 0
+
+
+def test_rest_enroll_says_why_nothing_was_enrolled_as_the_cli_does(samples: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fastapi", reason="fastapi is not installed")
+    from fastapi.testclient import TestClient
+
+    from facesuite.serve import create_app
+
+    photo = samples / "photos" / "Hugo_Chavez_0005.jpg"
+    assert main(["gallery", "enroll", str(photo), "--identity", "Hugo", "--gallery", str(tmp_path / "g")]) == 0
+    assert main(["gallery", "enroll", str(photo), "--identity", "Someone_Else", "--gallery", str(tmp_path / "g")]) == 2
+    cli_reason = capsys.readouterr().err
+    assert "already enrolled as 'Hugo'" in cli_reason
+    with TestClient(create_app(gallery=str(tmp_path / "g")), base_url="http://127.0.0.1:8000") as client:
+        answer = client.post("/gallery/enroll", data={"identity": "Someone_Else"},
+                             files=[("image", (photo.name, photo.read_bytes(), "image/jpeg"))])
+    assert answer.status_code == 422 and "already enrolled as 'Hugo'" in answer.json()["error"]
+
+
 def test_a_face_enrolled_under_another_persons_name_is_flagged(samples: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """A photo of Colin Powell filed as "Hugo_Chavez" is enrolled (the user decides), with a warning

@@ -23,6 +23,13 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
         raise InputError("give identity folders DIR, photos with --identity NAME, "
                          "or --from-clusters OUT with --name CLUSTER=NAME")
     if args.identity is not None:
+        for path in map(Path, args.paths):
+            people = sorted(child.name for child in path.iterdir() if child.is_dir()) if path.is_dir() else []
+            if len(people) > 1:
+                # Most likely identity folders: enrolled under one name, they would make one person of several.
+                raise InputError(f"holds folders {', '.join(people[:3])}{', ...' if len(people) > 3 else ''}: leave out "
+                                 f"--identity to enrol each under its own name, or name the photos ({path}/*/*.jpg) "
+                                 f"to enrol them all as {args.identity!r}", path)
         by_identity = {args.identity: expand_paths(args.paths)}
     else:
         photo = next((path for path in args.paths if is_image_file(path)), None)

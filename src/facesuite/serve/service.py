@@ -191,7 +191,9 @@ class ModelService:
         gallery = self._open_gallery(create=True)
         result = gallery.enroll(identity, uploads)
         if not result.faces and not result.already:
-            raise ApiError(422, "no usable face in the uploaded images")
+            # Why, as the CLI says it per photo (no face, already enrolled under another name...).
+            reasons = list(dict.fromkeys(skip.error.message for skip in result.skipped))
+            raise ApiError(422, f"nothing enrolled: {'; '.join(reasons) or 'no usable face in the uploaded images'}")
         if self.thumbnails is not None and not self.thumbnails.has(identity):
             # Uploads arrive decoded, so none is skipped: the first one's face is the picture.
             crops, _ = self._analysis.judged_crops(uploads[:1])
