@@ -91,6 +91,17 @@ def _identity_tree(root: Path, facecom: Path, people: list[str], per_person: int
     return root
 
 
+def test_ten_fold_accuracy_of_separable_pairs_is_one() -> None:
+    """Pairs whose same and different distances do not overlap are all right at a threshold in the
+    gap; each fold's threshold, chosen on the others, must sit inside it, not on its edge."""
+    from facesuite.evaluate.verification import _fold_accuracy
+
+    rng = np.random.default_rng(0)
+    distances = np.concatenate([rng.uniform(0.02, 0.05, 200), rng.uniform(0.12, 0.30, 200)])
+    labels = np.repeat([1, 0], 200)
+    assert _fold_accuracy(distances, labels, seed=0) == 1.0
+
+
 def test_calibrate_stores_threshold_used_by_verify(facecom_b: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("FACESUITE_HOME", str(tmp_path / "home"))  # keep this calibration out of other tests
     data = _identity_tree(tmp_path / "ids", facecom_b, PEOPLE, per_person=4)
@@ -499,3 +510,11 @@ def test_eval_verification_names_a_folder_given_as_the_pair_list(tmp_path: Path,
         assert main(["eval", "verification", str(given), "--out", str(tmp_path / "out")]) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and said in error[0] and str(given) in error[0]
+    # A list whose images are all missing names the list, one of the images and where they are looked for.
+    listing = tmp_path / "lists" / "pairs.csv"
+    listing.parent.mkdir()
+    listing.write_text("a.jpg,b.jpg,1\nc.jpg,d.jpg,0\n")
+    assert main(["eval", "verification", str(listing), "--out", str(tmp_path / "out")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "img/s" not in line]
+    assert len(error) == 1 and str(listing) in error[0] and str(tmp_path / "lists" / "a.jpg") in error[0]
+    assert "list's folder" in error[0]

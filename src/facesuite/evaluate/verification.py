@@ -90,7 +90,9 @@ def pair_distances(analysis, pairs: list[tuple[Path, Path, bool]], progress: boo
     face_of = {face.source: face for face in faces}
     kept = [i for i, (a, b, _) in enumerate(pairs) if str(a) in face_of and str(b) in face_of]
     if not kept:
-        raise InputError("no pair has two readable images", source)
+        first = skipped[0] if skipped else None
+        why = f" (first: {first.error})" if first is not None else ""
+        raise InputError(f"no pair has two readable images{why}; relative paths are read from the list's folder", source)
     point = analysis.operating_point
     distances, decisions = np.empty(len(kept)), []
     for row, index in enumerate(kept):
@@ -122,13 +124,16 @@ def verification_metrics(scores: PairScores, threshold: float, seed: int = 0) ->
 
 
 def _fold_accuracy(distances: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    """Mean accuracy over folds, each at the threshold that is best on the other folds."""
+    """Mean accuracy over folds, each at the threshold that is best on the other folds: the middle
+    of the gap between two neighbouring distances (a threshold on a pair's own distance sits at
+    the edge of its class, and held-out pairs just past it fall on the wrong side)."""
     order = np.random.default_rng(seed).permutation(labels.size)
     folds = np.array_split(order, min(FOLDS, labels.size))
     accuracies = []
     for held_out in folds:
         train = np.setdiff1d(order, held_out)
-        candidates = np.unique(distances[train])
+        seen = np.unique(distances[train])
+        candidates = np.concatenate([seen[:1] - 1e-6, (seen[1:] + seen[:-1]) / 2, seen[-1:] + 1e-6])
         best = max(candidates, key=lambda t: ((distances[train] <= t) == (labels[train] == 1)).mean())
         accuracies.append(((distances[held_out] <= best) == (labels[held_out] == 1)).mean())
     return float(np.mean(accuracies))
