@@ -160,12 +160,27 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     strict_dir = tmp_path / "strict"
     assert main(["train", "gender", str(data), "--out", str(strict_dir), "--kind", "backbone", "--min-female-recall", "1"]) == 0
     strict = GenderModel.load(strict_dir)
-    assert strict.config.metrics["val_female_recall"] == 1.0
     strict_scores, truth = _val_scores(strict, data / "val")
     lowest_female = min(p for name, p in strict_scores.items() if truth[name] == "female")
     assert _recalls(strict_scores, truth, strict.threshold - BELOW)[0] == 1.0
     if strict.threshold != pytest.approx(model.threshold, abs=BELOW):
         assert strict.threshold < model.threshold and strict.threshold == pytest.approx(lowest_female, abs=BELOW)
+
+
+def test_validation_figures_are_of_faces_the_threshold_was_not_tuned_on():
+    """Scored at a threshold tuned on them, validation faces flatter the model; each half is scored
+    at the other half's threshold: a clear gap stays all right, a face past the other half's edge is wrong."""
+    from facesuite.train.gender import held_out_answers, threshold_with_female_recall
+
+    labels = np.repeat([0, 1], 12)
+    separated = np.concatenate([np.linspace(0.02, 0.1, 12), np.linspace(0.9, 0.98, 12)])
+    assert (held_out_answers(labels, separated, 0.0) == labels).all()
+    # Males up to 0.85 and females from 0.86: tuned on all 24 faces every one is right, but the
+    # lowest female's half cannot place its threshold below her score without seeing her.
+    edge = np.concatenate([np.linspace(0.55, 0.85, 12), np.linspace(0.86, 0.99, 12)])
+    tuned_on_all = edge >= threshold_with_female_recall(labels, edge, 0.0)
+    assert (tuned_on_all == labels).all()
+    assert (held_out_answers(labels, edge, 0.0) == labels).mean() < 1.0
 
 
 def test_shipped_head_mirrors_only_the_faces_it_is_unsure_of(dev_folder):
@@ -347,7 +362,7 @@ def test_eval_on_celeba_attribute_list(tmp_path, capsys):
     assert "line 3: expected an image and 40 values of 1 or -1" in capsys.readouterr().err
 
 
-def test_folder_names_as_other_data_sets_spell_them(tmp_path):
+def test_folder_names_as_other_data_sets_spell_them(tmp_path, capsys):
     """Kaggle's gender data set: Training/ and Validation/, each with male/ and female/; others
     capitalise (Male/, Female/) or say men/ and women/. Names are matched without case."""
     train, val = _pick(dev=False, per_class=10), _pick(dev=True, per_class=4)
@@ -357,9 +372,14 @@ def test_folder_names_as_other_data_sets_spell_them(tmp_path):
         (data / "Validation" / spelled).mkdir(parents=True)
         for path in val[label]:
             (data / "Validation" / spelled / path.name).symlink_to(path.resolve())
+    # The default kind fits in one pass: epochs are refused, not ignored.
+    assert main(["train", "gender", str(data), "--out", str(tmp_path / "model"), "--epochs", "3"]) == 2
+    assert "--epochs" in capsys.readouterr().err and not (tmp_path / "model").exists()
     assert main(["train", "gender", str(data), "--out", str(tmp_path / "model")]) == 0
     history = json.loads((tmp_path / "model" / "history.json").read_text())
-    assert history["options"] and (tmp_path / "model" / "model.json").is_file()
+    model = json.loads((tmp_path / "model" / "model.json").read_text())
+    # The history records the options this kind used: the chip it was trained on, not the CNN's.
+    assert history["options"]["chip_size"] == model["chip_size"] and "epochs" not in history["options"]
     assert main(["eval", "gender", str(data / "Validation"), "--out", str(tmp_path / "eval"), "--gradcam", "0"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {label: c["support"] for label, c in metrics["per_class"].items()} == {"male": 4, "female": 4}

@@ -50,12 +50,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facesuite.text import output_folder
     from facesuite.train.gender import TrainOptions, train_gender
 
-    output_folder(args.out)  # before hours of training, not after
+    from facesuite.errors import InputError
 
     if args.teacher is not None and args.kind != "cnn":
-        from facesuite.errors import InputError
-
         raise InputError("--teacher trains the cnn kind by distillation; use it with --kind cnn")
+    if args.kind in ("backbone", "embedding"):
+        given = [flag for flag, value in (("--epochs", args.epochs), ("--head-epochs", args.head_epochs),
+                                          ("--batch-size", args.batch_size)) if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: the {args.kind} kind fits a logistic regression in one pass "
+                             "and takes no epochs; they train --kind cnn or finetune")
+    output_folder(args.out)  # before hours of training, not after
+
     if args.kind == "finetune":
         from facesuite.train.gender_finetune import FinetuneOptions, train_finetune
 
@@ -138,13 +144,14 @@ def register(groups: dict) -> None:
                     "(else a stratified 15% of train is held out).")
     train.add_argument("dir", help="folder with train/{male,female}/ (and optional val/), or train/ (and val/) "
                                     "of UTKFace files")
-    train.add_argument("--out", required=True, help="model folder to write (weights, model.json, curves.png, history.json)")
+    train.add_argument("--out", required=True, help="model folder to write (weights, model.json, history.json; "
+                                                     "curves.png for the cnn and finetune kinds)")
     train.add_argument("--kind", choices=GenderKindChoices(), default=DEFAULT_GENDER_KIND, metavar="KIND",
                        help="%(choices)s (default %(default)s). backbone: logistic regression on the recognition pass's embedding + pooled hidden "
                             "stages; embedding: on the 128-D embedding only; cnn: MobileNetV3-Small + SE head; finetune: "
                             "a gender branch fine-tuned on the face ResNet, selected by identity-disjoint k-fold CV")
     train.add_argument("--epochs", type=int, default=None,
-                       help="epochs in total, both stages (default: cnn 12; finetune 8, the most CV may choose)")
+                       help="cnn and finetune: epochs in total, both stages (default: cnn 12; finetune 8, the most CV may choose)")
     train.add_argument("--head-epochs", type=int, default=None,
                        help="heads-only epochs (default: cnn 0 from scratch, 1 otherwise; finetune 2)")
     train.add_argument("--folds", type=int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
