@@ -130,7 +130,7 @@ def test_training_runs_end_to_end_and_resumes(tmp_path):
     _assert_balanced_threshold(loaded, data / "val")
 
 
-def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
+def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path, capsys):
     from facesuite.analysis import FaceAnalysis
     from facesuite.detect.extract import FaceExtractor
 
@@ -153,6 +153,11 @@ def test_backbone_head_trains_and_reuses_the_recognition_pass(tmp_path):
     assert shared == pytest.approx(alone, abs=1e-4)
     # Fitted on these faces, the head must tell them apart.
     assert [p >= model.threshold for p in shared] == [True] * 3 + [False] * 3
+    # `analyze --gender-model` answers with the trained model.
+    capsys.readouterr()
+    assert main(["analyze", str(images[0]), str(images[-1]), "--gender-model", str(model_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["p_female"] for row in rows] == pytest.approx([shared[0], shared[-1]], abs=1e-4)
     p_female = _assert_balanced_threshold(model, data / "val")
     assert len(set(p_female.values())) == len(p_female)  # spread-out scores: the contract has teeth
     # Asking for full female recall lowers the threshold just enough: to the lowest validation
