@@ -316,7 +316,7 @@ def test_searched_gender_floors_hold_every_group_and_answer_more_adults_than_a_g
 
     files = _dev_files(0, 116, 700)  # faces the models never saw, so their answers are not all right
     faces = [(path, entry[0]) for path, entry in zip(files, app.get_batch(files))
-             if isinstance(entry, list) and not entry[0].no_face]
+             if isinstance(entry, list) and entry[0].age is not None]  # a face, above the quality floor
     assert len(faces) >= 680
     threshold = json.loads((DEFAULT_GENDER_DIR / "model.json").read_text())["threshold"]
     p_female = np.array([face.p_female for _, face in faces], dtype=np.float64)
@@ -403,3 +403,17 @@ def test_no_gender_answer_is_less_than_eighty_percent_likely_right(app) -> None:
     assert answered.any() and (~answered).any()
     assert chance[answered].min() >= 0.8
     assert np.all(answered == (chance >= np.array(by_age["floors"])[row]))
+
+
+def test_eval_age_counts_a_face_below_the_quality_floor_and_does_not_score_it(spread, facecom_b: Path, tmp_path, capsys):
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    for path in spread[:6]:
+        (folder / path.name).symlink_to(path.resolve())
+    # A blown-out photo of a man of about 60, named as UTKFace names its files.
+    blown_out = sorted((facecom_b / "John_Kerry" / "distortion").glob("*_sunny.jpg"))[1]
+    (folder / "60_0_0_20170101000000000.jpg").symlink_to(blown_out.resolve())
+    assert main(["eval", "age", str(folder), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (metrics["unrecognisable"], metrics["overall"]["n"]) == (1, 6)
+    assert "no face / below the quality floor (no age)" in capsys.readouterr().out

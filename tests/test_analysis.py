@@ -225,3 +225,20 @@ def test_each_face_of_a_group_photo_has_its_own_distortion(app: FaceAnalysis, fa
     assert (left.distortion, right.distortion) == ("clean", "noisy")
     assert left.route != right.route and left.quality != right.quality
     assert left._crop.face.faces_in_image == right._crop.face.faces_in_image == len(app.get(group, max_faces=None))
+
+
+def test_a_face_below_the_quality_floor_gets_no_age_and_no_gender_answer(app: FaceAnalysis, facecom_b: Path, capsys) -> None:
+    """A blown-out face: `unrecognisable`, no age, gender `uncertain` (answered with --no-abstain);
+    the clean photo it was made from keeps all three."""
+    from facesuite.cli import main
+
+    clean = sorted((facecom_b / "John_Kerry").glob("*.jpg"))[1]
+    blown_out = clean.parent / "distortion" / f"{clean.stem}_sunny.jpg"
+    (face,) = app.get(blown_out)
+    (unspoilt,) = app.get(clean)
+    assert not face.no_face and face.quality < app.quality.floor <= unspoilt.quality
+    assert (face.age, face.age_range, face.gender) == (None, None, "uncertain") and face.p_female is not None
+    assert unspoilt.age is not None and unspoilt.gender in ("male", "female")
+    assert main(["analyze", str(blown_out), "--no-abstain", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["gender"] in ("male", "female") and row["age"] is None and row["age_range"] is None

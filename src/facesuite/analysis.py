@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facesuite.classify.age import AgeHead
+from facesuite.classify.gender_head import UNCERTAIN
 from facesuite.classify.quality import QualityModel, quality_features
 from facesuite.classify.stages import AgeStage, GenderStage, SharedPass, Stage
 from facesuite.decide import SAME, OperatingPoint
@@ -449,6 +450,7 @@ class FaceAnalysis:
         crops, routed, plain, kinds, pooled = judged.crops, judged.routed, judged.plain, judged.kinds, judged.pooled
         p_face, is_face = judged.p_face, judged.is_face
         quality = self._quality(crops, kinds)
+        recognisable = self.operating_point.recognisable(quality, len(crops))
         batch = SharedPass(
             len(crops), kinds, plain, pooled, self.embedder,
             restored=lambda rows: self.router.restored([crops[i].chip for i in rows],
@@ -472,7 +474,18 @@ class FaceAnalysis:
                 faces[-1].quality = float(quality[i])
             for stage, answer in zip(self.stages, answers):
                 stage.apply(faces[-1], answer, i)
+            if not recognisable[i]:
+                self._withhold_attributes(faces[-1])
         return faces, frames
+
+    def _withhold_attributes(self, face: Face) -> None:
+        """No age and (abstaining) no gender for a face below the quality floor: it shows too
+        little. On the training identities' blown-out copies under the floor, gender answers were
+        right 0.889 of the time (0.980 above it) and ages correlated 0.13 with those of the same
+        photos unspoilt (mean difference 15 years)."""
+        face.age = face.age_range = None
+        if self.abstain and face.gender is not None:
+            face.gender = UNCERTAIN
 
     def _identify(self, faces: list[Face], frames: list[np.ndarray]) -> None:
         """Each face's identity in the gallery (``frames``: the image each face is in, for source matching)."""

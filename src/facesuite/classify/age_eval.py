@@ -74,9 +74,10 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
 
     out = Path(out)
     faces, skipped = predict_ages(analysis, [s.path for s in samples], progress="age")
-    # A box judged no face has no age: counted (``no_face``), not scored.
+    # A box judged no face, or a face below the quality floor, has no age: counted, not scored.
     no_face = sum(face.no_face for face in faces)
-    faces = [face for face in faces if not face.no_face]
+    unrecognisable = sum(not face.no_face and face.age is None for face in faces)
+    faces = [face for face in faces if face.age is not None]
     if not faces:
         raise InputError("no readable images with a face to evaluate", out)
     by_path = {str(s.path): s for s in samples}
@@ -100,6 +101,7 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
         for value in sorted(set(values)):
             groups[f"{key} {value}"] = values == value
     metrics = {"overall": age_figures(true_age, age, low, high), "skipped": len(skipped), "no_face": no_face,
+               "unrecognisable": unrecognisable,
                "fallback_faces": int(sum(f.fallback for f in faces)), "interval_target": analysis.age.coverage,
                "groups": {name: age_figures(true_age[mask], age[mask], low[mask], high[mask])
                           for name, mask in groups.items() if mask.any()}}
@@ -111,7 +113,8 @@ def evaluate_age(samples: Sequence[AgeSample], analysis, out: str | Path) -> tup
         ["faces", overall["n"]], ["MAE (years)", f"{overall['mae']:.2f} ({overall['mae_ci95'][0]:.2f}-{overall['mae_ci95'][1]:.2f})"],
         ["mean signed error", overall["bias"]],
         [f"{analysis.age.coverage:.0%} interval coverage", overall["interval_coverage"]],
-        ["mean interval width (years)", overall["interval_width"]], ["files skipped", len(skipped)]], "headline")
+        ["mean interval width (years)", overall["interval_width"]], ["faces below the quality floor (no age)", unrecognisable],
+        ["files skipped", len(skipped)]], "headline")
     rows = [[name, g["n"], g["mae"], f"{g['mae_ci95'][0]:.2f}-{g['mae_ci95'][1]:.2f}", g["bias"], g["interval_coverage"], g["interval_width"]]
             for name, g in metrics["groups"].items()]
     write_html(out / "report.html", "Age", [

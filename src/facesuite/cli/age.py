@@ -56,7 +56,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print_skips(skipped)
     overall = metrics["overall"]
     rows = [("faces", overall["n"]), ("MAE (years)", f"{overall['mae']:.2f} ({overall['mae_ci95'][0]:.2f}-{overall['mae_ci95'][1]:.2f})"),
-            ("interval coverage", overall["interval_coverage"])]
+            ("interval coverage", overall["interval_coverage"]),
+            ("no face / below the quality floor (no age)", f"{metrics['no_face']} / {metrics['unrecognisable']}")]
     rows += [(f"MAE {name}", f"{g['mae']:.2f} ({g['mae_ci95'][0]:.2f}-{g['mae_ci95'][1]:.2f}), n={g['n']}")
              for name, g in metrics["groups"].items() if name.startswith("age ")]
     print_summary(f"age on {args.dir}", rows)
