@@ -102,6 +102,20 @@ def test_a_turned_photo_is_found_upright_in_its_own_pixels(facecom_b: Path, app:
     assert float(np.dot(turned.embedding, upright.embedding)) > 0.9
 
 
+def test_a_blown_out_photo_is_not_read_sideways(facecom_b: Path, app: FaceAnalysis) -> None:
+    """In these upright overexposed frames MTCNN finds nothing upright and, turned, a weak box on a
+    dress's lace or the whole frame; no face is taken from a turned view that weak, so the photo
+    is read upright."""
+    from facesuite.detect import TURN_CHECK_SCORE, FaceDetector
+
+    for name in ("Salma_Hayek/distortion/Salma_Hayek_0002_sunny.jpg", "Kofi_Annan/distortion/Kofi_Annan_0004_sunny.jpg"):
+        image = load_image(facecom_b / name)
+        turned = [FaceDetector().detect([np.ascontiguousarray(np.rot90(image, k))])[0] for k in (1, 2, 3)]
+        assert any(faces and faces[0].score < TURN_CHECK_SCORE for faces in turned), name  # the case itself
+        (face,) = app.get(image)
+        assert face.turn == 0, name
+
+
 def test_non_faces_get_no_decision_in_the_python_api(app: FaceAnalysis) -> None:
     for name, image in _non_faces().items():
         (face,) = app.get(image)
