@@ -236,6 +236,29 @@ def test_utkface_crops_are_clean_and_their_distortions_are_not(utkface: Path, de
         assert sum(p.label != "clean" for p in detector.predict_photos(copies)) >= at_least, kind
 
 
+def test_training_leaves_out_a_copy_that_does_not_differ_from_its_source(dev, tmp_path):
+    """A `blurred` copy that is its clean photo saved again is not learnt as blurred; real blurred
+    copies and every other type's are."""
+    import cv2
+
+    from facesuite.io import load_image, write_image
+    from facesuite.train.distortion import learnable_copies
+
+    frames = [path for path, _ in dev.clean][:24:3]
+    for index, path in enumerate(frames):
+        folder = tmp_path / f"person{index}"
+        (folder / "distortion").mkdir(parents=True)
+        image = load_image(path)
+        write_image(folder / "photo.jpg", image)
+        blurred = image if index == 0 else cv2.GaussianBlur(image, (0, 0), 1.5 + 0.25 * index)
+        write_image(folder / "distortion" / "photo_blurred.jpg", blurred)
+        noise = np.random.default_rng(index).normal(0, 12, image.shape)
+        write_image(folder / "distortion" / "photo_noisy.jpg", np.clip(image + noise, 0, 255).astype(np.uint8))
+    kept, faint = learnable_copies(read_identity_folders(tmp_path))
+    assert [(item.identity, item.distortion) for item in faint] == [("person0", "blurred")]
+    assert len(kept.distorted) == 2 * len(frames) - 1 and len(kept.clean) == len(frames)
+
+
 def test_route_floor_is_the_lowest_confidence_meeting_the_precision():
     """The floor against a brute-force search over every threshold, on made-up probabilities."""
     from facesuite.train.distortion import route_floor

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -97,6 +98,45 @@ def distortion_samples(dataset: IdentityDataset) -> list[tuple[Path, str]]:
     samples = [(path, "clean") for path, _ in dataset.clean]
     samples += [(d.path, d.distortion) for d in dataset.distorted if d.distortion in DISTORTIONS]
     return samples
+
+
+#: A copy closer to its clean source than this (PSNR, dB) and than its type's outlier fence
+#: (:func:`learnable_copies`) shows too little of its distortion to learn it from.
+FAINT_PSNR = 35.0
+
+
+def _psnr(copy: np.ndarray, source: np.ndarray) -> float:
+    if copy.shape != source.shape:
+        copy = cv2.resize(copy, (source.shape[1], source.shape[0]), interpolation=cv2.INTER_AREA)
+    error = float(np.mean((copy.astype(np.float32) - source.astype(np.float32)) ** 2))
+    return 10.0 * np.log10(255.0**2 / max(error, 1e-6))
+
+
+def learnable_copies(dataset: IdentityDataset, progress: str | None = None) -> tuple[IdentityDataset, list[DistortedImage]]:
+    """``dataset`` without the distorted copies that barely differ from their clean source, and
+    those copies.
+
+    A copy is dropped where its PSNR to its source is above :data:`FAINT_PSNR` and above its
+    type's outlier fence (the third quartile plus 1.5 interquartile ranges of the type's copies).
+    FACECOM's studio portraits (``NNN_frontal``) have such `blurred` and `resized` copies, 37-49 dB
+    from their sources where every other blurred copy is under 34 dB: trained as distorted, a
+    photo indistinguishable from its clean source teaches the network that clean photos are
+    blurred or resized. A copy whose source is missing or unreadable is kept."""
+    closeness: dict[int, float] = {}
+    for index, item in enumerate(tqdm(dataset.distorted, desc=progress, unit="img", disable=progress is None, leave=False)):
+        try:
+            closeness[index] = _psnr(load_image(item.path), load_image(item.source))
+        except InputError:
+            continue
+    fences = {}
+    for kind in {item.distortion for item in dataset.distorted}:
+        values = [closeness[i] for i, item in enumerate(dataset.distorted) if item.distortion == kind and i in closeness]
+        if values:
+            q1, q3 = np.percentile(values, [25, 75])
+            fences[kind] = max(FAINT_PSNR, q3 + 1.5 * (q3 - q1))
+    faint = {i for i, value in closeness.items() if value > fences[dataset.distorted[i].distortion]}
+    kept = [item for i, item in enumerate(dataset.distorted) if i not in faint]
+    return IdentityDataset(dataset.root, list(dataset.clean), kept), [dataset.distorted[i] for i in sorted(faint)]
 
 
 def _margin_spec(spec: InputSpec, margin: int) -> InputSpec:
@@ -356,11 +396,13 @@ def train_detector(
     out = Path(out)
     val_identities = val_identities or set()
     train_ids = sorted(set(dataset.identities) - val_identities)
+    learnable, faint = (dataset.subset(set(train_ids)), []) if synthetic else \
+        learnable_copies(dataset.subset(set(train_ids)), progress="copies against their sources")
     rng = np.random.default_rng(settings.seed)
     fold_ids = set(rng.permutation(train_ids)[: round(len(train_ids) * variety.calibration_share)].tolist())
     photos = sorted(Path(p) for p in variety.photos)
     fold_photos = set(rng.permutation(len(photos))[: round(len(photos) * variety.calibration_share)].tolist())
-    fit_set, fold_set = dataset.subset(set(train_ids) - fold_ids), dataset.subset(fold_ids)
+    fit_set, fold_set = learnable.subset(set(train_ids) - fold_ids), learnable.subset(fold_ids)
     fit_photos = [p for i, p in enumerate(photos) if i not in fold_photos]
 
     def views_of(part: IdentityDataset, part_photos: list[Path], per_variant: int, name: str) -> tuple[Views, list]:
@@ -406,6 +448,8 @@ def train_detector(
         "calibration_images": len(fold) if fold is not None else 0,
         "held_out_identities": len(val_identities),
         "skipped": len(skipped),
+        # Copies left out for barely differing from their source, per type (learnable_copies).
+        "faint_copies": {kind: sum(item.distortion == kind for item in faint) for kind in sorted({item.distortion for item in faint})},
         "synthetic": synthetic,
         "variants_per_kind": variety.per_variant,
         "other_photos": len(fit_photos),
