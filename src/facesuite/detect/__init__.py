@@ -98,7 +98,7 @@ class DetectorSettings:
         detection = {k: v for k, v in asdict(self).items() if k not in ("fallback_box", "assume_cropped", "all_faces")}
         # The cache keeps an image's first face only, so how faces are ranked, and the second
         # looks (a border, turns), are part of the key.
-        return json.dumps({**detection, "ranking": "prominence", "framing": "border-when-filling, turns from 0.99"}, sort_keys=True)
+        return json.dumps({**detection, "ranking": "prominence", "framing": "border-when-filling, turns below 0.9995 by 1.3 logits from 0.99"}, sort_keys=True)
 
 
 def visible_area(box: tuple[float, float, float, float], width: int, height: int) -> float:
@@ -155,14 +155,25 @@ def _exposure_corrected(image: np.ndarray) -> np.ndarray:
 # about 0.4, and close-ups up to 0.8 that it finds right.
 FILLING_SHARE = 0.9
 BORDER_SHARE = 0.25  # border on each side, as a share of the photo's longer side
-# A best face scoring below this is also looked for in the turned photo; a turn wins only when
-# its best face scores this much higher (upright faces score 0.99 or more; an upside-down
-# face, when found at all, about 0.95), and a face found in a turned photo counts only from this
-# score: turned upright, 600 training photos on their side or upside down gave faces of 0.996 and
-# more, where the turned boxes found in blown-out photos (a dress's lace, a whole frame) score 0.92-0.95.
-TURN_CHECK_SCORE = 0.99
-TURN_MARGIN = 0.005
-ALWAYS = -1.0  # a replace margin no score difference fails
+# Turns, chosen on 300 training photos each upright, upside down and on its side:
+# - a best face scoring below TURN_CHECK_SCORE is also looked for in the turned photo. An
+#   upside-down face can pass for an upright one at 0.991-0.9994 (11 of 300); 90% of upright
+#   photos score 0.9995 or more;
+# - a turn wins where its best face's score is above the best so far by TURN_MARGIN in logits:
+#   upright photos' turns came at most 0.85 above them, the upside-down faces' own turn 1.83 and
+#   more above their false upright face but for one (0.44);
+# - a face found in a turned photo counts only from TURNED_MIN_SCORE: turned upright, 600
+#   training photos on their side or upside down gave faces of 0.996 and more, where the turned
+#   boxes found in blown-out photos (a dress's lace, a whole frame) score 0.92-0.95.
+TURN_CHECK_SCORE = 0.9995
+TURN_MARGIN = 1.3
+TURNED_MIN_SCORE = 0.99
+ALWAYS = -np.inf  # a replace margin no score difference fails
+
+
+def _logit(score: float) -> float:
+    clipped = min(max(score, 1e-7), 1.0 - 1e-7)
+    return float(np.log(clipped / (1.0 - clipped)))
 
 # A view of a photo for the detector: its pixels, and how a face found there maps back.
 View = Callable[[np.ndarray], tuple[np.ndarray, Callable[[Detection], Detection]]]
@@ -260,15 +271,15 @@ class FaceDetector:
         # still placed above the mouth. The turn whose best face scores highest wins.
         doubtful = [i for i in detectable if not results[i] or results[i][0].score < TURN_CHECK_SCORE]
         for turn in (90, 180, 270):
-            self._look(results, images, doubtful, _turned(turn), replace_margin=TURN_MARGIN, min_score=TURN_CHECK_SCORE)
+            self._look(results, images, doubtful, _turned(turn), replace_margin=TURN_MARGIN, min_score=TURNED_MIN_SCORE)
         return [[replace(face, faces_in_image=len(faces)) for face in faces] for faces in results]
 
     def _look(self, results: list[list[Detection]], images: Sequence[np.ndarray], indices: list[int], view: View,
               replace_margin: float | None = None, min_score: float = 0.0) -> None:
         """Detect on ``view`` of the images at ``indices`` (batched by size) and keep its faces
         scoring at least ``min_score``, in the original pixels, where the image had none, or where
-        the view's best face scores more than ``replace_margin`` above the best face found so far
-        (``ALWAYS``: whenever it finds one)."""
+        the view's best face scores more than ``replace_margin`` (logits) above the best face found
+        so far (``ALWAYS``: whenever it finds one)."""
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index in indices:
             by_shape.setdefault(images[index].shape, []).append(index)
@@ -281,7 +292,7 @@ class FaceDetector:
                 if not faces:
                     continue
                 current = results[slot]
-                if current and (replace_margin is None or faces[0].score <= current[0].score + replace_margin):
+                if current and (replace_margin is None or _logit(faces[0].score) <= _logit(current[0].score) + replace_margin):
                     continue
                 faces = [to_original(face) for face in faces]
                 results[slot] = sorted(faces, key=lambda f: prominence(f.box, width, height), reverse=True)
