@@ -81,6 +81,16 @@ def test_analyze_prints_each_list_of_numbers_on_one_line(samples: Path, capsys) 
     assert len(lines) == len(row) + 4  # one line a field, in braces and brackets
 
 
+@pytest.mark.parametrize("box", ["2,2,0,0", "0.5,0.5,0,0.4", "0.5,0.5,1.5,0.4", "a,b,c,d"])
+def test_a_fallback_box_outside_the_image_is_refused(samples: Path, capsys, box: str) -> None:
+    image = sorted((samples / "people" / PERSON).glob("*.jpg"))[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", str(image), "--fallback-box", box])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--fallback-box" in error[0]
+
+
 def test_analyze_with_gallery_names_the_person(facecom_b: Path, tmp_path: Path, capsys) -> None:
     people = tmp_path / "people"
     for person in (PERSON, "Hugo_Chavez", "Kofi_Annan"):

@@ -142,6 +142,19 @@ def test_identity_folders_are_not_enrolled_under_one_name(samples: Path, tmp_pat
     # One person's photos named explicitly are enrolled under the name.
     photos = [str(p) for p in sorted((samples / "people" / "Colin_Powell").glob("*.jpg"))]
     assert main(["gallery", "enroll", *photos, "--identity", "Colin", "--gallery", str(tmp_path / "g")]) == 0
+    # A folder mixing one person's folder and loose photos: refused under one name; without a
+    # name the loose photo is not enrolled, and a note says so.
+    mixed = tmp_path / "mixed"
+    (mixed / "Hugo").mkdir(parents=True)
+    hugo = sorted((samples / "people" / "Hugo_Chavez").glob("*.jpg"))[0]
+    (mixed / "Hugo" / hugo.name).symlink_to(hugo.resolve())
+    (mixed / "stranger.jpg").symlink_to((samples / "photos" / "Naomi_Watts_0001.jpg").resolve())
+    capsys.readouterr()
+    assert main(["gallery", "enroll", str(mixed), "--identity", "Z", "--gallery", str(tmp_path / "g2")]) == 2
+    assert "leave out --identity" in capsys.readouterr().err
+    assert main(["gallery", "enroll", str(mixed), "--gallery", str(tmp_path / "g2")]) == 0
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note")]
+    assert "stranger.jpg" in note and str(mixed) in note
 
 
 def test_rest_enroll_says_why_nothing_was_enrolled_as_the_cli_does(samples: Path, tmp_path: Path,

@@ -378,8 +378,9 @@ def test_folder_names_as_other_data_sets_spell_them(tmp_path, capsys):
         for path in val[label]:
             (data / "Validation" / spelled / path.name).symlink_to(path.resolve())
     # The default kind fits in one pass: epochs are refused, not ignored.
-    assert main(["train", "gender", str(data), "--out", str(tmp_path / "model"), "--epochs", "3"]) == 2
-    assert "--epochs" in capsys.readouterr().err and not (tmp_path / "model").exists()
+    for option, value in (("--epochs", "3"), ("--lr", "0.01"), ("--chip-size", "96")):
+        assert main(["train", "gender", str(data), "--out", str(tmp_path / "model"), option, value]) == 2
+        assert option in capsys.readouterr().err and not (tmp_path / "model").exists()
     assert main(["train", "gender", str(data), "--out", str(tmp_path / "model")]) == 0
     history = json.loads((tmp_path / "model" / "history.json").read_text())
     model = json.loads((tmp_path / "model" / "model.json").read_text())

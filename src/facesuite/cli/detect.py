@@ -16,6 +16,9 @@ def _fallback_box(text: str) -> tuple[float, float, float, float]:
         cx, cy, width, height = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError("expected four fractions CX,CY,W,H, e.g. 0.5,0.51,0.37,0.49") from None
+    if not (0 < width <= 1 and 0 < height <= 1 and 0 <= cx <= 1 and 0 <= cy <= 1):
+        raise argparse.ArgumentTypeError("CX,CY must be fractions of the image (0-1) and W,H above 0 and at most 1, "
+                                         "e.g. 0.5,0.51,0.37,0.49")
     return cx, cy, width, height
 
 

@@ -25,7 +25,8 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     if args.identity is not None:
         for path in map(Path, args.paths):
             people = sorted(child.name for child in path.iterdir() if child.is_dir()) if path.is_dir() else []
-            if len(people) > 1:
+            loose = path.is_dir() and any(is_image_file(child) for child in path.iterdir())
+            if len(people) > 1 or (people and loose):
                 # Most likely identity folders: enrolled under one name, they would make one person of several.
                 raise InputError(f"holds folders {', '.join(people[:3])}{', ...' if len(people) > 3 else ''}: leave out "
                                  f"--identity to enrol each under its own name, or name the photos ({path}/*/*.jpg) "
@@ -45,6 +46,10 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
         by_identity = {}
         for path, identity in read_identity_folders(folder).clean:
             by_identity.setdefault(identity, []).append(path)
+        loose = [child for child in folder.iterdir() if is_image_file(child)] if folder.is_dir() else []
+        if loose:
+            print(f"note: not enrolled, in no identity folder: {counted(len(loose), 'photo', 'photos')} directly in "
+                  f"{folder} (e.g. {loose[0].name}); enrol them with --identity NAME", file=sys.stderr)
     with recognition_analysis(args).open_gallery(args.gallery, create=True) as gallery:
         # One transaction per identity: a crash never leaves half an identity.
         results = gallery.enroll_many(by_identity, progress="enroll")

@@ -56,10 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError("--teacher trains the cnn kind by distillation; use it with --kind cnn")
     if args.kind in ("backbone", "embedding"):
         given = [flag for flag, value in (("--epochs", args.epochs), ("--head-epochs", args.head_epochs),
-                                          ("--batch-size", args.batch_size)) if value is not None]
+                                          ("--batch-size", args.batch_size), ("--lr", args.lr),
+                                          ("--chip-size", args.chip_size), ("--device", args.device)) if value is not None]
         if given:
-            raise InputError(f"{', '.join(given)}: the {args.kind} kind fits a logistic regression in one pass "
-                             "and takes no epochs; they train --kind cnn or finetune")
+            raise InputError(f"{', '.join(given)}: the {args.kind} kind fits a logistic regression in one pass on "
+                             "the recognition network's chips; these options train --kind cnn or finetune")
     output_folder(args.out)  # before hours of training, not after
 
     if args.kind == "finetune":
@@ -69,13 +70,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         options = FinetuneOptions(
             epochs=args.epochs or defaults.epochs, head_epochs=args.head_epochs if args.head_epochs is not None else defaults.head_epochs,
             folds=args.folds, batch_size=args.batch_size or defaults.batch_size, weighting=args.weighting, seed=args.seed,
-            min_female_recall=args.min_female_recall, device=args.device, resume=args.resume,
+            min_female_recall=args.min_female_recall, device=args.device or "cpu", resume=args.resume,
         )
         print(json.dumps(train_finetune(args.dir, args.out, options, make_extractor(args))))
         return 0
     options = TrainOptions(
         kind=args.kind, epochs=args.epochs or 12, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
-        batch_size=args.batch_size or 64, lr=args.lr, chip_size=args.chip_size, patience=args.patience, resume=args.resume,
+        batch_size=args.batch_size or 64, lr=2e-3 if args.lr is None else args.lr, chip_size=args.chip_size or 112,
+        patience=args.patience, resume=args.resume,
         min_female_recall=args.min_female_recall, teacher=args.teacher, distill_alpha=args.distill_alpha,
         temperature=args.temperature,
     )
@@ -157,13 +159,13 @@ def register(groups: dict) -> None:
     train.add_argument("--folds", type=int, default=3, help="finetune: cross-validation folds on the training identities (default 3)")
     train.add_argument("--weighting", choices=("group", "class"), default="group",
                        help="finetune: weigh faces by race x gender x age band (group, default) or by gender only")
-    train.add_argument("--device", default="cpu", help="finetune: cpu (default) or cuda")
+    train.add_argument("--device", default=None, help="finetune: cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default 0)")
     train.add_argument("--init", default="scratch", metavar="scratch|PATH",
                        help="CNN start: random (scratch) or a state_dict file of GenderNet or torchvision MobileNetV3-Small")
     train.add_argument("--batch-size", type=positive_int, default=None, help="default: cnn 64, finetune 128")
-    train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (stage 2 of a PATH init uses a tenth)")
-    train.add_argument("--chip-size", type=int, default=112, help="CNN input side in pixels (default 112)")
+    train.add_argument("--lr", type=float, default=None, help="cnn: AdamW learning rate (default 0.002; stage 2 of a PATH init uses a tenth)")
+    train.add_argument("--chip-size", type=positive_int, default=None, help="cnn: input side in pixels (default 112)")
     train.add_argument("--patience", type=positive_int, default=4, help="early-stop after this many epochs without val macro-F1 gain")
     train.add_argument("--min-female-recall", type=float, default=0.0, metavar="R",
                        help="lower the balanced decision threshold until validation female recall is at least R (default 0: balanced)")
