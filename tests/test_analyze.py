@@ -91,6 +91,18 @@ def test_a_fallback_box_outside_the_image_is_refused(samples: Path, capsys, box:
     assert len(error) == 1 and "--fallback-box" in error[0]
 
 
+def test_a_model_of_the_other_kind_is_named_as_such(samples: Path, capsys) -> None:
+    from facesuite.classify.age import DEFAULT_AGE_DIR
+    from facesuite.classify.gender_head import DEFAULT_GENDER_DIR
+
+    image = sorted((samples / "people" / PERSON).glob("*.jpg"))[0]
+    for option, folder, said in (("--gender-model", DEFAULT_AGE_DIR, "holds an age model"),
+                                 ("--age-model", DEFAULT_GENDER_DIR, "holds a gender model")):
+        assert main(["analyze", str(image), option, str(folder)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and said in error[0] and str(folder) in error[0]
+
+
 def test_analyze_with_gallery_names_the_person(facecom_b: Path, tmp_path: Path, capsys) -> None:
     people = tmp_path / "people"
     for person in (PERSON, "Hugo_Chavez", "Kofi_Annan"):

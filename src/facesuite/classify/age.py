@@ -103,6 +103,8 @@ class AgeHead:
         verify_model_folder(folder)
         try:
             record = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+            if isinstance(record, dict) and "labels" in record and "interval" not in record:
+                raise InputError("holds a gender model, not an age model (give it as the gender model)", folder)
             interval = record["interval"]
             with np.load(folder / "weights.npz", allow_pickle=False) as stored:
                 arrays = {name: np.asarray(stored[name], dtype=np.float32) for name in stored.files}

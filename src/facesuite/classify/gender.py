@@ -94,6 +94,8 @@ class GenderConfig:
             raise InputError("not a gender model folder (no model.json)", folder)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record, dict) and "interval" in record and "labels" not in record:
+                raise InputError("holds an age model, not a gender model (give it as the age model)", folder)
             config = cls(**record)
         except (json.JSONDecodeError, TypeError) as error:
             raise InputError(f"unreadable model.json ({error})", path) from None
