@@ -125,6 +125,30 @@ def test_analyze_answers_what_the_library_answers(client: TestClient, library, s
 
 
 @needs_models
+def test_a_trained_gender_model_answers_in_the_api_as_in_the_cli(samples: Path, tmp_path: Path, capsys) -> None:
+    """A gender model of the user's (here the shipped one with its threshold moved so that every
+    face is female) answers `POST /analyze` and `analyze --gender-model` alike; a wrong folder
+    stops `serve` in one line."""
+    from facesuite.classify.gender_head import DEFAULT_GENDER_DIR
+
+    model = tmp_path / "gender"
+    shutil.copytree(DEFAULT_GENDER_DIR, model)
+    record = json.loads((model / "model.json").read_text())
+    record["threshold"] = 1e-6
+    (model / "model.json").write_text(json.dumps(record))
+    photo = _image(samples / "people", "Colin_Powell")
+    assert main(["analyze", str(photo), "--gender-model", str(model), "--json"]) == 0
+    (cli,) = json.loads(capsys.readouterr().out)
+    with TestClient(create_app(gallery=str(tmp_path / "g"), work_dir=tmp_path / "w", gender_model=model),
+                    base_url="http://127.0.0.1:8000") as api:
+        served = api.post("/analyze", files=[_upload(photo)]).json()
+    assert cli["gender"] == served["gender"] == "female"
+    assert served["p_female"] == pytest.approx(cli["p_female"], abs=1e-4)
+    assert main(["serve", "--gender-model", str(tmp_path / "missing"), "--port", "8799"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+@needs_models
 def test_analyze_preview_of_a_format_browsers_cannot_draw(client: TestClient, samples: Path) -> None:
     grey = Image.open(samples / "photos" / "Colin_Powell_0003.jpg").convert("L")
     pgm = io.BytesIO()

@@ -34,13 +34,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The models load after the server starts; a changed model file stops it here instead, rather
     # than leaving a server that analyses without gender or routes.
     verify_installation()
+    # A model folder of the user's is checked now too: a wrong one is one line and exit 2.
+    if args.gender_model:
+        from facesuite.classify.gender import GenderConfig
+
+        GenderConfig.load(Path(args.gender_model))
+    if args.age_model:
+        from facesuite.classify.age import AgeHead
+
+        AgeHead.load(args.age_model)
     if args.gallery and args.gallery.startswith("milvus://"):
         from facesuite.gallery.milvus import parse_uri
 
         parse_uri(args.gallery)  # a malformed URI is a one-line error now, not on the first request
     app = create_app(gallery=args.gallery, embedder=args.embedder, use_cache=not args.no_cache,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key=api_key,
-                     eval_roots=eval_roots, allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
+                     eval_roots=eval_roots, allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None,
+                     gender_model=args.gender_model, age_model=args.age_model)
     _check_can_listen(args.host, args.port)
     print(f"dashboard: http://{args.host}:{args.port}/  (API schema: /openapi.json)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -111,6 +121,10 @@ def register(groups: dict) -> None:
     serve.add_argument("--embedder", default="default", help="embedder backend by registered name")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default 10)")
     serve.add_argument("--no-cache", action="store_true", help="do not read or write the detection cache")
+    serve.add_argument("--gender-model", metavar="DIR", help="a gender model folder written by `facesuite train gender` "
+                                                            "(default: the shipped model)")
+    serve.add_argument("--age-model", metavar="DIR", help="an age model folder written by `facesuite train age` "
+                                                         "(default: the shipped model)")
     serve.add_argument("--api-key", help="require this key (header X-API-Key) on routes that change the gallery or "
                                          "start evaluations; default $FACESUITE_API_KEY, which keeps it out of `ps`")
     serve.add_argument("--eval-root", action="append", metavar="DIR",

@@ -54,18 +54,22 @@ def create_app(
     api_key: str | None = None,
     eval_roots: Sequence[str | Path] | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    gender_model: str | Path | None = None,
+    age_model: str | Path | None = None,
 ) -> FastAPI:
     """The API and the dashboard. ``gallery`` is a gallery URI (a folder, ``NAME.db`` for Milvus
     Lite or ``milvus://HOST:PORT/COLLECTION``; default the folder ``$FACESUITE_HOME/gallery``); evaluation
     reports go under ``work_dir`` (default ``$FACESUITE_HOME/serve``). Evaluations may read folders
     under ``eval_roots`` only (default: the data root, ``$FACESUITE_DATA``). ``api_key`` protects
-    :data:`MUTATING_ROUTES`; ``allowed_hosts`` restricts the Host header (see :class:`RequestGuard`)."""
+    :data:`MUTATING_ROUTES`; ``allowed_hosts`` restricts the Host header (see :class:`RequestGuard`).
+    ``gender_model`` / ``age_model``: model folders trained by ``facesuite train`` (default: the shipped ones)."""
     from facesuite.config import data_root
     from facesuite.gallery import display_uri
 
     work = Path(work_dir) if work_dir else user_home() / "serve"
     gallery_uri = os.fspath(gallery) if gallery else default_gallery()
-    service = ModelService(gallery_uri, embedder, use_cache, ThumbnailStore(work / "thumbnails", gallery_uri))
+    service = ModelService(gallery_uri, embedder, use_cache, ThumbnailStore(work / "thumbnails", gallery_uri),
+                           gender_model or "default", age_model or "default")
     roots = [Path(root) for root in eval_roots] if eval_roots is not None else [data_root()]
     jobs = JobRunner(service, work, roots)
 

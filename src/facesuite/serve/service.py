@@ -12,7 +12,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,12 +54,13 @@ class ModelService:
     """
 
     def __init__(self, gallery: str, embedder: str = "default", use_cache: bool = True,
-                 thumbnails: ThumbnailStore | None = None) -> None:
+                 thumbnails: ThumbnailStore | None = None, gender: str | Path = "default", age: str | Path = "default") -> None:
         # A gallery URI of any backend, as the `gallery` commands take it (facesuite.gallery).
         self.gallery_uri = gallery
         self.thumbnails = thumbnails
         self._embedder_name = embedder
         self._use_cache = use_cache
+        self._gender, self._age = gender, age  # model folders, or "default" for the shipped ones
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesuite-models")
         self._analysis = None
         self._gallery = None
@@ -95,7 +96,7 @@ class ModelService:
 
         options = {"use_cache": self._use_cache}
         try:
-            self._analysis = FaceAnalysis(self._embedder_name, **options)
+            self._analysis = FaceAnalysis(self._embedder_name, gender=self._gender, age=self._age, **options)
             self._analysis.distortion  # noqa: B018 - loaded now, so a missing model degrades here
             self._can_analyse = True
         except InputError as error:
