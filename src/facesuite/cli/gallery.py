@@ -25,8 +25,7 @@ def cmd_gallery_enroll(args: argparse.Namespace) -> int:
     if args.identity is not None:
         for path in map(Path, args.paths):
             people = sorted(child.name for child in path.iterdir() if child.is_dir()) if path.is_dir() else []
-            loose = path.is_dir() and any(is_image_file(child) for child in path.iterdir())
-            if len(people) > 1 or (people and loose):
+            if len(people) > 1 or (people and any(is_image_file(child) for child in path.iterdir())):
                 # Most likely identity folders: enrolled under one name, they would make one person of several.
                 raise InputError(f"holds folders {', '.join(people[:3])}{', ...' if len(people) > 3 else ''}: leave out "
                                  f"--identity to enrol each under its own name, or name the photos ({path}/*/*.jpg) "

@@ -123,11 +123,20 @@ def learnable_copies(dataset: IdentityDataset, progress: str | None = None) -> t
     photo indistinguishable from its clean source teaches the network that clean photos are
     blurred or resized. A copy whose source is missing or unreadable is kept."""
     closeness: dict[int, float] = {}
-    for index, item in enumerate(tqdm(dataset.distorted, desc=progress, unit="img", disable=progress is None, leave=False)):
+    by_source: dict[Path, list[int]] = {}
+    for index, item in enumerate(dataset.distorted):
+        by_source.setdefault(item.source, []).append(index)
+    # Each clean source is read once for all its copies.
+    for source, indices in tqdm(by_source.items(), desc=progress, unit="source", disable=progress is None, leave=False):
         try:
-            closeness[index] = _psnr(load_image(item.path), load_image(item.source))
+            clean = load_image(source)
         except InputError:
             continue
+        for index in indices:
+            try:
+                closeness[index] = _psnr(load_image(dataset.distorted[index].path), clean)
+            except InputError:
+                continue
     fences = {}
     for kind in {item.distortion for item in dataset.distorted}:
         values = [closeness[i] for i, item in enumerate(dataset.distorted) if item.distortion == kind and i in closeness]
