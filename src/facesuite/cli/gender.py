@@ -70,14 +70,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         options = FinetuneOptions(
             epochs=args.epochs or defaults.epochs, head_epochs=args.head_epochs if args.head_epochs is not None else defaults.head_epochs,
             folds=args.folds, batch_size=args.batch_size or defaults.batch_size, weighting=args.weighting, seed=args.seed,
-            min_female_recall=args.min_female_recall, device=args.device or "cpu", resume=args.resume,
+            min_female_recall=args.min_female_recall, device=args.device or defaults.device, resume=args.resume,
         )
         print(json.dumps(train_finetune(args.dir, args.out, options, make_extractor(args))))
         return 0
+    defaults = TrainOptions()
     options = TrainOptions(
-        kind=args.kind, epochs=args.epochs or 12, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
-        batch_size=args.batch_size or 64, lr=2e-3 if args.lr is None else args.lr, chip_size=args.chip_size or 112,
-        patience=args.patience, resume=args.resume,
+        kind=args.kind, epochs=args.epochs or defaults.epochs, head_epochs=args.head_epochs, seed=args.seed, init=args.init,
+        batch_size=args.batch_size or defaults.batch_size, lr=defaults.lr if args.lr is None else args.lr,
+        chip_size=args.chip_size or defaults.chip_size, patience=args.patience, resume=args.resume,
         min_female_recall=args.min_female_recall, teacher=args.teacher, distill_alpha=args.distill_alpha,
         temperature=args.temperature,
     )
